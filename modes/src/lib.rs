@@ -1,0 +1,1 @@
+//! Packet views and per-mode rewrites (placeholder until the crate lands).

@@ -1,0 +1,1 @@
+//! The IPVS schedulers (placeholder until the crate lands).

@@ -1,0 +1,2 @@
+//! tapvs binary entry point.
+fn main() {}
