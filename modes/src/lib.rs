@@ -1,1 +1,37 @@
-//! Packet views and per-mode rewrites (placeholder until the crate lands).
+//! Packet views and per-mode rewrites for tapvs: pure functions over byte
+//! buffers, no I/O, no allocation, no panics on any input.
+//!
+//! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, TCP, UDP,
+//!   ICMPv4) and the virtio-net header.
+//! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
+//!   for full and partial (`NEEDS_CSUM`) checksums.
+//! * [`packet`] — the fast-path classifier [`packet::parse`] and its
+//!   [`packet::DropReason`]s.
+//! * [`nat`] — NAT (masquerading) rewrites: DNAT, SNAT, TTL, MACs.
+//! * [`dr`] — direct routing (MAC rewrite only).
+//! * [`reply`] — frames the appliance originates as a host: ARP, ICMP echo
+//!   replies and errors, TCP RST.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
+
+pub mod checksum;
+pub mod dr;
+pub mod nat;
+pub mod packet;
+pub mod reply;
+pub mod wire;
+
+pub use nat::Csum;
+pub use packet::{parse, DropReason, Kind, Packet};
+pub use wire::{EthernetAddress, VnetHdr, VNET_HDR_LEN};

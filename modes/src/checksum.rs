@@ -1,0 +1,298 @@
+//! Internet checksum arithmetic (RFC 1071): byte sums, folding, the IPv4
+//! pseudo-header, RFC 1624 incremental updates for full checksums and their
+//! inverted-sense variants for *partial* checksums (virtio `NEEDS_CSUM`: the
+//! L4 checksum field holds the uncomplemented pseudo-header sum and the
+//! device finishes it), the UDP zero rules, and [`complete_partial`] to
+//! finish a partial checksum in software.
+//!
+//! Vocabulary: a *sum* is a folded, uncomplemented one's-complement sum; a
+//! *checksum* is the complemented value stored in a header.
+
+use crate::wire::{ethernet, get_u16, set_u16};
+use std::net::Ipv4Addr;
+
+/// Folds a wide accumulator of 16-bit one's-complement words to 16 bits
+/// (end-around carry). Not complemented.
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    // Branch-free: ≤ 2^33 after the first step, ≤ 0x2fffe, ≤ 0x10001, then
+    // ≤ 0xffff.
+    acc = (acc & 0xffff_ffff) + (acc >> 32);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc as u16
+}
+
+/// One's-complement addition of two sums.
+#[inline]
+pub fn add(a: u16, b: u16) -> u16 {
+    fold(u64::from(a) + u64::from(b))
+}
+
+/// Folded one's-complement sum of `data` taken as big-endian 16-bit words
+/// (an odd trailing byte is padded with a zero low byte).
+#[inline]
+pub fn sum(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        if let Ok(w) = <[u8; 8]>::try_from(c) {
+            // 2^64 ≡ 1 (mod 2^16 - 1), so a 64-bit end-around carry keeps
+            // the one's-complement value.
+            let (s, o) = acc.overflowing_add(u64::from_be_bytes(w));
+            acc = s + u64::from(o);
+        }
+    }
+    // The remainder starts at a multiple of 8, so its 16-bit words sit at
+    // even offsets: add them one by one (an odd last byte is the high half
+    // of a zero-padded word).
+    let mut tail: u64 = 0;
+    let mut pairs = chunks.remainder().chunks_exact(2);
+    for w in &mut pairs {
+        if let [a, b] = *w {
+            tail += u64::from(u16::from_be_bytes([a, b]));
+        }
+    }
+    if let [b] = *pairs.remainder() {
+        tail += u64::from(b) << 8;
+    }
+    let (s, o) = acc.overflowing_add(tail);
+    fold(s + u64::from(o))
+}
+
+/// The Internet checksum of `data` as it is stored: `!sum(data)`.
+#[inline]
+pub fn checksum(data: &[u8]) -> u16 {
+    !sum(data)
+}
+
+/// Folded sum of the IPv4 pseudo-header (source, destination, zero,
+/// protocol, L4 length). This is also exactly what a partial (`NEEDS_CSUM`)
+/// TCP/UDP checksum field holds.
+#[inline]
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_len: u16) -> u16 {
+    fold(
+        u64::from(u32::from(src))
+            + u64::from(u32::from(dst))
+            + u64::from(proto)
+            + u64::from(l4_len),
+    )
+}
+
+/// Full TCP/UDP checksum over IPv4 of a whole L4 `segment` (its checksum
+/// field included as it is; zero it first to compute a fresh one). Does not
+/// apply the UDP zero rule (see [`udp_finish`]). `segment` longer than
+/// 65535 bytes is not an IPv4 segment; its length is truncated.
+#[inline]
+pub fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    !add(
+        pseudo_header_v4(src, dst, proto, segment.len() as u16),
+        sum(segment),
+    )
+}
+
+/// RFC 1624 eqn. 3 for one 16-bit field: `HC' = ~(~HC + ~m + m')`.
+#[inline]
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    !fold(u64::from(!csum) + u64::from(!old) + u64::from(new))
+}
+
+/// RFC 1624 eqn. 3 for a 32-bit field (two 16-bit words), e.g. an address.
+#[inline]
+pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
+    !fold(
+        u64::from(!csum)
+            + u64::from(!((old >> 16) as u16))
+            + u64::from(!(old as u16))
+            + u64::from((new >> 16) as u16)
+            + u64::from(new as u16),
+    )
+}
+
+/// [`update32`] for an IPv4 address change.
+#[inline]
+pub fn update_addr(csum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
+    update32(csum, u32::from(old), u32::from(new))
+}
+
+/// Update of a *partial* checksum field (the uncomplemented pseudo-header
+/// sum) for a 16-bit change inside the pseudo-header:
+/// `P' = ~update16(~P, old, new)`.
+#[inline]
+pub fn update16_partial(partial: u16, old: u16, new: u16) -> u16 {
+    !update16(!partial, old, new)
+}
+
+/// Update of a *partial* checksum field for a 32-bit change (an address):
+/// `P' = ~update32(~P, old, new)`.
+#[inline]
+pub fn update32_partial(partial: u16, old: u32, new: u32) -> u16 {
+    !update32(!partial, old, new)
+}
+
+/// [`update16`] with the UDP rules: 0 ("no checksum") stays 0, and a
+/// result of 0 is sent as `0xffff`.
+#[inline]
+pub fn udp_update16(csum: u16, old: u16, new: u16) -> u16 {
+    if csum == 0 {
+        0
+    } else {
+        udp_finish(update16(csum, old, new))
+    }
+}
+
+/// [`update32`] with the UDP rules (see [`udp_update16`]).
+#[inline]
+pub fn udp_update32(csum: u16, old: u32, new: u32) -> u16 {
+    if csum == 0 {
+        0
+    } else {
+        udp_finish(update32(csum, old, new))
+    }
+}
+
+/// Maps a computed UDP checksum of 0 to `0xffff` (0 means "none").
+#[inline]
+pub fn udp_finish(csum: u16) -> u16 {
+    if csum == 0 {
+        0xffff
+    } else {
+        csum
+    }
+}
+
+/// End of the IP packet inside an Ethernet frame: the IPv4 total length or
+/// IPv6 payload length when they fit the frame, the frame end for other
+/// ethertypes, `None` when the length field overruns the frame.
+fn ip_end(frame: &[u8]) -> Option<usize> {
+    const L3: usize = ethernet::HEADER_LEN;
+    match get_u16(frame, ethernet::field::ETHERTYPE) {
+        ethernet::ETHERTYPE_IPV4 if frame.len() >= L3 + 20 => {
+            let end = L3 + usize::from(get_u16(frame, L3 + 2));
+            (end <= frame.len()).then_some(end)
+        }
+        ethernet::ETHERTYPE_IPV6 if frame.len() >= L3 + 40 => {
+            let end = L3 + 40 + usize::from(get_u16(frame, L3 + 4));
+            (end <= frame.len()).then_some(end)
+        }
+        _ => Some(frame.len()),
+    }
+}
+
+/// Finishes a partial checksum in software, as a device would for
+/// `NEEDS_CSUM`: sums the frame from `csum_start` (an offset in the
+/// Ethernet frame) to the end of the IP packet (Ethernet padding excluded),
+/// the field at `csum_start + csum_offset` included as it is, and stores the
+/// complement there (0 is stored as `0xffff`, like the kernel). Returns
+/// false, leaving the frame untouched, if the offsets do not fit.
+pub fn complete_partial(frame: &mut [u8], csum_start: usize, csum_offset: usize) -> bool {
+    let Some(end) = ip_end(frame) else {
+        return false;
+    };
+    let Some(field) = csum_start.checked_add(csum_offset) else {
+        return false;
+    };
+    if field.saturating_add(2) > end {
+        return false;
+    }
+    let Some(region) = frame.get(csum_start..end) else {
+        return false;
+    };
+    let c = udp_finish(checksum(region));
+    set_u16(frame, field, c);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slow reference: plain 16-bit word sum.
+    fn naive_sum(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for pair in data.chunks(2) {
+            let hi = u64::from(pair[0]) << 8;
+            let lo = pair.get(1).map_or(0, |&b| u64::from(b));
+            acc += hi | lo;
+        }
+        fold(acc)
+    }
+
+    #[test]
+    fn sum_matches_naive_for_all_lengths() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 13) as u8 | 0x80).collect();
+        for len in 0..data.len() {
+            assert_eq!(sum(&data[..len]), naive_sum(&data[..len]), "len {len}");
+        }
+        let ff = vec![0xffu8; 70_000];
+        assert_eq!(sum(&ff), naive_sum(&ff));
+    }
+
+    #[test]
+    fn fold_extremes() {
+        assert_eq!(fold(0), 0);
+        assert_eq!(fold(0xffff), 0xffff);
+        assert_eq!(fold(0x1_0000), 1);
+        assert_eq!(fold(0x1_ffff), 1);
+        assert_eq!(fold(u64::MAX), 0xffff);
+        assert_eq!(fold(0xffff_ffff), 0xffff);
+        assert_eq!(fold(0x1_0000_0000), 1);
+        for x in [0x2_fffe_u64, 0x1234_5678_9abc_def0, 0xffff_0000_ffff_0001] {
+            assert_eq!(u64::from(fold(x)) % 0xffff, x % 0xffff);
+        }
+    }
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 §3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to ddf2.
+        assert_eq!(
+            sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+    }
+
+    #[test]
+    fn rfc1624_example() {
+        // RFC 1624 §4: HC = 0xdd2f, m = 0x5555 -> m' = 0x3285 gives 0x0000.
+        assert_eq!(update16(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    #[test]
+    fn partial_update_tracks_pseudo_header() {
+        let (a, b, c) = (
+            Ipv4Addr::new(10, 1, 2, 3),
+            Ipv4Addr::new(192, 168, 7, 9),
+            Ipv4Addr::new(172, 16, 255, 1),
+        );
+        let p = pseudo_header_v4(a, b, 6, 1500);
+        let p2 = update32_partial(p, u32::from(b), u32::from(c));
+        assert_eq!(p2, pseudo_header_v4(a, c, 6, 1500));
+        let p3 = update16_partial(p2, 1500, 40);
+        assert_eq!(p3, pseudo_header_v4(a, c, 6, 40));
+    }
+
+    #[test]
+    fn udp_zero_rules() {
+        assert_eq!(udp_update16(0, 1, 2), 0);
+        assert_eq!(udp_update32(0, 1, 2), 0);
+        // 0xdd2f -> 0x0000 in the RFC example; UDP must send 0xffff.
+        assert_eq!(udp_update16(0xdd2f, 0x5555, 0x3285), 0xffff);
+        assert_eq!(udp_finish(0), 0xffff);
+        assert_eq!(udp_finish(5), 5);
+    }
+
+    #[test]
+    fn complete_partial_rejects_bad_offsets() {
+        let mut f = [0u8; 60];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[17] = 40; // total length 40 -> IP end at 54
+        assert!(!complete_partial(&mut f, 34, 19)); // field ends at 55 > 54
+        assert!(!complete_partial(&mut f, usize::MAX, 16));
+        assert!(!complete_partial(&mut f, 55, 0));
+        assert!(complete_partial(&mut f, 34, 16));
+        f[17] = 100; // overruns the frame
+        assert!(!complete_partial(&mut f, 34, 16));
+    }
+}

@@ -1,0 +1,829 @@
+//! The TOML configuration: its schema, defaults and validation.
+//!
+//! Loading is all-or-nothing: the file is parsed into raw serde structures that reject unknown
+//! fields, then checked field by field into a [`Config`] whose values are typed and consistent.
+//! Every error names the file, the field (as a path such as `service[0].real[1].weight`) and the
+//! problem; nothing is started from a config that has one.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tap::validate_ifname;
+
+/// A configuration error: which file, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the configuration came from.
+    pub file: PathBuf,
+    /// Dotted path of the offending field (`-` when the error is about the whole file).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: field `{}`: {}",
+            self.file.display(),
+            self.field,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// An IPv4 prefix such as `10.0.0.1/24` (the address keeps its host bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// The network mask as a host-order integer.
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+
+    /// Whether `ip` is inside this prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+
+    /// Parses `a.b.c.d/len`; a bare address is a /32. `default` is 0.0.0.0/0.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        if s == "default" {
+            return Ok(Cidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+            });
+        }
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 address or prefix"))?;
+        let prefix = match p {
+            None => 32,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= 32 => n,
+                _ => return Err(format!("{s:?}: prefix length must be 0..=32")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The L4 protocol of a virtual service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+
+    /// The name ipvsadm prints.
+    pub fn label(self) -> &'static str {
+        match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        }
+    }
+}
+
+/// Forwarding method of a real server (ipvsadm `-m`, `-g`, `-i`; DPVS `-b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forward {
+    /// NAT (`-m`, "Masq"): DNAT to the real server, SNAT of its replies.
+    Nat,
+    /// Direct routing (`-g`, "Route"): destination MAC rewrite only.
+    Dr,
+    /// IP-in-IP tunnelling (`-i`, "Tunnel").
+    Tun,
+    /// Full NAT (`-b`, "FullNat"): DNAT plus SNAT to a local address.
+    FullNat,
+}
+
+impl Forward {
+    /// Parses the config spelling.
+    pub fn parse(s: &str) -> Option<Forward> {
+        match s {
+            "nat" => Some(Forward::Nat),
+            "dr" => Some(Forward::Dr),
+            "tun" => Some(Forward::Tun),
+            "fullnat" => Some(Forward::FullNat),
+            _ => None,
+        }
+    }
+
+    /// The name ipvsadm prints in listings.
+    pub fn label(self) -> &'static str {
+        match self {
+            Forward::Nat => "Masq",
+            Forward::Dr => "Route",
+            Forward::Tun => "Tunnel",
+            Forward::FullNat => "FullNat",
+        }
+    }
+}
+
+/// Connection timeouts in seconds (`ipvsadm --set tcp tcpfin udp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP ESTABLISHED, default 900.
+    pub tcp: u32,
+    /// TCP FIN_WAIT, default 120.
+    pub tcp_fin: u32,
+    /// UDP, default 300.
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300,
+        }
+    }
+}
+
+/// Neighbour (ARP) cache settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeighbourConfig {
+    /// Most entries kept; the oldest is evicted beyond it. Default 4096.
+    pub max_entries: usize,
+    /// Seconds an entry stays valid without being confirmed. Default 300.
+    pub timeout: u32,
+}
+
+impl Default for NeighbourConfig {
+    fn default() -> Self {
+        NeighbourConfig {
+            max_entries: 4096,
+            timeout: 300,
+        }
+    }
+}
+
+/// One TAP port: a host interface of the appliance on one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Port name used in logs and routes.
+    pub name: String,
+    /// TAP device name.
+    pub tap: String,
+    /// The port's MAC address.
+    pub mac: [u8; 6],
+    /// The appliance's addresses on this segment (also its connected routes).
+    pub addresses: Vec<Cidr>,
+    /// Bridge to enslave the TAP to, if any.
+    pub bridge: Option<String>,
+    /// MTU of the TAP's kernel side, if set.
+    pub mtu: Option<u32>,
+    /// Depth of each TAP queue (the device's txqueuelen), default 4096.
+    pub queue_len: u32,
+}
+
+/// A static route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Destination prefix.
+    pub to: Cidr,
+    /// Next-hop gateway (must be on a connected network).
+    pub via: Ipv4Addr,
+}
+
+/// A real server of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealConfig {
+    /// Address and port (port 0: same as the service port).
+    pub addr: SocketAddrV4,
+    /// Weight 0..=65535; 0 quiesces.
+    pub weight: u32,
+    /// Forwarding method.
+    pub forward: Forward,
+}
+
+/// A virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Protocol.
+    pub proto: Proto,
+    /// Virtual address and port.
+    pub vip: SocketAddrV4,
+    /// Scheduler name and flags.
+    pub scheduler: sched::SchedSpec,
+    /// Real servers.
+    pub reals: Vec<RealConfig>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub file: PathBuf,
+    /// Worker threads (each owns one queue of every port).
+    pub workers: usize,
+    /// Bound of each worker's connection table is `max_connections / workers`.
+    pub max_connections: usize,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+    /// Neighbour cache.
+    pub neighbour: NeighbourConfig,
+    /// Ports.
+    pub ports: Vec<PortConfig>,
+    /// Static routes.
+    pub routes: Vec<RouteConfig>,
+    /// Virtual services.
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    workers: Option<usize>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    neighbour: NeighbourConfig,
+    #[serde(default)]
+    port: Vec<RawPort>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: String,
+    tap: String,
+    mac: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    bridge: Option<String>,
+    mtu: Option<u32>,
+    queue_len: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    to: String,
+    via: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    protocol: String,
+    address: String,
+    scheduler: Option<String>,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    real: Vec<RawReal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReal {
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+    forward: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Default number of workers: the number of cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// A locally administered unicast MAC derived from the TAP name and this machine's identity,
+/// stable across restarts.
+pub fn generated_mac(tap: &str) -> [u8; 6] {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    // FNV-1a over machine id and TAP name.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in machine.trim().bytes().chain([0]).chain(tap.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for o in out.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Loads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        field: "-".into(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates configuration text that came from `file`.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let err = |field: String, message: String| ConfigError {
+        file: file.to_path_buf(),
+        field,
+        message,
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(file, text, &e))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let at = inner
+            .span()
+            .map(|s| format!(" (line {})", line_of(text, s.start)))
+            .unwrap_or_default();
+        err(
+            if field == "." { "-".into() } else { field },
+            format!("{}{at}", inner.message().trim()),
+        )
+    })?;
+    validate(raw, file)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn syntax_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| line_of(text, s.start));
+    ConfigError {
+        file: file.to_path_buf(),
+        field: "-".into(),
+        message: match line {
+            Some(l) => format!("TOML syntax error at line {l}: {}", e.message().trim()),
+            None => format!("TOML syntax error: {}", e.message().trim()),
+        },
+    }
+}
+
+fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
+    let err = |field: String, message: String| ConfigError {
+        file: file.to_path_buf(),
+        field,
+        message,
+    };
+    let workers = raw.workers.unwrap_or_else(default_workers);
+    if workers == 0 || workers > 64 {
+        return Err(err("workers".into(), "must be 1..=64".into()));
+    }
+    let max_connections = raw.max_connections.unwrap_or(1 << 20);
+    if max_connections < workers {
+        return Err(err(
+            "max_connections".into(),
+            format!("must be at least the number of workers ({workers})"),
+        ));
+    }
+    for (name, v) in [
+        ("timeouts.tcp", raw.timeouts.tcp),
+        ("timeouts.tcp_fin", raw.timeouts.tcp_fin),
+        ("timeouts.udp", raw.timeouts.udp),
+    ] {
+        if v == 0 || v > 86_400 * 30 {
+            return Err(err(name.into(), "must be 1..=2592000 seconds".into()));
+        }
+    }
+    if raw.neighbour.max_entries == 0 {
+        return Err(err(
+            "neighbour.max_entries".into(),
+            "must be positive".into(),
+        ));
+    }
+    if raw.neighbour.timeout < 5 {
+        return Err(err(
+            "neighbour.timeout".into(),
+            "must be at least 5 seconds".into(),
+        ));
+    }
+
+    if raw.port.is_empty() {
+        return Err(err(
+            "port".into(),
+            "at least one [[port]] is required".into(),
+        ));
+    }
+    let mut ports = Vec::new();
+    let mut names = HashSet::new();
+    let mut taps = HashSet::new();
+    let mut own = HashSet::new();
+    for (i, p) in raw.port.iter().enumerate() {
+        let f = |k: &str| format!("port[{i}].{k}");
+        if p.name.is_empty() || !names.insert(p.name.clone()) {
+            return Err(err(
+                f("name"),
+                format!("{:?} is empty or used twice", p.name),
+            ));
+        }
+        validate_ifname(&p.tap).map_err(|e| err(f("tap"), e.to_string()))?;
+        if !taps.insert(p.tap.clone()) {
+            return Err(err(
+                f("tap"),
+                format!("TAP {:?} is used by two ports", p.tap),
+            ));
+        }
+        let mac = match &p.mac {
+            None => generated_mac(&p.tap),
+            Some(s) => {
+                let m = parse_mac(s).ok_or_else(|| {
+                    err(
+                        f("mac"),
+                        format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                    )
+                })?;
+                if m[0] & 1 == 1 || m == [0; 6] {
+                    return Err(err(f("mac"), format!("{s:?} is not a unicast address")));
+                }
+                m
+            }
+        };
+        let mut addresses = Vec::new();
+        for (j, a) in p.addresses.iter().enumerate() {
+            let c = Cidr::parse(a).map_err(|m| err(format!("port[{i}].addresses[{j}]"), m))?;
+            if c.prefix == 0 || c.addr.is_unspecified() || c.addr.is_multicast() {
+                return Err(err(
+                    format!("port[{i}].addresses[{j}]"),
+                    format!("{a:?} is not a usable host address"),
+                ));
+            }
+            if !own.insert(c.addr) {
+                return Err(err(
+                    format!("port[{i}].addresses[{j}]"),
+                    format!("{} is configured twice", c.addr),
+                ));
+            }
+            addresses.push(c);
+        }
+        if let Some(b) = &p.bridge {
+            validate_ifname(b).map_err(|e| err(f("bridge"), e.to_string()))?;
+        }
+        if let Some(m) = p.mtu {
+            if !(576..=65_535).contains(&m) {
+                return Err(err(f("mtu"), "must be 576..=65535".into()));
+            }
+        }
+        let queue_len = p.queue_len.unwrap_or(4096);
+        if !(64..=1_000_000).contains(&queue_len) {
+            return Err(err(f("queue_len"), "must be 64..=1000000".into()));
+        }
+        ports.push(PortConfig {
+            name: p.name.clone(),
+            tap: p.tap.clone(),
+            mac,
+            addresses,
+            bridge: p.bridge.clone(),
+            mtu: p.mtu,
+            queue_len,
+        });
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.route.iter().enumerate() {
+        let to = Cidr::parse(&r.to).map_err(|m| err(format!("route[{i}].to"), m))?;
+        let via: Ipv4Addr = r.via.parse().map_err(|_| {
+            err(
+                format!("route[{i}].via"),
+                format!("{:?} is not an IPv4 address", r.via),
+            )
+        })?;
+        let connected = ports
+            .iter()
+            .any(|p| p.addresses.iter().any(|a| a.contains(via)));
+        if !connected {
+            return Err(err(
+                format!("route[{i}].via"),
+                format!("gateway {via} is not on a connected network of any port"),
+            ));
+        }
+        routes.push(RouteConfig { to, via });
+    }
+
+    let mut services = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in raw.service.iter().enumerate() {
+        let f = |k: &str| format!("service[{i}].{k}");
+        let proto = match s.protocol.as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            other => {
+                return Err(err(
+                    f("protocol"),
+                    format!("{other:?} is not supported (tcp or udp)"),
+                ))
+            }
+        };
+        let vip = parse_sockaddr(&s.address).map_err(|m| err(f("address"), m))?;
+        if vip.port() == 0 {
+            return Err(err(
+                f("address"),
+                "port 0 (all ports) needs persistence, which is not supported yet".into(),
+            ));
+        }
+        if own.contains(vip.ip()) {
+            return Err(err(
+                f("address"),
+                format!("{} is a port address of the appliance, not a VIP", vip.ip()),
+            ));
+        }
+        if !seen.insert((proto, vip)) {
+            return Err(err(
+                f("address"),
+                format!("{} service {vip} is defined twice", proto.label()),
+            ));
+        }
+        let mut spec =
+            sched::SchedSpec::new(s.scheduler.clone().unwrap_or_else(|| sched::DEFAULT.into()));
+        spec.flags = s.flags.clone();
+        if let Err(e) = sched::build(&spec, &[]) {
+            let field = if matches!(e, sched::SchedError::UnknownScheduler(_)) {
+                f("scheduler")
+            } else {
+                f("flags")
+            };
+            return Err(err(field, e.to_string()));
+        }
+        let mut reals = Vec::new();
+        let mut rseen = HashSet::new();
+        for (j, r) in s.real.iter().enumerate() {
+            let g = |k: &str| format!("service[{i}].real[{j}].{k}");
+            let mut addr = parse_sockaddr(&r.address).map_err(|m| err(g("address"), m))?;
+            if addr.port() == 0 {
+                addr.set_port(vip.port());
+            }
+            if !rseen.insert(addr) {
+                return Err(err(
+                    g("address"),
+                    format!("real server {addr} is listed twice"),
+                ));
+            }
+            if r.weight > 65_535 {
+                return Err(err(g("weight"), "must be 0..=65535".into()));
+            }
+            let forward = match &r.forward {
+                None => Forward::Nat,
+                Some(m) => Forward::parse(m).ok_or_else(|| {
+                    err(
+                        g("forward"),
+                        format!("{m:?} is not a forwarding method (nat, dr, tun, fullnat)"),
+                    )
+                })?,
+            };
+            match forward {
+                Forward::Nat => {}
+                Forward::Dr if addr.port() == vip.port() => {}
+                Forward::Dr => return Err(err(
+                    g("address"),
+                    "direct routing cannot map ports: the real port must equal the service port"
+                        .into(),
+                )),
+                Forward::Tun | Forward::FullNat => {
+                    return Err(err(
+                        g("forward"),
+                        format!(
+                            "{m:?} is not implemented in this version (nat and dr are)",
+                            m = r.forward.as_deref().unwrap_or_default()
+                        ),
+                    ))
+                }
+            }
+            reals.push(RealConfig {
+                addr,
+                weight: r.weight,
+                forward,
+            });
+        }
+        services.push(ServiceConfig {
+            proto,
+            vip,
+            scheduler: spec,
+            reals,
+        });
+    }
+
+    Ok(Config {
+        file: file.to_path_buf(),
+        workers,
+        max_connections,
+        timeouts: raw.timeouts,
+        neighbour: raw.neighbour,
+        ports,
+        routes,
+        services,
+    })
+}
+
+fn parse_sockaddr(s: &str) -> Result<SocketAddrV4, String> {
+    match s.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(a)) => Ok(a),
+        Ok(SocketAddr::V6(_)) => Err(format!("{s:?}: IPv6 is not supported yet")),
+        Err(_) => match s.parse::<Ipv4Addr>() {
+            Ok(ip) => Ok(SocketAddrV4::new(ip, 0)),
+            Err(_) => Err(format!(
+                "{s:?} is not an IPv4 address with a port (a.b.c.d:port)"
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+workers = 2
+max_connections = 1000
+
+[[port]]
+name = "ext"
+tap = "tvs-ext"
+mac = "02:00:00:00:00:01"
+addresses = ["10.0.0.1/24"]
+
+[[port]]
+name = "int"
+tap = "tvs-int"
+addresses = ["172.16.0.1/24"]
+
+[[route]]
+to = "default"
+via = "10.0.0.254"
+
+[[service]]
+protocol = "tcp"
+address = "207.175.44.110:8080"
+scheduler = "rr"
+
+[[service.real]]
+address = "172.16.0.2:8080"
+forward = "nat"
+
+[[service.real]]
+address = "172.16.0.3"
+weight = 3
+"#;
+
+    fn parse_str(t: &str) -> Result<Config, ConfigError> {
+        parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.ports[0].mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            c.ports[1].mac[0], 0x02,
+            "generated MAC is locally administered"
+        );
+        assert_eq!(c.routes[0].to.prefix, 0);
+        let s = &c.services[0];
+        assert_eq!(s.proto, Proto::Tcp);
+        assert_eq!(
+            s.reals[1].addr.port(),
+            8080,
+            "port 0 means the service port"
+        );
+        assert_eq!(s.reals[1].weight, 3);
+        assert_eq!(s.reals[0].forward, Forward::Nat);
+    }
+
+    fn expect_err(text: &str, field: &str, needle: &str) {
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(needle), "{e}");
+        assert!(e.to_string().starts_with("test.toml: field `"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        expect_err(
+            &GOOD.replace("weight = 3", "weight = 3\ncolour = 1"),
+            "service[0].real[1].colour",
+            "unknown field `colour`",
+        );
+        expect_err(
+            &GOOD.replace("weight = 3", "weight = \"x\""),
+            "service[0].real[1].weight",
+            "invalid type",
+        );
+        expect_err(
+            &GOOD.replace("weight = 3", "weight = 70000"),
+            "service[0].real[1].weight",
+            "0..=65535",
+        );
+        expect_err(
+            &GOOD.replace("scheduler = \"rr\"", "scheduler = \"nope\""),
+            "service[0].scheduler",
+            "nope",
+        );
+        expect_err(
+            &GOOD.replace("172.16.0.3", "172.16.0.300"),
+            "service[0].real[1].address",
+            "not an IPv4",
+        );
+        expect_err(
+            &GOOD.replace("10.0.0.254", "192.168.9.9"),
+            "route[0].via",
+            "not on a connected network",
+        );
+        expect_err(
+            &GOOD.replace("tvs-int", "tvs-ext"),
+            "port[1].tap",
+            "used by two ports",
+        );
+        expect_err(
+            &GOOD.replace("02:00:00:00:00:01", "01:00:00:00:00:01"),
+            "port[0].mac",
+            "unicast",
+        );
+        expect_err(
+            &GOOD.replace("forward = \"nat\"", "forward = \"magic\""),
+            "service[0].real[0].forward",
+            "not a forwarding method",
+        );
+        expect_err(
+            &GOOD.replace("protocol = \"tcp\"", "protocol = \"sctp\""),
+            "service[0].protocol",
+            "not supported",
+        );
+        expect_err(
+            &GOOD.replace("workers = 2", "workers = 0"),
+            "workers",
+            "1..=64",
+        );
+        expect_err("port = [", "-", "syntax error at line 1");
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr::parse("10.1.2.3/16").unwrap();
+        assert!(c.contains("10.1.200.1".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(Cidr::parse("default")
+            .unwrap()
+            .contains(Ipv4Addr::BROADCAST));
+        assert!(Cidr::parse("1.2.3.4/33").is_err());
+        assert_eq!(Cidr::parse("1.2.3.4").unwrap().prefix, 32);
+    }
+}

@@ -1,0 +1,280 @@
+//! The running appliance: opens the TAP ports, publishes the first snapshot, starts one worker
+//! per configured worker count and the control thread, and stops them all on request.
+//!
+//! The control thread keeps the neighbour cache (learning from what workers report, probing
+//! real servers, gateways and wanted next hops by ARP, ageing entries) and publishes it to the
+//! workers. It sends its ARP probes through worker 0's queue of each port (a TAP write is one
+//! atomic frame, so sharing the descriptor for writes is safe).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+
+use crate::config::Config;
+use crate::neigh::{NeighCache, NeighEvent, NeighTable};
+use crate::service::Snapshot;
+use crate::stats::{Counters, Stats};
+use crate::sys::{self, EventFd};
+use crate::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
+use crate::tcp_state::Timeouts;
+use crate::worker::{new_redirect, Worker};
+
+/// A frame on its way to the worker that owns its connection.
+pub struct Redirect {
+    /// Header and frame bytes (only `..len` are meaningful).
+    pub data: Box<[u8]>,
+    /// Length of the frame in `data`.
+    pub len: usize,
+    /// Port it arrived on.
+    pub port: usize,
+}
+
+/// Pooled redirect buffers per worker.
+const REDIRECT_POOL_PER_WORKER: usize = 64;
+
+/// State shared by the workers and the control thread.
+pub struct Shared {
+    /// The service snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The neighbour table.
+    pub neigh: ArcSwap<NeighTable>,
+    /// Connection timeouts.
+    pub timeouts: ArcSwap<Timeouts>,
+    /// Per worker: frames handed to it by other workers.
+    pub redirect: Vec<ArrayQueue<Box<Redirect>>>,
+    /// Free redirect buffers.
+    pub pool: ArrayQueue<Box<Redirect>>,
+    /// Per worker: its doorbell.
+    pub wake: Vec<EventFd>,
+    /// Events for the control thread.
+    pub learn: ArrayQueue<NeighEvent>,
+    /// The control thread's doorbell.
+    pub control_wake: EventFd,
+    /// Set to stop every thread.
+    pub stop: AtomicBool,
+    /// Per worker: counters as last published.
+    pub published: Vec<Mutex<Counters>>,
+    /// Start of daemon time (connection and neighbour clocks count seconds from here).
+    pub epoch: Instant,
+}
+
+/// Errors starting the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A TAP port could not be set up.
+    #[error("port {port:?}: {source}")]
+    Tap {
+        /// Port name.
+        port: String,
+        /// The error.
+        source: TapError,
+    },
+    /// The configuration could not be turned into a snapshot.
+    #[error("{0}")]
+    Config(String),
+    /// A system resource could not be created.
+    #[error("{0}")]
+    Sys(std::io::Error),
+}
+
+/// A running appliance. Dropping it stops it.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Opens the ports and starts the threads. Returns once every port is up and every worker
+    /// is reading, so traffic can flow as soon as this returns. TAP devices are created in the
+    /// calling thread's network namespace.
+    pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
+        let snapshot = Snapshot::from_config(cfg).map_err(StartError::Config)?;
+        let workers = cfg.workers;
+        let mut port_queues: Vec<Vec<Arc<TapQueue>>> = Vec::new();
+        for p in &cfg.ports {
+            let tap_err = |source| StartError::Tap {
+                port: p.name.clone(),
+                source,
+            };
+            let tap = Tap::open(&p.tap, workers).map_err(tap_err)?;
+            if let Some(mtu) = p.mtu {
+                tap.set_mtu(mtu).map_err(tap_err)?;
+            }
+            tap.set_queue_len(p.queue_len).map_err(tap_err)?;
+            if let Some(br) = &p.bridge {
+                tap.attach_to_bridge(br).map_err(tap_err)?;
+            }
+            tap.set_up().map_err(tap_err)?;
+            port_queues.push(tap.into_queues().into_iter().map(Arc::new).collect());
+        }
+        let pool = ArrayQueue::new(REDIRECT_POOL_PER_WORKER * workers);
+        for _ in 0..REDIRECT_POOL_PER_WORKER * workers {
+            let _ = pool.push(new_redirect());
+        }
+        let wake = (0..workers)
+            .map(|_| EventFd::new())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Sys)?;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            neigh: ArcSwap::from_pointee(NeighTable::default()),
+            timeouts: ArcSwap::from_pointee(Timeouts::new(
+                cfg.timeouts.tcp,
+                cfg.timeouts.tcp_fin,
+                cfg.timeouts.udp,
+            )),
+            redirect: (0..workers)
+                .map(|_| ArrayQueue::new(REDIRECT_POOL_PER_WORKER))
+                .collect(),
+            pool,
+            wake,
+            learn: ArrayQueue::new(4096),
+            control_wake: EventFd::new().map_err(StartError::Sys)?,
+            stop: AtomicBool::new(false),
+            published: (0..workers)
+                .map(|_| Mutex::new(Counters::default()))
+                .collect(),
+            epoch: Instant::now(),
+        });
+        let per_worker_conns = cfg.max_connections / workers;
+        let mut threads = Vec::new();
+        for w in 0..workers {
+            let queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[w].clone()).collect();
+            let worker = Worker::new(w, queues, shared.clone(), per_worker_conns);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tapvs-w{w}"))
+                    .spawn(move || worker.run())
+                    .map_err(StartError::Sys)?,
+            );
+        }
+        let control_queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[0].clone()).collect();
+        let control = Control {
+            shared: shared.clone(),
+            queues: control_queues,
+            cache: NeighCache::new(cfg.neighbour.max_entries, cfg.neighbour.timeout),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("tapvs-control".into())
+                .spawn(move || control.run())
+                .map_err(StartError::Sys)?,
+        );
+        Ok(Daemon { shared, threads })
+    }
+
+    /// The folded counters of all workers (as of their last publication, at most 100 ms old).
+    pub fn stats(&self) -> Stats {
+        let slots: Vec<Counters> = self
+            .shared
+            .published
+            .iter()
+            .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        Stats::fold(slots.iter())
+    }
+
+    /// The current service snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The current neighbour table.
+    pub fn neighbours(&self) -> Arc<NeighTable> {
+        self.shared.neigh.load_full()
+    }
+
+    /// Stops all threads and waits for them; returns the final counters.
+    pub fn shutdown(mut self) -> Stats {
+        self.stop_threads();
+        self.stats()
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for w in &self.shared.wake {
+            w.notify();
+        }
+        self.shared.control_wake.notify();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// The control thread's state.
+struct Control {
+    shared: Arc<Shared>,
+    queues: Vec<Arc<TapQueue>>,
+    cache: NeighCache,
+}
+
+impl Control {
+    fn run(mut self) {
+        let mut buf = [0u8; 128];
+        let mut probes = Vec::new();
+        let mut pfd = [sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
+            &self.shared.control_wake,
+        ))];
+        let mut last_snapshot = None;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now = self.shared.epoch.elapsed().as_secs() as u32;
+            let snap = self.shared.snapshot.load_full();
+            if last_snapshot
+                .as_ref()
+                .is_none_or(|s| !Arc::ptr_eq(s, &snap))
+            {
+                for (ip, port) in snap.wanted_neighbours() {
+                    self.cache.want(ip, port);
+                }
+                last_snapshot = Some(snap.clone());
+            }
+            while let Some(ev) = self.shared.learn.pop() {
+                match ev {
+                    NeighEvent::Learned { ip, mac, port } => self.cache.learn(ip, mac, port, now),
+                    NeighEvent::Wanted { ip, port } => self.cache.want(ip, port),
+                }
+            }
+            probes.clear();
+            self.cache.tick(now, &mut probes);
+            for &(ip, port) in &probes {
+                let info = &snap.ports[port];
+                let src = info
+                    .source_for(ip)
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                if let Some(n) =
+                    modes::reply::arp_request(&mut buf[VNET_HDR_LEN..], info.mac.into(), src, ip)
+                {
+                    buf[..VNET_HDR_LEN].fill(0);
+                    let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
+                }
+            }
+            if let Some(t) = self.cache.take_update() {
+                self.shared.neigh.store(Arc::new(t));
+                for w in &self.shared.wake {
+                    w.notify();
+                }
+            }
+            let _ = sys::poll(&mut pfd, 100);
+            self.shared.control_wake.drain();
+        }
+    }
+}

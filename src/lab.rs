@@ -1,0 +1,158 @@
+//! The standard throwaway topology of the demo and the integration tests, modelled on the Linux
+//! `ipvs.sh` selftest: a client namespace, a director namespace where tapvs runs with one TAP
+//! port bridged to each segment, and N real-server namespaces on the server segment.
+//!
+//! ```text
+//!  client 10.0.0.2 ── veth ── [director: br "bx" + TAP "tx"]  tapvs port ext 10.0.0.1/24
+//!  rs_i 172.16.0.(2+i) ── veth ── [director: br "bi" + TAP "ti"] tapvs port int 172.16.0.1/24
+//! ```
+//! The client routes the VIP through 10.0.0.1; real servers use 172.16.0.1 as their default
+//! gateway (NAT). The director's kernel holds no address: tapvs is the host on both segments.
+//! Everything lives in namespaces, so dropping the [`Lab`] removes it all.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+
+use crate::config::{self, Config};
+use crate::daemon::Daemon;
+use crate::netns::{bridge, veth, Netns};
+
+/// The virtual address used by the lab (from the kernel selftest).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(207, 175, 44, 110);
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The appliance's address on the client segment.
+pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The appliance's address on the server segment.
+pub const INT_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
+/// The MAC of the appliance's client-side port.
+pub const EXT_MAC: &str = "02:74:76:00:00:01";
+/// The MAC of the appliance's server-side port.
+pub const INT_MAC: &str = "02:74:76:00:00:02";
+
+/// Address of real server `i` (0-based).
+pub fn real_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 0, 2 + i as u8)
+}
+
+/// `VIP:port`.
+pub fn vip(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(VIP, port))
+}
+
+/// The port sections of the lab's config; services are appended by the caller.
+pub fn base_config(workers: usize) -> String {
+    format!(
+        r#"workers = {workers}
+max_connections = 100000
+
+[[port]]
+name = "ext"
+tap = "tx"
+mac = "{EXT_MAC}"
+addresses = ["{EXT_ADDR}/24"]
+bridge = "bx"
+
+[[port]]
+name = "int"
+tap = "ti"
+mac = "{INT_MAC}"
+addresses = ["{INT_ADDR}/24"]
+bridge = "bi"
+"#
+    )
+}
+
+/// A `[[service]]` section with `reals` real servers `(index, port, weight)` in NAT mode.
+pub fn nat_service(proto: &str, vport: u16, sched: &str, reals: &[(usize, u16, u32)]) -> String {
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"{proto}\"\naddress = \"{VIP}:{vport}\"\nscheduler = \"{sched}\"\n"
+    );
+    for &(i, port, weight) in reals {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"{}:{port}\"\nweight = {weight}\nforward = \"nat\"\n",
+            real_addr(i)
+        ));
+    }
+    s
+}
+
+/// The topology. Fields drop in order: the daemon first, then the namespaces.
+pub struct Lab {
+    /// The appliance, when started in-process by [`Lab::start`].
+    pub daemon: Option<Daemon>,
+    /// The client host.
+    pub client: Netns,
+    /// The director, where tapvs runs.
+    pub director: Netns,
+    /// The real servers.
+    pub reals: Vec<Netns>,
+}
+
+impl Lab {
+    /// Builds the namespaces, links and addresses for `n_reals` real servers (no tapvs yet).
+    pub fn build(n_reals: usize) -> io::Result<Lab> {
+        let client = Netns::new("client")?;
+        let director = Netns::new("director")?;
+        let mut reals = Vec::new();
+        for i in 0..n_reals {
+            reals.push(Netns::new(&format!("rs{i}"))?);
+        }
+        for ns in std::iter::once(&client)
+            .chain(std::iter::once(&director))
+            .chain(reals.iter())
+        {
+            // IPv6 chatter (router solicitations, MLD) would only add to the drop counters.
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        // With br_netfilter present, bridged IPv4 would be validated (and malformed frames
+        // dropped) by the director's kernel before reaching the TAP: the appliance is meant to
+        // see the segment's frames as they are.
+        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+            for key in ["iptables", "ip6tables", "arptables"] {
+                director.sysctl(&format!("net.bridge.bridge-nf-call-{key}"), "0")?;
+            }
+        }
+        veth((&client, "eth0"), (&director, "cx"))?;
+        client.add_addr("eth0", &format!("{CLIENT}/24"))?;
+        client.add_route(&format!("{VIP}/32"), &EXT_ADDR.to_string())?;
+        let mut members = Vec::new();
+        for (i, rs) in reals.iter().enumerate() {
+            let d = format!("r{i}");
+            veth((rs, "eth0"), (&director, &d))?;
+            rs.add_addr("eth0", &format!("{}/24", real_addr(i)))?;
+            rs.add_default_route(&INT_ADDR.to_string())?;
+            members.push(d);
+        }
+        bridge(&director, "bx", &["cx"])?;
+        let m: Vec<&str> = members.iter().map(String::as_str).collect();
+        bridge(&director, "bi", &m)?;
+        Ok(Lab {
+            daemon: None,
+            client,
+            director,
+            reals,
+        })
+    }
+
+    /// Validates `config_text` (as if read from `lab.toml`) and starts tapvs in-process inside
+    /// the director namespace. Returns once the ports are up and the workers run.
+    pub fn start(&mut self, config_text: &str) -> io::Result<Config> {
+        let cfg = config::parse(config_text, Path::new("lab.toml"))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let c = cfg.clone();
+        let d = self
+            .director
+            .try_run(move || Daemon::start(&c))?
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.daemon = Some(d);
+        Ok(cfg)
+    }
+
+    /// The running in-process daemon.
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("Lab::start was not called")
+    }
+}

@@ -1,0 +1,24 @@
+//! tapvs: Linux Virtual Server rebuilt as a user-space appliance on TAP devices.
+//!
+//! The crate holds the daemon: TAP ports ([`tap`]), the configuration ([`config`]), the
+//! data-path workers ([`worker`]) with their connection tables ([`conn`], [`tcp_state`]),
+//! neighbours and routes ([`neigh`], [`route`]), the service snapshot ([`service`]), counters
+//! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]) and the network-namespace
+//! harness ([`netns`], [`traffic`]) that the demo and the integration tests share. Packet views
+//! and rewrites live in the `modes` crate, schedulers in the `sched` crate.
+
+pub mod config;
+pub mod conn;
+pub mod daemon;
+pub mod demo;
+pub mod lab;
+pub mod neigh;
+pub mod netns;
+pub mod route;
+pub mod service;
+pub mod stats;
+pub mod sys;
+pub mod tap;
+pub mod tcp_state;
+pub mod traffic;
+pub mod worker;

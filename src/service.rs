@@ -1,0 +1,178 @@
+//! The service snapshot the workers read: ports (MAC, addresses), the routing table, the virtual
+//! services with their real servers and schedulers, and the set of addresses the appliance
+//! answers for. A snapshot is immutable; the control plane builds a new one and publishes it
+//! with `arc-swap`, and workers load it once per batch. Real servers' [`sched::Dest`] objects
+//! are shared between snapshots so their connection counters survive edits.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+use sched::{Dest, Scheduler};
+
+use crate::config::{Cidr, Config, Forward, Proto};
+use crate::route::Router;
+
+/// A port as the data path sees it.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    /// Name from the config.
+    pub name: String,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Its addresses.
+    pub addresses: Vec<Cidr>,
+}
+
+impl PortInfo {
+    /// The port's first address, used as the source of ARP probes and ICMP errors.
+    pub fn primary(&self) -> Option<Ipv4Addr> {
+        self.addresses.first().map(|c| c.addr)
+    }
+
+    /// The port address on the same network as `ip`, else the primary one.
+    pub fn source_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.addresses
+            .iter()
+            .find(|c| c.contains(ip))
+            .map(|c| c.addr)
+            .or_else(|| self.primary())
+    }
+}
+
+/// A virtual service.
+#[derive(Debug)]
+pub struct Service {
+    /// Protocol.
+    pub proto: Proto,
+    /// Virtual address.
+    pub vip: Ipv4Addr,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real servers as the scheduler sees them.
+    pub dests: Vec<Arc<Dest>>,
+    /// Forwarding method of each real server (same order as `dests`).
+    pub forward: Vec<Forward>,
+    /// The scheduler built for `dests`.
+    pub sched: Box<dyn Scheduler>,
+}
+
+/// Packs a service key.
+#[inline]
+pub fn svc_key(proto: u8, vip: Ipv4Addr, vport: u16) -> u64 {
+    (u64::from(proto) << 48) | (u64::from(u32::from(vip)) << 16) | u64::from(vport)
+}
+
+/// Everything the data path reads, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Ports by index.
+    pub ports: Vec<PortInfo>,
+    /// Routing table.
+    pub router: Router,
+    /// Services by index.
+    pub services: Vec<Service>,
+    index: HashMap<u64, u32, foldhash::fast::RandomState>,
+    vips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
+    local: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
+}
+
+impl Snapshot {
+    /// Builds the first snapshot from a validated config.
+    pub fn from_config(cfg: &Config) -> Result<Snapshot, String> {
+        let ports: Vec<PortInfo> = cfg
+            .ports
+            .iter()
+            .map(|p| PortInfo {
+                name: p.name.clone(),
+                mac: p.mac,
+                addresses: p.addresses.clone(),
+            })
+            .collect();
+        let router = Router::new(&cfg.ports, &cfg.routes);
+        let mut services = Vec::new();
+        for s in &cfg.services {
+            let dests: Vec<Arc<Dest>> = s
+                .reals
+                .iter()
+                .map(|r| Arc::new(Dest::new(IpAddr::V4(*r.addr.ip()), r.addr.port(), r.weight)))
+                .collect();
+            let sched = sched::build(&s.scheduler, &dests)
+                .map_err(|e| format!("service {}: {e}", s.vip))?;
+            services.push(Service {
+                proto: s.proto,
+                vip: *s.vip.ip(),
+                vport: s.vip.port(),
+                forward: s.reals.iter().map(|r| r.forward).collect(),
+                dests,
+                sched,
+            });
+        }
+        Ok(Snapshot::assemble(ports, router, services))
+    }
+
+    fn assemble(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
+        let mut index = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut vips = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        for (i, s) in services.iter().enumerate() {
+            index.insert(svc_key(s.proto.number(), s.vip, s.vport), i as u32);
+            vips.insert(s.vip);
+        }
+        let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        for p in &ports {
+            for a in &p.addresses {
+                local.insert(a.addr);
+            }
+        }
+        Snapshot {
+            ports,
+            router,
+            services,
+            index,
+            vips,
+            local,
+        }
+    }
+
+    /// Whether `ip` is a virtual address.
+    #[inline]
+    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains(&ip)
+    }
+
+    /// Whether `ip` is one of the ports' own addresses.
+    #[inline]
+    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
+        self.local.contains(&ip)
+    }
+
+    /// The service for a protocol, address and port.
+    #[inline]
+    pub fn service(&self, proto: u8, vip: Ipv4Addr, vport: u16) -> Option<(u32, &Service)> {
+        self.index
+            .get(&svc_key(proto, vip, vport))
+            .map(|&i| (i, &self.services[i as usize]))
+    }
+
+    /// The next hops the appliance should keep resolved: real servers and gateways.
+    pub fn wanted_neighbours(&self) -> Vec<(Ipv4Addr, usize)> {
+        let mut out = Vec::new();
+        for s in &self.services {
+            for d in &s.dests {
+                if let IpAddr::V4(ip) = d.addr() {
+                    if let Some(hop) = self.router.lookup(ip) {
+                        out.push((hop.1, hop.0));
+                    }
+                }
+            }
+        }
+        for r in self.router.routes() {
+            if let Some(via) = r.via {
+                out.push((via, r.port));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}

@@ -1,0 +1,316 @@
+//! Data-path counters. Each worker counts into a plain [`Counters`] it owns (no atomics, no
+//! macros on the per-packet path) and copies it into its published slot every 100 ms; readers
+//! fold the published slots of all workers into a [`Stats`].
+
+use std::collections::BTreeMap;
+
+use modes::packet::DropReason;
+use serde::Serialize;
+
+use crate::tcp_state::{State, STATE_COUNT};
+
+/// Why the data path dropped a frame it could parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Drop {
+    /// Unicast to another MAC, or IP to a broadcast/multicast MAC.
+    NotForUs = 0,
+    /// Transit traffic that belongs to no connection.
+    NoConnection,
+    /// A new connection found the table full.
+    ConnTableFull,
+    /// A new connection found no usable real server (answered with RST / ICMP).
+    NoRealServer,
+    /// TTL would reach zero (answered with ICMP time exceeded).
+    TtlExceeded,
+    /// The next hop did not answer ARP in time.
+    NeighUnresolved,
+    /// No route to the destination.
+    NoRoute,
+    /// The owning worker's queue or the buffer pool was full.
+    RedirectFull,
+    /// IP protocol the appliance does not balance or answer.
+    UnsupportedProtocol,
+    /// ICMP the appliance does not answer (not an echo request).
+    IcmpIgnored,
+    /// A packet to a VIP port with no service (answered with RST / ICMP port unreachable).
+    NoService,
+    /// A non-SYN TCP segment to a VIP with no connection (answered with RST).
+    NoConnectionTcp,
+    /// An ARP frame that needed no answer.
+    ArpIgnored,
+    /// The kernel refused a write.
+    TxError,
+}
+
+impl Drop {
+    /// Every reason, in index order.
+    pub const ALL: [Drop; 14] = [
+        Drop::NotForUs,
+        Drop::NoConnection,
+        Drop::ConnTableFull,
+        Drop::NoRealServer,
+        Drop::TtlExceeded,
+        Drop::NeighUnresolved,
+        Drop::NoRoute,
+        Drop::RedirectFull,
+        Drop::UnsupportedProtocol,
+        Drop::IcmpIgnored,
+        Drop::NoService,
+        Drop::NoConnectionTcp,
+        Drop::ArpIgnored,
+        Drop::TxError,
+    ];
+
+    /// Stable snake_case name (metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::NotForUs => "not_for_us",
+            Drop::NoConnection => "no_connection",
+            Drop::ConnTableFull => "conn_table_full",
+            Drop::NoRealServer => "no_real_server",
+            Drop::TtlExceeded => "ttl_exceeded",
+            Drop::NeighUnresolved => "neighbour_unresolved",
+            Drop::NoRoute => "no_route",
+            Drop::RedirectFull => "redirect_full",
+            Drop::UnsupportedProtocol => "unsupported_protocol",
+            Drop::IcmpIgnored => "icmp_ignored",
+            Drop::NoService => "no_service",
+            Drop::NoConnectionTcp => "tcp_no_connection",
+            Drop::ArpIgnored => "arp_ignored",
+            Drop::TxError => "tx_error",
+        }
+    }
+}
+
+/// Number of data-path drop reasons.
+pub const DROP_COUNT: usize = Drop::ALL.len();
+
+/// One worker's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames read.
+    pub rx_frames: u64,
+    /// Bytes read (Ethernet frames, without the virtio header).
+    pub rx_bytes: u64,
+    /// Frames written.
+    pub tx_frames: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// GSO super-frames read.
+    pub rx_gso: u64,
+    /// Frames read with a partial checksum.
+    pub rx_partial_csum: u64,
+    /// Frames forwarded client to server.
+    pub fwd_in: u64,
+    /// Frames forwarded server to client.
+    pub fwd_out: u64,
+    /// Frames handed to another worker (owner of the connection).
+    pub redirected: u64,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// ICMP echo replies sent.
+    pub echo_replies: u64,
+    /// TCP RSTs sent.
+    pub rst_sent: u64,
+    /// ICMP errors sent.
+    pub icmp_errors_sent: u64,
+    /// Parse failures by [`DropReason`].
+    pub parse_drops: [u64; DropReason::COUNT],
+    /// Other drops by [`Drop`].
+    pub drops: [u64; DROP_COUNT],
+    /// Connections per state.
+    pub conn_states: [u64; STATE_COUNT],
+    /// Connections created.
+    pub conns_created: u64,
+    /// Connections expired.
+    pub conns_expired: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rx_frames: 0,
+            rx_bytes: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            rx_gso: 0,
+            rx_partial_csum: 0,
+            fwd_in: 0,
+            fwd_out: 0,
+            redirected: 0,
+            arp_replies: 0,
+            echo_replies: 0,
+            rst_sent: 0,
+            icmp_errors_sent: 0,
+            parse_drops: [0; DropReason::COUNT],
+            drops: [0; DROP_COUNT],
+            conn_states: [0; STATE_COUNT],
+            conns_created: 0,
+            conns_expired: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Counts a drop.
+    #[inline]
+    pub fn drop(&mut self, d: Drop) {
+        self.drops[d as usize] += 1;
+    }
+
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &Counters) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_gso += o.rx_gso;
+        self.rx_partial_csum += o.rx_partial_csum;
+        self.fwd_in += o.fwd_in;
+        self.fwd_out += o.fwd_out;
+        self.redirected += o.redirected;
+        self.arp_replies += o.arp_replies;
+        self.echo_replies += o.echo_replies;
+        self.rst_sent += o.rst_sent;
+        self.icmp_errors_sent += o.icmp_errors_sent;
+        for (a, b) in self.parse_drops.iter_mut().zip(o.parse_drops) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (a, b) in self.conn_states.iter_mut().zip(o.conn_states) {
+            *a += b;
+        }
+        self.conns_created += o.conns_created;
+        self.conns_expired += o.conns_expired;
+    }
+}
+
+/// Folded counters of all workers, in a form fit for printing and JSON.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames read.
+    pub rx_frames: u64,
+    /// Bytes read.
+    pub rx_bytes: u64,
+    /// Frames written.
+    pub tx_frames: u64,
+    /// Bytes written.
+    pub tx_bytes: u64,
+    /// GSO super-frames read.
+    pub rx_gso: u64,
+    /// Frames read with a partial checksum.
+    pub rx_partial_csum: u64,
+    /// Frames forwarded client to server.
+    pub fwd_in: u64,
+    /// Frames forwarded server to client.
+    pub fwd_out: u64,
+    /// Frames handed between workers.
+    pub redirected: u64,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// ICMP echo replies sent.
+    pub echo_replies: u64,
+    /// TCP RSTs sent.
+    pub rst_sent: u64,
+    /// ICMP errors sent.
+    pub icmp_errors_sent: u64,
+    /// Drops by reason (parse failures and data-path reasons), zero counts omitted.
+    pub drops: BTreeMap<String, u64>,
+    /// Live connections by state name, zero counts omitted.
+    pub connections: BTreeMap<String, u64>,
+    /// Connections created.
+    pub conns_created: u64,
+    /// Connections expired.
+    pub conns_expired: u64,
+}
+
+impl Stats {
+    /// Folds worker counters.
+    pub fn fold<'a>(workers: impl IntoIterator<Item = &'a Counters>) -> Stats {
+        let mut t = Counters::default();
+        for c in workers {
+            t.add(c);
+        }
+        let mut drops = BTreeMap::new();
+        for r in DropReason::ALL {
+            if t.parse_drops[r as usize] > 0 {
+                drops.insert(r.as_str().to_string(), t.parse_drops[r as usize]);
+            }
+        }
+        for d in Drop::ALL {
+            if t.drops[d as usize] > 0 {
+                drops.insert(d.as_str().to_string(), t.drops[d as usize]);
+            }
+        }
+        let mut connections = BTreeMap::new();
+        for s in State::ALL {
+            if t.conn_states[s as usize] > 0 {
+                connections.insert(s.name().to_string(), t.conn_states[s as usize]);
+            }
+        }
+        Stats {
+            rx_frames: t.rx_frames,
+            rx_bytes: t.rx_bytes,
+            tx_frames: t.tx_frames,
+            tx_bytes: t.tx_bytes,
+            rx_gso: t.rx_gso,
+            rx_partial_csum: t.rx_partial_csum,
+            fwd_in: t.fwd_in,
+            fwd_out: t.fwd_out,
+            redirected: t.redirected,
+            arp_replies: t.arp_replies,
+            echo_replies: t.echo_replies,
+            rst_sent: t.rst_sent,
+            icmp_errors_sent: t.icmp_errors_sent,
+            drops,
+            connections,
+            conns_created: t.conns_created,
+            conns_expired: t.conns_expired,
+        }
+    }
+
+    /// Total drops of the named reason (0 if none).
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.drops.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Total live connections.
+    pub fn live_connections(&self) -> u64 {
+        self.connections.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_sums_and_names() {
+        let mut a = Counters {
+            rx_frames: 3,
+            ..Default::default()
+        };
+        a.drop(Drop::NoRoute);
+        a.parse_drops[DropReason::ALL[0] as usize] = 2;
+        a.conn_states[State::TimeWait as usize] = 4;
+        let mut b = Counters {
+            rx_frames: 4,
+            ..Default::default()
+        };
+        b.drop(Drop::NoRoute);
+        let s = Stats::fold([&a, &b]);
+        assert_eq!(s.rx_frames, 7);
+        assert_eq!(s.dropped("no_route"), 2);
+        assert_eq!(s.dropped(DropReason::ALL[0].as_str()), 2);
+        assert_eq!(s.connections.get("TIME_WAIT"), Some(&4));
+        assert_eq!(s.live_connections(), 4);
+        let names: std::collections::HashSet<_> = Drop::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names.len(), DROP_COUNT, "names are distinct");
+        for (i, d) in Drop::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
+    }
+}

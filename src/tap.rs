@@ -1,0 +1,456 @@
+//! TAP ports at the syscall level: opening or creating a named multi-queue TAP device with a
+//! virtio-net header and TSO/checksum offloads, one non-blocking file descriptor per queue, and the
+//! few interface ioctls the appliance needs (link up, MTU, bridge attachment).
+//!
+//! This is the only module of the daemon that talks to the kernel with `ioctl`; every `unsafe`
+//! block here carries a `SAFETY:` line. The data path uses [`TapQueue::read`] and
+//! [`TapQueue::write`], which move one frame (virtio-net header included) per call.
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Size of the virtio-net header in front of every frame (`virtio_net_hdr_v1`, QEMU's choice).
+pub const VNET_HDR_LEN: usize = 12;
+/// Largest frame a queue can hand over: header, Ethernet header and a 64 KiB IP packet.
+pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
+/// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
+pub const IFNAME_MAX: usize = 15;
+
+const IFF_TAP: i16 = 0x0002;
+const IFF_MULTI_QUEUE: i16 = 0x0100;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+/// Flags used on every queue: TAP, no packet info, virtio-net header, multi-queue.
+const TAP_FLAGS: i16 = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
+
+/// TUNSETOFFLOAD bits: what this process accepts on read.
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+
+const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+const SIOCSIFTXQLEN: libc::c_ulong = 0x8943;
+
+/// Errors from setting up a TAP port. Each names the device and what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// `/dev/net/tun` does not exist: no TUN/TAP support in this kernel or container.
+    #[error("/dev/net/tun is missing: this kernel or container has no TUN/TAP support")]
+    NoTunDevice,
+    /// The process may not create or attach TAP devices (needs root or CAP_NET_ADMIN).
+    #[error("no permission to open TAP {0:?}: run as root or with CAP_NET_ADMIN")]
+    NoPermission(String),
+    /// The name is empty, too long (over 15 bytes) or contains a NUL or '/'.
+    #[error("invalid interface name {0:?}: 1 to 15 bytes, no '/', no spaces")]
+    InvalidName(String),
+    /// The device exists but cannot be attached (another owner, or no queue left).
+    #[error("TAP {0:?} is busy (attached by another process or out of queues)")]
+    Busy(String),
+    /// A device of that name exists with other flags, or is not a TAP.
+    #[error(
+        "interface {0:?} exists but is not a multi-queue TAP with vnet_hdr \
+         (create it with `ip tuntap add dev NAME mode tap multi_queue vnet_hdr` or let tapvs create it)"
+    )]
+    Incompatible(String),
+    /// The kernel lacks a feature tapvs requires (vnet_hdr, multi-queue, offloads).
+    #[error("TAP {name:?}: the kernel lacks {feature}")]
+    Unsupported {
+        /// The device.
+        name: String,
+        /// The missing feature.
+        feature: &'static str,
+    },
+    /// Any other failing system call.
+    #[error("TAP {name:?}: {op} failed: {source}")]
+    Sys {
+        /// The device.
+        name: String,
+        /// The operation that failed.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// `struct ifreq` as the TUN and socket ioctls read it: a name and a 24-byte union, of which we
+/// use the leading `short` (flags) or `int` (index, MTU).
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> IfReq {
+        let mut req = IfReq {
+            name: [0; 16],
+            data: [0; 24],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req
+    }
+
+    fn set_short(&mut self, v: i16) {
+        self.data[..2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn short(&self) -> i16 {
+        i16::from_ne_bytes([self.data[0], self.data[1]])
+    }
+
+    fn set_int(&mut self, v: i32) {
+        self.data[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// Checks an interface name the way the kernel will.
+pub fn validate_ifname(name: &str) -> Result<(), TapError> {
+    let ok = !name.is_empty()
+        && name.len() <= IFNAME_MAX
+        && !name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace() || b == b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(TapError::InvalidName(name.to_string()))
+    }
+}
+
+fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `arg` is a valid, exclusively borrowed object of the type the request expects
+    // (callers pair each request with its argument type), and the fd is owned by the caller.
+    let rc = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn ioctl_val(fd: RawFd, req: libc::c_ulong, val: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the request takes its argument by value (TUNSETOFFLOAD), no memory is passed.
+    let rc = unsafe { libc::ioctl(fd, req as _, val) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn open_tun_dev() -> io::Result<OwnedFd> {
+    let path = CString::new("/dev/net/tun").expect("static path has no NUL");
+    // SAFETY: `path` is a valid NUL-terminated string; the result is checked before use.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A datagram socket in the current network namespace, for interface ioctls.
+fn ctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One queue of a TAP device: a non-blocking file descriptor that reads and writes whole frames,
+/// each prefixed by a [`VNET_HDR_LEN`]-byte virtio-net header.
+pub struct TapQueue {
+    fd: OwnedFd,
+}
+
+impl fmt::Debug for TapQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TapQueue(fd {})", self.fd.as_raw_fd())
+    }
+}
+
+impl TapQueue {
+    /// Reads one frame into `buf`; `Ok(None)` when the queue is empty.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        Ok(Some(n as usize))
+    }
+
+    /// Writes one frame (header included). A full queue or a down link drops the frame and
+    /// reports it as an error for the caller to count.
+    pub fn write(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `frame` is a valid readable region of `frame.len()` bytes for the whole call.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A TAP device opened with `queues` queues. The device is created if it does not exist; a
+/// device tapvs created disappears when the last queue closes.
+#[derive(Debug)]
+pub struct Tap {
+    name: String,
+    queues: Vec<TapQueue>,
+}
+
+impl Tap {
+    /// Opens (or creates) TAP `name` with `IFF_TAP|IFF_NO_PI|IFF_VNET_HDR|IFF_MULTI_QUEUE`,
+    /// attaches `queues` queues, sets the header size and the CSUM|TSO4|TSO6 offloads so the
+    /// kernel hands over GSO super-frames and partial checksums.
+    pub fn open(name: &str, queues: usize) -> Result<Tap, TapError> {
+        validate_ifname(name)?;
+        let sys = |op, source| TapError::Sys {
+            name: name.to_string(),
+            op,
+            source,
+        };
+        let mut out = Vec::with_capacity(queues.max(1));
+        for q in 0..queues.max(1) {
+            let fd = open_tun_dev().map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    TapError::NoTunDevice
+                }
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::NoPermission(name.into()),
+                _ => sys("open /dev/net/tun", e),
+            })?;
+            if q == 0 {
+                let mut features: libc::c_uint = 0;
+                ioctl_ptr(fd.as_raw_fd(), TUNGETFEATURES, &mut features)
+                    .map_err(|e| sys("TUNGETFEATURES", e))?;
+                let want = (IFF_VNET_HDR | IFF_MULTI_QUEUE) as u16 as libc::c_uint;
+                if features & want != want {
+                    return Err(TapError::Unsupported {
+                        name: name.into(),
+                        feature: "IFF_VNET_HDR and IFF_MULTI_QUEUE",
+                    });
+                }
+            }
+            let mut req = IfReq::new(name);
+            req.set_short(TAP_FLAGS);
+            ioctl_ptr(fd.as_raw_fd(), TUNSETIFF, &mut req).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::NoPermission(name.into()),
+                Some(libc::EBUSY) => TapError::Busy(name.into()),
+                Some(libc::EINVAL) => TapError::Incompatible(name.into()),
+                _ => sys("TUNSETIFF", e),
+            })?;
+            let mut hdr: libc::c_int = VNET_HDR_LEN as libc::c_int;
+            ioctl_ptr(fd.as_raw_fd(), TUNSETVNETHDRSZ, &mut hdr)
+                .map_err(|e| sys("TUNSETVNETHDRSZ", e))?;
+            out.push(TapQueue { fd });
+        }
+        let offload = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong;
+        ioctl_val(out[0].as_raw_fd(), TUNSETOFFLOAD, offload).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                TapError::Unsupported {
+                    name: name.into(),
+                    feature: "TUNSETOFFLOAD CSUM|TSO4|TSO6",
+                }
+            } else {
+                sys("TUNSETOFFLOAD", e)
+            }
+        })?;
+        Ok(Tap {
+            name: name.to_string(),
+            queues: out,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of queues attached.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Hands the queues over (one per worker).
+    pub fn into_queues(self) -> Vec<TapQueue> {
+        self.queues
+    }
+
+    /// Sets the link administratively up.
+    pub fn set_up(&self) -> Result<(), TapError> {
+        set_link_up(&self.name)
+    }
+
+    /// Sets the MTU of the kernel side of the device.
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), TapError> {
+        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let mut req = IfReq::new(&self.name);
+        req.set_int(mtu as i32);
+        ioctl_ptr(s.as_raw_fd(), libc::SIOCSIFMTU as libc::c_ulong, &mut req)
+            .map_err(|e| self.sys("SIOCSIFMTU", e))
+    }
+
+    /// Sets the kernel-side transmit queue length, which is the depth of each queue's ring of
+    /// frames waiting for this process to read them (bursts beyond it are dropped by the kernel).
+    pub fn set_queue_len(&self, len: u32) -> Result<(), TapError> {
+        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let mut req = IfReq::new(&self.name);
+        req.set_int(len as i32);
+        ioctl_ptr(s.as_raw_fd(), SIOCSIFTXQLEN, &mut req).map_err(|e| self.sys("SIOCSIFTXQLEN", e))
+    }
+
+    /// Enslaves the device to bridge `bridge` (which must exist in this namespace).
+    pub fn attach_to_bridge(&self, bridge: &str) -> Result<(), TapError> {
+        validate_ifname(bridge)?;
+        let index = ifindex(&self.name).map_err(|e| self.sys("if_nametoindex", e))?;
+        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let mut req = IfReq::new(bridge);
+        req.set_int(index as i32);
+        ioctl_ptr(s.as_raw_fd(), SIOCBRADDIF, &mut req).map_err(|e| self.sys("SIOCBRADDIF", e))
+    }
+
+    fn sys(&self, op: &'static str, source: io::Error) -> TapError {
+        TapError::Sys {
+            name: self.name.clone(),
+            op,
+            source,
+        }
+    }
+}
+
+/// The interface index of `name` in the current network namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(idx)
+    }
+}
+
+/// Sets interface `name` administratively up.
+pub fn set_link_up(name: &str) -> Result<(), TapError> {
+    validate_ifname(name)?;
+    let sys = |op, source| TapError::Sys {
+        name: name.to_string(),
+        op,
+        source,
+    };
+    let s = ctl_socket().map_err(|e| sys("socket", e))?;
+    let mut req = IfReq::new(name);
+    ioctl_ptr(s.as_raw_fd(), libc::SIOCGIFFLAGS as libc::c_ulong, &mut req)
+        .map_err(|e| sys("SIOCGIFFLAGS", e))?;
+    let flags = req.short() | libc::IFF_UP as i16;
+    req.set_short(flags);
+    ioctl_ptr(s.as_raw_fd(), libc::SIOCSIFFLAGS as libc::c_ulong, &mut req)
+        .map_err(|e| sys("SIOCSIFFLAGS", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn names_are_checked_before_any_syscall() {
+        assert!(matches!(Tap::open("", 1), Err(TapError::InvalidName(_))));
+        assert!(matches!(
+            Tap::open("a123456789abcdef", 1),
+            Err(TapError::InvalidName(_))
+        ));
+        assert!(matches!(Tap::open("a/b", 1), Err(TapError::InvalidName(_))));
+        assert!(validate_ifname("a123456789abcde").is_ok());
+    }
+
+    #[test]
+    fn ifreq_is_the_kernel_size() {
+        assert_eq!(std::mem::size_of::<IfReq>(), 40);
+    }
+
+    /// Opens a real multi-queue TAP in a private network namespace, checks both queues work,
+    /// then checks that a conflicting open is reported as `Incompatible`.
+    #[test]
+    fn real_tap_in_private_netns() {
+        if !is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true: this test needs root and /dev/net/tun");
+            }
+            eprintln!("skipped: needs root and /dev/net/tun");
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this freshly spawned thread's network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            let tap = Tap::open("tvt0", 2).expect("open tap");
+            assert_eq!(tap.queue_count(), 2);
+            tap.set_up().expect("up");
+            tap.set_mtu(1400).expect("mtu");
+            tap.set_queue_len(4096).expect("qlen");
+            // `ip` forked from this thread runs in its namespace (sysfs would show the host's).
+            let out = std::process::Command::new("ip")
+                .args(["-d", "link", "show", "tvt0"])
+                .output()
+                .expect("ip link");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("mtu 1400"), "{text}");
+            assert!(text.contains("qlen 4096"), "{text}");
+            assert!(text.contains("state UP") || text.contains(",UP"), "{text}");
+            assert!(
+                text.contains("tap") && text.contains("vnet_hdr on"),
+                "{text}"
+            );
+            assert!(text.contains("multi_queue numqueues 2"), "{text}");
+            let queues = tap.into_queues();
+            let mut buf = vec![0u8; MAX_FRAME];
+            // Nothing queued yet: a read does not block.
+            assert!(matches!(queues[1].read(&mut buf), Ok(None) | Ok(Some(_))));
+            // A frame written with a zero header is accepted.
+            let mut frame = vec![0u8; VNET_HDR_LEN + 60];
+            frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&[0xff; 6]);
+            frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+            frame[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x88, 0xb5]);
+            queues[0].write(&frame).expect("write");
+            // A plain (non multi-queue) open of the same device is refused as incompatible.
+            let fd = open_tun_dev().unwrap();
+            let mut req = IfReq::new("tvt0");
+            req.set_short(IFF_TAP | IFF_NO_PI);
+            let err = ioctl_ptr(fd.as_raw_fd(), TUNSETIFF, &mut req).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        })
+        .join()
+        .expect("tap thread");
+    }
+}

@@ -1,0 +1,674 @@
+//! A data-path worker: it owns one queue of every port, its connection table and its counters,
+//! and runs the path of a frame: read with its virtio-net header, parse, classify (ARP, traffic
+//! for the appliance itself, a packet of a connection, a new flow to a VIP, noise), look up or
+//! create the connection, rewrite per forwarding method, route, resolve the next hop, write.
+//!
+//! Ownership: a connection belongs to the worker given by [`owner_of`] the client's address and
+//! port, which both directions carry (source of client packets, destination of NAT replies). A
+//! frame that arrives on another worker's queue is copied into a pooled buffer and handed to the
+//! owner through a bounded queue. The kernel's TAP flow steering remembers which queue wrote a
+//! flow, so after a connection's first packets both directions normally arrive at the owner.
+//!
+//! Nothing here allocates per packet, takes a lock, or logs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modes::nat::{self, Csum};
+use modes::packet::{self, Kind, Packet};
+use modes::reply;
+use modes::wire::vnet::VnetHdr;
+
+use crate::config::Forward;
+use crate::conn::{ConnTable, FlowKey, NewConn};
+use crate::daemon::{Redirect, Shared};
+use crate::neigh::{NeighEvent, NeighTable};
+use crate::service::Snapshot;
+use crate::stats::{Counters, Drop};
+use crate::sys;
+use crate::tap::{TapQueue, MAX_FRAME, VNET_HDR_LEN};
+use crate::tcp_state::{flags, Dir, State};
+
+/// Frames read from one queue before moving to the next.
+const BATCH: usize = 64;
+/// Frames a worker holds while their next hop is being resolved.
+const PENDING_MAX: usize = 32;
+/// How long a held frame waits for ARP.
+const PENDING_TTL: Duration = Duration::from_secs(1);
+/// Counter publication interval.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// The worker owning the connection of client `ip`:`port` among `n` workers.
+#[inline]
+pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let h = (u32::from(ip) ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
+    ((u64::from(h) * n as u64) >> 32) as usize
+}
+
+struct Pending {
+    buf: Box<[u8]>,
+    len: usize,
+    port: usize,
+    hop: Ipv4Addr,
+    deadline: Instant,
+}
+
+/// Everything a worker owns except its receive buffer.
+struct Ctx {
+    id: usize,
+    workers: usize,
+    queues: Vec<Arc<TapQueue>>,
+    shared: Arc<Shared>,
+    table: ConnTable,
+    c: Counters,
+    tx: Box<[u8]>,
+    pending: Vec<Pending>,
+    spare: Vec<Box<[u8]>>,
+    wake: Vec<bool>,
+    epoch: Instant,
+    now: u32,
+}
+
+/// A worker thread's state.
+pub struct Worker {
+    ctx: Ctx,
+    rx: Box<[u8]>,
+}
+
+impl Worker {
+    /// A worker `id` of `workers`, reading `queues` (one per port).
+    pub fn new(
+        id: usize,
+        queues: Vec<Arc<TapQueue>>,
+        shared: Arc<Shared>,
+        max_conns: usize,
+    ) -> Worker {
+        let workers = shared.redirect.len();
+        let timeouts = *shared.timeouts.load_full();
+        Worker {
+            ctx: Ctx {
+                id,
+                workers,
+                queues,
+                table: ConnTable::new(max_conns, timeouts),
+                c: Counters::default(),
+                tx: vec![0u8; 2048].into_boxed_slice(),
+                pending: Vec::with_capacity(PENDING_MAX),
+                spare: (0..PENDING_MAX)
+                    .map(|_| vec![0u8; MAX_FRAME].into_boxed_slice())
+                    .collect(),
+                wake: vec![false; workers],
+                epoch: shared.epoch,
+                now: 0,
+                shared,
+            },
+            rx: vec![0u8; MAX_FRAME].into_boxed_slice(),
+        }
+    }
+
+    /// Runs until the daemon's stop flag is set.
+    pub fn run(mut self) {
+        let ctx = &mut self.ctx;
+        let mut pfds: Vec<libc::pollfd> = ctx
+            .queues
+            .iter()
+            .map(|q| sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(&**q)))
+            .collect();
+        pfds.push(sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
+            &ctx.shared.wake[ctx.id],
+        )));
+        let mut idle = false;
+        let mut last_publish = Instant::now();
+        let mut last_timeouts = ctx.shared.timeouts.load_full();
+        while !ctx.shared.stop.load(Ordering::Relaxed) {
+            if idle {
+                let timeout = if ctx.pending.is_empty() { 100 } else { 10 };
+                let _ = sys::poll(&mut pfds, timeout);
+                ctx.shared.wake[ctx.id].drain();
+            }
+            let instant = Instant::now();
+            ctx.now = instant.duration_since(ctx.epoch).as_secs() as u32;
+            let snap = ctx.shared.snapshot.load_full();
+            let neigh = ctx.shared.neigh.load_full();
+            let mut work = 0usize;
+
+            while let Some(mut r) = ctx.shared.redirect[ctx.id].pop() {
+                let (port, len) = (r.port, r.len);
+                ctx.process(port, &mut r.data[..len], &snap, &neigh, true);
+                let _ = ctx.shared.pool.push(r);
+                work += 1;
+            }
+            for port in 0..ctx.queues.len() {
+                for _ in 0..BATCH {
+                    match ctx.queues[port].read(&mut self.rx) {
+                        Ok(Some(n)) => {
+                            ctx.process(port, &mut self.rx[..n], &snap, &neigh, false);
+                            work += 1;
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            ctx.c.drop(Drop::TxError);
+                            break;
+                        }
+                    }
+                }
+            }
+            if !ctx.pending.is_empty() {
+                ctx.flush_pending(&neigh, instant);
+            }
+            for w in 0..ctx.workers {
+                if std::mem::take(&mut ctx.wake[w]) {
+                    ctx.shared.wake[w].notify();
+                }
+            }
+            ctx.table.expire(ctx.now);
+            if instant.duration_since(last_publish) >= PUBLISH_EVERY {
+                let t = ctx.shared.timeouts.load_full();
+                if !Arc::ptr_eq(&t, &last_timeouts) {
+                    ctx.table.set_timeouts(*t);
+                    last_timeouts = t;
+                }
+                ctx.publish();
+                last_publish = instant;
+            }
+            idle = work == 0;
+        }
+        ctx.table.clear();
+        ctx.publish();
+    }
+}
+
+impl Ctx {
+    fn publish(&mut self) {
+        let counts = self.table.counts();
+        self.c.conn_states = counts.per_state;
+        self.c.conns_created = counts.created;
+        self.c.conns_expired = counts.expired;
+        if let Ok(mut slot) = self.shared.published[self.id].lock() {
+            *slot = self.c;
+        }
+    }
+
+    /// Handles one frame (`buf` = virtio-net header + Ethernet frame) read from `port`.
+    fn process(
+        &mut self,
+        port: usize,
+        buf: &mut [u8],
+        snap: &Snapshot,
+        neigh: &NeighTable,
+        redirected: bool,
+    ) {
+        if !redirected {
+            self.c.rx_frames += 1;
+            self.c.rx_bytes += buf.len().saturating_sub(VNET_HDR_LEN) as u64;
+        }
+        if buf.len() < VNET_HDR_LEN {
+            self.c.parse_drops[packet::DropReason::TruncatedEthernet as usize] += 1;
+            return;
+        }
+        let vnet = VnetHdr::parse(&buf[..VNET_HDR_LEN]).unwrap_or_default();
+        let frame = &buf[VNET_HDR_LEN..];
+        let pkt = match packet::parse(frame) {
+            Ok(p) => p,
+            Err(r) => {
+                self.c.parse_drops[r as usize] += 1;
+                return;
+            }
+        };
+        let our_mac = snap.ports[port].mac;
+        let dst_mac = [frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]];
+        let group = dst_mac[0] & 1 == 1;
+        if !group && dst_mac != our_mac {
+            self.c.drop(Drop::NotForUs);
+            return;
+        }
+        match pkt.kind {
+            Kind::Arp => self.arp(port, frame, snap, neigh),
+            Kind::Ipv4 => {
+                if group {
+                    self.c.drop(Drop::NotForUs);
+                    return;
+                }
+                if !redirected {
+                    if vnet.is_gso() {
+                        self.c.rx_gso += 1;
+                    }
+                    if vnet.needs_csum() {
+                        self.c.rx_partial_csum += 1;
+                    }
+                }
+                let csum = Csum::from_vnet(&vnet, &pkt);
+                if snap.is_vip(pkt.dst) {
+                    self.vip(port, buf, &pkt, csum, snap, neigh);
+                } else if snap.is_local(pkt.dst) {
+                    self.host(port, &buf[VNET_HDR_LEN..], &pkt, csum, snap);
+                } else {
+                    self.transit(port, buf, &pkt, csum, snap, neigh);
+                }
+            }
+        }
+    }
+
+    fn arp(&mut self, port: usize, frame: &[u8], snap: &Snapshot, neigh: &NeighTable) {
+        let Ok(a) = modes::wire::arp::ArpPacket::new_checked(frame.get(14..).unwrap_or(&[])) else {
+            self.c.parse_drops[packet::DropReason::BadArp as usize] += 1;
+            return;
+        };
+        let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
+        let info = &snap.ports[port];
+        let for_us = info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa);
+        let on_link = info.addresses.iter().any(|c| c.contains(spa));
+        // Learn the sender when the frame concerns us (a request to us or any reply to us), or
+        // refresh an entry we already hold; never from frames for other hosts otherwise.
+        if on_link && !spa.is_unspecified() && sha.0[0] & 1 == 0 {
+            let known = neigh.entry(spa);
+            let fresh = known.is_some_and(|n| {
+                n.mac == sha.0 && n.port == port && self.now.saturating_sub(n.confirmed) < 30
+            });
+            if (for_us || op == 2 || known.is_some()) && !fresh {
+                let _ = self.shared.learn.push(NeighEvent::Learned {
+                    ip: spa,
+                    mac: sha.0,
+                    port,
+                });
+                self.shared.control_wake.notify();
+            }
+        }
+        if op == 1 && for_us && spa != tpa {
+            if let Some(n) =
+                reply::arp_reply(&mut self.tx[VNET_HDR_LEN..], frame, info.mac.into(), tpa)
+            {
+                self.tx[..VNET_HDR_LEN].fill(0);
+                if self.queues[port]
+                    .write(&self.tx[..VNET_HDR_LEN + n])
+                    .is_ok()
+                {
+                    self.c.arp_replies += 1;
+                    self.c.tx_frames += 1;
+                    self.c.tx_bytes += n as u64;
+                } else {
+                    self.c.drop(Drop::TxError);
+                }
+                return;
+            }
+        }
+        self.c.drop(Drop::ArpIgnored);
+    }
+
+    /// Writes a locally generated frame (in `self.tx` after the header room) out of `port`.
+    fn send_tx(&mut self, port: usize, len: usize) -> bool {
+        self.tx[..VNET_HDR_LEN].fill(0);
+        if self.queues[port]
+            .write(&self.tx[..VNET_HDR_LEN + len])
+            .is_ok()
+        {
+            self.c.tx_frames += 1;
+            self.c.tx_bytes += len as u64;
+            true
+        } else {
+            self.c.drop(Drop::TxError);
+            false
+        }
+    }
+
+    /// Answers as a host with no listening sockets: echo replies, RSTs, port unreachables.
+    fn host(&mut self, port: usize, frame: &[u8], pkt: &Packet, csum: Csum, snap: &Snapshot) {
+        let mac = snap.ports[port].mac.into();
+        match pkt.proto {
+            1 => {
+                if let Some(n) =
+                    reply::icmp_echo_reply(&mut self.tx[VNET_HDR_LEN..], frame, pkt, mac)
+                {
+                    if self.send_tx(port, n) {
+                        self.c.echo_replies += 1;
+                    }
+                } else {
+                    self.c.drop(Drop::IcmpIgnored);
+                }
+            }
+            6 => self.refuse_tcp(port, frame, pkt, snap, Drop::NoService),
+            17 => self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoService),
+            _ => self.c.drop(Drop::UnsupportedProtocol),
+        }
+    }
+
+    fn refuse_tcp(&mut self, port: usize, frame: &[u8], pkt: &Packet, snap: &Snapshot, why: Drop) {
+        self.c.drop(why);
+        let mac = snap.ports[port].mac.into();
+        if let Some(n) = reply::tcp_rst(&mut self.tx[VNET_HDR_LEN..], frame, pkt, mac) {
+            if self.send_tx(port, n) {
+                self.c.rst_sent += 1;
+            }
+        }
+    }
+
+    fn refuse_udp(
+        &mut self,
+        port: usize,
+        frame: &[u8],
+        pkt: &Packet,
+        csum: Csum,
+        snap: &Snapshot,
+        why: Drop,
+    ) {
+        self.c.drop(why);
+        let mac = snap.ports[port].mac.into();
+        // Port unreachable comes from the address that was asked (a VIP or our own).
+        if let Some(n) = reply::icmp_unreachable(
+            &mut self.tx[VNET_HDR_LEN..],
+            frame,
+            pkt,
+            csum,
+            mac,
+            pkt.dst,
+            3,
+        ) {
+            if self.send_tx(port, n) {
+                self.c.icmp_errors_sent += 1;
+            }
+        }
+    }
+
+    /// Hands the frame to its owning worker. Returns false when this worker is the owner.
+    fn redirect(&mut self, owner: usize, port: usize, buf: &[u8]) -> bool {
+        if owner == self.id {
+            return false;
+        }
+        match self.shared.pool.pop() {
+            Some(mut r) => {
+                r.data[..buf.len()].copy_from_slice(buf);
+                r.len = buf.len();
+                r.port = port;
+                match self.shared.redirect[owner].push(r) {
+                    Ok(()) => {
+                        self.c.redirected += 1;
+                        self.wake[owner] = true;
+                    }
+                    Err(r) => {
+                        let _ = self.shared.pool.push(r);
+                        self.c.drop(Drop::RedirectFull);
+                    }
+                }
+            }
+            None => self.c.drop(Drop::RedirectFull),
+        }
+        true
+    }
+
+    /// A packet addressed to a VIP.
+    fn vip(
+        &mut self,
+        port: usize,
+        buf: &mut [u8],
+        pkt: &Packet,
+        csum: Csum,
+        snap: &Snapshot,
+        neigh: &NeighTable,
+    ) {
+        let frame_off = VNET_HDR_LEN;
+        match pkt.proto {
+            6 | 17 => {}
+            1 => return self.host(port, &buf[frame_off..], pkt, csum, snap),
+            _ => return self.c.drop(Drop::UnsupportedProtocol),
+        }
+        if self.redirect(owner_of(pkt.src, pkt.sport, self.workers), port, buf) {
+            return;
+        }
+        if pkt.ttl <= 1 {
+            return self.ttl_exceeded(port, &buf[frame_off..], pkt, csum, snap);
+        }
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
+        let syn_only =
+            pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        let mut found = self.table.lookup(&key);
+        if let Some(f) = found {
+            // A new SYN on a tuple whose connection is closing starts a new connection
+            // (IPVS conn_reuse_mode=1).
+            let st = self.table.get(f.slot).state;
+            if syn_only && matches!(st, State::TimeWait | State::Close) {
+                self.table.remove(f.slot);
+                found = None;
+            }
+        }
+        let (slot, dir) = match found {
+            Some(f) => (f.slot, f.dir),
+            None => {
+                let frame = &buf[frame_off..];
+                let Some((svc_idx, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+                    return if pkt.proto == 6 {
+                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoService)
+                    } else {
+                        self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoService)
+                    };
+                };
+                if pkt.proto == 6 && !syn_only {
+                    return if pkt.tcp_flags & flags::RST != 0 {
+                        self.c.drop(Drop::NoConnectionTcp)
+                    } else {
+                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoConnectionTcp)
+                    };
+                }
+                let input = sched::Input {
+                    proto: pkt.proto,
+                    src: IpAddr::V4(pkt.src),
+                    src_port: pkt.sport,
+                    dst: IpAddr::V4(pkt.dst),
+                    dst_port: pkt.dport,
+                    now_secs: u64::from(self.now),
+                };
+                let Some(i) = svc.sched.schedule(&svc.dests, &input) else {
+                    return if pkt.proto == 6 {
+                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoRealServer)
+                    } else {
+                        self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoRealServer)
+                    };
+                };
+                let dest = &svc.dests[i];
+                let IpAddr::V4(daddr) = dest.addr() else {
+                    return self.c.drop(Drop::NoRoute);
+                };
+                let nc = NewConn {
+                    proto: pkt.proto,
+                    caddr: pkt.src,
+                    cport: pkt.sport,
+                    vaddr: pkt.dst,
+                    vport: pkt.dport,
+                    daddr,
+                    dport: dest.port(),
+                    fwd: svc.forward[i],
+                    svc: svc_idx,
+                    dest: dest.clone(),
+                };
+                match self.table.insert(nc, self.now) {
+                    Ok(s) => (
+                        s,
+                        if svc.forward[i] == Forward::Nat {
+                            Dir::Input
+                        } else {
+                            Dir::InputOnly
+                        },
+                    ),
+                    Err(_) => return self.c.drop(Drop::ConnTableFull),
+                }
+            }
+        };
+        let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
+        let (daddr, dport, fwd) = (c.daddr, c.dport, c.fwd);
+        let frame = &mut buf[frame_off..];
+        match fwd {
+            Forward::Nat => nat::dnat(frame, pkt, csum, daddr, dport),
+            Forward::Dr => {}
+            Forward::Tun | Forward::FullNat => return self.c.drop(Drop::UnsupportedProtocol),
+        }
+        self.c.fwd_in += 1;
+        self.forward(buf, pkt, daddr, snap, neigh);
+    }
+
+    /// A packet to neither a VIP nor the appliance: a NAT reply, or noise.
+    fn transit(
+        &mut self,
+        port: usize,
+        buf: &mut [u8],
+        pkt: &Packet,
+        csum: Csum,
+        snap: &Snapshot,
+        neigh: &NeighTable,
+    ) {
+        if pkt.proto != 6 && pkt.proto != 17 {
+            return self.c.drop(Drop::NoConnection);
+        }
+        if self.redirect(owner_of(pkt.dst, pkt.dport, self.workers), port, buf) {
+            return;
+        }
+        if pkt.ttl <= 1 {
+            return self.ttl_exceeded(port, &buf[VNET_HDR_LEN..], pkt, csum, snap);
+        }
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
+        let Some(f) = self.table.lookup(&key) else {
+            return self.c.drop(Drop::NoConnection);
+        };
+        if f.dir != Dir::Output {
+            return self.c.drop(Drop::NoConnection);
+        }
+        let c = self.table.on_packet(f.slot, f.dir, pkt.tcp_flags, self.now);
+        let (vaddr, vport, caddr) = (c.vaddr, c.vport, c.caddr);
+        nat::snat(&mut buf[VNET_HDR_LEN..], pkt, csum, vaddr, vport);
+        self.c.fwd_out += 1;
+        self.forward(buf, pkt, caddr, snap, neigh);
+    }
+
+    /// Answers a packet whose TTL would expire here with ICMP time exceeded (from the
+    /// ingress port's address) and drops it.
+    fn ttl_exceeded(
+        &mut self,
+        port: usize,
+        frame: &[u8],
+        pkt: &Packet,
+        csum: Csum,
+        snap: &Snapshot,
+    ) {
+        self.c.drop(Drop::TtlExceeded);
+        let info = &snap.ports[port];
+        if let Some(src) = info.source_for(pkt.src) {
+            if let Some(n) = reply::icmp_time_exceeded(
+                &mut self.tx[VNET_HDR_LEN..],
+                frame,
+                pkt,
+                csum,
+                info.mac.into(),
+                src,
+            ) {
+                if self.send_tx(port, n) {
+                    self.c.icmp_errors_sent += 1;
+                }
+            }
+        }
+    }
+
+    /// Routes a rewritten frame towards `dst`, decrements its TTL and sends it. The caller has
+    /// checked that the TTL allows forwarding.
+    fn forward(
+        &mut self,
+        buf: &mut [u8],
+        pkt: &Packet,
+        dst: Ipv4Addr,
+        snap: &Snapshot,
+        neigh: &NeighTable,
+    ) {
+        let Some((out, hop)) = snap.router.lookup(dst) else {
+            return self.c.drop(Drop::NoRoute);
+        };
+        nat::decrement_ttl(&mut buf[VNET_HDR_LEN..], pkt);
+        match neigh.get(hop, out) {
+            Some(mac) => {
+                nat::set_macs(
+                    &mut buf[VNET_HDR_LEN..],
+                    snap.ports[out].mac.into(),
+                    mac.into(),
+                );
+                self.write_frame(out, buf);
+            }
+            None => self.hold(out, hop, buf),
+        }
+    }
+
+    fn write_frame(&mut self, port: usize, buf: &[u8]) {
+        if self.queues[port].write(buf).is_ok() {
+            self.c.tx_frames += 1;
+            self.c.tx_bytes += (buf.len() - VNET_HDR_LEN) as u64;
+        } else {
+            self.c.drop(Drop::TxError);
+        }
+    }
+
+    /// Keeps a frame until `hop` is resolved (or the wait times out) and asks for resolution.
+    fn hold(&mut self, port: usize, hop: Ipv4Addr, buf: &[u8]) {
+        let _ = self.shared.learn.push(NeighEvent::Wanted { ip: hop, port });
+        self.shared.control_wake.notify();
+        let Some(mut b) = self.spare.pop() else {
+            return self.c.drop(Drop::NeighUnresolved);
+        };
+        b[..buf.len()].copy_from_slice(buf);
+        self.pending.push(Pending {
+            buf: b,
+            len: buf.len(),
+            port,
+            hop,
+            deadline: Instant::now() + PENDING_TTL,
+        });
+    }
+
+    fn flush_pending(&mut self, neigh: &NeighTable, now: Instant) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            if let Some(mac) = neigh.get(p.hop, p.port) {
+                let mut p = self.pending.swap_remove(i);
+                let src = self.shared.snapshot.load().ports[p.port].mac;
+                nat::set_macs(&mut p.buf[VNET_HDR_LEN..p.len], src.into(), mac.into());
+                self.write_frame(p.port, &p.buf[..p.len]);
+                self.spare.push(p.buf);
+            } else if now >= p.deadline {
+                let p = self.pending.swap_remove(i);
+                self.c.drop(Drop::NeighUnresolved);
+                self.spare.push(p.buf);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// A pooled buffer carrying a frame to its owning worker.
+pub fn new_redirect() -> Box<Redirect> {
+    Box::new(Redirect {
+        data: vec![0u8; MAX_FRAME].into_boxed_slice(),
+        len: 0,
+        port: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_spread() {
+        let ip: Ipv4Addr = "10.0.0.2".parse().unwrap();
+        let mut counts = [0usize; 4];
+        for p in 1000..5000u16 {
+            let o = owner_of(ip, p, 4);
+            assert_eq!(o, owner_of(ip, p, 4));
+            counts[o] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "{counts:?}");
+        }
+        assert_eq!(owner_of(ip, 1, 1), 0);
+    }
+}

@@ -1,0 +1,39 @@
+//! Helpers shared by the netns integration tests: starting HTTP servers in the lab's real
+//! servers and waiting for the daemon's counters.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use tapvs::lab::Lab;
+use tapvs::netns::wait_until;
+use tapvs::stats::Stats;
+use tapvs::traffic::HttpServer;
+
+/// `0.0.0.0:port`.
+pub fn any(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// Starts an HTTP server named `rs{i+1}` on `port` in every real server of the lab.
+pub fn http_servers(lab: &Lab, port: u16) -> Vec<HttpServer> {
+    lab.reals
+        .iter()
+        .enumerate()
+        .map(|(i, rs)| {
+            let name = format!("rs{}", i + 1);
+            rs.run(move || HttpServer::start(any(port), &name))
+                .expect("http server")
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the daemon's published counters satisfy `pred`; returns the last stats.
+pub fn wait_stats(lab: &Lab, pred: impl Fn(&Stats) -> bool) -> Stats {
+    let mut last = lab.daemon().stats();
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        last = lab.daemon().stats();
+        pred(&last)
+    });
+    last
+}

@@ -1,0 +1,154 @@
+//! The Linux kernel selftest `ipvs.sh`, NAT case, with the `tapvs` binary as the director:
+//! client, director and real server namespaces as in `shared/reference/lvs.md` §1.7, the real
+//! server listening with socat on 8080, the client sending 32 random bytes to VIP:8080 with
+//! socat, pass when the bytes arrive intact.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tapvs::lab::{self, Lab};
+use tapvs::netns::{precheck, wait_for_tcp_listen};
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    let mut b = vec![0u8; n];
+    f.read_exact(&mut b).expect("random bytes");
+    b
+}
+
+#[test]
+fn ipvs_selftest_nat_case() {
+    if !precheck() {
+        return;
+    }
+    let lab = Lab::build(1).expect("topology");
+    let dir = std::env::temp_dir().join(format!("tapvs-selftest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_path = dir.join("tapvs.toml");
+    let config = format!(
+        "{}{}",
+        lab::base_config(2),
+        lab::nat_service("tcp", 8080, "rr", &[(0, 8080, 1)])
+    );
+    std::fs::write(&cfg_path, config).unwrap();
+
+    // The director: the tapvs binary, ready when it logs "tapvs ready".
+    let bin = env!("CARGO_BIN_EXE_tapvs");
+    let cfg = cfg_path.to_string_lossy().into_owned();
+    let daemon = lab
+        .director
+        .spawn(
+            &[bin, "run", "--config", &cfg],
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+        .expect("spawn tapvs");
+    let stderr = daemon.take_stderr().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("tapvs ready") {
+                let _ = tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("tapvs did not become ready");
+
+    // The real server: socat listening on 8080, writing what it receives to stdout.
+    let rs = lab.reals[0]
+        .spawn(
+            &[
+                "timeout",
+                "10",
+                "socat",
+                "-u",
+                "-4",
+                "TCP-LISTEN:8080,reuseaddr",
+                "STDOUT",
+            ],
+            Stdio::piped(),
+            Stdio::inherit(),
+        )
+        .expect("socat listener");
+    wait_for_tcp_listen(
+        &lab.reals[0],
+        "0.0.0.0:8080".parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .expect("listener up");
+
+    let payload = random_bytes(32);
+    let infile = dir.join("infile");
+    std::fs::write(&infile, &payload).unwrap();
+    lab.client
+        .exec(&[
+            "sh",
+            "-c",
+            &format!(
+                "timeout 5 socat -u -4 STDIN TCP:{}:8080 < {}",
+                lab::VIP,
+                infile.display()
+            ),
+        ])
+        .expect("client socat");
+    let mut received = Vec::new();
+    rs.take_stdout()
+        .expect("rs stdout")
+        .read_to_end(&mut received)
+        .expect("read rs output");
+    assert_eq!(received, payload, "PASS needs the 32 bytes intact");
+
+    // SIGTERM: clean shutdown, final counters on stdout as JSON.
+    std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = daemon
+        .wait_timeout(Duration::from_secs(10))
+        .expect("wait")
+        .expect("tapvs exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    daemon
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).expect("stats JSON");
+    assert!(stats["fwd_in"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["fwd_out"].as_u64().unwrap() > 0, "{stats}");
+    let lines = log.join().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_config_names_file_field_and_reason() {
+    let dir = std::env::temp_dir().join(format!("tapvs-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[port]]\nname = \"ext\"\ntap = \"t0\"\naddresses = [\"10.0.0.1/24\"]\n\n[[service]]\nprotocol = \"tcp\"\naddress = \"10.9.9.9:80\"\nscheduler = \"bogus\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapvs"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(err.contains("service[0].scheduler"), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
