@@ -230,12 +230,16 @@ pub struct RouteConfig {
 /// A real server of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RealConfig {
-    /// Address and port (port 0: same as the service port).
+    /// Address and port (port 0 for an all-ports service: the packet's destination port).
     pub addr: SocketAddrV4,
     /// Weight 0..=65535; 0 quiesces.
     pub weight: u32,
     /// Forwarding method.
     pub forward: Forward,
+    /// Upper connection threshold (`-x`), 0 = none.
+    pub u_threshold: u32,
+    /// Lower connection threshold (`-y`), 0 = none.
+    pub l_threshold: u32,
 }
 
 /// A virtual service.
@@ -247,6 +251,12 @@ pub struct ServiceConfig {
     pub vip: SocketAddrV4,
     /// Scheduler name and flags.
     pub scheduler: sched::SchedSpec,
+    /// Persistence timeout in seconds (`-p`), if persistent.
+    pub persistent: Option<u32>,
+    /// Netmask applied to the client address for persistence (`-M`), default /32.
+    pub netmask: Ipv4Addr,
+    /// One-packet scheduling (`-o`, UDP only): every datagram is scheduled on its own.
+    pub ops: bool,
     /// Real servers.
     pub reals: Vec<RealConfig>,
 }
@@ -317,6 +327,11 @@ struct RawService {
     scheduler: Option<String>,
     #[serde(default)]
     flags: Vec<String>,
+    mh_table_size: Option<u32>,
+    persistent: Option<u32>,
+    netmask: Option<String>,
+    #[serde(default)]
+    ops: bool,
     #[serde(default)]
     real: Vec<RawReal>,
 }
@@ -328,6 +343,10 @@ struct RawReal {
     #[serde(default = "one")]
     weight: u32,
     forward: Option<String>,
+    #[serde(default)]
+    u_threshold: u32,
+    #[serde(default)]
+    l_threshold: u32,
 }
 
 fn one() -> u32 {
@@ -573,11 +592,47 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
         };
         let vip = parse_sockaddr(&s.address).map_err(|m| err(f("address"), m))?;
-        if vip.port() == 0 {
+        if let Some(p) = s.persistent {
+            if !(1..=2_592_000).contains(&p) {
+                return Err(err(f("persistent"), "must be 1..=2592000 seconds".into()));
+            }
+        }
+        if vip.port() == 0 && s.persistent.is_none() {
             return Err(err(
                 f("address"),
-                "port 0 (all ports) needs persistence, which is not supported yet".into(),
+                "port 0 (all ports) is only valid for a persistent service".into(),
             ));
+        }
+        let netmask = match &s.netmask {
+            None => Ipv4Addr::BROADCAST,
+            Some(m) => {
+                if s.persistent.is_none() {
+                    return Err(err(
+                        f("netmask"),
+                        "only applies to a persistent service".into(),
+                    ));
+                }
+                let ip: Ipv4Addr = m
+                    .parse()
+                    .map_err(|_| err(f("netmask"), format!("{m:?} is not a netmask")))?;
+                let bits = u32::from(ip);
+                if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                    return Err(err(
+                        f("netmask"),
+                        format!("{m:?} is not a contiguous netmask"),
+                    ));
+                }
+                ip
+            }
+        };
+        if s.ops && proto != Proto::Udp {
+            return Err(err(
+                f("ops"),
+                "one-packet scheduling applies to UDP services only".into(),
+            ));
+        }
+        if s.ops && s.persistent.is_some() {
+            return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
         if own.contains(vip.ip()) {
             return Err(err(
@@ -594,11 +649,12 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         let mut spec =
             sched::SchedSpec::new(s.scheduler.clone().unwrap_or_else(|| sched::DEFAULT.into()));
         spec.flags = s.flags.clone();
+        spec.mh_table_size = s.mh_table_size;
         if let Err(e) = sched::build(&spec, &[]) {
-            let field = if matches!(e, sched::SchedError::UnknownScheduler(_)) {
-                f("scheduler")
-            } else {
-                f("flags")
+            let field = match e {
+                sched::SchedError::UnknownScheduler(_) => f("scheduler"),
+                sched::SchedError::BadTableSize { .. } => f("mh_table_size"),
+                _ => f("flags"),
             };
             return Err(err(field, e.to_string()));
         }
@@ -609,6 +665,11 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             let mut addr = parse_sockaddr(&r.address).map_err(|m| err(g("address"), m))?;
             if addr.port() == 0 {
                 addr.set_port(vip.port());
+            } else if vip.port() == 0 {
+                return Err(err(
+                    g("address"),
+                    "a real server of an all-ports service takes no port".into(),
+                ));
             }
             if !rseen.insert(addr) {
                 return Err(err(
@@ -616,8 +677,17 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                     format!("real server {addr} is listed twice"),
                 ));
             }
-            if r.weight > 65_535 {
-                return Err(err(g("weight"), "must be 0..=65535".into()));
+            for (name, v) in [
+                ("weight", r.weight),
+                ("u_threshold", r.u_threshold),
+                ("l_threshold", r.l_threshold),
+            ] {
+                if v > 65_535 {
+                    return Err(err(g(name), "must be 0..=65535".into()));
+                }
+            }
+            if r.u_threshold != 0 && r.l_threshold > r.u_threshold {
+                return Err(err(g("l_threshold"), "must not exceed u_threshold".into()));
             }
             let forward = match &r.forward {
                 None => Forward::Nat,
@@ -650,12 +720,17 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 addr,
                 weight: r.weight,
                 forward,
+                u_threshold: r.u_threshold,
+                l_threshold: r.l_threshold,
             });
         }
         services.push(ServiceConfig {
             proto,
             vip,
             scheduler: spec,
+            persistent: s.persistent,
+            netmask,
+            ops: s.ops,
             reals,
         });
     }
@@ -813,6 +888,31 @@ weight = 3
             "1..=64",
         );
         expect_err("port = [", "-", "syntax error at line 1");
+    }
+
+    #[test]
+    fn persistence_and_thresholds_parse() {
+        let text = GOOD
+            .replace(
+                "scheduler = \"rr\"",
+                "scheduler = \"wlc\"\npersistent = 600\nnetmask = \"255.255.255.0\"",
+            )
+            .replace(
+                "weight = 3",
+                "weight = 3\nu_threshold = 100\nl_threshold = 50",
+            );
+        let c = parse_str(&text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.persistent, Some(600));
+        assert_eq!(s.netmask, Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!((s.reals[1].u_threshold, s.reals[1].l_threshold), (100, 50));
+        let all = GOOD
+            .replace("207.175.44.110:8080", "207.175.44.110:0")
+            .replace("scheduler = \"rr\"", "scheduler = \"rr\"\npersistent = 60")
+            .replace("172.16.0.2:8080", "172.16.0.2");
+        let c = parse_str(&all).unwrap();
+        assert_eq!(c.services[0].vip.port(), 0);
+        assert_eq!(c.services[0].reals[0].addr.port(), 0);
     }
 
     #[test]

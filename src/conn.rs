@@ -19,6 +19,7 @@ use hashbrown::HashMap;
 use sched::Dest;
 
 use crate::config::Forward;
+use crate::persist::Template;
 use crate::tcp_state::{self, Dir, State, Timeouts, STATE_COUNT};
 
 /// A packed 5-tuple: protocol, source, source port, destination, destination port.
@@ -69,11 +70,18 @@ pub struct Conn {
     pub svc: u32,
     /// The real server (its counters follow the connection's state).
     pub dest: Arc<Dest>,
+    /// The persistence template that chose the real server, if any.
+    pub template: Option<Arc<Template>>,
     /// Second (table-relative) at which the entry expires unless refreshed.
     pub expires: u32,
+    /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
+    pub one_packet: bool,
     gen: u32,
     live: bool,
 }
+
+/// Lifetime of a one-packet-scheduling entry (it exists only to translate replies).
+pub const OPS_TIMEOUT: u32 = 10;
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +122,10 @@ pub struct NewConn {
     pub svc: u32,
     /// The real server.
     pub dest: Arc<Dest>,
+    /// The persistence template used, if any (released when the connection ends).
+    pub template: Option<Arc<Template>>,
+    /// One-packet scheduling: no client-side key (every datagram is scheduled on its own).
+    pub one_packet: bool,
 }
 
 const WHEEL_SLOTS: usize = 1024;
@@ -250,6 +262,11 @@ impl ConnTable {
         } else {
             State::None
         };
+        let timeout = if c.one_packet {
+            OPS_TIMEOUT
+        } else {
+            self.timeouts.of(state)
+        };
         let replies_seen = matches!(c.fwd, Forward::Nat | Forward::FullNat);
         let in_key = FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport);
         let out_key = FlowKey::new(c.proto, c.daddr, c.dport, c.caddr, c.cport);
@@ -269,7 +286,9 @@ impl ConnTable {
             fwd: c.fwd,
             svc: c.svc,
             dest: c.dest,
-            expires: now + self.timeouts.of(state),
+            template: c.template,
+            expires: now + timeout,
+            one_packet: c.one_packet,
             gen,
             live: true,
         };
@@ -284,12 +303,13 @@ impl ConnTable {
         } else {
             Dir::InputOnly
         };
-        self.map.insert(in_key, pack(slot, in_dir));
+        if !c.one_packet {
+            self.map.insert(in_key, pack(slot, in_dir));
+        }
         if replies_seen {
             self.map.insert(out_key, pack(slot, Dir::Output));
         }
-        self.wheel
-            .schedule(slot, gen, now + self.timeouts.of(state));
+        self.wheel.schedule(slot, gen, now + timeout);
         self.len += 1;
         self.counts.created += 1;
         self.counts.per_state[state as usize] += 1;
@@ -314,7 +334,7 @@ impl ConnTable {
                 _ => {}
             }
         }
-        c.expires = now + t.of(new);
+        c.expires = now + if c.one_packet { OPS_TIMEOUT } else { t.of(new) };
         c
     }
 
@@ -336,9 +356,20 @@ impl ConnTable {
         slot: u32,
     ) {
         c.live = false;
-        map.remove(&FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport));
-        map.remove(&FlowKey::new(c.proto, c.daddr, c.dport, c.caddr, c.cport));
+        // Remove only keys that still point at this slot (a one-packet entry's reply key may
+        // have been taken over by a newer entry for the same tuple).
+        for key in [
+            FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport),
+            FlowKey::new(c.proto, c.daddr, c.dport, c.caddr, c.cport),
+        ] {
+            if map.get(&key).is_some_and(|&v| v >> 2 == slot) {
+                map.remove(&key);
+            }
+        }
         c.dest.unbind(c.state.is_active());
+        if let Some(t) = c.template.take() {
+            t.release();
+        }
         counts.per_state[c.state as usize] -= 1;
         counts.expired += 1;
         free.push(slot);
@@ -413,6 +444,8 @@ mod tests {
             fwd,
             svc: 0,
             dest: dest.clone(),
+            template: None,
+            one_packet: false,
         }
     }
 
@@ -504,6 +537,31 @@ mod tests {
         assert!(t.is_empty());
         assert_eq!(d.inactive_conns(), 0);
         assert_eq!(t.counts().expired, 1);
+    }
+
+    #[test]
+    fn one_packet_entries_map_replies_only_and_expire_fast() {
+        let d = dest();
+        let mut t = ConnTable::new(10, Timeouts::default());
+        let mut nc = new_conn(7, &d, 17, Forward::Nat);
+        nc.one_packet = true;
+        let a = t.insert(nc.clone(), 0).unwrap();
+        assert!(t
+            .lookup(&FlowKey::new(17, ip("10.0.0.2"), 7, ip("192.0.2.1"), 80))
+            .is_none());
+        let reply = FlowKey::new(17, ip("172.16.0.2"), 8080, ip("10.0.0.2"), 7);
+        assert_eq!(t.lookup(&reply).unwrap().slot, a);
+        // A second datagram of the same tuple to the same server takes the reply key over.
+        let b = t.insert(nc, 5).unwrap();
+        assert_eq!(t.lookup(&reply).unwrap().slot, b);
+        assert_eq!(t.expire(OPS_TIMEOUT), 1);
+        assert_eq!(
+            t.lookup(&reply).unwrap().slot,
+            b,
+            "the older entry left b's key alone"
+        );
+        assert_eq!(t.expire(5 + OPS_TIMEOUT), 1);
+        assert!(t.lookup(&reply).is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::config::Config;
 use crate::neigh::{NeighCache, NeighEvent, NeighTable};
+use crate::persist::Templates;
 use crate::service::Snapshot;
 use crate::stats::{Counters, Stats};
 use crate::sys::{self, EventFd};
@@ -58,6 +59,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Per worker: counters as last published.
     pub published: Vec<Mutex<Counters>>,
+    /// Persistence templates, shared by all workers (touched only on connection setup/end).
+    pub templates: Templates,
     /// Start of daemon time (connection and neighbour clocks count seconds from here).
     pub epoch: Instant,
 }
@@ -146,6 +149,7 @@ impl Daemon {
             published: (0..workers)
                 .map(|_| Mutex::new(Counters::default()))
                 .collect(),
+            templates: Templates::default(),
             epoch: Instant::now(),
         });
         let per_worker_conns = cfg.max_connections / workers;
@@ -235,6 +239,7 @@ impl Control {
             &self.shared.control_wake,
         ))];
         let mut last_snapshot = None;
+        let mut last_sweep = u32::MAX;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.shared.epoch.elapsed().as_secs() as u32;
             let snap = self.shared.snapshot.load_full();
@@ -252,6 +257,10 @@ impl Control {
                     NeighEvent::Learned { ip, mac, port } => self.cache.learn(ip, mac, port, now),
                     NeighEvent::Wanted { ip, port } => self.cache.want(ip, port),
                 }
+            }
+            if now != last_sweep {
+                self.shared.templates.sweep(now);
+                last_sweep = now;
             }
             probes.clear();
             self.cache.tick(now, &mut probes);

@@ -88,6 +88,13 @@ pub struct Lab {
     pub director: Netns,
     /// The real servers.
     pub reals: Vec<Netns>,
+    /// More clients on the client segment (see [`Lab::add_clients`]).
+    pub clients: Vec<Netns>,
+}
+
+/// Address of extra client `i` (0-based; the main client is 10.0.0.2).
+pub fn extra_client_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 10 + i as u8)
 }
 
 impl Lab {
@@ -134,7 +141,25 @@ impl Lab {
             client,
             director,
             reals,
+            clients: Vec::new(),
         })
+    }
+
+    /// Adds `n` more client hosts (10.0.0.10 and up) on the client segment.
+    pub fn add_clients(&mut self, n: usize) -> io::Result<()> {
+        for _ in 0..n {
+            let i = self.clients.len();
+            let ns = Netns::new(&format!("client{}", i + 1))?;
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            let d = format!("c{i}");
+            veth((&ns, "eth0"), (&self.director, &d))?;
+            self.director
+                .ip(&["link", "set", "dev", &d, "master", "bx"])?;
+            ns.add_addr("eth0", &format!("{}/24", extra_client_addr(i)))?;
+            ns.add_route(&format!("{VIP}/32"), &EXT_ADDR.to_string())?;
+            self.clients.push(ns);
+        }
+        Ok(())
     }
 
     /// Validates `config_text` (as if read from `lab.toml`) and starts tapvs in-process inside

@@ -2,7 +2,7 @@
 //!
 //! The crate holds the daemon: TAP ports ([`tap`]), the configuration ([`config`]), the
 //! data-path workers ([`worker`]) with their connection tables ([`conn`], [`tcp_state`]),
-//! neighbours and routes ([`neigh`], [`route`]), the service snapshot ([`service`]), counters
+//! neighbours and routes ([`neigh`], [`route`]), persistence templates ([`persist`]), the service snapshot ([`service`]), counters
 //! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]) and the network-namespace
 //! harness ([`netns`], [`traffic`]) that the demo and the integration tests share. Packet views
 //! and rewrites live in the `modes` crate, schedulers in the `sched` crate.
@@ -14,6 +14,7 @@ pub mod demo;
 pub mod lab;
 pub mod neigh;
 pub mod netns;
+pub mod persist;
 pub mod route;
 pub mod service;
 pub mod stats;

@@ -55,6 +55,12 @@ pub struct Service {
     pub forward: Vec<Forward>,
     /// The scheduler built for `dests`.
     pub sched: Box<dyn Scheduler>,
+    /// Persistence timeout (`-p`), if persistent.
+    pub persistent: Option<u32>,
+    /// Persistence netmask (`-M`) as a host-order mask.
+    pub netmask: u32,
+    /// One-packet scheduling (`-o`).
+    pub ops: bool,
 }
 
 /// Packs a service key.
@@ -95,7 +101,11 @@ impl Snapshot {
             let dests: Vec<Arc<Dest>> = s
                 .reals
                 .iter()
-                .map(|r| Arc::new(Dest::new(IpAddr::V4(*r.addr.ip()), r.addr.port(), r.weight)))
+                .map(|r| {
+                    let d = Dest::new(IpAddr::V4(*r.addr.ip()), r.addr.port(), r.weight);
+                    d.set_thresholds(r.u_threshold, r.l_threshold);
+                    Arc::new(d)
+                })
                 .collect();
             let sched = sched::build(&s.scheduler, &dests)
                 .map_err(|e| format!("service {}: {e}", s.vip))?;
@@ -106,6 +116,9 @@ impl Snapshot {
                 forward: s.reals.iter().map(|r| r.forward).collect(),
                 dests,
                 sched,
+                persistent: s.persistent,
+                netmask: u32::from(s.netmask),
+                ops: s.ops,
             });
         }
         Ok(Snapshot::assemble(ports, router, services))
@@ -146,11 +159,13 @@ impl Snapshot {
         self.local.contains(&ip)
     }
 
-    /// The service for a protocol, address and port.
+    /// The service for a protocol, address and port: an exact match, else the address's
+    /// all-ports (port 0) service.
     #[inline]
     pub fn service(&self, proto: u8, vip: Ipv4Addr, vport: u16) -> Option<(u32, &Service)> {
         self.index
             .get(&svc_key(proto, vip, vport))
+            .or_else(|| self.index.get(&svc_key(proto, vip, 0)))
             .map(|&i| (i, &self.services[i as usize]))
     }
 

@@ -25,6 +25,7 @@ use crate::config::Forward;
 use crate::conn::{ConnTable, FlowKey, NewConn};
 use crate::daemon::{Redirect, Shared};
 use crate::neigh::{NeighEvent, NeighTable};
+use crate::persist::TemplateKey;
 use crate::service::Snapshot;
 use crate::stats::{Counters, Drop};
 use crate::sys;
@@ -461,7 +462,32 @@ impl Ctx {
                     dst_port: pkt.dport,
                     now_secs: u64::from(self.now),
                 };
-                let Some(i) = svc.sched.schedule(&svc.dests, &input) else {
+                let pick = || svc.sched.schedule(&svc.dests, &input);
+                let (i, template) = match svc.persistent {
+                    None => (pick(), None),
+                    Some(timeout) => {
+                        let key = TemplateKey {
+                            proto: pkt.proto,
+                            client: Ipv4Addr::from(u32::from(pkt.src) & svc.netmask),
+                            vaddr: pkt.dst,
+                            vport: svc.vport,
+                        };
+                        let t =
+                            self.shared
+                                .templates
+                                .get_or_schedule(key, self.now, timeout, || {
+                                    pick().map(|i| svc.dests[i].clone())
+                                });
+                        let i = t
+                            .as_ref()
+                            .and_then(|t| svc.dests.iter().position(|d| Arc::ptr_eq(d, &t.dest)));
+                        (i, t)
+                    }
+                };
+                let Some(i) = i else {
+                    if let Some(t) = template {
+                        t.release();
+                    }
                     return if pkt.proto == 6 {
                         self.refuse_tcp(port, frame, pkt, snap, Drop::NoRealServer)
                     } else {
@@ -479,10 +505,17 @@ impl Ctx {
                     vaddr: pkt.dst,
                     vport: pkt.dport,
                     daddr,
-                    dport: dest.port(),
+                    // Real port 0 (all-ports service): the port the client asked for.
+                    dport: if dest.port() == 0 {
+                        pkt.dport
+                    } else {
+                        dest.port()
+                    },
                     fwd: svc.forward[i],
                     svc: svc_idx,
                     dest: dest.clone(),
+                    template,
+                    one_packet: svc.ops,
                 };
                 match self.table.insert(nc, self.now) {
                     Ok(s) => (

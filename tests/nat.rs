@@ -291,3 +291,37 @@ fn malformed_frames_are_counted_and_dropped() {
         .expect("traffic after the malformed frames");
     assert_eq!(split.values().sum::<u64>(), 10);
 }
+
+#[test]
+fn vip_port_without_service_is_refused_like_a_host() {
+    if !precheck() {
+        return;
+    }
+    let lab = lab_with(1, &lab::nat_service("tcp", 80, "rr", &[(0, 80, 1)]));
+    lab.client.run(|| {
+        let e = std::net::TcpStream::connect_timeout(&lab::vip(81), Duration::from_secs(3))
+            .expect_err("no service on port 81");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "TCP RST expected: {e}"
+        );
+        let s = std::net::UdpSocket::bind(any(0)).unwrap();
+        s.connect(lab::vip(54)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send(b"x").unwrap();
+        let mut buf = [0u8; 16];
+        let e = s.recv(&mut buf).expect_err("no service on udp 54");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "ICMP port unreachable expected: {e}"
+        );
+    });
+    let stats = wait_stats(&lab, |s| s.rst_sent >= 1 && s.icmp_errors_sent >= 1);
+    assert!(stats.dropped("no_service") >= 2, "{stats:?}");
+    assert!(
+        stats.rst_sent >= 1 && stats.icmp_errors_sent >= 1,
+        "{stats:?}"
+    );
+}

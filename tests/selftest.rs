@@ -152,3 +152,27 @@ fn invalid_config_names_file_field_and_reason() {
     assert!(err.contains("bogus"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_without_root_says_so_and_fails() {
+    use std::os::unix::process::CommandExt;
+    if !tapvs::sys::is_root() {
+        // Already unprivileged: the demo itself must refuse.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapvs"))
+            .arg("demo")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        return;
+    }
+    // As root, drop to nobody for the child.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapvs"))
+        .arg("demo")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root"), "{err}");
+}

@@ -1,0 +1,1480 @@
+//! Parsing an ipvsadm command line into a typed [`Command`].
+//!
+//! The syntax is ipvsadm 1.31's (popt flavour): the first option is the command (`-A`, `-L`,
+//! `--set`, ...), short options may be clustered (`-Ln`, `-Lnc`, `-At 10.0.0.1:80`) with a value
+//! either attached (`-w5`) or in the next argument, long options take `--opt value` or
+//! `--opt=value`, `-p` has an optional value (default 300 s), `--` ends the options. After the
+//! scan the same checks as ipvsadm run in the same order: values, `--set` arguments, stray
+//! arguments, scheduler flags, the command/option table (compulsory, illegal and exclusive
+//! options), then the per-command rules (zero port, one-packet scheduling only for UDP, real
+//! server port forced to the service port for `-g`/`-i`, list conflicts). Defaults are
+//! ipvsadm's: scheduler `wlc`, forwarding `-g`, weight 1, netmask /32. On `-a`/`-e`/`-d` the
+//! short `-b` means FullNAT forwarding (as in DPVS); elsewhere it is `--sched-flags`.
+//! Addresses are IPv4 literals or `localhost`; names, service names and IPv6 are refused.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Forward, Protocol};
+use super::AdmError;
+
+/// Default persistence timeout of `-p` without a value, in seconds.
+pub const DEFAULT_PERSISTENT: u32 = 300;
+/// Largest timeout `-p` and `--set` accept (31 days), as ipvsadm.
+pub const MAX_TIMEOUT: u32 = 86400 * 31;
+/// Scheduler used when `-s` is omitted.
+pub const DEFAULT_SCHEDULER: &str = "wlc";
+
+/// A virtual service as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceSpec {
+    /// `-t host[:port]` or `-u host[:port]`; an omitted port is 0.
+    Addr {
+        /// Protocol of the service.
+        proto: Protocol,
+        /// Virtual address and port.
+        addr: SocketAddrV4,
+    },
+    /// `-f mark` (parsed; tapvs does not implement fwmark services yet).
+    Fwmark(u32),
+}
+
+impl ServiceSpec {
+    /// The service as a rule fragment: `-t 10.0.0.1:80`, `-u ...`, `-f 5`.
+    pub fn rule(&self) -> String {
+        match self {
+            ServiceSpec::Addr { proto, addr } => format!("{} {}", proto.switch(), addr),
+            ServiceSpec::Fwmark(m) => format!("-f {m}"),
+        }
+    }
+
+    /// The service port (0 for fwmark services).
+    pub fn port(&self) -> u16 {
+        match self {
+            ServiceSpec::Addr { addr, .. } => addr.port(),
+            ServiceSpec::Fwmark(_) => 0,
+        }
+    }
+}
+
+/// Settings of `-A` / `-E` with ipvsadm's defaults filled in (`-E` replaces them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOpts {
+    /// The service.
+    pub service: ServiceSpec,
+    /// Scheduler name (`-s`, default `wlc`), not validated here.
+    pub scheduler: String,
+    /// Scheduler flags (`-b`), by their listing names: `sh-fallback`, `sh-port`, `mh-fallback`,
+    /// `mh-port` for sh and mh, `flag-1`..`flag-3` otherwise; in bit order, no duplicates.
+    pub sched_flags: Vec<String>,
+    /// Persistence timeout (`-p [timeout]`).
+    pub persistent: Option<u32>,
+    /// Persistence granularity (`-M`, default 255.255.255.255).
+    pub netmask: Ipv4Addr,
+    /// One-packet scheduling (`-o`).
+    pub ops: bool,
+}
+
+/// Settings of `-a` / `-e` with ipvsadm's defaults filled in (`-e` replaces them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerOpts {
+    /// The service.
+    pub service: ServiceSpec,
+    /// Real server; its port is the service port when omitted, and always the service port
+    /// with `-g` or `-i` (as ipvsadm; not for fwmark services).
+    pub server: SocketAddrV4,
+    /// Forwarding method (`-g` default, `-m`, `-i`, `-b`).
+    pub forward: Forward,
+    /// Weight (`-w`, 0..=65535, default 1).
+    pub weight: u32,
+    /// Upper connection threshold (`-x`, 0..=65535, default 0 = none).
+    pub u_threshold: u32,
+    /// Lower connection threshold (`-y`, 0..=65535, default 0 = none).
+    pub l_threshold: u32,
+}
+
+/// Options of `-L`/`-l` (and the flags [`crate::adm::format::list`] honours).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListOpts {
+    /// Only this service (`-L -t ...`): no version line, "No such service" if absent.
+    pub service: Option<ServiceSpec>,
+    /// `-n` (tapvsadm never resolves names, so only recorded).
+    pub numeric: bool,
+    /// `-c`: the connection table.
+    pub connection: bool,
+    /// `--timeout`: the three timeouts.
+    pub timeout: bool,
+    /// `--daemon`: sync daemon state (tapvs has none, so the listing is empty).
+    pub daemon: bool,
+    /// `--stats`.
+    pub stats: bool,
+    /// `--rate`.
+    pub rate: bool,
+    /// `--thresholds`.
+    pub thresholds: bool,
+    /// `--persistent-conn`.
+    pub persistent_conn: bool,
+    /// `--exact`: full numbers in `--stats`/`--rate`.
+    pub exact: bool,
+    /// `--nosort`: table order instead of sorted.
+    pub nosort: bool,
+    /// `--tun-info`: tunnel column in the plain listing.
+    pub tun_info: bool,
+}
+
+/// One parsed ipvsadm command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// `-A`: add a virtual service.
+    AddService(ServiceOpts),
+    /// `-E`: edit a virtual service.
+    EditService(ServiceOpts),
+    /// `-D`: delete a virtual service.
+    DeleteService(ServiceSpec),
+    /// `-C`: clear the whole table.
+    Clear,
+    /// `-R`: read commands from stdin (see [`parse_restore_line`]).
+    Restore,
+    /// `-S [-n]`: print the table as rules.
+    Save {
+        /// `-n` given.
+        numeric: bool,
+    },
+    /// `-a`: add a real server.
+    AddServer(ServerOpts),
+    /// `-e`: edit a real server.
+    EditServer(ServerOpts),
+    /// `-d`: delete a real server.
+    DeleteServer {
+        /// The service.
+        service: ServiceSpec,
+        /// The real server (port = service port when omitted).
+        server: SocketAddrV4,
+    },
+    /// `-L`/`-l` (also a bare `ipvsadm`).
+    List(ListOpts),
+    /// `-Z [service]`: zero counters of one or all services.
+    Zero(Option<ServiceSpec>),
+    /// `--set tcp tcpfin udp` (0 keeps the current value).
+    SetTimeouts {
+        /// ESTABLISHED timeout.
+        tcp: u32,
+        /// FIN_WAIT timeout.
+        tcp_fin: u32,
+        /// UDP timeout.
+        udp: u32,
+    },
+    /// `-h`/`--help`: print [`crate::adm::format::usage`], exit 0.
+    Help,
+    /// `-v`/`--version`: print the version, exit 0.
+    Version,
+}
+
+/// ipvsadm commands, in ipvsadm's order (which names them in messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Add,
+    Edit,
+    Del,
+    Flush,
+    List,
+    AddDest,
+    DelDest,
+    EditDest,
+    Set,
+    Restore,
+    Save,
+    Zero,
+}
+
+impl Cmd {
+    fn name(self) -> &'static str {
+        match self {
+            Cmd::Add => "add-service",
+            Cmd::Edit => "edit-service",
+            Cmd::Del => "delete-service",
+            Cmd::Flush => "flush",
+            Cmd::List => "list",
+            Cmd::AddDest => "add-server",
+            Cmd::DelDest => "delete-server",
+            Cmd::EditDest => "edit-server",
+            Cmd::Set => "set",
+            Cmd::Restore => "restore",
+            Cmd::Save => "save",
+            Cmd::Zero => "zero",
+        }
+    }
+
+    /// Legality of each [`Opt`] (same order): `+` compulsory, `x` illegal, `1` exclusive,
+    /// ` ` optional; ipvsadm's command/option table restricted to the options tapvs knows.
+    fn rules(self) -> &'static [u8; OPT_COUNT] {
+        match self {
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxx  xx",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx11      xx x",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxxx ",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Set | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxx",
+        }
+    }
+}
+
+/// ipvsadm options tapvs knows, in ipvsadm's order (which decides which error comes first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Numeric,
+    Connection,
+    Service,
+    Scheduler,
+    Persistent,
+    Netmask,
+    Server,
+    Forward,
+    Weight,
+    UThreshold,
+    LThreshold,
+    Timeout,
+    Daemon,
+    Stats,
+    Rate,
+    Thresholds,
+    PersistentConn,
+    NoSort,
+    Exact,
+    Ops,
+    SchedFlags,
+    TunInfo,
+    TunType,
+}
+
+const OPT_COUNT: usize = 23;
+
+const OPTS: [Opt; OPT_COUNT] = [
+    Opt::Numeric,
+    Opt::Connection,
+    Opt::Service,
+    Opt::Scheduler,
+    Opt::Persistent,
+    Opt::Netmask,
+    Opt::Server,
+    Opt::Forward,
+    Opt::Weight,
+    Opt::UThreshold,
+    Opt::LThreshold,
+    Opt::Timeout,
+    Opt::Daemon,
+    Opt::Stats,
+    Opt::Rate,
+    Opt::Thresholds,
+    Opt::PersistentConn,
+    Opt::NoSort,
+    Opt::Exact,
+    Opt::Ops,
+    Opt::SchedFlags,
+    Opt::TunInfo,
+    Opt::TunType,
+];
+
+impl Opt {
+    /// The ipvsadm option name used in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Opt::Numeric => "numeric",
+            Opt::Connection => "connection",
+            Opt::Service => "service-address",
+            Opt::Scheduler => "scheduler",
+            Opt::Persistent => "persistent",
+            Opt::Netmask => "netmask",
+            Opt::Server => "real-server",
+            Opt::Forward => "forwarding-method",
+            Opt::Weight => "weight",
+            Opt::UThreshold => "u-threshold",
+            Opt::LThreshold => "l-threshold",
+            Opt::Timeout => "timeout",
+            Opt::Daemon => "daemon",
+            Opt::Stats => "stats",
+            Opt::Rate => "rate",
+            Opt::Thresholds => "thresholds",
+            Opt::PersistentConn => "persistent-conn",
+            Opt::NoSort => "nosort",
+            Opt::Exact => "exact",
+            Opt::Ops => "ops",
+            Opt::SchedFlags => "sched-flags",
+            Opt::TunInfo => "tun-info",
+            Opt::TunType => "tun-type",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// Whether an option takes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    No,
+    Required,
+    Optional,
+}
+
+/// What an option on the command line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Cmd(Cmd),
+    Help,
+    Version,
+    Daemon(&'static str),
+    Tcp,
+    Udp,
+    Sctp,
+    Fwmark,
+    Scheduler,
+    Persistent,
+    Netmask,
+    Real,
+    Masq,
+    Ipip,
+    Gate,
+    FullNat,
+    Weight,
+    UThr,
+    LThr,
+    Numeric,
+    Connection,
+    Timeout,
+    ShowDaemon,
+    Stats,
+    Rate,
+    Thresholds,
+    PersistentConn,
+    NoSort,
+    Sort,
+    Exact,
+    Ipv6,
+    Ops,
+    Pe,
+    SchedFlags,
+    TunInfo,
+    TunType,
+    TunOpt,
+    SyncOpt,
+}
+
+/// ipvsadm's options: long name, short letter, value, meaning.
+const OPTIONS: &[(&str, Option<char>, Arg, Tag)] = &[
+    ("add-service", Some('A'), Arg::No, Tag::Cmd(Cmd::Add)),
+    ("edit-service", Some('E'), Arg::No, Tag::Cmd(Cmd::Edit)),
+    ("delete-service", Some('D'), Arg::No, Tag::Cmd(Cmd::Del)),
+    ("clear", Some('C'), Arg::No, Tag::Cmd(Cmd::Flush)),
+    ("list", Some('L'), Arg::No, Tag::Cmd(Cmd::List)),
+    ("list", Some('l'), Arg::No, Tag::Cmd(Cmd::List)),
+    ("zero", Some('Z'), Arg::No, Tag::Cmd(Cmd::Zero)),
+    ("add-server", Some('a'), Arg::No, Tag::Cmd(Cmd::AddDest)),
+    ("edit-server", Some('e'), Arg::No, Tag::Cmd(Cmd::EditDest)),
+    ("delete-server", Some('d'), Arg::No, Tag::Cmd(Cmd::DelDest)),
+    ("set", None, Arg::No, Tag::Cmd(Cmd::Set)),
+    ("help", Some('h'), Arg::No, Tag::Help),
+    ("version", Some('v'), Arg::No, Tag::Version),
+    ("restore", Some('R'), Arg::No, Tag::Cmd(Cmd::Restore)),
+    ("save", Some('S'), Arg::No, Tag::Cmd(Cmd::Save)),
+    (
+        "start-daemon",
+        None,
+        Arg::Required,
+        Tag::Daemon("--start-daemon"),
+    ),
+    (
+        "stop-daemon",
+        None,
+        Arg::Required,
+        Tag::Daemon("--stop-daemon"),
+    ),
+    ("tcp-service", Some('t'), Arg::Required, Tag::Tcp),
+    ("udp-service", Some('u'), Arg::Required, Tag::Udp),
+    ("sctp-service", None, Arg::Required, Tag::Sctp),
+    ("fwmark-service", Some('f'), Arg::Required, Tag::Fwmark),
+    ("scheduler", Some('s'), Arg::Required, Tag::Scheduler),
+    ("persistent", Some('p'), Arg::Optional, Tag::Persistent),
+    ("netmask", Some('M'), Arg::Required, Tag::Netmask),
+    ("real-server", Some('r'), Arg::Required, Tag::Real),
+    ("masquerading", Some('m'), Arg::No, Tag::Masq),
+    ("ipip", Some('i'), Arg::No, Tag::Ipip),
+    ("gatewaying", Some('g'), Arg::No, Tag::Gate),
+    ("fullnat", None, Arg::No, Tag::FullNat),
+    ("weight", Some('w'), Arg::Required, Tag::Weight),
+    ("u-threshold", Some('x'), Arg::Required, Tag::UThr),
+    ("l-threshold", Some('y'), Arg::Required, Tag::LThr),
+    ("numeric", Some('n'), Arg::No, Tag::Numeric),
+    ("connection", Some('c'), Arg::No, Tag::Connection),
+    ("mcast-interface", None, Arg::Required, Tag::SyncOpt),
+    ("syncid", None, Arg::Required, Tag::SyncOpt),
+    ("timeout", None, Arg::No, Tag::Timeout),
+    ("daemon", None, Arg::No, Tag::ShowDaemon),
+    ("stats", None, Arg::No, Tag::Stats),
+    ("rate", None, Arg::No, Tag::Rate),
+    ("thresholds", None, Arg::No, Tag::Thresholds),
+    ("persistent-conn", None, Arg::No, Tag::PersistentConn),
+    ("nosort", None, Arg::No, Tag::NoSort),
+    ("sort", None, Arg::No, Tag::Sort),
+    ("exact", Some('X'), Arg::No, Tag::Exact),
+    ("ipv6", Some('6'), Arg::No, Tag::Ipv6),
+    ("ops", Some('o'), Arg::No, Tag::Ops),
+    ("pe", None, Arg::Required, Tag::Pe),
+    ("sched-flags", Some('b'), Arg::Required, Tag::SchedFlags),
+    ("mcast-group", None, Arg::Required, Tag::SyncOpt),
+    ("mcast-port", None, Arg::Required, Tag::SyncOpt),
+    ("mcast-ttl", None, Arg::Required, Tag::SyncOpt),
+    ("sync-maxlen", None, Arg::Required, Tag::SyncOpt),
+    ("tun-info", None, Arg::No, Tag::TunInfo),
+    ("tun-type", None, Arg::Required, Tag::TunType),
+    ("tun-port", None, Arg::Required, Tag::TunOpt),
+    ("tun-nocsum", None, Arg::No, Tag::TunOpt),
+    ("tun-csum", None, Arg::No, Tag::TunOpt),
+    ("tun-remcsum", None, Arg::No, Tag::TunOpt),
+];
+
+/// One option occurrence: what it is, how it was written, its value.
+struct Event {
+    tag: Tag,
+    written: String,
+    value: Option<String>,
+}
+
+/// Walks the arguments popt-style, one option at a time, collecting positional arguments.
+struct Scanner<'a> {
+    args: &'a [String],
+    next: usize,
+    /// Inside a short-option cluster: (argument index, byte offset of the next letter).
+    cluster: Option<(usize, usize)>,
+    options_done: bool,
+    positional: Vec<String>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Scanner {
+            args,
+            next: 0,
+            cluster: None,
+            options_done: false,
+            positional: Vec::new(),
+        }
+    }
+
+    /// The value of an option whose value was not attached.
+    fn take_value(&mut self, arg: Arg, written: &str) -> Result<Option<String>, AdmError> {
+        let next = self.args.get(self.next);
+        match arg {
+            Arg::No => Ok(None),
+            Arg::Required => match next {
+                Some(v) => {
+                    self.next += 1;
+                    Ok(Some(v.clone()))
+                }
+                None => Err(AdmError::MissingArgument(written.to_string())),
+            },
+            Arg::Optional => match next {
+                Some(v) if !v.starts_with('-') => {
+                    self.next += 1;
+                    Ok(Some(v.clone()))
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// The next option; `dest_cmd` says whether the command is `-a`/`-e`/`-d` (where `-b` is
+    /// FullNAT rather than scheduler flags).
+    fn next_event(&mut self, dest_cmd: bool) -> Option<Result<Event, AdmError>> {
+        loop {
+            if let Some((ai, off)) = self.cluster {
+                let word = &self.args[ai];
+                let c = word[off..].chars().next()?;
+                let after = off + c.len_utf8();
+                self.cluster = (after < word.len()).then_some((ai, after));
+                let written = format!("-{c}");
+                let (arg, tag) = if c == 'b' && dest_cmd {
+                    (Arg::No, Tag::FullNat)
+                } else {
+                    match OPTIONS.iter().find(|o| o.1 == Some(c)) {
+                        Some(o) => (o.2, o.3),
+                        None => return Some(Err(AdmError::UnknownOption(written))),
+                    }
+                };
+                let value = if arg != Arg::No && after < word.len() {
+                    self.cluster = None;
+                    Ok(Some(word[after..].to_string()))
+                } else {
+                    self.take_value(arg, &written)
+                };
+                return Some(value.map(|value| Event {
+                    tag,
+                    written,
+                    value,
+                }));
+            }
+            let word = self.args.get(self.next)?;
+            self.next += 1;
+            if self.options_done || word == "-" || !word.starts_with('-') {
+                self.positional.push(word.clone());
+                continue;
+            }
+            if word == "--" {
+                self.options_done = true;
+                continue;
+            }
+            if let Some(long) = word.strip_prefix("--") {
+                let (name, attached) = match long.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (long, None),
+                };
+                let written = format!("--{name}");
+                let Some(&(_, _, arg, tag)) = OPTIONS.iter().find(|o| o.0 == name) else {
+                    return Some(Err(AdmError::UnknownOption(word.clone())));
+                };
+                let value = match attached {
+                    Some(_) if arg == Arg::No => Err(AdmError::UnwantedArgument(written.clone())),
+                    Some(v) => Ok(Some(v)),
+                    None => self.take_value(arg, &written),
+                };
+                return Some(value.map(|value| Event {
+                    tag,
+                    written,
+                    value,
+                }));
+            }
+            self.cluster = Some((self.next - 1, 1));
+        }
+    }
+}
+
+/// Why an address argument was refused.
+enum AddrError {
+    Invalid,
+    Ipv6,
+}
+
+/// ipvsadm's `host[:port]`: an IPv4 literal or `localhost`, port 0..=65535 (or none).
+fn parse_host_port(s: &str) -> Result<(Ipv4Addr, Option<u16>), AddrError> {
+    if s.is_empty() || s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AddrError::Invalid);
+    }
+    if s.starts_with('[') || s.parse::<Ipv6Addr>().is_ok() {
+        return Err(AddrError::Ipv6);
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let addr = if host == "localhost" {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host.parse().map_err(|_| AddrError::Invalid)?
+    };
+    let port = match port {
+        Some(p) => Some(
+            number(p, 0, u16::MAX.into())
+                .map(|n| n as u16)
+                .ok_or(AddrError::Invalid)?,
+        ),
+        None => None,
+    };
+    Ok((addr, port))
+}
+
+/// A decimal number in `min..=max` (strtol-like: optional sign, nothing after the digits).
+fn number(s: &str, min: i64, max: i64) -> Option<u32> {
+    let n: i64 = s.parse().ok()?;
+    ((min..=max).contains(&n)).then_some(n as u32)
+}
+
+/// A timeout in `min..=MAX_TIMEOUT`.
+fn timeout(s: &str, min: i64) -> Result<u32, AdmError> {
+    number(s, min, MAX_TIMEOUT.into()).ok_or_else(|| AdmError::InvalidTimeout(s.to_string()))
+}
+
+/// Scheduler flags in their listing names, validated against the scheduler like ipvsadm.
+fn sched_flags(sched: &str, raw: &str) -> Result<Vec<String>, AdmError> {
+    let mut bits = [false; 3];
+    for flag in raw.split(',').filter(|f| !f.is_empty()) {
+        let (bit, only) = match flag {
+            "flag-1" => (0, None),
+            "flag-2" => (1, None),
+            "flag-3" => (2, None),
+            "sh-fallback" => (0, Some("sh")),
+            "sh-port" => (1, Some("sh")),
+            "mh-fallback" => (0, Some("mh")),
+            "mh-port" => (1, Some("mh")),
+            _ => return Err(AdmError::InvalidSchedFlag(flag.to_string())),
+        };
+        if only.is_some_and(|s| s != sched) {
+            return Err(AdmError::IncompatibleSchedFlag(flag.to_string()));
+        }
+        bits[bit] = true;
+    }
+    let names: [&str; 3] = match sched {
+        "sh" => ["sh-fallback", "sh-port", ""],
+        "mh" => ["mh-fallback", "mh-port", ""],
+        _ => ["flag-1", "flag-2", "flag-3"],
+    };
+    Ok(bits
+        .iter()
+        .zip(names)
+        .filter(|(on, name)| **on && !name.is_empty())
+        .map(|(_, name)| name.to_string())
+        .collect())
+}
+
+/// Everything gathered from the options of one command.
+struct State {
+    cmd: Cmd,
+    options: u32,
+    service: Option<ServiceSpec>,
+    scheduler: Option<String>,
+    persistent: Option<u32>,
+    netmask: Ipv4Addr,
+    server: Option<(Ipv4Addr, Option<u16>)>,
+    forward: Forward,
+    weight: u32,
+    u_threshold: u32,
+    l_threshold: u32,
+    sched_flags: Option<String>,
+}
+
+impl State {
+    fn new(cmd: Cmd) -> Self {
+        State {
+            cmd,
+            options: 0,
+            service: None,
+            scheduler: None,
+            persistent: None,
+            netmask: Ipv4Addr::BROADCAST,
+            server: None,
+            forward: Forward::Route,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+            sched_flags: None,
+        }
+    }
+
+    fn has(&self, o: Opt) -> bool {
+        self.options & o.bit() != 0
+    }
+
+    fn set(&mut self, o: Opt) -> Result<(), AdmError> {
+        if self.has(o) {
+            return Err(AdmError::MultipleOption(o.name()));
+        }
+        self.options |= o.bit();
+        Ok(())
+    }
+
+    /// Records one option (after the command).
+    fn take(&mut self, ev: Event) -> Result<(), AdmError> {
+        let v = ev.value.unwrap_or_default();
+        let unsupported = |what: &str| Err(AdmError::Unsupported(what.to_string()));
+        match ev.tag {
+            Tag::Cmd(_) | Tag::Help | Tag::Version | Tag::Daemon(_) => {
+                return Err(AdmError::InvalidOption(ev.written))
+            }
+            Tag::Tcp | Tag::Udp => {
+                self.set(Opt::Service)?;
+                let proto = if ev.tag == Tag::Tcp {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                };
+                let (ip, port) = match parse_host_port(&v) {
+                    Ok(a) => a,
+                    Err(AddrError::Ipv6) => return unsupported("IPv6 (virtual service address)"),
+                    Err(AddrError::Invalid) => return Err(AdmError::IllegalVirtualServer),
+                };
+                self.service = Some(ServiceSpec::Addr {
+                    proto,
+                    addr: SocketAddrV4::new(ip, port.unwrap_or(0)),
+                });
+            }
+            Tag::Sctp => return unsupported("SCTP (--sctp-service)"),
+            Tag::Fwmark => {
+                self.set(Opt::Service)?;
+                let mark = number(&v, 1, u32::MAX.into())
+                    .ok_or_else(|| AdmError::InvalidFwmark(v.clone()))?;
+                self.service = Some(ServiceSpec::Fwmark(mark));
+            }
+            Tag::Scheduler => {
+                self.set(Opt::Scheduler)?;
+                self.scheduler = Some(v);
+            }
+            Tag::Persistent => {
+                self.set(Opt::Persistent)?;
+                self.persistent = Some(if v.is_empty() {
+                    DEFAULT_PERSISTENT
+                } else {
+                    timeout(&v, 1)?
+                });
+            }
+            Tag::Netmask => {
+                self.set(Opt::Netmask)?;
+                self.netmask = v.parse().map_err(|_| AdmError::IllegalNetmask)?;
+            }
+            Tag::Real => {
+                self.set(Opt::Server)?;
+                self.server = Some(match parse_host_port(&v) {
+                    Ok(a) => a,
+                    Err(AddrError::Ipv6) => return unsupported("IPv6 (real server address)"),
+                    Err(AddrError::Invalid) => return Err(AdmError::IllegalRealServer),
+                });
+            }
+            Tag::Masq | Tag::Ipip | Tag::Gate | Tag::FullNat => {
+                self.set(Opt::Forward)?;
+                self.forward = match ev.tag {
+                    Tag::Masq => Forward::Masq,
+                    Tag::Ipip => Forward::Tunnel,
+                    Tag::Gate => Forward::Route,
+                    _ => Forward::FullNat,
+                };
+            }
+            Tag::Weight => {
+                self.set(Opt::Weight)?;
+                self.weight = number(&v, 0, 65535).ok_or(AdmError::IllegalWeight)?;
+            }
+            Tag::UThr => {
+                self.set(Opt::UThreshold)?;
+                self.u_threshold = number(&v, 0, 65535).ok_or(AdmError::IllegalUThreshold)?;
+            }
+            Tag::LThr => {
+                self.set(Opt::LThreshold)?;
+                self.l_threshold = number(&v, 0, 65535).ok_or(AdmError::IllegalLThreshold)?;
+            }
+            Tag::Numeric => self.set(Opt::Numeric)?,
+            Tag::Connection => self.set(Opt::Connection)?,
+            Tag::Timeout => self.set(Opt::Timeout)?,
+            Tag::ShowDaemon => self.set(Opt::Daemon)?,
+            Tag::Stats => self.set(Opt::Stats)?,
+            Tag::Rate => self.set(Opt::Rate)?,
+            Tag::Thresholds => self.set(Opt::Thresholds)?,
+            Tag::PersistentConn => self.set(Opt::PersistentConn)?,
+            Tag::NoSort => self.set(Opt::NoSort)?,
+            Tag::Sort => {}
+            Tag::Exact => self.set(Opt::Exact)?,
+            Tag::Ops => self.set(Opt::Ops)?,
+            Tag::TunInfo => self.set(Opt::TunInfo)?,
+            Tag::Ipv6 => return unsupported("IPv6 (-6)"),
+            Tag::Pe => return unsupported("persistence engines (--pe)"),
+            Tag::SchedFlags => {
+                self.set(Opt::SchedFlags)?;
+                self.sched_flags = Some(v);
+            }
+            Tag::TunType => {
+                self.set(Opt::TunType)?;
+                match v.as_str() {
+                    "ipip" => {}
+                    "gue" => return unsupported("GUE tunnels (--tun-type gue)"),
+                    _ => return Err(AdmError::IllegalTunnelType),
+                }
+            }
+            Tag::TunOpt => return unsupported(&format!("GUE tunnel options ({})", ev.written)),
+            Tag::SyncOpt => return unsupported(&format!("connection sync ({})", ev.written)),
+        }
+        Ok(())
+    }
+
+    /// ipvsadm's table check: compulsory, illegal and mutually exclusive options.
+    fn check_table(&self) -> Result<(), AdmError> {
+        let cmd = self.cmd.name();
+        let mut first_exclusive: Option<Opt> = None;
+        for (o, rule) in OPTS.iter().zip(self.cmd.rules()) {
+            let present = self.has(*o);
+            match (rule, present) {
+                (b'+', false) => {
+                    return Err(AdmError::MissingOption { opt: o.name(), cmd });
+                }
+                (b'x', true) => return Err(AdmError::IllegalOption { opt: o.name(), cmd }),
+                (b'1', true) => match first_exclusive {
+                    None => first_exclusive = Some(*o),
+                    Some(other) => {
+                        return Err(AdmError::ConflictingOptions {
+                            opt: o.name(),
+                            other: other.name(),
+                            cmd,
+                        })
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The real server with ipvsadm's port rules applied.
+    fn server(&self, service: &ServiceSpec, forced: bool) -> SocketAddrV4 {
+        let (ip, port) = self.server.unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+        let fwmark = matches!(service, ServiceSpec::Fwmark(_));
+        let port = if forced && !fwmark && matches!(self.forward, Forward::Route | Forward::Tunnel)
+        {
+            service.port()
+        } else {
+            port.unwrap_or(service.port())
+        };
+        SocketAddrV4::new(ip, port)
+    }
+
+    fn build(mut self, positional: Vec<String>) -> Result<Command, AdmError> {
+        let mut rest = positional.into_iter();
+        let mut set = None;
+        if self.cmd == Cmd::Set {
+            let vals: Vec<String> = rest.by_ref().take(3).collect();
+            if vals.len() < 3 {
+                return Err(AdmError::SetNeedsThree);
+            }
+            set = Some((
+                timeout(&vals[0], 0)?,
+                timeout(&vals[1], 0)?,
+                timeout(&vals[2], 0)?,
+            ));
+        }
+        if let Some(extra) = rest.next() {
+            return Err(AdmError::UnexpectedArgument(extra));
+        }
+        let scheduler = self
+            .scheduler
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCHEDULER.to_string());
+        let flags = match self.sched_flags.take().filter(|f| !f.is_empty()) {
+            Some(raw) => sched_flags(&scheduler, &raw)?,
+            None => Vec::new(),
+        };
+        self.check_table()?;
+        let service = self.service;
+        let svc = || service.ok_or(AdmError::IllegalVirtualServer);
+        Ok(match self.cmd {
+            Cmd::Add | Cmd::Edit => {
+                let service = svc()?;
+                let persistent = self.persistent;
+                match service {
+                    ServiceSpec::Addr { addr, .. } if addr.port() == 0 && persistent.is_none() => {
+                        return Err(AdmError::ZeroPort)
+                    }
+                    ServiceSpec::Addr { proto, .. }
+                        if self.has(Opt::Ops) && proto != Protocol::Udp =>
+                    {
+                        return Err(AdmError::OpsNotUdp)
+                    }
+                    _ => {}
+                }
+                let o = ServiceOpts {
+                    service,
+                    scheduler,
+                    sched_flags: flags,
+                    persistent,
+                    netmask: self.netmask,
+                    ops: self.has(Opt::Ops),
+                };
+                if self.cmd == Cmd::Add {
+                    Command::AddService(o)
+                } else {
+                    Command::EditService(o)
+                }
+            }
+            Cmd::Del => Command::DeleteService(svc()?),
+            Cmd::Flush => Command::Clear,
+            Cmd::AddDest | Cmd::EditDest => {
+                let service = svc()?;
+                if self.has(Opt::TunType) && self.forward != Forward::Tunnel {
+                    return Err(AdmError::TunnelOptionConflict);
+                }
+                let o = ServerOpts {
+                    service,
+                    server: self.server(&service, true),
+                    forward: self.forward,
+                    weight: self.weight,
+                    u_threshold: self.u_threshold,
+                    l_threshold: self.l_threshold,
+                };
+                if self.cmd == Cmd::AddDest {
+                    Command::AddServer(o)
+                } else {
+                    Command::EditServer(o)
+                }
+            }
+            Cmd::DelDest => {
+                let service = svc()?;
+                Command::DeleteServer {
+                    service,
+                    server: self.server(&service, false),
+                }
+            }
+            Cmd::List => {
+                let any = |os: &[Opt]| os.iter().any(|o| self.has(*o));
+                if (any(&[Opt::Connection, Opt::Timeout, Opt::Daemon])
+                    && any(&[Opt::Stats, Opt::Rate, Opt::Thresholds]))
+                    || (any(&[Opt::Timeout, Opt::Daemon]) && self.has(Opt::PersistentConn))
+                {
+                    return Err(AdmError::ListConflict);
+                }
+                Command::List(ListOpts {
+                    service,
+                    numeric: self.has(Opt::Numeric),
+                    connection: self.has(Opt::Connection),
+                    timeout: self.has(Opt::Timeout),
+                    daemon: self.has(Opt::Daemon),
+                    stats: self.has(Opt::Stats),
+                    rate: self.has(Opt::Rate),
+                    thresholds: self.has(Opt::Thresholds),
+                    persistent_conn: self.has(Opt::PersistentConn),
+                    exact: self.has(Opt::Exact),
+                    nosort: self.has(Opt::NoSort),
+                    tun_info: self.has(Opt::TunInfo),
+                })
+            }
+            Cmd::Set => {
+                let (tcp, tcp_fin, udp) = set.unwrap_or_default();
+                Command::SetTimeouts { tcp, tcp_fin, udp }
+            }
+            Cmd::Restore => Command::Restore,
+            Cmd::Save => Command::Save {
+                numeric: self.has(Opt::Numeric),
+            },
+            Cmd::Zero => Command::Zero(service),
+        })
+    }
+}
+
+/// Parses one ipvsadm command line (without the program name; a leading literal `ipvsadm` is
+/// skipped). No arguments at all is `-L`, as ipvsadm.
+pub fn parse(args: &[String]) -> Result<Command, AdmError> {
+    let args = match args.first() {
+        Some(a) if a == "ipvsadm" => &args[1..],
+        _ => args,
+    };
+    if args.is_empty() {
+        return Ok(Command::List(ListOpts::default()));
+    }
+    let mut scan = Scanner::new(args);
+    let first = match scan.next_event(false) {
+        None => return Err(AdmError::NoCommand),
+        Some(ev) => ev?,
+    };
+    let cmd = match first.tag {
+        Tag::Cmd(c) => c,
+        Tag::Help => return Ok(Command::Help),
+        Tag::Version => return Ok(Command::Version),
+        Tag::Daemon(which) => {
+            return Err(AdmError::Unsupported(format!(
+                "the connection sync daemon ({which})"
+            )))
+        }
+        _ => return Err(AdmError::NoCommand),
+    };
+    let dest_cmd = matches!(cmd, Cmd::AddDest | Cmd::EditDest | Cmd::DelDest);
+    let mut state = State::new(cmd);
+    while let Some(ev) = scan.next_event(dest_cmd) {
+        state.take(ev?)?;
+    }
+    state.build(scan.positional)
+}
+
+/// Parses one line of `-R` input: whitespace-separated words, an optional leading `ipvsadm`.
+/// Blank lines give `None`; `-R` inside restore input is an error.
+pub fn parse_restore_line(line: &str) -> Result<Option<Command>, AdmError> {
+    let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+    let words = match words.first() {
+        Some(w) if w == "ipvsadm" => &words[1..],
+        _ => &words[..],
+    };
+    if words.is_empty() {
+        return Ok(None);
+    }
+    match parse(words)? {
+        Command::Restore => Err(AdmError::NestedRestore),
+        c => Ok(Some(c)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Command, AdmError> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        parse(&args)
+    }
+
+    fn tcp(a: &str) -> ServiceSpec {
+        ServiceSpec::Addr {
+            proto: Protocol::Tcp,
+            addr: a.parse().unwrap(),
+        }
+    }
+
+    fn udp(a: &str) -> ServiceSpec {
+        ServiceSpec::Addr {
+            proto: Protocol::Udp,
+            addr: a.parse().unwrap(),
+        }
+    }
+
+    fn svc(service: ServiceSpec, sched: &str) -> ServiceOpts {
+        ServiceOpts {
+            service,
+            scheduler: sched.into(),
+            sched_flags: vec![],
+            persistent: None,
+            netmask: Ipv4Addr::BROADCAST,
+            ops: false,
+        }
+    }
+
+    fn srv(service: ServiceSpec, server: &str, forward: Forward) -> ServerOpts {
+        ServerOpts {
+            service,
+            server: server.parse().unwrap(),
+            forward,
+            weight: 1,
+            u_threshold: 0,
+            l_threshold: 0,
+        }
+    }
+
+    fn list() -> ListOpts {
+        ListOpts::default()
+    }
+
+    #[test]
+    fn service_commands_and_defaults() {
+        let t = tcp("207.175.44.110:80");
+        assert_eq!(
+            p("-A -t 207.175.44.110:80"),
+            Ok(Command::AddService(svc(t, "wlc")))
+        );
+        assert_eq!(
+            p("--add-service --tcp-service 207.175.44.110:80 --scheduler rr"),
+            Ok(Command::AddService(svc(t, "rr")))
+        );
+        assert_eq!(
+            p("-E -t 207.175.44.110:80 -s rr"),
+            Ok(Command::EditService(svc(t, "rr")))
+        );
+        assert_eq!(
+            p("--edit-service -t 207.175.44.110:80"),
+            Ok(Command::EditService(svc(t, "wlc")))
+        );
+        assert_eq!(p("-D -t 207.175.44.110:80"), Ok(Command::DeleteService(t)));
+        assert_eq!(
+            p("--delete-service -u 10.0.0.1:53"),
+            Ok(Command::DeleteService(udp("10.0.0.1:53")))
+        );
+        assert_eq!(
+            p("-D -f 7"),
+            Ok(Command::DeleteService(ServiceSpec::Fwmark(7)))
+        );
+        assert_eq!(
+            p("-D --fwmark-service=4294967295"),
+            Ok(Command::DeleteService(ServiceSpec::Fwmark(u32::MAX)))
+        );
+        assert_eq!(
+            p("-D -t localhost:80"),
+            Ok(Command::DeleteService(tcp("127.0.0.1:80")))
+        );
+    }
+
+    #[test]
+    fn service_options() {
+        let u = udp("10.0.0.1:53");
+        let mut o = svc(u, "sh");
+        o.sched_flags = vec!["sh-fallback".into(), "sh-port".into()];
+        o.persistent = Some(60);
+        o.netmask = Ipv4Addr::new(255, 255, 255, 0);
+        o.ops = true;
+        assert_eq!(
+            p("-A -u 10.0.0.1:53 -s sh -b sh-port,sh-fallback -p 60 -M 255.255.255.0 -o"),
+            Ok(Command::AddService(o.clone()))
+        );
+        assert_eq!(
+            p("-A --udp-service=10.0.0.1:53 --scheduler=sh --sched-flags=sh-port,sh-fallback,sh-port \
+               --persistent=60 --netmask=255.255.255.0 --ops"),
+            Ok(Command::AddService(o))
+        );
+        // flag-N aliases become the scheduler's names, in bit order; flag-3 has none for sh/mh.
+        let Ok(Command::AddService(o)) = p("-A -t 1.1.1.1:80 -s mh -b flag-2,flag-1,flag-3") else {
+            panic!()
+        };
+        assert_eq!(o.sched_flags, ["mh-fallback", "mh-port"]);
+        let Ok(Command::AddService(o)) = p("-A -t 1.1.1.1:80 -s rr -b flag-3,flag-1") else {
+            panic!()
+        };
+        assert_eq!(o.sched_flags, ["flag-1", "flag-3"]);
+    }
+
+    #[test]
+    fn optional_persistent_value() {
+        let get = |line: &str| match p(line) {
+            Ok(Command::AddService(o)) => o.persistent,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(get("-A -t 1.1.1.1:80 -p"), Some(300));
+        assert_eq!(get("-A -t 1.1.1.1:80 -p -s rr"), Some(300));
+        assert_eq!(get("-A -t 1.1.1.1:80 -p 60 -s rr"), Some(60));
+        assert_eq!(get("-A -t 1.1.1.1:80 -p60"), Some(60));
+        assert_eq!(get("-A -t 1.1.1.1:80 --persistent"), Some(300));
+        assert_eq!(
+            get("-A -t 1.1.1.1:80 --persistent 2678400"),
+            Some(2_678_400)
+        );
+        assert_eq!(get("-A -t 1.1.1.1:80 --persistent=1"), Some(1));
+        assert_eq!(get("-A -t 1.1.1.1:0 -p"), Some(300));
+        assert_eq!(get("-A -t 1.1.1.1:80"), None);
+    }
+
+    #[test]
+    fn server_commands_and_port_rules() {
+        let t = tcp("207.175.44.110:80");
+        // Defaults: -g, weight 1, port from the service.
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Route)))
+        );
+        // -g and -i force the service port; -m and -b keep the given one.
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -g"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Route)))
+        );
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 --ipip"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tunnel)))
+        );
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -i --tun-type ipip"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tunnel)))
+        );
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -m"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:8080", Forward::Masq)))
+        );
+        assert_eq!(
+            p("-a -r 172.16.0.2 --masquerading -t 207.175.44.110:80"),
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Masq)))
+        );
+        assert_eq!(
+            p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -b"),
+            Ok(Command::AddServer(srv(
+                t,
+                "172.16.0.2:8080",
+                Forward::FullNat
+            )))
+        );
+        assert_eq!(
+            p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 --fullnat"),
+            Ok(Command::EditServer(srv(
+                t,
+                "172.16.0.2:8080",
+                Forward::FullNat
+            )))
+        );
+        // fwmark services keep the given port with -g.
+        assert_eq!(
+            p("-a -f 1 -r 172.16.0.2:8080 -g"),
+            Ok(Command::AddServer(srv(
+                ServiceSpec::Fwmark(1),
+                "172.16.0.2:8080",
+                Forward::Route
+            )))
+        );
+        let mut o = srv(t, "172.16.0.2:8080", Forward::Masq);
+        (o.weight, o.u_threshold, o.l_threshold) = (65535, 100, 0);
+        assert_eq!(
+            p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 -m -w 65535 -x 100 -y 0"),
+            Ok(Command::EditServer(o.clone()))
+        );
+        assert_eq!(
+            p(
+                "--edit-server -t 207.175.44.110:80 --real-server=172.16.0.2:8080 --masquerading \
+               --weight=65535 --u-threshold=100 --l-threshold=0"
+            ),
+            Ok(Command::EditServer(o.clone()))
+        );
+        // Attached values in clusters: -w5, -mw5.
+        o.weight = 0;
+        o.u_threshold = 0;
+        assert_eq!(
+            p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 -mw0"),
+            Ok(Command::EditServer(o))
+        );
+        assert_eq!(
+            p("-d -t 207.175.44.110:80 -r 172.16.0.2"),
+            Ok(Command::DeleteServer {
+                service: t,
+                server: "172.16.0.2:80".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            p("--delete-server -t 207.175.44.110:80 -r 172.16.0.2:8080"),
+            Ok(Command::DeleteServer {
+                service: t,
+                server: "172.16.0.2:8080".parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn combined_short_options() {
+        let t = tcp("1.2.3.4:80");
+        assert_eq!(p("-At 1.2.3.4:80"), Ok(Command::AddService(svc(t, "wlc"))));
+        assert_eq!(
+            p("-At1.2.3.4:80 -srr"),
+            Ok(Command::AddService(svc(t, "rr")))
+        );
+        assert_eq!(
+            p("-at 1.2.3.4:80 -mr 5.6.7.8"),
+            Ok(Command::AddServer(srv(t, "5.6.7.8:80", Forward::Masq)))
+        );
+        let nc = ListOpts {
+            numeric: true,
+            connection: true,
+            ..list()
+        };
+        assert_eq!(p("-Lnc"), Ok(Command::List(nc.clone())));
+        assert_eq!(p("-lnc"), Ok(Command::List(nc.clone())));
+        assert_eq!(p("-L -n -c"), Ok(Command::List(nc.clone())));
+        assert_eq!(p("--list --numeric --connection"), Ok(Command::List(nc)));
+        assert_eq!(
+            p("-Ln"),
+            Ok(Command::List(ListOpts {
+                numeric: true,
+                ..list()
+            }))
+        );
+        assert_eq!(p("-Sn"), Ok(Command::Save { numeric: true }));
+    }
+
+    #[test]
+    fn list_options() {
+        assert_eq!(p(""), Ok(Command::List(list())));
+        assert_eq!(p("ipvsadm"), Ok(Command::List(list())));
+        assert_eq!(p("-L"), Ok(Command::List(list())));
+        assert_eq!(p("-L --sort"), Ok(Command::List(list())));
+        let all = ListOpts {
+            service: Some(tcp("1.2.3.4:80")),
+            numeric: true,
+            stats: true,
+            rate: true,
+            thresholds: true,
+            persistent_conn: true,
+            exact: true,
+            nosort: true,
+            tun_info: true,
+            ..list()
+        };
+        assert_eq!(
+            p("-L -n -t 1.2.3.4:80 --stats --rate --thresholds --persistent-conn --exact --nosort --tun-info"),
+            Ok(Command::List(all.clone()))
+        );
+        assert_eq!(
+            p("-lnX -t 1.2.3.4:80 --stats --rate --thresholds --persistent-conn --nosort --tun-info"),
+            Ok(Command::List(all))
+        );
+        assert_eq!(
+            p("-L --timeout"),
+            Ok(Command::List(ListOpts {
+                timeout: true,
+                ..list()
+            }))
+        );
+        assert_eq!(
+            p("-L --daemon"),
+            Ok(Command::List(ListOpts {
+                daemon: true,
+                ..list()
+            }))
+        );
+        assert_eq!(
+            p("-L -c --persistent-conn"),
+            Ok(Command::List(ListOpts {
+                connection: true,
+                persistent_conn: true,
+                ..list()
+            }))
+        );
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(p("-C"), Ok(Command::Clear));
+        assert_eq!(p("--clear"), Ok(Command::Clear));
+        assert_eq!(p("-R"), Ok(Command::Restore));
+        assert_eq!(p("--restore"), Ok(Command::Restore));
+        assert_eq!(p("-S"), Ok(Command::Save { numeric: false }));
+        assert_eq!(p("--save -n"), Ok(Command::Save { numeric: true }));
+        assert_eq!(p("-Z"), Ok(Command::Zero(None)));
+        assert_eq!(
+            p("--zero -u 10.0.0.1:53"),
+            Ok(Command::Zero(Some(udp("10.0.0.1:53"))))
+        );
+        assert_eq!(
+            p("--set 900 120 300"),
+            Ok(Command::SetTimeouts {
+                tcp: 900,
+                tcp_fin: 120,
+                udp: 300
+            })
+        );
+        assert_eq!(
+            p("ipvsadm --set 0 0 2678400"),
+            Ok(Command::SetTimeouts {
+                tcp: 0,
+                tcp_fin: 0,
+                udp: 2_678_400
+            })
+        );
+        assert_eq!(p("-h"), Ok(Command::Help));
+        assert_eq!(p("--help whatever -z"), Ok(Command::Help));
+        assert_eq!(p("-v"), Ok(Command::Version));
+        assert_eq!(p("--version"), Ok(Command::Version));
+        assert_eq!(p("-- -L"), Err(AdmError::NoCommand));
+    }
+
+    #[test]
+    fn restore_lines() {
+        assert_eq!(parse_restore_line("   "), Ok(None));
+        assert_eq!(parse_restore_line("ipvsadm"), Ok(None));
+        assert_eq!(
+            parse_restore_line("ipvsadm -A -t 1.2.3.4:80 -s rr\n"),
+            Ok(Some(Command::AddService(svc(tcp("1.2.3.4:80"), "rr"))))
+        );
+        assert_eq!(
+            parse_restore_line("  -a\t-t 1.2.3.4:80 -r 5.6.7.8 -m -w 1"),
+            Ok(Some(Command::AddServer(srv(
+                tcp("1.2.3.4:80"),
+                "5.6.7.8:80",
+                Forward::Masq
+            ))))
+        );
+        let e = parse_restore_line("-R").unwrap_err();
+        assert_eq!((e, 2), (AdmError::NestedRestore, 2));
+    }
+
+    #[test]
+    fn errors_messages_and_exit_codes() {
+        let hint = "Try `tapvsadm -h' or 'tapvsadm --help' for more information.";
+        let cases: Vec<(&str, String)> = vec![
+            ("-z", format!("-z: unknown option\n{hint}")),
+            ("-L -z", format!("-z: unknown option\n{hint}")),
+            ("-Lnz", format!("-z: unknown option\n{hint}")),
+            ("-L --frobnicate=1", format!("--frobnicate=1: unknown option\n{hint}")),
+            ("-A -t", format!("-t: missing argument\n{hint}")),
+            ("-A --scheduler", format!("--scheduler: missing argument\n{hint}")),
+            ("-L --stats=1", format!("--stats: option does not take an argument\n{hint}")),
+            ("-n -L", hint.to_string()),
+            ("foo", hint.to_string()),
+            ("-A -t 1.2.3.4:80 -D", "invalid option `-D'".into()),
+            ("-L -h", "invalid option `-h'".into()),
+            ("-L --set", "invalid option `--set'".into()),
+            ("-A -t 1.2.3.4:80 -u 1.2.3.5:80", "multiple 'service-address' options specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -m -g", "multiple 'forwarding-method' options specified".into()),
+            ("-A -t 1.2.3.4:80 -p -p 5", "multiple 'persistent' options specified".into()),
+            ("-L -n -n", "multiple 'numeric' options specified".into()),
+            ("-A -t foo:80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t 1.2.3.4:http", "illegal virtual server address[:port] specified".into()),
+            ("-A -t 1.2.3.4:65536", "illegal virtual server address[:port] specified".into()),
+            ("-A -t 80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t 1.2.3:80", "illegal virtual server address[:port] specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1", "illegal real server address[:port] specified".into()),
+            ("-a -t 1.2.3.4:80 -r example.com", "illegal real server address[:port] specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -w 65536", "illegal weight specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -w -1", "illegal weight specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -w 1x", "illegal weight specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -x 65536", "illegal u_threshold specified".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -y abc", "illegal l_threshold specified".into()),
+            ("-A -t 1.2.3.4:80 -p 0", "invalid timeout value `0' specified".into()),
+            ("-A -t 1.2.3.4:80 -p 2678401", "invalid timeout value `2678401' specified".into()),
+            ("-A -t 1.2.3.4:80 -p abc", "invalid timeout value `abc' specified".into()),
+            ("-A -t 1.2.3.4:80 -M 255.255.255", "illegal virtual server persistent mask specified".into()),
+            ("-A -f 0", "invalid fwmark value `0' specified".into()),
+            ("-A -f 4294967296", "invalid fwmark value `4294967296' specified".into()),
+            ("-A -t 1.2.3.4:80 -s rr -b foo", "invalid scheduler flag `foo'".into()),
+            ("-A -t 1.2.3.4:80 -s rr -b sh-port", "incompatible scheduler flag `sh-port'".into()),
+            ("-A -t 1.2.3.4:80 -b mh-fallback", "incompatible scheduler flag `mh-fallback'".into()),
+            ("-A", "You need to supply the 'service-address' option for the 'add-service' command".into()),
+            ("-a -t 1.2.3.4:80", "You need to supply the 'real-server' option for the 'add-server' command".into()),
+            ("-a -r 1.1.1.1 -m", "You need to supply the 'service-address' option for the 'add-server' command".into()),
+            ("-d -t 1.2.3.4:80", "You need to supply the 'real-server' option for the 'delete-server' command".into()),
+            ("-D -t 1.2.3.4:80 -s rr", "Illegal 'scheduler' option with the 'delete-service' command".into()),
+            ("-A -t 1.2.3.4:80 -w 3", "Illegal 'weight' option with the 'add-service' command".into()),
+            ("-A -t 1.2.3.4:80 -r 1.1.1.1", "Illegal 'real-server' option with the 'add-service' command".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 --sched-flags flag-1", "Illegal 'sched-flags' option with the 'add-server' command".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -p", "Illegal 'persistent' option with the 'add-server' command".into()),
+            ("-d -t 1.2.3.4:80 -r 1.1.1.1 -b", "Illegal 'forwarding-method' option with the 'delete-server' command".into()),
+            ("-C -n", "Illegal 'numeric' option with the 'flush' command".into()),
+            ("-S -c", "Illegal 'connection' option with the 'save' command".into()),
+            ("-Z --stats", "Illegal 'stats' option with the 'zero' command".into()),
+            ("--set 1 2 3 -n", "Illegal 'numeric' option with the 'set' command".into()),
+            ("-L -s rr", "Illegal 'scheduler' option with the 'list' command".into()),
+            ("-L -o", "Illegal 'ops' option with the 'list' command".into()),
+            ("-L -b flag-1", "Illegal 'sched-flags' option with the 'list' command".into()),
+            ("-L -c --timeout", "The option 'timeout' conflicts with the 'connection' option in the 'list' command".into()),
+            ("-L -t 1.2.3.4:80 -c", "The option 'service-address' conflicts with the 'connection' option in the 'list' command".into()),
+            ("-L --daemon --timeout", "The option 'daemon' conflicts with the 'timeout' option in the 'list' command".into()),
+            ("-L -c --stats", "options conflicts in the list command".into()),
+            ("-L --timeout --persistent-conn", "options conflicts in the list command".into()),
+            ("-A -t 1.2.3.4", "Zero port specified for non-persistent service".into()),
+            ("-E -t 1.2.3.4:0 -s rr", "Zero port specified for non-persistent service".into()),
+            ("-A -t 1.2.3.4:80 -o", "One-Packet Scheduling is only for UDP virtual services".into()),
+            ("--set 900 120", "--set option requires 3 timeout values".into()),
+            ("--set 900 120 x", "invalid timeout value `x' specified".into()),
+            ("--set 1 2 2678401", "invalid timeout value `2678401' specified".into()),
+            ("--set 1 2 3 4", "unexpected argument 4".into()),
+            ("-L foo", "unexpected argument foo".into()),
+            ("-A -t 1.2.3.4:80 -- extra", "unexpected argument extra".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -m --tun-type ipip", "Tunnel options conflict with forward method".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type foo", "illegal tunnel type specified".into()),
+            ("-A -t [::1]:80", "IPv6 (virtual service address) is not supported yet by tapvs".into()),
+            ("-A -t ::1", "IPv6 (virtual service address) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r [2001:db8::1]:80", "IPv6 (real server address) is not supported yet by tapvs".into()),
+            ("-A -f 1 -6", "IPv6 (-6) is not supported yet by tapvs".into()),
+            ("-A --sctp-service 1.2.3.4:80", "SCTP (--sctp-service) is not supported yet by tapvs".into()),
+            ("--start-daemon master", "the connection sync daemon (--start-daemon) is not supported yet by tapvs".into()),
+            ("-A -t 1.2.3.4:80 -p --pe sip", "persistence engines (--pe) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gue", "GUE tunnels (--tun-type gue) is not supported yet by tapvs".into()),
+        ];
+        for (line, msg) in cases {
+            let e = p(line).expect_err(line);
+            assert_eq!(e.to_string(), msg, "{line}");
+            assert_eq!(e.exit_code(), 2, "{line}");
+            assert!(e.is_usage(), "{line}");
+        }
+    }
+
+    #[test]
+    fn runtime_error_table() {
+        for (e, msg) in [
+            (AdmError::NoSuchService, "No such service"),
+            (AdmError::ServiceExists, "Service already exists"),
+            (AdmError::ServiceNotDefined, "Service not defined"),
+            (AdmError::DestExists, "Destination already exists"),
+            (AdmError::NoSuchDest, "No such destination"),
+            (
+                AdmError::SchedulerNotFound,
+                "Scheduler or persistence engine not found",
+            ),
+            (
+                AdmError::PermissionDenied,
+                "Permission denied (you must be root)",
+            ),
+            (
+                AdmError::InvalidOperation,
+                "Invalid operation.  Possibly wrong module version, address not unicast, ...",
+            ),
+            (AdmError::Other("cannot connect".into()), "cannot connect"),
+        ] {
+            assert_eq!(e.to_string(), msg);
+            assert_eq!(e.exit_code(), 1, "{msg}");
+            assert!(!e.is_usage());
+        }
+    }
+}

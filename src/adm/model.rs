@@ -1,0 +1,472 @@
+//! What a listing needs: services, their real servers, counters, rates and timeouts.
+//!
+//! These are plain serialisable values, the payload the daemon sends over its control socket and
+//! [`crate::adm::format`] renders. [`Listing::apply`] executes a parsed [`Command`] against a
+//! listing in memory with the kernel's semantics and runtime errors ("Service already exists",
+//! "No such destination", ...), which is what restore round trips and tests rely on.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use super::cmd::{Command, ServiceOpts, ServiceSpec};
+use super::AdmError;
+
+/// Transport protocol of a virtual service or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    /// TCP (IP protocol 6), `-t`.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// UDP (IP protocol 17), `-u`.
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+impl Protocol {
+    /// The name in listings: `TCP` or `UDP`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    /// The service switch in saved rules: `-t` or `-u`.
+    pub fn switch(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        }
+    }
+
+    /// The IP protocol number (the first sort key of services, as ipvsadm).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+/// Forwarding method of a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Forward {
+    /// NAT (`-m`), listed as `Masq`.
+    Masq,
+    /// Direct routing (`-g`, the default), listed as `Route`.
+    Route,
+    /// IPIP tunnel (`-i`), listed as `Tunnel`.
+    Tunnel,
+    /// DPVS-style FullNAT (`-b` on `-a`/`-e`), listed as `FullNat`.
+    FullNat,
+    /// Real server local to the director (set by the appliance, saved as `-g`), listed as `Local`.
+    Local,
+}
+
+impl Forward {
+    /// The name in listings (`Masq`, `Route`, `Tunnel`, `FullNat`, `Local`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Forward::Masq => "Masq",
+            Forward::Route => "Route",
+            Forward::Tunnel => "Tunnel",
+            Forward::FullNat => "FullNat",
+            Forward::Local => "Local",
+        }
+    }
+
+    /// The switch in saved rules: `-m`, `-g` (Route and Local), `-i`, `-b`.
+    pub fn switch(self) -> &'static str {
+        match self {
+            Forward::Masq => "-m",
+            Forward::Route | Forward::Local => "-g",
+            Forward::Tunnel => "-i",
+            Forward::FullNat => "-b",
+        }
+    }
+}
+
+/// Cumulative counters of a service or real server (`--stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets from clients.
+    pub inpkts: u64,
+    /// Packets to clients.
+    pub outpkts: u64,
+    /// Bytes from clients.
+    pub inbytes: u64,
+    /// Bytes to clients.
+    pub outbytes: u64,
+}
+
+/// Estimated rates of a service or real server (`--rate`), per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Connections per second.
+    pub cps: u64,
+    /// Incoming packets per second.
+    pub inpps: u64,
+    /// Outgoing packets per second.
+    pub outpps: u64,
+    /// Incoming bytes per second.
+    pub inbps: u64,
+    /// Outgoing bytes per second.
+    pub outbps: u64,
+}
+
+/// One real server of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestEntry {
+    /// Real server address.
+    pub addr: Ipv4Addr,
+    /// Real server port.
+    pub port: u16,
+    /// Forwarding method.
+    pub forward: Forward,
+    /// Weight, 0..=65535 (0 = quiesced).
+    pub weight: u32,
+    /// Active (TCP ESTABLISHED) connections.
+    pub active: u32,
+    /// Inactive connections (every other state).
+    pub inactive: u32,
+    /// Persistence templates pointing at this server.
+    pub persist: u32,
+    /// Upper connection threshold (0 = none).
+    pub u_threshold: u32,
+    /// Lower connection threshold (0 = none).
+    pub l_threshold: u32,
+    /// Cumulative counters.
+    pub stats: Stats,
+    /// Rates.
+    pub rate: Rate,
+}
+
+/// One virtual service and its real servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual address.
+    pub addr: Ipv4Addr,
+    /// Virtual port (0 = all ports, persistent services only).
+    pub port: u16,
+    /// Scheduler name (`rr`, `wlc`, ...).
+    pub sched: String,
+    /// Scheduler flags by their listing names (`sh-fallback`, `sh-port`, `flag-1`, ...).
+    pub flags: Vec<String>,
+    /// Persistence timeout in seconds when the service is persistent.
+    pub persistent: Option<u32>,
+    /// Persistence granularity mask; `None` (or 255.255.255.255) means /32.
+    pub netmask: Option<Ipv4Addr>,
+    /// One-packet scheduling (`-o`).
+    pub ops: bool,
+    /// Cumulative counters.
+    pub stats: Stats,
+    /// Rates.
+    pub rate: Rate,
+    /// Real servers.
+    pub dests: Vec<DestEntry>,
+}
+
+/// One connection, as `-L -n -c` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnEntry {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Seconds until the entry expires.
+    pub expire_secs: u32,
+    /// State name as IPVS spells it (`ESTABLISHED`, `SYN_RECV`, `UDP`, ...).
+    pub state: String,
+    /// Client address and port.
+    pub client: SocketAddrV4,
+    /// Virtual address and port.
+    pub vip: SocketAddrV4,
+    /// Real server address and port.
+    pub dest: SocketAddrV4,
+}
+
+/// Everything `-L`, `-S` and `--timeout` print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Virtual services in table order (listings sort them unless `--nosort`).
+    pub services: Vec<ServiceEntry>,
+    /// Connection table size shown as `(size=N)` in the header.
+    pub conn_table_size: u32,
+    /// Timeouts (tcp, tcpfin, udp) in seconds, as `--set` and `--timeout`.
+    pub timeouts: (u32, u32, u32),
+}
+
+/// IPVS defaults: 4096 buckets, timeouts 900 120 300.
+impl Default for Listing {
+    fn default() -> Self {
+        Listing {
+            services: Vec::new(),
+            conn_table_size: 4096,
+            timeouts: (900, 120, 300),
+        }
+    }
+}
+
+impl ServiceEntry {
+    /// The `-t`/`-u` spec naming this service.
+    pub fn spec(&self) -> ServiceSpec {
+        ServiceSpec::Addr {
+            proto: self.proto,
+            addr: SocketAddrV4::new(self.addr, self.port),
+        }
+    }
+
+    /// Whether `spec` names this service.
+    pub fn matches(&self, spec: &ServiceSpec) -> bool {
+        match spec {
+            ServiceSpec::Addr { proto, addr } => {
+                *proto == self.proto && *addr.ip() == self.addr && addr.port() == self.port
+            }
+            ServiceSpec::Fwmark(_) => false,
+        }
+    }
+
+    /// The real server at `addr`, if any.
+    pub fn dest(&self, addr: SocketAddrV4) -> Option<&DestEntry> {
+        self.dests
+            .iter()
+            .find(|d| d.addr == *addr.ip() && d.port == addr.port())
+    }
+
+    /// The persistence mask when it is not /32.
+    pub fn effective_netmask(&self) -> Option<Ipv4Addr> {
+        self.netmask.filter(|m| *m != Ipv4Addr::BROADCAST)
+    }
+
+    fn configure(&mut self, o: &ServiceOpts) {
+        self.sched = o.scheduler.clone();
+        self.flags = o.sched_flags.clone();
+        self.persistent = o.persistent;
+        self.netmask = Some(o.netmask).filter(|m| *m != Ipv4Addr::BROADCAST);
+        self.ops = o.ops;
+    }
+}
+
+impl Listing {
+    /// The service named by `spec`, if any.
+    pub fn service(&self, spec: &ServiceSpec) -> Option<&ServiceEntry> {
+        self.services.iter().find(|s| s.matches(spec))
+    }
+
+    fn service_mut(&mut self, spec: &ServiceSpec) -> Result<&mut ServiceEntry, AdmError> {
+        if let ServiceSpec::Fwmark(_) = spec {
+            return Err(AdmError::Unsupported("fwmark services (-f)".into()));
+        }
+        self.services
+            .iter_mut()
+            .find(|s| s.matches(spec))
+            .ok_or(AdmError::NoSuchService)
+    }
+
+    /// Applies a configuration command in memory with IPVS semantics.
+    ///
+    /// Listing, saving, help and restore commands change nothing and succeed. Errors are the
+    /// runtime ones ipvsadm reports (exit status 1), plus [`AdmError::Unsupported`] for fwmark
+    /// services. `-E` and `-e` replace every setting with the command's (ipvsadm sends the
+    /// whole service or server, defaults included); `--set` keeps a timeout given as 0.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), AdmError> {
+        match cmd {
+            Command::AddService(o) => {
+                let ServiceSpec::Addr { proto, addr } = o.service else {
+                    return Err(AdmError::Unsupported("fwmark services (-f)".into()));
+                };
+                if self.service(&o.service).is_some() {
+                    return Err(AdmError::ServiceExists);
+                }
+                let mut s = ServiceEntry {
+                    proto,
+                    addr: *addr.ip(),
+                    port: addr.port(),
+                    sched: String::new(),
+                    flags: Vec::new(),
+                    persistent: None,
+                    netmask: None,
+                    ops: false,
+                    stats: Stats::default(),
+                    rate: Rate::default(),
+                    dests: Vec::new(),
+                };
+                s.configure(o);
+                self.services.push(s);
+            }
+            Command::EditService(o) => self.service_mut(&o.service)?.configure(o),
+            Command::DeleteService(spec) => {
+                self.service_mut(spec)?;
+                self.services.retain(|s| !s.matches(spec));
+            }
+            Command::Clear => self.services.clear(),
+            Command::AddServer(o) => {
+                let s = self.service_mut(&o.service).map_err(not_defined)?;
+                if s.dest(o.server).is_some() {
+                    return Err(AdmError::DestExists);
+                }
+                s.dests.push(DestEntry {
+                    addr: *o.server.ip(),
+                    port: o.server.port(),
+                    forward: o.forward,
+                    weight: o.weight,
+                    active: 0,
+                    inactive: 0,
+                    persist: 0,
+                    u_threshold: o.u_threshold,
+                    l_threshold: o.l_threshold,
+                    stats: Stats::default(),
+                    rate: Rate::default(),
+                });
+            }
+            Command::EditServer(o) => {
+                let s = self.service_mut(&o.service).map_err(not_defined)?;
+                let d = s
+                    .dests
+                    .iter_mut()
+                    .find(|d| d.addr == *o.server.ip() && d.port == o.server.port())
+                    .ok_or(AdmError::NoSuchDest)?;
+                d.forward = o.forward;
+                d.weight = o.weight;
+                d.u_threshold = o.u_threshold;
+                d.l_threshold = o.l_threshold;
+            }
+            Command::DeleteServer { service, server } => {
+                let s = self.service_mut(service).map_err(not_defined)?;
+                if s.dest(*server).is_none() {
+                    return Err(AdmError::NoSuchDest);
+                }
+                s.dests
+                    .retain(|d| !(d.addr == *server.ip() && d.port == server.port()));
+            }
+            Command::Zero(spec) => {
+                let zero = |s: &mut ServiceEntry| {
+                    s.stats = Stats::default();
+                    s.rate = Rate::default();
+                    for d in &mut s.dests {
+                        d.stats = Stats::default();
+                        d.rate = Rate::default();
+                    }
+                };
+                match spec {
+                    Some(spec) => zero(self.service_mut(spec)?),
+                    None => self.services.iter_mut().for_each(zero),
+                }
+            }
+            Command::SetTimeouts { tcp, tcp_fin, udp } => {
+                let keep = |new: u32, old: u32| if new == 0 { old } else { new };
+                let (t, f, u) = self.timeouts;
+                self.timeouts = (keep(*tcp, t), keep(*tcp_fin, f), keep(*udp, u));
+            }
+            Command::List(_)
+            | Command::Save { .. }
+            | Command::Restore
+            | Command::Help
+            | Command::Version => {}
+        }
+        Ok(())
+    }
+}
+
+/// Server commands on a missing service say "Service not defined", as ipvsadm.
+fn not_defined(e: AdmError) -> AdmError {
+    match e {
+        AdmError::NoSuchService => AdmError::ServiceNotDefined,
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cmd::parse;
+    use super::*;
+
+    fn run(l: &mut Listing, line: &str) -> Result<(), AdmError> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        l.apply(&parse(&args)?)
+    }
+
+    #[test]
+    fn runtime_errors_and_codes() {
+        let mut l = Listing::default();
+        run(&mut l, "-A -t 10.0.0.1:80 -s rr").unwrap();
+        let e = run(&mut l, "-A -t 10.0.0.1:80").unwrap_err();
+        assert_eq!(
+            (e.to_string().as_str(), e.exit_code()),
+            ("Service already exists", 1)
+        );
+        let e = run(&mut l, "-E -t 10.0.0.2:80").unwrap_err();
+        assert_eq!(
+            (e.to_string().as_str(), e.exit_code()),
+            ("No such service", 1)
+        );
+        let e = run(&mut l, "-a -t 10.0.0.2:80 -r 1.1.1.1").unwrap_err();
+        assert_eq!(e.to_string(), "Service not defined");
+        run(&mut l, "-a -t 10.0.0.1:80 -r 1.1.1.1 -m").unwrap();
+        let e = run(&mut l, "-a -t 10.0.0.1:80 -r 1.1.1.1:80 -g").unwrap_err();
+        assert_eq!(e.to_string(), "Destination already exists");
+        let e = run(&mut l, "-e -t 10.0.0.1:80 -r 1.1.1.2 -m").unwrap_err();
+        assert_eq!(
+            (e.to_string().as_str(), e.exit_code()),
+            ("No such destination", 1)
+        );
+        let e = run(&mut l, "-d -t 10.0.0.1:80 -r 1.1.1.2").unwrap_err();
+        assert_eq!(e, AdmError::NoSuchDest);
+        let e = run(&mut l, "-Z -t 10.0.0.9:80").unwrap_err();
+        assert_eq!(e, AdmError::NoSuchService);
+        let e = run(&mut l, "-D -u 10.0.0.1:80").unwrap_err();
+        assert_eq!(e, AdmError::NoSuchService);
+        run(&mut l, "-d -t 10.0.0.1:80 -r 1.1.1.1").unwrap();
+        assert!(l.services[0].dests.is_empty());
+        run(&mut l, "-D -t 10.0.0.1:80").unwrap();
+        assert!(l.services.is_empty());
+    }
+
+    #[test]
+    fn edit_replaces_settings_and_set_keeps_zero() {
+        let mut l = Listing::default();
+        run(&mut l, "-A -t 10.0.0.1:80 -s rr -p 60 -M 255.255.255.0").unwrap();
+        assert_eq!(l.services[0].persistent, Some(60));
+        assert_eq!(l.services[0].netmask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        run(&mut l, "-E -t 10.0.0.1:80").unwrap();
+        let s = &l.services[0];
+        assert_eq!(
+            (s.sched.as_str(), s.persistent, s.netmask),
+            ("wlc", None, None)
+        );
+        run(&mut l, "-a -t 10.0.0.1:80 -r 1.1.1.1 -m -w 5 -x 10 -y 2").unwrap();
+        run(&mut l, "-e -t 10.0.0.1:80 -r 1.1.1.1:80").unwrap();
+        let d = &l.services[0].dests[0];
+        assert_eq!((d.forward, d.weight, d.u_threshold), (Forward::Route, 1, 0));
+        run(&mut l, "--set 0 60 0").unwrap();
+        assert_eq!(l.timeouts, (900, 60, 300));
+        run(&mut l, "-C").unwrap();
+        assert!(l.services.is_empty());
+    }
+
+    #[test]
+    fn serialises_with_ipvsadm_names() {
+        let d = DestEntry {
+            addr: Ipv4Addr::new(1, 2, 3, 4),
+            port: 80,
+            forward: Forward::FullNat,
+            weight: 1,
+            active: 0,
+            inactive: 0,
+            persist: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+            stats: Stats::default(),
+            rate: Rate::default(),
+        };
+        let j = serde_json::to_string(&d).unwrap();
+        assert!(j.contains("\"forward\":\"FullNat\""), "{j}");
+        assert!(j.contains("\"addr\":\"1.2.3.4\""), "{j}");
+        let back: DestEntry = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(serde_json::to_string(&Protocol::Udp).unwrap(), "\"UDP\"");
+    }
+}
