@@ -9,6 +9,12 @@
 //!   [`packet::DropReason`]s.
 //! * [`nat`] — NAT (masquerading) rewrites: DNAT, SNAT, TTL, MACs.
 //! * [`dr`] — direct routing (MAC rewrite only).
+//! * [`tun`] — IP tunnelling (IPIP encapsulation, decapsulation, MSS
+//!   clamping).
+//! * [`gso`] — software TCPv4 segmentation of GSO super-frames.
+//! * [`fullnat`] — FullNAT (both ends rewritten) and [`toa`], the TCP
+//!   option that carries the client address to the real server.
+//! * [`icmp_nat`] — NAT of ICMP errors that quote a connection's packet.
 //! * [`reply`] — frames the appliance originates as a host: ARP, ICMP echo
 //!   replies and errors, TCP RST.
 #![forbid(unsafe_code)]
@@ -27,9 +33,14 @@
 
 pub mod checksum;
 pub mod dr;
+pub mod fullnat;
+pub mod gso;
+pub mod icmp_nat;
 pub mod nat;
 pub mod packet;
 pub mod reply;
+pub mod toa;
+pub mod tun;
 pub mod wire;
 
 pub use nat::Csum;

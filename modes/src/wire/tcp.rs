@@ -29,6 +29,54 @@ pub const ECE: u8 = 0x40;
 /// CWR flag bit.
 pub const CWR: u8 = 0x80;
 
+/// Option kind: end of option list.
+pub const OPT_END: u8 = 0;
+/// Option kind: no-operation (one byte, padding).
+pub const OPT_NOP: u8 = 1;
+/// Option kind: maximum segment size (length 4, SYN only).
+pub const OPT_MSS: u8 = 2;
+/// Option kind: window scale (length 3).
+pub const OPT_WINDOW_SCALE: u8 = 3;
+/// Option kind: SACK permitted (length 2).
+pub const OPT_SACK_PERMITTED: u8 = 4;
+/// Option kind: SACK blocks.
+pub const OPT_SACK: u8 = 5;
+/// Option kind: timestamps (length 10).
+pub const OPT_TIMESTAMPS: u8 = 8;
+/// Option kind of the TOA ("TCP option address") client address, as used
+/// by Alibaba LVS and DPVS FullNAT (length 8 for IPv4).
+pub const OPT_TOA: u8 = 254;
+
+/// Finds the first option of `kind` in the options bytes `opts` (after the
+/// 20-byte fixed header) and returns its offset in `opts` and its length
+/// (kind and length bytes included). The walk stops at end-of-list, at a
+/// length byte < 2 or at an option that overruns `opts` (a malformed list
+/// yields `None` for everything after the fault). `kind` must not be
+/// [`OPT_END`] or [`OPT_NOP`] (they have no length byte; `None`).
+pub fn find_option(opts: &[u8], kind: u8) -> Option<(usize, usize)> {
+    if kind == OPT_END || kind == OPT_NOP {
+        return None;
+    }
+    let mut i = 0;
+    while let Some(&k) = opts.get(i) {
+        match k {
+            OPT_END => return None,
+            OPT_NOP => i += 1,
+            _ => {
+                let len = usize::from(*opts.get(i + 1)?);
+                if len < 2 || i + len > opts.len() {
+                    return None;
+                }
+                if k == kind {
+                    return Some((i, len));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
 /// Byte offsets of the TCP header fields.
 pub mod field {
     /// Source port (2 bytes).
@@ -317,6 +365,22 @@ mod tests {
         assert_eq!(t.payload(), b"abc");
         assert!(t.verify_checksum(s, d));
         assert!(!t.verify_checksum(d, d));
+    }
+
+    #[test]
+    fn find_option_walks_the_list() {
+        let opts = [1, 2, 4, 5, 0xb4, 1, 3, 3, 7, 254, 8, 0, 80, 1, 2, 3, 4];
+        assert_eq!(find_option(&opts, OPT_MSS), Some((1, 4)));
+        assert_eq!(find_option(&opts, OPT_WINDOW_SCALE), Some((6, 3)));
+        assert_eq!(find_option(&opts, OPT_TOA), Some((9, 8)));
+        assert_eq!(find_option(&opts, OPT_TIMESTAMPS), None);
+        assert_eq!(find_option(&opts, OPT_NOP), None);
+        // after end-of-list, after a bad length, overrunning
+        assert_eq!(find_option(&[0, 2, 4, 5, 0xb4], OPT_MSS), None);
+        assert_eq!(find_option(&[3, 1, 2, 4, 5, 0xb4], OPT_MSS), None);
+        assert_eq!(find_option(&[2, 4, 5], OPT_MSS), None);
+        assert_eq!(find_option(&[2], OPT_MSS), None);
+        assert_eq!(find_option(&[], OPT_MSS), None);
     }
 
     #[test]

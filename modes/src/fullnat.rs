@@ -1,0 +1,125 @@
+//! FullNAT forwarding (DPVS `-b`, Alibaba LVS FULLNAT): both ends of the
+//! connection are rewritten, so the real server sees the appliance's local
+//! address (LIP) as the client and replies to it, wherever it sits in the
+//! network. Requests become LIP:lport → RIP:rport ([`fnat_in`]), replies
+//! VIP:vport → CIP:cport ([`fnat_out`]).
+//!
+//! Both rewrites change two addresses and two ports in one pass with one
+//! RFC 1624 update per checksum: the IPv4 header checksum, and the TCP/UDP
+//! checksum either full or partial ([`Csum::Partial`], virtio `NEEDS_CSUM`,
+//! GSO super-frames included: only the address changes enter a partial
+//! sum). Lengths, `csum_start` and `csum_offset` do not change, so the vnet
+//! header stays valid. A UDP checksum of 0 stays 0. For other protocols
+//! only the addresses change. The client address the real server no longer
+//! sees travels in the TOA option ([`crate::toa`]).
+
+use crate::checksum::{fold, udp_finish};
+use crate::nat::Csum;
+use crate::packet::{Kind, Packet, PROTO_TCP, PROTO_UDP};
+use crate::wire::{get_u16, get_u32, ipv4, set_u16, set_u32, tcp, udp};
+use std::net::Ipv4Addr;
+
+/// One's-complement sum of the 16-bit words of `new` minus those of `old`
+/// (as `~old + new`), for an RFC 1624 update.
+#[inline]
+fn delta32(old: u32, new: u32) -> u64 {
+    u64::from(!((old >> 16) as u16))
+        + u64::from(!(old as u16))
+        + u64::from((new >> 16) as u16)
+        + u64::from(new as u16)
+}
+
+/// Rewrites source and destination address and, for TCP/UDP, both ports.
+fn rewrite_both(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    (new_src, new_sport): (Ipv4Addr, u16),
+    (new_dst, new_dport): (Ipv4Addr, u16),
+) {
+    if pkt.kind != Kind::Ipv4 || pkt.l3 > frame.len() || pkt.l4 > frame.len() {
+        return;
+    }
+    let l4_csum = match pkt.proto {
+        PROTO_TCP => Some(pkt.l4 + tcp::field::CHECKSUM),
+        PROTO_UDP => Some(pkt.l4 + udp::field::CHECKSUM),
+        _ => None,
+    };
+    let need = match l4_csum {
+        Some(f) => f + 2,
+        None => pkt.l3 + ipv4::MIN_HEADER_LEN,
+    };
+    if frame.len() < need || pkt.l4 < pkt.l3 + ipv4::MIN_HEADER_LEN {
+        return;
+    }
+
+    let (src_off, dst_off) = (pkt.l3 + ipv4::field::SRC, pkt.l3 + ipv4::field::DST);
+    let (old_src, old_dst) = (get_u32(frame, src_off), get_u32(frame, dst_off));
+    let (new_src, new_dst) = (u32::from(new_src), u32::from(new_dst));
+    set_u32(frame, src_off, new_src);
+    set_u32(frame, dst_off, new_dst);
+    let addr_delta = delta32(old_src, new_src) + delta32(old_dst, new_dst);
+    let ip_csum = pkt.l3 + ipv4::field::CHECKSUM;
+    let c = get_u16(frame, ip_csum);
+    set_u16(frame, ip_csum, !fold(u64::from(!c) + addr_delta));
+
+    let Some(f) = l4_csum else {
+        return;
+    };
+    let (sp_off, dp_off) = (pkt.l4 + tcp::field::SRC_PORT, pkt.l4 + tcp::field::DST_PORT);
+    let (old_sport, old_dport) = (get_u16(frame, sp_off), get_u16(frame, dp_off));
+    set_u16(frame, sp_off, new_sport);
+    set_u16(frame, dp_off, new_dport);
+    let c = get_u16(frame, f);
+    let c = match csum {
+        // The partial field is the uncomplemented pseudo-header sum: add
+        // the address change directly (ports are not in it).
+        Csum::Partial => fold(u64::from(c) + addr_delta),
+        Csum::Full if pkt.proto == PROTO_UDP && c == 0 => return,
+        Csum::Full => {
+            let port_delta = u64::from(!old_sport)
+                + u64::from(new_sport)
+                + u64::from(!old_dport)
+                + u64::from(new_dport);
+            let c = !fold(u64::from(!c) + addr_delta + port_delta);
+            if pkt.proto == PROTO_UDP {
+                udp_finish(c)
+            } else {
+                c
+            }
+        }
+    };
+    set_u16(frame, f, c);
+}
+
+/// Request direction (client → real server): source CIP:cport becomes
+/// `lip:lport`, destination VIP:vport becomes `rip:rport` (ports only for
+/// TCP/UDP), with incremental IPv4 and TCP/UDP checksum updates according
+/// to `csum`. Does nothing for ARP or if `frame` is shorter than `pkt`
+/// says.
+pub fn fnat_in(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    lip: Ipv4Addr,
+    lport: u16,
+    rip: Ipv4Addr,
+    rport: u16,
+) {
+    rewrite_both(frame, pkt, csum, (lip, lport), (rip, rport));
+}
+
+/// Reply direction (real server → client): source RIP:rport becomes
+/// `vip:vport`, destination LIP:lport becomes `cip:cport`; otherwise as
+/// [`fnat_in`].
+pub fn fnat_out(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    vip: Ipv4Addr,
+    vport: u16,
+    cip: Ipv4Addr,
+    cport: u16,
+) {
+    rewrite_both(frame, pkt, csum, (vip, vport), (cip, cport));
+}
