@@ -328,7 +328,7 @@ struct RawService {
     #[serde(default)]
     flags: Vec<String>,
     mh_table_size: Option<u32>,
-    persistent: Option<u32>,
+    persistent: Option<Persistent>,
     netmask: Option<String>,
     #[serde(default)]
     ops: bool,
@@ -352,6 +352,17 @@ struct RawReal {
 fn one() -> u32 {
     1
 }
+
+/// `persistent = 600`, or `persistent = true` for ipvsadm's default of 300 seconds.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+enum Persistent {
+    Flag(bool),
+    Secs(u32),
+}
+
+/// ipvsadm's persistence timeout when `-p` is given without a value.
+pub const DEFAULT_PERSISTENCE: u32 = 300;
 
 /// Default number of workers: the number of cores.
 pub fn default_workers() -> usize {
@@ -592,12 +603,17 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
         };
         let vip = parse_sockaddr(&s.address).map_err(|m| err(f("address"), m))?;
-        if let Some(p) = s.persistent {
+        let persistent = match s.persistent {
+            None | Some(Persistent::Flag(false)) => None,
+            Some(Persistent::Flag(true)) => Some(DEFAULT_PERSISTENCE),
+            Some(Persistent::Secs(n)) => Some(n),
+        };
+        if let Some(p) = persistent {
             if !(1..=2_592_000).contains(&p) {
                 return Err(err(f("persistent"), "must be 1..=2592000 seconds".into()));
             }
         }
-        if vip.port() == 0 && s.persistent.is_none() {
+        if vip.port() == 0 && persistent.is_none() {
             return Err(err(
                 f("address"),
                 "port 0 (all ports) is only valid for a persistent service".into(),
@@ -631,7 +647,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 "one-packet scheduling applies to UDP services only".into(),
             ));
         }
-        if s.ops && s.persistent.is_some() {
+        if s.ops && persistent.is_some() {
             return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
         if own.contains(vip.ip()) {
@@ -728,7 +744,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             proto,
             vip,
             scheduler: spec,
-            persistent: s.persistent,
+            persistent,
             netmask,
             ops: s.ops,
             reals,
@@ -913,6 +929,11 @@ weight = 3
         let c = parse_str(&all).unwrap();
         assert_eq!(c.services[0].vip.port(), 0);
         assert_eq!(c.services[0].reals[0].addr.port(), 0);
+        let flag = GOOD.replace(
+            "scheduler = \"rr\"",
+            "scheduler = \"rr\"\npersistent = true",
+        );
+        assert_eq!(parse_str(&flag).unwrap().services[0].persistent, Some(300));
     }
 
     #[test]
