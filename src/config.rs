@@ -257,6 +257,12 @@ pub struct ServiceConfig {
     pub netmask: Ipv4Addr,
     /// One-packet scheduling (`-o`, UDP only): every datagram is scheduled on its own.
     pub ops: bool,
+    /// FullNAT local addresses (DPVS `--add-laddr`), required when a real server is `fullnat`.
+    pub local_addresses: Vec<Ipv4Addr>,
+    /// FullNAT: insert the TOA option (client address) into the handshake-completing ACK.
+    pub toa: bool,
+    /// FullNAT: also insert TOA into the client's SYN.
+    pub toa_on_syn: bool,
     /// Real servers.
     pub reals: Vec<RealConfig>,
 }
@@ -332,6 +338,11 @@ struct RawService {
     netmask: Option<String>,
     #[serde(default)]
     ops: bool,
+    #[serde(default)]
+    local_addresses: Vec<String>,
+    toa: Option<bool>,
+    #[serde(default)]
+    toa_on_syn: bool,
     #[serde(default)]
     real: Vec<RawReal>,
 }
@@ -716,21 +727,20 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             };
             match forward {
                 Forward::Nat => {}
-                Forward::Dr if addr.port() == vip.port() => {}
-                Forward::Dr => return Err(err(
-                    g("address"),
-                    "direct routing cannot map ports: the real port must equal the service port"
-                        .into(),
-                )),
-                Forward::Tun | Forward::FullNat => {
+                Forward::Dr | Forward::Tun if addr.port() != vip.port() => {
                     return Err(err(
-                        g("forward"),
-                        format!(
-                            "{m:?} is not implemented in this version (nat and dr are)",
-                            m = r.forward.as_deref().unwrap_or_default()
-                        ),
+                        g("address"),
+                        "direct routing and tunnelling cannot map ports: the real port must equal the service port".into(),
                     ))
                 }
+                Forward::Dr | Forward::Tun => {}
+                Forward::FullNat if s.local_addresses.is_empty() => {
+                    return Err(err(
+                        f("local_addresses"),
+                        "a fullnat real server needs at least one local address".into(),
+                    ))
+                }
+                Forward::FullNat => {}
             }
             reals.push(RealConfig {
                 addr,
@@ -740,6 +750,22 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 l_threshold: r.l_threshold,
             });
         }
+        let mut local_addresses = Vec::new();
+        for (j, a) in s.local_addresses.iter().enumerate() {
+            let ip: Ipv4Addr = a.parse().map_err(|_| {
+                err(
+                    format!("service[{i}].local_addresses[{j}]"),
+                    format!("{a:?} is not an IPv4 address"),
+                )
+            })?;
+            if own.contains(&ip) || local_addresses.contains(&ip) {
+                return Err(err(
+                    format!("service[{i}].local_addresses[{j}]"),
+                    format!("{ip} is already a port address or listed twice"),
+                ));
+            }
+            local_addresses.push(ip);
+        }
         services.push(ServiceConfig {
             proto,
             vip,
@@ -747,6 +773,9 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             persistent,
             netmask,
             ops: s.ops,
+            local_addresses,
+            toa: s.toa.unwrap_or(true),
+            toa_on_syn: s.toa_on_syn,
             reals,
         });
     }

@@ -76,6 +76,10 @@ pub struct Conn {
     pub expires: u32,
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
     pub one_packet: bool,
+    /// FullNAT: the local address and port the real server sees as the client.
+    pub local: Option<(Ipv4Addr, u16)>,
+    /// FullNAT: the TOA option has been sent (or given up on).
+    pub toa_done: bool,
     gen: u32,
     live: bool,
 }
@@ -97,6 +101,55 @@ pub struct Found {
 pub enum InsertError {
     /// The table holds its maximum number of entries.
     Full,
+    /// FullNAT: every local address of the pool is out of ports.
+    NoLocalPort,
+}
+
+/// One worker's FullNAT local ports: for each local address the ports `p` in 1024..=65535
+/// with `p % workers == worker`, so a reply to `LIP:p` identifies its owning worker. A port
+/// is never handed out twice while in use, so (LIP, port) pairs never collide.
+#[derive(Debug)]
+pub struct LocalPorts {
+    worker: u16,
+    workers: u16,
+    free: HashMap<Ipv4Addr, Vec<u16>, foldhash::fast::RandomState>,
+    next: usize,
+}
+
+impl LocalPorts {
+    /// The port space of `worker` among `workers`.
+    pub fn new(worker: usize, workers: usize) -> LocalPorts {
+        LocalPorts {
+            worker: worker as u16,
+            workers: workers.max(1) as u16,
+            free: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            next: 0,
+        }
+    }
+
+    /// Takes a free (address, port) from `pool`, trying its addresses round robin.
+    pub fn alloc(&mut self, pool: &[Ipv4Addr]) -> Option<(Ipv4Addr, u16)> {
+        for k in 0..pool.len() {
+            let ip = pool[(self.next + k) % pool.len()];
+            let (w, n) = (self.worker, self.workers);
+            let ports = self.free.entry(ip).or_insert_with(|| {
+                // Highest first, so pop() hands out low ports first.
+                (1024..=65535u16).rev().filter(|p| p % n == w).collect()
+            });
+            if let Some(p) = ports.pop() {
+                self.next = (self.next + k + 1) % pool.len();
+                return Some((ip, p));
+            }
+        }
+        None
+    }
+
+    /// Returns a port.
+    pub fn release(&mut self, ip: Ipv4Addr, port: u16) {
+        if let Some(v) = self.free.get_mut(&ip) {
+            v.push(port);
+        }
+    }
 }
 
 /// Parameters of a new connection.
@@ -126,6 +179,8 @@ pub struct NewConn {
     pub template: Option<Arc<Template>>,
     /// One-packet scheduling: no client-side key (every datagram is scheduled on its own).
     pub one_packet: bool,
+    /// FullNAT: candidate local addresses; the table allocates one with a free port.
+    pub local_pool: Option<Arc<[Ipv4Addr]>>,
 }
 
 const WHEEL_SLOTS: usize = 1024;
@@ -177,6 +232,7 @@ pub struct ConnTable {
     len: usize,
     timeouts: Timeouts,
     counts: TableCounts,
+    local_ports: LocalPorts,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -203,8 +259,13 @@ fn unpack(v: u32) -> Found {
 }
 
 impl ConnTable {
-    /// A table holding at most `max` connections.
+    /// A table holding at most `max` connections (FullNAT ports of worker 0 of 1).
     pub fn new(max: usize, timeouts: Timeouts) -> ConnTable {
+        ConnTable::for_worker(max, timeouts, 0, 1)
+    }
+
+    /// The table of `worker` among `workers` (which decides its FullNAT local ports).
+    pub fn for_worker(max: usize, timeouts: Timeouts, worker: usize, workers: usize) -> ConnTable {
         let cap = max.min(1 << 16);
         ConnTable {
             map: HashMap::with_capacity_and_hasher(cap * 2, foldhash::fast::RandomState::default()),
@@ -215,6 +276,7 @@ impl ConnTable {
             len: 0,
             timeouts,
             counts: TableCounts::default(),
+            local_ports: LocalPorts::new(worker, workers),
         }
     }
 
@@ -250,6 +312,12 @@ impl ConnTable {
         &self.slots[slot as usize]
     }
 
+    /// The connection in `slot`, mutably (flags such as `toa_done`).
+    #[inline]
+    pub fn get_mut(&mut self, slot: u32) -> &mut Conn {
+        &mut self.slots[slot as usize]
+    }
+
     /// Creates a connection in its initial state (NONE for TCP, UDP for UDP), binds it to its
     /// real server's counters, and returns its slot. The caller then applies the first packet
     /// with [`ConnTable::on_packet`].
@@ -267,9 +335,18 @@ impl ConnTable {
         } else {
             self.timeouts.of(state)
         };
+        let local = match &c.local_pool {
+            Some(pool) => Some(
+                self.local_ports
+                    .alloc(pool)
+                    .ok_or(InsertError::NoLocalPort)?,
+            ),
+            None => None,
+        };
         let replies_seen = matches!(c.fwd, Forward::Nat | Forward::FullNat);
         let in_key = FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport);
-        let out_key = FlowKey::new(c.proto, c.daddr, c.dport, c.caddr, c.cport);
+        let (raddr, rport) = local.unwrap_or((c.caddr, c.cport));
+        let out_key = FlowKey::new(c.proto, c.daddr, c.dport, raddr, rport);
         let (slot, gen) = match self.free.pop() {
             Some(s) => (s, self.slots[s as usize].gen.wrapping_add(1)),
             None => (self.slots.len() as u32, 0),
@@ -289,6 +366,8 @@ impl ConnTable {
             template: c.template,
             expires: now + timeout,
             one_packet: c.one_packet,
+            local,
+            toa_done: false,
             gen,
             live: true,
         };
@@ -344,6 +423,9 @@ impl ConnTable {
         if c.live {
             c.expires = 0;
             Self::release(&mut self.map, &mut self.free, &mut self.counts, c, slot);
+            if let Some((ip, p)) = c.local {
+                self.local_ports.release(ip, p);
+            }
             self.len -= 1;
         }
     }
@@ -358,9 +440,10 @@ impl ConnTable {
         c.live = false;
         // Remove only keys that still point at this slot (a one-packet entry's reply key may
         // have been taken over by a newer entry for the same tuple).
+        let (raddr, rport) = c.local.unwrap_or((c.caddr, c.cport));
         for key in [
             FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport),
-            FlowKey::new(c.proto, c.daddr, c.dport, c.caddr, c.cport),
+            FlowKey::new(c.proto, c.daddr, c.dport, raddr, rport),
         ] {
             if map.get(&key).is_some_and(|&v| v >> 2 == slot) {
                 map.remove(&key);
@@ -396,6 +479,9 @@ impl ConnTable {
                     continue;
                 }
                 Self::release(&mut self.map, &mut self.free, &mut self.counts, c, slot);
+                if let Some((ip, p)) = c.local {
+                    self.local_ports.release(ip, p);
+                }
                 self.len -= 1;
                 expired += 1;
             }
@@ -446,6 +532,7 @@ mod tests {
             dest: dest.clone(),
             template: None,
             one_packet: false,
+            local_pool: None,
         }
     }
 
@@ -562,6 +649,55 @@ mod tests {
         );
         assert_eq!(t.expire(5 + OPS_TIMEOUT), 1);
         assert!(t.lookup(&reply).is_none());
+    }
+
+    #[test]
+    fn fullnat_local_ports_are_distinct_owned_and_recycled() {
+        let d = dest();
+        let pool: Arc<[Ipv4Addr]> = vec![ip("172.16.9.100"), ip("172.16.9.101")].into();
+        let mut t = ConnTable::for_worker(100_000, Timeouts::default(), 1, 2);
+        let mut seen = std::collections::HashSet::new();
+        let mut slots = Vec::new();
+        for cport in 0..1000u16 {
+            let mut nc = new_conn(cport, &d, 6, Forward::FullNat);
+            nc.local_pool = Some(pool.clone());
+            let s = t.insert(nc, 0).unwrap();
+            let (lip, lport) = t.get(s).local.unwrap();
+            assert_eq!(lport % 2, 1, "worker 1 of 2 owns odd ports");
+            assert!(lport >= 1024);
+            assert!(seen.insert((lip, lport)), "pair reused while in use");
+            // Replies come back to LIP:lport.
+            let back = FlowKey::new(6, ip("172.16.0.2"), 8080, lip, lport);
+            assert_eq!(
+                t.lookup(&back).unwrap(),
+                Found {
+                    slot: s,
+                    dir: Dir::Output
+                }
+            );
+            slots.push(s);
+        }
+        assert_eq!(
+            seen.iter().filter(|(l, _)| *l == pool[0]).count(),
+            500,
+            "round robin"
+        );
+        // Exhaust: 2 addresses × 32256 odd ports.
+        let mut lp = LocalPorts::new(0, 2);
+        let one = [ip("10.1.1.1")];
+        let mut n = 0;
+        while lp.alloc(&one).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, (1024..=65535u32).filter(|p| p % 2 == 0).count());
+        lp.release(one[0], 2048);
+        assert_eq!(lp.alloc(&one), Some((one[0], 2048)));
+        // Removing a connection returns its port.
+        let (lip, lport) = t.get(slots[0]).local.unwrap();
+        t.remove(slots[0]);
+        assert!(t
+            .lookup(&FlowKey::new(6, ip("172.16.0.2"), 8080, lip, lport))
+            .is_none());
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct PortInfo {
     pub mac: [u8; 6],
     /// Its addresses.
     pub addresses: Vec<Cidr>,
+    /// MTU of the segment (IP packet size), 1500 unless configured.
+    pub mtu: u32,
 }
 
 impl PortInfo {
@@ -61,6 +63,12 @@ pub struct Service {
     pub netmask: u32,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
+    /// FullNAT local addresses.
+    pub local_addresses: Arc<[Ipv4Addr]>,
+    /// FullNAT: insert TOA into the handshake-completing ACK.
+    pub toa: bool,
+    /// FullNAT: insert TOA into the SYN too.
+    pub toa_on_syn: bool,
 }
 
 /// Packs a service key.
@@ -81,6 +89,7 @@ pub struct Snapshot {
     index: HashMap<u64, u32, foldhash::fast::RandomState>,
     vips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
     local: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
+    lips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
 }
 
 impl Snapshot {
@@ -93,6 +102,7 @@ impl Snapshot {
                 name: p.name.clone(),
                 mac: p.mac,
                 addresses: p.addresses.clone(),
+                mtu: p.mtu.unwrap_or(1500),
             })
             .collect();
         let router = Router::new(&cfg.ports, &cfg.routes);
@@ -119,6 +129,9 @@ impl Snapshot {
                 persistent: s.persistent,
                 netmask: u32::from(s.netmask),
                 ops: s.ops,
+                local_addresses: s.local_addresses.clone().into(),
+                toa: s.toa,
+                toa_on_syn: s.toa_on_syn,
             });
         }
         Ok(Snapshot::assemble(ports, router, services))
@@ -127,9 +140,11 @@ impl Snapshot {
     fn assemble(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
         let mut index = HashMap::with_hasher(foldhash::fast::RandomState::default());
         let mut vips = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        let mut lips = HashSet::with_hasher(foldhash::fast::RandomState::default());
         for (i, s) in services.iter().enumerate() {
             index.insert(svc_key(s.proto.number(), s.vip, s.vport), i as u32);
             vips.insert(s.vip);
+            lips.extend(s.local_addresses.iter().copied());
         }
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
         for p in &ports {
@@ -144,7 +159,14 @@ impl Snapshot {
             index,
             vips,
             local,
+            lips,
         }
+    }
+
+    /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).
+    #[inline]
+    pub fn is_lip(&self, ip: Ipv4Addr) -> bool {
+        self.lips.contains(&ip)
     }
 
     /// Whether `ip` is a virtual address.

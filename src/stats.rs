@@ -41,11 +41,19 @@ pub enum Drop {
     ArpIgnored,
     /// The kernel refused a write.
     TxError,
+    /// FullNAT: no free local port (answered with RST).
+    NoLocalPort,
+    /// TUN: the encapsulated packet would exceed the MTU (DF set: answered with ICMP
+    /// fragmentation needed).
+    FragNeeded,
+    /// A packet from a VIP reached the director: a DR/TUN real server's reply that should have
+    /// gone straight to the client.
+    VipSourced,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 14] = [
+    pub const ALL: [Drop; 17] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -60,6 +68,9 @@ impl Drop {
         Drop::NoConnectionTcp,
         Drop::ArpIgnored,
         Drop::TxError,
+        Drop::NoLocalPort,
+        Drop::FragNeeded,
+        Drop::VipSourced,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -79,6 +90,9 @@ impl Drop {
             Drop::NoConnectionTcp => "tcp_no_connection",
             Drop::ArpIgnored => "arp_ignored",
             Drop::TxError => "tx_error",
+            Drop::NoLocalPort => "no_local_port",
+            Drop::FragNeeded => "frag_needed",
+            Drop::VipSourced => "vip_sourced",
         }
     }
 }
@@ -115,6 +129,12 @@ pub struct Counters {
     pub rst_sent: u64,
     /// ICMP errors sent.
     pub icmp_errors_sent: u64,
+    /// FullNAT: TOA options inserted.
+    pub toa_added: u64,
+    /// FullNAT: TOA options that did not fit (the packet went without).
+    pub toa_skipped: u64,
+    /// TUN: segments cut from GSO super-frames before encapsulation.
+    pub segments: u64,
     /// Parse failures by [`DropReason`].
     pub parse_drops: [u64; DropReason::COUNT],
     /// Other drops by [`Drop`].
@@ -143,6 +163,9 @@ impl Default for Counters {
             echo_replies: 0,
             rst_sent: 0,
             icmp_errors_sent: 0,
+            toa_added: 0,
+            toa_skipped: 0,
+            segments: 0,
             parse_drops: [0; DropReason::COUNT],
             drops: [0; DROP_COUNT],
             conn_states: [0; STATE_COUNT],
@@ -174,6 +197,9 @@ impl Counters {
         self.echo_replies += o.echo_replies;
         self.rst_sent += o.rst_sent;
         self.icmp_errors_sent += o.icmp_errors_sent;
+        self.toa_added += o.toa_added;
+        self.toa_skipped += o.toa_skipped;
+        self.segments += o.segments;
         for (a, b) in self.parse_drops.iter_mut().zip(o.parse_drops) {
             *a += b;
         }
@@ -217,6 +243,12 @@ pub struct Stats {
     pub rst_sent: u64,
     /// ICMP errors sent.
     pub icmp_errors_sent: u64,
+    /// FullNAT: TOA options inserted.
+    pub toa_added: u64,
+    /// FullNAT: TOA options that did not fit (the packet went without).
+    pub toa_skipped: u64,
+    /// TUN: segments cut from GSO super-frames before encapsulation.
+    pub segments: u64,
     /// Drops by reason (parse failures and data-path reasons), zero counts omitted.
     pub drops: BTreeMap<String, u64>,
     /// Live connections by state name, zero counts omitted.
@@ -265,6 +297,9 @@ impl Stats {
             echo_replies: t.echo_replies,
             rst_sent: t.rst_sent,
             icmp_errors_sent: t.icmp_errors_sent,
+            toa_added: t.toa_added,
+            toa_skipped: t.toa_skipped,
+            segments: t.segments,
             drops,
             connections,
             conns_created: t.conns_created,

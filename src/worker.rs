@@ -22,7 +22,7 @@ use modes::reply;
 use modes::wire::vnet::VnetHdr;
 
 use crate::config::Forward;
-use crate::conn::{ConnTable, FlowKey, NewConn};
+use crate::conn::{ConnTable, FlowKey, InsertError, NewConn};
 use crate::daemon::{Redirect, Shared};
 use crate::neigh::{NeighEvent, NeighTable};
 use crate::persist::TemplateKey;
@@ -51,6 +51,16 @@ pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
     ((u64::from(h) * n as u64) >> 32) as usize
 }
 
+/// What `process` learnt about a frame, handed to the path that forwards it.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// Header + frame length in the buffer.
+    len: usize,
+    pkt: Packet,
+    csum: Csum,
+    vnet: VnetHdr,
+}
+
 struct Pending {
     buf: Box<[u8]>,
     len: usize,
@@ -68,6 +78,10 @@ struct Ctx {
     table: ConnTable,
     c: Counters,
     tx: Box<[u8]>,
+    /// TUN: one segment of a GSO super-frame.
+    seg: Box<[u8]>,
+    /// TUN: the encapsulated segment.
+    enc: Box<[u8]>,
     pending: Vec<Pending>,
     spare: Vec<Box<[u8]>>,
     wake: Vec<bool>,
@@ -96,9 +110,11 @@ impl Worker {
                 id,
                 workers,
                 queues,
-                table: ConnTable::new(max_conns, timeouts),
+                table: ConnTable::for_worker(max_conns, timeouts, id, workers),
                 c: Counters::default(),
                 tx: vec![0u8; 2048].into_boxed_slice(),
+                seg: vec![0u8; MAX_FRAME].into_boxed_slice(),
+                enc: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 pending: Vec::with_capacity(PENDING_MAX),
                 spare: (0..PENDING_MAX)
                     .map(|_| vec![0u8; MAX_FRAME].into_boxed_slice())
@@ -140,7 +156,7 @@ impl Worker {
 
             while let Some(mut r) = ctx.shared.redirect[ctx.id].pop() {
                 let (port, len) = (r.port, r.len);
-                ctx.process(port, &mut r.data[..len], &snap, &neigh, true);
+                ctx.process(port, &mut r.data, len, &snap, &neigh, true);
                 let _ = ctx.shared.pool.push(r);
                 work += 1;
             }
@@ -148,7 +164,7 @@ impl Worker {
                 for _ in 0..BATCH {
                     match ctx.queues[port].read(&mut self.rx) {
                         Ok(Some(n)) => {
-                            ctx.process(port, &mut self.rx[..n], &snap, &neigh, false);
+                            ctx.process(port, &mut self.rx, n, &snap, &neigh, false);
                             work += 1;
                         }
                         Ok(None) => break,
@@ -195,25 +211,27 @@ impl Ctx {
         }
     }
 
-    /// Handles one frame (`buf` = virtio-net header + Ethernet frame) read from `port`.
+    /// Handles one frame read from `port`: `buf[..len]` holds the virtio-net header and the
+    /// Ethernet frame; the rest of `buf` is room for rewrites that grow it (TOA, IPIP).
     fn process(
         &mut self,
         port: usize,
         buf: &mut [u8],
+        len: usize,
         snap: &Snapshot,
         neigh: &NeighTable,
         redirected: bool,
     ) {
         if !redirected {
             self.c.rx_frames += 1;
-            self.c.rx_bytes += buf.len().saturating_sub(VNET_HDR_LEN) as u64;
+            self.c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
         }
-        if buf.len() < VNET_HDR_LEN {
+        if len < VNET_HDR_LEN {
             self.c.parse_drops[packet::DropReason::TruncatedEthernet as usize] += 1;
             return;
         }
         let vnet = VnetHdr::parse(&buf[..VNET_HDR_LEN]).unwrap_or_default();
-        let frame = &buf[VNET_HDR_LEN..];
+        let frame = &buf[VNET_HDR_LEN..len];
         let pkt = match packet::parse(frame) {
             Ok(p) => p,
             Err(r) => {
@@ -221,6 +239,10 @@ impl Ctx {
                 return;
             }
         };
+        if pkt.kind == Kind::Ipv4 && snap.is_vip(pkt.src) {
+            // Replies of DR/TUN real servers go straight to the client; count any reaching us.
+            return self.c.drop(Drop::VipSourced);
+        }
         let our_mac = snap.ports[port].mac;
         let dst_mac = [frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]];
         let group = dst_mac[0] & 1 == 1;
@@ -244,12 +266,20 @@ impl Ctx {
                     }
                 }
                 let csum = Csum::from_vnet(&vnet, &pkt);
+                let f = Frame {
+                    len,
+                    pkt,
+                    csum,
+                    vnet,
+                };
                 if snap.is_vip(pkt.dst) {
-                    self.vip(port, buf, &pkt, csum, snap, neigh);
+                    self.vip(port, buf, f, snap, neigh);
+                } else if snap.is_lip(pkt.dst) && (pkt.is_tcp() || pkt.is_udp()) {
+                    self.transit(port, buf, f, snap, neigh);
                 } else if snap.is_local(pkt.dst) {
-                    self.host(port, &buf[VNET_HDR_LEN..], &pkt, csum, snap);
+                    self.host(port, &buf[VNET_HDR_LEN..len], &pkt, csum, snap);
                 } else {
-                    self.transit(port, buf, &pkt, csum, snap, neigh);
+                    self.transit(port, buf, f, snap, neigh);
                 }
             }
         }
@@ -338,6 +368,23 @@ impl Ctx {
         }
     }
 
+    /// Refuses a TCP segment with a RST, a UDP datagram with ICMP port unreachable.
+    fn refuse(
+        &mut self,
+        port: usize,
+        frame: &[u8],
+        pkt: &Packet,
+        csum: Csum,
+        snap: &Snapshot,
+        why: Drop,
+    ) {
+        if pkt.proto == 6 {
+            self.refuse_tcp(port, frame, pkt, snap, why);
+        } else {
+            self.refuse_udp(port, frame, pkt, csum, snap, why);
+        }
+    }
+
     fn refuse_tcp(&mut self, port: usize, frame: &[u8], pkt: &Packet, snap: &Snapshot, why: Drop) {
         self.c.drop(why);
         let mac = snap.ports[port].mac.into();
@@ -402,177 +449,406 @@ impl Ctx {
     }
 
     /// A packet addressed to a VIP.
-    fn vip(
-        &mut self,
-        port: usize,
-        buf: &mut [u8],
-        pkt: &Packet,
-        csum: Csum,
-        snap: &Snapshot,
-        neigh: &NeighTable,
-    ) {
-        let frame_off = VNET_HDR_LEN;
+    fn vip(&mut self, port: usize, buf: &mut [u8], f: Frame, snap: &Snapshot, neigh: &NeighTable) {
+        let Frame { len, pkt, csum, .. } = f;
+        let pkt = &pkt;
         match pkt.proto {
             6 | 17 => {}
-            1 => return self.host(port, &buf[frame_off..], pkt, csum, snap),
+            1 => return self.host(port, &buf[VNET_HDR_LEN..len], pkt, csum, snap),
             _ => return self.c.drop(Drop::UnsupportedProtocol),
         }
-        if self.redirect(owner_of(pkt.src, pkt.sport, self.workers), port, buf) {
+        if self.redirect(
+            owner_of(pkt.src, pkt.sport, self.workers),
+            port,
+            &buf[..len],
+        ) {
             return;
         }
         if pkt.ttl <= 1 {
-            return self.ttl_exceeded(port, &buf[frame_off..], pkt, csum, snap);
+            return self.ttl_exceeded(port, &buf[VNET_HDR_LEN..len], pkt, csum, snap);
         }
         let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
-        if let Some(f) = found {
+        if let Some(fd) = found {
             // A new SYN on a tuple whose connection is closing starts a new connection
             // (IPVS conn_reuse_mode=1).
-            let st = self.table.get(f.slot).state;
+            let st = self.table.get(fd.slot).state;
             if syn_only && matches!(st, State::TimeWait | State::Close) {
-                self.table.remove(f.slot);
+                self.table.remove(fd.slot);
                 found = None;
             }
         }
         let (slot, dir) = match found {
-            Some(f) => (f.slot, f.dir),
+            Some(fd) => (fd.slot, fd.dir),
             None => {
-                let frame = &buf[frame_off..];
-                let Some((svc_idx, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
-                    return if pkt.proto == 6 {
-                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoService)
-                    } else {
-                        self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoService)
-                    };
-                };
-                if pkt.proto == 6 && !syn_only {
-                    return if pkt.tcp_flags & flags::RST != 0 {
-                        self.c.drop(Drop::NoConnectionTcp)
-                    } else {
-                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoConnectionTcp)
-                    };
-                }
-                let input = sched::Input {
-                    proto: pkt.proto,
-                    src: IpAddr::V4(pkt.src),
-                    src_port: pkt.sport,
-                    dst: IpAddr::V4(pkt.dst),
-                    dst_port: pkt.dport,
-                    now_secs: u64::from(self.now),
-                };
-                let pick = || svc.sched.schedule(&svc.dests, &input);
-                let (i, template) = match svc.persistent {
-                    None => (pick(), None),
-                    Some(timeout) => {
-                        let key = TemplateKey {
-                            proto: pkt.proto,
-                            client: Ipv4Addr::from(u32::from(pkt.src) & svc.netmask),
-                            vaddr: pkt.dst,
-                            vport: svc.vport,
-                        };
-                        let t =
-                            self.shared
-                                .templates
-                                .get_or_schedule(key, self.now, timeout, || {
-                                    pick().map(|i| svc.dests[i].clone())
-                                });
-                        let i = t
-                            .as_ref()
-                            .and_then(|t| svc.dests.iter().position(|d| Arc::ptr_eq(d, &t.dest)));
-                        (i, t)
-                    }
-                };
-                let Some(i) = i else {
-                    if let Some(t) = template {
-                        t.release();
-                    }
-                    return if pkt.proto == 6 {
-                        self.refuse_tcp(port, frame, pkt, snap, Drop::NoRealServer)
-                    } else {
-                        self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoRealServer)
-                    };
-                };
-                let dest = &svc.dests[i];
-                let IpAddr::V4(daddr) = dest.addr() else {
-                    return self.c.drop(Drop::NoRoute);
-                };
-                let nc = NewConn {
-                    proto: pkt.proto,
-                    caddr: pkt.src,
-                    cport: pkt.sport,
-                    vaddr: pkt.dst,
-                    vport: pkt.dport,
-                    daddr,
-                    // Real port 0 (all-ports service): the port the client asked for.
-                    dport: if dest.port() == 0 {
-                        pkt.dport
-                    } else {
-                        dest.port()
-                    },
-                    fwd: svc.forward[i],
-                    svc: svc_idx,
-                    dest: dest.clone(),
-                    template,
-                    one_packet: svc.ops,
-                };
-                match self.table.insert(nc, self.now) {
-                    Ok(s) => (
-                        s,
-                        if svc.forward[i] == Forward::Nat {
-                            Dir::Input
-                        } else {
-                            Dir::InputOnly
-                        },
-                    ),
-                    Err(_) => return self.c.drop(Drop::ConnTableFull),
+                let frame = &buf[VNET_HDR_LEN..len];
+                match self.new_conn(port, frame, pkt, csum, syn_only, snap) {
+                    Some(x) => x,
+                    None => return,
                 }
             }
         };
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
-        let (daddr, dport, fwd) = (c.daddr, c.dport, c.fwd);
-        let frame = &mut buf[frame_off..];
+        let (daddr, dport, fwd, local, toa_done) = (c.daddr, c.dport, c.fwd, c.local, c.toa_done);
+        let mut len = len;
         match fwd {
-            Forward::Nat => nat::dnat(frame, pkt, csum, daddr, dport),
+            Forward::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..len], pkt, csum, daddr, dport),
             Forward::Dr => {}
-            Forward::Tun | Forward::FullNat => return self.c.drop(Drop::UnsupportedProtocol),
+            Forward::Tun => {
+                self.c.fwd_in += 1;
+                return self.tunnel(port, buf, f, daddr, snap, neigh);
+            }
+            Forward::FullNat => {
+                let Some((lip, lport)) = local else {
+                    return self.c.drop(Drop::NoLocalPort);
+                };
+                let frame = &mut buf[VNET_HDR_LEN..len];
+                modes::fullnat::fnat_in(frame, pkt, csum, lip, lport, daddr, dport);
+                if pkt.proto == 6 && !toa_done {
+                    len = self.fullnat_toa(buf, f, slot, syn_only, daddr, snap);
+                }
+            }
         }
         self.c.fwd_in += 1;
-        self.forward(buf, pkt, daddr, snap, neigh);
+        self.forward(buf, len, pkt, daddr, snap, neigh);
     }
 
-    /// A packet to neither a VIP nor the appliance: a NAT reply, or noise.
+    /// Schedules a new connection for a packet to a VIP; answers and returns None when it
+    /// cannot be created.
+    fn new_conn(
+        &mut self,
+        port: usize,
+        frame: &[u8],
+        pkt: &Packet,
+        csum: Csum,
+        syn_only: bool,
+        snap: &Snapshot,
+    ) -> Option<(u32, Dir)> {
+        let Some((svc_idx, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+            self.refuse(port, frame, pkt, csum, snap, Drop::NoService);
+            return None;
+        };
+        if pkt.proto == 6 && !syn_only {
+            if pkt.tcp_flags & flags::RST != 0 {
+                self.c.drop(Drop::NoConnectionTcp);
+            } else {
+                self.refuse(port, frame, pkt, csum, snap, Drop::NoConnectionTcp);
+            }
+            return None;
+        }
+        let input = sched::Input {
+            proto: pkt.proto,
+            src: IpAddr::V4(pkt.src),
+            src_port: pkt.sport,
+            dst: IpAddr::V4(pkt.dst),
+            dst_port: pkt.dport,
+            now_secs: u64::from(self.now),
+        };
+        let pick = || svc.sched.schedule(&svc.dests, &input);
+        let (i, template) = match svc.persistent {
+            None => (pick(), None),
+            Some(timeout) => {
+                let key = TemplateKey {
+                    proto: pkt.proto,
+                    client: Ipv4Addr::from(u32::from(pkt.src) & svc.netmask),
+                    vaddr: pkt.dst,
+                    vport: svc.vport,
+                };
+                let t = self
+                    .shared
+                    .templates
+                    .get_or_schedule(key, self.now, timeout, || {
+                        pick().map(|i| svc.dests[i].clone())
+                    });
+                let i = t
+                    .as_ref()
+                    .and_then(|t| svc.dests.iter().position(|d| Arc::ptr_eq(d, &t.dest)));
+                (i, t)
+            }
+        };
+        let Some(i) = i else {
+            if let Some(t) = template {
+                t.release();
+            }
+            self.refuse(port, frame, pkt, csum, snap, Drop::NoRealServer);
+            return None;
+        };
+        let dest = &svc.dests[i];
+        let IpAddr::V4(daddr) = dest.addr() else {
+            self.c.drop(Drop::NoRoute);
+            return None;
+        };
+        let fwd = svc.forward[i];
+        let nc = NewConn {
+            proto: pkt.proto,
+            caddr: pkt.src,
+            cport: pkt.sport,
+            vaddr: pkt.dst,
+            vport: pkt.dport,
+            daddr,
+            // Real port 0 (all-ports service): the port the client asked for.
+            dport: if dest.port() == 0 {
+                pkt.dport
+            } else {
+                dest.port()
+            },
+            fwd,
+            svc: svc_idx,
+            dest: dest.clone(),
+            template,
+            one_packet: svc.ops,
+            local_pool: (fwd == Forward::FullNat).then(|| svc.local_addresses.clone()),
+        };
+        let dir = match fwd {
+            Forward::Nat | Forward::FullNat => Dir::Input,
+            Forward::Dr | Forward::Tun => Dir::InputOnly,
+        };
+        match self.table.insert(nc, self.now) {
+            Ok(s) => Some((s, dir)),
+            Err(InsertError::Full) => {
+                self.c.drop(Drop::ConnTableFull);
+                None
+            }
+            Err(InsertError::NoLocalPort) => {
+                self.refuse(port, frame, pkt, csum, snap, Drop::NoLocalPort);
+                None
+            }
+        }
+    }
+
+    /// FullNAT's TOA: clamps the SYN's MSS to leave room for the option (and inserts it there
+    /// when the service asks), and inserts it into the first ACK after the handshake. Returns
+    /// the frame's new length (header included).
+    fn fullnat_toa(
+        &mut self,
+        buf: &mut [u8],
+        f: Frame,
+        slot: u32,
+        syn: bool,
+        daddr: Ipv4Addr,
+        snap: &Snapshot,
+    ) -> usize {
+        let Frame {
+            len,
+            pkt,
+            csum,
+            mut vnet,
+        } = f;
+        let (caddr, cport) = {
+            let c = self.table.get(slot);
+            (c.caddr, c.cport)
+        };
+        let Some((_, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+            return len;
+        };
+        if !svc.toa {
+            self.table.get_mut(slot).toa_done = true;
+            return len;
+        }
+        let mtu = snap
+            .router
+            .lookup(daddr)
+            .map_or(1500, |(out, _)| snap.ports[out].mtu);
+        if syn {
+            let mss = mtu.saturating_sub(40 + modes::toa::TOA_LEN as u32) as u16;
+            modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..len], &pkt, csum, mss);
+            if !svc.toa_on_syn {
+                return len;
+            }
+        } else if pkt.tcp_flags & flags::ACK == 0 {
+            return len;
+        }
+        // A frame that is not GSO must still fit the egress MTU with the option.
+        let fits = vnet.is_gso() || u32::from(pkt.ip_total_len) + modes::toa::TOA_LEN as u32 <= mtu;
+        let inserted = fits
+            && match modes::toa::insert_toa_with(
+                &mut buf[VNET_HDR_LEN..],
+                len - VNET_HDR_LEN,
+                &pkt,
+                csum,
+                Some(&mut vnet),
+                caddr,
+                cport,
+            ) {
+                Ok(n) => {
+                    vnet.write(&mut buf[..VNET_HDR_LEN]);
+                    self.c.toa_added += 1;
+                    if !syn {
+                        self.table.get_mut(slot).toa_done = true;
+                    }
+                    return VNET_HDR_LEN + n;
+                }
+                Err(_) => false,
+            };
+        if !inserted {
+            self.c.toa_skipped += 1;
+            if !syn {
+                self.table.get_mut(slot).toa_done = true;
+            }
+        }
+        len
+    }
+
+    /// TUN: IPIP-encapsulates to the real server. SYNs get their MSS clamped by the tunnel
+    /// overhead; a packet that would exceed the egress MTU gets ICMP fragmentation needed when
+    /// DF is set (as IPVS) and is dropped; GSO super-frames are segmented first (virtio-net
+    /// has no IPIP GSO type) and partial checksums completed.
+    fn tunnel(
+        &mut self,
+        in_port: usize,
+        buf: &mut [u8],
+        f: Frame,
+        rip: Ipv4Addr,
+        snap: &Snapshot,
+        neigh: &NeighTable,
+    ) {
+        let Frame {
+            len,
+            pkt,
+            csum,
+            vnet,
+        } = f;
+        let Some((out, hop)) = snap.router.lookup(rip) else {
+            return self.c.drop(Drop::NoRoute);
+        };
+        let info = &snap.ports[out];
+        let mtu = info.mtu as usize;
+        let Some(outer_src) = info.source_for(rip) else {
+            return self.c.drop(Drop::NoRoute);
+        };
+        let overhead = modes::tun::OVERHEAD;
+        if pkt.tcp_flags & flags::SYN != 0 {
+            let mss = mtu.saturating_sub(overhead + 40) as u16;
+            modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..len], &pkt, csum, mss);
+        }
+        let ip_len = if vnet.is_gso() {
+            (pkt.payload_offset() - pkt.l3) + usize::from(vnet.gso_size)
+        } else {
+            usize::from(pkt.ip_total_len)
+        };
+        if ip_len + overhead > mtu {
+            self.c.drop(Drop::FragNeeded);
+            if modes::tun::dont_fragment(&buf[VNET_HDR_LEN..len], &pkt) {
+                let inp = &snap.ports[in_port];
+                if let Some(src) = inp.source_for(pkt.src) {
+                    let next_mtu = (mtu - overhead) as u16;
+                    let quote = &buf[VNET_HDR_LEN..len];
+                    let (mac, out_buf) = (inp.mac.into(), &mut self.tx[VNET_HDR_LEN..]);
+                    if let Some(n) =
+                        reply::icmp_frag_needed(out_buf, quote, &pkt, csum, mac, src, next_mtu)
+                    {
+                        if self.send_tx(in_port, n) {
+                            self.c.icmp_errors_sent += 1;
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        nat::decrement_ttl(&mut buf[VNET_HDR_LEN..len], &pkt);
+        let ttl = pkt.ttl - 1;
+        let Some(mac) = neigh.get(hop, out) else {
+            let _ = self
+                .shared
+                .learn
+                .push(NeighEvent::Wanted { ip: hop, port: out });
+            self.shared.control_wake.notify();
+            return self.c.drop(Drop::NeighUnresolved);
+        };
+        let (src_mac, dst_mac) = (info.mac.into(), mac.into());
+        if vnet.is_gso() {
+            let mut seg = std::mem::take(&mut self.seg);
+            let mut enc = std::mem::take(&mut self.enc);
+            let q = &self.queues[out];
+            let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+            let frame = &buf[VNET_HDR_LEN..len];
+            let n = modes::gso::segment_tcp4(frame, &vnet, &pkt, &mut seg, |s| {
+                let Ok(sp) = packet::parse(s) else { return };
+                enc[..VNET_HDR_LEN].fill(0);
+                enc[VNET_HDR_LEN..VNET_HDR_LEN + s.len()].copy_from_slice(s);
+                let room = &mut enc[VNET_HDR_LEN..];
+                let Some(m) = modes::tun::encapsulate(room, s.len(), &sp, outer_src, rip, ttl)
+                else {
+                    return;
+                };
+                nat::set_macs(&mut enc[VNET_HDR_LEN..VNET_HDR_LEN + m], src_mac, dst_mac);
+                if q.write(&enc[..VNET_HDR_LEN + m]).is_ok() {
+                    sent += 1;
+                    bytes += m as u64;
+                } else {
+                    errors += 1;
+                }
+            });
+            self.seg = seg;
+            self.enc = enc;
+            self.c.segments += n.unwrap_or(0) as u64;
+            self.c.tx_frames += sent;
+            self.c.tx_bytes += bytes;
+            self.c.drops[Drop::TxError as usize] += errors;
+            return;
+        }
+        if vnet.needs_csum() {
+            let (start, off) = (usize::from(vnet.csum_start), usize::from(vnet.csum_offset));
+            modes::checksum::complete_partial(&mut buf[VNET_HDR_LEN..len], start, off);
+        }
+        let room = &mut buf[VNET_HDR_LEN..];
+        let Some(m) = modes::tun::encapsulate(room, len - VNET_HDR_LEN, &pkt, outer_src, rip, ttl)
+        else {
+            return self.c.drop(Drop::FragNeeded);
+        };
+        buf[..VNET_HDR_LEN].fill(0);
+        nat::set_macs(&mut buf[VNET_HDR_LEN..VNET_HDR_LEN + m], src_mac, dst_mac);
+        self.write_frame(out, &buf[..VNET_HDR_LEN + m]);
+    }
+
+    /// A packet to neither a VIP nor the appliance (or to a FullNAT local address): a NAT or
+    /// FullNAT reply, or noise.
     fn transit(
         &mut self,
         port: usize,
         buf: &mut [u8],
-        pkt: &Packet,
-        csum: Csum,
+        f: Frame,
         snap: &Snapshot,
         neigh: &NeighTable,
     ) {
+        let Frame { len, pkt, csum, .. } = f;
+        let pkt = &pkt;
         if pkt.proto != 6 && pkt.proto != 17 {
             return self.c.drop(Drop::NoConnection);
         }
-        if self.redirect(owner_of(pkt.dst, pkt.dport, self.workers), port, buf) {
+        // FullNAT local ports encode their worker; NAT replies carry the client as destination.
+        let owner = if snap.is_lip(pkt.dst) {
+            usize::from(pkt.dport) % self.workers
+        } else {
+            owner_of(pkt.dst, pkt.dport, self.workers)
+        };
+        if self.redirect(owner, port, &buf[..len]) {
             return;
         }
         if pkt.ttl <= 1 {
-            return self.ttl_exceeded(port, &buf[VNET_HDR_LEN..], pkt, csum, snap);
+            return self.ttl_exceeded(port, &buf[VNET_HDR_LEN..len], pkt, csum, snap);
         }
         let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
-        let Some(f) = self.table.lookup(&key) else {
+        let Some(fd) = self.table.lookup(&key) else {
             return self.c.drop(Drop::NoConnection);
         };
-        if f.dir != Dir::Output {
+        if fd.dir != Dir::Output {
             return self.c.drop(Drop::NoConnection);
         }
-        let c = self.table.on_packet(f.slot, f.dir, pkt.tcp_flags, self.now);
-        let (vaddr, vport, caddr) = (c.vaddr, c.vport, c.caddr);
-        nat::snat(&mut buf[VNET_HDR_LEN..], pkt, csum, vaddr, vport);
+        let c = self
+            .table
+            .on_packet(fd.slot, fd.dir, pkt.tcp_flags, self.now);
+        let (vaddr, vport, caddr, cport, fwd) = (c.vaddr, c.vport, c.caddr, c.cport, c.fwd);
+        let frame = &mut buf[VNET_HDR_LEN..len];
+        if fwd == Forward::FullNat {
+            modes::fullnat::fnat_out(frame, pkt, csum, vaddr, vport, caddr, cport);
+        } else {
+            nat::snat(frame, pkt, csum, vaddr, vport);
+        }
         self.c.fwd_out += 1;
-        self.forward(buf, pkt, caddr, snap, neigh);
+        self.forward(buf, len, pkt, caddr, snap, neigh);
     }
 
     /// Answers a packet whose TTL would expire here with ICMP time exceeded (from the
@@ -603,11 +879,12 @@ impl Ctx {
         }
     }
 
-    /// Routes a rewritten frame towards `dst`, decrements its TTL and sends it. The caller has
-    /// checked that the TTL allows forwarding.
+    /// Routes a rewritten frame (`buf[..len]`) towards `dst`, decrements its TTL and sends it.
+    /// The caller has checked that the TTL allows forwarding.
     fn forward(
         &mut self,
         buf: &mut [u8],
+        len: usize,
         pkt: &Packet,
         dst: Ipv4Addr,
         snap: &Snapshot,
@@ -616,17 +893,14 @@ impl Ctx {
         let Some((out, hop)) = snap.router.lookup(dst) else {
             return self.c.drop(Drop::NoRoute);
         };
-        nat::decrement_ttl(&mut buf[VNET_HDR_LEN..], pkt);
+        let frame = &mut buf[VNET_HDR_LEN..len];
+        nat::decrement_ttl(frame, pkt);
         match neigh.get(hop, out) {
             Some(mac) => {
-                nat::set_macs(
-                    &mut buf[VNET_HDR_LEN..],
-                    snap.ports[out].mac.into(),
-                    mac.into(),
-                );
-                self.write_frame(out, buf);
+                nat::set_macs(frame, snap.ports[out].mac.into(), mac.into());
+                self.write_frame(out, &buf[..len]);
             }
-            None => self.hold(out, hop, buf),
+            None => self.hold(out, hop, &buf[..len]),
         }
     }
 
