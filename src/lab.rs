@@ -145,6 +145,19 @@ impl Lab {
         })
     }
 
+    /// Gives every real server a second leg on the client segment (10.0.0.3 and up), as in the
+    /// kernel selftest's DR and TUN cases, so replies can go straight to the client.
+    pub fn reals_on_client_segment(&mut self) -> io::Result<()> {
+        for (i, rs) in self.reals.iter().enumerate() {
+            let d = format!("s{i}");
+            veth((rs, "eth1"), (&self.director, &d))?;
+            self.director
+                .ip(&["link", "set", "dev", &d, "master", "bx"])?;
+            rs.add_addr("eth1", &format!("10.0.0.{}/24", 3 + i))?;
+        }
+        Ok(())
+    }
+
     /// Adds `n` more client hosts (10.0.0.10 and up) on the client segment.
     pub fn add_clients(&mut self, n: usize) -> io::Result<()> {
         for _ in 0..n {

@@ -3,7 +3,7 @@
 //! The crate holds the daemon: TAP ports ([`tap`]), the configuration ([`config`]), the
 //! data-path workers ([`worker`]) with their connection tables ([`conn`], [`tcp_state`]),
 //! neighbours and routes ([`neigh`], [`route`]), persistence templates ([`persist`]), the service snapshot ([`service`]), counters
-//! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]) and the network-namespace
+//! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]), the real-server helpers ([`rs`]) and the network-namespace
 //! harness ([`netns`], [`traffic`]) that the demo and the integration tests share. Packet views
 //! and rewrites live in the `modes` crate, schedulers in the `sched` crate.
 
@@ -16,6 +16,7 @@ pub mod neigh;
 pub mod netns;
 pub mod persist;
 pub mod route;
+pub mod rs;
 pub mod service;
 pub mod stats;
 pub mod sys;

@@ -35,6 +35,27 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         requests: u32,
     },
+    /// Configure this host (or network namespace) as an LVS real server for DR or TUN:
+    /// VIP/32 on lo, arp_ignore=1, arp_announce=2, rp_filter=0 (tunl0 for TUN when the kernel
+    /// has ipip; otherwise run `tapvs rs-decap`).
+    RsSetup {
+        /// Forwarding method: dr or tun.
+        #[arg(long)]
+        mode: tapvs::rs::RsMode,
+        /// The virtual IP address.
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        /// Remove the VIP and reset arp_ignore/arp_announce to 0 (rp_filter stays 0).
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Decapsulate IPIP in user space into a TUN device (for kernels without the ipip
+    /// module), until SIGINT or SIGTERM.
+    RsDecap {
+        /// The TUN device to create.
+        #[arg(long, default_value = tapvs::rs::DEFAULT_DECAP_TUN)]
+        tun: String,
+    },
 }
 
 fn init_logging() {
@@ -67,6 +88,25 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { config } => run(&config),
+        Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
+            Ok(actions) => {
+                for a in actions {
+                    println!("rs-setup: {a}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tapvs rs-setup: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::RsDecap { tun } => match tapvs::rs::run_decap(&tun) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tapvs rs-decap: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Demo { requests } => match tapvs::demo::run(requests) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

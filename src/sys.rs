@@ -111,7 +111,7 @@ pub fn is_root() -> bool {
 }
 
 /// A raw `AF_PACKET` socket bound to one interface, for injecting arbitrary Ethernet frames
-/// (tests feed malformed frames to the appliance this way).
+/// (tests feed malformed frames to the appliance this way) and capturing what crosses it.
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
@@ -131,7 +131,50 @@ impl PacketSocket {
         }
         // SAFETY: `fd` was just returned by socket(2) and has no other owner.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        addr.sll_ifindex = ifindex;
+        // SAFETY: `addr` is a valid sockaddr_ll for the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(PacketSocket { fd, ifindex })
+    }
+
+    /// Receives one frame seen on the interface (either direction), waiting at most
+    /// `timeout_ms`; `Ok(None)` on timeout.
+    pub fn recv(&self, buf: &mut [u8], timeout_ms: i32) -> io::Result<Option<usize>> {
+        let mut pfd = [poll_in(self.fd.as_raw_fd())];
+        if poll(&mut pfd, timeout_ms)? == 0 {
+            return Ok(None);
+        }
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(Some(n as usize))
     }
 
     /// Sends one frame as is (it must start with an Ethernet header).

@@ -292,7 +292,8 @@ impl Ctx {
         };
         let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
         let info = &snap.ports[port];
-        let for_us = info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa);
+        let for_us =
+            info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa) || snap.is_lip(tpa);
         let on_link = info.addresses.iter().any(|c| c.contains(spa));
         // Learn the sender when the frame concerns us (a request to us or any reply to us), or
         // refresh an entry we already hold; never from frames for other hosts otherwise.

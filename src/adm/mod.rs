@@ -2,7 +2,7 @@
 //!
 //! Nothing here does I/O: [`cmd`] turns an ipvsadm command line into a typed [`Command`],
 //! [`model`] holds what a listing needs (and can apply commands to it in memory), and
-//! [`format`] renders listings byte for byte as ipvsadm 1.31 does (`-L -n` and its variants,
+//! [`mod@format`] renders listings byte for byte as ipvsadm 1.31 does (`-L -n` and its variants,
 //! `-c`, `--timeout`, `-S`). Errors of both kinds, usage errors found while parsing and runtime
 //! errors reported by the appliance, are one [`AdmError`] whose messages and exit codes are kept
 //! in a single table ([`AdmError::exit_code`] and its `Display`). The behaviour follows the
