@@ -199,6 +199,48 @@ impl Default for NeighbourConfig {
     }
 }
 
+/// The control socket (`tapvsadm`) and IPVS control-plane switches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket path for `tapvsadm`; empty disables it.
+    pub socket: String,
+    /// IPVS `expire_nodest_conn`: end a deleted real server's connections at their next packet
+    /// (default false: they continue until they end or expire).
+    pub expire_nodest_conn: bool,
+}
+
+/// Where tapvsadm finds the daemon unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/tapvs/tapvs.sock";
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: DEFAULT_SOCKET.into(),
+            expire_nodest_conn: false,
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: "127.0.0.1:9273".into(),
+        }
+    }
+}
+
 /// One TAP port: a host interface of the appliance on one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConfig {
@@ -280,6 +322,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Neighbour cache.
     pub neighbour: NeighbourConfig,
+    /// Control socket.
+    pub control: ControlConfig,
+    /// Metrics endpoint (validated address).
+    pub metrics: Option<SocketAddr>,
     /// Ports.
     pub ports: Vec<PortConfig>,
     /// Static routes.
@@ -297,6 +343,10 @@ struct RawConfig {
     timeouts: Timeouts,
     #[serde(default)]
     neighbour: NeighbourConfig,
+    #[serde(default)]
+    control: ControlConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
     #[serde(default)]
     port: Vec<RawPort>,
     #[serde(default)]
@@ -498,6 +548,22 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         ));
     }
 
+    let metrics = if raw.metrics.enabled {
+        Some(raw.metrics.listen.parse::<SocketAddr>().map_err(|_| {
+            err(
+                "metrics.listen".into(),
+                format!("{:?} is not an address:port", raw.metrics.listen),
+            )
+        })?)
+    } else {
+        None
+    };
+    if !raw.control.socket.is_empty() && !raw.control.socket.starts_with('/') {
+        return Err(err(
+            "control.socket".into(),
+            "must be an absolute path (or empty to disable)".into(),
+        ));
+    }
     if raw.port.is_empty() {
         return Err(err(
             "port".into(),
@@ -786,6 +852,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         max_connections,
         timeouts: raw.timeouts,
         neighbour: raw.neighbour,
+        control: raw.control,
+        metrics,
         ports,
         routes,
         services,

@@ -66,8 +66,10 @@ pub struct Conn {
     pub state: State,
     /// Forwarding method.
     pub fwd: Forward,
-    /// Index of the service in the snapshot it was created from (for per-service counters).
+    /// Index of the service in the snapshot it was created from.
     pub svc: u32,
+    /// Stable id of the real server (index of its traffic counters).
+    pub dest_id: u32,
     /// The real server (its counters follow the connection's state).
     pub dest: Arc<Dest>,
     /// The persistence template that chose the real server, if any.
@@ -173,6 +175,8 @@ pub struct NewConn {
     pub fwd: Forward,
     /// Service index.
     pub svc: u32,
+    /// Stable id of the real server.
+    pub dest_id: u32,
     /// The real server.
     pub dest: Arc<Dest>,
     /// The persistence template used, if any (released when the connection ends).
@@ -362,6 +366,7 @@ impl ConnTable {
             state,
             fwd: c.fwd,
             svc: c.svc,
+            dest_id: c.dest_id,
             dest: c.dest,
             template: c.template,
             expires: now + timeout,
@@ -498,6 +503,11 @@ impl ConnTable {
         }
     }
 
+    /// Seconds until connection `c` expires, as of second `now`.
+    pub fn expires_in(c: &Conn, now: u32) -> u32 {
+        c.expires.saturating_sub(now)
+    }
+
     /// Visits every live connection.
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
         self.slots.iter().filter(|c| c.live).for_each(&mut f);
@@ -529,6 +539,7 @@ mod tests {
             dport: 8080,
             fwd,
             svc: 0,
+            dest_id: 0,
             dest: dest.clone(),
             template: None,
             one_packet: false,

@@ -14,10 +14,17 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use crate::adm::ConnEntry;
 use crate::config::Config;
+use crate::control::Table;
+use crate::ctl::{Estimator, ESTIMATOR_INTERVAL};
 use crate::neigh::{NeighCache, NeighEvent, NeighTable};
 use crate::persist::Templates;
 use crate::service::Snapshot;
+use crate::stats::DestCounters;
 use crate::stats::{Counters, Stats};
 use crate::sys::{self, EventFd};
 use crate::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
@@ -61,6 +68,22 @@ pub struct Shared {
     pub published: Vec<Mutex<Counters>>,
     /// Persistence templates, shared by all workers (touched only on connection setup/end).
     pub templates: Templates,
+    /// Per worker: traffic per real server as last published.
+    pub dest_published: Vec<Mutex<Vec<DestCounters>>>,
+    /// Bumped to ask every worker for a dump of its connections.
+    pub dump_gen: AtomicU64,
+    /// Per worker: (generation, connections) of its last dump.
+    pub dumps: Vec<Mutex<(u64, Vec<ConnEntry>)>>,
+    /// Rung by a worker that finished a dump.
+    pub dump_done: EventFd,
+    /// IPVS `expire_nodest_conn`.
+    pub expire_nodest: AtomicBool,
+    /// The live service table (control plane only).
+    pub table: Mutex<Table>,
+    /// `-Z` baselines per real-server id.
+    pub zero_base: Mutex<HashMap<u32, DestCounters>>,
+    /// Rates per real server.
+    pub estimator: Mutex<Estimator>,
     /// Start of daemon time (connection and neighbour clocks count seconds from here).
     pub epoch: Instant,
 }
@@ -84,6 +107,16 @@ pub enum StartError {
     Sys(std::io::Error),
 }
 
+/// The folded counters of all workers, as last published.
+pub fn fold(shared: &Shared) -> Stats {
+    let slots: Vec<Counters> = shared
+        .published
+        .iter()
+        .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    Stats::fold(slots.iter())
+}
+
 /// A running appliance. Dropping it stops it.
 pub struct Daemon {
     shared: Arc<Shared>,
@@ -103,8 +136,24 @@ impl Daemon {
     /// is reading, so traffic can flow as soon as this returns. TAP devices are created in the
     /// calling thread's network namespace.
     pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
-        let snapshot = Snapshot::from_config(cfg).map_err(StartError::Config)?;
+        let (table, snapshot) = Table::from_config(cfg).map_err(StartError::Config)?;
         let workers = cfg.workers;
+        let control_socket = if cfg.control.socket.is_empty() {
+            None
+        } else {
+            let path = std::path::PathBuf::from(&cfg.control.socket);
+            let l = crate::ctl::bind(&path).map_err(|e| {
+                StartError::Config(format!("control socket {}: {e}", path.display()))
+            })?;
+            Some((l, path))
+        };
+        let metrics = match cfg.metrics {
+            None => None,
+            Some(addr) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| StartError::Config(format!("metrics listener {addr}: {e}")))?,
+            ),
+        };
         let mut port_queues: Vec<Vec<Arc<TapQueue>>> = Vec::new();
         for p in &cfg.ports {
             let tap_err = |source| StartError::Tap {
@@ -150,6 +199,14 @@ impl Daemon {
                 .map(|_| Mutex::new(Counters::default()))
                 .collect(),
             templates: Templates::default(),
+            dest_published: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+            dump_gen: AtomicU64::new(0),
+            dumps: (0..workers).map(|_| Mutex::new((0, Vec::new()))).collect(),
+            dump_done: EventFd::new().map_err(StartError::Sys)?,
+            expire_nodest: AtomicBool::new(cfg.control.expire_nodest_conn),
+            table: Mutex::new(table),
+            zero_base: Mutex::new(HashMap::new()),
+            estimator: Mutex::new(Estimator::default()),
             epoch: Instant::now(),
         });
         let per_worker_conns = cfg.max_connections / workers;
@@ -176,18 +233,35 @@ impl Daemon {
                 .spawn(move || control.run())
                 .map_err(StartError::Sys)?,
         );
+        if let Some((listener, path)) = control_socket {
+            let sh = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tapvs-ctl".into())
+                    .spawn(move || crate::ctl::serve(sh, listener, path))
+                    .map_err(StartError::Sys)?,
+            );
+        }
+        if let Some(listener) = metrics {
+            let sh = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tapvs-metrics".into())
+                    .spawn(move || crate::metrics::serve(sh, listener))
+                    .map_err(StartError::Sys)?,
+            );
+        }
         Ok(Daemon { shared, threads })
     }
 
     /// The folded counters of all workers (as of their last publication, at most 100 ms old).
     pub fn stats(&self) -> Stats {
-        let slots: Vec<Counters> = self
-            .shared
-            .published
-            .iter()
-            .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        Stats::fold(slots.iter())
+        fold(&self.shared)
+    }
+
+    /// Executes an ipvsadm command line as the control socket would.
+    pub fn execute(&self, args: &[String], stdin: &str) -> crate::ctl::Response {
+        crate::ctl::execute(&self.shared, args, stdin)
     }
 
     /// The current service snapshot.
@@ -240,6 +314,7 @@ impl Control {
         ))];
         let mut last_snapshot = None;
         let mut last_sweep = u32::MAX;
+        let mut last_sample = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.shared.epoch.elapsed().as_secs() as u32;
             let snap = self.shared.snapshot.load_full();
@@ -261,6 +336,16 @@ impl Control {
             if now != last_sweep {
                 self.shared.templates.sweep(now);
                 last_sweep = now;
+            }
+            let since = last_sample.elapsed();
+            if since >= ESTIMATOR_INTERVAL {
+                let totals = crate::ctl::dest_totals(&self.shared);
+                self.shared
+                    .estimator
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sample(&totals, since.as_secs_f64());
+                last_sample = Instant::now();
             }
             probes.clear();
             self.cache.tick(now, &mut probes);

@@ -41,11 +41,18 @@ pub fn vip(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(VIP, port))
 }
 
-/// The port sections of the lab's config; services are appended by the caller.
+/// The port sections of the lab's config, with a control socket of its own; services are
+/// appended by the caller.
 pub fn base_config(workers: usize) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = std::env::temp_dir().join(format!("tapvs-lab-{}-{n}.sock", std::process::id()));
     format!(
         r#"workers = {workers}
 max_connections = 100000
+
+[control]
+socket = "{socket}"
 
 [[port]]
 name = "ext"
@@ -60,7 +67,8 @@ tap = "ti"
 mac = "{INT_MAC}"
 addresses = ["{INT_ADDR}/24"]
 bridge = "bi"
-"#
+"#,
+        socket = socket.display()
     )
 }
 
@@ -90,6 +98,7 @@ pub struct Lab {
     pub reals: Vec<Netns>,
     /// More clients on the client segment (see [`Lab::add_clients`]).
     pub clients: Vec<Netns>,
+    socket: String,
 }
 
 /// Address of extra client `i` (0-based; the main client is 10.0.0.2).
@@ -142,6 +151,7 @@ impl Lab {
             director,
             reals,
             clients: Vec::new(),
+            socket: String::new(),
         })
     }
 
@@ -186,7 +196,13 @@ impl Lab {
             .try_run(move || Daemon::start(&c))?
             .map_err(|e| io::Error::other(e.to_string()))?;
         self.daemon = Some(d);
+        self.socket = cfg.control.socket.clone();
         Ok(cfg)
+    }
+
+    /// The control socket of the running daemon (for `tapvsadm --socket`).
+    pub fn socket(&self) -> String {
+        self.socket.clone()
     }
 
     /// The running in-process daemon.

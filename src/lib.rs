@@ -3,15 +3,20 @@
 //! The crate holds the daemon: TAP ports ([`tap`]), the configuration ([`config`]), the
 //! data-path workers ([`worker`]) with their connection tables ([`conn`], [`tcp_state`]),
 //! neighbours and routes ([`neigh`], [`route`]), persistence templates ([`persist`]), the service snapshot ([`service`]), counters
-//! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]), the real-server helpers ([`rs`]) and the network-namespace
+//! ([`stats`]), the running daemon ([`daemon`]), the demo ([`demo`]), the real-server helpers ([`rs`]), the live service table and
+//! its control socket ([`control`], [`ctl`], [`adm`]), the Prometheus endpoint ([`metrics`]) and the network-namespace
 //! harness ([`netns`], [`traffic`]) that the demo and the integration tests share. Packet views
 //! and rewrites live in the `modes` crate, schedulers in the `sched` crate.
 
+pub mod adm;
 pub mod config;
 pub mod conn;
+pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod lab;
+pub mod metrics;
 pub mod neigh;
 pub mod netns;
 pub mod persist;

@@ -21,6 +21,9 @@ enum Cmd {
         /// The configuration file.
         #[arg(short, long, env = "TAPVS_CONFIG")]
         config: PathBuf,
+        /// Control socket for tapvsadm (overrides `[control] socket`).
+        #[arg(long, env = "TAPVS_SOCKET")]
+        socket: Option<String>,
     },
     /// Validate a configuration file and exit.
     Check {
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Run { config } => run(&config),
+        Cmd::Run { config, socket } => run(&config, socket),
         Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
             Ok(actions) => {
                 for a in actions {
@@ -117,14 +120,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    let cfg = match tapvs::config::load(path) {
+fn run(path: &std::path::Path, socket: Option<String>) -> ExitCode {
+    let mut cfg = match tapvs::config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tapvs: config error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(s) = socket {
+        cfg.control.socket = s;
+    }
     // Block termination signals before any thread exists so every thread inherits the mask
     // and the main thread can take them with sigwait.
     tapvs::sys::block_termination_signals();

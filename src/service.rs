@@ -53,10 +53,14 @@ pub struct Service {
     pub vport: u16,
     /// Real servers as the scheduler sees them.
     pub dests: Vec<Arc<Dest>>,
+    /// Stable id of each real server (same order as `dests`): the index of its traffic
+    /// counters in every worker.
+    pub dest_ids: Vec<u32>,
     /// Forwarding method of each real server (same order as `dests`).
     pub forward: Vec<Forward>,
-    /// The scheduler built for `dests`.
-    pub sched: Box<dyn Scheduler>,
+    /// The scheduler built for `dests` (shared with the control plane, which rebuilds the
+    /// next one from it so state such as the rr position carries over).
+    pub sched: Arc<dyn Scheduler>,
     /// Persistence timeout (`-p`), if persistent.
     pub persistent: Option<u32>,
     /// Persistence netmask (`-M`) as a host-order mask.
@@ -93,10 +97,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the first snapshot from a validated config.
-    pub fn from_config(cfg: &Config) -> Result<Snapshot, String> {
-        let ports: Vec<PortInfo> = cfg
-            .ports
+    /// The ports of a config, as the data path sees them.
+    pub fn ports_of(cfg: &Config) -> Vec<PortInfo> {
+        cfg.ports
             .iter()
             .map(|p| PortInfo {
                 name: p.name.clone(),
@@ -104,40 +107,11 @@ impl Snapshot {
                 addresses: p.addresses.clone(),
                 mtu: p.mtu.unwrap_or(1500),
             })
-            .collect();
-        let router = Router::new(&cfg.ports, &cfg.routes);
-        let mut services = Vec::new();
-        for s in &cfg.services {
-            let dests: Vec<Arc<Dest>> = s
-                .reals
-                .iter()
-                .map(|r| {
-                    let d = Dest::new(IpAddr::V4(*r.addr.ip()), r.addr.port(), r.weight);
-                    d.set_thresholds(r.u_threshold, r.l_threshold);
-                    Arc::new(d)
-                })
-                .collect();
-            let sched = sched::build(&s.scheduler, &dests)
-                .map_err(|e| format!("service {}: {e}", s.vip))?;
-            services.push(Service {
-                proto: s.proto,
-                vip: *s.vip.ip(),
-                vport: s.vip.port(),
-                forward: s.reals.iter().map(|r| r.forward).collect(),
-                dests,
-                sched,
-                persistent: s.persistent,
-                netmask: u32::from(s.netmask),
-                ops: s.ops,
-                local_addresses: s.local_addresses.clone().into(),
-                toa: s.toa,
-                toa_on_syn: s.toa_on_syn,
-            });
-        }
-        Ok(Snapshot::assemble(ports, router, services))
+            .collect()
     }
 
-    fn assemble(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
+    /// Assembles a snapshot and its lookup indexes.
+    pub fn new(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
         let mut index = HashMap::with_hasher(foldhash::fast::RandomState::default());
         let mut vips = HashSet::with_hasher(foldhash::fast::RandomState::default());
         let mut lips = HashSet::with_hasher(foldhash::fast::RandomState::default());
@@ -161,6 +135,16 @@ impl Snapshot {
             local,
             lips,
         }
+    }
+
+    /// One more than the largest real-server id (sizes the workers' counter arrays).
+    pub fn dest_id_bound(&self) -> u32 {
+        self.services
+            .iter()
+            .flat_map(|s| s.dest_ids.iter())
+            .map(|&i| i + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).

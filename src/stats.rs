@@ -46,6 +46,8 @@ pub enum Drop {
     /// TUN: the encapsulated packet would exceed the MTU (DF set: answered with ICMP
     /// fragmentation needed).
     FragNeeded,
+    /// A packet of a connection whose real server was deleted (`expire_nodest_conn`).
+    DestRemoved,
     /// A packet from a VIP reached the director: a DR/TUN real server's reply that should have
     /// gone straight to the client.
     VipSourced,
@@ -53,7 +55,7 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 17] = [
+    pub const ALL: [Drop; 18] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -70,6 +72,7 @@ impl Drop {
         Drop::TxError,
         Drop::NoLocalPort,
         Drop::FragNeeded,
+        Drop::DestRemoved,
         Drop::VipSourced,
     ];
 
@@ -92,6 +95,7 @@ impl Drop {
             Drop::TxError => "tx_error",
             Drop::NoLocalPort => "no_local_port",
             Drop::FragNeeded => "frag_needed",
+            Drop::DestRemoved => "dest_removed",
             Drop::VipSourced => "vip_sourced",
         }
     }
@@ -211,6 +215,43 @@ impl Counters {
         }
         self.conns_created += o.conns_created;
         self.conns_expired += o.conns_expired;
+    }
+}
+
+/// Traffic of one real server as counted by one worker (IPVS's per-dest stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DestCounters {
+    /// Connections scheduled to it.
+    pub conns: u64,
+    /// Packets client to server.
+    pub in_pkts: u64,
+    /// Packets server to client (NAT/FullNAT replies).
+    pub out_pkts: u64,
+    /// IP bytes client to server.
+    pub in_bytes: u64,
+    /// IP bytes server to client.
+    pub out_bytes: u64,
+}
+
+impl DestCounters {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &DestCounters) {
+        self.conns += o.conns;
+        self.in_pkts += o.in_pkts;
+        self.out_pkts += o.out_pkts;
+        self.in_bytes += o.in_bytes;
+        self.out_bytes += o.out_bytes;
+    }
+
+    /// `self - o`, saturating (for zeroed counters).
+    pub fn since(&self, o: &DestCounters) -> DestCounters {
+        DestCounters {
+            conns: self.conns.saturating_sub(o.conns),
+            in_pkts: self.in_pkts.saturating_sub(o.in_pkts),
+            out_pkts: self.out_pkts.saturating_sub(o.out_pkts),
+            in_bytes: self.in_bytes.saturating_sub(o.in_bytes),
+            out_bytes: self.out_bytes.saturating_sub(o.out_bytes),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use crate::daemon::{Redirect, Shared};
 use crate::neigh::{NeighEvent, NeighTable};
 use crate::persist::TemplateKey;
 use crate::service::Snapshot;
-use crate::stats::{Counters, Drop};
+use crate::stats::{Counters, DestCounters, Drop};
 use crate::sys;
 use crate::tap::{TapQueue, MAX_FRAME, VNET_HDR_LEN};
 use crate::tcp_state::{flags, Dir, State};
@@ -77,6 +77,8 @@ struct Ctx {
     shared: Arc<Shared>,
     table: ConnTable,
     c: Counters,
+    /// Traffic per real server, indexed by its stable id.
+    dstats: Vec<DestCounters>,
     tx: Box<[u8]>,
     /// TUN: one segment of a GSO super-frame.
     seg: Box<[u8]>,
@@ -112,6 +114,7 @@ impl Worker {
                 queues,
                 table: ConnTable::for_worker(max_conns, timeouts, id, workers),
                 c: Counters::default(),
+                dstats: Vec::new(),
                 tx: vec![0u8; 2048].into_boxed_slice(),
                 seg: vec![0u8; MAX_FRAME].into_boxed_slice(),
                 enc: vec![0u8; MAX_FRAME].into_boxed_slice(),
@@ -142,6 +145,8 @@ impl Worker {
         let mut idle = false;
         let mut last_publish = Instant::now();
         let mut last_timeouts = ctx.shared.timeouts.load_full();
+        let mut last_snap: Option<Arc<Snapshot>> = None;
+        let mut last_dump = 0u64;
         while !ctx.shared.stop.load(Ordering::Relaxed) {
             if idle {
                 let timeout = if ctx.pending.is_empty() { 100 } else { 10 };
@@ -152,6 +157,19 @@ impl Worker {
             ctx.now = instant.duration_since(ctx.epoch).as_secs() as u32;
             let snap = ctx.shared.snapshot.load_full();
             let neigh = ctx.shared.neigh.load_full();
+            if last_snap.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &snap)) {
+                // Only on a configuration change: room for the counters of new real servers.
+                let bound = snap.dest_id_bound() as usize;
+                if ctx.dstats.len() < bound {
+                    ctx.dstats.resize(bound, DestCounters::default());
+                }
+                last_snap = Some(snap.clone());
+            }
+            let dump = ctx.shared.dump_gen.load(Ordering::Acquire);
+            if dump != last_dump {
+                ctx.dump(dump);
+                last_dump = dump;
+            }
             let mut work = 0usize;
 
             while let Some(mut r) = ctx.shared.redirect[ctx.id].pop() {
@@ -201,6 +219,31 @@ impl Worker {
 }
 
 impl Ctx {
+    /// Writes this worker's connections for `tapvsadm -L -c` (on request only).
+    fn dump(&mut self, gen: u64) {
+        let now = self.now;
+        let mut out = Vec::with_capacity(self.table.len());
+        self.table.for_each(|c| {
+            let proto = if c.proto == 17 {
+                crate::adm::Protocol::Udp
+            } else {
+                crate::adm::Protocol::Tcp
+            };
+            out.push(crate::adm::ConnEntry {
+                proto,
+                expire_secs: ConnTable::expires_in(c, now),
+                state: c.state.name().to_string(),
+                client: std::net::SocketAddrV4::new(c.caddr, c.cport),
+                vip: std::net::SocketAddrV4::new(c.vaddr, c.vport),
+                dest: std::net::SocketAddrV4::new(c.daddr, c.dport),
+            });
+        });
+        if let Ok(mut slot) = self.shared.dumps[self.id].lock() {
+            *slot = (gen, out);
+        }
+        self.shared.dump_done.notify();
+    }
+
     fn publish(&mut self) {
         let counts = self.table.counts();
         self.c.conn_states = counts.per_state;
@@ -208,6 +251,9 @@ impl Ctx {
         self.c.conns_expired = counts.expired;
         if let Ok(mut slot) = self.shared.published[self.id].lock() {
             *slot = self.c;
+        }
+        if let Ok(mut slot) = self.shared.dest_published[self.id].lock() {
+            slot.clone_from(&self.dstats);
         }
     }
 
@@ -369,6 +415,19 @@ impl Ctx {
         }
     }
 
+    /// With `expire_nodest_conn`, ends a connection whose real server was deleted, at its next
+    /// packet (which is dropped). Returns whether it did.
+    fn dest_gone(&mut self, slot: u32) -> bool {
+        if self.table.get(slot).dest.is_available()
+            || !self.shared.expire_nodest.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        self.table.remove(slot);
+        self.c.drop(Drop::DestRemoved);
+        true
+    }
+
     /// Refuses a TCP segment with a RST, a UDP datagram with ICMP port unreachable.
     fn refuse(
         &mut self,
@@ -491,8 +550,15 @@ impl Ctx {
                 }
             }
         };
+        if self.dest_gone(slot) {
+            return;
+        }
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let (daddr, dport, fwd, local, toa_done) = (c.daddr, c.dport, c.fwd, c.local, c.toa_done);
+        if let Some(d) = self.dstats.get_mut(c.dest_id as usize) {
+            d.in_pkts += 1;
+            d.in_bytes += u64::from(pkt.ip_total_len);
+        }
         let mut len = len;
         match fwd {
             Forward::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..len], pkt, csum, daddr, dport),
@@ -597,6 +663,7 @@ impl Ctx {
             },
             fwd,
             svc: svc_idx,
+            dest_id: svc.dest_ids[i],
             dest: dest.clone(),
             template,
             one_packet: svc.ops,
@@ -606,8 +673,14 @@ impl Ctx {
             Forward::Nat | Forward::FullNat => Dir::Input,
             Forward::Dr | Forward::Tun => Dir::InputOnly,
         };
+        let dest_id = svc.dest_ids[i] as usize;
         match self.table.insert(nc, self.now) {
-            Ok(s) => Some((s, dir)),
+            Ok(s) => {
+                if let Some(d) = self.dstats.get_mut(dest_id) {
+                    d.conns += 1;
+                }
+                Some((s, dir))
+            }
             Err(InsertError::Full) => {
                 self.c.drop(Drop::ConnTableFull);
                 None
@@ -838,10 +911,17 @@ impl Ctx {
         if fd.dir != Dir::Output {
             return self.c.drop(Drop::NoConnection);
         }
+        if self.dest_gone(fd.slot) {
+            return;
+        }
         let c = self
             .table
             .on_packet(fd.slot, fd.dir, pkt.tcp_flags, self.now);
         let (vaddr, vport, caddr, cport, fwd) = (c.vaddr, c.vport, c.caddr, c.cport, c.fwd);
+        if let Some(d) = self.dstats.get_mut(c.dest_id as usize) {
+            d.out_pkts += 1;
+            d.out_bytes += u64::from(pkt.ip_total_len);
+        }
         let frame = &mut buf[VNET_HDR_LEN..len];
         if fwd == Forward::FullNat {
             modes::fullnat::fnat_out(frame, pkt, csum, vaddr, vport, caddr, cport);

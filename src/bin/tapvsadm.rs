@@ -1,0 +1,104 @@
+//! `tapvsadm`: the ipvsadm-compatible administration command. It parses the command line with
+//! ipvsadm's syntax (usage errors are reported here, without contacting the daemon), sends it
+//! to the running `tapvs` over its control socket (`--socket PATH`, `TAPVS_SOCKET`, or
+//! `/run/tapvs/tapvs.sock`), and prints the daemon's answer with its exit status.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tapvs::adm::{self, AdmError, Command};
+use tapvs::ctl::{Request, Response};
+
+/// Splits `--socket PATH` / `--socket=PATH` out of the arguments.
+fn socket_arg(args: &mut Vec<String>) -> Result<Option<String>, String> {
+    let mut i = 0;
+    while i < args.len() {
+        if let Some(p) = args[i].strip_prefix("--socket=") {
+            let p = p.to_string();
+            args.remove(i);
+            return Ok(Some(p));
+        }
+        if args[i] == "--socket" {
+            if i + 1 >= args.len() {
+                return Err("--socket: missing argument".into());
+            }
+            let p = args.remove(i + 1);
+            args.remove(i);
+            return Ok(Some(p));
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let socket = match socket_arg(&mut args) {
+        Ok(s) => s
+            .or_else(|| std::env::var("TAPVS_SOCKET").ok())
+            .unwrap_or_else(|| tapvs::config::DEFAULT_SOCKET.to_string()),
+        Err(e) => {
+            eprintln!("{e}");
+            return exit(adm::EXIT_USAGE);
+        }
+    };
+    // Usage errors never reach the daemon, so they change nothing.
+    let cmd = match adm::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit(e.exit_code());
+        }
+    };
+    match cmd {
+        Command::Help => {
+            print!("{}", adm::format::usage());
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            print!("{}", adm::format::version(env!("CARGO_PKG_VERSION")));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let mut stdin = String::new();
+    if matches!(cmd, Command::Restore) {
+        if let Err(e) = std::io::stdin().read_to_string(&mut stdin) {
+            eprintln!("tapvsadm: reading standard input: {e}");
+            return exit(adm::EXIT_RUNTIME);
+        }
+    }
+    let resp = match call(&socket, &Request { args, stdin }) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("{}", AdmError::PermissionDenied);
+            return exit(adm::EXIT_RUNTIME);
+        }
+        Err(e) => {
+            eprintln!("tapvsadm: cannot talk to tapvs at {socket}: {e}");
+            eprintln!("Is the tapvs daemon running? (tapvs run --config FILE)");
+            return exit(adm::EXIT_RUNTIME);
+        }
+    };
+    print!("{}", resp.stdout);
+    eprint!("{}", resp.stderr);
+    let _ = std::io::stdout().flush();
+    exit(resp.code)
+}
+
+fn call(socket: &str, req: &Request) -> std::io::Result<Response> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer)?;
+    serde_json::from_str(&answer).map_err(std::io::Error::other)
+}

@@ -1,0 +1,389 @@
+//! The live virtual-service table: the configuration as ipvsadm sees it ([`adm::Listing`]),
+//! changed by ipvsadm commands with IPVS semantics, and turned into the immutable snapshots the
+//! workers read.
+//!
+//! Every command is applied to a copy; the copy becomes current only when a snapshot can be
+//! built from it (scheduler names and flags valid), so a failed command changes nothing. Real
+//! servers keep their [`Dest`] object (weight, counters, overload flag) and their stable id
+//! across edits of their own or other entries; a removed real server's `Dest` is marked
+//! unavailable, and its connections go on (IPVS `expire_nodest_conn=0`) or end at their next
+//! packet (`=1`). A service whose scheduler and flags are unchanged keeps its scheduler's state
+//! through `Scheduler::rebuild`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use sched::{Dest, SchedSpec, Scheduler};
+
+use crate::adm::{self, AdmError, Command, Listing};
+use crate::config::{Config, Forward, Proto};
+use crate::route::Router;
+use crate::service::{PortInfo, Service, Snapshot};
+
+/// Service identity: protocol, address and port.
+type SvcKey = (adm::Protocol, SocketAddrV4);
+
+/// Settings the config file can give a service that ipvsadm has no option for.
+#[derive(Debug, Clone, Default)]
+struct Extras {
+    local_addresses: Vec<Ipv4Addr>,
+    toa: bool,
+    toa_on_syn: bool,
+    mh_table_size: Option<u32>,
+}
+
+struct LiveDest {
+    id: u32,
+    dest: Arc<Dest>,
+}
+
+struct LiveSched {
+    spec: SchedSpec,
+    sched: Arc<dyn Scheduler>,
+}
+
+/// The live table.
+pub struct Table {
+    listing: Listing,
+    extras: HashMap<SvcKey, Extras>,
+    dests: HashMap<(SvcKey, SocketAddrV4), LiveDest>,
+    scheds: HashMap<SvcKey, LiveSched>,
+    next_id: u32,
+    ports: Vec<PortInfo>,
+    router: Router,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("services", &self.listing.services.len())
+            .finish()
+    }
+}
+
+fn adm_proto(p: Proto) -> adm::Protocol {
+    match p {
+        Proto::Tcp => adm::Protocol::Tcp,
+        Proto::Udp => adm::Protocol::Udp,
+    }
+}
+
+fn adm_forward(f: Forward) -> adm::Forward {
+    match f {
+        Forward::Nat => adm::Forward::Masq,
+        Forward::Dr => adm::Forward::Route,
+        Forward::Tun => adm::Forward::Tunnel,
+        Forward::FullNat => adm::Forward::FullNat,
+    }
+}
+
+fn forward_of(f: adm::Forward) -> Forward {
+    match f {
+        adm::Forward::Masq => Forward::Nat,
+        adm::Forward::Route | adm::Forward::Local => Forward::Dr,
+        adm::Forward::Tunnel => Forward::Tun,
+        adm::Forward::FullNat => Forward::FullNat,
+    }
+}
+
+impl Table {
+    /// The table described by a validated config, and its first snapshot.
+    pub fn from_config(cfg: &Config) -> Result<(Table, Snapshot), String> {
+        let mut listing = Listing {
+            conn_table_size: cfg.max_connections.min(u32::MAX as usize) as u32,
+            timeouts: (cfg.timeouts.tcp, cfg.timeouts.tcp_fin, cfg.timeouts.udp),
+            ..Listing::default()
+        };
+        let mut extras = HashMap::new();
+        for s in &cfg.services {
+            let proto = adm_proto(s.proto);
+            extras.insert(
+                (proto, s.vip),
+                Extras {
+                    local_addresses: s.local_addresses.clone(),
+                    toa: s.toa,
+                    toa_on_syn: s.toa_on_syn,
+                    mh_table_size: s.scheduler.mh_table_size,
+                },
+            );
+            listing.services.push(adm::ServiceEntry {
+                proto,
+                addr: *s.vip.ip(),
+                port: s.vip.port(),
+                sched: s.scheduler.name.clone(),
+                flags: s.scheduler.flags.clone(),
+                persistent: s.persistent,
+                netmask: (s.netmask != Ipv4Addr::BROADCAST).then_some(s.netmask),
+                ops: s.ops,
+                stats: adm::Stats::default(),
+                rate: adm::Rate::default(),
+                dests: s
+                    .reals
+                    .iter()
+                    .map(|r| adm::DestEntry {
+                        addr: *r.addr.ip(),
+                        port: r.addr.port(),
+                        forward: adm_forward(r.forward),
+                        weight: r.weight,
+                        active: 0,
+                        inactive: 0,
+                        persist: 0,
+                        u_threshold: r.u_threshold,
+                        l_threshold: r.l_threshold,
+                        stats: adm::Stats::default(),
+                        rate: adm::Rate::default(),
+                    })
+                    .collect(),
+            });
+        }
+        let mut t = Table {
+            listing,
+            extras,
+            dests: HashMap::new(),
+            scheds: HashMap::new(),
+            next_id: 0,
+            ports: Snapshot::ports_of(cfg),
+            router: Router::new(&cfg.ports, &cfg.routes),
+        };
+        let snap = t.rebuild(&t.listing.clone()).map_err(|e| e.to_string())?;
+        Ok((t, snap))
+    }
+
+    /// The configuration as ipvsadm sees it (counters not filled in).
+    pub fn listing(&self) -> &Listing {
+        &self.listing
+    }
+
+    /// The real server id of `dest` in `service`, if present.
+    pub fn dest_id(&self, service: SvcKey, dest: SocketAddrV4) -> Option<u32> {
+        self.dests.get(&(service, dest)).map(|d| d.id)
+    }
+
+    /// The `Dest` of a real server, if present.
+    pub fn dest(&self, service: SvcKey, dest: SocketAddrV4) -> Option<&Arc<Dest>> {
+        self.dests.get(&(service, dest)).map(|d| &d.dest)
+    }
+
+    /// Applies a configuration command. Returns the new snapshot to publish when the
+    /// services changed, `None` for commands that change no service (timeouts are applied
+    /// by the caller). On error nothing changed.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Option<Snapshot>, AdmError> {
+        let mut next = self.listing.clone();
+        next.apply(cmd)?;
+        if let Command::SetTimeouts { .. } = cmd {
+            self.listing = next;
+            return Ok(None);
+        }
+        let snap = self.rebuild(&next)?;
+        self.listing = next;
+        Ok(Some(snap))
+    }
+
+    /// Builds the snapshot for `listing`, updating the live dests and schedulers. Fails, with
+    /// nothing changed, when a scheduler cannot be built.
+    fn rebuild(&mut self, listing: &Listing) -> Result<Snapshot, AdmError> {
+        // First build every scheduler spec, so a bad one fails before anything changes.
+        let mut specs = Vec::new();
+        for s in &listing.services {
+            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+            let mut spec = SchedSpec::new(s.sched.clone());
+            spec.flags = s.flags.clone();
+            spec.mh_table_size = self.extras.get(&key).and_then(|e| e.mh_table_size);
+            sched::build(&spec, &[]).map_err(|e| match e {
+                sched::SchedError::UnknownScheduler(_) => AdmError::SchedulerNotFound,
+                other => AdmError::Other(other.to_string()),
+            })?;
+            specs.push((key, spec));
+        }
+        let mut seen = HashMap::new();
+        let mut services = Vec::new();
+        for (s, (key, spec)) in listing.services.iter().zip(specs) {
+            let mut dests = Vec::new();
+            let mut ids = Vec::new();
+            let mut forward = Vec::new();
+            for d in &s.dests {
+                let daddr = SocketAddrV4::new(d.addr, d.port);
+                let live = self.dests.entry((key, daddr)).or_insert_with(|| {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    LiveDest {
+                        id,
+                        dest: Arc::new(Dest::new(IpAddr::V4(d.addr), d.port, d.weight)),
+                    }
+                });
+                live.dest.set_weight(d.weight);
+                live.dest.set_thresholds(d.u_threshold, d.l_threshold);
+                live.dest.set_available(true);
+                seen.insert((key, daddr), ());
+                dests.push(live.dest.clone());
+                ids.push(live.id);
+                forward.push(forward_of(d.forward));
+            }
+            let sched: Arc<dyn Scheduler> = match self.scheds.get(&key) {
+                Some(l) if l.spec == spec => l.sched.rebuild(&dests).into(),
+                _ => sched::build(&spec, &dests)
+                    .map_err(|e| AdmError::Other(e.to_string()))?
+                    .into(),
+            };
+            self.scheds.insert(
+                key,
+                LiveSched {
+                    spec,
+                    sched: sched.clone(),
+                },
+            );
+            let extras = self.extras.get(&key).cloned().unwrap_or(Extras {
+                toa: true,
+                ..Extras::default()
+            });
+            services.push(Service {
+                proto: match s.proto {
+                    adm::Protocol::Tcp => Proto::Tcp,
+                    adm::Protocol::Udp => Proto::Udp,
+                },
+                vip: s.addr,
+                vport: s.port,
+                dests,
+                dest_ids: ids,
+                forward,
+                sched,
+                persistent: s.persistent,
+                netmask: u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST)),
+                ops: s.ops,
+                local_addresses: extras.local_addresses.clone().into(),
+                toa: extras.toa,
+                toa_on_syn: extras.toa_on_syn,
+            });
+        }
+        // Real servers that left: unavailable (templates stop pointing at them; their
+        // connections follow expire_nodest_conn).
+        self.dests.retain(|k, d| {
+            let keep = seen.contains_key(k);
+            if !keep {
+                d.dest.set_available(false);
+            }
+            keep
+        });
+        let live: Vec<SvcKey> = listing
+            .services
+            .iter()
+            .map(|s| (s.proto, SocketAddrV4::new(s.addr, s.port)))
+            .collect();
+        self.scheds.retain(|k, _| live.contains(k));
+        Ok(Snapshot::new(
+            self.ports.clone(),
+            self.router.clone(),
+            services,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn table() -> Table {
+        let cfg = crate::config::parse(
+            r#"
+[[port]]
+name = "int"
+tap = "t0"
+addresses = ["172.16.0.1/24"]
+
+[[service]]
+protocol = "tcp"
+address = "192.0.2.1:80"
+scheduler = "rr"
+
+[[service.real]]
+address = "172.16.0.2:80"
+
+[[service.real]]
+address = "172.16.0.3:80"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        Table::from_config(&cfg).unwrap().0
+    }
+
+    fn cmd(line: &str) -> Command {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        adm::parse(&args).unwrap()
+    }
+
+    const SVC: (adm::Protocol, SocketAddrV4) = (
+        adm::Protocol::Tcp,
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80),
+    );
+
+    #[test]
+    fn edits_keep_dest_objects_and_ids() {
+        let mut t = table();
+        let rs2: SocketAddrV4 = "172.16.0.3:80".parse().unwrap();
+        let d = t.dest(SVC, rs2).unwrap().clone();
+        d.bind(true);
+        let id = t.dest_id(SVC, rs2).unwrap();
+        let snap = t
+            .apply(&cmd("-e -t 192.0.2.1:80 -r 172.16.0.3:80 -m -w 0"))
+            .unwrap()
+            .unwrap();
+        let same = t.dest(SVC, rs2).unwrap();
+        assert!(Arc::ptr_eq(&d, same), "the Dest survives the edit");
+        assert_eq!(same.weight(), 0);
+        assert_eq!(same.active_conns(), 1, "counters kept");
+        assert_eq!(t.dest_id(SVC, rs2), Some(id));
+        assert_eq!(snap.services[0].dests.len(), 2);
+        // Adding another server does not disturb the others' ids.
+        t.apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.4:80 -m"))
+            .unwrap();
+        assert_eq!(t.dest_id(SVC, rs2), Some(id));
+        assert_eq!(t.dest_id(SVC, "172.16.0.4:80".parse().unwrap()), Some(2));
+    }
+
+    #[test]
+    fn deleted_dest_becomes_unavailable() {
+        let mut t = table();
+        let rs1: SocketAddrV4 = "172.16.0.2:80".parse().unwrap();
+        let d = t.dest(SVC, rs1).unwrap().clone();
+        let snap = t
+            .apply(&cmd("-d -t 192.0.2.1:80 -r 172.16.0.2:80"))
+            .unwrap()
+            .unwrap();
+        assert!(!d.is_available());
+        assert_eq!(snap.services[0].dests.len(), 1);
+        assert!(t.dest(SVC, rs1).is_none());
+    }
+
+    #[test]
+    fn failed_commands_change_nothing() {
+        let mut t = table();
+        let before = format!("{:?}", t.listing());
+        assert!(matches!(
+            t.apply(&cmd("-A -t 192.0.2.1:80 -s rr")),
+            Err(AdmError::ServiceExists)
+        ));
+        assert!(matches!(
+            t.apply(&cmd("-E -t 192.0.2.1:80 -s nosuch")),
+            Err(AdmError::SchedulerNotFound)
+        ));
+        assert!(matches!(
+            t.apply(&cmd("-d -t 192.0.2.1:80 -r 172.16.0.9:80")),
+            Err(AdmError::NoSuchDest)
+        ));
+        assert_eq!(format!("{:?}", t.listing()), before);
+    }
+
+    #[test]
+    fn services_come_and_go() {
+        let mut t = table();
+        let snap = t.apply(&cmd("-A -u 192.0.2.1:53 -s wrr")).unwrap().unwrap();
+        assert_eq!(snap.services.len(), 2);
+        assert!(snap.service(17, Ipv4Addr::new(192, 0, 2, 1), 53).is_some());
+        let snap = t.apply(&cmd("-C")).unwrap().unwrap();
+        assert!(snap.services.is_empty());
+        assert!(!snap.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+}
