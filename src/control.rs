@@ -196,6 +196,21 @@ impl Table {
             })?;
             specs.push((key, spec));
         }
+        for s in &listing.services {
+            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+            let lips = self
+                .extras
+                .get(&key)
+                .is_some_and(|e| !e.local_addresses.is_empty());
+            if !lips && s.dests.iter().any(|d| d.forward == adm::Forward::FullNat) {
+                return Err(AdmError::Other(format!(
+                    "FullNAT needs local addresses: set `local_addresses` for {} {}:{} in the config",
+                    s.proto.name(),
+                    s.addr,
+                    s.port
+                )));
+            }
+        }
         let mut seen = HashMap::new();
         let mut services = Vec::new();
         for (s, (key, spec)) in listing.services.iter().zip(specs) {
@@ -374,6 +389,16 @@ address = "172.16.0.3:80"
             Err(AdmError::NoSuchDest)
         ));
         assert_eq!(format!("{:?}", t.listing()), before);
+    }
+
+    #[test]
+    fn fullnat_needs_local_addresses() {
+        let mut t = table();
+        let e = t
+            .apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.9:80 -b"))
+            .unwrap_err();
+        assert!(e.to_string().contains("local_addresses"), "{e}");
+        assert!(t.dest(SVC, "172.16.0.9:80".parse().unwrap()).is_none());
     }
 
     #[test]

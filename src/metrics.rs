@@ -43,6 +43,17 @@ fn record(shared: &Shared, stats: &Stats) {
         let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
         let sl = [("protocol", proto.clone()), ("service", svc.clone())];
         counter!("tapvs_service_connections_total", &sl).absolute(s.stats.conns);
+        let sdir = |d: &'static str| {
+            [
+                ("protocol", proto.clone()),
+                ("service", svc.clone()),
+                ("direction", d.to_string()),
+            ]
+        };
+        counter!("tapvs_service_packets_total", &sdir("in")).absolute(s.stats.inpkts);
+        counter!("tapvs_service_packets_total", &sdir("out")).absolute(s.stats.outpkts);
+        counter!("tapvs_service_bytes_total", &sdir("in")).absolute(s.stats.inbytes);
+        counter!("tapvs_service_bytes_total", &sdir("out")).absolute(s.stats.outbytes);
         for d in &s.dests {
             let real = format!("{}:{}", d.addr, d.port);
             let l = [

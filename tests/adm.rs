@@ -195,7 +195,7 @@ fn tapvsadm_drives_the_daemon() {
     ok(&lab, &format!("-e -t {vip}:80 -r {rs1}:80 -m -w 0"));
     ok(&lab, &format!("-a -t {vip}:80 -r {rs3}:80 -m -w 2"));
     ok(&lab, &format!("-d -t {vip}:80 -r {rs2}:80"));
-    ok(&lab, &format!("-D -u {vip}:53"));
+    assert!(ok(&lab, "-L -n").contains("UDP"));
     let list = ok(&lab, "-L -n");
     assert!(
         list.contains(&format!("TCP  {vip}:80 wlc persistent 60")),
@@ -209,10 +209,53 @@ fn tapvsadm_drives_the_daemon() {
         list.contains(&format!("  -> {:<28} Masq    2 ", format!("{rs3}:80"))),
         "{list}"
     );
-    assert!(
-        !list.contains(&format!("{rs2}:80")) && !list.contains("UDP"),
-        "{list}"
+    assert!(!list.contains(&format!("{rs2}:80")), "{list}");
+    // The other forwarding methods, persistence netmask, thresholds, -l, --sort, fwmark.
+    ok(&lab, &format!("-a -t {vip}:80 -r {rs2}:80 -g -w 0"));
+    ok(&lab, &format!("-a -u {vip}:53 -r {rs2}:53 -i -w 0"));
+    ok(
+        &lab,
+        &format!("-E -t {vip}:80 -s wlc -p 60 -M 255.255.255.0"),
     );
+    ok(
+        &lab,
+        &format!("-e -t {vip}:80 -r {rs3}:80 -m -w 2 -x 100 -y 50"),
+    );
+    let l = ok(&lab, "-l -n --sort");
+    assert!(
+        l.contains(&format!(
+            "TCP  {vip}:80 wlc persistent 60 mask 255.255.255.0"
+        )),
+        "{l}"
+    );
+    assert!(
+        l.contains(&format!("  -> {:<28} Route   0 ", format!("{rs2}:80"))),
+        "{l}"
+    );
+    assert!(
+        l.contains(&format!("  -> {:<28} Tunnel  0 ", format!("{rs2}:53"))),
+        "{l}"
+    );
+    let th = ok(&lab, "-L -n --thresholds");
+    assert!(
+        th.contains(&format!("  -> {:<28} 100        50 ", format!("{rs3}:80"))),
+        "{th}"
+    );
+    let o = adm(&lab, &format!("-a -t {vip}:80 -r {rs2}:81 -b"));
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("local_addresses"),
+        "{o:?}"
+    );
+    let o = adm(&lab, "-A -f 1 -s rr");
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not supported"),
+        "{o:?}"
+    );
+    ok(&lab, &format!("-d -t {vip}:80 -r {rs2}:80"));
+    ok(&lab, &format!("-d -u {vip}:53 -r {rs2}:53"));
+    ok(&lab, &format!("-E -t {vip}:80 -s wlc -p 60"));
+    ok(&lab, &format!("-D -u {vip}:53"));
     // Weight 0 quiesces: new connections go to rs3 only.
     let split = lab
         .client
@@ -442,5 +485,78 @@ fn metrics_scrape_shows_counters_moving() {
         "tapvs_connections_created_total",
     ] {
         assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+}
+
+/// One keep-alive HTTP request on an open connection; the body, or the error.
+fn keepalive_get(s: &mut TcpStream) -> std::io::Result<String> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    let mut buf = [0u8; 1024];
+    let mut got = Vec::new();
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return Ok(body[..len].to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn deleted_real_server_connections_follow_expire_nodest_conn() {
+    if !precheck() {
+        return;
+    }
+    for expire in [false, true] {
+        let mut lab = Lab::build(1).unwrap();
+        let cfg = lab::base_config(2).replace(
+            "[control]\n",
+            &format!("[control]\nexpire_nodest_conn = {expire}\n"),
+        );
+        lab.start(&format!(
+            "{cfg}{}",
+            lab::nat_service("tcp", 80, "rr", &[(0, 80, 1)])
+        ))
+        .unwrap();
+        let _http = http_servers(&lab, 80);
+        let mut s = lab
+            .client
+            .run(|| TcpStream::connect_timeout(&lab::vip(80), Duration::from_secs(5)))
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(keepalive_get(&mut s).unwrap(), "rs1");
+        ok(
+            &lab,
+            &format!("-d -t {}:80 -r {}:80", lab::VIP, lab::real_addr(0)),
+        );
+        let again = keepalive_get(&mut s);
+        if expire {
+            assert!(
+                again.is_err(),
+                "expire_nodest_conn=1 ends the connection: {again:?}"
+            );
+            let st = common::wait_stats(&lab, |st| st.dropped("dest_removed") > 0);
+            assert!(st.dropped("dest_removed") > 0);
+        } else {
+            assert_eq!(
+                again.unwrap(),
+                "rs1",
+                "expire_nodest_conn=0: the connection goes on"
+            );
+        }
     }
 }
