@@ -155,7 +155,14 @@ fn tun_selftest_case_with_rs_decap_and_bulk_at_1500_mtu() {
     let _decap = rs_decap(&lab.reals[0]);
     rs_setup(&lab.reals[0], "tun");
     let services = format!(
-        "{}{}",
+        "{}{}{}",
+        service(
+            "udp",
+            5000,
+            "tun",
+            &format!("{}:5000", lab::real_addr(0)),
+            ""
+        ),
         service(
             "tcp",
             8080,
@@ -174,6 +181,33 @@ fn tun_selftest_case_with_rs_decap_and_bulk_at_1500_mtu() {
     // The server side has a 1500-byte MTU path (the default), and TCP sets DF.
     lab.start(&format!("{}{}", lab::base_config(2), services))
         .unwrap();
+    // A DF packet that only fits the 1500-byte path before encapsulation gets ICMP
+    // fragmentation needed with the tunnel's MTU (1480), and the client learns it (as IPVS).
+    // TCP relies on the same: the client's segments follow the real server's MSS.
+    // The socket stays open: the kernel only applies the ICMP to a socket that still exists.
+    let s = lab
+        .client
+        .run(|| {
+            let s = std::net::UdpSocket::bind(any(0))?;
+            s.connect(lab::vip(5000))?;
+            s.send(&[0u8; 1472])?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .expect("a full-MTU DF datagram");
+    let st = wait_stats(&lab, |s| s.dropped("frag_needed") > 0);
+    assert!(
+        st.dropped("frag_needed") > 0 && st.icmp_errors_sent > 0,
+        "{st:?}"
+    );
+    let vip = lab::VIP.to_string();
+    let mut route = String::new();
+    let learnt =
+        tapvs::netns::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+            route = lab.client.ip(&["route", "get", &vip]).unwrap();
+            route.contains("mtu 1480")
+        });
+    assert!(learnt, "the client learnt the tunnel MTU: {route}");
+    drop(s);
     let (sent, got) = selftest_transfer(&lab);
     assert_eq!(got, sent, "TUN: 32 bytes intact");
     let gbps = bulk(&lab, 9000);
