@@ -104,9 +104,9 @@ impl Drop {
 /// Number of data-path drop reasons.
 pub const DROP_COUNT: usize = Drop::ALL.len();
 
-/// One worker's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
+/// The scalar counters of the data path (one worker's, or all workers' folded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
     /// Frames read.
     pub rx_frames: u64,
     /// Bytes read (Ethernet frames, without the virtio header).
@@ -139,43 +139,95 @@ pub struct Counters {
     pub toa_skipped: u64,
     /// TUN: segments cut from GSO super-frames before encapsulation.
     pub segments: u64,
-    /// Parse failures by [`DropReason`].
-    pub parse_drops: [u64; DropReason::COUNT],
-    /// Other drops by [`Drop`].
-    pub drops: [u64; DROP_COUNT],
-    /// Connections per state.
-    pub conn_states: [u64; STATE_COUNT],
     /// Connections created.
     pub conns_created: u64,
     /// Connections expired.
     pub conns_expired: u64,
 }
 
+impl Traffic {
+    /// Adds `o` into `self`, field by field.
+    pub fn add(&mut self, o: &Traffic) {
+        let Traffic {
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            rx_gso,
+            rx_partial_csum,
+            fwd_in,
+            fwd_out,
+            redirected,
+            arp_replies,
+            echo_replies,
+            rst_sent,
+            icmp_errors_sent,
+            toa_added,
+            toa_skipped,
+            segments,
+            conns_created,
+            conns_expired,
+        } = *o;
+        for (a, b) in [
+            (&mut self.rx_frames, rx_frames),
+            (&mut self.rx_bytes, rx_bytes),
+            (&mut self.tx_frames, tx_frames),
+            (&mut self.tx_bytes, tx_bytes),
+            (&mut self.rx_gso, rx_gso),
+            (&mut self.rx_partial_csum, rx_partial_csum),
+            (&mut self.fwd_in, fwd_in),
+            (&mut self.fwd_out, fwd_out),
+            (&mut self.redirected, redirected),
+            (&mut self.arp_replies, arp_replies),
+            (&mut self.echo_replies, echo_replies),
+            (&mut self.rst_sent, rst_sent),
+            (&mut self.icmp_errors_sent, icmp_errors_sent),
+            (&mut self.toa_added, toa_added),
+            (&mut self.toa_skipped, toa_skipped),
+            (&mut self.segments, segments),
+            (&mut self.conns_created, conns_created),
+            (&mut self.conns_expired, conns_expired),
+        ] {
+            *a += b;
+        }
+    }
+}
+
+/// One worker's counters: the scalars (reachable directly through `Deref`) and the drops and
+/// connection states by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// The scalar counters.
+    pub traffic: Traffic,
+    /// Parse failures by [`DropReason`].
+    pub parse_drops: [u64; DropReason::COUNT],
+    /// Other drops by [`Drop`].
+    pub drops: [u64; DROP_COUNT],
+    /// Connections per state.
+    pub conn_states: [u64; STATE_COUNT],
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            rx_frames: 0,
-            rx_bytes: 0,
-            tx_frames: 0,
-            tx_bytes: 0,
-            rx_gso: 0,
-            rx_partial_csum: 0,
-            fwd_in: 0,
-            fwd_out: 0,
-            redirected: 0,
-            arp_replies: 0,
-            echo_replies: 0,
-            rst_sent: 0,
-            icmp_errors_sent: 0,
-            toa_added: 0,
-            toa_skipped: 0,
-            segments: 0,
+            traffic: Traffic::default(),
             parse_drops: [0; DropReason::COUNT],
             drops: [0; DROP_COUNT],
             conn_states: [0; STATE_COUNT],
-            conns_created: 0,
-            conns_expired: 0,
         }
+    }
+}
+
+impl std::ops::Deref for Counters {
+    type Target = Traffic;
+    fn deref(&self) -> &Traffic {
+        &self.traffic
+    }
+}
+
+impl std::ops::DerefMut for Counters {
+    fn deref_mut(&mut self) -> &mut Traffic {
+        &mut self.traffic
     }
 }
 
@@ -188,22 +240,7 @@ impl Counters {
 
     /// Adds `o` into `self`.
     pub fn add(&mut self, o: &Counters) {
-        self.rx_frames += o.rx_frames;
-        self.rx_bytes += o.rx_bytes;
-        self.tx_frames += o.tx_frames;
-        self.tx_bytes += o.tx_bytes;
-        self.rx_gso += o.rx_gso;
-        self.rx_partial_csum += o.rx_partial_csum;
-        self.fwd_in += o.fwd_in;
-        self.fwd_out += o.fwd_out;
-        self.redirected += o.redirected;
-        self.arp_replies += o.arp_replies;
-        self.echo_replies += o.echo_replies;
-        self.rst_sent += o.rst_sent;
-        self.icmp_errors_sent += o.icmp_errors_sent;
-        self.toa_added += o.toa_added;
-        self.toa_skipped += o.toa_skipped;
-        self.segments += o.segments;
+        self.traffic.add(&o.traffic);
         for (a, b) in self.parse_drops.iter_mut().zip(o.parse_drops) {
             *a += b;
         }
@@ -213,8 +250,6 @@ impl Counters {
         for (a, b) in self.conn_states.iter_mut().zip(o.conn_states) {
             *a += b;
         }
-        self.conns_created += o.conns_created;
-        self.conns_expired += o.conns_expired;
     }
 }
 
@@ -255,49 +290,24 @@ impl DestCounters {
     }
 }
 
-/// Folded counters of all workers, in a form fit for printing and JSON.
+/// Folded counters of all workers, in a form fit for printing and JSON (the scalars are
+/// reachable directly through `Deref`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Stats {
-    /// Frames read.
-    pub rx_frames: u64,
-    /// Bytes read.
-    pub rx_bytes: u64,
-    /// Frames written.
-    pub tx_frames: u64,
-    /// Bytes written.
-    pub tx_bytes: u64,
-    /// GSO super-frames read.
-    pub rx_gso: u64,
-    /// Frames read with a partial checksum.
-    pub rx_partial_csum: u64,
-    /// Frames forwarded client to server.
-    pub fwd_in: u64,
-    /// Frames forwarded server to client.
-    pub fwd_out: u64,
-    /// Frames handed between workers.
-    pub redirected: u64,
-    /// ARP replies sent.
-    pub arp_replies: u64,
-    /// ICMP echo replies sent.
-    pub echo_replies: u64,
-    /// TCP RSTs sent.
-    pub rst_sent: u64,
-    /// ICMP errors sent.
-    pub icmp_errors_sent: u64,
-    /// FullNAT: TOA options inserted.
-    pub toa_added: u64,
-    /// FullNAT: TOA options that did not fit (the packet went without).
-    pub toa_skipped: u64,
-    /// TUN: segments cut from GSO super-frames before encapsulation.
-    pub segments: u64,
+    /// The scalar counters.
+    #[serde(flatten)]
+    pub traffic: Traffic,
     /// Drops by reason (parse failures and data-path reasons), zero counts omitted.
     pub drops: BTreeMap<String, u64>,
     /// Live connections by state name, zero counts omitted.
     pub connections: BTreeMap<String, u64>,
-    /// Connections created.
-    pub conns_created: u64,
-    /// Connections expired.
-    pub conns_expired: u64,
+}
+
+impl std::ops::Deref for Stats {
+    type Target = Traffic;
+    fn deref(&self) -> &Traffic {
+        &self.traffic
+    }
 }
 
 impl Stats {
@@ -325,26 +335,9 @@ impl Stats {
             }
         }
         Stats {
-            rx_frames: t.rx_frames,
-            rx_bytes: t.rx_bytes,
-            tx_frames: t.tx_frames,
-            tx_bytes: t.tx_bytes,
-            rx_gso: t.rx_gso,
-            rx_partial_csum: t.rx_partial_csum,
-            fwd_in: t.fwd_in,
-            fwd_out: t.fwd_out,
-            redirected: t.redirected,
-            arp_replies: t.arp_replies,
-            echo_replies: t.echo_replies,
-            rst_sent: t.rst_sent,
-            icmp_errors_sent: t.icmp_errors_sent,
-            toa_added: t.toa_added,
-            toa_skipped: t.toa_skipped,
-            segments: t.segments,
+            traffic: t.traffic,
             drops,
             connections,
-            conns_created: t.conns_created,
-            conns_expired: t.conns_expired,
         }
     }
 
@@ -366,15 +359,21 @@ mod tests {
     #[test]
     fn fold_sums_and_names() {
         let mut a = Counters {
-            rx_frames: 3,
-            ..Default::default()
+            traffic: Traffic {
+                rx_frames: 3,
+                ..Traffic::default()
+            },
+            ..Counters::default()
         };
         a.drop(Drop::NoRoute);
         a.parse_drops[DropReason::ALL[0] as usize] = 2;
         a.conn_states[State::TimeWait as usize] = 4;
         let mut b = Counters {
-            rx_frames: 4,
-            ..Default::default()
+            traffic: Traffic {
+                rx_frames: 4,
+                ..Traffic::default()
+            },
+            ..Counters::default()
         };
         b.drop(Drop::NoRoute);
         let s = Stats::fold([&a, &b]);
