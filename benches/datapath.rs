@@ -98,7 +98,7 @@ fn memory_per_entry() {
     let t = filled(N, &dest);
     let after = LIVE.load(Ordering::Relaxed);
     println!(
-        "connection table: {} bytes per entry at {} entries (Conn is {} bytes; two keys each)",
+        "connection table: {} bytes per entry at {} entries (Conn is {} bytes; two 4-byte index entries each)",
         (after - before) / N as isize,
         t.len(),
         std::mem::size_of::<tapvs::conn::Conn>()
