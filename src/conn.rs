@@ -340,14 +340,16 @@ impl ConnTable {
             .map(|&v| unpack(v))
     }
 
-    /// Points `key` at `v`, replacing an entry for the same tuple (a one-packet entry's reply
-    /// key taken over by a newer entry).
-    fn index_insert(&mut self, key: FlowKey, v: u32) {
+    /// Points `key` at `v`. With `replace`, an entry for the same tuple is taken over (a
+    /// one-packet entry's reply key by a newer entry); otherwise the tuple is known to be new.
+    fn index_insert(&mut self, key: FlowKey, v: u32, replace: bool) {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
-        if let Some(e) = self.index.find_mut(h, |&old| matches(slots, old, &key)) {
-            *e = v;
-            return;
+        if replace {
+            if let Some(e) = self.index.find_mut(h, |&old| matches(slots, old, &key)) {
+                *e = v;
+                return;
+            }
         }
         let hasher = &self.hasher;
         self.index.insert_unique(h, v, |&old| {
@@ -441,11 +443,13 @@ impl ConnTable {
         } else {
             Dir::InputOnly
         };
+        // The caller looked the client-side tuple up and found nothing; reply tuples are unique
+        // per connection except for one-packet entries of the same client tuple.
         if !c.one_packet {
-            self.index_insert(in_key, pack(slot, in_dir));
+            self.index_insert(in_key, pack(slot, in_dir), false);
         }
         if replies_seen {
-            self.index_insert(out_key, pack(slot, Dir::Output));
+            self.index_insert(out_key, pack(slot, Dir::Output), c.one_packet);
         }
         self.wheel.schedule(slot, gen, now + timeout);
         self.len += 1;
