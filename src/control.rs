@@ -43,9 +43,23 @@ struct LiveSched {
     sched: Arc<dyn Scheduler>,
 }
 
+/// What health checks say about a real server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The checks failed.
+    pub down: bool,
+    /// On failure keep the server with weight 0 instead of removing it.
+    pub inhibit_on_failure: bool,
+    /// A weight set by a dynamic check (misc_dynamic).
+    pub weight: Option<u32>,
+}
+
 /// The live table.
 pub struct Table {
     listing: Listing,
+    health: HashMap<(SvcKey, SocketAddrV4), Health>,
+    sorry: HashMap<SvcKey, (SocketAddrV4, adm::Forward)>,
+    sorry_active: std::collections::HashSet<SvcKey>,
     extras: HashMap<SvcKey, Extras>,
     dests: HashMap<(SvcKey, SocketAddrV4), LiveDest>,
     scheds: HashMap<SvcKey, LiveSched>,
@@ -139,6 +153,9 @@ impl Table {
         }
         let mut t = Table {
             listing,
+            health: HashMap::new(),
+            sorry: HashMap::new(),
+            sorry_active: Default::default(),
             extras,
             dests: HashMap::new(),
             scheds: HashMap::new(),
@@ -146,8 +163,93 @@ impl Table {
             ports: Snapshot::ports_of(cfg),
             router: Router::new(&cfg.ports, &cfg.routes),
         };
-        let snap = t.rebuild(&t.listing.clone()).map_err(|e| e.to_string())?;
+        let snap = t.rebuild(&t.effective()).map_err(|e| e.to_string())?;
         Ok((t, snap))
+    }
+
+    /// The listing as the data path uses it: health-failed servers removed (or at weight 0
+    /// with `inhibit_on_failure`), dynamic weights applied, sorry servers added while their
+    /// service has lost quorum. This is what `-L` shows, as keepalived's changes to the IPVS
+    /// table would.
+    pub fn effective(&self) -> Listing {
+        let mut l = self.listing.clone();
+        for s in &mut l.services {
+            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+            s.dests.retain_mut(|d| {
+                let Some(h) = self.health.get(&(key, SocketAddrV4::new(d.addr, d.port))) else {
+                    return true;
+                };
+                if let Some(w) = h.weight {
+                    d.weight = w;
+                }
+                if h.down {
+                    d.weight = 0;
+                    return h.inhibit_on_failure;
+                }
+                true
+            });
+            if self.sorry_active.contains(&key) {
+                if let Some(&(addr, forward)) = self.sorry.get(&key) {
+                    if !s
+                        .dests
+                        .iter()
+                        .any(|d| d.addr == *addr.ip() && d.port == addr.port())
+                    {
+                        s.dests.push(adm::DestEntry {
+                            addr: *addr.ip(),
+                            port: addr.port(),
+                            forward,
+                            weight: 1,
+                            active: 0,
+                            inactive: 0,
+                            persist: 0,
+                            u_threshold: 0,
+                            l_threshold: 0,
+                            stats: adm::Stats::default(),
+                            rate: adm::Rate::default(),
+                        });
+                    }
+                }
+            }
+        }
+        l
+    }
+
+    /// Records a health verdict for a real server; returns the new snapshot when the
+    /// effective table changed.
+    pub fn set_health(
+        &mut self,
+        service: SvcKey,
+        dest: SocketAddrV4,
+        h: Health,
+    ) -> Result<Option<Snapshot>, AdmError> {
+        let old = self.health.insert((service, dest), h).unwrap_or_default();
+        if old == h {
+            return Ok(None);
+        }
+        self.rebuild(&self.effective()).map(Some)
+    }
+
+    /// Names the sorry server of a service (used while it has lost quorum).
+    pub fn set_sorry_server(&mut self, service: SvcKey, addr: SocketAddrV4, fwd: Forward) {
+        self.sorry.insert(service, (addr, adm_forward(fwd)));
+    }
+
+    /// Turns a service's sorry server on or off; returns the new snapshot when that changed.
+    pub fn set_sorry_active(
+        &mut self,
+        service: SvcKey,
+        on: bool,
+    ) -> Result<Option<Snapshot>, AdmError> {
+        let changed = if on {
+            self.sorry_active.insert(service)
+        } else {
+            self.sorry_active.remove(&service)
+        };
+        if !changed {
+            return Ok(None);
+        }
+        self.rebuild(&self.effective()).map(Some)
     }
 
     /// The configuration as ipvsadm sees it (counters not filled in).
@@ -175,9 +277,14 @@ impl Table {
             self.listing = next;
             return Ok(None);
         }
-        let snap = self.rebuild(&next)?;
-        self.listing = next;
-        Ok(Some(snap))
+        let current = std::mem::replace(&mut self.listing, next);
+        match self.rebuild(&self.effective()) {
+            Ok(snap) => Ok(Some(snap)),
+            Err(e) => {
+                self.listing = current;
+                Err(e)
+            }
+        }
     }
 
     /// Builds the snapshot for `listing`, updating the live dests and schedulers. Fails, with
@@ -399,6 +506,53 @@ address = "172.16.0.3:80"
             .unwrap_err();
         assert!(e.to_string().contains("local_addresses"), "{e}");
         assert!(t.dest(SVC, "172.16.0.9:80".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn health_overlay_removes_inhibits_reweights_and_adds_sorry() {
+        let mut t = table();
+        let rs1: SocketAddrV4 = "172.16.0.2:80".parse().unwrap();
+        let rs2: SocketAddrV4 = "172.16.0.3:80".parse().unwrap();
+        let down = Health {
+            down: true,
+            ..Health::default()
+        };
+        let snap = t.set_health(SVC, rs1, down).unwrap().unwrap();
+        assert_eq!(
+            snap.services[0].dests.len(),
+            1,
+            "a failed server leaves the pool"
+        );
+        assert_eq!(t.effective().services[0].dests.len(), 1);
+        assert_eq!(
+            t.listing().services[0].dests.len(),
+            2,
+            "the configuration keeps it"
+        );
+        assert!(
+            t.set_health(SVC, rs1, down).unwrap().is_none(),
+            "no change, no snapshot"
+        );
+        let inhibited = Health {
+            down: true,
+            inhibit_on_failure: true,
+            weight: None,
+        };
+        let snap = t.set_health(SVC, rs1, inhibited).unwrap().unwrap();
+        assert_eq!(snap.services[0].dests[0].weight(), 0, "inhibited: weight 0");
+        let dynamic = Health {
+            weight: Some(7),
+            ..Health::default()
+        };
+        let snap = t.set_health(SVC, rs2, dynamic).unwrap().unwrap();
+        assert_eq!(snap.services[0].dests[1].weight(), 7);
+        let sorry: SocketAddrV4 = "172.16.0.9:80".parse().unwrap();
+        t.set_sorry_server(SVC, sorry, Forward::Nat);
+        let snap = t.set_sorry_active(SVC, true).unwrap().unwrap();
+        assert_eq!(snap.services[0].dests.len(), 3);
+        assert!(t.set_sorry_active(SVC, true).unwrap().is_none());
+        let snap = t.set_sorry_active(SVC, false).unwrap().unwrap();
+        assert_eq!(snap.services[0].dests.len(), 2);
     }
 
     #[test]

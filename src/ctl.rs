@@ -159,7 +159,7 @@ fn to_stats(c: &DestCounters) -> adm::Stats {
 /// The current listing with connection counts, statistics (since the last `-Z`) and rates.
 pub fn listing(shared: &Shared) -> Listing {
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-    let mut l = table.listing().clone();
+    let mut l = table.effective();
     let t = shared.timeouts.load();
     l.timeouts = (
         t.of(crate::tcp_state::State::Established),

@@ -84,6 +84,12 @@ pub struct Shared {
     pub zero_base: Mutex<HashMap<u32, DestCounters>>,
     /// Rates per real server.
     pub estimator: Mutex<Estimator>,
+    /// Whether a health-check host stack runs (workers then hand it frames for our addresses).
+    pub host_enabled: AtomicBool,
+    /// Frames for the host stack.
+    pub host_rx: ArrayQueue<Box<Redirect>>,
+    /// The host stack's doorbell.
+    pub host_wake: EventFd,
     /// Start of daemon time (connection and neighbour clocks count seconds from here).
     pub epoch: Instant,
 }
@@ -207,6 +213,9 @@ impl Daemon {
             table: Mutex::new(table),
             zero_base: Mutex::new(HashMap::new()),
             estimator: Mutex::new(Estimator::default()),
+            host_enabled: AtomicBool::new(false),
+            host_rx: ArrayQueue::new(256),
+            host_wake: EventFd::new().map_err(StartError::Sys)?,
             epoch: Instant::now(),
         });
         let per_worker_conns = cfg.max_connections / workers;

@@ -297,7 +297,14 @@ impl Ctx {
             return;
         }
         match pkt.kind {
-            Kind::Arp => self.arp(port, frame, snap, neigh),
+            Kind::Arp => {
+                // The host stack resolves its own next hops: it needs the replies to us.
+                if snap.is_local(pkt.dst) && self.shared.host_enabled.load(Ordering::Relaxed) {
+                    self.hand_to_host_stack(port, &buf[..len], &pkt);
+                }
+                let frame = &buf[VNET_HDR_LEN..len];
+                self.arp(port, frame, snap, neigh)
+            }
             Kind::Ipv4 => {
                 if group {
                     self.c.drop(Drop::NotForUs);
@@ -323,7 +330,9 @@ impl Ctx {
                 } else if snap.is_lip(pkt.dst) && (pkt.is_tcp() || pkt.is_udp()) {
                     self.transit(port, buf, f, snap, neigh);
                 } else if snap.is_local(pkt.dst) {
-                    self.host(port, &buf[VNET_HDR_LEN..len], &pkt, csum, snap);
+                    if !self.hand_to_host_stack(port, &buf[..len], &pkt) {
+                        self.host(port, &buf[VNET_HDR_LEN..len], &pkt, csum, snap);
+                    }
                 } else {
                     self.transit(port, buf, f, snap, neigh);
                 }
@@ -413,6 +422,36 @@ impl Ctx {
             17 => self.refuse_udp(port, frame, pkt, csum, snap, Drop::NoService),
             _ => self.c.drop(Drop::UnsupportedProtocol),
         }
+    }
+
+    /// Hands a frame for the appliance's own address to the health checks' host stack, when
+    /// one runs: TCP, UDP, ICMP other than echo requests (answered here), and ARP. Returns
+    /// whether it did.
+    fn hand_to_host_stack(&mut self, port: usize, buf: &[u8], pkt: &Packet) -> bool {
+        if !self.shared.host_enabled.load(Ordering::Relaxed) {
+            return false;
+        }
+        if pkt.is_icmp() {
+            let icmp_type = buf.get(VNET_HDR_LEN + pkt.l4).copied().unwrap_or(0);
+            if icmp_type == 8 {
+                return false;
+            }
+        }
+        match self.shared.pool.pop() {
+            Some(mut r) => {
+                r.data[..buf.len()].copy_from_slice(buf);
+                r.len = buf.len();
+                r.port = port;
+                if let Err(r) = self.shared.host_rx.push(r) {
+                    let _ = self.shared.pool.push(r);
+                    self.c.drop(Drop::RedirectFull);
+                } else {
+                    self.shared.host_wake.notify();
+                }
+            }
+            None => self.c.drop(Drop::RedirectFull),
+        }
+        true
     }
 
     /// With `expire_nodest_conn`, ends a connection whose real server was deleted, at its next

@@ -1,0 +1,90 @@
+//! Health checks of real servers, with keepalived's semantics.
+//!
+//! Each check type is a non-blocking state machine implementing [`Checker`]: [`tcp`]
+//! (TCP_CHECK), [`http`] (HTTP_GET), [`ssl`] (SSL_GET: HTTP over TLS), [`udp`] (UDP_CHECK),
+//! [`ping`] (PING_CHECK) and [`misc`] (MISC_CHECK, an external program). Network checks run
+//! over a [`transport::Transport`], the appliance's own host stack, so they leave from the
+//! appliance's address on the real servers' segment; [`fake::FakeTransport`] scripts a
+//! network for tests.
+//!
+//! [`engine`] schedules the checkers of one real server (`delay_loop`, `retry`,
+//! `delay_before_retry`, `warmup`, `alpha`) and turns their outcomes into up, down and weight
+//! events, and keeps a virtual service's quorum with hysteresis. [`config`] holds the serde
+//! schema embedded in the TOML configuration and builds engines from it. Nothing here blocks:
+//! the caller drives everything with [`engine::RealServerHealth::tick`] and its own clock, and
+//! sleeps until [`engine::RealServerHealth::next_wakeup`].
+
+use std::time::Instant;
+
+pub mod config;
+pub mod engine;
+pub mod fake;
+pub mod http;
+pub mod misc;
+pub mod ping;
+pub mod ssl;
+pub mod tcp;
+pub mod transport;
+pub mod udp;
+
+pub use transport::{SockId, TcpState, Transport};
+
+/// The result of one check attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the real server passed the check.
+    pub ok: bool,
+    /// With `misc_dynamic`: the weight the program asked for (`None`: the configured weight).
+    pub weight: Option<u32>,
+    /// A short human-readable explanation (for logs).
+    pub reason: String,
+}
+
+impl Outcome {
+    /// A passed check.
+    pub fn up(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: true,
+            weight: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A failed check.
+    pub fn down(reason: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            weight: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Progress of a check attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// Still running: poll again on network activity or at [`Checker::next_poll`].
+    Pending,
+    /// Finished.
+    Done(Outcome),
+}
+
+/// One health check of one real server, as a non-blocking state machine.
+///
+/// The engine calls [`start`](Checker::start) to begin an attempt, then
+/// [`poll`](Checker::poll) until it returns [`Poll::Done`]; every attempt ends by its own
+/// timeout. [`cancel`](Checker::cancel) abandons an attempt and releases its sockets or
+/// process.
+pub trait Checker: Send {
+    /// Begins a new attempt at `now` (an attempt still running is cancelled first).
+    fn start(&mut self, t: &mut dyn Transport, now: Instant);
+    /// Advances the attempt; never blocks.
+    fn poll(&mut self, t: &mut dyn Transport, now: Instant) -> Poll;
+    /// The keepalived name of the check type (`TCP_CHECK`, `HTTP_GET`, ...).
+    fn name(&self) -> &'static str;
+    /// Abandons the running attempt, if any, releasing its resources.
+    fn cancel(&mut self, t: &mut dyn Transport);
+    /// When the running attempt must be polled even without network activity (its deadline,
+    /// or a polling interval for a child process); `None` when no attempt is running.
+    fn next_poll(&self) -> Option<Instant>;
+}
