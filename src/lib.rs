@@ -15,6 +15,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod demo;
+pub mod health;
 pub mod host;
 pub mod lab;
 pub mod metrics;

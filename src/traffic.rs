@@ -104,7 +104,8 @@ fn accept_loop(
     }
 }
 
-/// A minimal HTTP/1.1 server answering every request with status 200 and its `name` as the body.
+/// A minimal HTTP/1.1 server answering every request with status 200 (or the status set with
+/// [`HttpServer::set_status`]) and its `name` as the body.
 ///
 /// Supports keep-alive (the HTTP/1.1 default) and `Connection: close`; request bodies announced by
 /// `Content-Length` are read and discarded. One thread accepts, one thread serves each
@@ -118,6 +119,8 @@ pub struct HttpServer {
     name: String,
     /// Requests answered so far.
     served: Arc<AtomicU64>,
+    /// Status code of every response (200 unless changed with [`HttpServer::set_status`]).
+    status: Arc<std::sync::atomic::AtomicU16>,
     /// Tells the threads to finish.
     stop: Arc<AtomicBool>,
     /// The accept thread (which joins the connection threads when it ends).
@@ -133,23 +136,25 @@ impl HttpServer {
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let served = Arc::new(AtomicU64::new(0));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
         let stop = Arc::new(AtomicBool::new(false));
         let body: Arc<str> = Arc::from(name);
         let thread = {
-            let (served, stop) = (served.clone(), stop.clone());
+            let (served, stop, status) = (served.clone(), stop.clone(), status.clone());
             std::thread::Builder::new()
                 .name(format!("http-{name}"))
                 .spawn(move || {
                     let mut conns: Vec<JoinHandle<()>> = Vec::new();
                     accept_loop(&listener, &stop, |stream| {
                         conns.retain(|h| !h.is_finished());
-                        let (served, stop, body) = (served.clone(), stop.clone(), body.clone());
+                        let (served, stop, body, status) =
+                            (served.clone(), stop.clone(), body.clone(), status.clone());
                         let spawned =
                             std::thread::Builder::new()
                                 .name("http-conn".into())
                                 .spawn(move || {
                                     // Errors just end this connection.
-                                    let _ = serve_http_conn(stream, &body, &served, &stop);
+                                    let _ = serve_http_conn(stream, &body, &served, &status, &stop);
                                 });
                         if let Ok(h) = spawned {
                             conns.push(h);
@@ -166,6 +171,7 @@ impl HttpServer {
             local,
             name: name.to_string(),
             served,
+            status,
             stop,
             thread: Some(thread),
         })
@@ -179,6 +185,11 @@ impl HttpServer {
     /// The name the server puts in every response body.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes every later response carry `status` (e.g. 500 to fail an HTTP check).
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
     }
 
     /// The number of requests answered so far (counted just before each response is written, so
@@ -203,6 +214,7 @@ fn serve_http_conn(
     mut stream: TcpStream,
     body: &str,
     served: &AtomicU64,
+    status: &std::sync::atomic::AtomicU16,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(CONN_TICK))?;
@@ -233,9 +245,11 @@ fn serve_http_conn(
                 Some(v) if v.contains("keep-alive") => false,
                 _ => http10,
             };
+            let code = status.load(Ordering::Relaxed);
             let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                "HTTP/1.1 {code} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
                  Connection: {}\r\n\r\n{body}",
+                if code == 200 { "OK" } else { "Status" },
                 body.len(),
                 if close { "close" } else { "keep-alive" },
             );

@@ -174,19 +174,14 @@ pub fn evaluate(resp: &[u8], eof: bool, url: &UrlCheck) -> Option<Result<u16, St
             Some(Ok(b)) => b,
             Some(Err(e)) => return Some(Err(e)),
             None if eof => return Some(Err("chunked body cut short".into())),
-            None if resp.len() > MAX_RESPONSE => {
-                return Some(Err("response exceeds 1 MiB".into()))
-            }
+            None if resp.len() > MAX_RESPONSE => return Some(Err("response exceeds 1 MiB".into())),
             None => return None,
         }
     } else if let Some(cl) = content_length {
         if raw.len() >= cl {
             raw[..cl].to_vec()
         } else if eof {
-            return Some(Err(format!(
-                "body cut short: {} of {cl} bytes",
-                raw.len()
-            )));
+            return Some(Err(format!("body cut short: {} of {cl} bytes", raw.len())));
         } else if body_at + cl > MAX_RESPONSE {
             return Some(Err("response exceeds 1 MiB".into()));
         } else {
@@ -216,7 +211,9 @@ fn header_end(resp: &[u8]) -> Option<(usize, usize)> {
     if let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
         return Some((i, i + 4));
     }
-    resp.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+    resp.windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2))
 }
 
 /// Decodes a chunked body: `None` while incomplete.
@@ -421,7 +418,13 @@ impl HttpGetChecker {
 
     fn fail(&mut self, t: &mut dyn Transport, why: String) -> Poll {
         let url = &self.urls[self.idx.min(self.urls.len() - 1)];
-        let reason = format!("{} http{}://{}{}: {why}", self.name(), self.s(), self.dst, url.path);
+        let reason = format!(
+            "{} http{}://{}{}: {why}",
+            self.name(),
+            self.s(),
+            self.dst,
+            url.path
+        );
         self.cancel(t);
         Poll::Done(Outcome::down(reason))
     }
@@ -465,6 +468,16 @@ impl Checker for HttpGetChecker {
             if let Err(e) = ex.pump(t, state == TcpState::Open) {
                 return self.fail(t, e);
             }
+            // Sending may have let the peer answer and close: drain that too.
+            let state = match t.tcp_state(ex.sock) {
+                s if s == state => s,
+                s => {
+                    if let Err(e) = ex.pump(t, false) {
+                        return self.fail(t, e);
+                    }
+                    s
+                }
+            };
             let eof = state != TcpState::Open || ex.tls_eof;
             let verdict = evaluate(&ex.resp, eof, &self.urls[self.idx]);
             match verdict {
@@ -576,7 +589,11 @@ mod tests {
         t.tcp(addr(), TcpBehaviour::Reply(OK.to_vec()));
         t.send_limit = 7;
         t.recv_limit = 5;
-        let mut c = HttpGetChecker::new(addr(), Duration::from_secs(5), vec![url("/h", "200-299", None)]);
+        let mut c = HttpGetChecker::new(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("/h", "200-299", None)],
+        );
         let o = run(&mut t, &mut c, now);
         assert!(o.ok, "{o:?}");
         assert_eq!(t.open_sockets(), 0);
@@ -594,12 +611,20 @@ mod tests {
             addr(),
             TcpBehaviour::Reply(b"HTTP/1.1 500 Internal Server Error\r\n\r\n".to_vec()),
         );
-        let mut c = HttpGetChecker::new(addr(), Duration::from_secs(5), vec![url("/", "200-299", None)]);
+        let mut c = HttpGetChecker::new(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("/", "200-299", None)],
+        );
         let o = run(&mut t, &mut c, now);
         assert!(!o.ok && o.reason.contains("status 500"), "{o:?}");
 
         // 500 accepted when configured.
-        let mut c = HttpGetChecker::new(addr(), Duration::from_secs(5), vec![url("/", "200, 500-503", None)]);
+        let mut c = HttpGetChecker::new(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("/", "200, 500-503", None)],
+        );
         assert!(run(&mut t, &mut c, now).ok);
 
         t.tcp(addr(), TcpBehaviour::Refuse);
@@ -608,7 +633,10 @@ mod tests {
         // Accepted but never answered: fails at connect_timeout, not before.
         t.tcp(addr(), TcpBehaviour::AcceptSilent);
         c.start(&mut t, now);
-        assert_eq!(c.poll(&mut t, now + Duration::from_millis(4999)), Poll::Pending);
+        assert_eq!(
+            c.poll(&mut t, now + Duration::from_millis(4999)),
+            Poll::Pending
+        );
         match c.poll(&mut t, now + Duration::from_secs(5)) {
             Poll::Done(o) => assert!(!o.ok && o.reason.contains("within"), "{o:?}"),
             Poll::Pending => panic!("pending"),
@@ -626,7 +654,11 @@ mod tests {
         let now = Instant::now();
         let mut t = FakeTransport::new();
         t.tcp(addr(), TcpBehaviour::Reply(OK.to_vec()));
-        let mut good = HttpGetChecker::new(addr(), Duration::from_secs(5), vec![url("/", "200", Some(OK_MD5))]);
+        let mut good = HttpGetChecker::new(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("/", "200", Some(OK_MD5))],
+        );
         assert!(run(&mut t, &mut good, now).ok);
         let mut bad = HttpGetChecker::new(
             addr(),
@@ -637,7 +669,10 @@ mod tests {
         assert!(!o.ok && o.reason.contains(OK_MD5), "{o:?}");
 
         // Body until close (no Content-Length), and chunked.
-        t.tcp(addr(), TcpBehaviour::Reply(b"HTTP/1.0 200 OK\r\n\r\nok".to_vec()));
+        t.tcp(
+            addr(),
+            TcpBehaviour::Reply(b"HTTP/1.0 200 OK\r\n\r\nok".to_vec()),
+        );
         assert!(run(&mut t, &mut good, now).ok);
         t.tcp(
             addr(),
@@ -681,7 +716,10 @@ mod tests {
         more.push(url("/c", "200", None));
         let mut c = HttpGetChecker::new(addr(), Duration::from_secs(5), more);
         let o = run(&mut t, &mut c, now);
-        assert!(!o.ok && o.reason.contains("/c") && o.reason.contains("404"), "{o:?}");
+        assert!(
+            !o.ok && o.reason.contains("/c") && o.reason.contains("404"),
+            "{o:?}"
+        );
         assert_eq!(t.open_sockets(), 0);
     }
 
@@ -689,10 +727,19 @@ mod tests {
     fn evaluate_waits_for_more() {
         let u = url("/", "200", None);
         assert_eq!(evaluate(b"HTTP/1.0 200 O", false, &u), None);
-        assert_eq!(evaluate(b"HTTP/1.0 200 OK\r\n\r\n", false, &u), Some(Ok(200)));
-        assert!(matches!(evaluate(b"garbage\r\n\r\n", false, &u), Some(Err(_))));
+        assert_eq!(
+            evaluate(b"HTTP/1.0 200 OK\r\n\r\n", false, &u),
+            Some(Ok(200))
+        );
+        assert!(matches!(
+            evaluate(b"garbage\r\n\r\n", false, &u),
+            Some(Err(_))
+        ));
         let d = url("/", "200", Some(OK_MD5));
         assert_eq!(evaluate(b"HTTP/1.0 200 OK\r\n\r\nok", false, &d), None);
-        assert_eq!(evaluate(b"HTTP/1.0 200 OK\r\n\r\nok", true, &d), Some(Ok(200)));
+        assert_eq!(
+            evaluate(b"HTTP/1.0 200 OK\r\n\r\nok", true, &d),
+            Some(Ok(200))
+        );
     }
 }

@@ -210,16 +210,26 @@ mod tests {
     fn timeout_kills() {
         let now = Instant::now();
         let mut t = FakeTransport::new();
-        let mut c = MiscChecker::new(split_command("sleep 5").unwrap(), Duration::from_millis(100), false);
+        let mut c = MiscChecker::new(
+            split_command("sleep 5").unwrap(),
+            Duration::from_millis(100),
+            false,
+        );
         c.start(&mut t, now);
-        assert_eq!(c.poll(&mut t, now + Duration::from_millis(50)), Poll::Pending);
+        assert_eq!(
+            c.poll(&mut t, now + Duration::from_millis(50)),
+            Poll::Pending
+        );
         assert_eq!(c.next_poll(), Some(now + Duration::from_millis(70)));
         let real = Instant::now();
         match c.poll(&mut t, now + Duration::from_millis(100)) {
             Poll::Done(o) => assert!(!o.ok && o.reason.contains("killed"), "{o:?}"),
             Poll::Pending => panic!("pending"),
         }
-        assert!(real.elapsed() < Duration::from_secs(2), "kill did not stop the program");
+        assert!(
+            real.elapsed() < Duration::from_secs(2),
+            "kill did not stop the program"
+        );
         assert_eq!(c.next_poll(), None);
     }
 }

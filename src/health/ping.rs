@@ -47,7 +47,10 @@ impl Checker for PingChecker {
         let out = if t.ping_replied(s) {
             Outcome::up(format!("{} answered echo", self.dst))
         } else if now >= deadline {
-            Outcome::down(format!("no echo reply from {} within {:?}", self.dst, self.timeout))
+            Outcome::down(format!(
+                "no echo reply from {} within {:?}",
+                self.dst, self.timeout
+            ))
         } else {
             return Poll::Pending;
         };

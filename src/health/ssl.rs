@@ -172,7 +172,10 @@ mod tests {
                 }
                 let mut close = false;
                 if !answered && request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    sni_seen.lock().unwrap().push(conn.server_name().map(String::from));
+                    sni_seen
+                        .lock()
+                        .unwrap()
+                        .push(conn.server_name().map(String::from));
                     conn.writer().write_all(response).unwrap();
                     conn.send_close_notify();
                     answered = true;
@@ -217,7 +220,10 @@ mod tests {
         t.recv_limit = 333;
         t.tcp(
             addr(),
-            tls_server(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", seen.clone()),
+            tls_server(
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                seen.clone(),
+            ),
         );
         let mut c = ssl_get(
             addr(),
@@ -243,7 +249,13 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut t = FakeTransport::new();
         t.tcp(addr(), tls_server(b"HTTP/1.0 503 Busy\r\n\r\n", seen));
-        let mut c = ssl_get(addr(), Duration::from_secs(5), vec![url("200-299", None)], None).unwrap();
+        let mut c = ssl_get(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("200-299", None)],
+            None,
+        )
+        .unwrap();
         let o = run(&mut t, &mut c);
         assert!(!o.ok && o.reason.contains("status 503"), "{o:?}");
     }
@@ -263,7 +275,13 @@ mod tests {
                 })
             })),
         );
-        let mut c = ssl_get(addr(), Duration::from_secs(5), vec![url("200-499", None)], None).unwrap();
+        let mut c = ssl_get(
+            addr(),
+            Duration::from_secs(5),
+            vec![url("200-499", None)],
+            None,
+        )
+        .unwrap();
         let o = run(&mut t, &mut c);
         assert!(!o.ok && o.reason.contains("TLS"), "{o:?}");
     }

@@ -98,9 +98,15 @@ impl Checker for UdpChecker {
             Outcome::down(format!("{} unreachable (ICMP)", self.dst))
         } else if now >= deadline {
             if self.require_reply.is_some() {
-                Outcome::down(format!("no reply from {} within {:?}", self.dst, self.timeout))
+                Outcome::down(format!(
+                    "no reply from {} within {:?}",
+                    self.dst, self.timeout
+                ))
             } else {
-                Outcome::up(format!("no ICMP error from {} within {:?}", self.dst, self.timeout))
+                Outcome::up(format!(
+                    "no ICMP error from {} within {:?}",
+                    self.dst, self.timeout
+                ))
             }
         } else {
             return Poll::Pending;
@@ -148,7 +154,10 @@ mod tests {
     #[test]
     fn hex_payloads() {
         assert_eq!(parse_hex("0x01ff").unwrap(), vec![1, 255]);
-        assert_eq!(parse_hex("de:ad be ef").unwrap(), vec![0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            parse_hex("de:ad be ef").unwrap(),
+            vec![0xde, 0xad, 0xbe, 0xef]
+        );
         assert_eq!(parse_hex("").unwrap(), Vec::<u8>::new());
         assert!(parse_hex("abc").is_err());
         assert!(parse_hex("zz").is_err());
