@@ -270,7 +270,7 @@ pub struct RouteConfig {
 }
 
 /// A real server of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RealConfig {
     /// Address and port (port 0 for an all-ports service: the packet's destination port).
     pub addr: SocketAddrV4,
@@ -282,10 +282,14 @@ pub struct RealConfig {
     pub u_threshold: u32,
     /// Lower connection threshold (`-y`), 0 = none.
     pub l_threshold: u32,
+    /// Health-check settings of this real server.
+    pub health: crate::health::config::RealHealthConfig,
+    /// Its health checks (none: always up).
+    pub checks: Vec<crate::health::config::CheckConfig>,
 }
 
 /// A virtual service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Protocol.
     pub proto: Proto,
@@ -305,6 +309,10 @@ pub struct ServiceConfig {
     pub toa: bool,
     /// FullNAT: also insert TOA into the client's SYN.
     pub toa_on_syn: bool,
+    /// Health-check settings of the service (delay_loop, quorum, sorry server, ...).
+    pub health: crate::health::config::ServiceHealthConfig,
+    /// The sorry server (used while quorum is lost), with the service port when none given.
+    pub sorry_server: Option<SocketAddrV4>,
     /// Real servers.
     pub reals: Vec<RealConfig>,
 }
@@ -394,6 +402,8 @@ struct RawService {
     #[serde(default)]
     toa_on_syn: bool,
     #[serde(default)]
+    health: crate::health::config::ServiceHealthConfig,
+    #[serde(default)]
     real: Vec<RawReal>,
 }
 
@@ -408,6 +418,10 @@ struct RawReal {
     u_threshold: u32,
     #[serde(default)]
     l_threshold: u32,
+    #[serde(default)]
+    health: crate::health::config::RealHealthConfig,
+    #[serde(default)]
+    check: Vec<crate::health::config::CheckConfig>,
 }
 
 fn one() -> u32 {
@@ -808,12 +822,26 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 }
                 Forward::FullNat => {}
             }
+            // Build the checks once to validate them (errors name the field).
+            let mut rng = crate::health::engine::SplitMix64::new(0);
+            crate::health::config::real_server_health(
+                &s.health,
+                &r.health,
+                &r.check,
+                addr,
+                r.weight,
+                std::time::Instant::now(),
+                &mut rng,
+            )
+            .map_err(|(f, m)| err(g(&f), m))?;
             reals.push(RealConfig {
                 addr,
                 weight: r.weight,
                 forward,
                 u_threshold: r.u_threshold,
                 l_threshold: r.l_threshold,
+                health: r.health.clone(),
+                checks: r.check.clone(),
             });
         }
         let mut local_addresses = Vec::new();
@@ -832,6 +860,14 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
             local_addresses.push(ip);
         }
+        s.health
+            .validate()
+            .map_err(|(fld, m)| err(f(&format!("health.{fld}")), m))?;
+        let sorry_server = s
+            .health
+            .sorry_server()
+            .map_err(|(fld, m)| err(f(&format!("health.{fld}")), m))?
+            .map(|(ip, port)| SocketAddrV4::new(ip, port.unwrap_or(vip.port())));
         services.push(ServiceConfig {
             proto,
             vip,
@@ -842,6 +878,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             local_addresses,
             toa: s.toa.unwrap_or(true),
             toa_on_syn: s.toa_on_syn,
+            health: s.health.clone(),
+            sorry_server,
             reals,
         });
     }
@@ -1031,6 +1069,33 @@ weight = 3
             "scheduler = \"rr\"\npersistent = true",
         );
         assert_eq!(parse_str(&flag).unwrap().services[0].persistent, Some(300));
+    }
+
+    #[test]
+    fn health_checks_parse_and_errors_name_the_field() {
+        let text = GOOD
+            .replace(
+                "scheduler = \"rr\"",
+                "scheduler = \"rr\"\nhealth = { delay_loop = 2, quorum = 2, sorry_server = \"172.16.0.9\" }",
+            )
+            .replace(
+                "weight = 3",
+                "weight = 3\n\n[[service.real.check]]\ntype = \"http_get\"\nurl = [{ path = \"/\", status_code = \"200-299\" }]",
+            );
+        let c = parse_str(&text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.sorry_server, Some("172.16.0.9:8080".parse().unwrap()));
+        assert_eq!(s.reals[1].checks.len(), 1);
+        expect_err(
+            &text.replace("\"200-299\"", "\"600-700\""),
+            "service[0].real[1].check[0].url[0].status_code",
+            "",
+        );
+        expect_err(
+            &text.replace("type = \"http_get\"", "type = \"bogus\""),
+            "service[0].real[1].check[0].type",
+            "bogus",
+        );
     }
 
     #[test]

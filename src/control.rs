@@ -22,7 +22,12 @@ use crate::route::Router;
 use crate::service::{PortInfo, Service, Snapshot};
 
 /// Service identity: protocol, address and port.
-type SvcKey = (adm::Protocol, SocketAddrV4);
+pub type SvcKey = (adm::Protocol, SocketAddrV4);
+
+/// The identity of a configured service.
+pub fn svc_key(proto: Proto, vip: SocketAddrV4) -> SvcKey {
+    (adm_proto(proto), vip)
+}
 
 /// Settings the config file can give a service that ipvsadm has no option for.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +63,7 @@ pub struct Health {
 pub struct Table {
     listing: Listing,
     health: HashMap<(SvcKey, SocketAddrV4), Health>,
+    transitions: HashMap<(SvcKey, SocketAddrV4), u64>,
     sorry: HashMap<SvcKey, (SocketAddrV4, adm::Forward)>,
     sorry_active: std::collections::HashSet<SvcKey>,
     extras: HashMap<SvcKey, Extras>,
@@ -154,6 +160,7 @@ impl Table {
         let mut t = Table {
             listing,
             health: HashMap::new(),
+            transitions: HashMap::new(),
             sorry: HashMap::new(),
             sorry_active: Default::default(),
             extras,
@@ -168,8 +175,8 @@ impl Table {
     }
 
     /// The listing as the data path uses it: health-failed servers removed (or at weight 0
-    /// with `inhibit_on_failure`), dynamic weights applied, sorry servers added while their
-    /// service has lost quorum. This is what `-L` shows, as keepalived's changes to the IPVS
+    /// with `inhibit_on_failure`), dynamic weights applied, and, while a service has lost its
+    /// quorum, its real servers replaced by its sorry server. This is what `-L` shows, as keepalived's changes to the IPVS
     /// table would.
     pub fn effective(&self) -> Listing {
         let mut l = self.listing.clone();
@@ -188,27 +195,22 @@ impl Table {
                 }
                 true
             });
+            // keepalived: without quorum, all real servers go and the sorry server serves.
             if self.sorry_active.contains(&key) {
                 if let Some(&(addr, forward)) = self.sorry.get(&key) {
-                    if !s
-                        .dests
-                        .iter()
-                        .any(|d| d.addr == *addr.ip() && d.port == addr.port())
-                    {
-                        s.dests.push(adm::DestEntry {
-                            addr: *addr.ip(),
-                            port: addr.port(),
-                            forward,
-                            weight: 1,
-                            active: 0,
-                            inactive: 0,
-                            persist: 0,
-                            u_threshold: 0,
-                            l_threshold: 0,
-                            stats: adm::Stats::default(),
-                            rate: adm::Rate::default(),
-                        });
-                    }
+                    s.dests = vec![adm::DestEntry {
+                        addr: *addr.ip(),
+                        port: addr.port(),
+                        forward,
+                        weight: 1,
+                        active: 0,
+                        inactive: 0,
+                        persist: 0,
+                        u_threshold: 0,
+                        l_threshold: 0,
+                        stats: adm::Stats::default(),
+                        rate: adm::Rate::default(),
+                    }];
                 }
             }
         }
@@ -227,7 +229,19 @@ impl Table {
         if old == h {
             return Ok(None);
         }
+        if old.down != h.down {
+            *self.transitions.entry((service, dest)).or_default() += 1;
+        }
         self.rebuild(&self.effective()).map(Some)
+    }
+
+    /// A real server's health verdict (`None`: not checked) and its up/down transitions.
+    pub fn health(&self, service: SvcKey, dest: SocketAddrV4) -> (Option<Health>, u64) {
+        let k = (service, dest);
+        (
+            self.health.get(&k).copied(),
+            self.transitions.get(&k).copied().unwrap_or(0),
+        )
     }
 
     /// Names the sorry server of a service (used while it has lost quorum).
@@ -549,7 +563,11 @@ address = "172.16.0.3:80"
         let sorry: SocketAddrV4 = "172.16.0.9:80".parse().unwrap();
         t.set_sorry_server(SVC, sorry, Forward::Nat);
         let snap = t.set_sorry_active(SVC, true).unwrap().unwrap();
-        assert_eq!(snap.services[0].dests.len(), 3);
+        assert_eq!(snap.services[0].dests.len(), 1, "only the sorry server");
+        assert_eq!(
+            snap.services[0].dests[0].addr(),
+            std::net::IpAddr::V4(*sorry.ip())
+        );
         assert!(t.set_sorry_active(SVC, true).unwrap().is_none());
         let snap = t.set_sorry_active(SVC, false).unwrap().unwrap();
         assert_eq!(snap.services[0].dests.len(), 2);

@@ -231,6 +231,15 @@ impl Daemon {
             );
         }
         let control_queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[0].clone()).collect();
+        let checks = if crate::checks::wanted(cfg) {
+            shared.host_enabled.store(true, Ordering::Relaxed);
+            Some(
+                crate::checks::Checks::new(cfg, &shared, &control_queues)
+                    .map_err(StartError::Config)?,
+            )
+        } else {
+            None
+        };
         let control = Control {
             shared: shared.clone(),
             queues: control_queues,
@@ -242,6 +251,15 @@ impl Daemon {
                 .spawn(move || control.run())
                 .map_err(StartError::Sys)?,
         );
+        if let Some(checks) = checks {
+            let sh = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tapvs-health".into())
+                    .spawn(move || checks.run(sh))
+                    .map_err(StartError::Sys)?,
+            );
+        }
         if let Some((listener, path)) = control_socket {
             let sh = shared.clone();
             threads.push(
@@ -295,6 +313,7 @@ impl Daemon {
             w.notify();
         }
         self.shared.control_wake.notify();
+        self.shared.host_wake.notify();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

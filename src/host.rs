@@ -27,21 +27,8 @@ use crate::route::Router;
 use crate::service::PortInfo;
 use crate::tap::{TapQueue, VNET_HDR_LEN};
 
-/// Identifies a health-check socket.
-pub type SockId = usize;
-
-/// A TCP socket's state as checks see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpState {
-    /// Handshake in progress.
-    Connecting,
-    /// Established.
-    Open,
-    /// The peer closed its side after the connection was open.
-    PeerClosed,
-    /// Reset, refused or timed out.
-    Failed,
-}
+use crate::health::transport::Transport;
+pub use crate::health::transport::{SockId, TcpState};
 
 /// A queue-backed smoltcp device: frames in from the workers, frames out to the TAP.
 struct QueueDevice {
@@ -506,5 +493,44 @@ impl HostNet {
                 stack.sockets.remove(h);
             }
         }
+    }
+}
+
+impl Transport for HostNet {
+    fn tcp_connect(&mut self, dst: SocketAddrV4) -> Result<SockId, String> {
+        HostNet::tcp_connect(self, dst)
+    }
+    fn tcp_state(&self, s: SockId) -> TcpState {
+        HostNet::tcp_state(self, s)
+    }
+    fn tcp_send(&mut self, s: SockId, data: &[u8]) -> usize {
+        HostNet::tcp_send(self, s, data)
+    }
+    fn tcp_recv(&mut self, s: SockId, buf: &mut [u8]) -> usize {
+        HostNet::tcp_recv(self, s, buf)
+    }
+    fn tcp_close(&mut self, s: SockId) {
+        HostNet::tcp_close(self, s)
+    }
+    fn udp_send(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<SockId, String> {
+        HostNet::udp_send(self, dst, payload)
+    }
+    fn udp_recv(&mut self, s: SockId, buf: &mut [u8]) -> Option<usize> {
+        HostNet::udp_recv(self, s, buf)
+    }
+    fn udp_unreachable(&self, s: SockId) -> bool {
+        HostNet::udp_unreachable(self, s)
+    }
+    fn udp_close(&mut self, s: SockId) {
+        HostNet::udp_close(self, s)
+    }
+    fn ping(&mut self, dst: Ipv4Addr) -> Result<SockId, String> {
+        HostNet::ping(self, dst)
+    }
+    fn ping_replied(&self, s: SockId) -> bool {
+        HostNet::ping_replied(self, s)
+    }
+    fn ping_close(&mut self, s: SockId) {
+        HostNet::ping_close(self, s)
     }
 }

@@ -9,6 +9,7 @@
 //! and rewrites live in the `modes` crate, schedulers in the `sched` crate.
 
 pub mod adm;
+pub mod checks;
 pub mod config;
 pub mod conn;
 pub mod control;

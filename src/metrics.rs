@@ -37,6 +37,25 @@ fn record(shared: &Shared, stats: &Stats) {
     }
     let listing = ctl::listing(shared);
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+    // Real servers taken out by health checks are absent from the listing: still report them.
+    for s in &table.listing().services {
+        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        for d in &s.dests {
+            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let (Some(h), flips) = table.health(key, daddr) else {
+                continue;
+            };
+            if h.down && !h.inhibit_on_failure {
+                let l = [
+                    ("protocol", s.proto.name().to_ascii_lowercase()),
+                    ("service", format!("{}:{}", s.addr, s.port)),
+                    ("real", format!("{}:{}", d.addr, d.port)),
+                ];
+                gauge!("tapvs_real_up", &l).set(0.0);
+                counter!("tapvs_real_health_transitions_total", &l).absolute(flips);
+            }
+        }
+    }
     for s in &listing.services {
         let proto = s.proto.name().to_ascii_lowercase();
         let svc = format!("{}:{}", s.addr, s.port);
@@ -73,10 +92,12 @@ fn record(shared: &Shared, stats: &Stats) {
             gauge!("tapvs_real_active_connections", &l).set(f64::from(d.active));
             gauge!("tapvs_real_inactive_connections", &l).set(f64::from(d.inactive));
             gauge!("tapvs_real_weight", &l).set(f64::from(d.weight));
-            let up = table
-                .dest(key, SocketAddrV4::new(d.addr, d.port))
-                .is_some_and(|x| x.is_available());
+            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let available = table.dest(key, daddr).is_some_and(|x| x.is_available());
+            let (health, flips) = table.health(key, daddr);
+            let up = available && health.is_none_or(|h| !h.down);
             gauge!("tapvs_real_up", &l).set(if up { 1.0 } else { 0.0 });
+            counter!("tapvs_real_health_transitions_total", &l).absolute(flips);
             counter!("tapvs_real_packets_total", &dir("in")).absolute(d.stats.inpkts);
             counter!("tapvs_real_packets_total", &dir("out")).absolute(d.stats.outpkts);
             counter!("tapvs_real_bytes_total", &dir("in")).absolute(d.stats.inbytes);

@@ -28,6 +28,9 @@ pub fn http_servers(lab: &Lab, port: u16) -> Vec<HttpServer> {
         .collect()
 }
 
+/// An HTTPS server for SSL_GET tests.
+pub mod tls;
+
 /// Waits (bounded) until the daemon's published counters satisfy `pred`; returns the last stats.
 pub fn wait_stats(lab: &Lab, pred: impl Fn(&Stats) -> bool) -> Stats {
     let mut last = lab.daemon().stats();

@@ -1,0 +1,227 @@
+//! The health-check thread, keepalived's job done by the appliance itself: it runs every real
+//! server's checks on the host stack ([`crate::host`], from the appliance's own addresses
+//! through its own TAPs), and turns their verdicts into changes of the live table: a failed
+//! server leaves the pool (or keeps weight 0 with `inhibit_on_failure`), a `misc_dynamic`
+//! check sets its weight, and a service whose live weight falls below its quorum gets its
+//! sorry server. Each change is logged, counted, and published as a new snapshot; connections
+//! of a failed server then follow IPVS semantics (`expire_nodest_conn`). Checks never block
+//! the data path: workers only hand this thread the frames addressed to the appliance.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::control::{Health, SvcKey};
+use crate::daemon::Shared;
+use crate::health::engine::{Event, QuorumEvent, RealServerHealth, ServiceHealth, SplitMix64};
+use crate::host::HostNet;
+use crate::tap::TapQueue;
+
+struct Real {
+    svc: usize,
+    addr: SocketAddrV4,
+    weight: u32,
+    inhibit: bool,
+    health: RealServerHealth,
+}
+
+struct Svc {
+    key: SvcKey,
+    quorum: ServiceHealth,
+    /// Configured weight of the real servers without checks (always live).
+    static_weight: u64,
+}
+
+/// The running checks.
+pub struct Checks {
+    net: HostNet,
+    reals: Vec<Real>,
+    services: Vec<Svc>,
+}
+
+/// Whether any real server of the config has health checks.
+pub fn wanted(cfg: &Config) -> bool {
+    cfg.services
+        .iter()
+        .any(|s| s.reals.iter().any(|r| !r.checks.is_empty()))
+}
+
+impl Checks {
+    /// Builds the checks of `cfg` on a host stack sending through `queues` (one per port),
+    /// registers sorry servers, and applies the initial states (`alpha`: down).
+    pub fn new(cfg: &Config, shared: &Shared, queues: &[Arc<TapQueue>]) -> Result<Checks, String> {
+        let snap = shared.snapshot.load_full();
+        let net = HostNet::new(&snap.ports, snap.router.clone(), queues);
+        let mut rng = SplitMix64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64),
+        );
+        let now = Instant::now();
+        let mut reals = Vec::new();
+        let mut services = Vec::new();
+        for s in &cfg.services {
+            let key = crate::control::svc_key(s.proto, s.vip);
+            let mut static_weight = 0u64;
+            let first = reals.len();
+            for r in &s.reals {
+                if r.checks.is_empty() {
+                    static_weight += u64::from(r.weight);
+                    continue;
+                }
+                let health = crate::health::config::real_server_health(
+                    &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
+                )
+                .map_err(|(f, m)| format!("service {}: real {}: {f}: {m}", s.vip, r.addr))?;
+                let inhibit = r
+                    .health
+                    .inhibit_on_failure
+                    .or(s.health.inhibit_on_failure)
+                    .unwrap_or(false);
+                reals.push(Real {
+                    svc: services.len(),
+                    addr: r.addr,
+                    weight: r.weight,
+                    inhibit,
+                    health,
+                });
+            }
+            let live: u64 = static_weight
+                + reals[first..]
+                    .iter()
+                    .map(|r| r.health.live_weight())
+                    .sum::<u64>();
+            services.push(Svc {
+                key,
+                quorum: s.health.service_health(live),
+                static_weight,
+            });
+            if let Some(sorry) = s.sorry_server {
+                let fwd = s
+                    .reals
+                    .first()
+                    .map_or(crate::config::Forward::Nat, |r| r.forward);
+                let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+                t.set_sorry_server(key, sorry, fwd);
+            }
+        }
+        let checks = Checks {
+            net,
+            reals,
+            services,
+        };
+        for i in 0..checks.reals.len() {
+            checks.apply(shared, i);
+        }
+        for i in 0..checks.services.len() {
+            let on = !checks.services[i].quorum.has_quorum();
+            checks.set_sorry(shared, i, on);
+        }
+        Ok(checks)
+    }
+
+    fn publish(shared: &Shared, snap: Option<crate::service::Snapshot>) {
+        if let Some(snap) = snap {
+            shared.snapshot.store(Arc::new(snap));
+            shared.control_wake.notify();
+        }
+    }
+
+    /// Writes real server `i`'s state into the live table.
+    fn apply(&self, shared: &Shared, i: usize) {
+        let r = &self.reals[i];
+        let h = Health {
+            down: !r.health.is_up(),
+            inhibit_on_failure: r.inhibit,
+            weight: (r.health.weight() != r.weight).then(|| r.health.weight()),
+        };
+        let key = self.services[r.svc].key;
+        let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        match t.set_health(key, r.addr, h) {
+            Ok(snap) => Self::publish(shared, snap),
+            Err(e) => tracing::warn!(real = %r.addr, error = %e, "health change not applied"),
+        }
+    }
+
+    fn set_sorry(&self, shared: &Shared, svc: usize, on: bool) {
+        let key = self.services[svc].key;
+        let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        match t.set_sorry_active(key, on) {
+            Ok(snap) => Self::publish(shared, snap),
+            Err(e) => tracing::warn!(error = %e, "sorry server change not applied"),
+        }
+    }
+
+    /// Runs until the daemon stops.
+    pub fn run(mut self, shared: Arc<Shared>) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.host_wake);
+        while !shared.stop.load(Ordering::Relaxed) {
+            while let Some(r) = shared.host_rx.pop() {
+                self.net.deliver(r.port, &r.data[..r.len]);
+                let _ = shared.pool.push(r);
+            }
+            self.net.poll();
+            let now = Instant::now();
+            for i in 0..self.reals.len() {
+                let Some(ev) = self.reals[i].health.tick(&mut self.net, now) else {
+                    continue;
+                };
+                let r = &self.reals[i];
+                let svc = self.services[r.svc].key;
+                match &ev {
+                    Event::Down { reason } => tracing::warn!(
+                        service = %svc.1, real = %r.addr, %reason, "real server DOWN"
+                    ),
+                    Event::Up { weight } => tracing::info!(
+                        service = %svc.1, real = %r.addr, weight, "real server UP"
+                    ),
+                    Event::Weight(w) => tracing::info!(
+                        service = %svc.1, real = %r.addr, weight = w, "real server weight"
+                    ),
+                }
+                self.apply(&shared, i);
+                let s = r.svc;
+                let live = self.services[s].static_weight
+                    + self
+                        .reals
+                        .iter()
+                        .filter(|x| x.svc == s)
+                        .map(|x| x.health.live_weight())
+                        .sum::<u64>();
+                match self.services[s].quorum.update(live) {
+                    Some(QuorumEvent::Lost) => {
+                        tracing::warn!(service = %svc.1, live, "quorum lost: sorry server in");
+                        self.set_sorry(&shared, s, true);
+                    }
+                    Some(QuorumEvent::Regained) => {
+                        tracing::info!(service = %svc.1, live, "quorum regained: sorry server out");
+                        self.set_sorry(&shared, s, false);
+                    }
+                    None => {}
+                }
+            }
+            self.net.poll();
+            let now = Instant::now();
+            let next = self
+                .reals
+                .iter()
+                .filter_map(|r| r.health.next_wakeup())
+                .min()
+                .map(|t| t.saturating_duration_since(now))
+                .into_iter()
+                .chain(self.net.poll_delay())
+                .min()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            let mut pfd = [crate::sys::poll_in(fd)];
+            let _ = crate::sys::poll(&mut pfd, next.as_millis() as i32);
+            shared.host_wake.drain();
+        }
+        for r in &mut self.reals {
+            r.health.shutdown(&mut self.net);
+        }
+        self.net.poll();
+    }
+}
