@@ -367,3 +367,41 @@ fn ssl_get_passes_against_a_tls_server() {
     drop(tls);
     assert!(wait(10, || line(&lab, 0).is_none()), "{}", listing(&lab));
 }
+
+#[test]
+fn ping_and_udp_checks_run_through_the_host_stack() {
+    if !precheck() {
+        return;
+    }
+    // rs1: ping (answered by its kernel); rs2: UDP check on 5353 requiring "rs2:" + payload.
+    let udp = format!(
+        "\n[[service.real.check]]\ntype = \"udp\"\nconnect_port = 5353\npayload = \"{}\"\nrequire_reply = \"{}\"\n",
+        "71",                     // "q"
+        "7273323a71"              // "rs2:q"
+    );
+    let ping = "\n[[service.real.check]]\ntype = \"ping\"\n";
+    let lab = started(
+        2,
+        &service(
+            &format!("{FAST}, alpha = true"),
+            &[(0, 1, "", ping), (1, 1, "", &udp)],
+        ),
+    );
+    assert!(
+        wait(10, || line(&lab, 0).is_some()),
+        "PING_CHECK passed: {}",
+        listing(&lab)
+    );
+    assert!(line(&lab, 1).is_none(), "no UDP responder yet");
+    let echo = lab.reals[1]
+        .run(|| traffic::UdpEcho::start(any(5353), "rs2"))
+        .unwrap();
+    assert!(
+        wait(10, || line(&lab, 1).is_some()),
+        "UDP_CHECK passed: {}",
+        listing(&lab)
+    );
+    drop(echo);
+    // Without the responder the kernel answers port unreachable: the check fails.
+    assert!(wait(10, || line(&lab, 1).is_none()), "{}", listing(&lab));
+}
