@@ -142,17 +142,9 @@ impl Table {
                     .reals
                     .iter()
                     .map(|r| adm::DestEntry {
-                        addr: *r.addr.ip(),
-                        port: r.addr.port(),
-                        forward: adm_forward(r.forward),
-                        weight: r.weight,
-                        active: 0,
-                        inactive: 0,
-                        persist: 0,
                         u_threshold: r.u_threshold,
                         l_threshold: r.l_threshold,
-                        stats: adm::Stats::default(),
-                        rate: adm::Rate::default(),
+                        ..adm::DestEntry::new(r.addr, adm_forward(r.forward), r.weight)
                     })
                     .collect(),
             });
@@ -198,19 +190,7 @@ impl Table {
             // keepalived: without quorum, all real servers go and the sorry server serves.
             if self.sorry_active.contains(&key) {
                 if let Some(&(addr, forward)) = self.sorry.get(&key) {
-                    s.dests = vec![adm::DestEntry {
-                        addr: *addr.ip(),
-                        port: addr.port(),
-                        forward,
-                        weight: 1,
-                        active: 0,
-                        inactive: 0,
-                        persist: 0,
-                        u_threshold: 0,
-                        l_threshold: 0,
-                        stats: adm::Stats::default(),
-                        rate: adm::Rate::default(),
-                    }];
+                    s.dests = vec![adm::DestEntry::new(addr, forward, 1)];
                 }
             }
         }

@@ -144,6 +144,25 @@ pub struct DestEntry {
     pub rate: Rate,
 }
 
+impl DestEntry {
+    /// A real server with no connections or counters yet and no thresholds.
+    pub fn new(addr: SocketAddrV4, forward: Forward, weight: u32) -> DestEntry {
+        DestEntry {
+            addr: *addr.ip(),
+            port: addr.port(),
+            forward,
+            weight,
+            active: 0,
+            inactive: 0,
+            persist: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+            stats: Stats::default(),
+            rate: Rate::default(),
+        }
+    }
+}
+
 /// One virtual service and its real servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEntry {
