@@ -105,7 +105,53 @@ fn memory_per_entry() {
     );
 }
 
+/// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
+/// (`valgrind --tool=callgrind <bench binary>`; divide the loop's instructions by N).
+fn profile_established(n: u64) {
+    let dest = Arc::new(sched::Dest::new(
+        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
+        80,
+        1,
+    ));
+    let mut table = filled(N, &dest);
+    let (ca, cp) = client(12345);
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(ca.octets(), vip().octets(), 64)
+        .tcp(cp, 80, 1, 65535)
+        .ack(1)
+        .write(&mut frame, &[0u8; 1000])
+        .unwrap();
+    let keys: Vec<FlowKey> = (0..4096u32)
+        .map(|i| {
+            let (a, p) = client(i * 241 % N);
+            FlowKey::new(6, a, p, vip(), 80)
+        })
+        .collect();
+    established_loop(&mut table, &mut frame, &keys, n);
+}
+
+#[inline(never)]
+fn established_loop(table: &mut ConnTable, frame: &mut [u8], keys: &[FlowKey], n: u64) {
+    for i in 0..n {
+        let pkt = modes::parse(black_box(&*frame)).expect("frame");
+        let f = table.lookup(&keys[i as usize & 4095]).expect("known flow");
+        let conn = table.on_packet(f.slot, f.dir, flags::ACK, 1);
+        let (d, p) = (conn.daddr, conn.dport);
+        modes::nat::dnat(frame, &pkt, modes::Csum::Full, d, p);
+        modes::nat::decrement_ttl(frame, &pkt);
+        black_box(&*frame);
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    if let Some(n) = std::env::var("TAPVS_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        profile_established(n);
+        std::process::exit(0);
+    }
     memory_per_entry();
     let dest = Arc::new(sched::Dest::new(
         IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
