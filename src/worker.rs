@@ -327,7 +327,10 @@ impl Ctx {
                 };
                 if snap.is_vip(pkt.dst) {
                     self.vip(port, buf, f, snap, neigh);
-                } else if snap.is_lip(pkt.dst) && (pkt.is_tcp() || pkt.is_udp()) {
+                } else if (snap.is_lip(pkt.dst) && !pkt.is_icmp())
+                    || (pkt.is_icmp()
+                        && self.icmp_error_for_conn(&buf[VNET_HDR_LEN..len], &pkt, snap))
+                {
                     self.transit(port, buf, f, snap, neigh);
                 } else if snap.is_local(pkt.dst) {
                     if !self.hand_to_host_stack(port, &buf[..len], &pkt) {
@@ -928,6 +931,9 @@ impl Ctx {
     ) {
         let Frame { len, pkt, csum, .. } = f;
         let pkt = &pkt;
+        if pkt.is_icmp() {
+            return self.icmp_error(port, buf, f, snap, neigh);
+        }
         if pkt.proto != 6 && pkt.proto != 17 {
             return self.c.drop(Drop::NoConnection);
         }
@@ -966,6 +972,66 @@ impl Ctx {
             modes::fullnat::fnat_out(frame, pkt, csum, vaddr, vport, caddr, cport);
         } else {
             nat::snat(frame, pkt, csum, vaddr, vport);
+        }
+        self.c.fwd_out += 1;
+        self.forward(buf, len, pkt, caddr, snap, neigh);
+    }
+
+    /// Whether `pkt` is an ICMP error quoting a packet this appliance sent to a real server
+    /// (NAT: client → RIP; FullNAT: LIP → RIP), which then belongs to the connection's path.
+    fn icmp_error_for_conn(&self, frame: &[u8], pkt: &Packet, snap: &Snapshot) -> bool {
+        let Some((_, isrc, _, _, _)) = modes::icmp_nat::inner_tuple(frame, pkt) else {
+            return false;
+        };
+        !snap.is_local(pkt.dst) || snap.is_lip(isrc)
+    }
+
+    /// An ICMP error from the servers' side about a connection's packet, translated back to
+    /// the client as IPVS does: the quoted packet and the outer source become what the client
+    /// sent and talked to (VIP:vport, and for FullNAT the client's own address and port).
+    fn icmp_error(
+        &mut self,
+        port: usize,
+        buf: &mut [u8],
+        f: Frame,
+        snap: &Snapshot,
+        neigh: &NeighTable,
+    ) {
+        let Frame { len, pkt, csum, .. } = f;
+        let pkt = &pkt;
+        let frame = &buf[VNET_HDR_LEN..len];
+        let Some((proto, isrc, isport, idst, idport)) = modes::icmp_nat::inner_tuple(frame, pkt)
+        else {
+            return self.c.drop(Drop::NoConnection);
+        };
+        // The quoted packet went client (or LIP) → real server: its source names the owner.
+        let owner = if snap.is_lip(isrc) {
+            usize::from(isport) % self.workers
+        } else {
+            owner_of(isrc, isport, self.workers)
+        };
+        if self.redirect(owner, port, &buf[..len]) {
+            return;
+        }
+        if pkt.ttl <= 1 {
+            return self.ttl_exceeded(port, frame, pkt, csum, snap);
+        }
+        // The connection's reply key is the quoted packet's tuple reversed.
+        let key = FlowKey::new(proto, idst, idport, isrc, isport);
+        let Some(fd) = self.table.lookup(&key).filter(|fd| fd.dir == Dir::Output) else {
+            return self.c.drop(Drop::NoConnection);
+        };
+        let c = self.table.get(fd.slot);
+        let (vaddr, vport, caddr, cport, fwd) = (c.vaddr, c.vport, c.caddr, c.cport, c.fwd);
+        let frame = &mut buf[VNET_HDR_LEN..len];
+        let done = if fwd == Forward::FullNat {
+            modes::icmp_nat::rewrite_inner(frame, pkt, caddr, cport, vaddr, vport)
+                && modes::icmp_nat::set_outer_addrs(frame, pkt, vaddr, caddr)
+        } else {
+            modes::icmp_nat::nat_out(frame, pkt, vaddr, vport)
+        };
+        if !done {
+            return self.c.drop(Drop::NoConnection);
         }
         self.c.fwd_out += 1;
         self.forward(buf, len, pkt, caddr, snap, neigh);

@@ -325,3 +325,28 @@ fn vip_port_without_service_is_refused_like_a_host() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn icmp_errors_from_a_real_server_are_translated_back_to_the_client() {
+    if !precheck() {
+        return;
+    }
+    // Nothing listens on the real server's UDP port: its kernel answers port unreachable about
+    // the NATed datagram (client -> RIP:rport); the client's socket, connected to VIP:vport,
+    // only reports it if tapvs translates the quoted packet and the source back.
+    let lab = lab_with(1, &lab::nat_service("udp", 53, "rr", &[(0, 5999, 1)]));
+    lab.client.run(|| {
+        let s = std::net::UdpSocket::bind(any(0)).unwrap();
+        s.connect(lab::vip(53)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send(b"q").unwrap();
+        let e = s.recv(&mut [0u8; 8]).expect_err("port unreachable");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    });
+    let stats = wait_stats(&lab, |s| s.fwd_out > 0);
+    assert_eq!(
+        stats.fwd_out, 1,
+        "the ICMP error went back through tapvs: {stats:?}"
+    );
+    assert_eq!(stats.dropped("no_service"), 0);
+}
