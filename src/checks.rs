@@ -124,8 +124,7 @@ impl Checks {
 
     fn publish(shared: &Shared, snap: Option<crate::service::Snapshot>) {
         if let Some(snap) = snap {
-            shared.snapshot.store(Arc::new(snap));
-            shared.control_wake.notify();
+            crate::daemon::publish_snapshot(shared, snap);
         }
     }
 

@@ -324,6 +324,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Worker threads (each owns one queue of every port).
     pub workers: usize,
+    /// How the kernel spreads received frames over the workers' queues.
+    pub steering: crate::steer::SteeringMode,
     /// Bound of each worker's connection table is `max_connections / workers`.
     pub max_connections: usize,
     /// Connection timeouts.
@@ -346,6 +348,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     workers: Option<usize>,
+    steering: Option<String>,
     max_connections: Option<usize>,
     #[serde(default)]
     timeouts: Timeouts,
@@ -533,6 +536,16 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     if workers == 0 || workers > 64 {
         return Err(err("workers".into(), "must be 1..=64".into()));
     }
+    let steering = match raw.steering.as_deref() {
+        None | Some("ebpf") => crate::steer::SteeringMode::Ebpf,
+        Some("flow") => crate::steer::SteeringMode::Flow,
+        Some(other) => {
+            return Err(err(
+                "steering".into(),
+                format!("unknown steering {other:?} (ebpf or flow)"),
+            ))
+        }
+    };
     let max_connections = raw.max_connections.unwrap_or(1 << 20);
     if max_connections < workers {
         return Err(err(
@@ -887,6 +900,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         file: file.to_path_buf(),
         workers,
+        steering,
         max_connections,
         timeouts: raw.timeouts,
         neighbour: raw.neighbour,
@@ -956,6 +970,7 @@ weight = 3
     fn good_config_parses_with_defaults() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.workers, 2);
+        assert_eq!(c.steering, crate::steer::SteeringMode::Ebpf);
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.ports[0].mac, [2, 0, 0, 0, 0, 1]);
         assert_eq!(
@@ -1037,6 +1052,11 @@ weight = 3
             &GOOD.replace("workers = 2", "workers = 0"),
             "workers",
             "1..=64",
+        );
+        expect_err(
+            &GOOD.replace("workers = 2", "workers = 2\nsteering = \"rss\""),
+            "steering",
+            "ebpf or flow",
         );
         expect_err("port = [", "-", "syntax error at line 1");
     }

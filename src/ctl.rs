@@ -266,8 +266,7 @@ fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
         return Ok(());
     }
     if let Some(snap) = table.apply(cmd)? {
-        shared.snapshot.store(Arc::new(snap));
-        shared.control_wake.notify();
+        crate::daemon::publish_snapshot(shared, snap);
     }
     Ok(())
 }

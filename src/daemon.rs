@@ -90,6 +90,8 @@ pub struct Shared {
     pub host_rx: ArrayQueue<Box<Redirect>>,
     /// The host stack's doorbell.
     pub host_wake: EventFd,
+    /// The eBPF queue-selection program of the ports (control plane only).
+    pub steering: Mutex<crate::steer::Steering>,
     /// Start of daemon time (connection and neighbour clocks count seconds from here).
     pub epoch: Instant,
 }
@@ -111,6 +113,19 @@ pub enum StartError {
     /// A system resource could not be created.
     #[error("{0}")]
     Sys(std::io::Error),
+}
+
+/// Makes `snap` the snapshot the workers use, first re-targeting the ports' steering when its
+/// address sets changed, and wakes the control thread.
+pub fn publish_snapshot(shared: &Shared, snap: Snapshot) {
+    let sets = snap.address_sets();
+    let _ = shared
+        .steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .update(&sets);
+    shared.snapshot.store(Arc::new(snap));
+    shared.control_wake.notify();
 }
 
 /// The folded counters of all workers, as last published.
@@ -177,6 +192,13 @@ impl Daemon {
             tap.set_up().map_err(tap_err)?;
             port_queues.push(tap.into_queues().into_iter().map(Arc::new).collect());
         }
+        let mut steering = crate::steer::Steering::new(
+            cfg.steering,
+            workers,
+            port_queues.iter().map(|q| q[0].clone()).collect(),
+        );
+        // A refusal is logged and leaves the kernel's steering: frames still reach their owner.
+        let _ = steering.update(&snapshot.address_sets());
         let pool = ArrayQueue::new(REDIRECT_POOL_PER_WORKER * workers);
         for _ in 0..REDIRECT_POOL_PER_WORKER * workers {
             let _ = pool.push(new_redirect());
@@ -216,6 +238,7 @@ impl Daemon {
             host_enabled: AtomicBool::new(false),
             host_rx: ArrayQueue::new(256),
             host_wake: EventFd::new().map_err(StartError::Sys)?,
+            steering: Mutex::new(steering),
             epoch: Instant::now(),
         });
         let per_worker_conns = cfg.max_connections / workers;
@@ -284,6 +307,24 @@ impl Daemon {
     /// The folded counters of all workers (as of their last publication, at most 100 ms old).
     pub fn stats(&self) -> Stats {
         fold(&self.shared)
+    }
+
+    /// Each worker's own counters (as of its last publication), in worker order.
+    pub fn worker_stats(&self) -> Vec<Counters> {
+        self.shared
+            .published
+            .iter()
+            .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+
+    /// Whether the eBPF steering program is attached to the ports.
+    pub fn steering_active(&self) -> bool {
+        self.shared
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_active()
     }
 
     /// Executes an ipvsadm command line as the control socket would.

@@ -27,6 +27,7 @@ pub mod route;
 pub mod rs;
 pub mod service;
 pub mod stats;
+pub mod steer;
 pub mod sys;
 pub mod tap;
 pub mod tcp_state;

@@ -137,6 +137,20 @@ impl Snapshot {
         }
     }
 
+    /// The addresses eBPF steering classifies frames by, sorted.
+    pub fn address_sets(&self) -> crate::steer::AddressSets {
+        let sorted = |set: &HashSet<Ipv4Addr, foldhash::fast::RandomState>| {
+            let mut v: Vec<Ipv4Addr> = set.iter().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        crate::steer::AddressSets {
+            vips: sorted(&self.vips),
+            lips: sorted(&self.lips),
+            locals: sorted(&self.local),
+        }
+    }
+
     /// One more than the largest real-server id (sizes the workers' counter arrays).
     pub fn dest_id_bound(&self) -> u32 {
         self.services

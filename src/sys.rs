@@ -201,3 +201,124 @@ impl PacketSocket {
         Ok(())
     }
 }
+
+/// `bpf(2)` commands used here.
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// `BPF_PROG_TYPE_SOCKET_FILTER`, the program type TUN steering runs.
+const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// `union bpf_attr` as `BPF_PROG_LOAD` reads it, padded with zeros (the kernel requires
+/// bytes it does not know to be zero).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    rest: [u64; 8],
+}
+
+/// `union bpf_attr` as `BPF_PROG_TEST_RUN` reads it.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    rest: [u64; 8],
+}
+
+/// A loaded eBPF program; the kernel frees it when this descriptor and every attachment are
+/// gone.
+#[derive(Debug)]
+pub struct BpfProg(OwnedFd);
+
+impl AsRawFd for BpfProg {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, exclusively borrowed bpf_attr layout of the size passed;
+    // pointers inside it are set by the callers to buffers that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            (attr as *mut T).cast::<libc::c_void>(),
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// Loads `insns` (raw 8-byte eBPF instructions) as a socket-filter program named `name`.
+/// On a verifier rejection the error carries the verifier's log.
+pub fn bpf_load_socket_filter(insns: &[u64], name: &str) -> io::Result<BpfProg> {
+    let license = c"Apache-2.0";
+    let mut prog_name = [0u8; 16];
+    for (d, s) in prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        ..Default::default()
+    };
+    let fd = match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => fd,
+        Err(e)
+            if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            // Load again with the verifier's log for the error message.
+            let mut log = vec![0u8; 64 * 1024];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            let _ = bpf(BPF_PROG_LOAD, &mut attr);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            return Err(io::Error::new(e.kind(), format!("{e}: {}", text.trim())));
+        }
+        Err(e) => return Err(e),
+    };
+    // SAFETY: `fd` was just returned by bpf(BPF_PROG_LOAD) and has no other owner.
+    Ok(BpfProg(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+}
+
+/// Runs `prog` once over `frame` (an Ethernet frame) with `BPF_PROG_TEST_RUN` and returns
+/// the program's return value.
+pub fn bpf_test_run(prog: &BpfProg, frame: &[u8]) -> io::Result<u32> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
+}

@@ -29,6 +29,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
+/// `_IOR('T', 224, int)`: attach (fd) or detach (-1) the queue-selection eBPF program.
+const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 
 /// TUNSETOFFLOAD bits: what this process accepts on read.
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -208,6 +210,16 @@ impl TapQueue {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+impl TapQueue {
+    /// Sets the device's queue-selection program (for every queue of the device), or with
+    /// `None` returns the device to the kernel's automatic flow steering. The device keeps its
+    /// own reference to the program.
+    pub fn set_steering(&self, prog: Option<&crate::sys::BpfProg>) -> io::Result<()> {
+        let mut fd: libc::c_int = prog.map_or(-1, |p| p.as_raw_fd());
+        ioctl_ptr(self.fd.as_raw_fd(), TUNSETSTEERINGEBPF, &mut fd)
     }
 }
 

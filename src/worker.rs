@@ -6,8 +6,10 @@
 //! Ownership: a connection belongs to the worker given by [`owner_of`] the client's address and
 //! port, which both directions carry (source of client packets, destination of NAT replies). A
 //! frame that arrives on another worker's queue is copied into a pooled buffer and handed to the
-//! owner through a bounded queue. The kernel's TAP flow steering remembers which queue wrote a
-//! flow, so after a connection's first packets both directions normally arrive at the owner.
+//! owner through a bounded queue. Normally that never happens: the ports' eBPF steering program
+//! ([`crate::steer`]) computes the same owner in the kernel, so both directions of a connection
+//! arrive on its owner's queue from the first frame. The hand-over covers what the program
+//! does not classify (ICMP errors) and kernels that refuse the program (`steering = "flow"`).
 //!
 //! Nothing here allocates per packet, takes a lock, or logs.
 
@@ -41,7 +43,8 @@ const PENDING_TTL: Duration = Duration::from_secs(1);
 /// Counter publication interval.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
-/// The worker owning the connection of client `ip`:`port` among `n` workers.
+/// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
+/// steering program ([`crate::steer::program`]) computes exactly this; change both together.
 #[inline]
 pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
     if n <= 1 {

@@ -18,6 +18,23 @@ fn lab_with(n_reals: usize, services: &str) -> Lab {
     lab
 }
 
+/// 100 HTTP requests through VIP:80 (rr over two servers on port 80) split 50/50; returns the
+/// counters once all 100 connections are counted.
+fn hundred_requests_split_evenly(lab: &Lab) -> tapvs::stats::Stats {
+    let servers = http_servers(lab, 80);
+    let split = lab
+        .client
+        .run(|| traffic::http_split(lab::vip(80), 100, Duration::from_secs(5)))
+        .expect("requests through the VIP");
+    assert_eq!(split.get("rs1"), Some(&50), "{split:?}");
+    assert_eq!(split.get("rs2"), Some(&50), "{split:?}");
+    assert_eq!(servers[0].served() + servers[1].served(), 100);
+    let stats = wait_stats(lab, |s| s.conns_created >= 100);
+    assert_eq!(stats.conns_created, 100);
+    assert!(stats.fwd_in > 0 && stats.fwd_out > 0, "{stats:?}");
+    stats
+}
+
 #[test]
 fn http_rr_splits_evenly() {
     if !precheck() {
@@ -27,17 +44,43 @@ fn http_rr_splits_evenly() {
         2,
         &lab::nat_service("tcp", 80, "rr", &[(0, 80, 1), (1, 80, 1)]),
     );
-    let servers = http_servers(&lab, 80);
-    let split = lab
-        .client
-        .run(|| traffic::http_split(lab::vip(80), 100, Duration::from_secs(5)))
-        .expect("requests through the VIP");
-    assert_eq!(split.get("rs1"), Some(&50), "{split:?}");
-    assert_eq!(split.get("rs2"), Some(&50), "{split:?}");
-    assert_eq!(servers[0].served() + servers[1].served(), 100);
-    let stats = wait_stats(&lab, |s| s.conns_created >= 100);
-    assert_eq!(stats.conns_created, 100);
-    assert!(stats.fwd_in > 0 && stats.fwd_out > 0, "{stats:?}");
+    let stats = hundred_requests_split_evenly(&lab);
+    // eBPF steering puts both directions of every connection on its owner's queue from the
+    // first frame: no frame is handed between workers, and both workers carry traffic.
+    assert!(lab.daemon().steering_active());
+    assert_eq!(stats.redirected, 0, "{stats:?}");
+    let per_worker = lab.daemon().worker_stats();
+    assert!(
+        per_worker.iter().all(|w| w.fwd_in >= 20 && w.fwd_out >= 20),
+        "{:?}",
+        per_worker
+            .iter()
+            .map(|w| (w.fwd_in, w.fwd_out))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// With the kernel's own flow steering (`steering = "flow"`), frames that reach another
+/// worker's queue are handed to their owner, and every request is still answered.
+#[test]
+fn flow_steering_hands_frames_to_their_owner() {
+    if !precheck() {
+        return;
+    }
+    let mut lab = Lab::build(2).expect("build lab");
+    let cfg = lab::base_config(2).replace("workers = 2\n", "workers = 2\nsteering = \"flow\"\n");
+    lab.start(&format!(
+        "{cfg}{}",
+        lab::nat_service("tcp", 80, "rr", &[(0, 80, 1), (1, 80, 1)])
+    ))
+    .expect("start tapvs");
+    assert!(!lab.daemon().steering_active());
+    let stats = hundred_requests_split_evenly(&lab);
+    assert_eq!(stats.dropped("redirect_full"), 0, "{stats:?}");
+    eprintln!(
+        "flow steering: {} frames handed between workers",
+        stats.redirected
+    );
 }
 
 #[test]

@@ -1,0 +1,488 @@
+//! Deterministic steering of received frames to the worker that owns their connection: an
+//! eBPF queue-selection program attached to every TAP port with `TUNSETSTEERINGEBPF`.
+//!
+//! Without it the kernel's TAP flow steering picks the queue. That table learns a flow's queue
+//! only after the first frame tapvs wrote for it has been delivered, and the reply to that
+//! frame is usually produced synchronously during the delivery, so the first frames of every
+//! connection land on a hashed queue: half the time another worker's, which then has to copy
+//! the frame across (see [`crate::worker`]). For short connections that was about 40% of all
+//! frames. The program here computes [`crate::worker::owner_of`] in the kernel instead:
+//!
+//! - IPv4 TCP/UDP to a virtual address: the owner of the source (client address and port);
+//! - to a FullNAT local address: destination port modulo the worker count (local ports are
+//!   allocated so that this names the owning worker);
+//! - to one of the appliance's own addresses, and anything else (ARP, ICMP, IPv6): queue 0;
+//! - any other IPv4 TCP/UDP (a NAT reply): the owner of the destination (the client).
+//!
+//! The address sets are compiled into the program as constants; a configuration change that
+//! alters them loads a new program and swaps it in. Should the program ever disagree with the
+//! worker's own classification, the redirect path still delivers the frame correctly, so
+//! steering only ever saves work. Frames are read with the classic `LD_ABS`/`LD_IND` loads
+//! relative to the link-layer header (`SKF_LL_OFF`), which is where the TAP transmit path and
+//! `BPF_PROG_TEST_RUN` agree. The instruction encoding assumes a little-endian host.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::sys::{self, BpfProg};
+use crate::tap::TapQueue;
+
+/// How frames are spread over the workers' queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SteeringMode {
+    /// The eBPF program of this module (falls back to `Flow`, with a warning, if the kernel
+    /// refuses it).
+    #[default]
+    Ebpf,
+    /// The kernel's automatic flow steering.
+    Flow,
+}
+
+/// The addresses the program classifies by, each sorted and without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddressSets {
+    /// Virtual addresses.
+    pub vips: Vec<Ipv4Addr>,
+    /// FullNAT local addresses.
+    pub lips: Vec<Ipv4Addr>,
+    /// The ports' own addresses.
+    pub locals: Vec<Ipv4Addr>,
+}
+
+/// `SKF_LL_OFF`: classic-BPF load offsets from here on are relative to the link-layer header.
+const LL: i32 = -0x20_0000;
+/// Ethernet header length.
+const ETH: i32 = 14;
+/// The multiplier of [`crate::worker::owner_of`].
+const MIX: u32 = 0x9E37_79B1;
+
+// Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
+const LD: u8 = 0x00;
+const ALU: u8 = 0x04;
+const JMP: u8 = 0x05;
+const JMP32: u8 = 0x06;
+const ALU64: u8 = 0x07;
+const W: u8 = 0x00;
+const H: u8 = 0x08;
+const B: u8 = 0x10;
+const ABS: u8 = 0x20;
+const IND: u8 = 0x40;
+const K: u8 = 0x00;
+const X: u8 = 0x08;
+const MUL: u8 = 0x20;
+const AND: u8 = 0x50;
+const LSH: u8 = 0x60;
+const RSH: u8 = 0x70;
+const MOD: u8 = 0x90;
+const XOR: u8 = 0xa0;
+const MOV: u8 = 0xb0;
+const JA: u8 = 0x00;
+const JEQ: u8 = 0x10;
+const JNE: u8 = 0x50;
+const EXIT: u8 = 0x90;
+
+/// Registers: r0 result, r1 context on entry, r6 context for the loads, r7 address, r8 IP
+/// header length, r9 port.
+const R0: u8 = 0;
+const R1: u8 = 1;
+const R6: u8 = 6;
+const R7: u8 = 7;
+const R8: u8 = 8;
+const R9: u8 = 9;
+
+/// Jump targets, patched once the program is laid out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Queue0,
+    Transport,
+    FromSource,
+    LocalPort,
+    Hash,
+}
+
+/// A tiny assembler: instructions plus forward references to labels.
+struct Asm {
+    insns: Vec<u64>,
+    fixups: Vec<(usize, Label)>,
+    labels: Vec<(Label, usize)>,
+}
+
+impl Asm {
+    fn new() -> Asm {
+        Asm {
+            insns: Vec::new(),
+            fixups: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    fn raw(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+        let insn = u64::from(code)
+            | (u64::from(dst | (src << 4)) << 8)
+            | (u64::from(off as u16) << 16)
+            | (u64::from(imm as u32) << 32);
+        self.insns.push(insn);
+    }
+
+    fn jump(&mut self, code: u8, dst: u8, imm: i32, to: Label) {
+        self.fixups.push((self.insns.len(), to));
+        self.raw(code, dst, 0, 0, imm);
+    }
+
+    fn label(&mut self, l: Label) {
+        self.labels.push((l, self.insns.len()));
+    }
+
+    /// r0 = the `size` bytes at link-layer offset `at`, in host order.
+    fn load(&mut self, size: u8, at: i32) {
+        self.raw(LD | ABS | size, 0, 0, 0, LL + at);
+    }
+
+    /// r0 = the `size` bytes at link-layer offset r8 + `at`, in host order.
+    fn load_ind(&mut self, size: u8, at: i32) {
+        self.raw(LD | IND | size, 0, R8, 0, LL + at);
+    }
+
+    fn finish(mut self) -> Vec<u64> {
+        for &(at, to) in &self.fixups {
+            let target = self
+                .labels
+                .iter()
+                .find(|(l, _)| *l == to)
+                .map(|&(_, pc)| pc)
+                .unwrap_or(at + 1);
+            let off = (target as i64 - at as i64 - 1) as i16;
+            self.insns[at] = (self.insns[at] & !(0xffff << 16)) | (u64::from(off as u16) << 16);
+        }
+        self.insns
+    }
+}
+
+/// The queue-selection program for `sets` and `workers` queues, as raw instructions.
+pub fn program(sets: &AddressSets, workers: u32) -> Vec<u64> {
+    let n = workers.max(1) as i32;
+    let mut a = Asm::new();
+    a.raw(ALU64 | MOV | X, R6, R1, 0, 0);
+    a.load(H, 12);
+    a.jump(JMP | JNE | K, R0, 0x0800, Label::Queue0);
+    a.load(B, ETH);
+    a.raw(ALU64 | MOV | X, R8, R0, 0, 0);
+    a.raw(ALU64 | AND | K, R8, 0, 0, 0x0f);
+    a.raw(ALU64 | LSH | K, R8, 0, 0, 2);
+    a.load(B, ETH + 9);
+    a.jump(JMP | JEQ | K, R0, 6, Label::Transport);
+    a.jump(JMP | JEQ | K, R0, 17, Label::Transport);
+    a.jump(JMP | JA, 0, 0, Label::Queue0);
+
+    a.label(Label::Transport);
+    a.load(W, ETH + 16);
+    a.raw(ALU | MOV | X, R7, R0, 0, 0);
+    for v in &sets.vips {
+        a.jump(JMP32 | JEQ | K, R7, u32::from(*v) as i32, Label::FromSource);
+    }
+    for l in &sets.lips {
+        a.jump(JMP32 | JEQ | K, R7, u32::from(*l) as i32, Label::LocalPort);
+    }
+    for l in &sets.locals {
+        a.jump(JMP32 | JEQ | K, R7, u32::from(*l) as i32, Label::Queue0);
+    }
+    // A reply towards a client: the destination names the owner.
+    a.load_ind(H, ETH + 2);
+    a.raw(ALU | MOV | X, R9, R0, 0, 0);
+    // The verifier refuses unreachable code: blocks nobody jumps to are left out.
+    if !sets.vips.is_empty() {
+        a.jump(JMP | JA, 0, 0, Label::Hash);
+        a.label(Label::FromSource);
+        a.load(W, ETH + 12);
+        a.raw(ALU | MOV | X, R7, R0, 0, 0);
+        a.load_ind(H, ETH);
+        a.raw(ALU | MOV | X, R9, R0, 0, 0);
+    }
+
+    a.label(Label::Hash);
+    a.raw(ALU | LSH | K, R9, 0, 0, 16);
+    a.raw(ALU | XOR | X, R7, R9, 0, 0);
+    a.raw(ALU | MUL | K, R7, 0, 0, MIX as i32);
+    a.raw(ALU | MOV | X, R0, R7, 0, 0);
+    a.raw(ALU64 | MUL | K, R0, 0, 0, n);
+    a.raw(ALU64 | RSH | K, R0, 0, 0, 32);
+    a.raw(JMP | EXIT, 0, 0, 0, 0);
+
+    if !sets.lips.is_empty() {
+        a.label(Label::LocalPort);
+        a.load_ind(H, ETH + 2);
+        a.raw(ALU | MOD | K, R0, 0, 0, n);
+        a.raw(JMP | EXIT, 0, 0, 0, 0);
+    }
+
+    a.label(Label::Queue0);
+    a.raw(ALU64 | MOV | K, R0, 0, 0, 0);
+    a.raw(JMP | EXIT, 0, 0, 0, 0);
+    a.finish()
+}
+
+/// Loads the program for `sets` and `workers`.
+pub fn load(sets: &AddressSets, workers: u32) -> std::io::Result<BpfProg> {
+    sys::bpf_load_socket_filter(&program(sets, workers), "tapvs_steer")
+}
+
+/// The steering of one daemon: its ports (one queue of each) and what is attached.
+#[derive(Debug)]
+pub struct Steering {
+    mode: SteeringMode,
+    workers: u32,
+    ports: Vec<Arc<TapQueue>>,
+    attached: Option<AddressSets>,
+    failed: bool,
+}
+
+impl Steering {
+    /// Steering for `ports` (any one queue of each port) read by `workers` workers.
+    pub fn new(mode: SteeringMode, workers: usize, ports: Vec<Arc<TapQueue>>) -> Steering {
+        Steering {
+            mode,
+            workers: workers as u32,
+            ports,
+            attached: None,
+            failed: false,
+        }
+    }
+
+    /// Whether the eBPF program is attached to every port.
+    pub fn is_active(&self) -> bool {
+        self.attached.is_some()
+    }
+
+    /// Attaches a program for `sets` unless the attached one already matches. With one
+    /// worker, in `Flow` mode, or after the kernel refused a program once, does nothing. A
+    /// refusal is logged once, returned, and leaves the kernel's flow steering in place.
+    pub fn update(&mut self, sets: &AddressSets) -> std::io::Result<()> {
+        if self.mode != SteeringMode::Ebpf || self.workers <= 1 || self.failed {
+            return Ok(());
+        }
+        if self.attached.as_ref() == Some(sets) {
+            return Ok(());
+        }
+        let res = load(sets, self.workers).and_then(|prog| {
+            self.ports
+                .iter()
+                .try_for_each(|q| q.set_steering(Some(&prog)))
+        });
+        match res {
+            Ok(()) => {
+                self.attached = Some(sets.clone());
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "eBPF steering unavailable; using the kernel's flow steering");
+                for q in &self.ports {
+                    let _ = q.set_steering(None);
+                }
+                self.attached = None;
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::owner_of;
+    use etherparse::PacketBuilder;
+
+    fn frame(
+        proto: u8,
+        src: Ipv4Addr,
+        sport: u16,
+        dst: Ipv4Addr,
+        dport: u16,
+        opts: bool,
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut ip = etherparse::Ipv4Header::new(
+            0,
+            64,
+            etherparse::IpNumber(proto),
+            src.octets(),
+            dst.octets(),
+        )
+        .unwrap();
+        if opts {
+            ip.options = [1u8, 1, 1, 0].as_slice().try_into().unwrap();
+        }
+        let b = b.ip(etherparse::IpHeaders::Ipv4(ip, Default::default()));
+        let mut out = Vec::new();
+        if proto == 6 {
+            b.tcp(sport, dport, 1, 1000).write(&mut out, b"x").unwrap();
+        } else {
+            b.udp(sport, dport).write(&mut out, b"x").unwrap();
+        }
+        out
+    }
+
+    fn needs_root() -> bool {
+        if sys::is_root() {
+            return true;
+        }
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true: this test needs root (bpf)");
+        }
+        eprintln!("skipped: needs root");
+        false
+    }
+
+    #[test]
+    fn jumps_are_patched_forward() {
+        let sets = AddressSets {
+            vips: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            ..Default::default()
+        };
+        let p = program(&sets, 2);
+        for (pc, insn) in p.iter().enumerate() {
+            let code = (insn & 0xff) as u8;
+            let class = code & 0x07;
+            if (class == JMP || class == JMP32) && code & 0xf0 != EXIT {
+                let off = ((insn >> 16) & 0xffff) as u16 as i16;
+                let target = pc as i64 + 1 + i64::from(off);
+                assert!(off >= 0 && (target as usize) < p.len(), "pc {pc} off {off}");
+            }
+        }
+    }
+
+    /// The kernel's answer for many frames equals `owner_of` as the workers compute it.
+    #[test]
+    fn kernel_program_agrees_with_owner_of() {
+        if !needs_root() {
+            return;
+        }
+        let vip = Ipv4Addr::new(207, 175, 44, 110);
+        let lip = Ipv4Addr::new(172, 16, 9, 100);
+        let local = Ipv4Addr::new(172, 16, 0, 1);
+        let sets = AddressSets {
+            vips: vec![Ipv4Addr::new(10, 9, 9, 9), vip],
+            lips: vec![lip],
+            locals: vec![Ipv4Addr::new(10, 0, 0, 1), local],
+        };
+        for workers in [2u32, 3, 4, 7] {
+            let prog = load(&sets, workers).expect("load");
+            let n = workers as usize;
+            let mut seen = vec![0usize; n];
+            for i in 0..400u32 {
+                let h = i.wrapping_mul(0x2545_F491);
+                let client = Ipv4Addr::from(0x0a00_0000 | (h >> 8));
+                let cport = 1024 + (h % 60000) as u16;
+                let rs = Ipv4Addr::new(172, 16, 0, 2 + (i % 5) as u8);
+                let proto = if i % 3 == 0 { 17 } else { 6 };
+                let opts = i % 7 == 0;
+                // Client → VIP.
+                let f = frame(proto, client, cport, vip, 80, opts);
+                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                assert_eq!(q, owner_of(client, cport, n), "to VIP, {workers} workers");
+                seen[q] += 1;
+                // NAT reply RS → client.
+                let f = frame(proto, rs, 8080, client, cport, opts);
+                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                assert_eq!(q, owner_of(client, cport, n), "NAT reply");
+                // FullNAT reply RS → LIP:lport.
+                let f = frame(proto, rs, 8080, lip, cport, opts);
+                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                assert_eq!(q, usize::from(cport) % n, "FullNAT reply");
+                // To the appliance itself.
+                let f = frame(proto, rs, 8080, local, cport, opts);
+                assert_eq!(sys::bpf_test_run(&prog, &f).expect("run"), 0, "local");
+            }
+            assert!(seen.iter().all(|&s| s > 400 / n / 2), "{seen:?}");
+        }
+        // ARP, ICMP and truncated frames go to queue 0.
+        let prog = load(&sets, 4).expect("load");
+        let mut arp = vec![0u8; 42];
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(sys::bpf_test_run(&prog, &arp).unwrap(), 0);
+        let mut icmp = frame(6, Ipv4Addr::new(1, 2, 3, 4), 1, vip, 80, false);
+        icmp[14 + 9] = 1;
+        assert_eq!(sys::bpf_test_run(&prog, &icmp).unwrap(), 0);
+        let short = &frame(6, Ipv4Addr::new(1, 2, 3, 4), 1, vip, 80, false)[..36];
+        assert_eq!(sys::bpf_test_run(&prog, short).unwrap(), 0);
+    }
+
+    /// A real multi-queue TAP: frames the kernel sends out of it land on the owner's queue.
+    #[test]
+    fn tap_queues_follow_the_program() {
+        if !needs_root() {
+            return;
+        }
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this freshly spawned thread's network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            let tap = crate::tap::Tap::open("tvsteer0", 2).expect("tap");
+            tap.set_up().expect("up");
+            let run = |args: &[&str]| {
+                let st = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "ip {args:?}");
+            };
+            run(&["addr", "add", "10.7.0.1/24", "dev", "tvsteer0"]);
+            run(&["link", "set", "lo", "up"]);
+            run(&[
+                "neigh",
+                "add",
+                "10.7.0.2",
+                "lladdr",
+                "02:00:00:00:00:02",
+                "dev",
+                "tvsteer0",
+            ]);
+            let queues: Vec<Arc<TapQueue>> = tap.into_queues().into_iter().map(Arc::new).collect();
+            let vip = Ipv4Addr::new(10, 7, 0, 9);
+            let mut st = Steering::new(SteeringMode::Ebpf, 2, vec![queues[0].clone()]);
+            st.update(&AddressSets {
+                vips: vec![vip],
+                ..Default::default()
+            })
+            .expect("attach");
+            assert!(st.is_active());
+            // The host sends UDP to 10.7.0.2 from many ports: NAT-reply shaped frames.
+            let client = Ipv4Addr::new(10, 7, 0, 2);
+            let mut per_queue = [0usize; 2];
+            let mut buf = vec![0u8; crate::tap::MAX_FRAME];
+            for i in 0..40u16 {
+                let sock = std::net::UdpSocket::bind("10.7.0.1:0").unwrap();
+                sock.send_to(b"steer", (client, 5000 + i)).unwrap();
+                let want = owner_of(client, 5000 + i, 2);
+                let mut got = None;
+                let mut pfds: Vec<libc::pollfd> = queues
+                    .iter()
+                    .map(|q| sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(&**q)))
+                    .collect();
+                for _ in 0..20 {
+                    if sys::poll(&mut pfds, 1000).expect("poll") == 0 {
+                        break;
+                    }
+                    for (q, queue) in queues.iter().enumerate() {
+                        while let Ok(Some(n)) = queue.read(&mut buf) {
+                            let f = &buf[crate::tap::VNET_HDR_LEN..n];
+                            if f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17 {
+                                got = Some(q);
+                            }
+                        }
+                    }
+                    if got.is_some() {
+                        break;
+                    }
+                }
+                let q = got.expect("frame on a queue");
+                assert_eq!(q, want, "port {}", 5000 + i);
+                per_queue[q] += 1;
+            }
+            assert!(per_queue[0] > 0 && per_queue[1] > 0, "{per_queue:?}");
+        })
+        .join()
+        .expect("steer thread");
+    }
+}
