@@ -139,24 +139,61 @@ pub mod flags {
     pub const ACK: u8 = 0x10;
 }
 
+/// The transition [`TABLE`] row of a flag byte's most significant flag (RST > SYN > FIN >
+/// ACK), or `None` for a packet with none of them.
+const fn event_of(tcp_flags: u8) -> Option<usize> {
+    if tcp_flags & flags::RST != 0 {
+        Some(3)
+    } else if tcp_flags & flags::SYN != 0 {
+        Some(0)
+    } else if tcp_flags & flags::FIN != 0 {
+        Some(1)
+    } else if tcp_flags & flags::ACK != 0 {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// The four flag bits that drive the state machine (FIN, SYN, RST, ACK) packed into 4 bits:
+/// FIN, SYN, RST stay in bits 0–2 and ACK (bit 4) moves to bit 3.
+#[inline(always)]
+const fn flag_index(tcp_flags: u8) -> usize {
+    ((tcp_flags & 0x07) | ((tcp_flags >> 1) & 0x08)) as usize
+}
+
+/// [`TABLE`] expanded to `NEXT[dir][flag_index(flags)][state]` over every state (UDP and
+/// flag-less packets map a state to itself), so [`next`] is one load with no branches.
+const NEXT: [[[State; STATE_COUNT]; 16]; 3] = {
+    let mut t = [[[State::None; STATE_COUNT]; 16]; 3];
+    let mut d = 0;
+    while d < 3 {
+        let mut i = 0;
+        while i < 16 {
+            // Rebuild a flag byte with exactly the bits index `i` stands for.
+            let f = (i as u8 & 0x07) | ((i as u8 & 0x08) << 1);
+            let event = event_of(f);
+            let mut s = 0;
+            while s < STATE_COUNT {
+                t[d][i][s] = match event {
+                    // TABLE has a column for every TCP state, all numbered before UDP.
+                    Some(e) if s < State::Udp as usize => TABLE[d][e][s],
+                    _ => State::ALL[s],
+                };
+                s += 1;
+            }
+            i += 1;
+        }
+        d += 1;
+    }
+    t
+};
+
 /// The next TCP state for a packet with `tcp_flags` going `dir` on a connection in `state`.
 /// A packet with none of RST, SYN, FIN, ACK leaves the state unchanged; so does a UDP state.
+#[inline]
 pub fn next(state: State, dir: Dir, tcp_flags: u8) -> State {
-    let event = if tcp_flags & flags::RST != 0 {
-        3
-    } else if tcp_flags & flags::SYN != 0 {
-        0
-    } else if tcp_flags & flags::FIN != 0 {
-        1
-    } else if tcp_flags & flags::ACK != 0 {
-        2
-    } else {
-        return state;
-    };
-    match state {
-        State::Udp => state,
-        s => TABLE[dir as usize][event][s as usize],
-    }
+    NEXT[dir as usize][flag_index(tcp_flags)][state as usize]
 }
 
 /// Per-state timeouts in seconds, indexed by `State as usize`.
@@ -183,6 +220,7 @@ impl Timeouts {
     }
 
     /// The timeout of `state`.
+    #[inline]
     pub fn of(&self, state: State) -> u32 {
         self.0[state as usize]
     }
@@ -263,6 +301,29 @@ mod tests {
     fn flagless_and_udp_do_not_move() {
         assert_eq!(next(ES, Dir::Input, 0), ES);
         assert_eq!(next(State::Udp, Dir::Input, SYN), State::Udp);
+    }
+
+    /// The branchy definition [`next`] was expanded from.
+    fn next_reference(state: State, dir: Dir, tcp_flags: u8) -> State {
+        match (event_of(tcp_flags), state) {
+            (None, s) | (_, s @ State::Udp) => s,
+            (Some(e), s) => TABLE[dir as usize][e][s as usize],
+        }
+    }
+
+    #[test]
+    fn next_matches_the_table_for_every_input() {
+        for dir in [Dir::Input, Dir::Output, Dir::InputOnly] {
+            for s in State::ALL {
+                for f in 0..=255u8 {
+                    assert_eq!(
+                        next(s, dir, f),
+                        next_reference(s, dir, f),
+                        "{s:?} {dir:?} {f:#x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

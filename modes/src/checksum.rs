@@ -14,14 +14,16 @@ use std::net::Ipv4Addr;
 /// Folds a wide accumulator of 16-bit one's-complement words to 16 bits
 /// (end-around carry). Not complemented.
 #[inline]
-pub fn fold(mut acc: u64) -> u16 {
-    // Branch-free: ≤ 2^33 after the first step, ≤ 0x2fffe, ≤ 0x10001, then
-    // ≤ 0xffff.
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc as u16
+pub fn fold(acc: u64) -> u16 {
+    // Branch-free end-around-carry additions, 64 → 32 → 16 bits. Each step
+    // keeps the value mod 2^16 − 1 (a divisor of 2^32 − 1) and never turns a
+    // non-zero value into 0, so the result is the unique value in 1..=0xffff
+    // congruent to a non-zero `acc` (0 for 0). When a step carries, its
+    // wrapped sum is at most 2^k − 2, so adding the carry cannot overflow.
+    let (s, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    let s = s + u32::from(c);
+    let (t, c) = (s as u16).overflowing_add((s >> 16) as u16);
+    t + u16::from(c)
 }
 
 /// One's-complement addition of two sums.
@@ -59,6 +61,23 @@ pub fn sum(data: &[u8]) -> u16 {
     }
     let (s, o) = acc.overflowing_add(tail);
     fold(s + u64::from(o))
+}
+
+/// [`sum`] of exactly 20 bytes (an IPv4 header without options), unrolled:
+/// two 64-bit words and a 32-bit one added with end-around carry in native
+/// byte order (the one's-complement sum commutes with byte swapping,
+/// RFC 1071 §2(B)), folded, then put in network order.
+#[inline]
+pub fn sum20(data: &[u8; 20]) -> u16 {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3] = *data;
+    let a = u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+    let b = u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let c = u64::from(u32::from_ne_bytes([c0, c1, c2, c3]));
+    let (s, o1) = a.overflowing_add(b);
+    // c + o1 ≤ 2^32; on a carry out of this addition s is below 2^32, so the
+    // end-around carry cannot overflow.
+    let (s, o2) = s.overflowing_add(c + u64::from(o1));
+    u16::from_be_bytes(fold(s + u64::from(o2)).to_ne_bytes())
 }
 
 /// The Internet checksum of `data` as it is stored: `!sum(data)`.
@@ -227,6 +246,23 @@ mod tests {
         }
         let ff = vec![0xffu8; 70_000];
         assert_eq!(sum(&ff), naive_sum(&ff));
+    }
+
+    #[test]
+    fn sum20_matches_sum() {
+        let mut b = [0u8; 20];
+        for seed in 0..2000u32 {
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = (seed.wrapping_mul(2_654_435_761).rotate_left(i as u32) >> 7) as u8;
+            }
+            if seed % 7 == 0 {
+                b = [0xff; 20];
+            }
+            if seed % 11 == 0 {
+                b = [0; 20];
+            }
+            assert_eq!(sum20(&b), sum(&b), "{b:?}");
+        }
     }
 
     #[test]

@@ -8,11 +8,11 @@
 //! never change, so the frame's vnet header stays valid as it is. Also the
 //! TTL decrement and the MAC rewrite.
 
-use crate::checksum::{fold, udp_finish, update16, update32, update32_partial};
+use crate::checksum::{fold, udp_finish};
 use crate::packet::{Kind, Packet, PROTO_TCP, PROTO_UDP};
 use crate::wire::ethernet::{self, EthernetAddress};
 use crate::wire::vnet::VnetHdr;
-use crate::wire::{get_u16, get_u32, ipv4, set_bytes, set_u16, set_u32, tcp, udp};
+use crate::wire::{get_array, get_u8, ipv4, set_bytes, set_u8, tcp, udp};
 use std::net::Ipv4Addr;
 
 /// What the frame's TCP/UDP checksum field holds.
@@ -49,85 +49,166 @@ impl Csum {
     }
 }
 
-/// RFC 1624 update of a full checksum for a 32-bit and a 16-bit field
-/// change at once (one fold instead of two).
-#[inline]
-fn update_addr_port(csum: u16, old: u32, new: u32, old_port: u16, new_port: u16) -> u16 {
-    !fold(
-        u64::from(!csum)
-            + u64::from(!((old >> 16) as u16))
-            + u64::from(!(old as u16))
-            + u64::from((new >> 16) as u16)
-            + u64::from(new as u16)
-            + u64::from(!old_port)
-            + u64::from(new_port),
-    )
+// The checksum arithmetic below follows RFC 1624 eqn. 3,
+// `HC' = ~(~HC + ~m + m')`, on words read in *native* byte order: the
+// one's-complement sum commutes with byte swapping (RFC 1071 §2(B)), so
+// reading the checksum and the changed fields with `from_ne_bytes` and
+// storing the result with `to_ne_bytes` gives the same bytes as big-endian
+// arithmetic, without the byte swaps. A change is carried as its unfolded
+// `~m + m'` ("delta") so that one fold serves an address and a port
+// together; a 32-bit field enters whole, as 2^16 ≡ 1 (mod 2^16 − 1) makes
+// it congruent to the sum of its two 16-bit words (and `fold` gives the
+// one value in 1..=0xffff of a non-zero class, so the result is the same).
+
+/// The unfolded delta of a 32-bit field changing from `old` to `new`.
+#[inline(always)]
+fn delta32(old: u32, new: u32) -> u64 {
+    u64::from(!old) + u64::from(new)
 }
 
-/// Rewrites the IPv4 address at `l3 + addr_field` and, for TCP/UDP, the
-/// port at `l4 + port_field`, updating both checksums incrementally.
-#[inline]
+/// The unfolded delta of a 16-bit field changing from `old` to `new`.
+#[inline(always)]
+fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// Applies an unfolded delta to a full checksum.
+#[inline(always)]
+fn apply(csum: u16, delta: u64) -> u16 {
+    !fold(u64::from(!csum) + delta)
+}
+
+/// Which end of the packet a rewrite changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Source address and port.
+    Src,
+    /// Destination address and port.
+    Dst,
+}
+
+impl End {
+    /// Offset of the address in the IPv4 header.
+    #[inline(always)]
+    const fn addr_field(self) -> usize {
+        match self {
+            End::Src => ipv4::field::SRC,
+            End::Dst => ipv4::field::DST,
+        }
+    }
+
+    /// Offset of the port in the TCP/UDP header (the same for both).
+    #[inline(always)]
+    const fn port_field(self) -> usize {
+        match self {
+            End::Src => tcp::field::SRC_PORT,
+            End::Dst => tcp::field::DST_PORT,
+        }
+    }
+}
+
+/// Writes the new address into the IPv4 header `ip` and updates its
+/// checksum; returns the old and new address as native-order words.
+#[inline(always)]
+fn rewrite_addr(ip: &mut [u8; ipv4::MIN_HEADER_LEN], end: End, new_addr: Ipv4Addr) -> (u32, u32) {
+    let new_octets = new_addr.octets();
+    let new = u32::from_ne_bytes(new_octets);
+    let old = u32::from_ne_bytes(get_array::<4>(ip, end.addr_field()));
+    if old != new {
+        set_bytes(ip, end.addr_field(), &new_octets);
+        let c = u16::from_ne_bytes(get_array::<2>(ip, ipv4::field::CHECKSUM));
+        let c = apply(c, delta32(old, new));
+        set_bytes(ip, ipv4::field::CHECKSUM, &c.to_ne_bytes());
+    }
+    (old, new)
+}
+
+/// The address rewrite plus the port in the L4 header `l4` (TCP or UDP,
+/// `N` bytes long: its checksum field is the last two) and the L4
+/// checksum for the address and port change.
+#[inline(always)]
+fn rewrite_addr_port<const N: usize>(
+    ip: &mut [u8; ipv4::MIN_HEADER_LEN],
+    l4: &mut [u8; N],
+    udp: bool,
+    csum: Csum,
+    end: End,
+    new_addr: Ipv4Addr,
+    new_port: u16,
+) {
+    let (old, new) = rewrite_addr(ip, end, new_addr);
+    let new_port_bytes = new_port.to_be_bytes();
+    let old_port = u16::from_ne_bytes(get_array::<2>(l4, end.port_field()));
+    let new_port = u16::from_ne_bytes(new_port_bytes);
+    if old == new && old_port == new_port {
+        return;
+    }
+    set_bytes(l4, end.port_field(), &new_port_bytes);
+    let ck = N - 2;
+    let c = u16::from_ne_bytes(get_array::<2>(l4, ck));
+    let addr_delta = delta32(old, new);
+    let c = match csum {
+        // Ports are not in the pseudo-header: only an address change
+        // touches a partial sum (P' = ~update32(~P, old, new)).
+        Csum::Partial if old != new => !apply(!c, addr_delta),
+        Csum::Partial => return,
+        // UDP checksum 0 means none: leave it (0 and 0xffff read the same
+        // in either byte order).
+        Csum::Full if udp && c == 0 => return,
+        Csum::Full => {
+            let c = apply(c, addr_delta + delta16(old_port, new_port));
+            if udp {
+                udp_finish(c)
+            } else {
+                c
+            }
+        }
+    };
+    set_bytes(l4, ck, &c.to_ne_bytes());
+}
+
+/// Rewrites the IPv4 source or destination address and, for TCP/UDP, the
+/// matching port, updating both checksums incrementally.
+#[inline(always)]
 fn rewrite(
     frame: &mut [u8],
     pkt: &Packet,
     csum: Csum,
-    addr_field: usize,
-    port_field: usize,
+    end: End,
     new_addr: Ipv4Addr,
     new_port: u16,
 ) {
-    // Offsets beyond the frame (a `Packet` not from this frame) would also
-    // make the additions below overflow-prone: refuse them first.
-    if pkt.kind != Kind::Ipv4 || pkt.l3 > frame.len() || pkt.l4 > frame.len() {
+    if pkt.kind != Kind::Ipv4 {
         return;
     }
-    let l4_csum = match pkt.proto {
-        PROTO_TCP => Some(pkt.l4 + tcp::field::CHECKSUM),
-        PROTO_UDP => Some(pkt.l4 + udp::field::CHECKSUM),
-        _ => None,
-    };
-    // Touch nothing unless every field we write is in the frame.
-    let need = match l4_csum {
-        Some(f) => f + 2,
-        None => pkt.l3 + ipv4::MIN_HEADER_LEN,
-    };
-    if frame.len() < need || pkt.l4 < pkt.l3 + ipv4::MIN_HEADER_LEN {
-        return;
-    }
-
-    let addr_off = pkt.l3 + addr_field;
-    let old = get_u32(frame, addr_off);
-    let new = u32::from(new_addr);
-    if old != new {
-        set_u32(frame, addr_off, new);
-        let ip_csum = pkt.l3 + ipv4::field::CHECKSUM;
-        let c = get_u16(frame, ip_csum);
-        set_u16(frame, ip_csum, update32(c, old, new));
-    }
-
-    let Some(f) = l4_csum else {
+    // One check per header up front (offsets beyond the frame, as from a
+    // `Packet` not of this frame, fail them); fixed-size arrays after that.
+    // The IPv4 header must end at or before the L4 offset, and nothing is
+    // touched unless every field written is in the frame.
+    let Some((head, l4)) = frame.split_at_mut_checked(pkt.l4) else {
         return;
     };
-    let port_off = pkt.l4 + port_field;
-    let old_port = get_u16(frame, port_off);
-    if old == new && old_port == new_port {
+    let Some(ip) = head
+        .get_mut(pkt.l3..)
+        .and_then(|h| h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>())
+    else {
         return;
-    }
-    set_u16(frame, port_off, new_port);
-    let c = get_u16(frame, f);
-    let c = match csum {
-        // Ports are not in the pseudo-header: only an address change
-        // touches a partial sum.
-        Csum::Partial if old != new => update32_partial(c, old, new),
-        Csum::Partial => return,
-        // UDP checksum 0 means none: leave it.
-        Csum::Full if pkt.proto == PROTO_UDP && c == 0 => return,
-        Csum::Full if pkt.proto == PROTO_UDP => {
-            udp_finish(update_addr_port(c, old, new, old_port, new_port))
+    };
+    match pkt.proto {
+        PROTO_TCP => {
+            if let Some(h) = l4.first_chunk_mut::<{ tcp::field::CHECKSUM + 2 }>() {
+                rewrite_addr_port(ip, h, false, csum, end, new_addr, new_port);
+            }
         }
-        Csum::Full => update_addr_port(c, old, new, old_port, new_port),
-    };
-    set_u16(frame, f, c);
+        PROTO_UDP => {
+            if let Some(h) = l4.first_chunk_mut::<{ udp::field::CHECKSUM + 2 }>() {
+                rewrite_addr_port(ip, h, true, csum, end, new_addr, new_port);
+            }
+        }
+        _ => {
+            rewrite_addr(ip, end, new_addr);
+        }
+    }
 }
 
 /// Request direction: rewrites the destination address to `new_dst` and,
@@ -137,30 +218,14 @@ fn rewrite(
 /// nothing for ARP or if `frame` is shorter than `pkt` says.
 #[inline]
 pub fn dnat(frame: &mut [u8], pkt: &Packet, csum: Csum, new_dst: Ipv4Addr, new_dport: u16) {
-    rewrite(
-        frame,
-        pkt,
-        csum,
-        ipv4::field::DST,
-        tcp::field::DST_PORT,
-        new_dst,
-        new_dport,
-    );
+    rewrite(frame, pkt, csum, End::Dst, new_dst, new_dport);
 }
 
 /// Reply direction: rewrites the source address to `new_src` and, for
 /// TCP/UDP, the source port to `new_sport`; otherwise as [`dnat`].
 #[inline]
 pub fn snat(frame: &mut [u8], pkt: &Packet, csum: Csum, new_src: Ipv4Addr, new_sport: u16) {
-    rewrite(
-        frame,
-        pkt,
-        csum,
-        ipv4::field::SRC,
-        tcp::field::SRC_PORT,
-        new_src,
-        new_sport,
-    );
+    rewrite(frame, pkt, csum, End::Src, new_src, new_sport);
 }
 
 /// Decrements the IPv4 TTL with an incremental header checksum update.
@@ -169,20 +234,28 @@ pub fn snat(frame: &mut [u8], pkt: &Packet, csum: Csum, new_src: Ipv4Addr, new_s
 /// short.
 #[inline]
 pub fn decrement_ttl(frame: &mut [u8], pkt: &Packet) -> bool {
-    if pkt.kind != Kind::Ipv4 || frame.len().saturating_sub(pkt.l3) < ipv4::MIN_HEADER_LEN {
+    if pkt.kind != Kind::Ipv4 {
         return false;
     }
-    // TTL and protocol form one 16-bit word of the header.
-    let off = pkt.l3 + ipv4::field::TTL;
-    let old = get_u16(frame, off);
-    if old >> 8 <= 1 {
+    let Some(ip) = frame
+        .get_mut(pkt.l3..)
+        .and_then(|h| h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>())
+    else {
+        return false;
+    };
+    let ttl = get_u8(ip, ipv4::field::TTL);
+    if ttl <= 1 {
         return false;
     }
-    let new = old - 0x0100;
-    set_u16(frame, off, new);
-    let ip_csum = pkt.l3 + ipv4::field::CHECKSUM;
-    let c = get_u16(frame, ip_csum);
-    set_u16(frame, ip_csum, update16(c, old, new));
+    set_u8(ip, ipv4::field::TTL, ttl - 1);
+    // TTL and protocol form one 16-bit word m; m' = m − 0x0100, so in
+    // RFC 1624's HC' = ~(~HC + ~m + m') the term ~m + m' is 0xfeff for any
+    // protocol (the same sum `update16` forms). Native byte order as
+    // above: the constant is byte-swapped along with the words.
+    const DELTA: u16 = u16::from_ne_bytes(0xfeff_u16.to_be_bytes());
+    let c = u16::from_ne_bytes(get_array::<2>(ip, ipv4::field::CHECKSUM));
+    let c = apply(c, u64::from(DELTA));
+    set_bytes(ip, ipv4::field::CHECKSUM, &c.to_ne_bytes());
     true
 }
 

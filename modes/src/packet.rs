@@ -7,7 +7,7 @@
 use crate::checksum;
 use crate::wire::arp;
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
-use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv4;
 use crate::wire::{get_array, get_u16, get_u8, icmpv4, tcp, udp};
 use core::fmt;
 use std::net::Ipv4Addr;
@@ -201,104 +201,118 @@ impl Packet {
 /// total length up to 65535) parse like any other frame.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Packet, DropReason> {
-    if frame.len() < ethernet::HEADER_LEN {
+    let Some((eth, l3)) = frame.split_first_chunk::<{ ethernet::HEADER_LEN }>() else {
         return Err(DropReason::TruncatedEthernet);
-    }
-    match get_u16(frame, ethernet::field::ETHERTYPE) {
-        ETHERTYPE_IPV4 => parse_ipv4(frame),
-        ETHERTYPE_ARP => parse_arp(frame),
-        _ => Err(DropReason::UnknownEthertype),
+    };
+    // Compared in network byte order, without a byte swap.
+    let ethertype = get_array::<2>(eth, ethernet::field::ETHERTYPE);
+    if ethertype == ETHERTYPE_IPV4.to_be_bytes() {
+        parse_ipv4(l3)
+    } else if ethertype == ETHERTYPE_ARP.to_be_bytes() {
+        let (src, dst) = parse_arp(l3)?;
+        Ok(Packet {
+            kind: Kind::Arp,
+            l3: L3,
+            l4: L3,
+            proto: 0,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            ttl: 0,
+            ip_total_len: 0,
+            l4_len: 0,
+            payload_len: 0,
+        })
+    } else {
+        Err(DropReason::UnknownEthertype)
     }
 }
 
 const L3: usize = ethernet::HEADER_LEN;
 
-fn parse_arp(frame: &[u8]) -> Result<Packet, DropReason> {
-    let body = frame.get(L3..).unwrap_or_default();
+/// ARP: `body` is everything after the Ethernet header; returns the sender
+/// and target protocol addresses.
+#[cold]
+fn parse_arp(body: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr), DropReason> {
     let a = arp::ArpPacket::new_checked(body).map_err(|_| DropReason::BadArp)?;
-    Ok(Packet {
-        kind: Kind::Arp,
-        l3: L3,
-        l4: L3,
-        proto: 0,
-        src: a.spa(),
-        dst: a.tpa(),
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        ttl: 0,
-        ip_total_len: 0,
-        l4_len: 0,
-        payload_len: 0,
-    })
+    Ok((a.spa(), a.tpa()))
 }
 
+/// IPv4: `ip` is everything after the Ethernet header. Each length is
+/// checked once; the fixed headers are then read as arrays, at constant
+/// offsets, without further bounds checks.
 #[inline]
-fn parse_ipv4(frame: &[u8]) -> Result<Packet, DropReason> {
-    let ip = frame.get(L3..).unwrap_or_default();
-    if ip.len() < ipv4::MIN_HEADER_LEN {
+fn parse_ipv4(ip: &[u8]) -> Result<Packet, DropReason> {
+    let Some(h) = ip.first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else {
         return Err(DropReason::TruncatedIpv4);
-    }
-    let v = Ipv4Packet::new_unchecked(ip);
-    if v.version() != 4 {
-        return Err(DropReason::BadIpVersion);
-    }
-    let hl = v.header_len();
-    if hl < ipv4::MIN_HEADER_LEN || hl > ip.len() {
-        return Err(DropReason::BadIhl);
-    }
-    let total = v.total_len();
+    };
+    let ver_ihl = get_u8(h, ipv4::field::VER_IHL);
+    // Version 4 with a 20-byte header (the common case) passes both
+    // header checks at once: `h` is that header. The header sum is taken
+    // here (the header lies within `ip`) but only checked after the total
+    // length, the order the checks are documented in.
+    let (hl, hdr_sum) = if ver_ihl == 0x45 {
+        (ipv4::MIN_HEADER_LEN, checksum::sum20(h))
+    } else {
+        if ver_ihl >> 4 != 4 {
+            return Err(DropReason::BadIpVersion);
+        }
+        let hl = usize::from(ver_ihl & 0x0f) * 4;
+        if hl < ipv4::MIN_HEADER_LEN || hl > ip.len() {
+            return Err(DropReason::BadIhl);
+        }
+        (hl, checksum::sum(ip.get(..hl).unwrap_or_default()))
+    };
+    let total = get_u16(h, ipv4::field::TOTAL_LEN);
     let tl = usize::from(total);
     if tl < hl || tl > ip.len() {
         return Err(DropReason::BadIpLength);
     }
-    let hdr = ip.get(..hl).unwrap_or_default();
-    if checksum::sum(hdr) != 0xffff {
+    if hdr_sum != 0xffff {
         return Err(DropReason::BadIpChecksum);
     }
-    if v.is_fragment() {
+    if ipv4::Ipv4Packet::new_unchecked(h.as_slice()).is_fragment() {
         return Err(DropReason::Fragment);
     }
     let seg = ip.get(hl..tl).unwrap_or_default();
-    let l4_len = seg.len();
-    let proto = v.protocol();
-    let (sport, dport, tcp_flags, l4_hdr) = match proto {
-        PROTO_TCP => {
-            if l4_len < tcp::MIN_HEADER_LEN {
-                return Err(DropReason::TruncatedTcp);
-            }
-            let doff = usize::from(get_u8(seg, tcp::field::DATA_OFF) >> 4) * 4;
-            if doff < tcp::MIN_HEADER_LEN || doff > l4_len {
-                return Err(DropReason::BadTcpOffset);
-            }
-            (
-                get_u16(seg, tcp::field::SRC_PORT),
-                get_u16(seg, tcp::field::DST_PORT),
-                get_u8(seg, tcp::field::FLAGS),
-                doff,
-            )
+    let proto = get_u8(h, ipv4::field::PROTOCOL);
+    // Each L4 header is read as an array after one length check.
+    let (sport, dport, tcp_flags, l4_hdr) = if proto == PROTO_TCP {
+        let Some(t) = seg.first_chunk::<{ tcp::MIN_HEADER_LEN }>() else {
+            return Err(DropReason::TruncatedTcp);
+        };
+        let doff = usize::from(get_u8(t, tcp::field::DATA_OFF) >> 4) * 4;
+        if doff < tcp::MIN_HEADER_LEN || doff > seg.len() {
+            return Err(DropReason::BadTcpOffset);
         }
-        PROTO_UDP => {
-            if l4_len < udp::HEADER_LEN {
-                return Err(DropReason::TruncatedUdp);
-            }
-            if usize::from(get_u16(seg, udp::field::LENGTH)) != l4_len {
-                return Err(DropReason::BadUdpLength);
-            }
-            (
-                get_u16(seg, udp::field::SRC_PORT),
-                get_u16(seg, udp::field::DST_PORT),
-                0,
-                udp::HEADER_LEN,
-            )
+        (
+            get_u16(t, tcp::field::SRC_PORT),
+            get_u16(t, tcp::field::DST_PORT),
+            get_u8(t, tcp::field::FLAGS),
+            doff,
+        )
+    } else if proto == PROTO_UDP {
+        let Some(u) = seg.first_chunk::<{ udp::HEADER_LEN }>() else {
+            return Err(DropReason::TruncatedUdp);
+        };
+        if usize::from(get_u16(u, udp::field::LENGTH)) != seg.len() {
+            return Err(DropReason::BadUdpLength);
         }
-        PROTO_ICMP => {
-            if l4_len < icmpv4::HEADER_LEN {
-                return Err(DropReason::TruncatedIcmp);
-            }
-            (0, 0, 0, icmpv4::HEADER_LEN)
+        (
+            get_u16(u, udp::field::SRC_PORT),
+            get_u16(u, udp::field::DST_PORT),
+            0,
+            udp::HEADER_LEN,
+        )
+    } else if proto == PROTO_ICMP {
+        if seg.len() < icmpv4::HEADER_LEN {
+            return Err(DropReason::TruncatedIcmp);
         }
-        _ => (0, 0, 0, 0),
+        (0, 0, 0, icmpv4::HEADER_LEN)
+    } else {
+        (0, 0, 0, 0)
     };
     // tl ≤ 65535 (it came from a u16), so every length below fits a u16.
     let l4_len16 = total.saturating_sub(hl as u16);
@@ -307,12 +321,12 @@ fn parse_ipv4(frame: &[u8]) -> Result<Packet, DropReason> {
         l3: L3,
         l4: L3 + hl,
         proto,
-        src: Ipv4Addr::from(get_array::<4>(ip, ipv4::field::SRC)),
-        dst: Ipv4Addr::from(get_array::<4>(ip, ipv4::field::DST)),
+        src: Ipv4Addr::from(get_array::<4>(h, ipv4::field::SRC)),
+        dst: Ipv4Addr::from(get_array::<4>(h, ipv4::field::DST)),
         sport,
         dport,
         tcp_flags,
-        ttl: v.ttl(),
+        ttl: get_u8(h, ipv4::field::TTL),
         ip_total_len: total,
         l4_len: l4_len16,
         payload_len: l4_len16.saturating_sub(l4_hdr as u16),
