@@ -90,11 +90,7 @@ fn filled(n: u32, dest: &Arc<sched::Dest>) -> ConnTable {
 const N: u32 = 1_000_000;
 
 fn memory_per_entry() {
-    let dest = Arc::new(sched::Dest::new(
-        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
-        80,
-        1,
-    ));
+    let dest = server();
     let before = LIVE.load(Ordering::Relaxed);
     let t = filled(N, &dest);
     let after = LIVE.load(Ordering::Relaxed);
@@ -106,55 +102,83 @@ fn memory_per_entry() {
     );
 }
 
-/// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
-/// (`valgrind --tool=callgrind <bench binary>`; divide the loop's instructions by N).
-fn profile_established(n: u64) {
-    let dest = Arc::new(sched::Dest::new(
-        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
-        80,
-        1,
-    ));
-    let mut table = filled(N, &dest);
-    let (ca, cp) = client(12345);
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(ca.octets(), vip().octets(), 64)
-        .tcp(cp, 80, 1, 65535)
-        .ack(1)
-        .write(&mut frame, &[0u8; 1000])
-        .unwrap();
-    let keys: Vec<FlowKey> = (0..4096u32)
-        .map(|i| {
-            let (a, p) = client(i * 241 % N);
-            FlowKey::new(6, a, p, vip(), 80)
-        })
-        .collect();
-    let pristine = frame.clone();
-    established_loop(&mut table, &mut frame, &pristine, &keys, n);
-}
-
 /// Ethernet, IPv4 and TCP headers of the benchmark frame: what the rewrites touch.
 const HDRS: usize = 14 + 20 + 20;
 
-#[inline(never)]
-fn established_loop(
-    table: &mut ConnTable,
-    frame: &mut [u8],
-    pristine: &[u8],
-    keys: &[FlowKey],
-    n: u64,
-) {
-    for i in 0..n {
+/// The established-flow case: a full table, a 1066-byte TCP frame (payload 1000) from a client
+/// to the VIP, and 4096 known flows to look up in turn.
+struct Established {
+    table: ConnTable,
+    frame: Vec<u8>,
+    pristine: Vec<u8>,
+    keys: Vec<FlowKey>,
+    next: usize,
+}
+
+impl Established {
+    fn new(dest: &Arc<sched::Dest>) -> Established {
+        let (ca, cp) = client(12345);
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(ca.octets(), vip().octets(), 64)
+            .tcp(cp, 80, 1, 65535)
+            .ack(1)
+            .write(&mut frame, &[0u8; 1000])
+            .unwrap();
+        let keys = (0..4096u32)
+            .map(|i| {
+                let (a, p) = client(i * 241 % N);
+                FlowKey::new(6, a, p, vip(), 80)
+            })
+            .collect();
+        Established {
+            table: filled(N, dest),
+            pristine: frame.clone(),
+            frame,
+            keys,
+            next: 0,
+        }
+    }
+
+    /// One packet of the next flow: parse, lookup, state update, DNAT and TTL rewrite.
+    #[inline(always)]
+    fn packet(&mut self) {
         // A fresh packet each time (VIP destination, TTL 64), as from the TAP device, so the
         // DNAT and TTL rewrites below really happen.
-        frame[..HDRS].copy_from_slice(&pristine[..HDRS]);
-        let pkt = modes::parse(black_box(&*frame)).expect("frame");
-        let f = table.lookup(&keys[i as usize & 4095]).expect("known flow");
-        let conn = table.on_packet(f.slot, f.dir, flags::ACK, 1);
+        self.frame[..HDRS].copy_from_slice(&self.pristine[..HDRS]);
+        let pkt = modes::parse(black_box(&self.frame[..])).expect("frame");
+        self.next = (self.next + 1) & 4095;
+        let f = self
+            .table
+            .lookup(&self.keys[self.next])
+            .expect("known flow");
+        let conn = self.table.on_packet(f.slot, f.dir, flags::ACK, 1);
         let (d, p) = (conn.daddr, conn.dport);
-        modes::nat::dnat(frame, &pkt, modes::Csum::Full, d, p);
-        modes::nat::decrement_ttl(frame, &pkt);
-        black_box(&*frame);
+        modes::nat::dnat(&mut self.frame, &pkt, modes::Csum::Full, d, p);
+        modes::nat::decrement_ttl(&mut self.frame, &pkt);
+        black_box(&self.frame);
+    }
+}
+
+fn server() -> Arc<sched::Dest> {
+    Arc::new(sched::Dest::new(
+        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
+        80,
+        1,
+    ))
+}
+
+/// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
+/// (`valgrind --tool=callgrind <bench binary>`; divide the loop's instructions by N).
+fn profile_established(n: u64) {
+    let mut e = Established::new(&server());
+    established_loop(&mut e, n);
+}
+
+#[inline(never)]
+fn established_loop(e: &mut Established, n: u64) {
+    for _ in 0..n {
+        e.packet();
     }
 }
 
@@ -167,45 +191,13 @@ fn bench(c: &mut Criterion) {
         std::process::exit(0);
     }
     memory_per_entry();
-    let dest = Arc::new(sched::Dest::new(
-        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
-        80,
-        1,
-    ));
-    let mut table = filled(N, &dest);
-    // A 1066-byte TCP frame (payload 1000) of one established client, rewritten in place.
-    let (ca, cp) = client(12345);
-    let mut frame = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(ca.octets(), vip().octets(), 64)
-        .tcp(cp, 80, 1, 65535)
-        .ack(1)
-        .write(&mut frame, &[0u8; 1000])
-        .unwrap();
-    let keys: Vec<FlowKey> = (0..4096u32)
-        .map(|i| {
-            let (a, p) = client(i * 241 % N);
-            FlowKey::new(6, a, p, vip(), 80)
-        })
-        .collect();
-    let pristine = frame.clone();
+    let mut e = Established::new(&server());
     let mut g = c.benchmark_group("per_packet");
     g.sample_size(30);
-    let mut k = 0usize;
     g.bench_function("established_lookup_and_nat_rewrite", |b| {
-        b.iter(|| {
-            // A fresh packet each time (see `established_loop`).
-            frame[..HDRS].copy_from_slice(&pristine[..HDRS]);
-            let pkt = modes::parse(black_box(&frame)).expect("frame");
-            k = (k + 1) & 4095;
-            let f = table.lookup(&keys[k]).expect("known flow");
-            let conn = table.on_packet(f.slot, f.dir, flags::ACK, 1);
-            let (d, p) = (conn.daddr, conn.dport);
-            modes::nat::dnat(&mut frame, &pkt, modes::Csum::Full, d, p);
-            modes::nat::decrement_ttl(&mut frame, &pkt);
-            black_box(&frame);
-        })
+        b.iter(|| e.packet())
     });
+    let table = &mut e.table;
     // New connection: schedule (rr over 8 servers), insert and apply the SYN. Only that is
     // timed; the connections are removed in untimed batches to keep the table at its size.
     let dests: Vec<Arc<sched::Dest>> = (0..8)
