@@ -69,6 +69,48 @@ pub enum Poll {
     Done(Outcome),
 }
 
+/// The attempt of a one-socket checker (TCP, UDP, PING): the socket and its deadline while it
+/// runs, or the error that kept it from starting, reported by the next poll.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    running: Option<(SockId, Instant)>,
+    error: Option<(String, Instant)>,
+}
+
+impl Attempt {
+    /// Records how starting at `now` went: a socket with until `deadline`, or why not.
+    pub fn begin(&mut self, started: Result<SockId, String>, deadline: Instant, now: Instant) {
+        match started {
+            Ok(s) => self.running = Some((s, deadline)),
+            Err(e) => self.error = Some((e, now)),
+        }
+    }
+
+    /// The running socket and its deadline; otherwise what `poll` returns: the start error as
+    /// a failure, or pending when no attempt runs.
+    pub fn current(&mut self) -> Result<(SockId, Instant), Poll> {
+        if let Some((e, _)) = self.error.take() {
+            return Err(Poll::Done(Outcome::down(e)));
+        }
+        self.running.ok_or(Poll::Pending)
+    }
+
+    /// Ends the attempt; returns its socket for the caller to close.
+    pub fn end(&mut self) -> Option<SockId> {
+        self.error = None;
+        self.running.take().map(|(s, _)| s)
+    }
+
+    /// When the attempt next needs a poll: its deadline, or at once for a start error.
+    pub fn next_poll(&self) -> Option<Instant> {
+        match (self.running, &self.error) {
+            (Some((_, d)), _) => Some(d),
+            (None, Some((_, at))) => Some(*at),
+            _ => None,
+        }
+    }
+}
+
 /// One health check of one real server, as a non-blocking state machine.
 ///
 /// The engine calls [`start`](Checker::start) to begin an attempt, then

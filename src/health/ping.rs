@@ -4,16 +4,15 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::transport::{SockId, Transport};
-use super::{Checker, Outcome, Poll};
+use super::transport::Transport;
+use super::{Attempt, Checker, Outcome, Poll};
 
 /// An ICMP echo check.
 #[derive(Debug)]
 pub struct PingChecker {
     dst: Ipv4Addr,
     timeout: Duration,
-    running: Option<(SockId, Instant)>,
-    error: Option<(String, Instant)>,
+    attempt: Attempt,
 }
 
 impl PingChecker {
@@ -22,8 +21,7 @@ impl PingChecker {
         PingChecker {
             dst,
             timeout,
-            running: None,
-            error: None,
+            attempt: Attempt::default(),
         }
     }
 }
@@ -31,18 +29,16 @@ impl PingChecker {
 impl Checker for PingChecker {
     fn start(&mut self, t: &mut dyn Transport, now: Instant) {
         self.cancel(t);
-        match t.ping(self.dst) {
-            Ok(s) => self.running = Some((s, now + self.timeout)),
-            Err(e) => self.error = Some((format!("ping {}: {e}", self.dst), now)),
-        }
+        let started = t
+            .ping(self.dst)
+            .map_err(|e| format!("ping {}: {e}", self.dst));
+        self.attempt.begin(started, now + self.timeout, now);
     }
 
     fn poll(&mut self, t: &mut dyn Transport, now: Instant) -> Poll {
-        if let Some((e, _)) = self.error.take() {
-            return Poll::Done(Outcome::down(e));
-        }
-        let Some((s, deadline)) = self.running else {
-            return Poll::Pending;
+        let (s, deadline) = match self.attempt.current() {
+            Ok(running) => running,
+            Err(p) => return p,
         };
         let out = if t.ping_replied(s) {
             Outcome::up(format!("{} answered echo", self.dst))
@@ -63,18 +59,13 @@ impl Checker for PingChecker {
     }
 
     fn cancel(&mut self, t: &mut dyn Transport) {
-        if let Some((s, _)) = self.running.take() {
+        if let Some(s) = self.attempt.end() {
             t.ping_close(s);
         }
-        self.error = None;
     }
 
     fn next_poll(&self) -> Option<Instant> {
-        match (self.running, &self.error) {
-            (Some((_, d)), _) => Some(d),
-            (None, Some((_, at))) => Some(*at),
-            _ => None,
-        }
+        self.attempt.next_poll()
     }
 }
 

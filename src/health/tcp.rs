@@ -4,16 +4,15 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use super::transport::{SockId, TcpState, Transport};
-use super::{Checker, Outcome, Poll};
+use super::transport::{TcpState, Transport};
+use super::{Attempt, Checker, Outcome, Poll};
 
 /// A TCP connect check.
 #[derive(Debug)]
 pub struct TcpChecker {
     dst: SocketAddrV4,
     timeout: Duration,
-    running: Option<(SockId, Instant)>,
-    error: Option<(String, Instant)>,
+    attempt: Attempt,
 }
 
 impl TcpChecker {
@@ -22,8 +21,7 @@ impl TcpChecker {
         TcpChecker {
             dst,
             timeout,
-            running: None,
-            error: None,
+            attempt: Attempt::default(),
         }
     }
 }
@@ -31,18 +29,16 @@ impl TcpChecker {
 impl Checker for TcpChecker {
     fn start(&mut self, t: &mut dyn Transport, now: Instant) {
         self.cancel(t);
-        match t.tcp_connect(self.dst) {
-            Ok(s) => self.running = Some((s, now + self.timeout)),
-            Err(e) => self.error = Some((format!("connect to {}: {e}", self.dst), now)),
-        }
+        let started = t
+            .tcp_connect(self.dst)
+            .map_err(|e| format!("connect to {}: {e}", self.dst));
+        self.attempt.begin(started, now + self.timeout, now);
     }
 
     fn poll(&mut self, t: &mut dyn Transport, now: Instant) -> Poll {
-        if let Some((e, _)) = self.error.take() {
-            return Poll::Done(Outcome::down(e));
-        }
-        let Some((s, deadline)) = self.running else {
-            return Poll::Pending;
+        let (s, deadline) = match self.attempt.current() {
+            Ok(running) => running,
+            Err(p) => return p,
         };
         let out = match t.tcp_state(s) {
             TcpState::Open | TcpState::PeerClosed => {
@@ -64,18 +60,13 @@ impl Checker for TcpChecker {
     }
 
     fn cancel(&mut self, t: &mut dyn Transport) {
-        if let Some((s, _)) = self.running.take() {
+        if let Some(s) = self.attempt.end() {
             t.tcp_close(s);
         }
-        self.error = None;
     }
 
     fn next_poll(&self) -> Option<Instant> {
-        match (self.running, &self.error) {
-            (Some((_, d)), _) => Some(d),
-            (None, Some((_, at))) => Some(*at),
-            _ => None,
-        }
+        self.attempt.next_poll()
     }
 }
 

@@ -10,8 +10,8 @@ use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use super::http::hex;
-use super::transport::{SockId, Transport};
-use super::{Checker, Outcome, Poll};
+use super::transport::Transport;
+use super::{Attempt, Checker, Outcome, Poll};
 
 /// A UDP check.
 #[derive(Debug)]
@@ -20,8 +20,7 @@ pub struct UdpChecker {
     timeout: Duration,
     payload: Vec<u8>,
     require_reply: Option<Vec<u8>>,
-    running: Option<(SockId, Instant)>,
-    error: Option<(String, Instant)>,
+    attempt: Attempt,
 }
 
 impl UdpChecker {
@@ -37,8 +36,7 @@ impl UdpChecker {
             timeout,
             payload,
             require_reply,
-            running: None,
-            error: None,
+            attempt: Attempt::default(),
         }
     }
 }
@@ -70,18 +68,16 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 impl Checker for UdpChecker {
     fn start(&mut self, t: &mut dyn Transport, now: Instant) {
         self.cancel(t);
-        match t.udp_send(self.dst, &self.payload) {
-            Ok(s) => self.running = Some((s, now + self.timeout)),
-            Err(e) => self.error = Some((format!("send to {}: {e}", self.dst), now)),
-        }
+        let started = t
+            .udp_send(self.dst, &self.payload)
+            .map_err(|e| format!("send to {}: {e}", self.dst));
+        self.attempt.begin(started, now + self.timeout, now);
     }
 
     fn poll(&mut self, t: &mut dyn Transport, now: Instant) -> Poll {
-        if let Some((e, _)) = self.error.take() {
-            return Poll::Done(Outcome::down(e));
-        }
-        let Some((s, deadline)) = self.running else {
-            return Poll::Pending;
+        let (s, deadline) = match self.attempt.current() {
+            Ok(running) => running,
+            Err(p) => return p,
         };
         let mut buf = [0u8; 2048];
         let out = if let Some(n) = t.udp_recv(s, &mut buf) {
@@ -120,18 +116,13 @@ impl Checker for UdpChecker {
     }
 
     fn cancel(&mut self, t: &mut dyn Transport) {
-        if let Some((s, _)) = self.running.take() {
+        if let Some(s) = self.attempt.end() {
             t.udp_close(s);
         }
-        self.error = None;
     }
 
     fn next_poll(&self) -> Option<Instant> {
-        match (self.running, &self.error) {
-            (Some((_, d)), _) => Some(d),
-            (None, Some((_, at))) => Some(*at),
-            _ => None,
-        }
+        self.attempt.next_poll()
     }
 }
 
