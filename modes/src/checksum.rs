@@ -111,22 +111,31 @@ pub fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -
     )
 }
 
+/// The unfolded RFC 1624 delta `~m + m'` of a 16-bit field changing from `old` to `new`.
+/// Deltas of several fields add up; `!fold(!HC + deltas)` is the updated checksum.
+#[inline(always)]
+pub fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// [`delta16`] of a 32-bit field (an address). The field enters whole: 2^16 ≡ 1
+/// (mod 2^16 − 1) makes it congruent to the sum of its two 16-bit words, and [`fold`] gives
+/// the one value in 1..=0xffff of a non-zero class, so the folded result is the same.
+#[inline(always)]
+pub fn delta32(old: u32, new: u32) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
 /// RFC 1624 eqn. 3 for one 16-bit field: `HC' = ~(~HC + ~m + m')`.
 #[inline]
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
-    !fold(u64::from(!csum) + u64::from(!old) + u64::from(new))
+    !fold(u64::from(!csum) + delta16(old, new))
 }
 
 /// RFC 1624 eqn. 3 for a 32-bit field (two 16-bit words), e.g. an address.
 #[inline]
 pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
-    !fold(
-        u64::from(!csum)
-            + u64::from(!((old >> 16) as u16))
-            + u64::from(!(old as u16))
-            + u64::from((new >> 16) as u16)
-            + u64::from(new as u16),
-    )
+    !fold(u64::from(!csum) + delta32(old, new))
 }
 
 /// [`update32`] for an IPv4 address change.

@@ -13,21 +13,11 @@
 //! only the addresses change. The client address the real server no longer
 //! sees travels in the TOA option ([`crate::toa`]).
 
-use crate::checksum::{fold, udp_finish};
+use crate::checksum::{delta32, fold, udp_finish};
 use crate::nat::Csum;
 use crate::packet::{Kind, Packet, PROTO_TCP, PROTO_UDP};
 use crate::wire::{get_u16, get_u32, ipv4, set_u16, set_u32, tcp, udp};
 use std::net::Ipv4Addr;
-
-/// One's-complement sum of the 16-bit words of `new` minus those of `old`
-/// (as `~old + new`), for an RFC 1624 update.
-#[inline]
-fn delta32(old: u32, new: u32) -> u64 {
-    u64::from(!((old >> 16) as u16))
-        + u64::from(!(old as u16))
-        + u64::from((new >> 16) as u16)
-        + u64::from(new as u16)
-}
 
 /// Rewrites source and destination address and, for TCP/UDP, both ports.
 fn rewrite_both(

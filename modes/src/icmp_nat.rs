@@ -21,7 +21,7 @@
 //! `NEEDS_CSUM` must go out without it. Other forwarding modes (FullNAT:
 //! both quoted ends change) use the two building blocks directly.
 
-use crate::checksum::{fold, udp_finish};
+use crate::checksum::{delta32, fold, udp_finish};
 use crate::packet::{Packet, PROTO_TCP, PROTO_UDP};
 use crate::wire::icmpv4::{self, Icmpv4Packet};
 use crate::wire::ipv4::{self, Ipv4Packet};
@@ -70,15 +70,6 @@ pub fn inner_tuple(frame: &[u8], pkt: &Packet) -> Option<(u8, Ipv4Addr, u16, Ipv
     let sport = get_u16(frame, inner + hl + tcp::field::SRC_PORT);
     let dport = get_u16(frame, inner + hl + tcp::field::DST_PORT);
     Some((proto, src, sport, dst, dport))
-}
-
-/// `~old + new` over the 16-bit words of two 32-bit values.
-#[inline]
-fn delta32(old: u32, new: u32) -> u64 {
-    u64::from(!((old >> 16) as u16))
-        + u64::from(!(old as u16))
-        + u64::from((new >> 16) as u16)
-        + u64::from(new as u16)
 }
 
 /// Rewrites the quoted packet of an ICMP error to

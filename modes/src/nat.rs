@@ -8,7 +8,7 @@
 //! never change, so the frame's vnet header stays valid as it is. Also the
 //! TTL decrement and the MAC rewrite.
 
-use crate::checksum::{fold, udp_finish};
+use crate::checksum::{delta16, delta32, fold, udp_finish};
 use crate::packet::{Kind, Packet, PROTO_TCP, PROTO_UDP};
 use crate::wire::ethernet::{self, EthernetAddress};
 use crate::wire::vnet::VnetHdr;
@@ -55,22 +55,8 @@ impl Csum {
 // reading the checksum and the changed fields with `from_ne_bytes` and
 // storing the result with `to_ne_bytes` gives the same bytes as big-endian
 // arithmetic, without the byte swaps. A change is carried as its unfolded
-// `~m + m'` ("delta") so that one fold serves an address and a port
-// together; a 32-bit field enters whole, as 2^16 ≡ 1 (mod 2^16 − 1) makes
-// it congruent to the sum of its two 16-bit words (and `fold` gives the
-// one value in 1..=0xffff of a non-zero class, so the result is the same).
-
-/// The unfolded delta of a 32-bit field changing from `old` to `new`.
-#[inline(always)]
-fn delta32(old: u32, new: u32) -> u64 {
-    u64::from(!old) + u64::from(new)
-}
-
-/// The unfolded delta of a 16-bit field changing from `old` to `new`.
-#[inline(always)]
-fn delta16(old: u16, new: u16) -> u64 {
-    u64::from(!old) + u64::from(new)
-}
+// `~m + m'` ([`delta32`], [`delta16`]) so that one fold serves an address and
+// a port together.
 
 /// Applies an unfolded delta to a full checksum.
 #[inline(always)]
