@@ -130,12 +130,16 @@ pub fn publish_snapshot(shared: &Shared, snap: Snapshot) {
 
 /// The folded counters of all workers, as last published.
 pub fn fold(shared: &Shared) -> Stats {
-    let slots: Vec<Counters> = shared
+    Stats::fold(published(shared).iter())
+}
+
+/// Each worker's counters as last published, in worker order.
+fn published(shared: &Shared) -> Vec<Counters> {
+    shared
         .published
         .iter()
         .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-    Stats::fold(slots.iter())
+        .collect()
 }
 
 /// A running appliance. Dropping it stops it.
@@ -311,11 +315,7 @@ impl Daemon {
 
     /// Each worker's own counters (as of its last publication), in worker order.
     pub fn worker_stats(&self) -> Vec<Counters> {
-        self.shared
-            .published
-            .iter()
-            .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect()
+        published(&self.shared)
     }
 
     /// Whether the eBPF steering program is attached to the ports.
