@@ -322,17 +322,6 @@ mod tests {
         out
     }
 
-    fn needs_root() -> bool {
-        if sys::is_root() {
-            return true;
-        }
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true: this test needs root (bpf)");
-        }
-        eprintln!("skipped: needs root");
-        false
-    }
-
     #[test]
     fn jumps_are_patched_forward() {
         let sets = AddressSets {
@@ -354,7 +343,7 @@ mod tests {
     /// The kernel's answer for many frames equals `owner_of` as the workers compute it.
     #[test]
     fn kernel_program_agrees_with_owner_of() {
-        if !needs_root() {
+        if !crate::netns::precheck() {
             return;
         }
         let vip = Ipv4Addr::new(207, 175, 44, 110);
@@ -411,7 +400,7 @@ mod tests {
     /// A real multi-queue TAP: frames the kernel sends out of it land on the owner's queue.
     #[test]
     fn tap_queues_follow_the_program() {
-        if !needs_root() {
+        if !crate::netns::precheck() {
             return;
         }
         std::thread::spawn(|| {

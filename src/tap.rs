@@ -390,11 +390,6 @@ pub fn set_link_up(name: &str) -> Result<(), TapError> {
 mod tests {
     use super::*;
 
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
-
     #[test]
     fn names_are_checked_before_any_syscall() {
         assert!(matches!(Tap::open("", 1), Err(TapError::InvalidName(_))));
@@ -415,11 +410,7 @@ mod tests {
     /// then checks that a conflicting open is reported as `Incompatible`.
     #[test]
     fn real_tap_in_private_netns() {
-        if !is_root() || !std::path::Path::new("/dev/net/tun").exists() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true: this test needs root and /dev/net/tun");
-            }
-            eprintln!("skipped: needs root and /dev/net/tun");
+        if !crate::netns::precheck() {
             return;
         }
         std::thread::spawn(|| {
