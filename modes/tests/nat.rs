@@ -25,6 +25,19 @@ fn dnat_full(spec: &Spec, new_dst: Ipv4Addr, new_dport: u16) -> (Vec<u8>, Vec<u8
     (frame, exp.build())
 }
 
+/// `snat` to `new_src`:`new_sport` with full checksums: (rewritten frame, the spec's frame with
+/// that source built from scratch).
+fn snat_full(spec: &Spec, new_src: Ipv4Addr, new_sport: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut frame = spec.build();
+    let pkt = parse(&frame).unwrap();
+    snat(&mut frame, &pkt, Csum::Full, new_src, new_sport);
+    let mut exp = spec.clone();
+    exp.src = new_src;
+    let (_, d) = exp.ports();
+    exp.set_ports(new_sport, d);
+    (frame, exp.build())
+}
+
 #[test]
 fn dnat_tcp_with_ip_options_and_40_bytes_of_tcp_options() {
     let spec = Spec::tcp_request(1000);
@@ -47,13 +60,8 @@ fn snat_tcp_reply_direction() {
     spec.src = RIP;
     spec.dst = CLIENT;
     spec.set_ports(8080, 40001);
-    let mut frame = spec.build();
-    let pkt = parse(&frame).unwrap();
-    snat(&mut frame, &pkt, Csum::Full, VIP, 80);
-    let mut exp = spec.clone();
-    exp.src = VIP;
-    exp.set_ports(80, 40001);
-    assert_frames_eq(&frame, &exp.build(), "golden");
+    let (frame, expected) = snat_full(&spec, VIP, 80);
+    assert_frames_eq(&frame, &expected, "golden");
     assert_checksums_valid(&frame);
 }
 
@@ -103,13 +111,8 @@ fn dnat_and_snat_udp() {
     reply.src = RIP;
     reply.dst = CLIENT;
     reply.set_ports(5300, 5353);
-    let mut frame = reply.build();
-    let pkt = parse(&frame).unwrap();
-    snat(&mut frame, &pkt, Csum::Full, VIP, 53);
-    let mut exp = reply.clone();
-    exp.src = VIP;
-    exp.set_ports(53, 5353);
-    assert_frames_eq(&frame, &exp.build(), "golden");
+    let (frame, expected) = snat_full(&reply, VIP, 53);
+    assert_frames_eq(&frame, &expected, "golden");
     assert_checksums_valid(&frame);
 }
 
