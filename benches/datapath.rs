@@ -15,8 +15,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
 use tapvs::config::Forward;
-use tapvs::conn::{ConnTable, FlowKey, NewConn};
-use tapvs::tcp_state::{flags, Timeouts};
+use tapvs::datapath::conn::{ConnTable, FlowKey, NewConn};
+use tapvs::datapath::tcp_state::{flags, Timeouts};
 
 /// Counts live heap bytes.
 struct Counting;
@@ -98,7 +98,7 @@ fn memory_per_entry() {
         "connection table: {} bytes per entry at {} entries (Conn is {} bytes; two 4-byte index entries each)",
         (after - before) / N as isize,
         t.len(),
-        std::mem::size_of::<tapvs::conn::Conn>()
+        std::mem::size_of::<tapvs::datapath::conn::Conn>()
     );
 }
 
@@ -234,7 +234,7 @@ fn bench(c: &mut Criterion) {
                     let mut nc = new_conn(i, &dests[d]);
                     nc.daddr = Ipv4Addr::new(172, 16, 0, 2 + d as u8);
                     let s = table.insert(nc, 1).expect("room");
-                    table.on_packet(s, tapvs::tcp_state::Dir::Input, flags::SYN, 1);
+                    table.on_packet(s, tapvs::datapath::tcp_state::Dir::Input, flags::SYN, 1);
                     made.push(s);
                 }
                 total += t0.elapsed();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::tap::validate_ifname;
+use crate::sys::tap::validate_ifname;
 
 /// A configuration error: which file, which field, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,7 +325,7 @@ pub struct Config {
     /// Worker threads (each owns one queue of every port).
     pub workers: usize,
     /// How the kernel spreads received frames over the workers' queues.
-    pub steering: crate::steer::SteeringMode,
+    pub steering: crate::datapath::steer::SteeringMode,
     /// Bound of each worker's connection table is `max_connections / workers`.
     pub max_connections: usize,
     /// Connection timeouts.
@@ -537,8 +537,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         return Err(err("workers".into(), "must be 1..=64".into()));
     }
     let steering = match raw.steering.as_deref() {
-        None | Some("ebpf") => crate::steer::SteeringMode::Ebpf,
-        Some("flow") => crate::steer::SteeringMode::Flow,
+        None | Some("ebpf") => crate::datapath::steer::SteeringMode::Ebpf,
+        Some("flow") => crate::datapath::steer::SteeringMode::Flow,
         Some(other) => {
             return Err(err(
                 "steering".into(),
@@ -970,7 +970,7 @@ weight = 3
     fn good_config_parses_with_defaults() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.workers, 2);
-        assert_eq!(c.steering, crate::steer::SteeringMode::Ebpf);
+        assert_eq!(c.steering, crate::datapath::steer::SteeringMode::Ebpf);
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.ports[0].mac, [2, 0, 0, 0, 0, 1]);
         assert_eq!(

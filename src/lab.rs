@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use crate::config::{self, Config};
-use crate::daemon::Daemon;
+use crate::control::runtime::Daemon;
 use crate::netns::{bridge, veth, Netns};
 
 /// The virtual address used by the lab (from the kernel selftest).

@@ -134,7 +134,7 @@ fn run(path: &std::path::Path, socket: Option<String>) -> ExitCode {
     // Block termination signals before any thread exists so every thread inherits the mask
     // and the main thread can take them with sigwait.
     tapvs::sys::block_termination_signals();
-    let daemon = match tapvs::daemon::Daemon::start(&cfg) {
+    let daemon = match tapvs::control::runtime::Daemon::start(&cfg) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("tapvs: cannot start: {e}");

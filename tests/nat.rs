@@ -20,7 +20,7 @@ fn lab_with(n_reals: usize, services: &str) -> Lab {
 
 /// 100 HTTP requests through VIP:80 (rr over two servers on port 80) split 50/50; returns the
 /// counters once all 100 connections are counted.
-fn hundred_requests_split_evenly(lab: &Lab) -> tapvs::stats::Stats {
+fn hundred_requests_split_evenly(lab: &Lab) -> tapvs::datapath::stats::Stats {
     let servers = http_servers(lab, 80);
     let split = lab
         .client
@@ -283,7 +283,7 @@ fn malformed_frames_are_counted_and_dropped() {
     let theirs = [0x02, 0xaa, 0, 0, 0, 9];
     const N: u32 = 10_000;
     const BURST: u32 = 1_000;
-    let total = |s: &tapvs::stats::Stats| s.drops.values().sum::<u64>();
+    let total = |s: &tapvs::datapath::stats::Stats| s.drops.values().sum::<u64>();
     let base = total(&lab.daemon().stats());
     let sock = lab
         .client

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tapvs::adm::{self, AdmError, Command};
-use tapvs::ctl::{Request, Response};
+use tapvs::control::socket::{Request, Response};
 
 /// Splits `--socket PATH` / `--socket=PATH` out of the arguments.
 fn socket_arg(args: &mut Vec<String>) -> Result<Option<String>, String> {

@@ -22,6 +22,7 @@ pub mod fake;
 pub mod http;
 pub mod misc;
 pub mod ping;
+pub mod runner;
 pub mod ssl;
 pub mod tcp;
 pub mod transport;

@@ -5,9 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use tapvs::datapath::stats::Stats;
 use tapvs::lab::Lab;
 use tapvs::netns::wait_until;
-use tapvs::stats::Stats;
 use tapvs::traffic::HttpServer;
 
 /// `0.0.0.0:port`.

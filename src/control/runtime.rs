@@ -19,17 +19,17 @@ use std::sync::atomic::AtomicU64;
 
 use crate::adm::ConnEntry;
 use crate::config::Config;
-use crate::control::Table;
-use crate::ctl::{Estimator, ESTIMATOR_INTERVAL};
-use crate::neigh::{NeighCache, NeighEvent, NeighTable};
-use crate::persist::Templates;
-use crate::service::Snapshot;
-use crate::stats::DestCounters;
-use crate::stats::{Counters, Stats};
+use crate::control::socket::{Estimator, ESTIMATOR_INTERVAL};
+use crate::control::table::Table;
+use crate::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
+use crate::datapath::persist::Templates;
+use crate::datapath::service::Snapshot;
+use crate::datapath::stats::DestCounters;
+use crate::datapath::stats::{Counters, Stats};
+use crate::datapath::tcp_state::Timeouts;
+use crate::datapath::worker::{new_redirect, Worker};
+use crate::sys::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
 use crate::sys::{self, EventFd};
-use crate::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
-use crate::tcp_state::Timeouts;
-use crate::worker::{new_redirect, Worker};
 
 /// A frame on its way to the worker that owns its connection.
 pub struct Redirect {
@@ -91,7 +91,7 @@ pub struct Shared {
     /// The host stack's doorbell.
     pub host_wake: EventFd,
     /// The eBPF queue-selection program of the ports (control plane only).
-    pub steering: Mutex<crate::steer::Steering>,
+    pub steering: Mutex<crate::datapath::steer::Steering>,
     /// Start of daemon time (connection and neighbour clocks count seconds from here).
     pub epoch: Instant,
 }
@@ -167,7 +167,7 @@ impl Daemon {
             None
         } else {
             let path = std::path::PathBuf::from(&cfg.control.socket);
-            let l = crate::ctl::bind(&path).map_err(|e| {
+            let l = crate::control::socket::bind(&path).map_err(|e| {
                 StartError::Config(format!("control socket {}: {e}", path.display()))
             })?;
             Some((l, path))
@@ -196,7 +196,7 @@ impl Daemon {
             tap.set_up().map_err(tap_err)?;
             port_queues.push(tap.into_queues().into_iter().map(Arc::new).collect());
         }
-        let mut steering = crate::steer::Steering::new(
+        let mut steering = crate::datapath::steer::Steering::new(
             cfg.steering,
             workers,
             port_queues.iter().map(|q| q[0].clone()).collect(),
@@ -258,10 +258,10 @@ impl Daemon {
             );
         }
         let control_queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[0].clone()).collect();
-        let checks = if crate::checks::wanted(cfg) {
+        let checks = if crate::health::runner::wanted(cfg) {
             shared.host_enabled.store(true, Ordering::Relaxed);
             Some(
-                crate::checks::Checks::new(cfg, &shared, &control_queues)
+                crate::health::runner::Checks::new(cfg, &shared, &control_queues)
                     .map_err(StartError::Config)?,
             )
         } else {
@@ -292,7 +292,7 @@ impl Daemon {
             threads.push(
                 std::thread::Builder::new()
                     .name("tapvs-ctl".into())
-                    .spawn(move || crate::ctl::serve(sh, listener, path))
+                    .spawn(move || crate::control::socket::serve(sh, listener, path))
                     .map_err(StartError::Sys)?,
             );
         }
@@ -301,7 +301,7 @@ impl Daemon {
             threads.push(
                 std::thread::Builder::new()
                     .name("tapvs-metrics".into())
-                    .spawn(move || crate::metrics::serve(sh, listener))
+                    .spawn(move || crate::control::metrics::serve(sh, listener))
                     .map_err(StartError::Sys)?,
             );
         }
@@ -328,8 +328,8 @@ impl Daemon {
     }
 
     /// Executes an ipvsadm command line as the control socket would.
-    pub fn execute(&self, args: &[String], stdin: &str) -> crate::ctl::Response {
-        crate::ctl::execute(&self.shared, args, stdin)
+    pub fn execute(&self, args: &[String], stdin: &str) -> crate::control::socket::Response {
+        crate::control::socket::execute(&self.shared, args, stdin)
     }
 
     /// The current service snapshot.
@@ -408,7 +408,7 @@ impl Control {
             }
             let since = last_sample.elapsed();
             if since >= ESTIMATOR_INTERVAL {
-                let totals = crate::ctl::dest_totals(&self.shared);
+                let totals = crate::control::socket::dest_totals(&self.shared);
                 self.shared
                     .estimator
                     .lock()

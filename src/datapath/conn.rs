@@ -25,8 +25,8 @@ use hashbrown::HashMap;
 use sched::Dest;
 
 use crate::config::Forward;
-use crate::persist::Template;
-use crate::tcp_state::{self, Dir, State, Timeouts, STATE_COUNT};
+use crate::datapath::persist::Template;
+use crate::datapath::tcp_state::{self, Dir, State, Timeouts, STATE_COUNT};
 
 /// A packed 5-tuple: protocol, source, source port, destination, destination port. The
 /// addresses are packed as their octets read in native byte order (no byte swap); the packing
@@ -790,7 +790,7 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp_state::flags::*;
+    use crate::datapath::tcp_state::flags::*;
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

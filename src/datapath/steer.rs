@@ -5,8 +5,8 @@
 //! only after the first frame tapvs wrote for it has been delivered, and the reply to that
 //! frame is usually produced synchronously during the delivery, so the first frames of every
 //! connection land on a hashed queue: half the time another worker's, which then has to copy
-//! the frame across (see [`crate::worker`]). For short connections that was about 40% of all
-//! frames. The program here computes [`crate::worker::owner_of`] in the kernel instead:
+//! the frame across (see [`crate::datapath::worker`]). For short connections that was about 40% of all
+//! frames. The program here computes [`crate::datapath::worker::owner_of`] in the kernel instead:
 //!
 //! - IPv4 TCP/UDP to a virtual address: the owner of the source (client address and port);
 //! - to a FullNAT local address: destination port modulo the worker count (local ports are
@@ -24,8 +24,8 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::sys::tap::TapQueue;
 use crate::sys::{self, BpfProg};
-use crate::tap::TapQueue;
 
 /// How frames are spread over the workers' queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,7 +53,7 @@ pub struct AddressSets {
 const LL: i32 = -0x20_0000;
 /// Ethernet header length.
 const ETH: i32 = 14;
-/// The multiplier of [`crate::worker::owner_of`].
+/// The multiplier of [`crate::datapath::worker::owner_of`].
 const MIX: u32 = 0x9E37_79B1;
 
 // Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
@@ -289,7 +289,7 @@ impl Steering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::owner_of;
+    use crate::datapath::worker::owner_of;
     use etherparse::PacketBuilder;
 
     fn frame(
@@ -407,7 +407,7 @@ mod tests {
             // SAFETY: unshare affects only this freshly spawned thread's network namespace.
             let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-            let tap = crate::tap::Tap::open("tvsteer0", 2).expect("tap");
+            let tap = crate::sys::tap::Tap::open("tvsteer0", 2).expect("tap");
             tap.set_up().expect("up");
             let run = |args: &[&str]| {
                 let st = std::process::Command::new("ip")
@@ -439,7 +439,7 @@ mod tests {
             // The host sends UDP to 10.7.0.2 from many ports: NAT-reply shaped frames.
             let client = Ipv4Addr::new(10, 7, 0, 2);
             let mut per_queue = [0usize; 2];
-            let mut buf = vec![0u8; crate::tap::MAX_FRAME];
+            let mut buf = vec![0u8; crate::sys::tap::MAX_FRAME];
             for i in 0..40u16 {
                 let sock = std::net::UdpSocket::bind("10.7.0.1:0").unwrap();
                 sock.send_to(b"steer", (client, 5000 + i)).unwrap();
@@ -455,7 +455,7 @@ mod tests {
                     }
                     for (q, queue) in queues.iter().enumerate() {
                         while let Ok(Some(n)) = queue.read(&mut buf) {
-                            let f = &buf[crate::tap::VNET_HDR_LEN..n];
+                            let f = &buf[crate::sys::tap::VNET_HDR_LEN..n];
                             if f.len() > 42 && f[12..14] == [8, 0] && f[23] == 17 {
                                 got = Some(q);
                             }

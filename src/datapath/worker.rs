@@ -7,7 +7,7 @@
 //! port, which both directions carry (source of client packets, destination of NAT replies). A
 //! frame that arrives on another worker's queue is copied into a pooled buffer and handed to the
 //! owner through a bounded queue. Normally that never happens: the ports' eBPF steering program
-//! ([`crate::steer`]) computes the same owner in the kernel, so both directions of a connection
+//! ([`crate::datapath::steer`]) computes the same owner in the kernel, so both directions of a connection
 //! arrive on its owner's queue from the first frame. The hand-over covers what the program
 //! does not classify (ICMP errors) and kernels that refuse the program (`steering = "flow"`).
 //!
@@ -24,15 +24,15 @@ use modes::reply;
 use modes::wire::vnet::VnetHdr;
 
 use crate::config::Forward;
-use crate::conn::{ConnTable, FlowKey, InsertError, NewConn};
-use crate::daemon::{Redirect, Shared};
-use crate::neigh::{NeighEvent, NeighTable};
-use crate::persist::TemplateKey;
-use crate::service::Snapshot;
-use crate::stats::{Counters, DestCounters, Drop};
+use crate::control::runtime::{Redirect, Shared};
+use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn};
+use crate::datapath::neigh::{NeighEvent, NeighTable};
+use crate::datapath::persist::TemplateKey;
+use crate::datapath::service::Snapshot;
+use crate::datapath::stats::{Counters, DestCounters, Drop};
+use crate::datapath::tcp_state::{flags, Dir, State};
 use crate::sys;
-use crate::tap::{TapQueue, MAX_FRAME, VNET_HDR_LEN};
-use crate::tcp_state::{flags, Dir, State};
+use crate::sys::tap::{TapQueue, MAX_FRAME, VNET_HDR_LEN};
 
 /// Frames read from one queue before moving to the next.
 const BATCH: usize = 64;
@@ -44,7 +44,7 @@ const PENDING_TTL: Duration = Duration::from_secs(1);
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
-/// steering program ([`crate::steer::program`]) computes exactly this; change both together.
+/// steering program ([`crate::datapath::steer::program`]) computes exactly this; change both together.
 #[inline]
 pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
     if n <= 1 {

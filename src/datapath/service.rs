@@ -11,7 +11,7 @@ use hashbrown::{HashMap, HashSet};
 use sched::{Dest, Scheduler};
 
 use crate::config::{Cidr, Config, Forward, Proto};
-use crate::route::Router;
+use crate::datapath::route::Router;
 
 /// A port as the data path sees it.
 #[derive(Debug, Clone)]
@@ -138,13 +138,13 @@ impl Snapshot {
     }
 
     /// The addresses eBPF steering classifies frames by, sorted.
-    pub fn address_sets(&self) -> crate::steer::AddressSets {
+    pub fn address_sets(&self) -> crate::datapath::steer::AddressSets {
         let sorted = |set: &HashSet<Ipv4Addr, foldhash::fast::RandomState>| {
             let mut v: Vec<Ipv4Addr> = set.iter().copied().collect();
             v.sort_unstable();
             v
         };
-        crate::steer::AddressSets {
+        crate::datapath::steer::AddressSets {
             vips: sorted(&self.vips),
             lips: sorted(&self.lips),
             locals: sorted(&self.local),

@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::adm::{self, format, AdmError, Command, ListOpts, Listing};
-use crate::daemon::Shared;
-use crate::stats::DestCounters;
-use crate::tcp_state::Timeouts;
+use crate::control::runtime::Shared;
+use crate::datapath::stats::DestCounters;
+use crate::datapath::tcp_state::Timeouts;
 
 /// Largest request accepted on the socket.
 const MAX_REQUEST: usize = 16 << 20;
@@ -162,9 +162,9 @@ pub fn listing(shared: &Shared) -> Listing {
     let mut l = table.effective();
     let t = shared.timeouts.load();
     l.timeouts = (
-        t.of(crate::tcp_state::State::Established),
-        t.of(crate::tcp_state::State::FinWait),
-        t.of(crate::tcp_state::State::Udp),
+        t.of(crate::datapath::tcp_state::State::Established),
+        t.of(crate::datapath::tcp_state::State::FinWait),
+        t.of(crate::datapath::tcp_state::State::Udp),
     );
     let totals = dest_totals(shared);
     let base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
@@ -257,16 +257,16 @@ fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
         let cur = **shared.timeouts.load();
         let pick = |new: u32, old| if new == 0 { old } else { new };
         let t = Timeouts::new(
-            pick(*tcp, cur.of(crate::tcp_state::State::Established)),
-            pick(*tcp_fin, cur.of(crate::tcp_state::State::FinWait)),
-            pick(*udp, cur.of(crate::tcp_state::State::Udp)),
+            pick(*tcp, cur.of(crate::datapath::tcp_state::State::Established)),
+            pick(*tcp_fin, cur.of(crate::datapath::tcp_state::State::FinWait)),
+            pick(*udp, cur.of(crate::datapath::tcp_state::State::Udp)),
         );
         table.apply(cmd)?;
         shared.timeouts.store(Arc::new(t));
         return Ok(());
     }
     if let Some(snap) = table.apply(cmd)? {
-        crate::daemon::publish_snapshot(shared, snap);
+        crate::control::runtime::publish_snapshot(shared, snap);
     }
     Ok(())
 }

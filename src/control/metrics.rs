@@ -16,9 +16,9 @@ use std::time::Duration;
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
-use crate::ctl;
-use crate::daemon::Shared;
-use crate::stats::Stats;
+use crate::control::runtime::Shared;
+use crate::control::socket;
+use crate::datapath::stats::Stats;
 
 fn record(shared: &Shared, stats: &Stats) {
     counter!("tapvs_frames_total", "direction" => "rx").absolute(stats.rx_frames);
@@ -35,7 +35,7 @@ fn record(shared: &Shared, stats: &Stats) {
     for (state, n) in &stats.connections {
         gauge!("tapvs_connections", "state" => state.clone()).set(*n as f64);
     }
-    let listing = ctl::listing(shared);
+    let listing = socket::listing(shared);
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
     // Real servers taken out by health checks are absent from the listing: still report them.
     for s in &table.listing().services {
@@ -108,7 +108,7 @@ fn record(shared: &Shared, stats: &Stats) {
 
 /// The exposition text for the current state.
 pub fn render(shared: &Shared, recorder: &PrometheusRecorder) -> String {
-    let stats = crate::daemon::fold(shared);
+    let stats = crate::control::runtime::fold(shared);
     with_local_recorder(recorder, || record(shared, &stats));
     recorder.handle().render()
 }

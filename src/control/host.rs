@@ -23,9 +23,9 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
 };
 
-use crate::route::Router;
-use crate::service::PortInfo;
-use crate::tap::{TapQueue, VNET_HDR_LEN};
+use crate::datapath::route::Router;
+use crate::datapath::service::PortInfo;
+use crate::sys::tap::{TapQueue, VNET_HDR_LEN};
 
 use crate::health::transport::Transport;
 pub use crate::health::transport::{SockId, TcpState};

@@ -1,5 +1,5 @@
 //! The health-check thread, keepalived's job done by the appliance itself: it runs every real
-//! server's checks on the host stack ([`crate::host`], from the appliance's own addresses
+//! server's checks on the host stack ([`crate::control::host`], from the appliance's own addresses
 //! through its own TAPs), and turns their verdicts into changes of the live table: a failed
 //! server leaves the pool (or keeps weight 0 with `inhibit_on_failure`), a `misc_dynamic`
 //! check sets its weight, and a service whose live weight falls below its quorum gets its
@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::control::{Health, SvcKey};
-use crate::daemon::Shared;
+use crate::control::host::HostNet;
+use crate::control::runtime::Shared;
+use crate::control::table::{Health, SvcKey};
 use crate::health::engine::{Event, QuorumEvent, RealServerHealth, ServiceHealth, SplitMix64};
-use crate::host::HostNet;
-use crate::tap::TapQueue;
+use crate::sys::tap::TapQueue;
 
 struct Real {
     svc: usize,
@@ -63,7 +63,7 @@ impl Checks {
         let mut reals = Vec::new();
         let mut services = Vec::new();
         for s in &cfg.services {
-            let key = crate::control::svc_key(s.proto, s.vip);
+            let key = crate::control::table::svc_key(s.proto, s.vip);
             let mut static_weight = 0u64;
             let first = reals.len();
             for r in &s.reals {
@@ -122,9 +122,9 @@ impl Checks {
         Ok(checks)
     }
 
-    fn publish(shared: &Shared, snap: Option<crate::service::Snapshot>) {
+    fn publish(shared: &Shared, snap: Option<crate::datapath::service::Snapshot>) {
         if let Some(snap) = snap {
-            crate::daemon::publish_snapshot(shared, snap);
+            crate::control::runtime::publish_snapshot(shared, snap);
         }
     }
 

@@ -18,8 +18,8 @@ use sched::{Dest, SchedSpec, Scheduler};
 
 use crate::adm::{self, AdmError, Command, Listing};
 use crate::config::{Config, Forward, Proto};
-use crate::route::Router;
-use crate::service::{PortInfo, Service, Snapshot};
+use crate::datapath::route::Router;
+use crate::datapath::service::{PortInfo, Service, Snapshot};
 
 /// Service identity: protocol, address and port.
 pub type SvcKey = (adm::Protocol, SocketAddrV4);

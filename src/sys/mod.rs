@@ -2,6 +2,8 @@
 //! thread, `poll(2)` over raw descriptors, and blocking of termination signals for `sigwait`.
 //! Part of the syscall layer: each `unsafe` block carries a `SAFETY:` line.
 
+pub mod tap;
+
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -121,7 +123,7 @@ pub struct PacketSocket {
 impl PacketSocket {
     /// Opens a packet socket on interface `ifname` of the calling thread's network namespace.
     pub fn open(ifname: &str) -> io::Result<PacketSocket> {
-        let ifindex = crate::tap::ifindex(ifname)? as i32;
+        let ifindex = crate::sys::tap::ifindex(ifname)? as i32;
         let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
         // SAFETY: plain socket(2) call; the result is checked before use.
         let fd =

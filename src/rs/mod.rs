@@ -120,7 +120,7 @@ pub enum RsError {
     },
     /// Setting the TUN device up failed.
     #[error(transparent)]
-    Link(#[from] crate::tap::TapError),
+    Link(#[from] crate::sys::tap::TapError),
     /// The raw `IPPROTO_IPIP` socket could not be opened or read.
     #[error("raw IPIP socket: {op} failed: {source}{hint}")]
     RawSocket {
@@ -180,7 +180,7 @@ fn ip(args: &[&str]) -> Result<String, RsError> {
 
 /// Whether interface `name` exists in the calling thread's network namespace.
 fn link_exists(name: &str) -> bool {
-    crate::tap::ifindex(name).is_ok()
+    crate::sys::tap::ifindex(name).is_ok()
 }
 
 /// The prefix length `vip` has on `lo`, if it is there.
@@ -523,7 +523,7 @@ fn decap_with(
     counters: &DecapCounters,
     ready: impl FnOnce(),
 ) -> Result<(), RsError> {
-    crate::tap::validate_ifname(tun_name)
+    crate::sys::tap::validate_ifname(tun_name)
         .map_err(|_| RsError::InvalidName(tun_name.to_string()))?;
     // The socket first: once the device is up, everything is ready.
     let raw = open_ipip_socket()?;
@@ -531,7 +531,7 @@ fn decap_with(
     let mut actions = Vec::new();
     set_conf("all", "rp_filter", "0", &mut actions)?;
     set_conf(tun_name, "rp_filter", "0", &mut actions)?;
-    crate::tap::set_link_up(tun_name)?;
+    crate::sys::tap::set_link_up(tun_name)?;
     ready();
     let mut buf = vec![0u8; MAX_IP_PACKET];
     while !stop.load(Ordering::Relaxed) {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use modes::packet::DropReason;
 use serde::Serialize;
 
-use crate::tcp_state::{State, STATE_COUNT};
+use crate::datapath::tcp_state::{State, STATE_COUNT};
 
 /// Why the data path dropped a frame it could parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

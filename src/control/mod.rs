@@ -1,0 +1,11 @@
+//! The control plane, on its own threads: the running appliance and its shared state
+//! ([`runtime`]), the live service table as ipvsadm sees it ([`table`]), the control socket
+//! that tapvsadm talks to with the rate estimator ([`socket`]), the Prometheus endpoint
+//! ([`metrics`]) and the host stack that health checks speak through ([`host`]). It changes
+//! what the data path does only by publishing snapshots.
+
+pub mod host;
+pub mod metrics;
+pub mod runtime;
+pub mod socket;
+pub mod table;

@@ -1,0 +1,16 @@
+//! The data path: everything a frame meets between the TAP read and the TAP write. The
+//! per-worker I/O loop ([`worker`]) around a pure frame pipeline, the connection table and its
+//! index ([`conn`]), the TCP state table ([`tcp_state`]), persistence templates ([`persist`]),
+//! neighbours ([`neigh`]), routes ([`route`]), the service snapshot the workers read
+//! ([`service`]), per-worker counters ([`stats`]) and the eBPF steering program ([`steer`]).
+//! Nothing here depends on the control plane; the control plane builds and feeds it.
+
+pub mod conn;
+pub mod neigh;
+pub mod persist;
+pub mod route;
+pub mod service;
+pub mod stats;
+pub mod steer;
+pub mod tcp_state;
+pub mod worker;
