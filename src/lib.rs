@@ -8,6 +8,8 @@
 //! integration tests share is in [`netns`], [`lab`] and [`traffic`]. Packet views and rewrites
 //! live in the `modes` crate, schedulers in the `sched` crate.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod adm;
 pub mod config;
 pub mod control;
