@@ -1,8 +1,10 @@
-//! The per-packet path without I/O: an established flow's lookup plus NAT rewrite (parse,
-//! table lookup, state update, DNAT and TTL decrement with incremental checksums, each packet
-//! starting from the same fresh headers so the rewrites really happen), a new connection
-//! (schedule plus insert, and its removal), and the connection table's memory per entry at
-//! 1 million entries (measured with a counting allocator, printed before the criterion groups).
+//! The daemon's own frame pipeline ([`Pipeline::process`]), without I/O: a packet of an
+//! established NAT flow (parse, classify, owner, table lookup, state update, output route,
+//! DNAT with incremental checksums, TTL, neighbour, MACs, hand to the sink; each packet starts
+//! from fresh headers so the rewrites really happen), a new connection (a SYN through the same
+//! path: miss, service lookup, rr over 8 servers, insert, rewrite, send; removed in untimed
+//! batches), and the connection table's memory per entry at 1 million entries (a counting
+//! allocator, printed before the criterion groups).
 //!
 //! `cargo bench --bench datapath`
 
@@ -15,8 +17,13 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
 use tapvs::config::Forward;
-use tapvs::datapath::conn::{ConnTable, FlowKey, NewConn};
-use tapvs::datapath::tcp_state::{flags, Timeouts};
+use tapvs::control::table::Table;
+use tapvs::datapath::conn::{ConnTable, FlowKey, NewConn, Toa};
+use tapvs::datapath::neigh::{NeighCache, NeighTable};
+use tapvs::datapath::persist::Templates;
+use tapvs::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
+use tapvs::datapath::service::Snapshot;
+use tapvs::datapath::tcp_state::Timeouts;
 
 /// Counts live heap bytes.
 struct Counting;
@@ -59,6 +66,83 @@ fn vip() -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 1)
 }
 
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+/// The appliance of the benchmark: a client-side and a server-side port, one NAT service with
+/// 8 real servers (rr), every neighbour resolved.
+struct World {
+    snap: Snapshot,
+    neigh: NeighTable,
+    templates: Templates,
+}
+
+impl World {
+    fn new() -> World {
+        let mut cfg = String::from(
+            r#"
+[[port]]
+name = "ext"
+tap = "tb0"
+mac = "02:00:00:00:00:02"
+addresses = ["10.0.0.1/8"]
+
+[[port]]
+name = "int"
+tap = "tb1"
+mac = "02:00:00:00:00:03"
+addresses = ["172.16.0.1/24"]
+
+[[service]]
+protocol = "tcp"
+address = "192.0.2.1:80"
+scheduler = "rr"
+"#,
+        );
+        for i in 0..8 {
+            cfg += &format!("\n[[service.real]]\naddress = \"{}:80\"\n", server_addr(i));
+        }
+        let cfg = tapvs::config::parse(&cfg, std::path::Path::new("bench.toml")).expect("config");
+        let (_, snap) = Table::from_config(&cfg).expect("snapshot");
+        let mut cache = NeighCache::new(64, 3600);
+        for i in 0..8 {
+            cache.learn(server_addr(i), [2, 0, 0, 0, 1, i as u8], 1, 0);
+        }
+        let neigh = cache.take_update().expect("table");
+        World {
+            snap,
+            neigh,
+            templates: Templates::default(),
+        }
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            snap: &self.snap,
+            neigh: &self.neigh,
+            templates: &self.templates,
+            now_ms: 1000,
+            expire_nodest: false,
+            host_stack: false,
+        }
+    }
+}
+
+fn server_addr(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(172, 16, 0, 2 + i as u8)
+}
+
+/// Counts what the pipeline emits.
+struct Count(u64);
+
+impl Sink for Count {
+    #[inline]
+    fn send(&mut self, _port: usize, frame: &[u8]) -> bool {
+        self.0 += frame.len() as u64;
+        true
+    }
+}
+
 fn new_conn(i: u32, dest: &Arc<sched::Dest>) -> NewConn {
     let (caddr, cport) = client(i);
     NewConn {
@@ -67,10 +151,13 @@ fn new_conn(i: u32, dest: &Arc<sched::Dest>) -> NewConn {
         cport,
         vaddr: vip(),
         vport: 80,
-        daddr: Ipv4Addr::new(172, 16, 0, 2),
+        daddr: server_addr(0),
         dport: 80,
         fwd: Forward::Nat,
-        svc: 0,
+        out: 1,
+        hop: server_addr(0),
+        tun_src: Ipv4Addr::UNSPECIFIED,
+        toa: Toa::Off,
         dest_id: 0,
         dest: dest.clone(),
         template: None,
@@ -102,70 +189,88 @@ fn memory_per_entry() {
     );
 }
 
-/// Ethernet, IPv4 and TCP headers of the benchmark frame: what the rewrites touch.
-const HDRS: usize = 14 + 20 + 20;
+/// Virtio-net header, Ethernet, IPv4 and TCP headers of a benchmark frame: what the pipeline
+/// rewrites.
+const HDRS: usize = 12 + 14 + 20 + 20;
 
-/// The established-flow case: a full table, a 1066-byte TCP frame (payload 1000) from a client
-/// to the VIP, and 4096 known flows to look up in turn.
+/// A client's TCP frame to the VIP with `payload` bytes, virtio-net header first.
+fn frame(i: u32, syn: bool, payload: usize) -> Vec<u8> {
+    let (ca, cp) = client(i);
+    let mut f = vec![0u8; 12];
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, EXT_MAC)
+        .ipv4(ca.octets(), vip().octets(), 64)
+        .tcp(cp, 80, 1, 65535);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    b.write(&mut f, &vec![0u8; payload]).unwrap();
+    f
+}
+
+/// The established-flow case: a pipeline whose table holds 1 M connections, and 4096 of
+/// them sending, in turn, a 1066-byte TCP frame (payload 1000) to the VIP.
 struct Established {
-    table: ConnTable,
-    frame: Vec<u8>,
-    pristine: Vec<u8>,
-    keys: Vec<FlowKey>,
+    world: World,
+    pipeline: Pipeline,
+    buf: Vec<u8>,
+    len: usize,
+    headers: Vec<[u8; HDRS]>,
     next: usize,
+    sink: Count,
 }
 
 impl Established {
     fn new(dest: &Arc<sched::Dest>) -> Established {
-        let (ca, cp) = client(12345);
-        let mut frame = Vec::new();
-        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-            .ipv4(ca.octets(), vip().octets(), 64)
-            .tcp(cp, 80, 1, 65535)
-            .ack(1)
-            .write(&mut frame, &[0u8; 1000])
-            .unwrap();
-        let keys = (0..4096u32)
+        let world = World::new();
+        let mut pipeline = Pipeline::new(0, 1, N as usize * 2, Timeouts::default());
+        for i in 0..N {
+            pipeline
+                .table_mut()
+                .insert(new_conn(i, dest), 0)
+                .expect("room");
+        }
+        let headers = (0..4096u32)
             .map(|i| {
-                let (a, p) = client(i * 241 % N);
-                FlowKey::new(6, a, p, vip(), 80)
+                let f = frame(i * 241 % N, false, 1000);
+                f[..HDRS].try_into().unwrap()
             })
             .collect();
+        let first = frame(0, false, 1000);
+        let len = first.len();
+        let mut buf = vec![0u8; tapvs::sys::tap::MAX_FRAME];
+        buf[..len].copy_from_slice(&first);
         Established {
-            table: filled(N, dest),
-            pristine: frame.clone(),
-            frame,
-            keys,
+            world,
+            pipeline,
+            buf,
+            len,
+            headers,
             next: 0,
+            sink: Count(0),
         }
     }
 
-    /// One packet of the next flow: parse, lookup, state update, DNAT and TTL rewrite.
+    /// One packet of the next flow through the pipeline.
     #[inline(always)]
     fn packet(&mut self) {
-        // A fresh packet each time (VIP destination, TTL 64), as from the TAP device, so the
-        // DNAT and TTL rewrites below really happen.
-        self.frame[..HDRS].copy_from_slice(&self.pristine[..HDRS]);
-        let pkt = modes::parse(black_box(&self.frame[..])).expect("frame");
+        // Fresh headers each time (VIP destination, TTL 64), as from the TAP device, so the
+        // rewrites really happen.
         self.next = (self.next + 1) & 4095;
-        let f = self
-            .table
-            .lookup(&self.keys[self.next])
-            .expect("known flow");
-        let conn = self.table.on_packet(f.slot, f.dir, flags::ACK, 1);
-        let (d, p) = (conn.daddr, conn.dport);
-        modes::nat::dnat(&mut self.frame, &pkt, modes::Csum::Full, d, p);
-        modes::nat::decrement_ttl(&mut self.frame, &pkt);
-        black_box(&self.frame);
+        self.buf[..HDRS].copy_from_slice(&self.headers[self.next]);
+        let env = self.world.env();
+        let v = self.pipeline.process(
+            &env,
+            0,
+            black_box(&mut self.buf),
+            self.len,
+            false,
+            &mut self.sink,
+        );
+        debug_assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
+        black_box(v);
     }
 }
 
 fn server() -> Arc<sched::Dest> {
-    Arc::new(sched::Dest::new(
-        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
-        80,
-        1,
-    ))
+    Arc::new(sched::Dest::new(IpAddr::V4(server_addr(0)), 80, 1))
 }
 
 /// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
@@ -192,56 +297,49 @@ fn bench(c: &mut Criterion) {
     }
     memory_per_entry();
     let mut e = Established::new(&server());
+    let v = {
+        let env = e.world.env();
+        let len = e.len;
+        e.pipeline
+            .process(&env, 0, &mut e.buf, len, false, &mut e.sink)
+    };
+    assert!(matches!(v, Verdict::Transmit { port: 1, .. }), "{v:?}");
     let mut g = c.benchmark_group("per_packet");
     g.sample_size(30);
-    g.bench_function("established_lookup_and_nat_rewrite", |b| {
-        b.iter(|| e.packet())
-    });
-    let table = &mut e.table;
-    // New connection: schedule (rr over 8 servers), insert and apply the SYN. Only that is
-    // timed; the connections are removed in untimed batches to keep the table at its size.
-    let dests: Vec<Arc<sched::Dest>> = (0..8)
-        .map(|i| {
-            Arc::new(sched::Dest::new(
-                IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2 + i)),
-                80,
-                1,
-            ))
-        })
-        .collect();
-    let rr = sched::build(&sched::SchedSpec::new("rr"), &dests).unwrap();
-    let mut i = N;
+    g.bench_function("established_pipeline_nat", |b| b.iter(|| e.packet()));
+    // New connection: a SYN from a new client through the pipeline (miss, schedule rr over 8
+    // servers, insert, DNAT, send). Only that is timed; the connections are removed in
+    // untimed batches to keep the table at its size.
+    let syns: Vec<Vec<u8>> = (0..10_000u32).map(|i| frame(N + i, true, 0)).collect();
     let mut made = Vec::with_capacity(10_000);
-    g.bench_function("new_connection_schedule_insert", |b| {
+    g.bench_function("new_connection_pipeline", |b| {
         b.iter_custom(|iters| {
             let mut total = std::time::Duration::ZERO;
             let mut left = iters;
             while left > 0 {
-                let batch = left.min(10_000);
+                let batch = left.min(10_000) as usize;
+                let env = e.world.env();
                 let t0 = std::time::Instant::now();
-                for _ in 0..batch {
-                    i = i.wrapping_add(1);
-                    let (src, sport) = client(i);
-                    let input = sched::Input {
-                        proto: 6,
-                        src: IpAddr::V4(src),
-                        src_port: sport,
-                        dst: IpAddr::V4(vip()),
-                        dst_port: 80,
-                        now_secs: 1,
-                    };
-                    let d = rr.schedule(&dests, &input).expect("a server");
-                    let mut nc = new_conn(i, &dests[d]);
-                    nc.daddr = Ipv4Addr::new(172, 16, 0, 2 + d as u8);
-                    let s = table.insert(nc, 1).expect("room");
-                    table.on_packet(s, tapvs::datapath::tcp_state::Dir::Input, flags::SYN, 1);
-                    made.push(s);
+                for syn in &syns[..batch] {
+                    let len = syn.len();
+                    e.buf[..len].copy_from_slice(syn);
+                    let v = e
+                        .pipeline
+                        .process(&env, 0, &mut e.buf, len, false, &mut e.sink);
+                    black_box(v);
                 }
                 total += t0.elapsed();
-                for s in made.drain(..) {
-                    table.remove(s);
+                for i in 0..batch as u32 {
+                    let (a, p) = client(N + i);
+                    let key = FlowKey::new(6, a, p, vip(), 80);
+                    if let Some(f) = e.pipeline.table().lookup(&key) {
+                        made.push(f.slot);
+                    }
                 }
-                left -= batch;
+                for s in made.drain(..) {
+                    e.pipeline.table_mut().remove(s);
+                }
+                left -= batch as u64;
             }
             total
         })

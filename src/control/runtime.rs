@@ -17,7 +17,6 @@ use crossbeam_queue::ArrayQueue;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-use crate::adm::ConnEntry;
 use crate::config::Config;
 use crate::control::socket::{Estimator, ESTIMATOR_INTERVAL};
 use crate::control::table::Table;
@@ -27,73 +26,34 @@ use crate::datapath::service::Snapshot;
 use crate::datapath::stats::DestCounters;
 use crate::datapath::stats::{Counters, Stats};
 use crate::datapath::tcp_state::Timeouts;
-use crate::datapath::worker::{new_redirect, Worker};
+use crate::datapath::worker::{new_redirect, Worker, WorkerShared};
 use crate::sys::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
 use crate::sys::{self, EventFd};
 
-/// A frame on its way to the worker that owns its connection.
-pub struct Redirect {
-    /// Header and frame bytes (only `..len` are meaningful).
-    pub data: Box<[u8]>,
-    /// Length of the frame in `data`.
-    pub len: usize,
-    /// Port it arrived on.
-    pub port: usize,
-}
-
-/// Pooled redirect buffers per worker.
+/// Pooled hand-over buffers per worker.
 const REDIRECT_POOL_PER_WORKER: usize = 64;
 
-/// State shared by the workers and the control thread.
+/// State shared by the workers and the control plane: what the workers read
+/// ([`WorkerShared`], reached through `Deref`) and the control plane's own.
 pub struct Shared {
-    /// The service snapshot.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// The neighbour table.
-    pub neigh: ArcSwap<NeighTable>,
-    /// Connection timeouts.
-    pub timeouts: ArcSwap<Timeouts>,
-    /// Per worker: frames handed to it by other workers.
-    pub redirect: Vec<ArrayQueue<Box<Redirect>>>,
-    /// Free redirect buffers.
-    pub pool: ArrayQueue<Box<Redirect>>,
-    /// Per worker: its doorbell.
-    pub wake: Vec<EventFd>,
-    /// Events for the control thread.
-    pub learn: ArrayQueue<NeighEvent>,
-    /// The control thread's doorbell.
-    pub control_wake: EventFd,
-    /// Set to stop every thread.
-    pub stop: AtomicBool,
-    /// Per worker: counters as last published.
-    pub published: Vec<Mutex<Counters>>,
-    /// Persistence templates, shared by all workers (touched only on connection setup/end).
-    pub templates: Templates,
-    /// Per worker: traffic per real server as last published.
-    pub dest_published: Vec<Mutex<Vec<DestCounters>>>,
-    /// Bumped to ask every worker for a dump of its connections.
-    pub dump_gen: AtomicU64,
-    /// Per worker: (generation, connections) of its last dump.
-    pub dumps: Vec<Mutex<(u64, Vec<ConnEntry>)>>,
-    /// Rung by a worker that finished a dump.
-    pub dump_done: EventFd,
-    /// IPVS `expire_nodest_conn`.
-    pub expire_nodest: AtomicBool,
+    /// The part the workers share.
+    pub dp: Arc<WorkerShared>,
     /// The live service table (control plane only).
     pub table: Mutex<Table>,
     /// `-Z` baselines per real-server id.
     pub zero_base: Mutex<HashMap<u32, DestCounters>>,
     /// Rates per real server.
     pub estimator: Mutex<Estimator>,
-    /// Whether a health-check host stack runs (workers then hand it frames for our addresses).
-    pub host_enabled: AtomicBool,
-    /// Frames for the host stack.
-    pub host_rx: ArrayQueue<Box<Redirect>>,
-    /// The host stack's doorbell.
-    pub host_wake: EventFd,
     /// The eBPF queue-selection program of the ports (control plane only).
     pub steering: Mutex<crate::datapath::steer::Steering>,
-    /// Start of daemon time (connection and neighbour clocks count seconds from here).
-    pub epoch: Instant,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = WorkerShared;
+
+    fn deref(&self) -> &WorkerShared {
+        &self.dp
+    }
 }
 
 /// Errors starting the daemon.
@@ -212,44 +172,46 @@ impl Daemon {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Sys)?;
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            neigh: ArcSwap::from_pointee(NeighTable::default()),
-            timeouts: ArcSwap::from_pointee(Timeouts::new(
-                cfg.timeouts.tcp,
-                cfg.timeouts.tcp_fin,
-                cfg.timeouts.udp,
-            )),
-            redirect: (0..workers)
-                .map(|_| ArrayQueue::new(REDIRECT_POOL_PER_WORKER))
-                .collect(),
-            pool,
-            wake,
-            learn: ArrayQueue::new(4096),
-            control_wake: EventFd::new().map_err(StartError::Sys)?,
-            stop: AtomicBool::new(false),
-            published: (0..workers)
-                .map(|_| Mutex::new(Counters::default()))
-                .collect(),
-            templates: Templates::default(),
-            dest_published: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
-            dump_gen: AtomicU64::new(0),
-            dumps: (0..workers).map(|_| Mutex::new((0, Vec::new()))).collect(),
-            dump_done: EventFd::new().map_err(StartError::Sys)?,
-            expire_nodest: AtomicBool::new(cfg.control.expire_nodest_conn),
+            dp: Arc::new(WorkerShared {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                neigh: ArcSwap::from_pointee(NeighTable::default()),
+                timeouts: ArcSwap::from_pointee(Timeouts::new(
+                    cfg.timeouts.tcp,
+                    cfg.timeouts.tcp_fin,
+                    cfg.timeouts.udp,
+                )),
+                redirect: (0..workers)
+                    .map(|_| ArrayQueue::new(REDIRECT_POOL_PER_WORKER))
+                    .collect(),
+                pool,
+                wake,
+                learn: ArrayQueue::new(4096),
+                control_wake: EventFd::new().map_err(StartError::Sys)?,
+                stop: AtomicBool::new(false),
+                published: (0..workers)
+                    .map(|_| Mutex::new(Counters::default()))
+                    .collect(),
+                templates: Templates::default(),
+                dest_published: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+                dump_gen: AtomicU64::new(0),
+                dumps: (0..workers).map(|_| Mutex::new((0, Vec::new()))).collect(),
+                dump_done: EventFd::new().map_err(StartError::Sys)?,
+                expire_nodest: AtomicBool::new(cfg.control.expire_nodest_conn),
+                host_enabled: AtomicBool::new(false),
+                host_rx: ArrayQueue::new(256),
+                host_wake: EventFd::new().map_err(StartError::Sys)?,
+                epoch: Instant::now(),
+            }),
             table: Mutex::new(table),
             zero_base: Mutex::new(HashMap::new()),
             estimator: Mutex::new(Estimator::default()),
-            host_enabled: AtomicBool::new(false),
-            host_rx: ArrayQueue::new(256),
-            host_wake: EventFd::new().map_err(StartError::Sys)?,
             steering: Mutex::new(steering),
-            epoch: Instant::now(),
         });
         let per_worker_conns = cfg.max_connections / workers;
         let mut threads = Vec::new();
         for w in 0..workers {
             let queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[w].clone()).collect();
-            let worker = Worker::new(w, queues, shared.clone(), per_worker_conns);
+            let worker = Worker::new(w, queues, shared.dp.clone(), per_worker_conns);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tapvs-w{w}"))

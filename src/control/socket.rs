@@ -212,7 +212,18 @@ fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
             {
                 let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
                 if s.0 >= gen {
-                    out.append(&mut s.1);
+                    out.extend(s.1.drain(..).map(|c| adm::ConnEntry {
+                        proto: if c.proto == 17 {
+                            adm::Protocol::Udp
+                        } else {
+                            adm::Protocol::Tcp
+                        },
+                        expire_secs: c.expire_secs,
+                        state: c.state.to_string(),
+                        client: c.client,
+                        vip: c.vip,
+                        dest: c.dest,
+                    }));
                     break;
                 }
             }

@@ -114,10 +114,12 @@ pub struct Conn {
     pub proto: u8,
     /// Current state.
     pub state: State,
-    /// Forwarding method.
-    pub fwd: Forward,
-    /// Index of the service in the snapshot it was created from.
-    pub svc: u32,
+    /// The transmitter bound at creation: forwarding method and its per-mode data.
+    pub xmit: Xmit,
+    /// The egress port towards the real server, bound at creation.
+    pub out: u8,
+    /// The next hop towards the real server on `out`, bound at creation.
+    pub hop: Ipv4Addr,
     /// Stable id of the real server (index of its traffic counters).
     pub dest_id: u32,
     /// The real server (its counters follow the connection's state).
@@ -128,12 +130,90 @@ pub struct Conn {
     pub expires: u32,
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
     pub one_packet: bool,
-    /// FullNAT: the local address and port the real server sees as the client.
-    pub local: Option<(Ipv4Addr, u16)>,
-    /// FullNAT: the TOA option has been sent (or given up on).
-    pub toa_done: bool,
     gen: u32,
     live: bool,
+}
+
+/// When FullNAT inserts the TOA option carrying the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toa {
+    /// Not (or no more): the service has TOA off, or the option was sent or given up on.
+    Off,
+    /// Into the ACK that completes the handshake (SYNs get their MSS clamped to leave room).
+    OnAck,
+    /// Into the SYN as well as the handshake-completing ACK.
+    OnSynAndAck,
+}
+
+/// A connection's transmitter, bound once when it is created: the forwarding method and what
+/// that method needs per packet, so nothing is looked up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xmit {
+    /// Masquerading: DNAT in, SNAT of the replies.
+    Nat,
+    /// Direct routing: MAC rewrite only.
+    Dr,
+    /// IPIP tunnel from `src` (the egress port's address) to the real server.
+    Tun {
+        /// Outer source address.
+        src: Ipv4Addr,
+    },
+    /// FullNAT from a local address and port, with the TOA option as `toa` says.
+    FullNat {
+        /// The local address the real server sees as the client.
+        lip: Ipv4Addr,
+        /// The local port.
+        lport: u16,
+        /// Whether (and where) the TOA option is still to be inserted.
+        toa: Toa,
+    },
+}
+
+impl Xmit {
+    /// The forwarding method.
+    #[inline]
+    pub fn forward(&self) -> Forward {
+        match self {
+            Xmit::Nat => Forward::Nat,
+            Xmit::Dr => Forward::Dr,
+            Xmit::Tun { .. } => Forward::Tun,
+            Xmit::FullNat { .. } => Forward::FullNat,
+        }
+    }
+}
+
+impl Conn {
+    /// The forwarding method.
+    #[inline]
+    pub fn fwd(&self) -> Forward {
+        self.xmit.forward()
+    }
+
+    /// FullNAT: the local address and port the real server sees as the client.
+    #[inline]
+    pub fn local(&self) -> Option<(Ipv4Addr, u16)> {
+        match self.xmit {
+            Xmit::FullNat { lip, lport, .. } => Some((lip, lport)),
+            _ => None,
+        }
+    }
+
+    /// FullNAT: when the TOA option is still to be inserted ([`Toa::Off`] for other methods).
+    #[inline]
+    pub fn toa(&self) -> Toa {
+        match self.xmit {
+            Xmit::FullNat { toa, .. } => toa,
+            _ => Toa::Off,
+        }
+    }
+
+    /// FullNAT: the TOA option was sent or given up on.
+    #[inline]
+    pub fn toa_done(&mut self) {
+        if let Xmit::FullNat { toa, .. } = &mut self.xmit {
+            *toa = Toa::Off;
+        }
+    }
 }
 
 /// Lifetime of a one-packet-scheduling entry (it exists only to translate replies).
@@ -223,8 +303,14 @@ pub struct NewConn {
     pub dport: u16,
     /// Forwarding method.
     pub fwd: Forward,
-    /// Service index.
-    pub svc: u32,
+    /// The egress port towards the real server.
+    pub out: u8,
+    /// The next hop towards the real server.
+    pub hop: Ipv4Addr,
+    /// TUN: the outer source address.
+    pub tun_src: Ipv4Addr,
+    /// FullNAT: when to insert TOA.
+    pub toa: Toa,
     /// Stable id of the real server.
     pub dest_id: u32,
     /// The real server.
@@ -420,7 +506,7 @@ fn key_of(c: &Conn, dir: Dir) -> FlowKey {
     match dir {
         Dir::Input | Dir::InputOnly => FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport),
         Dir::Output => {
-            let (a, p) = c.local.unwrap_or((c.caddr, c.cport));
+            let (a, p) = c.local().unwrap_or((c.caddr, c.cport));
             FlowKey::new(c.proto, c.daddr, c.dport, a, p)
         }
     }
@@ -430,7 +516,7 @@ fn key_of(c: &Conn, dir: Dir) -> FlowKey {
 /// replies bypass the director (DR, TUN), else `Input`.
 #[inline]
 fn client_dir(c: &Conn) -> Dir {
-    if matches!(c.fwd, Forward::Nat | Forward::FullNat) {
+    if matches!(c.fwd(), Forward::Nat | Forward::FullNat) {
         Dir::Input
     } else {
         Dir::InputOnly
@@ -585,7 +671,7 @@ impl ConnTable {
         &self.slots[slot as usize]
     }
 
-    /// The connection in `slot`, mutably (flags such as `toa_done`).
+    /// The connection in `slot`, mutably (its TOA progress).
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> &mut Conn {
         &mut self.slots[slot as usize]
@@ -616,6 +702,17 @@ impl ConnTable {
             ),
             None => None,
         };
+        let xmit = match (c.fwd, local) {
+            (Forward::Nat, _) => Xmit::Nat,
+            (Forward::Dr, _) => Xmit::Dr,
+            (Forward::Tun, _) => Xmit::Tun { src: c.tun_src },
+            (Forward::FullNat, Some((lip, lport))) => Xmit::FullNat {
+                lip,
+                lport,
+                toa: c.toa,
+            },
+            (Forward::FullNat, None) => return Err(InsertError::NoLocalPort),
+        };
         let replies_seen = matches!(c.fwd, Forward::Nat | Forward::FullNat);
         let in_key = FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport);
         let (raddr, rport) = local.unwrap_or((c.caddr, c.cport));
@@ -633,15 +730,14 @@ impl ConnTable {
             dport: c.dport,
             proto: c.proto,
             state,
-            fwd: c.fwd,
-            svc: c.svc,
+            xmit,
+            out: c.out,
+            hop: c.hop,
             dest_id: c.dest_id,
             dest: c.dest,
             template: c.template,
             expires: now + timeout,
             one_packet: c.one_packet,
-            local,
-            toa_done: false,
             gen,
             live: true,
         };
@@ -711,7 +807,7 @@ impl ConnTable {
     fn release(&mut self, slot: u32) {
         let c = &self.slots[slot as usize];
         let client_side = !c.one_packet;
-        let reply_side = matches!(c.fwd, Forward::Nat | Forward::FullNat);
+        let reply_side = matches!(c.fwd(), Forward::Nat | Forward::FullNat);
         let keys = [
             client_side.then(|| (key_of(c, Dir::Input), false)),
             reply_side.then(|| (key_of(c, Dir::Output), true)),
@@ -726,7 +822,7 @@ impl ConnTable {
         if let Some(t) = c.template.take() {
             t.release();
         }
-        if let Some((ip, p)) = c.local {
+        if let Some((ip, p)) = c.local() {
             self.local_ports.release(ip, p);
         }
         self.counts.per_state[c.state as usize] -= 1;
@@ -806,7 +902,10 @@ mod tests {
             daddr: ip("172.16.0.2"),
             dport: 8080,
             fwd,
-            svc: 0,
+            out: 0,
+            hop: Ipv4Addr::UNSPECIFIED,
+            tun_src: Ipv4Addr::UNSPECIFIED,
+            toa: Toa::Off,
             dest_id: 0,
             dest: dest.clone(),
             template: None,
@@ -941,7 +1040,7 @@ mod tests {
             let mut nc = new_conn(cport, &d, 6, Forward::FullNat);
             nc.local_pool = Some(pool.clone());
             let s = t.insert(nc, 0).unwrap();
-            let (lip, lport) = t.get(s).local.unwrap();
+            let (lip, lport) = t.get(s).local().unwrap();
             assert_eq!(lport % 2, 1, "worker 1 of 2 owns odd ports");
             assert!(lport >= 1024);
             assert!(seen.insert((lip, lport)), "pair reused while in use");
@@ -972,7 +1071,7 @@ mod tests {
         lp.release(one[0], 2048);
         assert_eq!(lp.alloc(&one), Some((one[0], 2048)));
         // Removing a connection returns its port.
-        let (lip, lport) = t.get(slots[0]).local.unwrap();
+        let (lip, lport) = t.get(slots[0]).local().unwrap();
         t.remove(slots[0]);
         assert!(t
             .lookup(&FlowKey::new(6, ip("172.16.0.2"), 8080, lip, lport))

@@ -6,8 +6,10 @@
 //! Nothing here depends on the control plane; the control plane builds and feeds it.
 
 pub mod conn;
+pub mod egress;
 pub mod neigh;
 pub mod persist;
+pub mod pipeline;
 pub mod route;
 pub mod service;
 pub mod stats;

@@ -6,7 +6,7 @@
 //! frame is usually produced synchronously during the delivery, so the first frames of every
 //! connection land on a hashed queue: half the time another worker's, which then has to copy
 //! the frame across (see [`crate::datapath::worker`]). For short connections that was about 40% of all
-//! frames. The program here computes [`crate::datapath::worker::owner_of`] in the kernel instead:
+//! frames. The program here computes [`crate::datapath::pipeline::owner_of`] in the kernel instead:
 //!
 //! - IPv4 TCP/UDP to a virtual address: the owner of the source (client address and port);
 //! - to a FullNAT local address: destination port modulo the worker count (local ports are
@@ -53,7 +53,7 @@ pub struct AddressSets {
 const LL: i32 = -0x20_0000;
 /// Ethernet header length.
 const ETH: i32 = 14;
-/// The multiplier of [`crate::datapath::worker::owner_of`].
+/// The multiplier of [`crate::datapath::pipeline::owner_of`].
 const MIX: u32 = 0x9E37_79B1;
 
 // Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
@@ -289,7 +289,7 @@ impl Steering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::worker::owner_of;
+    use crate::datapath::pipeline::owner_of;
     use etherparse::PacketBuilder;
 
     fn frame(
