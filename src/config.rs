@@ -39,6 +39,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How frames are spread over the workers' queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SteeringMode {
+    /// The eBPF program of this module (falls back to `Flow`, with a warning, if the kernel
+    /// refuses it).
+    #[default]
+    Ebpf,
+    /// The kernel's automatic flow steering.
+    Flow,
+}
+
 /// An IPv4 prefix such as `10.0.0.1/24` (the address keeps its host bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
@@ -325,7 +336,7 @@ pub struct Config {
     /// Worker threads (each owns one queue of every port).
     pub workers: usize,
     /// How the kernel spreads received frames over the workers' queues.
-    pub steering: crate::datapath::steer::SteeringMode,
+    pub steering: SteeringMode,
     /// Bound of each worker's connection table is `max_connections / workers`.
     pub max_connections: usize,
     /// Connection timeouts.
@@ -537,8 +548,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         return Err(err("workers".into(), "must be 1..=64".into()));
     }
     let steering = match raw.steering.as_deref() {
-        None | Some("ebpf") => crate::datapath::steer::SteeringMode::Ebpf,
-        Some("flow") => crate::datapath::steer::SteeringMode::Flow,
+        None | Some("ebpf") => SteeringMode::Ebpf,
+        Some("flow") => SteeringMode::Flow,
         Some(other) => {
             return Err(err(
                 "steering".into(),
@@ -970,7 +981,7 @@ weight = 3
     fn good_config_parses_with_defaults() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.workers, 2);
-        assert_eq!(c.steering, crate::datapath::steer::SteeringMode::Ebpf);
+        assert_eq!(c.steering, SteeringMode::Ebpf);
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.ports[0].mac, [2, 0, 0, 0, 0, 1]);
         assert_eq!(

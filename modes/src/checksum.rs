@@ -138,12 +138,6 @@ pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
     !fold(u64::from(!csum) + delta32(old, new))
 }
 
-/// [`update32`] for an IPv4 address change.
-#[inline]
-pub fn update_addr(csum: u16, old: Ipv4Addr, new: Ipv4Addr) -> u16 {
-    update32(csum, u32::from(old), u32::from(new))
-}
-
 /// Update of a *partial* checksum field (the uncomplemented pseudo-header
 /// sum) for a 16-bit change inside the pseudo-header:
 /// `P' = ~update16(~P, old, new)`.

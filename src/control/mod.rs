@@ -1,9 +1,11 @@
 //! The control plane, on its own threads: the running appliance and its shared state
 //! ([`runtime`]), the live service table as ipvsadm sees it ([`table`]), the control socket
 //! that tapvsadm talks to with the rate estimator ([`socket`]), the Prometheus endpoint
-//! ([`metrics`]) and the host stack that health checks speak through ([`host`]). It changes
+//! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
+//! thread that runs the checkers on it and applies their verdicts ([`checks`]). It changes
 //! what the data path does only by publishing snapshots.
 
+pub mod checks;
 pub mod host;
 pub mod metrics;
 pub mod runtime;

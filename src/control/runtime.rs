@@ -220,10 +220,10 @@ impl Daemon {
             );
         }
         let control_queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[0].clone()).collect();
-        let checks = if crate::health::runner::wanted(cfg) {
+        let checks = if crate::control::checks::wanted(cfg) {
             shared.host_enabled.store(true, Ordering::Relaxed);
             Some(
-                crate::health::runner::Checks::new(cfg, &shared, &control_queues)
+                crate::control::checks::Checks::new(cfg, &shared, &control_queues)
                     .map_err(StartError::Config)?,
             )
         } else {
@@ -329,6 +329,33 @@ impl Drop for Daemon {
     }
 }
 
+/// The gratuitous ARPs a snapshot calls for, as (port, address), for the addresses not yet in
+/// `announced` (which they join): each port's own addresses on that port, and the VIPs and
+/// FullNAT local addresses, which the appliance answers ARP for on every port, on every port.
+/// Sent when the ports come up and when a new snapshot brings new addresses, so neighbours and
+/// bridges learn at once where they live (as after a failover).
+fn announcements(
+    snap: &Snapshot,
+    announced: &mut std::collections::HashSet<std::net::Ipv4Addr>,
+) -> Vec<(usize, std::net::Ipv4Addr)> {
+    let sets = snap.address_sets();
+    let mut out = Vec::new();
+    for (i, p) in snap.ports.iter().enumerate() {
+        for a in &p.addresses {
+            if !announced.contains(&a.addr) {
+                out.push((i, a.addr));
+            }
+        }
+    }
+    for ip in sets.vips.iter().chain(&sets.lips) {
+        if !announced.contains(ip) {
+            out.extend((0..snap.ports.len()).map(|i| (i, *ip)));
+        }
+    }
+    announced.extend(out.iter().map(|&(_, ip)| ip));
+    out
+}
+
 /// The control thread's state.
 struct Control {
     shared: Arc<Shared>,
@@ -344,6 +371,7 @@ impl Control {
             &self.shared.control_wake,
         ))];
         let mut last_snapshot = None;
+        let mut announced = std::collections::HashSet::new();
         let mut last_sweep = u32::MAX;
         let mut last_sample = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -355,6 +383,14 @@ impl Control {
             {
                 for (ip, port) in snap.wanted_neighbours() {
                     self.cache.want(ip, port);
+                }
+                for (port, ip) in announcements(&snap, &mut announced) {
+                    let mac = snap.ports[port].mac.into();
+                    if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
+                    {
+                        buf[..VNET_HDR_LEN].fill(0);
+                        let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
+                    }
                 }
                 last_snapshot = Some(snap.clone());
             }
@@ -401,5 +437,58 @@ impl Control {
             let _ = sys::poll(&mut pfd, 100);
             self.shared.control_wake.drain();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn announcements_cover_own_addresses_vips_and_lips_once() {
+        let cfg = crate::config::parse(
+            r#"
+[[port]]
+name = "ext"
+tap = "t0"
+addresses = ["10.0.0.1/24"]
+
+[[port]]
+name = "int"
+tap = "t1"
+addresses = ["172.16.0.1/24", "172.16.1.1/24"]
+
+[[service]]
+protocol = "tcp"
+address = "192.0.2.1:80"
+scheduler = "rr"
+local_addresses = ["172.16.0.100"]
+
+[[service.real]]
+address = "172.16.0.2:80"
+forward = "fullnat"
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let (_, snap) = Table::from_config(&cfg).unwrap();
+        let mut announced = std::collections::HashSet::new();
+        let mut got = announcements(&snap, &mut announced);
+        got.sort();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (0, ip("10.0.0.1")),
+                (0, ip("172.16.0.100")),
+                (0, ip("192.0.2.1")),
+                (1, ip("172.16.0.1")),
+                (1, ip("172.16.0.100")),
+                (1, ip("172.16.1.1")),
+                (1, ip("192.0.2.1")),
+            ]
+        );
+        assert!(announcements(&snap, &mut announced).is_empty());
     }
 }

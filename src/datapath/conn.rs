@@ -876,11 +876,6 @@ impl ConnTable {
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
         self.slots.iter().filter(|c| c.live).for_each(&mut f);
     }
-
-    /// Hash of a key with the table's hasher (exposed for benches).
-    pub fn hash_of(&self, key: &FlowKey) -> u64 {
-        self.hasher.hash_one(key)
-    }
 }
 
 #[cfg(test)]

@@ -21,22 +21,12 @@
 //! relative to the link-layer header (`SKF_LL_OFF`), which is where the TAP transmit path and
 //! `BPF_PROG_TEST_RUN` agree. The instruction encoding assumes a little-endian host.
 
+use crate::config::SteeringMode;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::sys::tap::TapQueue;
 use crate::sys::{self, BpfProg};
-
-/// How frames are spread over the workers' queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SteeringMode {
-    /// The eBPF program of this module (falls back to `Flow`, with a warning, if the kernel
-    /// refuses it).
-    #[default]
-    Ebpf,
-    /// The kernel's automatic flow steering.
-    Flow,
-}
 
 /// The addresses the program classifies by, each sorted and without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -22,7 +22,6 @@ pub mod fake;
 pub mod http;
 pub mod misc;
 pub mod ping;
-pub mod runner;
 pub mod ssl;
 pub mod tcp;
 pub mod transport;
