@@ -5,6 +5,8 @@
 //!   ICMPv4) and the virtio-net header.
 //! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
 //!   for full and partial (`NEEDS_CSUM`) checksums.
+//! * [`offload`] — finishing a partial checksum in software, as a device
+//!   would.
 //! * [`packet`] — the fast-path classifier [`packet::parse`] and its
 //!   [`packet::DropReason`]s.
 //! * [`nat`] — NAT (masquerading) rewrites: DNAT, SNAT, TTL, MACs.
@@ -37,6 +39,7 @@ pub mod fullnat;
 pub mod gso;
 pub mod icmp_nat;
 pub mod nat;
+pub mod offload;
 pub mod packet;
 pub mod reply;
 pub mod toa;

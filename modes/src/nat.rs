@@ -22,7 +22,7 @@ pub enum Csum {
     #[default]
     Full,
     /// The uncomplemented pseudo-header sum; the device (or
-    /// [`crate::checksum::complete_partial`]) finishes it.
+    /// [`crate::offload::complete_partial`]) finishes it.
     Partial,
 }
 

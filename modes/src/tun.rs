@@ -9,7 +9,7 @@
 //! a partial checksum behind an outer header, so a frame must be turned
 //! into plain, fully checksummed packets *before* [`encapsulate`]: a GSO
 //! super-frame with [`crate::gso::segment_tcp4`], a single partial
-//! (`NEEDS_CSUM`) frame with [`crate::checksum::complete_partial`]. The
+//! (`NEEDS_CSUM`) frame with [`crate::offload::complete_partial`]. The
 //! encapsulated frame is then written with an all-zero vnet header.
 
 use crate::checksum::update16;

@@ -7,10 +7,10 @@ mod common;
 
 use common::*;
 use etherparse::{SlicedPacket, TransportSlice};
-use modes::checksum::complete_partial;
 use modes::fullnat::{fnat_in, fnat_out};
 use modes::gso::segment_tcp4;
 use modes::nat::Csum;
+use modes::offload::complete_partial;
 use modes::packet::parse;
 use modes::toa::{insert_toa, insert_toa_with, parse_toa, toa_option, ToaError};
 use modes::wire::vnet::{self, VnetHdr};

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use modes::checksum::complete_partial;
 use modes::nat::{decrement_ttl, dnat, set_macs, snat, Csum};
+use modes::offload::complete_partial;
 use modes::packet::parse;
 use modes::wire::vnet::{self, VnetHdr};
 use modes::{dr, EthernetAddress};

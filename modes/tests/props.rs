@@ -7,8 +7,9 @@ mod common;
 
 use common::*;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use modes::checksum::{self, complete_partial};
+use modes::checksum;
 use modes::nat::{decrement_ttl, dnat, snat, Csum};
+use modes::offload::complete_partial;
 use modes::packet::{parse, Kind};
 use modes::reply;
 use modes::wire::{Ipv4Packet, TcpPacket, UdpPacket};

@@ -12,9 +12,9 @@ use etherparse::{
     EtherType, Ethernet2Header, IpDscp, IpEcn, IpNumber, Ipv4Header, NetSlice, PacketBuilder,
     SlicedPacket, TransportSlice,
 };
-use modes::checksum::complete_partial;
 use modes::gso::segment_tcp4;
 use modes::nat::Csum;
+use modes::offload::complete_partial;
 use modes::packet::parse;
 use modes::tun::{decapsulate, encapsulate, mss_clamp, OVERHEAD};
 use modes::wire::vnet::{self, VnetHdr};

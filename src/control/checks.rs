@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::host::HostNet;
-use crate::control::runtime::Shared;
+use crate::control::shared::Shared;
 use crate::control::table::{Health, SvcKey};
 use crate::health::engine::{Event, QuorumEvent, RealServerHealth, ServiceHealth, SplitMix64};
 use crate::sys::tap::TapQueue;
@@ -124,7 +124,7 @@ impl Checks {
 
     fn publish(shared: &Shared, snap: Option<crate::datapath::service::Snapshot>) {
         if let Some(snap) = snap {
-            crate::control::runtime::publish_snapshot(shared, snap);
+            crate::control::shared::publish_snapshot(shared, snap);
         }
     }
 

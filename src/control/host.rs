@@ -206,7 +206,7 @@ impl HostNet {
         }
         let mut f = frame.to_vec();
         if hdr.needs_csum() {
-            modes::checksum::complete_partial(
+            modes::offload::complete_partial(
                 &mut f,
                 usize::from(hdr.csum_start),
                 usize::from(hdr.csum_offset),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
-use crate::control::runtime::Shared;
+use crate::control::shared::Shared;
 use crate::control::socket;
 use crate::datapath::stats::Stats;
 
@@ -108,7 +108,7 @@ fn record(shared: &Shared, stats: &Stats) {
 
 /// The exposition text for the current state.
 pub fn render(shared: &Shared, recorder: &PrometheusRecorder) -> String {
-    let stats = crate::control::runtime::fold(shared);
+    let stats = crate::control::shared::fold(shared);
     with_local_recorder(recorder, || record(shared, &stats));
     recorder.handle().render()
 }

@@ -1,13 +1,15 @@
-//! The control plane, on its own threads: the running appliance and its shared state
-//! ([`runtime`]), the live service table as ipvsadm sees it ([`table`]), the control socket
-//! that tapvsadm talks to with the rate estimator ([`socket`]), the Prometheus endpoint
+//! The control plane, on its own threads: the running appliance ([`runtime`]) and the state its
+//! threads share ([`shared`]), the live service table as ipvsadm sees it ([`table`]), the control socket
+//! that tapvsadm talks to ([`socket`]), the rate estimator ([`estimator`]), the Prometheus endpoint
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
 //! thread that runs the checkers on it and applies their verdicts ([`checks`]). It changes
 //! what the data path does only by publishing snapshots.
 
 pub mod checks;
+pub mod estimator;
 pub mod host;
 pub mod metrics;
 pub mod runtime;
+pub mod shared;
 pub mod socket;
 pub mod table;

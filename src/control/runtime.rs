@@ -18,43 +18,17 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use crate::config::Config;
-use crate::control::socket::{Estimator, ESTIMATOR_INTERVAL};
+use crate::control::estimator::{Estimator, ESTIMATOR_INTERVAL};
+use crate::control::shared::{fold, published, Shared, REDIRECT_POOL_PER_WORKER};
 use crate::control::table::Table;
 use crate::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
 use crate::datapath::service::Snapshot;
-use crate::datapath::stats::DestCounters;
 use crate::datapath::stats::{Counters, Stats};
 use crate::datapath::tcp_state::Timeouts;
 use crate::datapath::worker::{new_redirect, Worker, WorkerShared};
 use crate::sys::tap::{Tap, TapError, TapQueue, VNET_HDR_LEN};
 use crate::sys::{self, EventFd};
-
-/// Pooled hand-over buffers per worker.
-const REDIRECT_POOL_PER_WORKER: usize = 64;
-
-/// State shared by the workers and the control plane: what the workers read
-/// ([`WorkerShared`], reached through `Deref`) and the control plane's own.
-pub struct Shared {
-    /// The part the workers share.
-    pub dp: Arc<WorkerShared>,
-    /// The live service table (control plane only).
-    pub table: Mutex<Table>,
-    /// `-Z` baselines per real-server id.
-    pub zero_base: Mutex<HashMap<u32, DestCounters>>,
-    /// Rates per real server.
-    pub estimator: Mutex<Estimator>,
-    /// The eBPF queue-selection program of the ports (control plane only).
-    pub steering: Mutex<crate::datapath::steer::Steering>,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = WorkerShared;
-
-    fn deref(&self) -> &WorkerShared {
-        &self.dp
-    }
-}
 
 /// Errors starting the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -73,33 +47,6 @@ pub enum StartError {
     /// A system resource could not be created.
     #[error("{0}")]
     Sys(std::io::Error),
-}
-
-/// Makes `snap` the snapshot the workers use, first re-targeting the ports' steering when its
-/// address sets changed, and wakes the control thread.
-pub fn publish_snapshot(shared: &Shared, snap: Snapshot) {
-    let sets = snap.address_sets();
-    let _ = shared
-        .steering
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .update(&sets);
-    shared.snapshot.store(Arc::new(snap));
-    shared.control_wake.notify();
-}
-
-/// The folded counters of all workers, as last published.
-pub fn fold(shared: &Shared) -> Stats {
-    Stats::fold(published(shared).iter())
-}
-
-/// Each worker's counters as last published, in worker order.
-fn published(shared: &Shared) -> Vec<Counters> {
-    shared
-        .published
-        .iter()
-        .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
-        .collect()
 }
 
 /// A running appliance. Dropping it stops it.

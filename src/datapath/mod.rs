@@ -1,12 +1,12 @@
 //! The data path: everything a frame meets between the TAP read and the TAP write. The
-//! per-worker I/O loop ([`worker`]) around a pure frame pipeline, the connection table and its
+//! per-worker I/O loop ([`worker`]) around a pure frame pipeline ([`pipeline`], with its one
+//! output step for every transmitter), the connection table and its
 //! index ([`conn`]), the TCP state table ([`tcp_state`]), persistence templates ([`persist`]),
 //! neighbours ([`neigh`]), routes ([`route`]), the service snapshot the workers read
 //! ([`service`]), per-worker counters ([`stats`]) and the eBPF steering program ([`steer`]).
 //! Nothing here depends on the control plane; the control plane builds and feeds it.
 
 pub mod conn;
-pub mod egress;
 pub mod neigh;
 pub mod persist;
 pub mod pipeline;

@@ -6,10 +6,10 @@
 //! VIP:port, an ICMP error about a connection, or noise), looks the connection up or schedules
 //! a real server and creates it, applies the connection's transmitter (NAT, DR, TUN, FullNAT
 //! with TOA; bound once when the connection was created) and hands the rewritten frame to the
-//! one output step in [`super::egress`]. It returns a [`Verdict`]; every frame it emits (the
+//! one output step in [`egress`]. It returns a [`Verdict`]; every frame it emits (the
 //! rewritten frame, TUN segments, answers such as ARP replies, echo replies, RSTs and ICMP
 //! errors, held frames released) goes to a [`Sink`] the caller provides. The worker loop
-//! ([`super::worker`]) does the reads, writes and hand-overs around it; unit tests feed frames
+//! ([`crate::datapath::worker`]) does the reads, writes and hand-overs around it; unit tests feed frames
 //! and collect what it emits, without root or a TAP device.
 //!
 //! Nothing here allocates per packet, takes a lock (persistence templates aside, touched only
@@ -26,13 +26,15 @@ use modes::wire::vnet::VnetHdr;
 
 use crate::config::Forward;
 use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit};
-use crate::datapath::egress::{Encap, Held, Target};
+mod egress;
+
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
 use crate::datapath::service::Snapshot;
 use crate::datapath::stats::{Counters, DestCounters, Drop};
 use crate::datapath::tcp_state::{flags, Dir, State, Timeouts};
 use crate::sys::tap::{MAX_FRAME, VNET_HDR_LEN};
+use egress::{Encap, Held, Target};
 
 /// Frames a pipeline holds while their next hop is being resolved.
 pub const HELD_MAX: usize = 32;

@@ -235,7 +235,7 @@ impl Pipeline {
                 usize::from(f.vnet.csum_start),
                 usize::from(f.vnet.csum_offset),
             );
-            modes::checksum::complete_partial(&mut buf[VNET_HDR_LEN..len], start, off);
+            modes::offload::complete_partial(&mut buf[VNET_HDR_LEN..len], start, off);
         }
         let room = &mut buf[VNET_HDR_LEN..];
         let Some(m) = modes::tun::encapsulate(room, len - VNET_HDR_LEN, &f.pkt, src, dst, ttl)

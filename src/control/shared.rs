@@ -1,0 +1,66 @@
+//! What the control plane's threads share: the workers' part ([`WorkerShared`]) and the
+//! control plane's own (the live table, `-Z` baselines, the rate estimator, the steering
+//! program), with the two operations every control thread needs: publishing a snapshot and
+//! folding the workers' counters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::control::estimator::Estimator;
+use crate::control::table::Table;
+use crate::datapath::service::Snapshot;
+use crate::datapath::stats::{Counters, DestCounters, Stats};
+use crate::datapath::worker::WorkerShared;
+
+/// Pooled hand-over buffers per worker.
+pub const REDIRECT_POOL_PER_WORKER: usize = 64;
+
+/// State shared by the workers and the control plane: what the workers read
+/// ([`WorkerShared`], reached through `Deref`) and the control plane's own.
+pub struct Shared {
+    /// The part the workers share.
+    pub dp: Arc<WorkerShared>,
+    /// The live service table (control plane only).
+    pub table: Mutex<Table>,
+    /// `-Z` baselines per real-server id.
+    pub zero_base: Mutex<HashMap<u32, DestCounters>>,
+    /// Rates per real server.
+    pub estimator: Mutex<Estimator>,
+    /// The eBPF queue-selection program of the ports (control plane only).
+    pub steering: Mutex<crate::datapath::steer::Steering>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = WorkerShared;
+
+    fn deref(&self) -> &WorkerShared {
+        &self.dp
+    }
+}
+
+/// Makes `snap` the snapshot the workers use, first re-targeting the ports' steering when its
+/// address sets changed, and wakes the control thread.
+pub fn publish_snapshot(shared: &Shared, snap: Snapshot) {
+    let sets = snap.address_sets();
+    let _ = shared
+        .steering
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .update(&sets);
+    shared.snapshot.store(Arc::new(snap));
+    shared.control_wake.notify();
+}
+
+/// The folded counters of all workers, as last published.
+pub fn fold(shared: &Shared) -> Stats {
+    Stats::fold(published(shared).iter())
+}
+
+/// Each worker's counters as last published, in worker order.
+pub fn published(shared: &Shared) -> Vec<Counters> {
+    shared
+        .published
+        .iter()
+        .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
