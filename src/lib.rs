@@ -17,7 +17,8 @@ pub mod datapath;
 pub mod demo;
 pub mod health;
 pub mod lab;
-pub mod netns;
 pub mod rs;
 pub mod sys;
-pub mod traffic;
+
+// Transitional: the harness moved to the `tapvs-lab` crate.
+pub use tapvs_lab::{netns, traffic};
