@@ -9,8 +9,12 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use tapvs::lab::{self, Lab};
-use tapvs::traffic::{self, BulkSink, HttpServer};
+/// tapvs in the `tapvs-lab` topology (shared with the `tapvs` binary and the tests).
+#[path = "../src/lab.rs"]
+mod lab;
+
+use lab::Lab;
+use tapvs_lab::traffic::{self, BulkSink, HttpServer};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
@@ -100,7 +104,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    if let Err(e) = tapvs::netns::require_root_netns() {
+    if let Err(e) = tapvs_lab::netns::require_root_netns() {
         eprintln!("forwarding bench skipped: {e}");
         return;
     }

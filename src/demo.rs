@@ -1,14 +1,16 @@
 //! `tapvs demo`: the embedded default. It builds the [`crate::lab`] topology with two real
 //! servers running small HTTP servers, runs the appliance in NAT mode with `rr` inside the
 //! director namespace, sends HTTP requests from the client through the VIP, prints the split
-//! per real server and a connection-table summary, and removes everything it created.
+//! per real server and a connection-table summary, and removes everything it created. A module
+//! of the `tapvs` binary only: the namespace harness (`tapvs-lab`) is not in the library.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use tapvs_lab::netns;
+use tapvs_lab::traffic::{self, HttpServer};
+
 use crate::lab::{self, Lab};
-use crate::netns;
-use crate::traffic::{self, HttpServer};
 
 /// Runs the demo with `requests` HTTP requests. Errors are printable reasons.
 pub fn run(requests: u32) -> Result<(), String> {

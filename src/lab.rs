@@ -1,45 +1,22 @@
-//! The standard throwaway topology of the demo and the integration tests, modelled on the Linux
-//! `ipvs.sh` selftest: a client namespace, a director namespace where tapvs runs with one TAP
-//! port bridged to each segment, and N real-server namespaces on the server segment.
+//! tapvs in the `tapvs-lab` topology: the small glue between the namespace harness and the
+//! daemon. It writes the config for the topology's ports and NAT services, starts the
+//! [`Daemon`] in-process inside the director namespace and keeps it (for its stats, snapshot and
+//! control socket) until the [`Lab`] is dropped, before the namespaces go.
 //!
-//! ```text
-//!  client 10.0.0.2 ── veth ── [director: br "bx" + TAP "tx"]  tapvs port ext 10.0.0.1/24
-//!  rs_i 172.16.0.(2+i) ── veth ── [director: br "bi" + TAP "ti"] tapvs port int 172.16.0.1/24
-//! ```
-//! The client routes the VIP through 10.0.0.1; real servers use 172.16.0.1 as their default
-//! gateway (NAT). The director's kernel holds no address: tapvs is the host on both segments.
-//! Everything lives in namespaces, so dropping the [`Lab`] removes it all.
+//! Not part of the tapvs library, which stays free of the harness: `src/main.rs` declares it
+//! (`mod lab;`, for `tapvs demo`), and the integration tests (`tests/common`) and the forwarding
+//! bench include this same file with `#[path]`. Each of them uses only part of it.
+#![allow(dead_code)]
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 
-use crate::config::{self, Config};
-use crate::control::runtime::Daemon;
-use crate::netns::{bridge, veth, Netns};
+use tapvs::config::{self, Config};
+use tapvs::control::runtime::Daemon;
 
-/// The virtual address used by the lab (from the kernel selftest).
-pub const VIP: Ipv4Addr = Ipv4Addr::new(207, 175, 44, 110);
-/// The client's address.
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-/// The appliance's address on the client segment.
-pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-/// The appliance's address on the server segment.
-pub const INT_ADDR: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 1);
-/// The MAC of the appliance's client-side port.
-pub const EXT_MAC: &str = "02:74:76:00:00:01";
-/// The MAC of the appliance's server-side port.
-pub const INT_MAC: &str = "02:74:76:00:00:02";
-
-/// Address of real server `i` (0-based).
-pub fn real_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(172, 16, 0, 2 + i as u8)
-}
-
-/// `VIP:port`.
-pub fn vip(port: u16) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(VIP, port))
-}
+/// The [`Topology`] and its names and addresses (`lab::VIP`, `lab::real_addr(i)`, ...).
+pub use tapvs_lab::topology::*;
 
 /// The port sections of the lab's config, with a control socket of its own; services are
 /// appended by the caller.
@@ -56,17 +33,17 @@ socket = "{socket}"
 
 [[port]]
 name = "ext"
-tap = "tx"
+tap = "{EXT_TAP}"
 mac = "{EXT_MAC}"
 addresses = ["{EXT_ADDR}/24"]
-bridge = "bx"
+bridge = "{EXT_BRIDGE}"
 
 [[port]]
 name = "int"
-tap = "ti"
+tap = "{INT_TAP}"
 mac = "{INT_MAC}"
 addresses = ["{INT_ADDR}/24"]
-bridge = "bi"
+bridge = "{INT_BRIDGE}"
 "#,
         socket = socket.display()
     )
@@ -86,103 +63,26 @@ pub fn nat_service(proto: &str, vport: u16, sched: &str, reals: &[(usize, u16, u
     s
 }
 
-/// The topology. Fields drop in order: the daemon first, then the namespaces.
+/// The topology plus the appliance running in its director. Dereferences to the [`Topology`]
+/// (`lab.client`, `lab.reals`, `lab.add_clients(n)`, ...). Fields drop in order: the daemon
+/// first, then the namespaces.
 pub struct Lab {
-    /// The appliance, when started in-process by [`Lab::start`].
-    pub daemon: Option<Daemon>,
-    /// The client host.
-    pub client: Netns,
-    /// The director, where tapvs runs.
-    pub director: Netns,
-    /// The real servers.
-    pub reals: Vec<Netns>,
-    /// More clients on the client segment (see [`Lab::add_clients`]).
-    pub clients: Vec<Netns>,
+    /// The appliance, once started by [`Lab::start`].
+    daemon: Option<Daemon>,
+    /// Its control socket.
     socket: String,
-}
-
-/// Address of extra client `i` (0-based; the main client is 10.0.0.2).
-pub fn extra_client_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, 0, 10 + i as u8)
+    /// The namespaces.
+    net: Topology,
 }
 
 impl Lab {
     /// Builds the namespaces, links and addresses for `n_reals` real servers (no tapvs yet).
     pub fn build(n_reals: usize) -> io::Result<Lab> {
-        let client = Netns::new("client")?;
-        let director = Netns::new("director")?;
-        let mut reals = Vec::new();
-        for i in 0..n_reals {
-            reals.push(Netns::new(&format!("rs{i}"))?);
-        }
-        for ns in std::iter::once(&client)
-            .chain(std::iter::once(&director))
-            .chain(reals.iter())
-        {
-            // IPv6 chatter (router solicitations, MLD) would only add to the drop counters.
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        }
-        // With br_netfilter present, bridged IPv4 would be validated (and malformed frames
-        // dropped) by the director's kernel before reaching the TAP: the appliance is meant to
-        // see the segment's frames as they are.
-        if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
-            for key in ["iptables", "ip6tables", "arptables"] {
-                director.sysctl(&format!("net.bridge.bridge-nf-call-{key}"), "0")?;
-            }
-        }
-        veth((&client, "eth0"), (&director, "cx"))?;
-        client.add_addr("eth0", &format!("{CLIENT}/24"))?;
-        client.add_route(&format!("{VIP}/32"), &EXT_ADDR.to_string())?;
-        let mut members = Vec::new();
-        for (i, rs) in reals.iter().enumerate() {
-            let d = format!("r{i}");
-            veth((rs, "eth0"), (&director, &d))?;
-            rs.add_addr("eth0", &format!("{}/24", real_addr(i)))?;
-            rs.add_default_route(&INT_ADDR.to_string())?;
-            members.push(d);
-        }
-        bridge(&director, "bx", &["cx"])?;
-        let m: Vec<&str> = members.iter().map(String::as_str).collect();
-        bridge(&director, "bi", &m)?;
         Ok(Lab {
             daemon: None,
-            client,
-            director,
-            reals,
-            clients: Vec::new(),
             socket: String::new(),
+            net: Topology::build(n_reals)?,
         })
-    }
-
-    /// Gives every real server a second leg on the client segment (10.0.0.3 and up), as in the
-    /// kernel selftest's DR and TUN cases, so replies can go straight to the client.
-    pub fn reals_on_client_segment(&mut self) -> io::Result<()> {
-        for (i, rs) in self.reals.iter().enumerate() {
-            let d = format!("s{i}");
-            veth((rs, "eth1"), (&self.director, &d))?;
-            self.director
-                .ip(&["link", "set", "dev", &d, "master", "bx"])?;
-            rs.add_addr("eth1", &format!("10.0.0.{}/24", 3 + i))?;
-        }
-        Ok(())
-    }
-
-    /// Adds `n` more client hosts (10.0.0.10 and up) on the client segment.
-    pub fn add_clients(&mut self, n: usize) -> io::Result<()> {
-        for _ in 0..n {
-            let i = self.clients.len();
-            let ns = Netns::new(&format!("client{}", i + 1))?;
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            let d = format!("c{i}");
-            veth((&ns, "eth0"), (&self.director, &d))?;
-            self.director
-                .ip(&["link", "set", "dev", &d, "master", "bx"])?;
-            ns.add_addr("eth0", &format!("{}/24", extra_client_addr(i)))?;
-            ns.add_route(&format!("{VIP}/32"), &EXT_ADDR.to_string())?;
-            self.clients.push(ns);
-        }
-        Ok(())
     }
 
     /// Validates `config_text` (as if read from `lab.toml`) and starts tapvs in-process inside
@@ -192,6 +92,7 @@ impl Lab {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let c = cfg.clone();
         let d = self
+            .net
             .director
             .try_run(move || Daemon::start(&c))?
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -208,5 +109,19 @@ impl Lab {
     /// The running in-process daemon.
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("Lab::start was not called")
+    }
+}
+
+impl Deref for Lab {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        &self.net
+    }
+}
+
+impl DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut Topology {
+        &mut self.net
     }
 }

@@ -4,9 +4,9 @@
 //! pipeline, connection table, neighbours, routes, steering), the control plane ([`control`]:
 //! runtime, live table, control socket, metrics, host stack), the configuration ([`config`]),
 //! health checks ([`health`]), every system call ([`sys`]), the real-server helpers ([`rs`]) and
-//! tapvsadm's parser and formats ([`adm`]). The network-namespace harness the demo and the
-//! integration tests share is in [`netns`], [`lab`] and [`traffic`]. Packet views and rewrites
-//! live in the `modes` crate, schedulers in the `sched` crate.
+//! tapvsadm's parser and formats ([`adm`]). Packet views and rewrites live in the `modes` crate,
+//! schedulers in the `sched` crate. The network-namespace harness the demo and the integration
+//! tests share is the `tapvs-lab` crate (`lab/`); this library does not use it outside tests.
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -14,10 +14,6 @@ pub mod adm;
 pub mod config;
 pub mod control;
 pub mod datapath;
-pub mod demo;
 pub mod health;
-pub mod lab;
-pub mod netns;
 pub mod rs;
 pub mod sys;
-pub mod traffic;

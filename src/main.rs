@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
+mod lab;
+
 /// Linux Virtual Server as a user-space TAP appliance.
 #[derive(Parser)]
 #[command(name = "tapvs", version, about)]
@@ -110,7 +113,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Demo { requests } => match tapvs::demo::run(requests) {
+        Cmd::Demo { requests } => match demo::run(requests) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tapvs demo: {e}");

@@ -11,11 +11,11 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::lab::{self, Lab};
 use common::{any, http_servers};
 use sha2::{Digest, Sha256};
-use tapvs::lab::{self, Lab};
-use tapvs::netns::{precheck, wait_until};
-use tapvs::traffic::{self, BulkSink, UdpEcho};
+use tapvs_lab::netns::{precheck, wait_until};
+use tapvs_lab::traffic::{self, BulkSink, UdpEcho};
 
 const ADM: &str = env!("CARGO_BIN_EXE_tapvsadm");
 

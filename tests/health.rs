@@ -10,10 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::lab::{self, Lab};
 use common::{any, tls::TlsServer};
-use tapvs::lab::{self, Lab};
-use tapvs::netns::{precheck, wait_until};
-use tapvs::traffic::{self, HttpServer};
+use tapvs_lab::netns::{precheck, wait_until};
+use tapvs_lab::traffic::{self, HttpServer};
 
 const TCP: &str = "\n[[service.real.check]]\ntype = \"tcp\"\n";
 

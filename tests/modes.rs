@@ -11,10 +11,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::lab::{self, Lab};
 use common::{any, wait_stats};
-use tapvs::lab::{self, Lab};
-use tapvs::netns::{precheck, wait_for_tcp_listen, Netns, NsChild};
-use tapvs::traffic::{self, BulkSink};
+use tapvs_lab::netns::{precheck, wait_for_tcp_listen, Netns, NsChild};
+use tapvs_lab::traffic::{self, BulkSink};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
 const MB200: u64 = 200 * 1024 * 1024;
@@ -202,7 +202,7 @@ fn tun_selftest_case_with_rs_decap_and_bulk_at_1500_mtu() {
     let vip = lab::VIP.to_string();
     let mut route = String::new();
     let learnt =
-        tapvs::netns::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
+        tapvs_lab::netns::wait_until(Duration::from_secs(3), Duration::from_millis(20), || {
             route = lab.client.ip(&["route", "get", &vip]).unwrap();
             route.contains("mtu 1480")
         });

@@ -6,10 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::lab::{self, Lab};
 use common::{any, http_servers, wait_stats};
-use tapvs::lab::{self, Lab};
-use tapvs::netns::precheck;
-use tapvs::traffic::{self, BulkSink, UdpEcho};
+use tapvs_lab::netns::precheck;
+use tapvs_lab::traffic::{self, BulkSink, UdpEcho};
 
 fn lab_with(n_reals: usize, services: &str) -> Lab {
     let mut lab = Lab::build(n_reals).expect("build lab");

@@ -11,9 +11,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
-use tapvs::netns::{precheck, veth, wait_until, Netns};
 use tapvs::rs::{self, DecapCounters, RsError, RsMode};
-use tapvs::traffic::UdpEcho;
+use tapvs_lab::netns::{precheck, veth, wait_until, Netns};
+use tapvs_lab::traffic::UdpEcho;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const DIRECTOR: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);

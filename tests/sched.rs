@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::lab::{self, Lab};
 use common::{any, http_servers, wait_stats};
-use tapvs::lab::{self, Lab};
-use tapvs::netns::{precheck, wait_until};
-use tapvs::traffic::{self, UdpEcho};
+use tapvs_lab::netns::{precheck, wait_until};
+use tapvs_lab::traffic::{self, UdpEcho};
 
 fn service(extra: &str, body: &str) -> String {
     // Inserts `extra` lines right after the service's scheduler line.

@@ -3,12 +3,14 @@
 //! server listening with socat on 8080, the client sending 32 random bytes to VIP:8080 with
 //! socat, pass when the bytes arrive intact.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tapvs::lab::{self, Lab};
-use tapvs::netns::{precheck, wait_for_tcp_listen};
+use common::lab::{self, Lab};
+use tapvs_lab::netns::{precheck, wait_for_tcp_listen};
 
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut f = std::fs::File::open("/dev/urandom").expect("urandom");

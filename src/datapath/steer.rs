@@ -333,7 +333,7 @@ mod tests {
     /// The kernel's answer for many frames equals `owner_of` as the workers compute it.
     #[test]
     fn kernel_program_agrees_with_owner_of() {
-        if !crate::netns::precheck() {
+        if !tapvs_lab::netns::precheck() {
             return;
         }
         let vip = Ipv4Addr::new(207, 175, 44, 110);
@@ -390,7 +390,7 @@ mod tests {
     /// A real multi-queue TAP: frames the kernel sends out of it land on the owner's queue.
     #[test]
     fn tap_queues_follow_the_program() {
-        if !crate::netns::precheck() {
+        if !tapvs_lab::netns::precheck() {
             return;
         }
         std::thread::spawn(|| {

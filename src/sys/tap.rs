@@ -410,7 +410,7 @@ mod tests {
     /// then checks that a conflicting open is reported as `Incompatible`.
     #[test]
     fn real_tap_in_private_netns() {
-        if !crate::netns::precheck() {
+        if !tapvs_lab::netns::precheck() {
             return;
         }
         std::thread::spawn(|| {

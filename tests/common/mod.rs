@@ -1,14 +1,15 @@
-//! Helpers shared by the netns integration tests: starting HTTP servers in the lab's real
-//! servers and waiting for the daemon's counters.
+//! Helpers shared by the netns integration tests: tapvs in the lab topology ([`lab`], the same
+//! glue `tapvs demo` uses), starting HTTP servers in the lab's real servers and waiting for the
+//! daemon's counters.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use lab::Lab;
 use tapvs::datapath::stats::Stats;
-use tapvs::lab::Lab;
-use tapvs::netns::wait_until;
-use tapvs::traffic::HttpServer;
+use tapvs_lab::netns::wait_until;
+use tapvs_lab::traffic::HttpServer;
 
 /// `0.0.0.0:port`.
 pub fn any(port: u16) -> SocketAddr {
@@ -30,6 +31,10 @@ pub fn http_servers(lab: &Lab, port: u16) -> Vec<HttpServer> {
 
 /// An HTTPS server for SSL_GET tests.
 pub mod tls;
+
+/// tapvs in the `tapvs-lab` topology (shared with the `tapvs` binary, see the file's docs).
+#[path = "../../src/lab.rs"]
+pub mod lab;
 
 /// Waits (bounded) until the daemon's published counters satisfy `pred`; returns the last stats.
 pub fn wait_stats(lab: &Lab, pred: impl Fn(&Stats) -> bool) -> Stats {

@@ -93,10 +93,7 @@ fn accept_loop(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Sleep until a connection arrives (or a tick passes, to see `stop`).
-                let mut pfd = [crate::sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
-                    listener,
-                ))];
-                let _ = crate::sys::poll(&mut pfd, TICK.as_millis() as i32);
+                let _ = crate::sys::wait_readable(listener, TICK);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => std::thread::sleep(TICK),

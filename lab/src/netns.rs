@@ -10,13 +10,14 @@
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crate::sys;
 
 /// Prefix of every namespace this harness creates; [`sweep_stale`] only touches names with it.
 pub const NETNS_PREFIX: &str = "tvs-";
@@ -133,18 +134,6 @@ pub fn link_name(tag: &str) -> String {
     );
     name.truncate(MAX_IFNAME_LEN);
     name
-}
-
-/// Joins the calling thread to the network namespace behind `file` (a `/run/netns/NAME` handle).
-fn enter(file: &File) -> io::Result<()> {
-    // SAFETY: setns(2) only reads the two integer arguments; `file` is an open descriptor that
-    // outlives the call, and CLONE_NEWNET changes only this thread's network namespace (the thread
-    // is one we created for this purpose, never the caller's).
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Lists the named network namespaces (`ip netns list`, first column).
@@ -284,7 +273,7 @@ pub fn skip_or_fail(reason: &str) {
 
 /// Gate for namespace tests: returns `true` when [`require_root_netns`] passes; otherwise applies
 /// [`skip_or_fail`] (panics if `CI=true`, else prints `skipped: ...`) and returns `false`.
-/// Tests start with `if !tapvs::netns::precheck() { return; }`.
+/// Tests start with `if !tapvs_lab::netns::precheck() { return; }`.
 pub fn precheck() -> bool {
     match require_root_netns() {
         Ok(()) => true,
@@ -566,7 +555,7 @@ impl Netns {
             let handle = std::thread::Builder::new()
                 .name(format!("netns-{}", self.name))
                 .spawn_scoped(s, move || {
-                    enter(&file)
+                    sys::setns_net(&file)
                         .map_err(|e| io::Error::new(e.kind(), format!("setns({name}): {e}")))?;
                     drop(file);
                     Ok(f())
@@ -609,7 +598,7 @@ impl Netns {
             .name(format!("netns-{}", self.name))
             .spawn(move || {
                 let file = file.unwrap_or_else(|e| panic!("Netns::spawn_thread({name}): {e}"));
-                if let Err(e) = enter(&file) {
+                if let Err(e) = sys::setns_net(&file) {
                     panic!("Netns::spawn_thread: setns({name}): {e}");
                 }
                 drop(file);

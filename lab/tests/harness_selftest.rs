@@ -1,13 +1,14 @@
-//! Self-tests of the netns harness (`tapvs::netns`) and the traffic tools (`tapvs::traffic`):
-//! namespaces and veths come and go (also on panic), Rust closures really run inside a namespace,
-//! and the HTTP, UDP and bulk TCP endpoints talk across a veth. Needs root; see `precheck`.
+//! Self-tests of the netns harness (`tapvs_lab::netns`) and the traffic tools
+//! (`tapvs_lab::traffic`): namespaces and veths come and go (also on panic), Rust closures really
+//! run inside a namespace, and the HTTP, UDP and bulk TCP endpoints talk across a veth. Needs
+//! root; see `precheck`.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tapvs::netns::{self, Netns};
-use tapvs::traffic::{self, BulkSink, HttpServer, UdpEcho};
+use tapvs_lab::netns::{self, Netns};
+use tapvs_lab::traffic::{self, BulkSink, HttpServer, UdpEcho};
 
 /// Generous bound for every network operation in these tests.
 const T: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ fn have_ping() -> bool {
 
 #[test]
 fn veth_ping_and_cleanup_on_drop() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     let started = Instant::now();
@@ -96,7 +97,7 @@ fn veth_ping_and_cleanup_on_drop() {
 
 #[test]
 fn netns_removed_when_body_panics() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -124,7 +125,7 @@ fn netns_removed_when_body_panics() {
 
 #[test]
 fn http_udp_and_bulk_across_a_veth() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     let (a, b, _, _) = pair("srv", "cli");
@@ -220,7 +221,7 @@ fn http_udp_and_bulk_across_a_veth() {
 
 #[test]
 fn run_executes_inside_the_namespace() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     use std::os::unix::fs::MetadataExt;
@@ -277,7 +278,7 @@ fn run_executes_inside_the_namespace() {
 
 #[test]
 fn spawned_children_are_killed() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     let ns = Netns::new("kids").unwrap();
@@ -326,7 +327,7 @@ fn spawned_children_are_killed() {
 
 #[test]
 fn bridge_joins_three_namespaces() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     let sw = Netns::new("switch").unwrap();
@@ -370,7 +371,7 @@ fn bridge_joins_three_namespaces() {
 
 #[test]
 fn sweep_stale_removes_dead_owners() {
-    if !tapvs::netns::precheck() {
+    if !tapvs_lab::netns::precheck() {
         return;
     }
     // A pid above pid_max can never be alive.
