@@ -79,6 +79,7 @@ pub(crate) struct Held {
 impl Pipeline {
     /// Answers a packet whose TTL would expire here with ICMP time exceeded (from the ingress
     /// port's address) and drops it; `None` when the TTL allows forwarding.
+    #[inline]
     pub(crate) fn ttl_expired<S: Sink>(
         &mut self,
         env: &Env,
@@ -87,10 +88,22 @@ impl Pipeline {
         buf: &[u8],
         f: &Frame,
     ) -> Option<Verdict> {
-        let pkt = &f.pkt;
-        if pkt.ttl > 1 {
+        if f.pkt.ttl > 1 {
             return None;
         }
+        Some(self.time_exceeded(env, sink, in_port, buf, f))
+    }
+
+    #[cold]
+    fn time_exceeded<S: Sink>(
+        &mut self,
+        env: &Env,
+        sink: &mut S,
+        in_port: usize,
+        buf: &[u8],
+        f: &Frame,
+    ) -> Verdict {
+        let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
         if let Some(src) = info.source_for(pkt.src) {
             let quote = &buf[VNET_HDR_LEN..f.len];
@@ -107,7 +120,7 @@ impl Pipeline {
                 }
             }
         }
-        Some(self.drop(Drop::TtlExceeded))
+        self.drop(Drop::TtlExceeded)
     }
 
     /// The output route of a frame not yet rewritten: egress port and next hop, and the MTU
@@ -115,6 +128,7 @@ impl Pipeline {
     /// MTU). An oversized packet with DF set gets ICMP fragmentation needed, quoting it as
     /// received, and every oversized packet is dropped (tapvs does not fragment).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn output_route<S: Sink>(
         &mut self,
         env: &Env,
@@ -144,53 +158,71 @@ impl Pipeline {
             usize::from(pkt.ip_total_len)
         };
         if ip_len + overhead > mtu {
-            let quote = &buf[VNET_HDR_LEN..f.len];
-            if modes::tun::dont_fragment(quote, pkt) {
-                let inp = &env.snap.ports[in_port];
-                if let Some(src) = inp.source_for(pkt.src) {
-                    let next_mtu = mtu.saturating_sub(overhead) as u16;
-                    let (mac, out_buf) = (inp.mac.into(), &mut self.tx[VNET_HDR_LEN..]);
-                    if let Some(n) =
-                        reply::icmp_frag_needed(out_buf, quote, pkt, f.csum, mac, src, next_mtu)
-                    {
-                        if self.send_tx(sink, in_port, n) {
-                            self.c.icmp_errors_sent += 1;
-                        }
+            return Err(self.frag_needed(env, sink, in_port, buf, f, mtu - overhead.min(mtu)));
+        }
+        Ok(Path { port, hop, encap })
+    }
+
+    /// Answers an oversized packet with ICMP fragmentation needed (`next_mtu`) when DF is
+    /// set, quoting it as received, and drops it.
+    #[cold]
+    fn frag_needed<S: Sink>(
+        &mut self,
+        env: &Env,
+        sink: &mut S,
+        in_port: usize,
+        buf: &[u8],
+        f: &Frame,
+        next_mtu: usize,
+    ) -> Verdict {
+        let pkt = &f.pkt;
+        let quote = &buf[VNET_HDR_LEN..f.len];
+        if modes::tun::dont_fragment(quote, pkt) {
+            let inp = &env.snap.ports[in_port];
+            if let Some(src) = inp.source_for(pkt.src) {
+                let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u16;
+                let (mac, out_buf) = (inp.mac.into(), &mut self.tx[VNET_HDR_LEN..]);
+                if let Some(n) =
+                    reply::icmp_frag_needed(out_buf, quote, pkt, f.csum, mac, src, next_mtu)
+                {
+                    if self.send_tx(sink, in_port, n) {
+                        self.c.icmp_errors_sent += 1;
                     }
                 }
             }
-            return Err(self.drop(Drop::FragNeeded));
         }
-        Ok(Path { port, hop, encap })
+        self.drop(Drop::FragNeeded)
     }
 
     /// Sends a rewritten frame along its path: decrements the TTL, then writes it with the
     /// next hop's MAC (encapsulated when the path says so), or holds it until the next hop is
     /// resolved.
+    #[inline]
     pub(crate) fn transmit<S: Sink>(
         &mut self,
         env: &Env,
         sink: &mut S,
         buf: &mut [u8],
-        f: Frame,
+        f: &Frame,
         path: Path,
     ) -> Verdict {
         nat::decrement_ttl(&mut buf[VNET_HDR_LEN..f.len], &f.pkt);
         match env.neigh.get(path.hop, path.port) {
             Some(mac) => {
                 let src = env.snap.ports[path.port].mac;
-                self.finish(sink, buf, &f, path, src, mac);
+                self.finish(sink, buf, f, path, src, mac);
                 Verdict::Transmit {
                     port: path.port,
                     hop: path.hop,
                 }
             }
-            None => self.hold(buf, f, path),
+            None => self.hold(buf, *f, path),
         }
     }
 
     /// The last step: MACs, encapsulation (segmenting a GSO super-frame first, completing a
     /// partial checksum), write.
+    #[inline]
     fn finish<S: Sink>(
         &mut self,
         sink: &mut S,

@@ -305,7 +305,7 @@ impl Pipeline {
             vnet,
         };
         if snap.is_vip(pkt.dst) {
-            return self.vip(env, sink, port, buf, f);
+            return self.vip(env, sink, port, buf, &f);
         }
         if pkt.is_icmp() {
             // An ICMP error quoting a packet this appliance sent to a real server (NAT:
@@ -313,16 +313,16 @@ impl Pipeline {
             let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
                 Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
-                    self.icmp_error(env, sink, port, buf, f, t)
+                    self.icmp_error(env, sink, port, buf, &f, t)
                 }
-                _ if snap.is_local(pkt.dst) => self.local(env, sink, port, buf, f),
+                _ if snap.is_local(pkt.dst) => self.local(env, sink, port, buf, &f),
                 _ => self.drop(Drop::NoConnection),
             };
         }
         if !snap.is_lip(pkt.dst) && snap.is_local(pkt.dst) {
-            return self.local(env, sink, port, buf, f);
+            return self.local(env, sink, port, buf, &f);
         }
-        self.transit(env, sink, port, buf, f)
+        self.transit(env, sink, port, buf, &f)
     }
 
     fn malformed(&mut self, r: DropReason) -> Verdict {
@@ -412,7 +412,7 @@ impl Pipeline {
         sink: &mut S,
         port: usize,
         buf: &[u8],
-        f: Frame,
+        f: &Frame,
     ) -> Verdict {
         let pkt = &f.pkt;
         if env.host_stack {
@@ -431,7 +431,7 @@ impl Pipeline {
         sink: &mut S,
         port: usize,
         buf: &[u8],
-        f: Frame,
+        f: &Frame,
     ) -> Verdict {
         let frame = &buf[VNET_HDR_LEN..f.len];
         let mac = env.snap.ports[port].mac.into();
@@ -445,7 +445,7 @@ impl Pipeline {
                 }
                 None => self.drop(Drop::IcmpIgnored),
             },
-            6 | 17 => self.refuse(env, sink, port, frame, &f, Drop::NoService),
+            6 | 17 => self.refuse(env, sink, port, frame, f, Drop::NoService),
             _ => self.drop(Drop::UnsupportedProtocol),
         }
     }
@@ -495,8 +495,9 @@ impl Pipeline {
 
     /// With `expire_nodest_conn`, ends a connection whose real server was deleted, at its next
     /// packet (which is dropped).
+    #[inline]
     fn dest_gone(&mut self, env: &Env, slot: u32) -> Option<Verdict> {
-        if self.table.get(slot).dest.is_available() || !env.expire_nodest {
+        if !env.expire_nodest || self.table.get(slot).dest.is_available() {
             return None;
         }
         self.table.remove(slot);
@@ -510,7 +511,7 @@ impl Pipeline {
         sink: &mut S,
         port: usize,
         buf: &mut [u8],
-        f: Frame,
+        f: &Frame,
     ) -> Verdict {
         let pkt = f.pkt;
         match pkt.proto {
@@ -521,7 +522,7 @@ impl Pipeline {
         if let Some(v) = self.elsewhere(owner_of(pkt.src, pkt.sport, self.workers)) {
             return v;
         }
-        if let Some(v) = self.ttl_expired(env, sink, port, buf, &f) {
+        if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
         let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
@@ -539,7 +540,7 @@ impl Pipeline {
         }
         let (slot, dir) = match found {
             Some(fd) => (fd.slot, fd.dir),
-            None => match self.new_conn(env, sink, port, buf, &f, syn_only) {
+            None => match self.new_conn(env, sink, port, buf, f, syn_only) {
                 Ok(x) => x,
                 Err(v) => return v,
             },
@@ -565,7 +566,7 @@ impl Pipeline {
             }
             _ => Encap::None,
         };
-        let path = match self.output_route(env, sink, port, buf, &f, to, encap) {
+        let path = match self.output_route(env, sink, port, buf, f, to, encap) {
             Ok(p) => p,
             Err(v) => return v,
         };
@@ -575,7 +576,7 @@ impl Pipeline {
             d.in_pkts += 1;
             d.in_bytes += u64::from(pkt.ip_total_len);
         }
-        let mut f = f;
+        let mut f = *f;
         match xmit {
             Xmit::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, daddr, dport),
             Xmit::Dr | Xmit::Tun { .. } => {}
@@ -588,7 +589,7 @@ impl Pipeline {
             }
         }
         self.c.fwd_in += 1;
-        self.transmit(env, sink, buf, f, path)
+        self.transmit(env, sink, buf, &f, path)
     }
 
     /// Schedules a new connection for a packet to a VIP and binds its transmitter; answers
@@ -781,7 +782,7 @@ impl Pipeline {
         sink: &mut S,
         port: usize,
         buf: &mut [u8],
-        f: Frame,
+        f: &Frame,
     ) -> Verdict {
         let pkt = f.pkt;
         if pkt.proto != 6 && pkt.proto != 17 {
@@ -796,7 +797,7 @@ impl Pipeline {
         if let Some(v) = self.elsewhere(owner) {
             return v;
         }
-        if let Some(v) = self.ttl_expired(env, sink, port, buf, &f) {
+        if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
         let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
@@ -808,7 +809,7 @@ impl Pipeline {
         }
         let caddr = self.table.get(fd.slot).caddr;
         let path =
-            match self.output_route(env, sink, port, buf, &f, Target::Lookup(caddr), Encap::None) {
+            match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
                 Ok(p) => p,
                 Err(v) => return v,
             };
@@ -840,7 +841,7 @@ impl Pipeline {
         sink: &mut S,
         port: usize,
         buf: &mut [u8],
-        f: Frame,
+        f: &Frame,
         inner: (u8, Ipv4Addr, u16, Ipv4Addr, u16),
     ) -> Verdict {
         let pkt = f.pkt;
@@ -854,7 +855,7 @@ impl Pipeline {
         if let Some(v) = self.elsewhere(owner) {
             return v;
         }
-        if let Some(v) = self.ttl_expired(env, sink, port, buf, &f) {
+        if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
         // The connection's reply key is the quoted packet's tuple reversed.
@@ -865,7 +866,7 @@ impl Pipeline {
         let c = self.table.get(fd.slot);
         let (vaddr, vport, caddr, cport, xmit) = (c.vaddr, c.vport, c.caddr, c.cport, c.xmit);
         let path =
-            match self.output_route(env, sink, port, buf, &f, Target::Lookup(caddr), Encap::None) {
+            match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
                 Ok(p) => p,
                 Err(v) => return v,
             };
