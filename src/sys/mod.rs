@@ -106,6 +106,20 @@ pub fn wait_for_termination() -> &'static str {
     }
 }
 
+/// Moves the calling thread into a new, empty network namespace (`unshare(CLONE_NEWNET)`).
+/// Other threads keep theirs, and descriptors opened before keep the namespace they were
+/// opened in; processes the thread starts afterwards inherit the new one. Needs
+/// `CAP_SYS_ADMIN`.
+pub fn unshare_netns() -> io::Result<()> {
+    // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET only changes the calling thread's
+    // network namespace, which no Rust object depends on.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether the process runs with effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

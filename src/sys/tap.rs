@@ -414,9 +414,7 @@ mod tests {
             return;
         }
         std::thread::spawn(|| {
-            // SAFETY: unshare affects only this freshly spawned thread's network namespace.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            crate::sys::unshare_netns().expect("unshare");
             let tap = Tap::open("tvt0", 2).expect("open tap");
             assert_eq!(tap.queue_count(), 2);
             tap.set_up().expect("up");
