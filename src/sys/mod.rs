@@ -3,9 +3,78 @@
 //! Part of the syscall layer: each `unsafe` block carries a `SAFETY:` line.
 
 pub mod tap;
+pub mod tun;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// `struct ifreq` as the TUN and socket interface ioctls read it: a name and a 24-byte union, of
+/// which we use the leading `short` (flags) or `int` (index, MTU, queue length).
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    /// A request for interface `name`, which must be at most 15 bytes long.
+    fn new(name: &str) -> IfReq {
+        let mut req = IfReq {
+            name: [0; 16],
+            data: [0; 24],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req
+    }
+
+    fn set_short(&mut self, v: i16) {
+        self.data[..2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn short(&self) -> i16 {
+        i16::from_ne_bytes([self.data[0], self.data[1]])
+    }
+
+    fn set_int(&mut self, v: i32) {
+        self.data[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// `ioctl(fd, req, arg)` for a request that reads or writes one `T` through its pointer
+/// argument.
+///
+/// # Safety
+///
+/// On the kind of file `fd` refers to, request `req` must take a pointer to one `T` (reading
+/// or writing at most `size_of::<T>()` bytes), and any pointer inside `*arg` must be valid for
+/// what the request does with it.
+unsafe fn ioctl_ptr<T>(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (borrowed) and `arg` is a valid, exclusively borrowed
+    // `T`; that the request expects a `T` is this function's precondition.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg as *mut T) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `ioctl(fd, req, val)` for a request that takes its argument by value.
+///
+/// # Safety
+///
+/// On the kind of file `fd` refers to, request `req` must take an integer argument, not a
+/// pointer (the kernel would otherwise use `val` as an address in this process).
+unsafe fn ioctl_val(fd: BorrowedFd<'_>, req: libc::c_ulong, val: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (borrowed); that the request reads no memory is this
+    // function's precondition.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, val) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 /// A non-blocking eventfd used as a doorbell between threads.
 #[derive(Debug)]
