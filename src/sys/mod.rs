@@ -1,6 +1,16 @@
-//! Small system-call wrappers the daemon needs besides TAP: an eventfd to wake a sleeping
-//! thread, `poll(2)` over raw descriptors, and blocking of termination signals for `sigwait`.
-//! Part of the syscall layer: each `unsafe` block carries a `SAFETY:` line.
+//! The system-call layer: this module and its children wrap the system calls the crate makes,
+//! so that the rest of it is safe code. [`tap`] opens TAP ports and [`tun`] is the
+//! `/dev/net/tun` driver both TAP ports and TUN devices are made with; this module holds the
+//! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
+//! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
+//! the calling thread, a raw `AF_PACKET` socket, and loading and test-running eBPF programs.
+//!
+//! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
+//! slices, typed requests) are enough to make the call sound; one whose soundness depends on
+//! what the caller passes is an `unsafe fn` with a `# Safety` section. Every `unsafe` block
+//! carries a `SAFETY:` line.
+
+#![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod tap;
 pub mod tun;
@@ -337,9 +347,17 @@ impl AsRawFd for BpfProg {
     }
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, exclusively borrowed bpf_attr layout of the size passed;
-    // pointers inside it are set by the callers to buffers that outlive the call.
+/// `bpf(cmd, attr, size_of::<T>())`; returns the non-negative result (a descriptor for the
+/// commands that create one).
+///
+/// # Safety
+///
+/// `T` must be the `union bpf_attr` layout command `cmd` reads (zero where the kernel wants
+/// zero), and every address inside `*attr` must point to memory that stays valid for the call
+/// and is at least as long as the length given beside it (writable where the command writes).
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, exclusively borrowed `T` of the size passed; that `T` is the
+    // layout `cmd` expects and its addresses are valid is this function's precondition.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -370,7 +388,9 @@ pub fn bpf_load_socket_filter(insns: &[u64], name: &str) -> io::Result<BpfProg> 
         prog_name,
         ..Default::default()
     };
-    let fd = match bpf(BPF_PROG_LOAD, &mut attr) {
+    // SAFETY: ProgLoadAttr is BPF_PROG_LOAD's layout; `insns` points to `insn_cnt` instructions
+    // of the borrowed slice and `license` to a static NUL-terminated string; no log buffer.
+    let fd = match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         Ok(fd) => fd,
         Err(e)
             if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EINVAL) =>
@@ -380,7 +400,8 @@ pub fn bpf_load_socket_filter(insns: &[u64], name: &str) -> io::Result<BpfProg> 
             attr.log_level = 1;
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf(BPF_PROG_LOAD, &mut attr);
+            // SAFETY: as above, and `log_buf` points to the live `log`, `log_size` bytes long.
+            let _ = unsafe { bpf(BPF_PROG_LOAD, &mut attr) };
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
             return Err(io::Error::new(e.kind(), format!("{e}: {}", text.trim())));
@@ -404,6 +425,8 @@ pub fn bpf_test_run(prog: &BpfProg, frame: &[u8]) -> io::Result<u32> {
         repeat: 1,
         ..Default::default()
     };
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    // SAFETY: TestRunAttr is BPF_PROG_TEST_RUN's layout; `data_in` points to the borrowed
+    // `frame` (`data_size_in` bytes) and `data_out` to the writable `out` (`data_size_out`).
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
     Ok(attr.retval)
 }
