@@ -3,7 +3,8 @@
 //! `/dev/net/tun` driver both TAP ports and TUN devices are made with; this module holds the
 //! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
 //! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
-//! the calling thread, a raw `AF_PACKET` socket, and loading and test-running eBPF programs.
+//! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
+//! programs.
 //!
 //! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
 //! slices, typed requests) are enough to make the call sound; one whose soundness depends on
@@ -16,7 +17,8 @@ pub mod tap;
 pub mod tun;
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct ifreq` as the TUN and socket interface ioctls read it: a name and a 24-byte union, of
 /// which we use the leading `short` (flags) or `int` (index, MTU, queue length).
@@ -294,6 +296,103 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// A raw IPv4 socket (`AF_INET`, `SOCK_RAW`) of one IP protocol in the calling thread's
+/// network namespace: it receives every packet of that protocol delivered to the host, outer
+/// IPv4 header included (see `raw(7)`).
+#[derive(Debug)]
+pub struct RawIpSocket(OwnedFd);
+
+impl RawIpSocket {
+    /// Opens a raw socket for IP protocol `protocol` (e.g. `IPPROTO_IPIP`; `IPPROTO_RAW` for
+    /// a send-only socket whose packets carry their own IPv4 header). Needs `CAP_NET_RAW`.
+    pub fn open(protocol: libc::c_int) -> io::Result<RawIpSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and has no other owner.
+        Ok(RawIpSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUF`; the kernel caps it at
+    /// `net.core.rmem_max`).
+    pub fn set_recv_buffer(&self, bytes: libc::c_int) -> io::Result<()> {
+        // SAFETY: SO_RCVBUF reads one c_int from the valid local `bytes` for the length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one packet into `buf` without blocking (`MSG_DONTWAIT`) and returns its length
+    /// (`WouldBlock` when nothing is queued).
+    pub fn recv_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends `packet` to `dst` and returns the number of bytes sent.
+    pub fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `packet` and `addr` are valid for the sizes passed for the whole call.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl AsFd for RawIpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for RawIpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }
 
