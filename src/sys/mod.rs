@@ -135,6 +135,9 @@ pub fn poll_in(fd: RawFd) -> libc::pollfd {
 }
 
 /// Waits up to `timeout_ms` for any of `fds` to become ready; returns how many are.
+///
+/// Safe for any descriptor numbers, owned or not: `poll(2)` only reports readiness and does no
+/// I/O on them (a closed one comes back as `POLLNVAL`).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structures.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
