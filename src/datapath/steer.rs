@@ -394,9 +394,7 @@ mod tests {
             return;
         }
         std::thread::spawn(|| {
-            // SAFETY: unshare affects only this freshly spawned thread's network namespace.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+            crate::sys::unshare_netns().expect("unshare");
             let tap = crate::sys::tap::Tap::open("tvsteer0", 2).expect("tap");
             tap.set_up().expect("up");
             let run = |args: &[&str]| {

@@ -15,20 +15,22 @@
 //!
 //! Addresses and links are changed with iproute2 (`ip`), sysctls by writing `/proc/sys/net/...`.
 //! Both follow the network namespace of the calling thread, so these functions act on the
-//! namespace they are called in (e.g. inside `ip netns exec`). Raw system calls (the raw
-//! sockets, the TUN device) live here too; each `unsafe` block carries a `SAFETY:` line.
+//! namespace they are called in (e.g. inside `ip netns exec`). The system calls underneath
+//! (the raw sockets, the TUN device) are safe wrappers of [`crate::sys`].
 
-use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::sys::tun::{TunFile, IFF_NO_PI, IFF_TUN};
+use crate::sys::RawIpSocket;
 
 /// Name of the TUN device [`run_decap`] creates unless told otherwise.
 pub const DEFAULT_DECAP_TUN: &str = "tvdecap0";
@@ -42,10 +44,6 @@ pub const DECAP_POLL_MS: i32 = 100;
 const DECAP_BATCH: usize = 64;
 /// Receive buffer asked for on the IPIP socket (the kernel caps it at `net.core.rmem_max`).
 const RAW_RCVBUF: libc::c_int = 4 << 20;
-
-const IFF_TUN: i16 = 0x0001;
-const IFF_NO_PI: i16 = 0x1000;
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 /// The forwarding method the real server takes part in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,18 +380,10 @@ impl fmt::Display for DecapCounters {
     }
 }
 
-/// `struct ifreq` as TUNSETIFF reads it: a name and a 24-byte union whose leading `short` holds
-/// the flags.
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    data: [u8; 24],
-}
-
 /// Creates (or attaches to) TUN device `name` with `IFF_TUN | IFF_NO_PI`: each write is one
 /// bare IP packet. The device disappears when the returned descriptor closes (unless it was
 /// made persistent by someone else).
-fn open_tun(name: &str) -> Result<OwnedFd, RsError> {
+fn open_tun(name: &str) -> Result<TunFile, RsError> {
     let err = |op, source: io::Error| {
         let hint = match source.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
@@ -410,88 +400,37 @@ fn open_tun(name: &str) -> Result<OwnedFd, RsError> {
             hint,
         }
     };
-    let path = CString::new("/dev/net/tun").expect("static path has no NUL");
-    // SAFETY: `path` is a valid NUL-terminated string; the result is checked before use.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(err("open /dev/net/tun", io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by open(2) and has no other owner.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq {
-        name: [0; 16],
-        data: [0; 24],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    req.data[..2].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `req` is a valid, exclusively
-    // borrowed 40-byte IfReq with the kernel's layout, and `fd` is an open /dev/net/tun.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
-    if rc < 0 {
-        return Err(err("TUNSETIFF", io::Error::last_os_error()));
-    }
-    Ok(fd)
-}
-
-/// Opens a raw IPv4 socket of `protocol` in the calling thread's network namespace.
-fn raw_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and has no other owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let tun = TunFile::open().map_err(|e| err("open /dev/net/tun", e))?;
+    tun.set_iff(name, IFF_TUN | IFF_NO_PI)
+        .map_err(|e| err("TUNSETIFF", e))?;
+    Ok(tun)
 }
 
 /// Opens the raw `IPPROTO_IPIP` socket that receives every IPIP packet delivered to this host
 /// (outer IPv4 header included), with a larger receive buffer when the kernel allows it.
-fn open_ipip_socket() -> Result<OwnedFd, RsError> {
-    let fd = raw_socket(libc::IPPROTO_IPIP).map_err(|source| RsError::RawSocket {
+fn open_ipip_socket() -> Result<RawIpSocket, RsError> {
+    let sock = RawIpSocket::open(libc::IPPROTO_IPIP).map_err(|source| RsError::RawSocket {
         op: "socket(AF_INET, SOCK_RAW, IPPROTO_IPIP)",
         hint: permission_hint(&source),
         source,
     })?;
-    let size = RAW_RCVBUF;
-    // SAFETY: SO_RCVBUF reads one c_int from the valid local `size` for the length passed.
     // Best effort: the kernel silently caps the size, and a failure only leaves the default.
-    let _ = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    Ok(fd)
+    let _ = sock.set_recv_buffer(RAW_RCVBUF);
+    Ok(sock)
 }
 
 /// Receives one packet without blocking; `Ok(None)` when nothing is queued (or on a transient
 /// error).
-fn recv_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
+fn recv_packet(sock: &RawIpSocket, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match sock.recv_nonblocking(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) => match e.raw_os_error() {
             Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ENOMEM) | Some(libc::ENOBUFS) => {
                 Ok(None)
             }
             _ => Err(e),
-        };
+        },
     }
-    Ok(Some(n as usize))
-}
-
-/// Writes one packet to `fd`.
-fn write_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
-    // SAFETY: `packet` is a valid readable region of `packet.len()` bytes for the whole call.
-    let n = unsafe { libc::write(fd, packet.as_ptr().cast(), packet.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The inner packet of the IPIP packet `outer`, validated by `modes::tun::decapsulate`.
@@ -546,7 +485,7 @@ fn decap_with(
             continue;
         }
         for _ in 0..DECAP_BATCH {
-            let n = match recv_packet(raw.as_raw_fd(), &mut buf) {
+            let n = match recv_packet(&raw, &mut buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(source) => {
@@ -562,8 +501,8 @@ fn decap_with(
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            match write_packet(tun.as_raw_fd(), inner) {
-                Ok(()) => counters.decapsulated.fetch_add(1, Ordering::Relaxed),
+            match tun.write(inner) {
+                Ok(_) => counters.decapsulated.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.write_errors.fetch_add(1, Ordering::Relaxed),
             };
         }
@@ -627,25 +566,8 @@ pub fn send_raw_ip(packet: &[u8]) -> io::Result<()> {
             ))
         }
     };
-    let fd = raw_socket(libc::IPPROTO_RAW)?;
-    // SAFETY: sockaddr_in is plain data; all-zero is a valid starting value.
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    addr.sin_family = libc::AF_INET as libc::sa_family_t;
-    addr.sin_addr.s_addr = u32::from_ne_bytes(dst);
-    // SAFETY: `packet` and `addr` are valid for the sizes passed for the whole call.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (&addr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = RawIpSocket::open(libc::IPPROTO_RAW)?;
+    sock.send_to(packet, Ipv4Addr::from(dst))?;
     Ok(())
 }
 
@@ -660,11 +582,6 @@ mod tests {
         assert_eq!("ipip".parse::<RsMode>(), Ok(RsMode::Tun));
         assert!("nat".parse::<RsMode>().is_err());
         assert_eq!(RsMode::Tun.to_string(), "tun");
-    }
-
-    #[test]
-    fn ifreq_is_the_kernel_size() {
-        assert_eq!(std::mem::size_of::<IfReq>(), 40);
     }
 
     #[test]

@@ -1,11 +1,92 @@
-//! Small system-call wrappers the daemon needs besides TAP: an eventfd to wake a sleeping
-//! thread, `poll(2)` over raw descriptors, and blocking of termination signals for `sigwait`.
-//! Part of the syscall layer: each `unsafe` block carries a `SAFETY:` line.
+//! The system-call layer: this module and its children wrap the system calls the crate makes,
+//! so that the rest of it is safe code. [`tap`] opens TAP ports and [`tun`] is the
+//! `/dev/net/tun` driver both TAP ports and TUN devices are made with; this module holds the
+//! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
+//! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
+//! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
+//! programs.
+//!
+//! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
+//! slices, typed requests) are enough to make the call sound; one whose soundness depends on
+//! what the caller passes is an `unsafe fn` with a `# Safety` section. Every `unsafe` block
+//! carries a `SAFETY:` line.
+
+#![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod tap;
+pub mod tun;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// `struct ifreq` as the TUN and socket interface ioctls read it: a name and a 24-byte union, of
+/// which we use the leading `short` (flags) or `int` (index, MTU, queue length).
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    data: [u8; 24],
+}
+
+impl IfReq {
+    /// A request for interface `name`, which must be at most 15 bytes long.
+    fn new(name: &str) -> IfReq {
+        let mut req = IfReq {
+            name: [0; 16],
+            data: [0; 24],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req
+    }
+
+    fn set_short(&mut self, v: i16) {
+        self.data[..2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn short(&self) -> i16 {
+        i16::from_ne_bytes([self.data[0], self.data[1]])
+    }
+
+    fn set_int(&mut self, v: i32) {
+        self.data[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+}
+
+/// `ioctl(fd, req, arg)` for a request that reads or writes one `T` through its pointer
+/// argument.
+///
+/// # Safety
+///
+/// On the kind of file `fd` refers to, request `req` must take a pointer to one `T` (reading
+/// or writing at most `size_of::<T>()` bytes), and any pointer inside `*arg` must be valid for
+/// what the request does with it.
+unsafe fn ioctl_ptr<T>(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (borrowed) and `arg` is a valid, exclusively borrowed
+    // `T`; that the request expects a `T` is this function's precondition.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg as *mut T) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `ioctl(fd, req, val)` for a request that takes its argument by value.
+///
+/// # Safety
+///
+/// On the kind of file `fd` refers to, request `req` must take an integer argument, not a
+/// pointer (the kernel would otherwise use `val` as an address in this process).
+unsafe fn ioctl_val(fd: BorrowedFd<'_>, req: libc::c_ulong, val: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (borrowed); that the request reads no memory is this
+    // function's precondition.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, val) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
 
 /// A non-blocking eventfd used as a doorbell between threads.
 #[derive(Debug)]
@@ -54,6 +135,9 @@ pub fn poll_in(fd: RawFd) -> libc::pollfd {
 }
 
 /// Waits up to `timeout_ms` for any of `fds` to become ready; returns how many are.
+///
+/// Safe for any descriptor numbers, owned or not: `poll(2)` only reports readiness and does no
+/// I/O on them (a closed one comes back as `POLLNVAL`).
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd structures.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -104,6 +188,20 @@ pub fn wait_for_termination() -> &'static str {
             };
         }
     }
+}
+
+/// Moves the calling thread into a new, empty network namespace (`unshare(CLONE_NEWNET)`).
+/// Other threads keep theirs, and descriptors opened before keep the namespace they were
+/// opened in; processes the thread starts afterwards inherit the new one. Needs
+/// `CAP_SYS_ADMIN`.
+pub fn unshare_netns() -> io::Result<()> {
+    // SAFETY: unshare(2) takes no pointers; CLONE_NEWNET only changes the calling thread's
+    // network namespace, which no Rust object depends on.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether the process runs with effective uid 0.
@@ -204,6 +302,103 @@ impl PacketSocket {
     }
 }
 
+/// A raw IPv4 socket (`AF_INET`, `SOCK_RAW`) of one IP protocol in the calling thread's
+/// network namespace: it receives every packet of that protocol delivered to the host, outer
+/// IPv4 header included (see `raw(7)`).
+#[derive(Debug)]
+pub struct RawIpSocket(OwnedFd);
+
+impl RawIpSocket {
+    /// Opens a raw socket for IP protocol `protocol` (e.g. `IPPROTO_IPIP`; `IPPROTO_RAW` for
+    /// a send-only socket whose packets carry their own IPv4 header). Needs `CAP_NET_RAW`.
+    pub fn open(protocol: libc::c_int) -> io::Result<RawIpSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and has no other owner.
+        Ok(RawIpSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUF`; the kernel caps it at
+    /// `net.core.rmem_max`).
+    pub fn set_recv_buffer(&self, bytes: libc::c_int) -> io::Result<()> {
+        // SAFETY: SO_RCVBUF reads one c_int from the valid local `bytes` for the length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one packet into `buf` without blocking (`MSG_DONTWAIT`) and returns its length
+    /// (`WouldBlock` when nothing is queued).
+    pub fn recv_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends `packet` to `dst` and returns the number of bytes sent.
+    pub fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `packet` and `addr` are valid for the sizes passed for the whole call.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl AsFd for RawIpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for RawIpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// `bpf(2)` commands used here.
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -254,9 +449,17 @@ impl AsRawFd for BpfProg {
     }
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, exclusively borrowed bpf_attr layout of the size passed;
-    // pointers inside it are set by the callers to buffers that outlive the call.
+/// `bpf(cmd, attr, size_of::<T>())`; returns the non-negative result (a descriptor for the
+/// commands that create one).
+///
+/// # Safety
+///
+/// `T` must be the `union bpf_attr` layout command `cmd` reads (zero where the kernel wants
+/// zero), and every address inside `*attr` must point to memory that stays valid for the call
+/// and is at least as long as the length given beside it (writable where the command writes).
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, exclusively borrowed `T` of the size passed; that `T` is the
+    // layout `cmd` expects and its addresses are valid is this function's precondition.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -287,7 +490,9 @@ pub fn bpf_load_socket_filter(insns: &[u64], name: &str) -> io::Result<BpfProg> 
         prog_name,
         ..Default::default()
     };
-    let fd = match bpf(BPF_PROG_LOAD, &mut attr) {
+    // SAFETY: ProgLoadAttr is BPF_PROG_LOAD's layout; `insns` points to `insn_cnt` instructions
+    // of the borrowed slice and `license` to a static NUL-terminated string; no log buffer.
+    let fd = match unsafe { bpf(BPF_PROG_LOAD, &mut attr) } {
         Ok(fd) => fd,
         Err(e)
             if e.raw_os_error() == Some(libc::EACCES) || e.raw_os_error() == Some(libc::EINVAL) =>
@@ -297,7 +502,8 @@ pub fn bpf_load_socket_filter(insns: &[u64], name: &str) -> io::Result<BpfProg> 
             attr.log_level = 1;
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf(BPF_PROG_LOAD, &mut attr);
+            // SAFETY: as above, and `log_buf` points to the live `log`, `log_size` bytes long.
+            let _ = unsafe { bpf(BPF_PROG_LOAD, &mut attr) };
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
             return Err(io::Error::new(e.kind(), format!("{e}: {}", text.trim())));
@@ -321,6 +527,8 @@ pub fn bpf_test_run(prog: &BpfProg, frame: &[u8]) -> io::Result<u32> {
         repeat: 1,
         ..Default::default()
     };
-    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    // SAFETY: TestRunAttr is BPF_PROG_TEST_RUN's layout; `data_in` points to the borrowed
+    // `frame` (`data_size_in` bytes) and `data_out` to the writable `out` (`data_size_out`).
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr)? };
     Ok(attr.retval)
 }

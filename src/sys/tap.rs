@@ -2,14 +2,20 @@
 //! virtio-net header and TSO/checksum offloads, one non-blocking file descriptor per queue, and the
 //! few interface ioctls the appliance needs (link up, MTU, bridge attachment).
 //!
-//! This is the only module of the daemon that talks to the kernel with `ioctl`; every `unsafe`
-//! block here carries a `SAFETY:` line. The data path uses [`TapQueue::read`] and
-//! [`TapQueue::write`], which move one frame (virtio-net header included) per call.
+//! The TUN driver's ioctls are [`super::tun::TunFile`]'s; the interface ioctls (link up, MTU,
+//! queue length, bridge) go through a control socket here, each `unsafe` block with a `SAFETY:`
+//! line. The data path uses [`TapQueue::read`] and [`TapQueue::write`], which move one frame
+//! (virtio-net header included) per call.
 
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::tun::{
+    TunFile, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6,
+};
+use super::{ioctl_ptr, IfReq};
 
 /// Size of the virtio-net header in front of every frame (`virtio_net_hdr_v1`, QEMU's choice).
 pub const VNET_HDR_LEN: usize = 12;
@@ -18,24 +24,8 @@ pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
 pub const IFNAME_MAX: usize = 15;
 
-const IFF_TAP: i16 = 0x0002;
-const IFF_MULTI_QUEUE: i16 = 0x0100;
-const IFF_NO_PI: i16 = 0x1000;
-const IFF_VNET_HDR: i16 = 0x4000;
 /// Flags used on every queue: TAP, no packet info, virtio-net header, multi-queue.
 const TAP_FLAGS: i16 = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
-
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
-const TUNGETFEATURES: libc::c_ulong = 0x8004_54cf;
-/// `_IOR('T', 224, int)`: attach (fd) or detach (-1) the queue-selection eBPF program.
-const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
-
-/// TUNSETOFFLOAD bits: what this process accepts on read.
-const TUN_F_CSUM: libc::c_uint = 0x01;
-const TUN_F_TSO4: libc::c_uint = 0x02;
-const TUN_F_TSO6: libc::c_uint = 0x04;
 
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
 const SIOCSIFTXQLEN: libc::c_ulong = 0x8943;
@@ -81,37 +71,6 @@ pub enum TapError {
     },
 }
 
-/// `struct ifreq` as the TUN and socket ioctls read it: a name and a 24-byte union, of which we
-/// use the leading `short` (flags) or `int` (index, MTU).
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    data: [u8; 24],
-}
-
-impl IfReq {
-    fn new(name: &str) -> IfReq {
-        let mut req = IfReq {
-            name: [0; 16],
-            data: [0; 24],
-        };
-        req.name[..name.len()].copy_from_slice(name.as_bytes());
-        req
-    }
-
-    fn set_short(&mut self, v: i16) {
-        self.data[..2].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn short(&self) -> i16 {
-        i16::from_ne_bytes([self.data[0], self.data[1]])
-    }
-
-    fn set_int(&mut self, v: i32) {
-        self.data[..4].copy_from_slice(&v.to_ne_bytes());
-    }
-}
-
 /// Checks an interface name the way the kernel will.
 pub fn validate_ifname(name: &str) -> Result<(), TapError> {
     let ok = !name.is_empty()
@@ -126,90 +85,84 @@ pub fn validate_ifname(name: &str) -> Result<(), TapError> {
     }
 }
 
-fn ioctl_ptr<T>(fd: RawFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: `arg` is a valid, exclusively borrowed object of the type the request expects
-    // (callers pair each request with its argument type), and the fd is owned by the caller.
-    let rc = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+/// The interface ioctls issued on a [`CtlSocket`]; each takes a `struct ifreq`.
+#[derive(Debug, Clone, Copy)]
+enum IfIoctl {
+    /// `SIOCGIFFLAGS`: reads the flags into the leading `short`.
+    GetFlags,
+    /// `SIOCSIFFLAGS`: sets the flags from the leading `short`.
+    SetFlags,
+    /// `SIOCSIFMTU`: sets the MTU from the leading `int`.
+    SetMtu,
+    /// `SIOCSIFTXQLEN`: sets the transmit queue length from the leading `int`.
+    SetTxQueueLen,
+    /// `SIOCBRADDIF`: enslaves the interface whose index is the leading `int` to the bridge
+    /// named in the request.
+    BridgeAddIf,
 }
 
-fn ioctl_val(fd: RawFd, req: libc::c_ulong, val: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the request takes its argument by value (TUNSETOFFLOAD), no memory is passed.
-    let rc = unsafe { libc::ioctl(fd, req as _, val) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+impl IfIoctl {
+    fn request(self) -> libc::c_ulong {
+        match self {
+            IfIoctl::GetFlags => libc::SIOCGIFFLAGS as libc::c_ulong,
+            IfIoctl::SetFlags => libc::SIOCSIFFLAGS as libc::c_ulong,
+            IfIoctl::SetMtu => libc::SIOCSIFMTU as libc::c_ulong,
+            IfIoctl::SetTxQueueLen => SIOCSIFTXQLEN,
+            IfIoctl::BridgeAddIf => SIOCBRADDIF,
+        }
     }
-}
-
-fn open_tun_dev() -> io::Result<OwnedFd> {
-    let path = CString::new("/dev/net/tun").expect("static path has no NUL");
-    // SAFETY: `path` is a valid NUL-terminated string; the result is checked before use.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// A datagram socket in the current network namespace, for interface ioctls.
-fn ctl_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+struct CtlSocket(OwnedFd);
+
+impl CtlSocket {
+    fn open() -> io::Result<CtlSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+        Ok(CtlSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+
+    /// Issues `op` with `req` as its argument.
+    fn ifreq(&self, op: IfIoctl, req: &mut IfReq) -> io::Result<()> {
+        // SAFETY: on an AF_INET socket every `IfIoctl` request reads or writes one
+        // `struct ifreq`, which `req` is; it carries no pointers.
+        unsafe { ioctl_ptr(self.0.as_fd(), op.request(), req) }
+    }
 }
 
 /// One queue of a TAP device: a non-blocking file descriptor that reads and writes whole frames,
 /// each prefixed by a [`VNET_HDR_LEN`]-byte virtio-net header.
 pub struct TapQueue {
-    fd: OwnedFd,
+    file: TunFile,
 }
 
 impl fmt::Debug for TapQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TapQueue(fd {})", self.fd.as_raw_fd())
+        write!(f, "TapQueue(fd {})", self.file.as_raw_fd())
     }
 }
 
 impl TapQueue {
     /// Reads one frame into `buf`; `Ok(None)` when the queue is empty.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the whole call.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
+        match self.file.read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
                 _ => Err(e),
-            };
+            },
         }
-        Ok(Some(n as usize))
     }
 
     /// Writes one frame (header included). A full queue or a down link drops the frame and
     /// reports it as an error for the caller to count.
     pub fn write(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: `frame` is a valid readable region of `frame.len()` bytes for the whole call.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.file.write(frame).map(|_| ())
     }
 }
 
@@ -218,14 +171,13 @@ impl TapQueue {
     /// `None` returns the device to the kernel's automatic flow steering. The device keeps its
     /// own reference to the program.
     pub fn set_steering(&self, prog: Option<&crate::sys::BpfProg>) -> io::Result<()> {
-        let mut fd: libc::c_int = prog.map_or(-1, |p| p.as_raw_fd());
-        ioctl_ptr(self.fd.as_raw_fd(), TUNSETSTEERINGEBPF, &mut fd)
+        self.file.set_steering_ebpf(prog)
     }
 }
 
 impl AsRawFd for TapQueue {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.file.as_raw_fd()
     }
 }
 
@@ -250,7 +202,7 @@ impl Tap {
         };
         let mut out = Vec::with_capacity(queues.max(1));
         for q in 0..queues.max(1) {
-            let fd = open_tun_dev().map_err(|e| match e.raw_os_error() {
+            let file = TunFile::open_nonblocking().map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
                     TapError::NoTunDevice
                 }
@@ -258,9 +210,7 @@ impl Tap {
                 _ => sys("open /dev/net/tun", e),
             })?;
             if q == 0 {
-                let mut features: libc::c_uint = 0;
-                ioctl_ptr(fd.as_raw_fd(), TUNGETFEATURES, &mut features)
-                    .map_err(|e| sys("TUNGETFEATURES", e))?;
+                let features = file.features().map_err(|e| sys("TUNGETFEATURES", e))?;
                 let want = (IFF_VNET_HDR | IFF_MULTI_QUEUE) as u16 as libc::c_uint;
                 if features & want != want {
                     return Err(TapError::Unsupported {
@@ -269,21 +219,19 @@ impl Tap {
                     });
                 }
             }
-            let mut req = IfReq::new(name);
-            req.set_short(TAP_FLAGS);
-            ioctl_ptr(fd.as_raw_fd(), TUNSETIFF, &mut req).map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => TapError::NoPermission(name.into()),
-                Some(libc::EBUSY) => TapError::Busy(name.into()),
-                Some(libc::EINVAL) => TapError::Incompatible(name.into()),
-                _ => sys("TUNSETIFF", e),
-            })?;
-            let mut hdr: libc::c_int = VNET_HDR_LEN as libc::c_int;
-            ioctl_ptr(fd.as_raw_fd(), TUNSETVNETHDRSZ, &mut hdr)
+            file.set_iff(name, TAP_FLAGS)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EPERM) | Some(libc::EACCES) => TapError::NoPermission(name.into()),
+                    Some(libc::EBUSY) => TapError::Busy(name.into()),
+                    Some(libc::EINVAL) => TapError::Incompatible(name.into()),
+                    _ => sys("TUNSETIFF", e),
+                })?;
+            file.set_vnet_hdr_size(VNET_HDR_LEN as libc::c_int)
                 .map_err(|e| sys("TUNSETVNETHDRSZ", e))?;
-            out.push(TapQueue { fd });
+            out.push(TapQueue { file });
         }
-        let offload = (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong;
-        ioctl_val(out[0].as_raw_fd(), TUNSETOFFLOAD, offload).map_err(|e| {
+        let offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        out[0].file.set_offload(offload).map_err(|e| {
             if e.raw_os_error() == Some(libc::EINVAL) {
                 TapError::Unsupported {
                     name: name.into(),
@@ -321,30 +269,32 @@ impl Tap {
 
     /// Sets the MTU of the kernel side of the device.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), TapError> {
-        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let s = CtlSocket::open().map_err(|e| self.sys("socket", e))?;
         let mut req = IfReq::new(&self.name);
         req.set_int(mtu as i32);
-        ioctl_ptr(s.as_raw_fd(), libc::SIOCSIFMTU as libc::c_ulong, &mut req)
+        s.ifreq(IfIoctl::SetMtu, &mut req)
             .map_err(|e| self.sys("SIOCSIFMTU", e))
     }
 
     /// Sets the kernel-side transmit queue length, which is the depth of each queue's ring of
     /// frames waiting for this process to read them (bursts beyond it are dropped by the kernel).
     pub fn set_queue_len(&self, len: u32) -> Result<(), TapError> {
-        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let s = CtlSocket::open().map_err(|e| self.sys("socket", e))?;
         let mut req = IfReq::new(&self.name);
         req.set_int(len as i32);
-        ioctl_ptr(s.as_raw_fd(), SIOCSIFTXQLEN, &mut req).map_err(|e| self.sys("SIOCSIFTXQLEN", e))
+        s.ifreq(IfIoctl::SetTxQueueLen, &mut req)
+            .map_err(|e| self.sys("SIOCSIFTXQLEN", e))
     }
 
     /// Enslaves the device to bridge `bridge` (which must exist in this namespace).
     pub fn attach_to_bridge(&self, bridge: &str) -> Result<(), TapError> {
         validate_ifname(bridge)?;
         let index = ifindex(&self.name).map_err(|e| self.sys("if_nametoindex", e))?;
-        let s = ctl_socket().map_err(|e| self.sys("socket", e))?;
+        let s = CtlSocket::open().map_err(|e| self.sys("socket", e))?;
         let mut req = IfReq::new(bridge);
         req.set_int(index as i32);
-        ioctl_ptr(s.as_raw_fd(), SIOCBRADDIF, &mut req).map_err(|e| self.sys("SIOCBRADDIF", e))
+        s.ifreq(IfIoctl::BridgeAddIf, &mut req)
+            .map_err(|e| self.sys("SIOCBRADDIF", e))
     }
 
     fn sys(&self, op: &'static str, source: io::Error) -> TapError {
@@ -376,13 +326,13 @@ pub fn set_link_up(name: &str) -> Result<(), TapError> {
         op,
         source,
     };
-    let s = ctl_socket().map_err(|e| sys("socket", e))?;
+    let s = CtlSocket::open().map_err(|e| sys("socket", e))?;
     let mut req = IfReq::new(name);
-    ioctl_ptr(s.as_raw_fd(), libc::SIOCGIFFLAGS as libc::c_ulong, &mut req)
+    s.ifreq(IfIoctl::GetFlags, &mut req)
         .map_err(|e| sys("SIOCGIFFLAGS", e))?;
     let flags = req.short() | libc::IFF_UP as i16;
     req.set_short(flags);
-    ioctl_ptr(s.as_raw_fd(), libc::SIOCSIFFLAGS as libc::c_ulong, &mut req)
+    s.ifreq(IfIoctl::SetFlags, &mut req)
         .map_err(|e| sys("SIOCSIFFLAGS", e))
 }
 
@@ -414,9 +364,7 @@ mod tests {
             return;
         }
         std::thread::spawn(|| {
-            // SAFETY: unshare affects only this freshly spawned thread's network namespace.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            crate::sys::unshare_netns().expect("unshare");
             let tap = Tap::open("tvt0", 2).expect("open tap");
             assert_eq!(tap.queue_count(), 2);
             tap.set_up().expect("up");
@@ -447,10 +395,8 @@ mod tests {
             frame[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x88, 0xb5]);
             queues[0].write(&frame).expect("write");
             // A plain (non multi-queue) open of the same device is refused as incompatible.
-            let fd = open_tun_dev().unwrap();
-            let mut req = IfReq::new("tvt0");
-            req.set_short(IFF_TAP | IFF_NO_PI);
-            let err = ioctl_ptr(fd.as_raw_fd(), TUNSETIFF, &mut req).unwrap_err();
+            let file = TunFile::open_nonblocking().unwrap();
+            let err = file.set_iff("tvt0", IFF_TAP | IFF_NO_PI).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         })
         .join()
