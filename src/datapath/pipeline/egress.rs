@@ -128,7 +128,7 @@ impl Pipeline {
     /// MTU). An oversized packet with DF set gets ICMP fragmentation needed, quoting it as
     /// received, and every oversized packet is dropped (tapvs does not fragment).
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub(crate) fn output_route<S: Sink>(
         &mut self,
         env: &Env,
@@ -197,7 +197,7 @@ impl Pipeline {
     /// Sends a rewritten frame along its path: decrements the TTL, then writes it with the
     /// next hop's MAC (encapsulated when the path says so), or holds it until the next hop is
     /// resolved.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn transmit<S: Sink>(
         &mut self,
         env: &Env,
@@ -220,9 +220,8 @@ impl Pipeline {
         }
     }
 
-    /// The last step: MACs, encapsulation (segmenting a GSO super-frame first, completing a
-    /// partial checksum), write.
-    #[inline]
+    /// The last step: MACs and write, or for a tunnel [`Pipeline::finish_tunnel`].
+    #[inline(always)]
     fn finish<S: Sink>(
         &mut self,
         sink: &mut S,
@@ -232,13 +231,32 @@ impl Pipeline {
         src_mac: [u8; 6],
         dst_mac: [u8; 6],
     ) {
-        let (src_mac, dst_mac) = (src_mac.into(), dst_mac.into());
-        let len = f.len;
         let Encap::Ipip { src, dst } = path.encap else {
-            nat::set_macs(&mut buf[VNET_HDR_LEN..len], src_mac, dst_mac);
-            Self::emit(&mut self.c, sink, path.port, &buf[..len]);
+            nat::set_macs(
+                &mut buf[VNET_HDR_LEN..f.len],
+                src_mac.into(),
+                dst_mac.into(),
+            );
+            Self::emit(&mut self.c, sink, path.port, &buf[..f.len]);
             return;
         };
+        self.finish_tunnel(sink, buf, f, path.port, (src, dst), (src_mac, dst_mac));
+    }
+
+    /// The last step of a tunnel: the IPIP header (segmenting a GSO super-frame first,
+    /// completing a partial checksum), MACs, write.
+    #[inline(never)]
+    fn finish_tunnel<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        buf: &mut [u8],
+        f: &Frame,
+        port: usize,
+        (src, dst): (Ipv4Addr, Ipv4Addr),
+        (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    ) {
+        let (src_mac, dst_mac) = (src_mac.into(), dst_mac.into());
+        let len = f.len;
         // The inner TTL was decremented already; the outer header carries the same.
         let ttl = f.pkt.ttl.saturating_sub(1);
         if f.vnet.is_gso() {
@@ -255,7 +273,7 @@ impl Pipeline {
                     return;
                 };
                 nat::set_macs(&mut enc[VNET_HDR_LEN..VNET_HDR_LEN + m], src_mac, dst_mac);
-                Self::emit(c, sink, path.port, &enc[..VNET_HDR_LEN + m]);
+                Self::emit(c, sink, port, &enc[..VNET_HDR_LEN + m]);
             });
             self.seg = seg;
             self.enc = enc;
@@ -277,7 +295,7 @@ impl Pipeline {
         };
         buf[..VNET_HDR_LEN].fill(0);
         nat::set_macs(&mut buf[VNET_HDR_LEN..VNET_HDR_LEN + m], src_mac, dst_mac);
-        Self::emit(&mut self.c, sink, path.port, &buf[..VNET_HDR_LEN + m]);
+        Self::emit(&mut self.c, sink, port, &buf[..VNET_HDR_LEN + m]);
     }
 
     /// Keeps a rewritten frame until its next hop is resolved (or the wait ends) and asks the

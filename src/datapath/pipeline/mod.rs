@@ -576,7 +576,7 @@ impl Pipeline {
             d.in_pkts += 1;
             d.in_bytes += u64::from(pkt.ip_total_len);
         }
-        let mut f = *f;
+        self.c.fwd_in += 1;
         match xmit {
             Xmit::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, daddr, dport),
             Xmit::Dr | Xmit::Tun { .. } => {}
@@ -584,12 +584,14 @@ impl Pipeline {
                 let frame = &mut buf[VNET_HDR_LEN..f.len];
                 modes::fullnat::fnat_in(frame, &pkt, f.csum, lip, lport, daddr, dport);
                 if pkt.proto == 6 && toa != Toa::Off {
+                    // The option changes the frame's length (and its GSO header).
+                    let mut f = *f;
                     self.fullnat_toa(env, buf, &mut f, slot, toa, syn_only);
+                    return self.transmit(env, sink, buf, &f, path);
                 }
             }
         }
-        self.c.fwd_in += 1;
-        self.transmit(env, sink, buf, &f, path)
+        self.transmit(env, sink, buf, f, path)
     }
 
     /// Schedules a new connection for a packet to a VIP and binds its transmitter; answers
