@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
-use tapvs::config::Forward;
+use modes::Forward;
 use tapvs::datapath::conn::{ConnTable, FlowKey, NewConn};
 use tapvs::datapath::tcp_state::{flags, Timeouts};
 

@@ -9,12 +9,52 @@
 
 use std::fmt::Write as _;
 
-use super::cmd::ListOpts;
-use super::model::{ConnEntry, DestEntry, Forward, Listing, ServiceEntry};
+use modes::Forward;
+
+use super::cmd::{forward_switch, proto_switch, ListOpts};
+use super::model::{ConnEntry, DestEntry, Listing, ServiceEntry};
 use super::PROGRAM;
 
 /// IPVS version shown in the listing header.
 pub const IPVS_VERSION: &str = "1.2.1";
+
+/// The Forward column of a real server listed as [`DestEntry::local`] (whatever its method).
+pub const LOCAL: &str = "Local";
+
+/// The Forward column for forwarding method `f`: `Masq` (NAT), `Route` (direct routing),
+/// `Tunnel` (IPIP) or `FullNat`.
+pub fn forward_name(f: Forward) -> &'static str {
+    match f {
+        Forward::Nat => "Masq",
+        Forward::Dr => "Route",
+        Forward::Tun => "Tunnel",
+        Forward::FullNat => "FullNat",
+    }
+}
+
+/// The forwarding method whose Forward column is `name` ([`forward_name`] backwards; not
+/// [`LOCAL`], which names no method).
+pub fn forward_by_name(name: &str) -> Option<Forward> {
+    Forward::ALL.into_iter().find(|f| forward_name(*f) == name)
+}
+
+/// The method a real server is listed and saved with: a local one stands for direct routing.
+fn method(d: &DestEntry) -> Forward {
+    if d.local {
+        Forward::Dr
+    } else {
+        d.forward
+    }
+}
+
+/// What the Forward column shows for `d`.
+fn forward_column(d: &DestEntry) -> &'static str {
+    if d.local {
+        LOCAL
+    } else {
+        forward_name(d.forward)
+    }
+}
 
 /// One counter in 9 columns as ipvsadm's `print_largenum`: `%9llu` below 10^8, then
 /// `%8lluK` (/10^3) below 10^9, `%8lluM` (/10^6) below 10^11, `%8lluG` (/10^9) below 10^14,
@@ -192,7 +232,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
             d.weight, d.persist, d.active, d.inactive
         ),
         Layout::TunInfo => {
-            let info = if d.forward == Forward::Tunnel {
+            let info = if method(d) == Forward::Tun {
                 "ipip"
             } else {
                 "n/a"
@@ -200,7 +240,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
             writeln!(
                 out,
                 "  -> {name:<28} {:<7} {info:<13} {:<6} {:<10} {:<10}",
-                d.forward.name(),
+                forward_column(d),
                 d.weight,
                 d.active,
                 d.inactive
@@ -209,7 +249,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
         Layout::Plain => writeln!(
             out,
             "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
-            d.forward.name(),
+            forward_column(d),
             d.weight,
             d.active,
             d.inactive
@@ -296,7 +336,7 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
     let _ = numeric;
     let mut out = String::new();
     for s in sorted_services(listing, &ListOpts::default()) {
-        let svc = format!("{} {}:{}", s.proto.switch(), s.addr, s.port);
+        let svc = format!("{} {}:{}", proto_switch(s.proto), s.addr, s.port);
         let _ = write!(out, "-A {svc} -s {}", s.sched);
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
@@ -317,10 +357,10 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
                 "-a {svc} -r {}:{} {} -w {}",
                 d.addr,
                 d.port,
-                d.forward.switch(),
+                forward_switch(method(d)),
                 d.weight
             );
-            if d.forward == Forward::Tunnel {
+            if method(d) == Forward::Tun {
                 out.push_str(" --tun-type ipip");
             }
             out.push('\n');
@@ -610,11 +650,7 @@ mod tests {
                     service: s.spec(),
                     server: SocketAddrV4::new(d.addr, d.port),
                     // Local is saved as -g; thresholds are not saved (as ipvsadm).
-                    forward: if d.forward == Forward::Local {
-                        Forward::Route
-                    } else {
-                        d.forward
-                    },
+                    forward: if d.local { Forward::Dr } else { d.forward },
                     weight: d.weight,
                     u_threshold: 0,
                     l_threshold: 0,

@@ -15,7 +15,7 @@ pub mod model;
 use std::fmt;
 
 pub use cmd::{parse, parse_restore_line, Command, ListOpts, ServerOpts, ServiceOpts, ServiceSpec};
-pub use model::{ConnEntry, DestEntry, Forward, Listing, Protocol, Rate, ServiceEntry, Stats};
+pub use model::{ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
 
 /// The program name used in "Try ... -h" hints.
 pub const PROGRAM: &str = "tapvsadm";

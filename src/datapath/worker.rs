@@ -22,8 +22,8 @@ use modes::nat::{self, Csum};
 use modes::packet::{self, Kind, Packet};
 use modes::reply;
 use modes::wire::vnet::VnetHdr;
+use modes::Forward;
 
-use crate::config::Forward;
 use crate::control::runtime::{Redirect, Shared};
 use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn};
 use crate::datapath::neigh::{NeighEvent, NeighTable};
@@ -238,9 +238,9 @@ impl Ctx {
         let mut out = Vec::with_capacity(self.table.len());
         self.table.for_each(|c| {
             let proto = if c.proto == 17 {
-                crate::adm::Protocol::Udp
+                modes::Protocol::Udp
             } else {
-                crate::adm::Protocol::Tcp
+                modes::Protocol::Tcp
             };
             out.push(crate::adm::ConnEntry {
                 proto,
