@@ -159,13 +159,10 @@ pub struct ControlConfig {
     pub expire_nodest_conn: bool,
 }
 
-/// Where tapvsadm finds the daemon unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/tapvs/tapvs.sock";
-
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            socket: DEFAULT_SOCKET.into(),
+            socket: tapvs_adm::DEFAULT_SOCKET.into(),
             expire_nodest_conn: false,
         }
     }

@@ -86,7 +86,7 @@ pub fn run(requests: u32) -> Result<(), String> {
             println!(
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                 format!("{}:{}", d.addr(), d.port()),
-                crate::adm::format::forward_name(*f),
+                tapvs_adm::format::forward_name(*f),
                 d.weight(),
                 d.active_conns(),
                 d.inactive_conns()

@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
+use tapvs_adm::ConnEntry;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-use crate::adm::ConnEntry;
 use crate::config::Config;
 use crate::control::socket::{Estimator, ESTIMATOR_INTERVAL};
 use crate::control::table::Table;
@@ -328,7 +328,7 @@ impl Daemon {
     }
 
     /// Executes an ipvsadm command line as the control socket would.
-    pub fn execute(&self, args: &[String], stdin: &str) -> crate::control::socket::Response {
+    pub fn execute(&self, args: &[String], stdin: &str) -> tapvs_adm::Response {
         crate::control::socket::execute(&self.shared, args, stdin)
     }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use modes::{Forward, Protocol};
 use sched::{Dest, SchedSpec, Scheduler};
+use tapvs_adm::{self as adm, AdmError, Command, Listing};
 
-use crate::adm::{self, AdmError, Command, Listing};
 use crate::config::Config;
 use crate::datapath::route::Router;
 use crate::datapath::service::{PortInfo, Service, Snapshot};

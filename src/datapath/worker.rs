@@ -242,7 +242,7 @@ impl Ctx {
             } else {
                 modes::Protocol::Tcp
             };
-            out.push(crate::adm::ConnEntry {
+            out.push(tapvs_adm::ConnEntry {
                 proto,
                 expire_secs: ConnTable::expires_in(c, now),
                 state: c.state.name().to_string(),

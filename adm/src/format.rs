@@ -424,14 +424,14 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    // The expected files were produced by tests/golden/gen.py, an independent rendering of the
+    // The expected files were produced by adm/tests/golden/gen.py, an independent rendering of the
     // same data with ipvsadm's printf format strings (see its docstring).
     fn fixture() -> Listing {
-        serde_json::from_str(include_str!("../../tests/golden/listing.json")).unwrap()
+        serde_json::from_str(include_str!("../tests/golden/listing.json")).unwrap()
     }
 
     fn conns() -> Vec<ConnEntry> {
-        serde_json::from_str(include_str!("../../tests/golden/conns.json")).unwrap()
+        serde_json::from_str(include_str!("../tests/golden/conns.json")).unwrap()
     }
 
     fn opts(f: impl FnOnce(&mut ListOpts)) -> ListOpts {
@@ -481,12 +481,12 @@ mod tests {
         let l = fixture();
         same(
             &list(&l, &opts(|_| {})),
-            include_str!("../../tests/golden/list_plain.txt"),
+            include_str!("../tests/golden/list_plain.txt"),
         );
         // -n changes nothing: names are never resolved.
         same(
             &list(&l, &ListOpts::default()),
-            include_str!("../../tests/golden/list_plain.txt"),
+            include_str!("../tests/golden/list_plain.txt"),
         );
     }
 
@@ -513,7 +513,7 @@ mod tests {
         let o = opts(|o| o.nosort = true);
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_nosort.txt"),
+            include_str!("../tests/golden/list_nosort.txt"),
         );
     }
 
@@ -523,25 +523,25 @@ mod tests {
         let g = |f: fn(&mut ListOpts)| list(&l, &opts(f));
         same(
             &g(|o| o.stats = true),
-            include_str!("../../tests/golden/list_stats.txt"),
+            include_str!("../tests/golden/list_stats.txt"),
         );
         same(
             &g(|o| {
                 o.stats = true;
                 o.exact = true
             }),
-            include_str!("../../tests/golden/list_stats_exact.txt"),
+            include_str!("../tests/golden/list_stats_exact.txt"),
         );
         same(
             &g(|o| o.rate = true),
-            include_str!("../../tests/golden/list_rate.txt"),
+            include_str!("../tests/golden/list_rate.txt"),
         );
         same(
             &g(|o| {
                 o.rate = true;
                 o.exact = true
             }),
-            include_str!("../../tests/golden/list_rate_exact.txt"),
+            include_str!("../tests/golden/list_rate_exact.txt"),
         );
         // --stats wins over --rate and the others, as in ipvsadm.
         same(
@@ -550,7 +550,7 @@ mod tests {
                 o.rate = true;
                 o.thresholds = true
             }),
-            include_str!("../../tests/golden/list_stats.txt"),
+            include_str!("../tests/golden/list_stats.txt"),
         );
     }
 
@@ -560,15 +560,15 @@ mod tests {
         let g = |f: fn(&mut ListOpts)| list(&l, &opts(f));
         same(
             &g(|o| o.thresholds = true),
-            include_str!("../../tests/golden/list_thresholds.txt"),
+            include_str!("../tests/golden/list_thresholds.txt"),
         );
         same(
             &g(|o| o.persistent_conn = true),
-            include_str!("../../tests/golden/list_persistent_conn.txt"),
+            include_str!("../tests/golden/list_persistent_conn.txt"),
         );
         same(
             &g(|o| o.tun_info = true),
-            include_str!("../../tests/golden/list_tun_info.txt"),
+            include_str!("../tests/golden/list_tun_info.txt"),
         );
     }
 
@@ -583,7 +583,7 @@ mod tests {
         let o = opts(|o| o.service = Some(spec));
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_service.txt"),
+            include_str!("../tests/golden/list_service.txt"),
         );
         let o = opts(|o| {
             o.service = Some(spec);
@@ -591,7 +591,7 @@ mod tests {
         });
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_service_stats.txt"),
+            include_str!("../tests/golden/list_service_stats.txt"),
         );
         assert!(l.service(&spec).is_some());
     }
@@ -600,16 +600,16 @@ mod tests {
     fn golden_conns_and_timeout() {
         same(
             &list_conns(&conns()),
-            include_str!("../../tests/golden/conns.txt"),
+            include_str!("../tests/golden/conns.txt"),
         );
         same(
             &list_conns_persistent(&conns()),
-            include_str!("../../tests/golden/conns_persistent.txt"),
+            include_str!("../tests/golden/conns_persistent.txt"),
         );
         same(&list_conns(&[]), "IPVS connection entries\npro expire state       source             virtual            destination\n");
         same(
             &timeouts(fixture().timeouts),
-            include_str!("../../tests/golden/timeout.txt"),
+            include_str!("../tests/golden/timeout.txt"),
         );
         same(
             &timeouts((1, 0, 2678400)),
@@ -620,11 +620,8 @@ mod tests {
     #[test]
     fn golden_save() {
         let l = fixture();
-        same(&save(&l, true), include_str!("../../tests/golden/save.txt"));
-        same(
-            &save(&l, false),
-            include_str!("../../tests/golden/save.txt"),
-        );
+        same(&save(&l, true), include_str!("../tests/golden/save.txt"));
+        same(&save(&l, false), include_str!("../tests/golden/save.txt"));
         same(&save(&Listing::default(), true), "");
         same(&list(&Listing::default(), &ListOpts::default()), "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     }

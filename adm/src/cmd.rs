@@ -113,7 +113,7 @@ pub struct ServerOpts {
     pub l_threshold: u32,
 }
 
-/// Options of `-L`/`-l` (and the flags [`crate::adm::format::list`] honours).
+/// Options of `-L`/`-l` (and the flags [`crate::format::list`] honours).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListOpts {
     /// Only this service (`-L -t ...`): no version line, "No such service" if absent.
@@ -184,7 +184,7 @@ pub enum Command {
         /// UDP timeout.
         udp: u32,
     },
-    /// `-h`/`--help`: print [`crate::adm::format::usage`], exit 0.
+    /// `-h`/`--help`: print [`crate::format::usage`], exit 0.
     Help,
     /// `-v`/`--version`: print the version, exit 0.
     Version,

@@ -1,7 +1,7 @@
 //! What a listing needs: services, their real servers, counters, rates and timeouts.
 //!
-//! These are plain serialisable values, the payload the daemon sends over its control socket and
-//! [`crate::adm::format`] renders. [`Listing::apply`] executes a parsed [`Command`] against a
+//! These are plain serialisable values: the daemon builds them from its live table and
+//! [`crate::format`] renders them. [`Listing::apply`] executes a parsed [`Command`] against a
 //! listing in memory with the kernel's semantics and runtime errors ("Service already exists",
 //! "No such destination", ...), which is what restore round trips and tests rely on.
 
