@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use etherparse::PacketBuilder;
-use tapvs::config::Forward;
+use modes::Forward;
 use tapvs::control::table::Table;
 use tapvs::datapath::conn::{ConnTable, FlowKey, NewConn, Toa};
 use tapvs::datapath::neigh::{NeighCache, NeighTable};

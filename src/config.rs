@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
+use modes::{Forward, Protocol};
 use serde::Deserialize;
 
 use crate::sys::tap::validate_ifname;
@@ -106,66 +107,14 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// The L4 protocol of a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// TCP (IP protocol 6).
-    Tcp,
-    /// UDP (IP protocol 17).
-    Udp,
-}
-
-impl Proto {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-        }
-    }
-
-    /// The name ipvsadm prints.
-    pub fn label(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-        }
-    }
-}
-
-/// Forwarding method of a real server (ipvsadm `-m`, `-g`, `-i`; DPVS `-b`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Forward {
-    /// NAT (`-m`, "Masq"): DNAT to the real server, SNAT of its replies.
-    Nat,
-    /// Direct routing (`-g`, "Route"): destination MAC rewrite only.
-    Dr,
-    /// IP-in-IP tunnelling (`-i`, "Tunnel").
-    Tun,
-    /// Full NAT (`-b`, "FullNat"): DNAT plus SNAT to a local address.
-    FullNat,
-}
-
-impl Forward {
-    /// Parses the config spelling.
-    pub fn parse(s: &str) -> Option<Forward> {
-        match s {
-            "nat" => Some(Forward::Nat),
-            "dr" => Some(Forward::Dr),
-            "tun" => Some(Forward::Tun),
-            "fullnat" => Some(Forward::FullNat),
-            _ => None,
-        }
-    }
-
-    /// The name ipvsadm prints in listings.
-    pub fn label(self) -> &'static str {
-        match self {
-            Forward::Nat => "Masq",
-            Forward::Dr => "Route",
-            Forward::Tun => "Tunnel",
-            Forward::FullNat => "FullNat",
-        }
+/// A forwarding method as the config file spells it (`forward = "nat"`, the default).
+fn parse_forward(s: &str) -> Option<Forward> {
+    match s {
+        "nat" => Some(Forward::Nat),
+        "dr" => Some(Forward::Dr),
+        "tun" => Some(Forward::Tun),
+        "fullnat" => Some(Forward::FullNat),
+        _ => None,
     }
 }
 
@@ -221,13 +170,10 @@ pub struct ControlConfig {
     pub expire_nodest_conn: bool,
 }
 
-/// Where tapvsadm finds the daemon unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/tapvs/tapvs.sock";
-
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
-            socket: DEFAULT_SOCKET.into(),
+            socket: tapvs_adm::DEFAULT_SOCKET.into(),
             expire_nodest_conn: false,
         }
     }
@@ -303,7 +249,7 @@ pub struct RealConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Protocol.
-    pub proto: Proto,
+    pub proto: Protocol,
     /// Virtual address and port.
     pub vip: SocketAddrV4,
     /// Scheduler name and flags.
@@ -708,8 +654,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     for (i, s) in raw.service.iter().enumerate() {
         let f = |k: &str| format!("service[{i}].{k}");
         let proto = match s.protocol.as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
             other => {
                 return Err(err(
                     f("protocol"),
@@ -756,7 +702,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 ip
             }
         };
-        if s.ops && proto != Proto::Udp {
+        if s.ops && proto != Protocol::Udp {
             return Err(err(
                 f("ops"),
                 "one-packet scheduling applies to UDP services only".into(),
@@ -774,7 +720,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         if !seen.insert((proto, vip)) {
             return Err(err(
                 f("address"),
-                format!("{} service {vip} is defined twice", proto.label()),
+                format!("{} service {vip} is defined twice", proto.name()),
             ));
         }
         let mut spec =
@@ -822,7 +768,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
             let forward = match &r.forward {
                 None => Forward::Nat,
-                Some(m) => Forward::parse(m).ok_or_else(|| {
+                Some(m) => parse_forward(m).ok_or_else(|| {
                     err(
                         g("forward"),
                         format!("{m:?} is not a forwarding method (nat, dr, tun, fullnat)"),
@@ -990,7 +936,7 @@ weight = 3
         );
         assert_eq!(c.routes[0].to.prefix, 0);
         let s = &c.services[0];
-        assert_eq!(s.proto, Proto::Tcp);
+        assert_eq!(s.proto, Protocol::Tcp);
         assert_eq!(
             s.reals[1].addr.port(),
             8080,

@@ -79,7 +79,7 @@ pub fn run(requests: u32) -> Result<(), String> {
     for s in &snap.services {
         println!(
             "{:<4} {}:{} {}",
-            s.proto.label(),
+            s.proto.name(),
             s.vip,
             s.vport,
             s.sched.name()
@@ -88,7 +88,7 @@ pub fn run(requests: u32) -> Result<(), String> {
             println!(
                 "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                 format!("{}:{}", d.addr(), d.port()),
-                f.label(),
+                tapvs_adm::model::forward_name(*f),
                 d.weight(),
                 d.active_conns(),
                 d.inactive_conns()

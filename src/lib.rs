@@ -3,14 +3,15 @@
 //! The crate holds the daemon, in folders by role: the data path ([`datapath`]: workers,
 //! pipeline, connection table, neighbours, routes, steering), the control plane ([`control`]:
 //! runtime, live table, control socket, metrics, host stack), the configuration ([`config`]),
-//! health checks ([`health`]), every system call ([`sys`]), the real-server helpers ([`rs`]) and
-//! tapvsadm's parser and formats ([`adm`]). Packet views and rewrites live in the `modes` crate,
-//! schedulers in the `sched` crate. The network-namespace harness the demo and the integration
-//! tests share is the `tapvs-lab` crate (`lab/`); this library does not use it outside tests.
+//! health checks ([`health`]), every system call ([`sys`]) and the real-server helpers ([`rs`]).
+//! Packet views and rewrites, and the protocol and forwarding-method types every layer shares,
+//! live in the `modes` crate, schedulers in the `sched` crate, and tapvsadm's parser, listing
+//! formats and control-socket messages in the `tapvs_adm` crate. The network-namespace harness
+//! the demo and the integration tests share is the `tapvs-lab` crate (`lab/`); this library
+//! does not use it outside tests.
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
-pub mod adm;
 pub mod config;
 pub mod control;
 pub mod datapath;

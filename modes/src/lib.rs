@@ -1,6 +1,8 @@
 //! Packet views and per-mode rewrites for tapvs: pure functions over byte
 //! buffers, no I/O, no allocation, no panics on any input.
 //!
+//! * [`kind`] — the two kinds config, data path and tapvsadm share:
+//!   [`Protocol`] (TCP/UDP) and [`Forward`] (NAT, DR, TUN, FullNAT).
 //! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, TCP, UDP,
 //!   ICMPv4) and the virtio-net header.
 //! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
@@ -21,6 +23,7 @@
 //!   replies and errors, TCP RST.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(
     not(test),
     deny(
@@ -38,6 +41,7 @@ pub mod dr;
 pub mod fullnat;
 pub mod gso;
 pub mod icmp_nat;
+pub mod kind;
 pub mod nat;
 pub mod offload;
 pub mod packet;
@@ -46,6 +50,7 @@ pub mod toa;
 pub mod tun;
 pub mod wire;
 
+pub use kind::{Forward, Protocol, UnsupportedProtocol};
 pub use nat::Csum;
 pub use packet::{parse, DropReason, Kind, Packet};
 pub use wire::{EthernetAddress, VnetHdr, VNET_HDR_LEN};

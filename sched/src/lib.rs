@@ -10,7 +10,7 @@
 //! lblc/lblcr caches, a mutex touched only on new connections).
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
 use std::net::IpAddr;

@@ -2,14 +2,16 @@
 //! ipvsadm's syntax (usage errors are reported here, without contacting the daemon), sends it
 //! to the running `tapvs` over its control socket (`--socket PATH`, `TAPVS_SOCKET`, or
 //! `/run/tapvs/tapvs.sock`), and prints the daemon's answer with its exit status.
+//!
+//! It uses only the `tapvs_adm` crate (parser, formats, socket messages), never the daemon's
+//! library, so the binary carries none of the data path.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tapvs::adm::{self, AdmError, Command};
-use tapvs::control::socket::{Request, Response};
+use tapvs_adm::{self as adm, AdmError, Command, Request, Response};
 
 /// Splits `--socket PATH` / `--socket=PATH` out of the arguments.
 fn socket_arg(args: &mut Vec<String>) -> Result<Option<String>, String> {
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
     let socket = match socket_arg(&mut args) {
         Ok(s) => s
             .or_else(|| std::env::var("TAPVS_SOCKET").ok())
-            .unwrap_or_else(|| tapvs::config::DEFAULT_SOCKET.to_string()),
+            .unwrap_or_else(|| adm::DEFAULT_SOCKET.to_string()),
         Err(e) => {
             eprintln!("{e}");
             return exit(adm::EXIT_USAGE);

@@ -99,10 +99,7 @@ impl Checks {
                 static_weight,
             });
             if let Some(sorry) = s.sorry_server {
-                let fwd = s
-                    .reals
-                    .first()
-                    .map_or(crate::config::Forward::Nat, |r| r.forward);
+                let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
                 let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
                 t.set_sorry_server(key, sorry, fwd);
             }

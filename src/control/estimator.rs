@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::adm;
 use crate::datapath::stats::DestCounters;
+use tapvs_adm as adm;
 
 /// Estimated rates of one real server (per second).
 #[derive(Debug, Clone, Copy, Default)]

@@ -237,7 +237,7 @@ impl Daemon {
     }
 
     /// Executes an ipvsadm command line as the control socket would.
-    pub fn execute(&self, args: &[String], stdin: &str) -> crate::control::socket::Response {
+    pub fn execute(&self, args: &[String], stdin: &str) -> tapvs_adm::Response {
         crate::control::socket::execute(&self.shared, args, stdin)
     }
 

@@ -1,10 +1,12 @@
 //! The control socket: `tapvsadm` sends an ipvsadm command line (and, for `-R`, its standard
 //! input) as one JSON line over a Unix socket; the daemon parses it with the same parser,
 //! executes it against the live table, and answers with the text ipvsadm would print and its
-//! exit status. The socket is created mode 0600, so only root (its owner) can connect.
+//! exit status. The socket is created mode 0600, so only root (its owner) can connect. The
+//! messages ([`Request`], [`Response`]) and the parser are the `tapvs_adm` crate's, shared with
+//! tapvsadm.
 //!
-//! Also here: the folding of the workers' per-real-server counters into ipvsadm's statistics,
-//! the rate estimator (IPVS-like: 2-second samples, EWMA with weight 1/4), and `-Z`.
+//! Also here: the folding of the workers' per-real-server counters into ipvsadm's statistics
+//! (rates come from [`crate::control::estimator`]), and `-Z`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddrV4;
@@ -15,54 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use tapvs_adm::{self as adm, format, AdmError, Command, ListOpts, Listing, Request, Response};
 
-use crate::adm::{self, format, AdmError, Command, ListOpts, Listing};
 use crate::control::shared::Shared;
 use crate::datapath::stats::DestCounters;
 use crate::datapath::tcp_state::Timeouts;
 
 /// Largest request accepted on the socket.
 const MAX_REQUEST: usize = 16 << 20;
-
-/// A request: ipvsadm arguments (without the program name) and, for `-R`, the input.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    /// The command line.
-    pub args: Vec<String>,
-    /// Standard input (restore).
-    #[serde(default)]
-    pub stdin: String,
-}
-
-/// The answer: what to print and the exit status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    /// Text for standard output.
-    pub stdout: String,
-    /// Text for standard error.
-    pub stderr: String,
-    /// Exit status.
-    pub code: i32,
-}
-
-impl Response {
-    fn out(stdout: String) -> Response {
-        Response {
-            stdout,
-            ..Response::default()
-        }
-    }
-
-    fn err(e: &AdmError) -> Response {
-        Response {
-            stderr: format!("{e}\n"),
-            code: e.exit_code(),
-            ..Response::default()
-        }
-    }
-}
 
 /// Sums the workers' published per-real-server counters, indexed by real-server id.
 pub fn dest_totals(shared: &Shared) -> Vec<DestCounters> {
@@ -147,9 +109,9 @@ fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
                 if s.0 >= gen {
                     out.extend(s.1.drain(..).map(|c| adm::ConnEntry {
                         proto: if c.proto == 17 {
-                            adm::Protocol::Udp
+                            modes::Protocol::Udp
                         } else {
-                            adm::Protocol::Tcp
+                            modes::Protocol::Tcp
                         },
                         expire_secs: c.expire_secs,
                         state: c.state.to_string(),

@@ -14,19 +14,20 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+use modes::{Forward, Protocol};
 use sched::{Dest, SchedSpec, Scheduler};
+use tapvs_adm::{self as adm, AdmError, Command, Listing};
 
-use crate::adm::{self, AdmError, Command, Listing};
-use crate::config::{Config, Forward, Proto};
+use crate::config::Config;
 use crate::datapath::route::Router;
 use crate::datapath::service::{PortInfo, Service, Snapshot};
 
 /// Service identity: protocol, address and port.
-pub type SvcKey = (adm::Protocol, SocketAddrV4);
+pub type SvcKey = (Protocol, SocketAddrV4);
 
 /// The identity of a configured service.
-pub fn svc_key(proto: Proto, vip: SocketAddrV4) -> SvcKey {
-    (adm_proto(proto), vip)
+pub fn svc_key(proto: Protocol, vip: SocketAddrV4) -> SvcKey {
+    (proto, vip)
 }
 
 /// Settings the config file can give a service that ipvsadm has no option for.
@@ -64,7 +65,7 @@ pub struct Table {
     listing: Listing,
     health: HashMap<(SvcKey, SocketAddrV4), Health>,
     transitions: HashMap<(SvcKey, SocketAddrV4), u64>,
-    sorry: HashMap<SvcKey, (SocketAddrV4, adm::Forward)>,
+    sorry: HashMap<SvcKey, (SocketAddrV4, Forward)>,
     sorry_active: std::collections::HashSet<SvcKey>,
     extras: HashMap<SvcKey, Extras>,
     dests: HashMap<(SvcKey, SocketAddrV4), LiveDest>,
@@ -82,31 +83,6 @@ impl std::fmt::Debug for Table {
     }
 }
 
-fn adm_proto(p: Proto) -> adm::Protocol {
-    match p {
-        Proto::Tcp => adm::Protocol::Tcp,
-        Proto::Udp => adm::Protocol::Udp,
-    }
-}
-
-fn adm_forward(f: Forward) -> adm::Forward {
-    match f {
-        Forward::Nat => adm::Forward::Masq,
-        Forward::Dr => adm::Forward::Route,
-        Forward::Tun => adm::Forward::Tunnel,
-        Forward::FullNat => adm::Forward::FullNat,
-    }
-}
-
-fn forward_of(f: adm::Forward) -> Forward {
-    match f {
-        adm::Forward::Masq => Forward::Nat,
-        adm::Forward::Route | adm::Forward::Local => Forward::Dr,
-        adm::Forward::Tunnel => Forward::Tun,
-        adm::Forward::FullNat => Forward::FullNat,
-    }
-}
-
 impl Table {
     /// The table described by a validated config, and its first snapshot.
     pub fn from_config(cfg: &Config) -> Result<(Table, Snapshot), String> {
@@ -117,7 +93,7 @@ impl Table {
         };
         let mut extras = HashMap::new();
         for s in &cfg.services {
-            let proto = adm_proto(s.proto);
+            let proto = s.proto;
             extras.insert(
                 (proto, s.vip),
                 Extras {
@@ -144,7 +120,7 @@ impl Table {
                     .map(|r| adm::DestEntry {
                         u_threshold: r.u_threshold,
                         l_threshold: r.l_threshold,
-                        ..adm::DestEntry::new(r.addr, adm_forward(r.forward), r.weight)
+                        ..adm::DestEntry::new(r.addr, r.forward, r.weight)
                     })
                     .collect(),
             });
@@ -226,7 +202,7 @@ impl Table {
 
     /// Names the sorry server of a service (used while it has lost quorum).
     pub fn set_sorry_server(&mut self, service: SvcKey, addr: SocketAddrV4, fwd: Forward) {
-        self.sorry.insert(service, (addr, adm_forward(fwd)));
+        self.sorry.insert(service, (addr, fwd));
     }
 
     /// Turns a service's sorry server on or off; returns the new snapshot when that changed.
@@ -303,7 +279,7 @@ impl Table {
                 .extras
                 .get(&key)
                 .is_some_and(|e| !e.local_addresses.is_empty());
-            if !lips && s.dests.iter().any(|d| d.forward == adm::Forward::FullNat) {
+            if !lips && s.dests.iter().any(|d| d.forward == Forward::FullNat) {
                 return Err(AdmError::Other(format!(
                     "FullNAT needs local addresses: set `local_addresses` for {} {}:{} in the config",
                     s.proto.name(),
@@ -334,7 +310,7 @@ impl Table {
                 seen.insert((key, daddr), ());
                 dests.push(live.dest.clone());
                 ids.push(live.id);
-                forward.push(forward_of(d.forward));
+                forward.push(d.forward);
             }
             let sched: Arc<dyn Scheduler> = match self.scheds.get(&key) {
                 Some(l) if l.spec == spec => l.sched.rebuild(&dests).into(),
@@ -354,10 +330,7 @@ impl Table {
                 ..Extras::default()
             });
             services.push(Service {
-                proto: match s.proto {
-                    adm::Protocol::Tcp => Proto::Tcp,
-                    adm::Protocol::Udp => Proto::Udp,
-                },
+                proto: s.proto,
                 vip: s.addr,
                 vport: s.port,
                 dests,
@@ -430,8 +403,8 @@ address = "172.16.0.3:80"
         adm::parse(&args).unwrap()
     }
 
-    const SVC: (adm::Protocol, SocketAddrV4) = (
-        adm::Protocol::Tcp,
+    const SVC: (Protocol, SocketAddrV4) = (
+        Protocol::Tcp,
         SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80),
     );
 

@@ -22,9 +22,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
+use modes::Forward;
 use sched::Dest;
 
-use crate::config::Forward;
 use crate::datapath::persist::Template;
 use crate::datapath::tcp_state::{self, Dir, State, Timeouts, STATE_COUNT};
 

@@ -8,9 +8,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
+use modes::{Forward, Protocol};
 use sched::{Dest, Scheduler};
 
-use crate::config::{Cidr, Config, Forward, Proto};
+use crate::config::{Cidr, Config};
 use crate::datapath::route::Router;
 
 /// A port as the data path sees it.
@@ -46,7 +47,7 @@ impl PortInfo {
 #[derive(Debug)]
 pub struct Service {
     /// Protocol.
-    pub proto: Proto,
+    pub proto: Protocol,
     /// Virtual address.
     pub vip: Ipv4Addr,
     /// Virtual port.

@@ -24,8 +24,8 @@ use modes::packet::{self, DropReason, Kind, Packet};
 use modes::reply;
 use modes::wire::vnet::VnetHdr;
 
-use crate::config::Forward;
 use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit};
+use modes::Forward;
 mod egress;
 
 use crate::datapath::neigh::{NeighEvent, NeighTable};

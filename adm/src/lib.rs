@@ -1,21 +1,30 @@
-//! The pure core of `tapvsadm`, the ipvsadm-compatible administration command of tapvs.
+//! The pure core of `tapvsadm`, the ipvsadm-compatible administration command of tapvs, shared
+//! by the `tapvsadm` binary and the daemon that executes its commands.
 //!
 //! Nothing here does I/O: [`cmd`] turns an ipvsadm command line into a typed [`Command`],
-//! [`model`] holds what a listing needs (and can apply commands to it in memory), and
+//! [`model`] holds what a listing needs (and can apply commands to it in memory),
 //! [`mod@format`] renders listings byte for byte as ipvsadm 1.31 does (`-L -n` and its variants,
-//! `-c`, `--timeout`, `-S`). Errors of both kinds, usage errors found while parsing and runtime
+//! `-c`, `--timeout`, `-S`), and [`message`] holds what travels over the control socket
+//! ([`Request`], [`Response`], [`DEFAULT_SOCKET`]). Protocols and forwarding methods are the
+//! `modes` crate's [`modes::Protocol`] and [`modes::Forward`]; their ipvsadm spellings live
+//! here ([`model::forward_name`], [`cmd::forward_switch`], [`cmd::proto_switch`]). This crate
+//! does not depend on the daemon, so `tapvsadm` links none of the data path. Errors of both kinds, usage errors found while parsing and runtime
 //! errors reported by the appliance, are one [`AdmError`] whose messages and exit codes are kept
 //! in a single table ([`AdmError::exit_code`] and its `Display`). The behaviour follows the
 //! published ipvsadm format strings and messages; no ipvsadm code is reused.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod cmd;
 pub mod format;
+pub mod message;
 pub mod model;
 
 use std::fmt;
 
 pub use cmd::{parse, parse_restore_line, Command, ListOpts, ServerOpts, ServiceOpts, ServiceSpec};
-pub use model::{ConnEntry, DestEntry, Forward, Listing, Protocol, Rate, ServiceEntry, Stats};
+pub use message::{Request, Response, DEFAULT_SOCKET};
+pub use model::{ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
 
 /// The program name used in "Try ... -h" hints.
 pub const PROGRAM: &str = "tapvsadm";

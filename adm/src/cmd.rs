@@ -14,9 +14,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
+use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
 
-use super::model::{Forward, Protocol};
 use super::AdmError;
 
 /// Default persistence timeout of `-p` without a value, in seconds.
@@ -25,6 +25,25 @@ pub const DEFAULT_PERSISTENT: u32 = 300;
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
 /// Scheduler used when `-s` is omitted.
 pub const DEFAULT_SCHEDULER: &str = "wlc";
+
+/// The switch naming a service of protocol `p`: `-t` (TCP) or `-u` (UDP).
+pub fn proto_switch(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "-t",
+        Protocol::Udp => "-u",
+    }
+}
+
+/// The switch selecting forwarding method `f` for a real server: `-m` (NAT, masquerading),
+/// `-g` (direct routing, the default), `-i` (IPIP tunnelling), `-b` (FullNAT, as in DPVS).
+pub fn forward_switch(f: Forward) -> &'static str {
+    match f {
+        Forward::Nat => "-m",
+        Forward::Dr => "-g",
+        Forward::Tun => "-i",
+        Forward::FullNat => "-b",
+    }
+}
 
 /// A virtual service as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,7 +63,7 @@ impl ServiceSpec {
     /// The service as a rule fragment: `-t 10.0.0.1:80`, `-u ...`, `-f 5`.
     pub fn rule(&self) -> String {
         match self {
-            ServiceSpec::Addr { proto, addr } => format!("{} {}", proto.switch(), addr),
+            ServiceSpec::Addr { proto, addr } => format!("{} {}", proto_switch(*proto), addr),
             ServiceSpec::Fwmark(m) => format!("-f {m}"),
         }
     }
@@ -94,7 +113,7 @@ pub struct ServerOpts {
     pub l_threshold: u32,
 }
 
-/// Options of `-L`/`-l` (and the flags [`crate::adm::format::list`] honours).
+/// Options of `-L`/`-l` (and the flags [`crate::format::list`] honours).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListOpts {
     /// Only this service (`-L -t ...`): no version line, "No such service" if absent.
@@ -165,7 +184,7 @@ pub enum Command {
         /// UDP timeout.
         udp: u32,
     },
-    /// `-h`/`--help`: print [`crate::adm::format::usage`], exit 0.
+    /// `-h`/`--help`: print [`crate::format::usage`], exit 0.
     Help,
     /// `-v`/`--version`: print the version, exit 0.
     Version,
@@ -655,7 +674,7 @@ impl State {
             persistent: None,
             netmask: Ipv4Addr::BROADCAST,
             server: None,
-            forward: Forward::Route,
+            forward: Forward::Dr,
             weight: 1,
             u_threshold: 0,
             l_threshold: 0,
@@ -734,9 +753,9 @@ impl State {
             Tag::Masq | Tag::Ipip | Tag::Gate | Tag::FullNat => {
                 self.set(Opt::Forward)?;
                 self.forward = match ev.tag {
-                    Tag::Masq => Forward::Masq,
-                    Tag::Ipip => Forward::Tunnel,
-                    Tag::Gate => Forward::Route,
+                    Tag::Masq => Forward::Nat,
+                    Tag::Ipip => Forward::Tun,
+                    Tag::Gate => Forward::Dr,
                     _ => Forward::FullNat,
                 };
             }
@@ -816,8 +835,7 @@ impl State {
     fn server(&self, service: &ServiceSpec, forced: bool) -> SocketAddrV4 {
         let (ip, port) = self.server.unwrap_or((Ipv4Addr::UNSPECIFIED, None));
         let fwmark = matches!(service, ServiceSpec::Fwmark(_));
-        let port = if forced && !fwmark && matches!(self.forward, Forward::Route | Forward::Tunnel)
-        {
+        let port = if forced && !fwmark && matches!(self.forward, Forward::Dr | Forward::Tun) {
             service.port()
         } else {
             port.unwrap_or(service.port())
@@ -886,7 +904,7 @@ impl State {
             Cmd::Flush => Command::Clear,
             Cmd::AddDest | Cmd::EditDest => {
                 let service = svc()?;
-                if self.has(Opt::TunType) && self.forward != Forward::Tunnel {
+                if self.has(Opt::TunType) && self.forward != Forward::Tun {
                     return Err(AdmError::TunnelOptionConflict);
                 }
                 let o = ServerOpts {
@@ -1138,28 +1156,28 @@ mod tests {
         // Defaults: -g, weight 1, port from the service.
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Route)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Dr)))
         );
         // -g and -i force the service port; -m and -b keep the given one.
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -g"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Route)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Dr)))
         );
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 --ipip"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tunnel)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tun)))
         );
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -i --tun-type ipip"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tunnel)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tun)))
         );
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -m"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:8080", Forward::Masq)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:8080", Forward::Nat)))
         );
         assert_eq!(
             p("-a -r 172.16.0.2 --masquerading -t 207.175.44.110:80"),
-            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Masq)))
+            Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Nat)))
         );
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -b"),
@@ -1183,10 +1201,10 @@ mod tests {
             Ok(Command::AddServer(srv(
                 ServiceSpec::Fwmark(1),
                 "172.16.0.2:8080",
-                Forward::Route
+                Forward::Dr
             )))
         );
-        let mut o = srv(t, "172.16.0.2:8080", Forward::Masq);
+        let mut o = srv(t, "172.16.0.2:8080", Forward::Nat);
         (o.weight, o.u_threshold, o.l_threshold) = (65535, 100, 0);
         assert_eq!(
             p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 -m -w 65535 -x 100 -y 0"),
@@ -1232,7 +1250,7 @@ mod tests {
         );
         assert_eq!(
             p("-at 1.2.3.4:80 -mr 5.6.7.8"),
-            Ok(Command::AddServer(srv(t, "5.6.7.8:80", Forward::Masq)))
+            Ok(Command::AddServer(srv(t, "5.6.7.8:80", Forward::Nat)))
         );
         let nc = ListOpts {
             numeric: true,
@@ -1352,7 +1370,7 @@ mod tests {
             Ok(Some(Command::AddServer(srv(
                 tcp("1.2.3.4:80"),
                 "5.6.7.8:80",
-                Forward::Masq
+                Forward::Nat
             ))))
         );
         let e = parse_restore_line("-R").unwrap_err();

@@ -1,90 +1,36 @@
 //! What a listing needs: services, their real servers, counters, rates and timeouts.
 //!
-//! These are plain serialisable values, the payload the daemon sends over its control socket and
-//! [`crate::adm::format`] renders. [`Listing::apply`] executes a parsed [`Command`] against a
+//! These are plain serialisable values: the daemon builds them from its live table and
+//! [`crate::format`] renders them. [`Listing::apply`] executes a parsed [`Command`] against a
 //! listing in memory with the kernel's semantics and runtime errors ("Service already exists",
 //! "No such destination", ...), which is what restore round trips and tests rely on.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
 
 use super::cmd::{Command, ServiceOpts, ServiceSpec};
 use super::AdmError;
 
-/// Transport protocol of a virtual service or connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Protocol {
-    /// TCP (IP protocol 6), `-t`.
-    #[serde(rename = "TCP")]
-    Tcp,
-    /// UDP (IP protocol 17), `-u`.
-    #[serde(rename = "UDP")]
-    Udp,
-}
+/// The Forward column of a real server listed as [`DestEntry::local`] (whatever its method).
+pub const LOCAL: &str = "Local";
 
-impl Protocol {
-    /// The name in listings: `TCP` or `UDP`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        }
-    }
-
-    /// The service switch in saved rules: `-t` or `-u`.
-    pub fn switch(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "-t",
-            Protocol::Udp => "-u",
-        }
-    }
-
-    /// The IP protocol number (the first sort key of services, as ipvsadm).
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
+/// The Forward column for forwarding method `f`: `Masq` (NAT), `Route` (direct routing),
+/// `Tunnel` (IPIP) or `FullNat`.
+pub fn forward_name(f: Forward) -> &'static str {
+    match f {
+        Forward::Nat => "Masq",
+        Forward::Dr => "Route",
+        Forward::Tun => "Tunnel",
+        Forward::FullNat => "FullNat",
     }
 }
 
-/// Forwarding method of a real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Forward {
-    /// NAT (`-m`), listed as `Masq`.
-    Masq,
-    /// Direct routing (`-g`, the default), listed as `Route`.
-    Route,
-    /// IPIP tunnel (`-i`), listed as `Tunnel`.
-    Tunnel,
-    /// DPVS-style FullNAT (`-b` on `-a`/`-e`), listed as `FullNat`.
-    FullNat,
-    /// Real server local to the director (set by the appliance, saved as `-g`), listed as `Local`.
-    Local,
-}
-
-impl Forward {
-    /// The name in listings (`Masq`, `Route`, `Tunnel`, `FullNat`, `Local`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Forward::Masq => "Masq",
-            Forward::Route => "Route",
-            Forward::Tunnel => "Tunnel",
-            Forward::FullNat => "FullNat",
-            Forward::Local => "Local",
-        }
-    }
-
-    /// The switch in saved rules: `-m`, `-g` (Route and Local), `-i`, `-b`.
-    pub fn switch(self) -> &'static str {
-        match self {
-            Forward::Masq => "-m",
-            Forward::Route | Forward::Local => "-g",
-            Forward::Tunnel => "-i",
-            Forward::FullNat => "-b",
-        }
-    }
+/// The forwarding method whose Forward column is `name` ([`forward_name`] backwards; not
+/// [`LOCAL`], which names no method).
+pub fn forward_by_name(name: &str) -> Option<Forward> {
+    Forward::ALL.into_iter().find(|f| forward_name(*f) == name)
 }
 
 /// Cumulative counters of a service or real server (`--stats`).
@@ -118,7 +64,11 @@ pub struct Rate {
 }
 
 /// One real server of a service.
+///
+/// It serialises with the Forward column as ipvsadm lists it (`"forward": "Masq"`, ...,
+/// `"Local"` for a [`DestEntry::local`] server, which stands for direct routing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "DestRecord", try_from = "DestRecord")]
 pub struct DestEntry {
     /// Real server address.
     pub addr: Ipv4Addr,
@@ -126,6 +76,9 @@ pub struct DestEntry {
     pub port: u16,
     /// Forwarding method.
     pub forward: Forward,
+    /// The real server is an address of the director itself (IPVS `LOCALNODE`): listed as
+    /// `Local` whatever [`DestEntry::forward`] says, saved as `-g`. tapvs never sets it.
+    pub local: bool,
     /// Weight, 0..=65535 (0 = quiesced).
     pub weight: u32,
     /// Active (TCP ESTABLISHED) connections.
@@ -151,6 +104,7 @@ impl DestEntry {
             addr: *addr.ip(),
             port: addr.port(),
             forward,
+            local: false,
             weight,
             active: 0,
             inactive: 0,
@@ -160,6 +114,73 @@ impl DestEntry {
             stats: Stats::default(),
             rate: Rate::default(),
         }
+    }
+}
+
+/// [`DestEntry`] as serialised: the forwarding method by its listing name.
+#[derive(Serialize, Deserialize)]
+struct DestRecord {
+    addr: Ipv4Addr,
+    port: u16,
+    forward: String,
+    weight: u32,
+    active: u32,
+    inactive: u32,
+    persist: u32,
+    u_threshold: u32,
+    l_threshold: u32,
+    stats: Stats,
+    rate: Rate,
+}
+
+impl From<DestEntry> for DestRecord {
+    fn from(d: DestEntry) -> DestRecord {
+        DestRecord {
+            addr: d.addr,
+            port: d.port,
+            forward: if d.local {
+                LOCAL
+            } else {
+                forward_name(d.forward)
+            }
+            .to_string(),
+            weight: d.weight,
+            active: d.active,
+            inactive: d.inactive,
+            persist: d.persist,
+            u_threshold: d.u_threshold,
+            l_threshold: d.l_threshold,
+            stats: d.stats,
+            rate: d.rate,
+        }
+    }
+}
+
+impl TryFrom<DestRecord> for DestEntry {
+    type Error = String;
+
+    fn try_from(r: DestRecord) -> Result<DestEntry, String> {
+        let local = r.forward == LOCAL;
+        let forward = if local {
+            Forward::Dr
+        } else {
+            forward_by_name(&r.forward)
+                .ok_or_else(|| format!("unknown forwarding method {:?}", r.forward))?
+        };
+        Ok(DestEntry {
+            addr: r.addr,
+            port: r.port,
+            forward,
+            local,
+            weight: r.weight,
+            active: r.active,
+            inactive: r.inactive,
+            persist: r.persist,
+            u_threshold: r.u_threshold,
+            l_threshold: r.l_threshold,
+            stats: r.stats,
+            rate: r.rate,
+        })
     }
 }
 
@@ -331,6 +352,7 @@ impl Listing {
                     addr: *o.server.ip(),
                     port: o.server.port(),
                     forward: o.forward,
+                    local: false,
                     weight: o.weight,
                     active: 0,
                     inactive: 0,
@@ -349,6 +371,7 @@ impl Listing {
                     .find(|d| d.addr == *o.server.ip() && d.port == o.server.port())
                     .ok_or(AdmError::NoSuchDest)?;
                 d.forward = o.forward;
+                d.local = false;
                 d.weight = o.weight;
                 d.u_threshold = o.u_threshold;
                 d.l_threshold = o.l_threshold;
@@ -459,7 +482,7 @@ mod tests {
         run(&mut l, "-a -t 10.0.0.1:80 -r 1.1.1.1 -m -w 5 -x 10 -y 2").unwrap();
         run(&mut l, "-e -t 10.0.0.1:80 -r 1.1.1.1:80").unwrap();
         let d = &l.services[0].dests[0];
-        assert_eq!((d.forward, d.weight, d.u_threshold), (Forward::Route, 1, 0));
+        assert_eq!((d.forward, d.weight, d.u_threshold), (Forward::Dr, 1, 0));
         run(&mut l, "--set 0 60 0").unwrap();
         assert_eq!(l.timeouts, (900, 60, 300));
         run(&mut l, "-C").unwrap();
@@ -472,6 +495,7 @@ mod tests {
             addr: Ipv4Addr::new(1, 2, 3, 4),
             port: 80,
             forward: Forward::FullNat,
+            local: false,
             weight: 1,
             active: 0,
             inactive: 0,

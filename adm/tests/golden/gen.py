@@ -3,7 +3,7 @@
 
 Renders listing.json / conns.json with the ipvsadm 1.31 printf format strings quoted in
 /work/shared/reference/lvs.md section 1.6 (Python's % operator has C printf semantics;
-%llu/%u become %d). It shares no code with src/adm/format.rs. Run from this directory:
+%llu/%u become %d). It shares no code with adm/src/format.rs. Run from this directory:
     python3 gen.py
 """
 import ipaddress

@@ -9,12 +9,32 @@
 
 use std::fmt::Write as _;
 
-use super::cmd::ListOpts;
-use super::model::{ConnEntry, DestEntry, Forward, Listing, ServiceEntry};
+use modes::Forward;
+
+use super::cmd::{forward_switch, proto_switch, ListOpts};
+use super::model::{forward_name, ConnEntry, DestEntry, Listing, ServiceEntry, LOCAL};
 use super::PROGRAM;
 
 /// IPVS version shown in the listing header.
 pub const IPVS_VERSION: &str = "1.2.1";
+
+/// The method a real server is listed and saved with: a local one stands for direct routing.
+fn method(d: &DestEntry) -> Forward {
+    if d.local {
+        Forward::Dr
+    } else {
+        d.forward
+    }
+}
+
+/// What the Forward column shows for `d`.
+fn forward_column(d: &DestEntry) -> &'static str {
+    if d.local {
+        LOCAL
+    } else {
+        forward_name(d.forward)
+    }
+}
 
 /// One counter in 9 columns as ipvsadm's `print_largenum`: `%9llu` below 10^8, then
 /// `%8lluK` (/10^3) below 10^9, `%8lluM` (/10^6) below 10^11, `%8lluG` (/10^9) below 10^14,
@@ -192,7 +212,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
             d.weight, d.persist, d.active, d.inactive
         ),
         Layout::TunInfo => {
-            let info = if d.forward == Forward::Tunnel {
+            let info = if method(d) == Forward::Tun {
                 "ipip"
             } else {
                 "n/a"
@@ -200,7 +220,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
             writeln!(
                 out,
                 "  -> {name:<28} {:<7} {info:<13} {:<6} {:<10} {:<10}",
-                d.forward.name(),
+                forward_column(d),
                 d.weight,
                 d.active,
                 d.inactive
@@ -209,7 +229,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
         Layout::Plain => writeln!(
             out,
             "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
-            d.forward.name(),
+            forward_column(d),
             d.weight,
             d.active,
             d.inactive
@@ -296,7 +316,7 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
     let _ = numeric;
     let mut out = String::new();
     for s in sorted_services(listing, &ListOpts::default()) {
-        let svc = format!("{} {}:{}", s.proto.switch(), s.addr, s.port);
+        let svc = format!("{} {}:{}", proto_switch(s.proto), s.addr, s.port);
         let _ = write!(out, "-A {svc} -s {}", s.sched);
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
@@ -317,10 +337,10 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
                 "-a {svc} -r {}:{} {} -w {}",
                 d.addr,
                 d.port,
-                d.forward.switch(),
+                forward_switch(method(d)),
                 d.weight
             );
-            if d.forward == Forward::Tunnel {
+            if method(d) == Forward::Tun {
                 out.push_str(" --tun-type ipip");
             }
             out.push('\n');
@@ -384,14 +404,14 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
 
-    // The expected files were produced by tests/golden/gen.py, an independent rendering of the
+    // The expected files were produced by adm/tests/golden/gen.py, an independent rendering of the
     // same data with ipvsadm's printf format strings (see its docstring).
     fn fixture() -> Listing {
-        serde_json::from_str(include_str!("../../tests/golden/listing.json")).unwrap()
+        serde_json::from_str(include_str!("../tests/golden/listing.json")).unwrap()
     }
 
     fn conns() -> Vec<ConnEntry> {
-        serde_json::from_str(include_str!("../../tests/golden/conns.json")).unwrap()
+        serde_json::from_str(include_str!("../tests/golden/conns.json")).unwrap()
     }
 
     fn opts(f: impl FnOnce(&mut ListOpts)) -> ListOpts {
@@ -441,12 +461,12 @@ mod tests {
         let l = fixture();
         same(
             &list(&l, &opts(|_| {})),
-            include_str!("../../tests/golden/list_plain.txt"),
+            include_str!("../tests/golden/list_plain.txt"),
         );
         // -n changes nothing: names are never resolved.
         same(
             &list(&l, &ListOpts::default()),
-            include_str!("../../tests/golden/list_plain.txt"),
+            include_str!("../tests/golden/list_plain.txt"),
         );
     }
 
@@ -473,7 +493,7 @@ mod tests {
         let o = opts(|o| o.nosort = true);
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_nosort.txt"),
+            include_str!("../tests/golden/list_nosort.txt"),
         );
     }
 
@@ -483,25 +503,25 @@ mod tests {
         let g = |f: fn(&mut ListOpts)| list(&l, &opts(f));
         same(
             &g(|o| o.stats = true),
-            include_str!("../../tests/golden/list_stats.txt"),
+            include_str!("../tests/golden/list_stats.txt"),
         );
         same(
             &g(|o| {
                 o.stats = true;
                 o.exact = true
             }),
-            include_str!("../../tests/golden/list_stats_exact.txt"),
+            include_str!("../tests/golden/list_stats_exact.txt"),
         );
         same(
             &g(|o| o.rate = true),
-            include_str!("../../tests/golden/list_rate.txt"),
+            include_str!("../tests/golden/list_rate.txt"),
         );
         same(
             &g(|o| {
                 o.rate = true;
                 o.exact = true
             }),
-            include_str!("../../tests/golden/list_rate_exact.txt"),
+            include_str!("../tests/golden/list_rate_exact.txt"),
         );
         // --stats wins over --rate and the others, as in ipvsadm.
         same(
@@ -510,7 +530,7 @@ mod tests {
                 o.rate = true;
                 o.thresholds = true
             }),
-            include_str!("../../tests/golden/list_stats.txt"),
+            include_str!("../tests/golden/list_stats.txt"),
         );
     }
 
@@ -520,15 +540,15 @@ mod tests {
         let g = |f: fn(&mut ListOpts)| list(&l, &opts(f));
         same(
             &g(|o| o.thresholds = true),
-            include_str!("../../tests/golden/list_thresholds.txt"),
+            include_str!("../tests/golden/list_thresholds.txt"),
         );
         same(
             &g(|o| o.persistent_conn = true),
-            include_str!("../../tests/golden/list_persistent_conn.txt"),
+            include_str!("../tests/golden/list_persistent_conn.txt"),
         );
         same(
             &g(|o| o.tun_info = true),
-            include_str!("../../tests/golden/list_tun_info.txt"),
+            include_str!("../tests/golden/list_tun_info.txt"),
         );
     }
 
@@ -543,7 +563,7 @@ mod tests {
         let o = opts(|o| o.service = Some(spec));
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_service.txt"),
+            include_str!("../tests/golden/list_service.txt"),
         );
         let o = opts(|o| {
             o.service = Some(spec);
@@ -551,7 +571,7 @@ mod tests {
         });
         same(
             &list(&l, &o),
-            include_str!("../../tests/golden/list_service_stats.txt"),
+            include_str!("../tests/golden/list_service_stats.txt"),
         );
         assert!(l.service(&spec).is_some());
     }
@@ -560,16 +580,16 @@ mod tests {
     fn golden_conns_and_timeout() {
         same(
             &list_conns(&conns()),
-            include_str!("../../tests/golden/conns.txt"),
+            include_str!("../tests/golden/conns.txt"),
         );
         same(
             &list_conns_persistent(&conns()),
-            include_str!("../../tests/golden/conns_persistent.txt"),
+            include_str!("../tests/golden/conns_persistent.txt"),
         );
         same(&list_conns(&[]), "IPVS connection entries\npro expire state       source             virtual            destination\n");
         same(
             &timeouts(fixture().timeouts),
-            include_str!("../../tests/golden/timeout.txt"),
+            include_str!("../tests/golden/timeout.txt"),
         );
         same(
             &timeouts((1, 0, 2678400)),
@@ -580,11 +600,8 @@ mod tests {
     #[test]
     fn golden_save() {
         let l = fixture();
-        same(&save(&l, true), include_str!("../../tests/golden/save.txt"));
-        same(
-            &save(&l, false),
-            include_str!("../../tests/golden/save.txt"),
-        );
+        same(&save(&l, true), include_str!("../tests/golden/save.txt"));
+        same(&save(&l, false), include_str!("../tests/golden/save.txt"));
         same(&save(&Listing::default(), true), "");
         same(&list(&Listing::default(), &ListOpts::default()), "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     }
@@ -610,11 +627,7 @@ mod tests {
                     service: s.spec(),
                     server: SocketAddrV4::new(d.addr, d.port),
                     // Local is saved as -g; thresholds are not saved (as ipvsadm).
-                    forward: if d.forward == Forward::Local {
-                        Forward::Route
-                    } else {
-                        d.forward
-                    },
+                    forward: if d.local { Forward::Dr } else { d.forward },
                     weight: d.weight,
                     u_threshold: 0,
                     l_threshold: 0,

@@ -1,0 +1,56 @@
+//! The messages of the control socket, shared by `tapvsadm` (the client) and the daemon (the
+//! server): where the socket is by default, the [`Request`] tapvsadm sends and the
+//! [`Response`] it gets back.
+//!
+//! Each message is one line of JSON on a Unix stream socket: tapvsadm writes a request line, the
+//! daemon parses the command line with [`crate::parse`], executes it and writes one response
+//! line with the text ipvsadm would print and its exit status.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AdmError;
+
+/// Where tapvsadm finds the daemon unless told otherwise (`--socket`, `TAPVS_SOCKET`), and
+/// where the daemon listens unless its config says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/tapvs/tapvs.sock";
+
+/// A request: ipvsadm arguments (without the program name) and, for `-R`, the input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The command line.
+    pub args: Vec<String>,
+    /// Standard input (restore).
+    #[serde(default)]
+    pub stdin: String,
+}
+
+/// The answer: what to print and the exit status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Text for standard output.
+    pub stdout: String,
+    /// Text for standard error.
+    pub stderr: String,
+    /// Exit status.
+    pub code: i32,
+}
+
+impl Response {
+    /// Success (exit status 0), printing `stdout`.
+    pub fn out(stdout: String) -> Response {
+        Response {
+            stdout,
+            ..Response::default()
+        }
+    }
+
+    /// Failure with `e`: its message on standard error and its exit status.
+    pub fn err(e: &AdmError) -> Response {
+        Response {
+            stderr: format!("{e}\n"),
+            code: e.exit_code(),
+            ..Response::default()
+        }
+    }
+}
