@@ -63,6 +63,9 @@ fn write_ipv4(buf: &mut [u8], h: &IpHdr, total: u16) {
     let Some(hdr) = buf.get_mut(..ipv4::MIN_HEADER_LEN) else {
         return;
     };
+    // The setters below keep the bits they do not own (the reserved flag); `buf` may hold
+    // an earlier frame.
+    hdr.fill(0);
     let mut ip = Ipv4Packet::new_unchecked(hdr);
     ip.set_version(4);
     ip.set_ihl(5);
@@ -261,7 +264,10 @@ pub fn tcp_rst(
         dst: pkt.src,
     };
     write_ipv4(buf.get_mut(IP_OFF..)?, &ip, IP_TOTAL as u16);
-    let mut t = TcpPacket::new_unchecked(buf.get_mut(L4_OFF..)?);
+    let hdr = buf.get_mut(L4_OFF..)?;
+    // As for the IP header: no stale reserved bits or NS/AE flag.
+    hdr.fill(0);
+    let mut t = TcpPacket::new_unchecked(hdr);
     t.set_src_port(seg.dst_port());
     t.set_dst_port(seg.src_port());
     t.set_seq_number(seq);

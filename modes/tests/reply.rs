@@ -550,3 +550,33 @@ fn icmp_error_refusals() {
         "ARP"
     );
 }
+
+/// The output buffer is reused between answers (the data path has one per worker): every
+/// builder must write each byte of its frame, whatever the buffer held before.
+#[test]
+fn builders_overwrite_a_dirty_buffer() {
+    let build = |out: &mut [u8]| {
+        let mut frames = Vec::new();
+        let syn = tcp_trigger(1000, None, true, false, false, 0).build();
+        let ack = tcp_trigger(1000, Some(77), false, false, false, 10).build();
+        for f in [&syn, &ack] {
+            let n = tcp_rst(out, f, &parse(f).unwrap(), OUR_MAC).unwrap();
+            frames.push(out[..n].to_vec());
+        }
+        let echo = Spec::echo_request(56).build();
+        let n = icmp_echo_reply(out, &echo, &parse(&echo).unwrap(), OUR_MAC).unwrap();
+        frames.push(out[..n].to_vec());
+        let udp = Spec::udp_request(30).build();
+        let pkt = parse(&udp).unwrap();
+        let n = icmp_time_exceeded(out, &udp, &pkt, Csum::Full, OUR_MAC, VIP).unwrap();
+        frames.push(out[..n].to_vec());
+        let n = arp_reply(out, &who_has(VIP), OUR_MAC, VIP).unwrap();
+        frames.push(out[..n].to_vec());
+        frames
+    };
+    let clean = build(&mut [0u8; 2048]);
+    let dirty = build(&mut [0xffu8; 2048]);
+    for (c, d) in clean.iter().zip(&dirty) {
+        assert_frames_eq(d, c, "built over 0xff");
+    }
+}
