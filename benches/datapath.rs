@@ -287,12 +287,34 @@ fn established_loop(e: &mut Established, n: u64) {
     }
 }
 
+/// `TAPVS_PROFILE_NEW=N`: N SYNs of new clients through a pipeline with an empty table, for
+/// callgrind (`--toggle-collect='*new_loop*'`; divide by N).
+fn profile_new(n: u32) {
+    let world = World::new();
+    let mut pipeline = Pipeline::new(0, 1, n as usize * 2, Timeouts::default());
+    let syns: Vec<Vec<u8>> = (0..n).map(|i| frame(N + i, true, 0)).collect();
+    let mut buf = vec![0u8; tapvs::sys::tap::MAX_FRAME];
+    new_loop(&world, &mut pipeline, &syns, &mut buf);
+}
+
+#[inline(never)]
+fn new_loop(world: &World, pipeline: &mut Pipeline, syns: &[Vec<u8>], buf: &mut [u8]) {
+    let env = world.env();
+    let mut sink = Count(0);
+    for syn in syns {
+        buf[..syn.len()].copy_from_slice(syn);
+        black_box(pipeline.process(&env, 0, buf, syn.len(), false, &mut sink));
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    if let Some(n) = std::env::var("TAPVS_PROFILE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    let profile = |var: &str| std::env::var(var).ok().and_then(|v| v.parse().ok());
+    if let Some(n) = profile("TAPVS_PROFILE") {
         profile_established(n);
+        std::process::exit(0);
+    }
+    if let Some(n) = profile("TAPVS_PROFILE_NEW") {
+        profile_new(n as u32);
         std::process::exit(0);
     }
     memory_per_entry();
