@@ -176,7 +176,7 @@ impl Daemon {
         } else {
             None
         };
-        let control = Control {
+        let control = ControlThread {
             shared: shared.clone(),
             queues: control_queues,
             cache: NeighCache::new(cfg.neighbour.max_entries, cfg.neighbour.timeout),
@@ -304,13 +304,13 @@ fn announcements(
 }
 
 /// The control thread's state.
-struct Control {
+struct ControlThread {
     shared: Arc<Shared>,
     queues: Vec<Arc<TapQueue>>,
     cache: NeighCache,
 }
 
-impl Control {
+impl ControlThread {
     fn run(mut self) {
         let mut buf = [0u8; 128];
         let mut probes = Vec::new();
