@@ -650,22 +650,20 @@ impl Pipeline {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoRealServer));
         };
         let dest = &svc.dests[i];
+        let fwd = svc.forward[i];
+        // The output route to the real server (and a tunnel's source), bound in the
+        // connection.
         let route = match dest.addr() {
-            IpAddr::V4(daddr) => snap.router.lookup(daddr).map(|r| (daddr, r)),
+            IpAddr::V4(daddr) => snap.router.lookup(daddr).and_then(|(out, hop)| {
+                let tun_src = match fwd {
+                    Forward::Tun => snap.ports[out].source_for(daddr)?,
+                    _ => Ipv4Addr::UNSPECIFIED,
+                };
+                Some((daddr, out, hop, tun_src))
+            }),
             IpAddr::V6(_) => None,
         };
-        let Some((daddr, (out, hop))) = route else {
-            if let Some(t) = template {
-                t.release();
-            }
-            return Err(self.drop(Drop::NoRoute));
-        };
-        let fwd = svc.forward[i];
-        let tun_src = match fwd {
-            Forward::Tun => snap.ports[out].source_for(daddr),
-            _ => Some(Ipv4Addr::UNSPECIFIED),
-        };
-        let Some(tun_src) = tun_src else {
+        let Some((daddr, out, hop, tun_src)) = route else {
             if let Some(t) = template {
                 t.release();
             }
