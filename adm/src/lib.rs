@@ -14,6 +14,7 @@
 //! published ipvsadm format strings and messages; no ipvsadm code is reused.
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![forbid(unsafe_code)]
 
 pub mod cmd;
 pub mod format;
