@@ -121,12 +121,13 @@ fn udp_request_response_through_nat() {
                 .expect("udp echo")
         })
         .collect();
-    // Each request uses a new socket, hence a new source port and a new connection; the
+    // Each request uses a new socket from its own source port, hence a new connection; the
     // client's socket is connected to the VIP, so a reply only arrives if it was SNATed back.
     let replies: Vec<String> = lab.client.run(|| {
-        (0..20)
+        (0..20u16)
             .map(|i| {
-                traffic::udp_request(lab::vip(53), &format!("q{i}"), Duration::from_secs(2))
+                let (vip, q) = (lab::vip(53), format!("q{i}"));
+                traffic::udp_request_from(41000 + i, vip, &q, Duration::from_secs(2))
                     .expect("udp reply")
             })
             .collect()

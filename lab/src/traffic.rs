@@ -459,10 +459,21 @@ impl Drop for UdpEcho {
 /// each waiting `timeout / UDP_ATTEMPTS`, so `timeout` bounds the whole call; ICMP errors
 /// (connection refused) are retried too and reported if every attempt fails.
 pub fn udp_request(addr: SocketAddr, payload: &str, timeout: Duration) -> io::Result<String> {
+    udp_request_from(0, addr, payload, timeout)
+}
+
+/// [`udp_request`] from local port `port` (0: any), so that a test can be sure that each
+/// request is a new flow (the kernel may hand a just-freed ephemeral port out again).
+pub fn udp_request_from(
+    port: u16,
+    addr: SocketAddr,
+    payload: &str,
+    timeout: Duration,
+) -> io::Result<String> {
     let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("valid literal")
+        SocketAddr::from(([0, 0, 0, 0], port))
     } else {
-        "[::]:0".parse().expect("valid literal")
+        SocketAddr::from(([0u16; 8], port))
     };
     let socket = UdpSocket::bind(bind)?;
     socket.connect(addr)?;
