@@ -1,11 +1,17 @@
 //! The Prometheus endpoint. On each scrape of `/metrics` the workers' published counters are
-//! folded and recorded, with absolute values, into this daemon's own `metrics` recorder (the
-//! Prometheus exporter's recorder, used locally rather than installed globally, so several
-//! daemons can live in one process), which then renders the exposition text. Nothing here runs
-//! on the data path: workers only count into their own plain counters.
+//! folded and recorded, with absolute values, into a fresh recorder of the `metrics` crate's
+//! Prometheus exporter (used locally rather than installed globally, so several daemons can
+//! live in one process), which then renders the exposition text. Building the recorder per
+//! scrape makes the output a view of the current state: series of deleted services and real
+//! servers disappear on the next scrape, and every gauge is set, zero included. Nothing here
+//! runs on the data path: workers only count into their own plain counters.
 //!
-//! Names follow Prometheus conventions (`tapvs_` prefix, `_total` for counters, bytes as base
-//! unit); real-server series carry `protocol`, `service` and `real` labels.
+//! Names follow Prometheus conventions (`tapvs_` prefix, `_total` for counters, bytes and
+//! seconds as base units, HELP text on every metric); one label vocabulary: `direction` is
+//! `in` (client to server, or frames read) or `out` (server to client, or frames written);
+//! real-server series carry `protocol`, `service` and `real` labels. The standard `process_*`
+//! metrics are read from `/proc/self` and rendered after the exporter's text (the `metrics`
+//! crate's counters are integers; CPU seconds are not).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
@@ -13,28 +19,213 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{counter, gauge, with_local_recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recorder};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use modes::packet::DropReason;
 
 use crate::control::shared::Shared;
 use crate::control::socket;
-use crate::datapath::stats::Stats;
+use crate::datapath::stats::{Counters, Drop, Traffic};
+use crate::datapath::tcp_state::State;
 
-fn record(shared: &Shared, stats: &Stats) {
-    counter!("tapvs_frames_total", "direction" => "rx").absolute(stats.rx_frames);
-    counter!("tapvs_frames_total", "direction" => "tx").absolute(stats.tx_frames);
-    counter!("tapvs_frame_bytes_total", "direction" => "rx").absolute(stats.rx_bytes);
-    counter!("tapvs_frame_bytes_total", "direction" => "tx").absolute(stats.tx_bytes);
-    counter!("tapvs_forwarded_packets_total", "direction" => "in").absolute(stats.fwd_in);
-    counter!("tapvs_forwarded_packets_total", "direction" => "out").absolute(stats.fwd_out);
-    counter!("tapvs_connections_created_total").absolute(stats.conns_created);
-    counter!("tapvs_connections_expired_total").absolute(stats.conns_expired);
-    for (reason, n) in &stats.drops {
-        counter!("tapvs_drops_total", "reason" => reason.clone()).absolute(*n);
+/// Counters: name and HELP text.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "tapvs_frames_total",
+        "Ethernet frames read (direction=in) and written (direction=out) on the TAP ports.",
+    ),
+    (
+        "tapvs_frame_bytes_total",
+        "Bytes of Ethernet frames read (in) and written (out), without the virtio-net header.",
+    ),
+    (
+        "tapvs_gso_frames_received_total",
+        "GSO super-frames read from the TAP ports.",
+    ),
+    (
+        "tapvs_partial_checksum_frames_received_total",
+        "Frames read with a partial checksum (NEEDS_CSUM).",
+    ),
+    (
+        "tapvs_forwarded_packets_total",
+        "Packets forwarded client to server (in) and server to client (out).",
+    ),
+    (
+        "tapvs_redirected_frames_total",
+        "Frames handed to the worker that owns their connection.",
+    ),
+    ("tapvs_arp_replies_sent_total", "ARP replies sent."),
+    (
+        "tapvs_icmp_echo_replies_sent_total",
+        "ICMP echo replies sent.",
+    ),
+    ("tapvs_tcp_resets_sent_total", "TCP RSTs sent."),
+    ("tapvs_icmp_errors_sent_total", "ICMP errors sent."),
+    ("tapvs_toa_added_total", "FullNAT: TOA options inserted."),
+    (
+        "tapvs_toa_skipped_total",
+        "FullNAT: TOA options that did not fit (the packet went without).",
+    ),
+    (
+        "tapvs_tun_gso_segments_total",
+        "TUN: segments cut from GSO super-frames before encapsulation.",
+    ),
+    ("tapvs_connections_created_total", "Connections created."),
+    ("tapvs_connections_expired_total", "Connections expired."),
+    (
+        "tapvs_drops_total",
+        "Frames dropped by the data path, by reason.",
+    ),
+    (
+        "tapvs_parse_drops_total",
+        "Frames dropped because they failed to parse, by reason.",
+    ),
+    (
+        "tapvs_service_connections_total",
+        "Connections scheduled for the virtual service.",
+    ),
+    (
+        "tapvs_service_packets_total",
+        "Packets of the virtual service, client to server (in) and server to client (out).",
+    ),
+    (
+        "tapvs_service_bytes_total",
+        "IP bytes of the virtual service, client to server (in) and server to client (out).",
+    ),
+    (
+        "tapvs_real_connections_total",
+        "Connections scheduled to the real server.",
+    ),
+    (
+        "tapvs_real_packets_total",
+        "Packets of the real server, client to server (in) and server to client (out).",
+    ),
+    (
+        "tapvs_real_bytes_total",
+        "IP bytes of the real server, client to server (in) and server to client (out).",
+    ),
+    (
+        "tapvs_real_health_transitions_total",
+        "Health-check verdict changes of the real server.",
+    ),
+];
+
+/// Gauges: name and HELP text.
+const GAUGES: &[(&str, &str)] = &[
+    (
+        "tapvs_build_info",
+        "Build of the running daemon (value 1): version, target architecture and OS, profile.",
+    ),
+    ("tapvs_connections", "Live connections by IPVS state."),
+    (
+        "tapvs_real_active_connections",
+        "Connections of the real server in ESTABLISHED (ipvsadm ActiveConn).",
+    ),
+    (
+        "tapvs_real_inactive_connections",
+        "Connections of the real server in other states (ipvsadm InActConn).",
+    ),
+    (
+        "tapvs_real_weight",
+        "Weight of the real server as the scheduler uses it.",
+    ),
+    (
+        "tapvs_real_up",
+        "1 if the real server is available and not failed by health checks, else 0.",
+    ),
+];
+
+/// The data-path scalars as exported: metric name, `direction` label, value. The exhaustive
+/// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
+/// until it is exported.
+fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 18] {
+    let Traffic {
+        rx_frames,
+        rx_bytes,
+        tx_frames,
+        tx_bytes,
+        rx_gso,
+        rx_partial_csum,
+        fwd_in,
+        fwd_out,
+        redirected,
+        arp_replies,
+        echo_replies,
+        rst_sent,
+        icmp_errors_sent,
+        toa_added,
+        toa_skipped,
+        segments,
+        conns_created,
+        conns_expired,
+    } = *t;
+    [
+        ("tapvs_frames_total", Some("in"), rx_frames),
+        ("tapvs_frames_total", Some("out"), tx_frames),
+        ("tapvs_frame_bytes_total", Some("in"), rx_bytes),
+        ("tapvs_frame_bytes_total", Some("out"), tx_bytes),
+        ("tapvs_gso_frames_received_total", None, rx_gso),
+        (
+            "tapvs_partial_checksum_frames_received_total",
+            None,
+            rx_partial_csum,
+        ),
+        ("tapvs_forwarded_packets_total", Some("in"), fwd_in),
+        ("tapvs_forwarded_packets_total", Some("out"), fwd_out),
+        ("tapvs_redirected_frames_total", None, redirected),
+        ("tapvs_arp_replies_sent_total", None, arp_replies),
+        ("tapvs_icmp_echo_replies_sent_total", None, echo_replies),
+        ("tapvs_tcp_resets_sent_total", None, rst_sent),
+        ("tapvs_icmp_errors_sent_total", None, icmp_errors_sent),
+        ("tapvs_toa_added_total", None, toa_added),
+        ("tapvs_toa_skipped_total", None, toa_skipped),
+        ("tapvs_tun_gso_segments_total", None, segments),
+        ("tapvs_connections_created_total", None, conns_created),
+        ("tapvs_connections_expired_total", None, conns_expired),
+    ]
+}
+
+/// Registers the HELP text of every metric with the current recorder.
+fn describe() {
+    for &(name, help) in COUNTERS {
+        describe_counter!(name, help);
     }
-    for (state, n) in &stats.connections {
-        gauge!("tapvs_connections", "state" => state.clone()).set(*n as f64);
+    for &(name, help) in GAUGES {
+        describe_gauge!(name, help);
     }
+}
+
+/// Records what does not depend on the service table: build info and the folded data-path
+/// counters (every drop reason and connection state, zeros included).
+fn record_datapath(total: &Counters) {
+    gauge!(
+        "tapvs_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "arch" => std::env::consts::ARCH,
+        "os" => std::env::consts::OS,
+        "profile" => if cfg!(debug_assertions) { "debug" } else { "release" },
+    )
+    .set(1.0);
+    for (name, direction, v) in scalars(&total.traffic) {
+        match direction {
+            Some(d) => counter!(name, "direction" => d).absolute(v),
+            None => counter!(name).absolute(v),
+        }
+    }
+    for d in Drop::ALL {
+        counter!("tapvs_drops_total", "reason" => d.as_str()).absolute(total.drops[d as usize]);
+    }
+    for r in DropReason::ALL {
+        counter!("tapvs_parse_drops_total", "reason" => r.as_str())
+            .absolute(total.parse_drops[r as usize]);
+    }
+    for s in State::ALL {
+        gauge!("tapvs_connections", "state" => s.name()).set(total.conn_states[s as usize] as f64);
+    }
+}
+
+/// Records the services and real servers of the live table.
+fn record_table(shared: &Shared) {
     let listing = socket::listing(shared);
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
     // Real servers taken out by health checks are absent from the listing: still report them.
@@ -106,14 +297,102 @@ fn record(shared: &Shared, stats: &Stats) {
     }
 }
 
-/// The exposition text for the current state.
-pub fn render(shared: &Shared, recorder: &PrometheusRecorder) -> String {
-    let stats = crate::control::shared::fold(shared);
-    with_local_recorder(recorder, || record(shared, &stats));
-    recorder.handle().render()
+/// The exposition text for the current state: a fresh recorder, so only current series.
+pub fn render(shared: &Shared) -> String {
+    let mut total = Counters::default();
+    for c in crate::control::shared::published(shared) {
+        total.add(&c);
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    with_local_recorder(&recorder, || {
+        describe();
+        record_datapath(&total);
+        record_table(shared);
+    });
+    let mut text = recorder.handle().render();
+    process_metrics(&mut text);
+    text
 }
 
-fn answer(shared: &Shared, recorder: &PrometheusRecorder, stream: TcpStream) {
+/// Appends the standard process metrics, read from `/proc/self` (nothing when unreadable).
+fn process_metrics(out: &mut String) {
+    let ticks = crate::sys::clock_ticks_per_second() as f64;
+    let mut emit = |name: &str, kind: &str, help: &str, v: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n\n"
+        ));
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces), from field 3 (state) on.
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            emit(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (utime + stime) as f64 / ticks,
+            );
+        }
+        let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        if let (Some(start), Some(btime)) = (field(22), btime) {
+            emit(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                btime as f64 + start as f64 / ticks,
+            );
+        }
+        if let Some(vsize) = field(23) {
+            emit(
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                vsize as f64,
+            );
+        }
+        if let Some(rss) = field(24) {
+            emit(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                (rss * crate::sys::page_size()) as f64,
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        emit(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Max open files"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        });
+    if let Some(max) = max_fds {
+        emit(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max as f64,
+        );
+    }
+}
+
+fn answer(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
@@ -127,11 +406,7 @@ fn answer(shared: &Shared, recorder: &PrometheusRecorder, stream: TcpStream) {
     }
     let path = line.split_whitespace().nth(1).unwrap_or("");
     let (status, body, ctype) = if line.starts_with("GET ") && path == "/metrics" {
-        (
-            "200 OK",
-            render(shared, recorder),
-            "text/plain; version=0.0.4",
-        )
+        ("200 OK", render(shared), "text/plain; version=0.0.4")
     } else {
         ("404 Not Found", "not found\n".to_string(), "text/plain")
     };
@@ -145,7 +420,6 @@ fn answer(shared: &Shared, recorder: &PrometheusRecorder, stream: TcpStream) {
 
 /// Serves `/metrics` on `listener` until the daemon stops.
 pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let recorder = PrometheusBuilder::new().build_recorder();
     let _ = listener.set_nonblocking(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     while !shared.stop.load(Ordering::Relaxed) {
@@ -155,7 +429,109 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
         }
         if let Ok((s, _)) = listener.accept() {
             let _ = s.set_nonblocking(false);
-            answer(&shared, &recorder, s);
+            answer(&shared, s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datapath_text(total: &Counters) -> String {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        with_local_recorder(&recorder, || {
+            describe();
+            record_datapath(total);
+        });
+        recorder.handle().render()
+    }
+
+    #[test]
+    fn every_exit_counter_is_exported_zeros_included() {
+        let json = serde_json::to_value(Traffic::default()).unwrap();
+        assert_eq!(
+            json.as_object().unwrap().len(),
+            scalars(&Traffic::default()).len(),
+            "one series per field of the exit JSON's scalars"
+        );
+        let text = datapath_text(&Counters::default());
+        for (name, direction, _) in scalars(&Traffic::default()) {
+            let series = match direction {
+                Some(d) => format!("{name}{{direction=\"{d}\"}} 0\n"),
+                None => format!("{name} 0\n"),
+            };
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for d in Drop::ALL {
+            let s = format!("tapvs_drops_total{{reason=\"{}\"}} 0\n", d.as_str());
+            assert!(text.contains(&s), "{s} missing:\n{text}");
+        }
+        for r in DropReason::ALL {
+            let s = format!("tapvs_parse_drops_total{{reason=\"{}\"}} 0\n", r.as_str());
+            assert!(text.contains(&s), "{s} missing:\n{text}");
+        }
+        for s in State::ALL {
+            let s = format!("tapvs_connections{{state=\"{}\"}} 0\n", s.name());
+            assert!(text.contains(&s), "{s} missing:\n{text}");
+        }
+        assert!(text.contains("tapvs_build_info{"), "{text}");
+        assert!(
+            !text.contains("\"rx\"") && !text.contains("\"tx\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_metric_has_help_and_follows_the_naming_rules() {
+        let mut total = Counters::default();
+        total.conn_states[State::SynRecv as usize] = 3;
+        let text = datapath_text(&total);
+        assert!(text.contains("tapvs_connections{state=\"SYN_RECV\"} 3\n"));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut w = line.split_whitespace().skip(2);
+            let (name, kind) = (w.next().unwrap(), w.next().unwrap());
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}"
+            );
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        }
+        for &(name, _) in COUNTERS {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+        for &(name, _) in GAUGES {
+            assert!(!name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn process_metrics_from_proc_self() {
+        let mut text = String::new();
+        process_metrics(&mut text);
+        for name in [
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+            "process_virtual_memory_bytes",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            let v: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+                .parse()
+                .unwrap();
+            assert!(v >= 0.0, "{name} {v}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+        }
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rss > 1e6, "{rss}");
     }
 }

@@ -210,6 +210,30 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of the CPU times and the start
+/// time in `/proc/self/stat`; 100 if the call fails.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+/// The page size in bytes (`sysconf(_SC_PAGESIZE)`), the unit of the resident set in
+/// `/proc/self/stat`; 4096 if the call fails.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes no pointers and has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
 /// A raw `AF_PACKET` socket bound to one interface, for injecting arbitrary Ethernet frames
 /// (tests feed malformed frames to the appliance this way) and capturing what crosses it.
 #[derive(Debug)]
