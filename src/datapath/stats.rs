@@ -51,11 +51,14 @@ pub enum Drop {
     /// A packet from a VIP reached the director: a DR/TUN real server's reply that should have
     /// gone straight to the client.
     VipSourced,
+    /// A martian source address (0.0.0.0/8, 127.0.0.0/8, multicast, class E, a broadcast, or
+    /// one of the appliance's own addresses), in an IPv4 packet or as an ARP sender.
+    MartianSource,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 18] = [
+    pub const ALL: [Drop; 19] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -74,6 +77,7 @@ impl Drop {
         Drop::FragNeeded,
         Drop::DestRemoved,
         Drop::VipSourced,
+        Drop::MartianSource,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -97,6 +101,7 @@ impl Drop {
             Drop::FragNeeded => "frag_needed",
             Drop::DestRemoved => "dest_removed",
             Drop::VipSourced => "vip_sourced",
+            Drop::MartianSource => "martian_source",
         }
     }
 }
