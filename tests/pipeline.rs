@@ -20,6 +20,7 @@ use etherparse::{
     Icmpv4Type, IpDscp, IpEcn, IpNumber, Ipv4Header, TcpHeader, UdpHeader,
 };
 use modes::packet::DropReason;
+use tapvs::config::RpFilter;
 use tapvs::control::table::Table;
 use tapvs::datapath::conn::FlowKey;
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
@@ -2114,6 +2115,11 @@ fn provoke(d: Drop) -> Option<Rig> {
                 &client_syn(40000, V_NAT).src(ip(127, 0, 0, 1), 40000).wire(),
             )
         }
+        Drop::RpFilter => {
+            rig.world.snap.ports[EXT].rp_filter = RpFilter::Loose;
+            let syn = client_syn(40000, V_NAT).src(FAR_CLIENT, 40000);
+            rig.feed(EXT, &syn.wire())
+        }
     };
     assert_eq!(v, Verdict::Drop(d));
     Some(rig)
@@ -2299,6 +2305,97 @@ fn arp_from_a_martian_sender_is_neither_learnt_nor_answered() {
     assert_eq!(rig.feed(INT, &probe), Verdict::Answer);
     assert_eq!(rig.sent().len(), 1);
     assert_eq!(rig.events(), []);
+}
+
+/// A rig whose client-side port filters by reverse path with `mode`.
+fn rp_rig(mode: RpFilter) -> Rig {
+    let mut rig = Rig::new();
+    rig.world.snap.ports[EXT].rp_filter = mode;
+    rig
+}
+
+/// A client reached through the server-side port (its gateway's network).
+const INT_SIDE_CLIENT: Ipv4Addr = ip(192, 168, 50, 77);
+
+#[test]
+fn rp_filter_strict_wants_the_route_back_through_the_receiving_port() {
+    let mut rig = rp_rig(RpFilter::Strict);
+    // The route back to CLIENT leaves through EXT: passes.
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    rig.sent();
+    // No route back, or one through INT: dropped, nothing sent, no connection.
+    for src in [FAR_CLIENT, INT_SIDE_CLIENT, RS_B] {
+        let syn = client_syn(40001, V_NAT).src(src, 40001);
+        assert_eq!(
+            rig.feed(EXT, &syn.wire()),
+            Verdict::Drop(Drop::RpFilter),
+            "from {src}"
+        );
+    }
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.drops(Drop::RpFilter), 3);
+    assert_eq!(rig.pipe.counters().conns_created, 1);
+    // The server-side port does not filter: replies pass.
+    let r = from_server((RS_NAT, 8080), (CLIENT, 40000));
+    assert!(matches!(
+        rig.feed(INT, &r.wire()),
+        Verdict::Transmit { port: EXT, .. }
+    ));
+}
+
+#[test]
+fn rp_filter_loose_wants_some_route_back() {
+    let mut rig = rp_rig(RpFilter::Loose);
+    // Routes back through EXT and through INT: both pass.
+    for (i, src) in [CLIENT, INT_SIDE_CLIENT].into_iter().enumerate() {
+        let syn = client_syn(40000 + i as u16, V_NAT).src(src, 40000 + i as u16);
+        assert!(
+            matches!(
+                rig.feed(EXT, &syn.wire()),
+                Verdict::Transmit { port: INT, .. }
+            ),
+            "from {src}"
+        );
+    }
+    rig.sent();
+    // No route back: dropped.
+    let syn = client_syn(40002, V_NAT).src(FAR_CLIENT, 40002);
+    assert_eq!(rig.feed(EXT, &syn.wire()), Verdict::Drop(Drop::RpFilter));
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.drops(Drop::RpFilter), 1);
+    assert_eq!(rig.pipe.counters().conns_created, 2);
+}
+
+#[test]
+fn rp_filter_off_lets_any_source_through() {
+    let mut rig = rp_rig(RpFilter::Off);
+    for (i, src) in [CLIENT, INT_SIDE_CLIENT, FAR_CLIENT]
+        .into_iter()
+        .enumerate()
+    {
+        let syn = client_syn(40000 + i as u16, V_NAT).src(src, 40000 + i as u16);
+        assert!(matches!(
+            rig.feed(EXT, &syn.wire()),
+            Verdict::Transmit { .. }
+        ));
+    }
+    assert_eq!(rig.drops(Drop::RpFilter), 0);
+}
+
+#[test]
+fn rp_filter_is_read_from_the_port_config() {
+    let text = config(1500).replacen(
+        "addresses = [\"10.0.0.1/24\"]",
+        "addresses = [\"10.0.0.1/24\"]\nrp_filter = \"strict\"",
+        1,
+    );
+    let cfg = tapvs::config::parse(&text, std::path::Path::new("t.toml")).expect("config");
+    let (_, snap) = Table::from_config(&cfg).expect("snapshot");
+    assert_eq!(snap.ports[EXT].rp_filter, RpFilter::Strict);
+    assert_eq!(snap.ports[INT].rp_filter, RpFilter::Off);
 }
 
 // ---------------------------------------------------------------------------------------------

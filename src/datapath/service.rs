@@ -11,7 +11,7 @@ use hashbrown::{HashMap, HashSet};
 use modes::{Forward, Protocol};
 use sched::{Dest, Scheduler};
 
-use crate::config::{Cidr, Config};
+use crate::config::{Cidr, Config, RpFilter};
 use crate::datapath::route::Router;
 
 /// A port as the data path sees it.
@@ -25,6 +25,8 @@ pub struct PortInfo {
     pub addresses: Vec<Cidr>,
     /// MTU of the segment (IP packet size), 1500 unless configured.
     pub mtu: u32,
+    /// Reverse-path filter on frames received here.
+    pub rp_filter: RpFilter,
 }
 
 impl PortInfo {
@@ -123,6 +125,7 @@ impl Snapshot {
                 mac: p.mac,
                 addresses: p.addresses.clone(),
                 mtu: p.mtu.unwrap_or(1500),
+                rp_filter: p.rp_filter,
             })
             .collect()
     }

@@ -54,11 +54,14 @@ pub enum Drop {
     /// A martian source address (0.0.0.0/8, 127.0.0.0/8, multicast, class E, a broadcast, or
     /// one of the appliance's own addresses), in an IPv4 packet or as an ARP sender.
     MartianSource,
+    /// The port's reverse-path filter: no route back to the source (`loose`), or not through
+    /// the receiving port (`strict`).
+    RpFilter,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 19] = [
+    pub const ALL: [Drop; 20] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -78,6 +81,7 @@ impl Drop {
         Drop::DestRemoved,
         Drop::VipSourced,
         Drop::MartianSource,
+        Drop::RpFilter,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -102,6 +106,7 @@ impl Drop {
             Drop::DestRemoved => "dest_removed",
             Drop::VipSourced => "vip_sourced",
             Drop::MartianSource => "martian_source",
+            Drop::RpFilter => "rp_filter",
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 
+use crate::config::RpFilter;
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
 use crate::datapath::service::{Snapshot, Source};
@@ -297,10 +298,18 @@ impl Pipeline {
         if group {
             return self.drop(Drop::NotForUs);
         }
-        // Martian sources (as the kernel's ip_route_input_slow), before anything creates state
-        // or forwards.
+        // Martian sources (as the kernel's ip_route_input_slow), then the port's reverse-path
+        // filter, before anything creates state or forwards.
         if source != Source::Ordinary {
             return self.drop(Drop::MartianSource);
+        }
+        let rp_ok = match info.rp_filter {
+            RpFilter::Off => true,
+            RpFilter::Strict => snap.router.lookup(pkt.src).is_some_and(|r| r.0 == port),
+            RpFilter::Loose => snap.router.lookup(pkt.src).is_some(),
+        };
+        if !rp_ok {
+            return self.drop(Drop::RpFilter);
         }
         if !redirected {
             if vnet.is_gso() {
