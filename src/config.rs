@@ -215,6 +215,33 @@ pub struct PortConfig {
     pub mtu: Option<u32>,
     /// Depth of each TAP queue (the device's txqueuelen), default 4096.
     pub queue_len: u32,
+    /// Reverse-path filter on frames received here (the kernel's `rp_filter`), default off.
+    pub rp_filter: RpFilter,
+}
+
+/// Reverse-path filtering of a port (the kernel's `rp_filter` sysctl): whether the route back
+/// to a frame's source must exist, or must leave through the port the frame came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RpFilter {
+    /// No check (`rp_filter = 0`).
+    #[default]
+    Off,
+    /// The route back to the source leaves through the receiving port (`rp_filter = 1`).
+    Strict,
+    /// Some route leads back to the source (`rp_filter = 2`).
+    Loose,
+}
+
+impl RpFilter {
+    /// Parses `off`, `strict` or `loose`.
+    pub fn parse(s: &str) -> Option<RpFilter> {
+        match s {
+            "off" => Some(RpFilter::Off),
+            "strict" => Some(RpFilter::Strict),
+            "loose" => Some(RpFilter::Loose),
+            _ => None,
+        }
+    }
 }
 
 /// A static route.
@@ -334,6 +361,7 @@ struct RawPort {
     bridge: Option<String>,
     mtu: Option<u32>,
     queue_len: Option<u32>,
+    rp_filter: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -617,6 +645,15 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         if !(64..=1_000_000).contains(&queue_len) {
             return Err(err(f("queue_len"), "must be 64..=1000000".into()));
         }
+        let rp_filter = match &p.rp_filter {
+            None => RpFilter::Off,
+            Some(s) => RpFilter::parse(s).ok_or_else(|| {
+                err(
+                    f("rp_filter"),
+                    format!("{s:?} is not one of \"off\", \"strict\", \"loose\""),
+                )
+            })?,
+        };
         ports.push(PortConfig {
             name: p.name.clone(),
             tap: p.tap.clone(),
@@ -625,6 +662,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             bridge: p.bridge.clone(),
             mtu: p.mtu,
             queue_len,
+            rp_filter,
         });
     }
 
@@ -1016,6 +1054,31 @@ weight = 3
             "ebpf or flow",
         );
         expect_err("port = [", "-", "syntax error at line 1");
+    }
+
+    #[test]
+    fn rp_filter_parses_and_defaults_to_off() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.ports[0].rp_filter, RpFilter::Off);
+        let mac = "mac = \"02:00:00:00:00:01\"";
+        for (v, want) in [
+            ("off", RpFilter::Off),
+            ("strict", RpFilter::Strict),
+            ("loose", RpFilter::Loose),
+        ] {
+            let t = GOOD.replace(mac, &format!("{mac}\nrp_filter = \"{v}\""));
+            assert_eq!(parse_str(&t).unwrap().ports[0].rp_filter, want);
+        }
+        expect_err(
+            &GOOD.replace(mac, &format!("{mac}\nrp_filter = \"1\"")),
+            "port[0].rp_filter",
+            "not one of \"off\", \"strict\", \"loose\"",
+        );
+        expect_err(
+            &GOOD.replace(mac, &format!("{mac}\nrp_filter = 1")),
+            "port[0].rp_filter",
+            "invalid type",
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! NAT mode end to end in network namespaces (issue: data path foundation, tests b–f): HTTP
 //! balanced by rr and wrr, UDP request/response, a 200 MB bulk transfer with offloads on, ARP
-//! and ping of the VIP, and 10,000 malformed frames.
+//! and ping of the VIP, 10,000 malformed frames, and martian sources (issue 20).
 
 mod common;
 
@@ -393,4 +393,93 @@ fn icmp_errors_from_a_real_server_are_translated_back_to_the_client() {
         "the ICMP error went back through tapvs: {stats:?}"
     );
     assert_eq!(stats.dropped("no_service"), 0);
+}
+
+/// A TCP SYN to VIP:80 from `src`, addressed to our MAC (no virtio-net header).
+fn syn_from(src: std::net::Ipv4Addr, sport: u16, ours: [u8; 6], theirs: [u8; 6]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(theirs, ours)
+        .ipv4(src.octets(), lab::VIP.octets(), 64)
+        .tcp(sport, 80, 1000, 64240)
+        .syn();
+    let mut f = Vec::with_capacity(b.size(0));
+    b.write(&mut f, &[]).expect("build SYN");
+    f
+}
+
+/// The IPv4 source of an Ethernet frame, if it carries IPv4.
+fn ipv4_source(frame: &[u8]) -> Option<std::net::Ipv4Addr> {
+    (frame.len() >= 34 && frame[12..14] == [0x08, 0x00])
+        .then(|| std::net::Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]))
+}
+
+/// Issue 20: SYNs to the VIP from every class of martian source, injected on the client
+/// segment, are counted as `martian_source` and none reaches the real server; a SYN from the
+/// client injected the same way does (the capture sees it).
+#[test]
+fn martian_sources_never_reach_a_real_server() {
+    if !precheck() {
+        return;
+    }
+    let lab = lab_with(1, &lab::nat_service("tcp", 80, "rr", &[(0, 80, 1)]));
+    let ip = std::net::Ipv4Addr::new;
+    let martians = [
+        ip(127, 0, 0, 1),
+        ip(0, 0, 0, 0),
+        ip(0, 1, 2, 3),
+        ip(255, 255, 255, 255),
+        ip(224, 0, 0, 9),
+        ip(239, 1, 1, 1),
+        ip(240, 0, 0, 1),
+        ip(10, 0, 0, 255),
+        ip(172, 16, 0, 255),
+        lab::EXT_ADDR,
+        lab::INT_ADDR,
+    ];
+    let ours = tapvs::config::parse_mac(lab::EXT_MAC).unwrap();
+    let theirs = [0x02, 0xaa, 0, 0, 0, 20];
+    let cap = lab.reals[0]
+        .run(|| tapvs::sys::PacketSocket::open("eth0"))
+        .expect("capture socket on the real server");
+    let sock = lab
+        .client
+        .run(|| tapvs::sys::PacketSocket::open("eth0"))
+        .expect("packet socket on the client");
+    for (i, &src) in martians.iter().enumerate() {
+        sock.send(&syn_from(src, 41000 + i as u16, ours, theirs))
+            .expect("send martian SYN");
+    }
+    let n = martians.len() as u64;
+    let stats = wait_stats(&lab, |s| s.dropped("martian_source") >= n || s.fwd_in >= n);
+    // A control: the client's own SYN, injected the same way, is forwarded and captured.
+    sock.send(&syn_from(lab::CLIENT, 42000, ours, theirs))
+        .expect("send the client's SYN");
+    let mut buf = vec![0u8; 70000];
+    let mut seen_client = false;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let Some(len) = cap.recv(&mut buf, 100).unwrap() else {
+            if seen_client {
+                break;
+            }
+            continue;
+        };
+        let Some(src) = ipv4_source(&buf[..len]) else {
+            continue;
+        };
+        assert!(
+            !martians.contains(&src),
+            "a frame from martian {src} reached the real server"
+        );
+        seen_client |= src == lab::CLIENT;
+    }
+    assert!(seen_client, "the capture saw the client's SYN");
+    assert_eq!(stats.dropped("martian_source"), n, "{:?}", stats.drops);
+    assert_eq!(
+        stats.conns_created, 0,
+        "no connection from a martian: {stats:?}"
+    );
+    assert_eq!(stats.fwd_in, 0, "{stats:?}");
+    let stats = wait_stats(&lab, |s| s.conns_created >= 1);
+    assert_eq!(stats.conns_created, 1, "{stats:?}");
+    assert_eq!(stats.dropped("martian_source"), n, "{:?}", stats.drops);
 }

@@ -20,6 +20,7 @@ use etherparse::{
     Icmpv4Type, IpDscp, IpEcn, IpNumber, Ipv4Header, TcpHeader, UdpHeader,
 };
 use modes::packet::DropReason;
+use tapvs::config::RpFilter;
 use tapvs::control::table::Table;
 use tapvs::datapath::conn::FlowKey;
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
@@ -2106,6 +2107,19 @@ fn provoke(d: Drop) -> Option<Rig> {
             let r = from_server((VIP, V_DR), (CLIENT, 40000)).macs(mac_of(RS_DR), INT_MAC);
             rig.feed(INT, &r.wire())
         }
+        Drop::MartianSource => {
+            let v = rig.feed(EXT, &arp_request(ip(127, 0, 0, 1), EXT_ADDR));
+            assert_eq!(v, Verdict::Drop(d));
+            rig.feed(
+                EXT,
+                &client_syn(40000, V_NAT).src(ip(127, 0, 0, 1), 40000).wire(),
+            )
+        }
+        Drop::RpFilter => {
+            rig.world.snap.ports[EXT].rp_filter = RpFilter::Loose;
+            let syn = client_syn(40000, V_NAT).src(FAR_CLIENT, 40000);
+            rig.feed(EXT, &syn.wire())
+        }
     };
     assert_eq!(v, Verdict::Drop(d));
     Some(rig)
@@ -2132,6 +2146,256 @@ fn every_drop_reason_but_redirect_full_arises_in_the_pipeline() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Martian sources and the reverse-path filter
+
+/// Feeds `p` from `port` and asserts it was dropped as a martian: nothing emitted, no
+/// connection created, no neighbour learnt.
+#[track_caller]
+fn assert_martian(rig: &mut Rig, port: usize, p: &Pkt) {
+    let before = rig.drops(Drop::MartianSource);
+    assert_eq!(
+        rig.feed(port, &p.wire()),
+        Verdict::Drop(Drop::MartianSource),
+        "from {:?}",
+        p.ip.source
+    );
+    assert_eq!(rig.drops(Drop::MartianSource), before + 1);
+    assert_sent(rig, &[]);
+    let k = *rig.pipe.counters();
+    assert_eq!(k.conns_created, 0, "from {:?}", p.ip.source);
+    assert_eq!(k.conn_states, [0; tapvs::datapath::tcp_state::STATE_COUNT]);
+    assert_eq!(rig.events(), []);
+}
+
+/// A client's SYN to the NAT service (and a UDP datagram to the UDP one) from `src`.
+fn martian_checks(rig: &mut Rig, src: Ipv4Addr) {
+    assert_martian(rig, EXT, &client_syn(40000, V_NAT).src(src, 40000));
+    assert_martian(
+        rig,
+        EXT,
+        &Pkt::udp((src, 5000), (VIP, V_UDP)).macs(CLIENT_MAC, EXT_MAC),
+    );
+}
+
+#[test]
+fn loopback_sources_are_martians() {
+    let mut rig = Rig::new();
+    for src in [ip(127, 0, 0, 1), ip(127, 255, 255, 254)] {
+        martian_checks(&mut rig, src);
+    }
+}
+
+#[test]
+fn zero_network_sources_are_martians() {
+    let mut rig = Rig::new();
+    for src in [ip(0, 0, 0, 0), ip(0, 1, 2, 3)] {
+        martian_checks(&mut rig, src);
+    }
+}
+
+#[test]
+fn the_limited_broadcast_source_is_a_martian() {
+    let mut rig = Rig::new();
+    martian_checks(&mut rig, Ipv4Addr::BROADCAST);
+}
+
+#[test]
+fn multicast_sources_are_martians() {
+    let mut rig = Rig::new();
+    for src in [ip(224, 0, 0, 1), ip(239, 255, 255, 250)] {
+        martian_checks(&mut rig, src);
+    }
+}
+
+#[test]
+fn class_e_sources_are_martians() {
+    let mut rig = Rig::new();
+    for src in [ip(240, 0, 0, 1), ip(254, 1, 2, 3)] {
+        martian_checks(&mut rig, src);
+    }
+}
+
+#[test]
+fn subnet_broadcast_sources_are_martians() {
+    let mut rig = Rig::new();
+    // Either port's subnet broadcast, arriving on either port.
+    for src in [ip(10, 0, 0, 255), ip(172, 16, 0, 255)] {
+        martian_checks(&mut rig, src);
+        let reply = from_server((src, 8080), (CLIENT, 40000)).macs(mac_of(RS_NAT), INT_MAC);
+        assert_martian(&mut rig, INT, &reply);
+    }
+    // The network address is an ordinary source.
+    let syn = client_syn(40000, V_NAT).src(ip(10, 0, 0, 0), 40000);
+    assert!(matches!(
+        rig.feed(EXT, &syn.wire()),
+        Verdict::Transmit { .. }
+    ));
+}
+
+#[test]
+fn own_addresses_as_sources_are_martians() {
+    let mut rig = Rig::new();
+    for src in [EXT_ADDR, INT_ADDR, LIP] {
+        martian_checks(&mut rig, src);
+        // Nor answered as a host (echo to a port address), nor taken as a reply.
+        let echo = Pkt::echo(src, EXT_ADDR);
+        assert_martian(&mut rig, EXT, &echo);
+        let reply = from_server((src, 8080), (CLIENT, 40000)).macs(mac_of(RS_NAT), INT_MAC);
+        assert_martian(&mut rig, INT, &reply);
+    }
+    // A VIP as the source keeps its own reason.
+    let r = from_server((VIP, V_DR), (CLIENT, 40000)).macs(mac_of(RS_DR), INT_MAC);
+    assert_eq!(rig.feed(INT, &r.wire()), Verdict::Drop(Drop::VipSourced));
+}
+
+#[test]
+fn martian_sources_of_an_established_connection_are_dropped_too() {
+    // A connection from a client exists; a spoofed copy from a martian does not reach it.
+    let mut rig = Rig::new();
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Transmit { .. }
+    ));
+    rig.sent();
+    let p = from_client(40000, V_NAT).src(ip(127, 0, 0, 1), 40000);
+    assert_eq!(rig.feed(EXT, &p.wire()), Verdict::Drop(Drop::MartianSource));
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.pipe.counters().conns_created, 1);
+}
+
+#[test]
+fn arp_from_a_martian_sender_is_neither_learnt_nor_answered() {
+    let mut rig = Rig::unresolved();
+    let martians = [
+        ip(127, 0, 0, 1),
+        ip(0, 1, 2, 3),
+        Ipv4Addr::BROADCAST,
+        ip(224, 0, 0, 1),
+        ip(240, 0, 0, 1),
+        ip(172, 16, 0, 255),
+        INT_ADDR,
+        LIP,
+        VIP,
+    ];
+    for who in martians {
+        assert_eq!(
+            rig.feed(INT, &arp_request(who, INT_ADDR)),
+            Verdict::Drop(Drop::MartianSource),
+            "request from {who}"
+        );
+        assert_eq!(
+            rig.feed(INT, &arp_reply_from(who, INT_MAC, INT_ADDR)),
+            Verdict::Drop(Drop::MartianSource),
+            "reply from {who}"
+        );
+    }
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.events(), []);
+    assert_eq!(rig.drops(Drop::MartianSource), 2 * martians.len() as u64);
+    // An address probe (sender 0.0.0.0, RFC 5227) is still answered, and not learnt.
+    let probe = arp(
+        ArpOperation::REQUEST,
+        (mac_of(RS_NAT), [0xff; 6]),
+        (mac_of(RS_NAT), Ipv4Addr::UNSPECIFIED),
+        ([0; 6], INT_ADDR),
+    );
+    assert_eq!(rig.feed(INT, &probe), Verdict::Answer);
+    assert_eq!(rig.sent().len(), 1);
+    assert_eq!(rig.events(), []);
+}
+
+/// A rig whose client-side port filters by reverse path with `mode`.
+fn rp_rig(mode: RpFilter) -> Rig {
+    let mut rig = Rig::new();
+    rig.world.snap.ports[EXT].rp_filter = mode;
+    rig
+}
+
+/// A client reached through the server-side port (its gateway's network).
+const INT_SIDE_CLIENT: Ipv4Addr = ip(192, 168, 50, 77);
+
+#[test]
+fn rp_filter_strict_wants_the_route_back_through_the_receiving_port() {
+    let mut rig = rp_rig(RpFilter::Strict);
+    // The route back to CLIENT leaves through EXT: passes.
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    rig.sent();
+    // No route back, or one through INT: dropped, nothing sent, no connection.
+    for src in [FAR_CLIENT, INT_SIDE_CLIENT, RS_B] {
+        let syn = client_syn(40001, V_NAT).src(src, 40001);
+        assert_eq!(
+            rig.feed(EXT, &syn.wire()),
+            Verdict::Drop(Drop::RpFilter),
+            "from {src}"
+        );
+    }
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.drops(Drop::RpFilter), 3);
+    assert_eq!(rig.pipe.counters().conns_created, 1);
+    // The server-side port does not filter: replies pass.
+    let r = from_server((RS_NAT, 8080), (CLIENT, 40000));
+    assert!(matches!(
+        rig.feed(INT, &r.wire()),
+        Verdict::Transmit { port: EXT, .. }
+    ));
+}
+
+#[test]
+fn rp_filter_loose_wants_some_route_back() {
+    let mut rig = rp_rig(RpFilter::Loose);
+    // Routes back through EXT and through INT: both pass.
+    for (i, src) in [CLIENT, INT_SIDE_CLIENT].into_iter().enumerate() {
+        let syn = client_syn(40000 + i as u16, V_NAT).src(src, 40000 + i as u16);
+        assert!(
+            matches!(
+                rig.feed(EXT, &syn.wire()),
+                Verdict::Transmit { port: INT, .. }
+            ),
+            "from {src}"
+        );
+    }
+    rig.sent();
+    // No route back: dropped.
+    let syn = client_syn(40002, V_NAT).src(FAR_CLIENT, 40002);
+    assert_eq!(rig.feed(EXT, &syn.wire()), Verdict::Drop(Drop::RpFilter));
+    assert_sent(&mut rig, &[]);
+    assert_eq!(rig.drops(Drop::RpFilter), 1);
+    assert_eq!(rig.pipe.counters().conns_created, 2);
+}
+
+#[test]
+fn rp_filter_off_lets_any_source_through() {
+    let mut rig = rp_rig(RpFilter::Off);
+    for (i, src) in [CLIENT, INT_SIDE_CLIENT, FAR_CLIENT]
+        .into_iter()
+        .enumerate()
+    {
+        let syn = client_syn(40000 + i as u16, V_NAT).src(src, 40000 + i as u16);
+        assert!(matches!(
+            rig.feed(EXT, &syn.wire()),
+            Verdict::Transmit { .. }
+        ));
+    }
+    assert_eq!(rig.drops(Drop::RpFilter), 0);
+}
+
+#[test]
+fn rp_filter_is_read_from_the_port_config() {
+    let text = config(1500).replacen(
+        "addresses = [\"10.0.0.1/24\"]",
+        "addresses = [\"10.0.0.1/24\"]\nrp_filter = \"strict\"",
+        1,
+    );
+    let cfg = tapvs::config::parse(&text, std::path::Path::new("t.toml")).expect("config");
+    let (_, snap) = Table::from_config(&cfg).expect("snapshot");
+    assert_eq!(snap.ports[EXT].rp_filter, RpFilter::Strict);
+    assert_eq!(snap.ports[INT].rp_filter, RpFilter::Off);
 }
 
 // ---------------------------------------------------------------------------------------------

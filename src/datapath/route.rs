@@ -85,6 +85,7 @@ mod tests {
             bridge: None,
             mtu: None,
             queue_len: 4096,
+            rp_filter: crate::config::RpFilter::Off,
         }
     }
 

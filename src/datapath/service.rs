@@ -11,7 +11,7 @@ use hashbrown::{HashMap, HashSet};
 use modes::{Forward, Protocol};
 use sched::{Dest, Scheduler};
 
-use crate::config::{Cidr, Config};
+use crate::config::{Cidr, Config, RpFilter};
 use crate::datapath::route::Router;
 
 /// A port as the data path sees it.
@@ -25,6 +25,8 @@ pub struct PortInfo {
     pub addresses: Vec<Cidr>,
     /// MTU of the segment (IP packet size), 1500 unless configured.
     pub mtu: u32,
+    /// Reverse-path filter on frames received here.
+    pub rp_filter: RpFilter,
 }
 
 impl PortInfo {
@@ -76,6 +78,19 @@ pub struct Service {
     pub toa_on_syn: bool,
 }
 
+/// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An address a packet may come from.
+    Ordinary,
+    /// A virtual address: a DR/TUN real server's reply that should have gone to the client.
+    Vip,
+    /// A martian, as the kernel's `ip_route_input_slow` rules them: 0.0.0.0/8, 127.0.0.0/8,
+    /// multicast, class E or the limited broadcast, a port subnet's broadcast address, or one
+    /// of the appliance's own addresses (port addresses, FullNAT local addresses).
+    Martian,
+}
+
 /// Packs a service key.
 #[inline]
 pub fn svc_key(proto: u8, vip: Ipv4Addr, vport: u16) -> u64 {
@@ -95,6 +110,9 @@ pub struct Snapshot {
     vips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
     local: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
     lips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
+    /// The addresses no packet may come from, by what they are: VIPs, own addresses and
+    /// subnet broadcasts (one lookup per packet).
+    sources: HashMap<Ipv4Addr, Source, foldhash::fast::RandomState>,
 }
 
 impl Snapshot {
@@ -107,6 +125,7 @@ impl Snapshot {
                 mac: p.mac,
                 addresses: p.addresses.clone(),
                 mtu: p.mtu.unwrap_or(1500),
+                rp_filter: p.rp_filter,
             })
             .collect()
     }
@@ -122,10 +141,24 @@ impl Snapshot {
             lips.extend(s.local_addresses.iter().copied());
         }
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        let mut sources = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for p in &ports {
             for a in &p.addresses {
                 local.insert(a.addr);
+                sources.insert(a.addr, Source::Martian);
+                // /31 and /32 have no broadcast address.
+                if a.prefix <= 30 {
+                    let bcast = Ipv4Addr::from(u32::from(a.addr) | !a.mask());
+                    sources.insert(bcast, Source::Martian);
+                }
             }
+        }
+        for &l in &lips {
+            sources.insert(l, Source::Martian);
+        }
+        // A VIP keeps its own reason even if it is also an own address.
+        for &v in &vips {
+            sources.insert(v, Source::Vip);
         }
         Snapshot {
             ports,
@@ -135,6 +168,7 @@ impl Snapshot {
             vips,
             local,
             lips,
+            sources,
         }
     }
 
@@ -172,6 +206,18 @@ impl Snapshot {
     #[inline]
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
         self.vips.contains(&ip)
+    }
+
+    /// What a packet from `ip` is: a few integer compares for the fixed martian ranges, then
+    /// one lookup for VIPs, own addresses and subnet broadcasts.
+    #[inline]
+    pub fn source_class(&self, ip: Ipv4Addr) -> Source {
+        // 0.0.0.0/8, 127.0.0.0/8, and 224.0.0.0/3 (multicast, class E, 255.255.255.255).
+        let top = u32::from(ip) >> 24;
+        if top == 0 || top == 127 || top >= 224 {
+            return Source::Martian;
+        }
+        self.sources.get(&ip).copied().unwrap_or(Source::Ordinary)
     }
 
     /// Whether `ip` is one of the ports' own addresses.

@@ -51,11 +51,17 @@ pub enum Drop {
     /// A packet from a VIP reached the director: a DR/TUN real server's reply that should have
     /// gone straight to the client.
     VipSourced,
+    /// A martian source address (0.0.0.0/8, 127.0.0.0/8, multicast, class E, a broadcast, or
+    /// one of the appliance's own addresses), in an IPv4 packet or as an ARP sender.
+    MartianSource,
+    /// The port's reverse-path filter: no route back to the source (`loose`), or not through
+    /// the receiving port (`strict`).
+    RpFilter,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 18] = [
+    pub const ALL: [Drop; 20] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -74,6 +80,8 @@ impl Drop {
         Drop::FragNeeded,
         Drop::DestRemoved,
         Drop::VipSourced,
+        Drop::MartianSource,
+        Drop::RpFilter,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -97,6 +105,8 @@ impl Drop {
             Drop::FragNeeded => "frag_needed",
             Drop::DestRemoved => "dest_removed",
             Drop::VipSourced => "vip_sourced",
+            Drop::MartianSource => "martian_source",
+            Drop::RpFilter => "rp_filter",
         }
     }
 }

@@ -28,9 +28,10 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 
+use crate::config::RpFilter;
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
-use crate::datapath::service::Snapshot;
+use crate::datapath::service::{Snapshot, Source};
 use crate::datapath::stats::{Counters, DestCounters, Drop};
 use crate::datapath::tcp_state::{flags, Dir, State, Timeouts};
 use crate::sys::tap::{MAX_FRAME, VNET_HDR_LEN};
@@ -266,7 +267,9 @@ impl Pipeline {
             Err(r) => return self.malformed(r),
         };
         let snap = env.snap;
-        if pkt.kind == Kind::Ipv4 && snap.is_vip(pkt.src) {
+        // One lookup classifies the source (for ARP, the sender's address).
+        let source = snap.source_class(pkt.src);
+        if pkt.kind == Kind::Ipv4 && source == Source::Vip {
             // Replies of DR/TUN real servers go straight to the client; count any reaching us.
             return self.drop(Drop::VipSourced);
         }
@@ -279,6 +282,11 @@ impl Pipeline {
             return self.drop(Drop::NotForUs);
         }
         if pkt.kind == Kind::Arp {
+            // A martian sender is neither learnt nor answered; 0.0.0.0 is an address probe
+            // (RFC 5227), answered as before.
+            if source != Source::Ordinary && !pkt.src.is_unspecified() {
+                return self.drop(Drop::MartianSource);
+            }
             // The host stack resolves its own next hops: it needs the replies to us.
             let verdict = self.arp(env, sink, port, len, buf);
             return if snap.is_local(pkt.dst) && env.host_stack {
@@ -289,6 +297,19 @@ impl Pipeline {
         }
         if group {
             return self.drop(Drop::NotForUs);
+        }
+        // Martian sources (as the kernel's ip_route_input_slow), then the port's reverse-path
+        // filter, before anything creates state or forwards.
+        if source != Source::Ordinary {
+            return self.drop(Drop::MartianSource);
+        }
+        let rp_ok = match info.rp_filter {
+            RpFilter::Off => true,
+            RpFilter::Strict => snap.router.lookup(pkt.src).is_some_and(|r| r.0 == port),
+            RpFilter::Loose => snap.router.lookup(pkt.src).is_some(),
+        };
+        if !rp_ok {
+            return self.drop(Drop::RpFilter);
         }
         if !redirected {
             if vnet.is_gso() {
