@@ -179,6 +179,50 @@ impl Default for ControlConfig {
     }
 }
 
+/// How log lines are written to stderr (`[log] format`, or `TAPVS_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default); coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable that overrides `[log] format` (read before the config file).
+pub const LOG_FORMAT_ENV: &str = "TAPVS_LOG_FORMAT";
+
+/// The log format asked for by the environment: `value` is `TAPVS_LOG_FORMAT`'s value, if set.
+/// Unset or empty is no override; anything but `text` or `json` is an error whose file is
+/// `environment` and whose field is the variable's name.
+pub fn log_format_override(value: Option<&str>) -> Result<Option<LogFormat>, ConfigError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => LogFormat::parse(v).map(Some).ok_or_else(|| ConfigError {
+            file: PathBuf::from("environment"),
+            field: LOG_FORMAT_ENV.into(),
+            message: format!("{v:?} is not one of \"text\", \"json\""),
+        }),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: Option<String>,
+}
+
 /// The Prometheus endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -320,6 +364,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Metrics endpoint (validated address).
     pub metrics: Option<SocketAddr>,
+    /// Log line format (`[log] format`).
+    pub log_format: LogFormat,
     /// Ports.
     pub ports: Vec<PortConfig>,
     /// Static routes.
@@ -342,6 +388,8 @@ struct RawConfig {
     control: ControlConfig,
     #[serde(default)]
     metrics: MetricsConfig,
+    #[serde(default)]
+    log: RawLog,
     #[serde(default)]
     port: Vec<RawPort>,
     #[serde(default)]
@@ -569,6 +617,15 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         })?)
     } else {
         None
+    };
+    let log_format = match raw.log.format.as_deref() {
+        None => LogFormat::Text,
+        Some(s) => LogFormat::parse(s).ok_or_else(|| {
+            err(
+                "log.format".into(),
+                format!("{s:?} is not one of \"text\", \"json\""),
+            )
+        })?,
     };
     if !raw.control.socket.is_empty() && !raw.control.socket.starts_with('/') {
         return Err(err(
@@ -901,6 +958,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         neighbour: raw.neighbour,
         control: raw.control,
         metrics,
+        log_format,
         ports,
         routes,
         services,
@@ -1054,6 +1112,38 @@ weight = 3
             "ebpf or flow",
         );
         expect_err("port = [", "-", "syntax error at line 1");
+    }
+
+    #[test]
+    fn log_format_parses_and_defaults_to_text() {
+        assert_eq!(parse_str(GOOD).unwrap().log_format, LogFormat::Text);
+        for (v, want) in [("text", LogFormat::Text), ("json", LogFormat::Json)] {
+            let t = format!("{GOOD}\n[log]\nformat = \"{v}\"\n");
+            assert_eq!(parse_str(&t).unwrap().log_format, want, "{v}");
+        }
+        expect_err(
+            &format!("{GOOD}\n[log]\nformat = \"xml\"\n"),
+            "log.format",
+            "\"xml\" is not one of \"text\", \"json\"",
+        );
+        expect_err(
+            &format!("{GOOD}\n[log]\nformat = \"json\"\nlevel = \"debug\"\n"),
+            "log.level",
+            "unknown field `level`",
+        );
+    }
+
+    #[test]
+    fn log_format_environment_override() {
+        assert_eq!(log_format_override(None), Ok(None));
+        assert_eq!(log_format_override(Some("")), Ok(None));
+        assert_eq!(log_format_override(Some("json")), Ok(Some(LogFormat::Json)));
+        assert_eq!(log_format_override(Some("text")), Ok(Some(LogFormat::Text)));
+        let e = log_format_override(Some("JSON")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment: field `TAPVS_LOG_FORMAT`: \"JSON\" is not one of \"text\", \"json\""
+        );
     }
 
     #[test]
