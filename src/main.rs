@@ -1,10 +1,12 @@
 //! The `tapvs` command: `run` the daemon from a config file, `check` a config, or run the
 //! self-contained `demo`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tapvs::config::LogFormat;
 
 mod demo;
 mod lab;
@@ -64,20 +66,61 @@ enum Cmd {
     },
 }
 
-fn init_logging() {
+/// Installs the stderr logger: level filter from `TAPVS_LOG` (default `info`), lines in
+/// `format`, ANSI colour only for text on a terminal (and not when `NO_COLOR` is set).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAPVS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init()
+        }
+        LogFormat::Json => builder.with_ansi(false).json().init(),
+    }
+}
+
+/// `TAPVS_LOG_FORMAT`, if set: a bad value is a config error (exit 2).
+fn log_format_env() -> Result<Option<LogFormat>, ExitCode> {
+    let value = std::env::var(tapvs::config::LOG_FORMAT_ENV).ok();
+    tapvs::config::log_format_override(value.as_deref()).map_err(|e| {
+        eprintln!("tapvs: config error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Reads the config, then starts logging in the format the environment or the config asks
+/// for, so that every log line has the chosen format. Config errors go to stderr (exit 2).
+fn load_config_and_log(path: &Path) -> Result<tapvs::config::Config, ExitCode> {
+    let env_format = log_format_env()?;
+    match tapvs::config::load(path) {
+        Ok(c) => {
+            init_logging(env_format.unwrap_or(c.log_format));
+            Ok(c)
+        }
+        Err(e) => {
+            eprintln!("tapvs: config error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.cmd, Cmd::Check { .. } | Cmd::Run { .. }) {
+        // No config file: the environment or the default decides.
+        match log_format_env() {
+            Ok(f) => init_logging(f.unwrap_or_default()),
+            Err(code) => return code,
+        }
+    }
     match cli.cmd {
-        Cmd::Check { config } => match tapvs::config::load(&config) {
+        Cmd::Check { config } => match load_config_and_log(&config) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} ports, {} services, {} workers)",
@@ -88,10 +131,7 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("tapvs: config error: {e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
         Cmd::Run { config, socket } => run(&config, socket),
         Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
@@ -123,14 +163,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, socket: Option<String>) -> ExitCode {
-    let mut cfg = match tapvs::config::load(path) {
+fn run(path: &Path, socket: Option<String>) -> ExitCode {
+    let mut cfg = match load_config_and_log(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tapvs: config error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
+    tracing::info!(config = %path.display(), "starting");
     if let Some(s) = socket {
         cfg.control.socket = s;
     }

@@ -178,3 +178,128 @@ fn demo_without_root_says_so_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs root"), "{err}");
 }
+
+/// Writes a config whose `run` logs `starting` and then fails fast without root or TAP
+/// devices (the control socket's directory is a regular file), with `log` appended.
+fn fail_fast_config(tag: &str, log: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapvs-logs-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let path = dir.join("tapvs.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "workers = 1\n\n[control]\nsocket = \"{}/tapvs.sock\"\n\n[metrics]\nenabled = false\n\n\
+             [[port]]\nname = \"ext\"\ntap = \"tvs-logs0\"\naddresses = [\"10.0.0.1/24\"]\n\n{log}",
+            blocker.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn tapvs_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tapvs"));
+    c.env_remove("TAPVS_LOG_FORMAT")
+        .env_remove("TAPVS_LOG")
+        .env_remove("NO_COLOR");
+    c
+}
+
+#[test]
+fn text_logs_redirected_to_a_file_have_no_colour() {
+    let cfg = fail_fast_config("text", "");
+    let log_path = cfg.with_file_name("stderr.log");
+    let status = tapvs_cmd()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status}");
+    let log = std::fs::read(&log_path).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("INFO") && text.contains("starting"), "{text}");
+    assert!(text.contains("tapvs: cannot start"), "{text}");
+    assert!(!log.contains(&0x1b), "ESC in a log file: {text:?}");
+    let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
+}
+
+/// Runs the fail-fast config and checks that every logger line on stderr is a JSON object
+/// with `level`, `timestamp`, `target` and `fields.message` (the program's own `tapvs: ...`
+/// error line is not a log line).
+fn assert_json_logs(cfg: &std::path::Path, env: Option<&str>) {
+    let mut cmd = tapvs_cmd();
+    cmd.args(["run", "--config"]).arg(cfg);
+    if let Some(v) = env {
+        cmd.env("TAPVS_LOG_FORMAT", v);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!out.stderr.contains(&0x1b), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut messages = Vec::new();
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with("tapvs: cannot start") {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        assert!(v.is_object(), "{line}");
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert!(v["target"].is_string(), "{line}");
+        messages.push(v["fields"]["message"].as_str().expect(line).to_string());
+    }
+    assert!(messages.iter().any(|m| m == "starting"), "{err}");
+}
+
+#[test]
+fn json_log_format_from_config_or_environment() {
+    let cfg = fail_fast_config("json", "[log]\nformat = \"json\"\n");
+    assert_json_logs(&cfg, None);
+    let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
+
+    // The environment overrides the config's text.
+    let cfg = fail_fast_config("jsonenv", "[log]\nformat = \"text\"\n");
+    assert_json_logs(&cfg, Some("json"));
+    let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
+}
+
+#[test]
+fn bad_log_format_is_a_config_error() {
+    let cfg = fail_fast_config("badfmt", "[log]\nformat = \"xml\"\n");
+    let out = tapvs_cmd()
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tapvs.toml: field `log.format`"), "{err}");
+    assert!(err.contains("\"xml\""), "{err}");
+
+    let good = fail_fast_config("badenv", "");
+    let out = tapvs_cmd()
+        .args(["check", "--config"])
+        .arg(&good)
+        .env("TAPVS_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("field `TAPVS_LOG_FORMAT`"), "{err}");
+    assert!(err.contains("\"yaml\""), "{err}");
+    let out = tapvs_cmd()
+        .args(["check", "--config"])
+        .arg(&good)
+        .env("TAPVS_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    let _ = std::fs::remove_dir_all(cfg.parent().unwrap());
+    let _ = std::fs::remove_dir_all(good.parent().unwrap());
+}
