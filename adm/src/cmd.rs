@@ -1480,6 +1480,7 @@ mod tests {
                 AdmError::SchedulerNotFound,
                 "Scheduler or persistence engine not found",
             ),
+            (AdmError::ThresholdRange, "Numerical result out of range"),
             (
                 AdmError::PermissionDenied,
                 "Permission denied (you must be root)",
