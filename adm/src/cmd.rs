@@ -999,8 +999,12 @@ pub fn parse(args: &[String]) -> Result<Command, AdmError> {
 }
 
 /// Parses one line of `-R` input: whitespace-separated words, an optional leading `ipvsadm`.
-/// Blank lines give `None`; `-R` inside restore input is an error.
+/// Blank lines and comment lines (first non-blank character `#`) give `None`, as ipvsadm's
+/// restore skips them; `-R` inside restore input is an error.
 pub fn parse_restore_line(line: &str) -> Result<Option<Command>, AdmError> {
+    if line.trim_start().starts_with('#') {
+        return Ok(None);
+    }
     let words: Vec<String> = line.split_whitespace().map(String::from).collect();
     let words = match words.first() {
         Some(w) if w == "ipvsadm" => &words[1..],
@@ -1361,6 +1365,16 @@ mod tests {
     fn restore_lines() {
         assert_eq!(parse_restore_line("   "), Ok(None));
         assert_eq!(parse_restore_line("ipvsadm"), Ok(None));
+        assert_eq!(parse_restore_line(""), Ok(None));
+        assert_eq!(parse_restore_line("\n"), Ok(None));
+        assert_eq!(parse_restore_line("# saved by tapvsadm -S"), Ok(None));
+        assert_eq!(parse_restore_line("  \t#-A -t 1.2.3.4:80"), Ok(None));
+        assert_eq!(parse_restore_line("#"), Ok(None));
+        // A `#` that does not start the line is no comment.
+        assert_eq!(
+            parse_restore_line("-A -t 1.2.3.4:80 # web"),
+            Err(AdmError::UnexpectedArgument("#".into()))
+        );
         assert_eq!(
             parse_restore_line("ipvsadm -A -t 1.2.3.4:80 -s rr\n"),
             Ok(Some(Command::AddService(svc(tcp("1.2.3.4:80"), "rr"))))
