@@ -795,6 +795,7 @@ impl State {
                 match v.as_str() {
                     "ipip" => {}
                     "gue" => return unsupported("GUE tunnels (--tun-type gue)"),
+                    "gre" => return unsupported("GRE tunnels (--tun-type gre)"),
                     _ => return Err(AdmError::IllegalTunnelType),
                 }
             }
@@ -1176,6 +1177,10 @@ mod tests {
             Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tun)))
         );
         assert_eq!(
+            p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 --ipip --tun-type=ipip"),
+            Ok(Command::EditServer(srv(t, "172.16.0.2:80", Forward::Tun)))
+        );
+        assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -m"),
             Ok(Command::AddServer(srv(t, "172.16.0.2:8080", Forward::Nat)))
         );
@@ -1473,6 +1478,9 @@ mod tests {
             ("--start-daemon master", "the connection sync daemon (--start-daemon) is not supported yet by tapvs".into()),
             ("-A -t 1.2.3.4:80 -p --pe sip", "persistence engines (--pe) is not supported yet by tapvs".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gue", "GUE tunnels (--tun-type gue) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gre", "GRE tunnels (--tun-type gre) is not supported yet by tapvs".into()),
+            ("-e -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type=gre", "GRE tunnels (--tun-type gre) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type GRE", "illegal tunnel type specified".into()),
         ];
         for (line, msg) in cases {
             let e = p(line).expect_err(line);

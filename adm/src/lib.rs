@@ -73,7 +73,8 @@ pub enum AdmError {
     InvalidSchedFlag(String),
     /// `-b` names a flag of another scheduler (`sh-port` with `rr`).
     IncompatibleSchedFlag(String),
-    /// `--tun-type` other than ipip/gue.
+    /// `--tun-type` other than ipip, gue or gre (tapvs refuses gue and gre as
+    /// [`AdmError::Unsupported`]: it tunnels with ipip only).
     IllegalTunnelType,
     /// Tunnel options on a real server that is not `-i`.
     TunnelOptionConflict,
