@@ -1366,6 +1366,55 @@ mod tests {
         assert_eq!(p("-- -L"), Err(AdmError::NoCommand));
     }
 
+    /// The lines of `text` naming option `opt` (`--stats`, `-X`) as a whole word.
+    fn mentions<'a>(text: &'a str, opt: &str) -> Vec<&'a str> {
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        text.lines()
+            .filter(|line| {
+                line.match_indices(opt).any(|(i, _)| {
+                    !word(line[..i].chars().next_back())
+                        && !word(line[i + opt.len()..].chars().next())
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn help_lists_every_option_and_marks_the_unsupported() {
+        let help = crate::format::usage();
+        for &(long, short, _, tag) in OPTIONS {
+            let lines = mentions(&help, &format!("--{long}"));
+            assert!(!lines.is_empty(), "--{long} missing from -h");
+            if let Some(c) = short {
+                assert!(
+                    !mentions(&help, &format!("-{c}")).is_empty(),
+                    "-{c} missing from -h"
+                );
+            }
+            let unsupported = matches!(
+                tag,
+                Tag::Sctp
+                    | Tag::Fwmark
+                    | Tag::Ipv6
+                    | Tag::Pe
+                    | Tag::Daemon(_)
+                    | Tag::TunOpt
+                    | Tag::SyncOpt
+            );
+            if unsupported {
+                assert!(
+                    lines.iter().any(|l| l.contains("not supported")),
+                    "--{long}: {lines:?}"
+                );
+            }
+        }
+        let tun = mentions(&help, "--tun-type");
+        assert!(
+            tun.iter().any(|l| l.contains("gue and gre: not supported")),
+            "{tun:?}"
+        );
+    }
+
     #[test]
     fn restore_lines() {
         assert_eq!(parse_restore_line("   "), Ok(None));
