@@ -290,6 +290,16 @@ fn tapvsadm_drives_the_daemon() {
             2,
             "illegal weight",
         ),
+        (
+            &format!("-e -t {vip}:80 -r {rs3}:80 -m -x 5 -y 10"),
+            1,
+            "Numerical result out of range",
+        ),
+        (
+            &format!("-a -t {vip}:80 -r {rs2}:80 -i --tun-type gre"),
+            2,
+            "not supported",
+        ),
     ] {
         let o = adm(&lab, args);
         assert_eq!(o.status.code(), Some(code), "{args}: {o:?}");
@@ -335,7 +345,12 @@ fn tapvsadm_drives_the_daemon() {
     ok(&lab, &format!("-a -u {vip}:53 -r {rs1}:5353 -m"));
     let saved = ok(&lab, "-S -n");
     let fresh = empty_lab(0);
-    let o = adm_in(&fresh, "-R", Some(&saved));
+    // ipvsadm's restore skips comment and blank lines.
+    let o = adm_in(
+        &fresh,
+        "-R",
+        Some(&format!("# saved by tapvsadm -S -n\n\n{saved}")),
+    );
     assert!(o.status.success(), "{o:?}");
     // Identical but for the live connection counters (the fresh daemon has carried none).
     let listing = |l: &Lab| {

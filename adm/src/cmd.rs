@@ -795,6 +795,7 @@ impl State {
                 match v.as_str() {
                     "ipip" => {}
                     "gue" => return unsupported("GUE tunnels (--tun-type gue)"),
+                    "gre" => return unsupported("GRE tunnels (--tun-type gre)"),
                     _ => return Err(AdmError::IllegalTunnelType),
                 }
             }
@@ -999,8 +1000,12 @@ pub fn parse(args: &[String]) -> Result<Command, AdmError> {
 }
 
 /// Parses one line of `-R` input: whitespace-separated words, an optional leading `ipvsadm`.
-/// Blank lines give `None`; `-R` inside restore input is an error.
+/// Blank lines and comment lines (first non-blank character `#`) give `None`, as ipvsadm's
+/// restore skips them; `-R` inside restore input is an error.
 pub fn parse_restore_line(line: &str) -> Result<Option<Command>, AdmError> {
+    if line.trim_start().starts_with('#') {
+        return Ok(None);
+    }
     let words: Vec<String> = line.split_whitespace().map(String::from).collect();
     let words = match words.first() {
         Some(w) if w == "ipvsadm" => &words[1..],
@@ -1170,6 +1175,10 @@ mod tests {
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -i --tun-type ipip"),
             Ok(Command::AddServer(srv(t, "172.16.0.2:80", Forward::Tun)))
+        );
+        assert_eq!(
+            p("-e -t 207.175.44.110:80 -r 172.16.0.2:8080 --ipip --tun-type=ipip"),
+            Ok(Command::EditServer(srv(t, "172.16.0.2:80", Forward::Tun)))
         );
         assert_eq!(
             p("-a -t 207.175.44.110:80 -r 172.16.0.2:8080 -m"),
@@ -1357,10 +1366,69 @@ mod tests {
         assert_eq!(p("-- -L"), Err(AdmError::NoCommand));
     }
 
+    /// The lines of `text` naming option `opt` (`--stats`, `-X`) as a whole word.
+    fn mentions<'a>(text: &'a str, opt: &str) -> Vec<&'a str> {
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        text.lines()
+            .filter(|line| {
+                line.match_indices(opt).any(|(i, _)| {
+                    !word(line[..i].chars().next_back())
+                        && !word(line[i + opt.len()..].chars().next())
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn help_lists_every_option_and_marks_the_unsupported() {
+        let help = crate::format::usage();
+        for &(long, short, _, tag) in OPTIONS {
+            let lines = mentions(&help, &format!("--{long}"));
+            assert!(!lines.is_empty(), "--{long} missing from -h");
+            if let Some(c) = short {
+                assert!(
+                    !mentions(&help, &format!("-{c}")).is_empty(),
+                    "-{c} missing from -h"
+                );
+            }
+            let unsupported = matches!(
+                tag,
+                Tag::Sctp
+                    | Tag::Fwmark
+                    | Tag::Ipv6
+                    | Tag::Pe
+                    | Tag::Daemon(_)
+                    | Tag::TunOpt
+                    | Tag::SyncOpt
+            );
+            if unsupported {
+                assert!(
+                    lines.iter().any(|l| l.contains("not supported")),
+                    "--{long}: {lines:?}"
+                );
+            }
+        }
+        let tun = mentions(&help, "--tun-type");
+        assert!(
+            tun.iter().any(|l| l.contains("gue and gre: not supported")),
+            "{tun:?}"
+        );
+    }
+
     #[test]
     fn restore_lines() {
         assert_eq!(parse_restore_line("   "), Ok(None));
         assert_eq!(parse_restore_line("ipvsadm"), Ok(None));
+        assert_eq!(parse_restore_line(""), Ok(None));
+        assert_eq!(parse_restore_line("\n"), Ok(None));
+        assert_eq!(parse_restore_line("# saved by tapvsadm -S"), Ok(None));
+        assert_eq!(parse_restore_line("  \t#-A -t 1.2.3.4:80"), Ok(None));
+        assert_eq!(parse_restore_line("#"), Ok(None));
+        // A `#` that does not start the line is no comment.
+        assert_eq!(
+            parse_restore_line("-A -t 1.2.3.4:80 # web"),
+            Err(AdmError::UnexpectedArgument("#".into()))
+        );
         assert_eq!(
             parse_restore_line("ipvsadm -A -t 1.2.3.4:80 -s rr\n"),
             Ok(Some(Command::AddService(svc(tcp("1.2.3.4:80"), "rr"))))
@@ -1459,6 +1527,9 @@ mod tests {
             ("--start-daemon master", "the connection sync daemon (--start-daemon) is not supported yet by tapvs".into()),
             ("-A -t 1.2.3.4:80 -p --pe sip", "persistence engines (--pe) is not supported yet by tapvs".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gue", "GUE tunnels (--tun-type gue) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gre", "GRE tunnels (--tun-type gre) is not supported yet by tapvs".into()),
+            ("-e -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type=gre", "GRE tunnels (--tun-type gre) is not supported yet by tapvs".into()),
+            ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type GRE", "illegal tunnel type specified".into()),
         ];
         for (line, msg) in cases {
             let e = p(line).expect_err(line);
@@ -1480,6 +1551,7 @@ mod tests {
                 AdmError::SchedulerNotFound,
                 "Scheduler or persistence engine not found",
             ),
+            (AdmError::ThresholdRange, "Numerical result out of range"),
             (
                 AdmError::PermissionDenied,
                 "Permission denied (you must be root)",

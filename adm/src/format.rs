@@ -354,46 +354,91 @@ pub fn version(pkg_version: &str) -> String {
     format!("{PROGRAM} v{pkg_version} (ipvsadm v1.31 compatible, IPVS v{IPVS_VERSION})\n")
 }
 
-/// The `-h` text: the ipvsadm synopsis and options tapvsadm accepts.
+/// The `-h` text: the ipvsadm synopsis and every option ipvsadm's `-h` lists (plus `-b` as
+/// FullNAT and `-v`), those tapvs refuses marked "(not supported)".
 pub fn usage() -> String {
     let p = PROGRAM;
     let mut s = String::from("Usage:\n");
     for line in [
-        "-A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]",
+        "-A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [--pe engine] [-b sched-flags] [-o]",
         "-D virtual-service",
         "-C",
         "-R",
         "-S [-n]",
-        "-a|e virtual-service -r server-address [-g|-m|-i|-b] [-w weight] [-x upper] [-y lower]",
+        "-a|e virtual-service -r server-address [-g|-m|-i|-b] [-w weight] [-x upper] [-y lower] [--tun-type ipip]",
         "-d virtual-service -r server-address",
         "-L|l [virtual-service] [options]",
         "-Z [virtual-service]",
         "--set tcp tcpfin udp",
+        "--start-daemon {master|backup} [daemon-options]  (not supported)",
+        "--stop-daemon {master|backup}  (not supported)",
         "-h",
     ] {
         let _ = writeln!(s, "  {p} {line}");
     }
     s.push_str(
-        "\nvirtual-service: -t|--tcp-service addr[:port], -u|--udp-service addr[:port] \
-         (IPv4 literals)\n\
-         \nService options:\n\
-         \x20 -s, --scheduler NAME      rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos (default wlc)\n\
-         \x20 -b, --sched-flags LIST    sh-fallback,sh-port,mh-fallback,mh-port,flag-1..3\n\
-         \x20 -p, --persistent [SECS]   persistent service (default 300)\n\
-         \x20 -M, --netmask MASK        persistence granularity\n\
-         \x20 -o, --ops                 one-packet scheduling (UDP)\n\
-         \nReal server options:\n\
-         \x20 -r, --real-server ADDR[:PORT]\n\
-         \x20 -g, --gatewaying          direct routing (default)\n\
-         \x20 -m, --masquerading        NAT\n\
-         \x20 -i, --ipip                IPIP tunnel\n\
-         \x20 -b, --fullnat             FullNAT (on -a/-e)\n\
-         \x20 -w, --weight N            0..65535 (default 1)\n\
-         \x20 -x, --u-threshold N       upper connection threshold\n\
-         \x20 -y, --l-threshold N       lower connection threshold\n\
-         \nList options:\n\
-         \x20 -n, --numeric  -c, --connection  --timeout  --stats  --rate  --exact\n\
-         \x20 --thresholds  --persistent-conn  --tun-info  --sort  --nosort\n",
+        "\nCommands (long or short form):\n\
+         \x20 --add-service     -A        add a virtual service\n\
+         \x20 --edit-service    -E        edit a virtual service (unset options get their defaults)\n\
+         \x20 --delete-service  -D        delete a virtual service\n\
+         \x20 --clear           -C        clear the whole table\n\
+         \x20 --restore         -R        run the commands on stdin (blank and # lines skipped)\n\
+         \x20 --save            -S        print the table as commands for -R\n\
+         \x20 --add-server      -a        add a real server\n\
+         \x20 --edit-server     -e        edit a real server (unset options get their defaults)\n\
+         \x20 --delete-server   -d        delete a real server\n\
+         \x20 --list            -L|-l     list the table\n\
+         \x20 --zero            -Z        zero the counters of one or all services\n\
+         \x20 --set tcp tcpfin udp        set the connection timeouts (0 keeps a value)\n\
+         \x20 --start-daemon              start the connection sync daemon (not supported)\n\
+         \x20 --stop-daemon               stop the connection sync daemon (not supported)\n\
+         \x20 --help            -h        print this help\n\
+         \x20 --version         -v        print the version\n\
+         \nvirtual-service:\n\
+         \x20 --tcp-service|-t addr[:port]     TCP service (IPv4 literal or localhost)\n\
+         \x20 --udp-service|-u addr[:port]     UDP service\n\
+         \x20 --sctp-service addr[:port]       SCTP service (not supported)\n\
+         \x20 --fwmark-service|-f mark         firewall-mark service (not supported)\n\
+         \nOptions:\n\
+         \x20 --ipv6          -6              IPv6 fwmark service (not supported)\n\
+         \x20 --scheduler     -s NAME         rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos (default wlc)\n\
+         \x20 --pe            ENGINE          persistence engine such as sip (not supported)\n\
+         \x20 --persistent    -p [SECS]       persistent service (default 300)\n\
+         \x20 --netmask       -M MASK         persistence granularity (default 255.255.255.255)\n\
+         \x20 --sched-flags   -b LIST         on -A/-E: sh-fallback,sh-port,mh-fallback,mh-port,flag-1..3\n\
+         \x20 --ops           -o              one-packet scheduling (UDP)\n\
+         \x20 --real-server   -r ADDR[:PORT]  real server\n\
+         \x20 --gatewaying    -g              direct routing (default)\n\
+         \x20 --masquerading  -m              NAT\n\
+         \x20 --ipip          -i              IPIP tunnel\n\
+         \x20 --fullnat       -b              on -a/-e/-d: FullNAT (as in DPVS)\n\
+         \x20 --tun-type      TYPE            ipip (default); gue and gre: not supported\n\
+         \x20 --tun-port      PORT            GUE destination port (not supported)\n\
+         \x20 --tun-nocsum                    GUE without checksum (not supported)\n\
+         \x20 --tun-csum                      GUE with checksum (not supported)\n\
+         \x20 --tun-remcsum                   GUE with remote checksum (not supported)\n\
+         \x20 --weight        -w N            0..65535 (default 1)\n\
+         \x20 --u-threshold   -x N            upper connection threshold, 0..65535 (0: none)\n\
+         \x20 --l-threshold   -y N            lower connection threshold, at most the upper\n\
+         \x20 --numeric       -n              numeric output (tapvsadm never resolves names)\n\
+         \x20 --connection    -c              list the connections\n\
+         \x20 --timeout                       list the timeouts (tcp tcpfin udp)\n\
+         \x20 --daemon                        list the sync daemons (there are none)\n\
+         \x20 --stats                         list statistics\n\
+         \x20 --rate                          list rates\n\
+         \x20 --exact         -X              exact numbers in --stats and --rate\n\
+         \x20 --thresholds                    list thresholds\n\
+         \x20 --persistent-conn               list persistent connections\n\
+         \x20 --tun-info                      list tunnel information\n\
+         \x20 --nosort                        do not sort services and servers\n\
+         \x20 --sort                          sort (the default, accepted for compatibility)\n\
+         \nDaemon options:\n\
+         \x20 --syncid ID                     sync id (not supported)\n\
+         \x20 --sync-maxlen LEN               sync message length (not supported)\n\
+         \x20 --mcast-interface IF            sync interface (not supported)\n\
+         \x20 --mcast-group ADDR              sync group (not supported)\n\
+         \x20 --mcast-port PORT               sync port (not supported)\n\
+         \x20 --mcast-ttl TTL                 sync TTL (not supported)\n",
     );
     s
 }

@@ -73,7 +73,8 @@ pub enum AdmError {
     InvalidSchedFlag(String),
     /// `-b` names a flag of another scheduler (`sh-port` with `rr`).
     IncompatibleSchedFlag(String),
-    /// `--tun-type` other than ipip/gue.
+    /// `--tun-type` other than ipip, gue or gre (tapvs refuses gue and gre as
+    /// [`AdmError::Unsupported`]: it tunnels with ipip only).
     IllegalTunnelType,
     /// Tunnel options on a real server that is not `-i`.
     TunnelOptionConflict,
@@ -126,6 +127,10 @@ pub enum AdmError {
     NoSuchDest,
     /// Runtime: unknown scheduler name or flags it does not accept.
     SchedulerNotFound,
+    /// Runtime: `-a`/`-e` with a lower threshold above the upper one (`-y` > `-x`, an absent
+    /// `-x` counting as 0); IPVS refuses the server with `ERANGE`, which ipvsadm prints with
+    /// `strerror`.
+    ThresholdRange,
     /// Runtime: the control socket refused the caller.
     PermissionDenied,
     /// Runtime: the appliance rejected the operation as invalid.
@@ -190,6 +195,7 @@ impl AdmError {
             DestExists => (r, "Destination already exists".into()),
             NoSuchDest => (r, "No such destination".into()),
             SchedulerNotFound => (r, "Scheduler or persistence engine not found".into()),
+            ThresholdRange => (r, "Numerical result out of range".into()),
             PermissionDenied => (r, "Permission denied (you must be root)".into()),
             InvalidOperation => (
                 r,

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
 
-use super::cmd::{Command, ServiceOpts, ServiceSpec};
+use super::cmd::{Command, ServerOpts, ServiceOpts, ServiceSpec};
 use super::AdmError;
 
 /// The Forward column of a real server listed as [`DestEntry::local`] (whatever its method).
@@ -345,6 +345,7 @@ impl Listing {
             Command::Clear => self.services.clear(),
             Command::AddServer(o) => {
                 let s = self.service_mut(&o.service).map_err(not_defined)?;
+                check_thresholds(o)?;
                 if s.dest(o.server).is_some() {
                     return Err(AdmError::DestExists);
                 }
@@ -365,6 +366,7 @@ impl Listing {
             }
             Command::EditServer(o) => {
                 let s = self.service_mut(&o.service).map_err(not_defined)?;
+                check_thresholds(o)?;
                 let d = s
                     .dests
                     .iter_mut()
@@ -411,6 +413,15 @@ impl Listing {
         }
         Ok(())
     }
+}
+
+/// IPVS refuses a real server whose lower threshold is above its upper one (checked after the
+/// service lookup and before the server's own, as the kernel does).
+fn check_thresholds(o: &ServerOpts) -> Result<(), AdmError> {
+    if o.l_threshold > o.u_threshold {
+        return Err(AdmError::ThresholdRange);
+    }
+    Ok(())
 }
 
 /// Server commands on a missing service say "Service not defined", as ipvsadm.
@@ -465,6 +476,34 @@ mod tests {
         assert!(l.services[0].dests.is_empty());
         run(&mut l, "-D -t 10.0.0.1:80").unwrap();
         assert!(l.services.is_empty());
+    }
+
+    #[test]
+    fn lower_threshold_above_upper_is_refused() {
+        let mut l = Listing::default();
+        run(&mut l, "-A -t 10.0.0.1:80 -s rr").unwrap();
+        run(&mut l, "-a -t 10.0.0.1:80 -r 1.1.1.1 -m -x 10 -y 10").unwrap();
+        let before = l.clone();
+        for line in [
+            "-a -t 10.0.0.1:80 -r 1.1.1.2 -m -x 5 -y 10",
+            "-a -t 10.0.0.1:80 -r 1.1.1.2 -m -y 1",
+            "-e -t 10.0.0.1:80 -r 1.1.1.1 -m -x 5 -y 10",
+            // Checked before the server's own existence, as the kernel does.
+            "-a -t 10.0.0.1:80 -r 1.1.1.1 -m -x 5 -y 10",
+            "-e -t 10.0.0.1:80 -r 9.9.9.9 -m -x 5 -y 10",
+        ] {
+            let e = run(&mut l, line).unwrap_err();
+            assert_eq!(e, AdmError::ThresholdRange, "{line}");
+            assert_eq!(
+                (e.to_string().as_str(), e.exit_code()),
+                ("Numerical result out of range", 1),
+                "{line}"
+            );
+            assert_eq!(l, before, "{line} changed nothing");
+        }
+        // The service is looked up first.
+        let e = run(&mut l, "-a -t 10.0.0.9:80 -r 1.1.1.2 -x 5 -y 10").unwrap_err();
+        assert_eq!(e, AdmError::ServiceNotDefined);
     }
 
     #[test]

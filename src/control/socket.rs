@@ -225,8 +225,9 @@ pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
     }
 }
 
-/// `-R`: one command per line; a line that does not parse stops the restore (exit 2), a
-/// command that fails is reported and the restore goes on (as ipvsadm does).
+/// `-R`: one command per line (blank and `#` comment lines skipped, as ipvsadm); a line that
+/// does not parse stops the restore (exit 2), a command that fails is reported and the restore
+/// goes on (as ipvsadm does).
 fn restore(shared: &Shared, input: &str) -> Response {
     let mut r = Response::default();
     for line in input.lines() {

@@ -462,6 +462,15 @@ address = "172.16.0.3:80"
             t.apply(&cmd("-d -t 192.0.2.1:80 -r 172.16.0.9:80")),
             Err(AdmError::NoSuchDest)
         ));
+        // IPVS refuses a lower threshold above the upper one (ERANGE).
+        assert!(matches!(
+            t.apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.9:80 -m -x 5 -y 10")),
+            Err(AdmError::ThresholdRange)
+        ));
+        assert!(matches!(
+            t.apply(&cmd("-e -t 192.0.2.1:80 -r 172.16.0.2:80 -m -x 5 -y 10")),
+            Err(AdmError::ThresholdRange)
+        ));
         assert_eq!(format!("{:?}", t.listing()), before);
     }
 
