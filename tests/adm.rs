@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::lab::{self, Lab};
-use common::{any, http_servers};
+use common::{any, http_servers, scrape};
 use sha2::{Digest, Sha256};
 use tapvs_lab::netns::{precheck, wait_until};
 use tapvs_lab::traffic::{self, BulkSink, UdpEcho};
@@ -461,24 +461,13 @@ fn metrics_scrape_shows_counters_moving() {
     ))
     .unwrap();
     let _http = http_servers(&lab, 80);
-    let scrape = || {
-        lab.director
-            .run(|| {
-                traffic::http_get(
-                    "127.0.0.1:9273".parse().unwrap(),
-                    "/metrics",
-                    Duration::from_secs(5),
-                )
-            })
-            .unwrap()
-    };
     let real = format!("{}:80", lab::real_addr(0));
     lab.client
         .run(|| traffic::http_split(lab::vip(80), 5, Duration::from_secs(5)))
         .unwrap();
     let mut first = 0;
     wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
-        first = metric(&scrape().1, "tapvs_real_packets_total", &real);
+        first = metric(&scrape(&lab).1, "tapvs_real_packets_total", &real);
         first > 0
     });
     assert!(first > 0);
@@ -487,11 +476,11 @@ fn metrics_scrape_shows_counters_moving() {
         .unwrap();
     let mut body = String::new();
     let moved = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
-        body = scrape().1;
+        body = scrape(&lab).1;
         metric(&body, "tapvs_real_packets_total", &real) > first
     });
     assert!(moved, "{body}");
-    assert_eq!(scrape().0, 200);
+    assert_eq!(scrape(&lab).0, 200);
     for name in [
         "tapvs_frames_total",
         "tapvs_real_connections_total",

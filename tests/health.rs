@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Lab};
-use common::{any, tls::TlsServer};
+use common::{any, scrape, tls::TlsServer};
 use tapvs_lab::netns::{precheck, wait_until};
 use tapvs_lab::traffic::{self, HttpServer};
 
@@ -127,17 +127,7 @@ fn tcp_check_removes_a_stopped_server_in_time_and_restores_it() {
         "all new connections to rs1"
     );
     // The change is counted in metrics.
-    let metrics = lab
-        .director
-        .run(|| {
-            traffic::http_get(
-                "127.0.0.1:9273".parse().unwrap(),
-                "/metrics",
-                Duration::from_secs(5),
-            )
-        })
-        .unwrap()
-        .1;
+    let metrics = scrape(&lab).1;
     let rs2 = format!("real=\"{}:80\"", lab::real_addr(1));
     let value = |name: &str| {
         metrics

@@ -10,22 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::lab::{self, Lab};
-use common::{any, http_servers};
+use common::{any, http_servers, scrape};
 use tapvs_lab::netns::{precheck, skip_or_fail, wait_until};
 use tapvs_lab::traffic::{self, UdpEcho};
-
-/// `GET /metrics` from inside the director's namespace: status and body.
-fn scrape(lab: &Lab) -> (u16, String) {
-    lab.director
-        .run(|| {
-            traffic::http_get(
-                "127.0.0.1:9273".parse().unwrap(),
-                "/metrics",
-                Duration::from_secs(5),
-            )
-        })
-        .unwrap()
-}
 
 /// The value of the series `series` (name with its labels, as rendered), if present.
 fn value(text: &str, series: &str) -> Option<f64> {

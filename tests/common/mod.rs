@@ -30,6 +30,20 @@ pub fn http_servers(lab: &Lab, port: u16) -> Vec<HttpServer> {
 }
 
 /// An HTTPS server for SSL_GET tests.
+/// `GET /metrics` on the daemon's metrics listener, from inside the director's namespace:
+/// status and body.
+pub fn scrape(lab: &Lab) -> (u16, String) {
+    lab.director
+        .run(|| {
+            tapvs_lab::traffic::http_get(
+                "127.0.0.1:9273".parse().unwrap(),
+                "/metrics",
+                Duration::from_secs(5),
+            )
+        })
+        .unwrap()
+}
+
 pub mod tls;
 
 /// tapvs in the `tapvs-lab` topology (shared with the `tapvs` binary, see the file's docs).
