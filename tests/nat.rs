@@ -406,10 +406,17 @@ fn syn_from(src: std::net::Ipv4Addr, sport: u16, ours: [u8; 6], theirs: [u8; 6])
     f
 }
 
-/// The IPv4 source of an Ethernet frame, if it carries IPv4.
-fn ipv4_source(frame: &[u8]) -> Option<std::net::Ipv4Addr> {
-    (frame.len() >= 34 && frame[12..14] == [0x08, 0x00])
-        .then(|| std::net::Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]))
+/// The IPv4 source and TCP source port of an Ethernet frame carrying TCP over IPv4 (with a
+/// 20-byte IP header, as every SYN the test sends has). Other frames, such as the real server's
+/// own IGMP or ARP traffic, are not the test's business.
+fn tcp_source(frame: &[u8]) -> Option<(std::net::Ipv4Addr, u16)> {
+    (frame.len() >= 54 && frame[12..14] == [0x08, 0x00] && frame[14] == 0x45 && frame[23] == 6)
+        .then(|| {
+            (
+                std::net::Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+                u16::from_be_bytes([frame[34], frame[35]]),
+            )
+        })
 }
 
 /// Issue 20: SYNs to the VIP from every class of martian source, injected on the client
@@ -463,14 +470,15 @@ fn martian_sources_never_reach_a_real_server() {
             }
             continue;
         };
-        let Some(src) = ipv4_source(&buf[..len]) else {
+        let Some((src, sport)) = tcp_source(&buf[..len]) else {
             continue;
         };
+        let martian_port = (41000..41000 + martians.len() as u16).contains(&sport);
         assert!(
-            !martians.contains(&src),
-            "a frame from martian {src} reached the real server"
+            !(martians.contains(&src) && martian_port),
+            "the SYN from martian {src}:{sport} reached the real server"
         );
-        seen_client |= src == lab::CLIENT;
+        seen_client |= src == lab::CLIENT && sport == 42000;
     }
     assert!(seen_client, "the capture saw the client's SYN");
     assert_eq!(stats.dropped("martian_source"), n, "{:?}", stats.drops);
