@@ -168,6 +168,10 @@ pub struct ControlConfig {
     /// IPVS `expire_nodest_conn`: end a deleted real server's connections at their next packet
     /// (default false: they continue until they end or expire).
     pub expire_nodest_conn: bool,
+    /// IPVS `sloppy_tcp`: a TCP packet of an unknown flow that is not a SYN (nor a RST) is
+    /// scheduled and its connection created mid-stream; the default of every service
+    /// (`service.sloppy_tcp` overrides it).
+    pub sloppy_tcp: bool,
 }
 
 impl Default for ControlConfig {
@@ -175,6 +179,7 @@ impl Default for ControlConfig {
         ControlConfig {
             socket: tapvs_adm::DEFAULT_SOCKET.into(),
             expire_nodest_conn: false,
+            sloppy_tcp: false,
         }
     }
 }
@@ -341,6 +346,8 @@ pub struct ServiceConfig {
     pub health: crate::health::config::ServiceHealthConfig,
     /// The sorry server (used while quorum is lost), with the service port when none given.
     pub sorry_server: Option<SocketAddrV4>,
+    /// `sloppy_tcp` for this service (absent: `control.sloppy_tcp`).
+    pub sloppy_tcp: Option<bool>,
     /// Real servers.
     pub reals: Vec<RealConfig>,
 }
@@ -372,6 +379,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Virtual services.
     pub services: Vec<ServiceConfig>,
+    /// `[scale_out]`: active-active instances behind ECMP, VIPs announced through BIRD.
+    pub scale_out: Option<crate::scaleout::ScaleOutConfig>,
 }
 
 #[derive(Deserialize)]
@@ -396,6 +405,7 @@ struct RawConfig {
     route: Vec<RawRoute>,
     #[serde(default)]
     service: Vec<RawService>,
+    scale_out: Option<crate::scaleout::ScaleOutConfig>,
 }
 
 #[derive(Deserialize)]
@@ -437,6 +447,7 @@ struct RawService {
     toa: Option<bool>,
     #[serde(default)]
     toa_on_syn: bool,
+    sloppy_tcp: Option<bool>,
     #[serde(default)]
     health: crate::health::config::ServiceHealthConfig,
     #[serde(default)]
@@ -945,8 +956,16 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             toa_on_syn: s.toa_on_syn,
             health: s.health.clone(),
             sorry_server,
+            sloppy_tcp: s.sloppy_tcp,
             reals,
         });
+    }
+    if let Some(so) = &raw.scale_out {
+        let fwd: Vec<_> = services
+            .iter()
+            .map(|s| (s.vip, s.reals.iter().map(|r| r.forward).collect()))
+            .collect();
+        crate::scaleout::validate(so, &fwd).map_err(|(f, m)| err(f, m))?;
     }
 
     Ok(Config {
@@ -962,6 +981,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         ports,
         routes,
         services,
+        scale_out: raw.scale_out,
     })
 }
 

@@ -17,4 +17,5 @@ pub mod control;
 pub mod datapath;
 pub mod health;
 pub mod rs;
+pub mod scaleout;
 pub mod sys;

@@ -6,7 +6,9 @@
 //! Table population: each destination gets `offset = h1(addr, port) mod M`
 //! and `skip = h2(addr, port) mod (M - 1) + 1`, i.e. the preference list
 //! `offset, offset + skip, offset + 2·skip, ... (mod M)`. Destinations take
-//! turns in list order, each claiming its next free preferred slot
+//! turns in (address, port) order (the kernel uses its list order; tapvs
+//! sorts, so the table does not depend on the order real servers were added
+//! and every scale-out instance with the same real servers agrees), each claiming its next free preferred slot
 //! `turns = (last_weight / gcd) >> rshift` times per round (at least once if
 //! its weight is non-zero; never if it is 0), where `rshift` keeps the
 //! largest `last_weight / gcd` within `TAB_BITS = index / 2` bits (index 12
@@ -126,6 +128,12 @@ impl Mh {
 
 /// Fill a Maglev table of `m` slots (see the module doc).
 fn populate(dests: &[Arc<Dest>], m: u32, tab_bits: u32) -> Vec<u32> {
+    // Turns are taken in address order, not list order: the table depends only on the set
+    // of (address, port, weight), never on the order real servers were added, so every
+    // instance given the same real servers builds the same table.
+    let mut order: Vec<usize> = (0..dests.len()).collect();
+    order.sort_by_key(|&i| (dests[i].addr(), dests[i].port()));
+    let dests: Vec<&Arc<Dest>> = order.iter().map(|&i| &dests[i]).collect();
     let weights: Vec<u32> = dests.iter().map(|d| d.last_weight()).collect();
     let g = weights.iter().fold(0, |g, &w| gcd(g, w));
     let mut table = vec![EMPTY; m as usize];
@@ -161,7 +169,7 @@ fn populate(dests: &[Arc<Dest>], m: u32, tab_bits: u32) -> Vec<u32> {
             }
         }
         perm[p] = c;
-        table[c as usize] = p as u32;
+        table[c as usize] = order[p] as u32;
         filled += 1;
         taken += 1;
         if taken >= turns[p] {

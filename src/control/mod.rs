@@ -2,9 +2,11 @@
 //! threads share ([`shared`]), the live service table as ipvsadm sees it ([`table`]), the control socket
 //! that tapvsadm talks to ([`socket`]), the rate estimator ([`estimator`]), the Prometheus endpoint
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
-//! thread that runs the checkers on it and applies their verdicts ([`checks`]). It changes
+//! thread that runs the checkers on it and applies their verdicts ([`checks`]), and the
+//! scale-out route announcer ([`announce`]). It changes
 //! what the data path does only by publishing snapshots.
 
+pub mod announce;
 pub mod checks;
 pub mod estimator;
 pub mod host;

@@ -214,6 +214,8 @@ impl Daemon {
                     .map_err(StartError::Sys)?,
             );
         }
+        // Scale-out: the VIPs to BIRD (a watchdog withdraws them when this process ends).
+        threads.extend(crate::control::announce::start(cfg, &shared).map_err(StartError::Config)?);
         Ok(Daemon { shared, threads })
     }
 

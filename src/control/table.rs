@@ -37,6 +37,8 @@ struct Extras {
     toa: bool,
     toa_on_syn: bool,
     mh_table_size: Option<u32>,
+    /// `sloppy_tcp` of the config's service (absent: the global setting).
+    sloppy_tcp: Option<bool>,
 }
 
 struct LiveDest {
@@ -73,6 +75,8 @@ pub struct Table {
     next_id: u32,
     ports: Vec<PortInfo>,
     router: Router,
+    /// `control.sloppy_tcp`: the default of services without their own setting.
+    sloppy_tcp: bool,
 }
 
 impl std::fmt::Debug for Table {
@@ -101,6 +105,7 @@ impl Table {
                     toa: s.toa,
                     toa_on_syn: s.toa_on_syn,
                     mh_table_size: s.scheduler.mh_table_size,
+                    sloppy_tcp: s.sloppy_tcp,
                 },
             );
             listing.services.push(adm::ServiceEntry {
@@ -137,6 +142,7 @@ impl Table {
             next_id: 0,
             ports: Snapshot::ports_of(cfg),
             router: Router::new(&cfg.ports, &cfg.routes),
+            sloppy_tcp: cfg.control.sloppy_tcp,
         };
         let snap = t.rebuild(&t.effective()).map_err(|e| e.to_string())?;
         Ok((t, snap))
@@ -343,6 +349,7 @@ impl Table {
                 local_addresses: extras.local_addresses.clone().into(),
                 toa: extras.toa,
                 toa_on_syn: extras.toa_on_syn,
+                sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
             });
         }
         // Real servers that left: unavailable (templates stop pointing at them; their

@@ -76,6 +76,9 @@ pub struct Service {
     pub toa: bool,
     /// FullNAT: insert TOA into the SYN too.
     pub toa_on_syn: bool,
+    /// IPVS `sloppy_tcp`: a non-SYN TCP packet of an unknown flow creates its connection
+    /// mid-stream (a RST never does).
+    pub sloppy_tcp: bool,
 }
 
 /// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).

@@ -318,6 +318,18 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
+/// Whether interface `name` (in the calling thread's network namespace) is administratively
+/// up; an error when it does not exist.
+pub fn link_is_up(name: &str) -> io::Result<bool> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let s = CtlSocket::open()?;
+    let mut req = IfReq::new(name);
+    s.ifreq(IfIoctl::GetFlags, &mut req)?;
+    Ok(req.short() & libc::IFF_UP as i16 != 0)
+}
+
 /// Sets interface `name` administratively up.
 pub fn set_link_up(name: &str) -> Result<(), TapError> {
     validate_ifname(name)?;

@@ -632,7 +632,10 @@ impl Pipeline {
         let Some((_, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
-        if pkt.proto == 6 && !syn_only {
+        // Only a SYN starts a TCP connection, unless the service is sloppy (IPVS
+        // `sloppy_tcp`: a flow that ECMP moved here mid-stream is scheduled on its next
+        // packet and continues, ESTABLISHED after its ACK); a RST never creates one.
+        if pkt.proto == 6 && !syn_only && (!svc.sloppy_tcp || pkt.tcp_flags & flags::RST != 0) {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoConnectionTcp));
         }
         let input = sched::Input {

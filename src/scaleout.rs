@@ -1,0 +1,179 @@
+//! Scale-out: several tapvs instances active at once behind a router that spreads flows over
+//! them by ECMP. This module owns the `[scale_out]` config section and its validation (an
+//! active-active NAT service is refused), and the format of the file tapvs writes for BIRD: one
+//! `route VIP/32 blackhole;` per VIP it serves, included by a `protocol static` of the BIRD
+//! running beside the instance. The thread that decides what to announce, and the watchdog
+//! process that withdraws when tapvs dies, are in `control::announce`.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use modes::Forward;
+use serde::Deserialize;
+
+/// `[scale_out]`: this instance is one of several active ones behind ECMP; its VIPs are
+/// announced through the BIRD beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleOutConfig {
+    /// The file tapvs (re)writes with the routes to announce; BIRD includes it inside a
+    /// `protocol static` block. Absolute path.
+    pub bird_include: String,
+    /// The command that makes BIRD reread its config; tapvs appends `configure`. Default
+    /// `["birdc"]` (add `"-s", "/path/bird.ctl"` for another control socket).
+    #[serde(default = "default_birdc")]
+    pub birdc: Vec<String>,
+    /// How often (milliseconds) the announced set is re-evaluated: real-server health, port
+    /// state. Default 200.
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_birdc() -> Vec<String> {
+    vec!["birdc".into()]
+}
+
+fn default_interval() -> u64 {
+    200
+}
+
+/// Checks a `[scale_out]` section against the services: `services` holds, per service index,
+/// its address and the forwarding method of each real server. Errors are (field, problem).
+pub fn validate(
+    so: &ScaleOutConfig,
+    services: &[(SocketAddrV4, Vec<Forward>)],
+) -> Result<(), (String, String)> {
+    if !so.bird_include.starts_with('/') {
+        return Err((
+            "scale_out.bird_include".into(),
+            format!("{:?} must be an absolute path", so.bird_include),
+        ));
+    }
+    if so.birdc.is_empty() || so.birdc[0].is_empty() {
+        return Err((
+            "scale_out.birdc".into(),
+            "must name a command (e.g. [\"birdc\", \"-s\", \"/run/bird/bird.ctl\"])".into(),
+        ));
+    }
+    if !(10..=60_000).contains(&so.interval_ms) {
+        return Err(("scale_out.interval_ms".into(), "must be 10..=60000".into()));
+    }
+    for (i, (vip, forwards)) in services.iter().enumerate() {
+        for (j, f) in forwards.iter().enumerate() {
+            if *f == Forward::Nat {
+                return Err((
+                    format!("service[{i}].real[{j}].forward"),
+                    format!(
+                        "nat is refused with [scale_out] (active-active): the real server's replies \
+                         would go back to its one default gateway, not to the instance that owns the \
+                         connection; use dr, tun or fullnat (with local addresses per instance) for {}",
+                        vip
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The include file's text for `vips` (sorted, deduplicated by the caller): one BIRD static
+/// route per VIP, blackhole (the next hop is set by the export filter).
+pub fn bird_routes(vips: &[Ipv4Addr]) -> String {
+    let mut s = String::from("# written by tapvs: the VIPs this instance serves\n");
+    for v in vips {
+        let _ = writeln!(s, "route {v}/32 blackhole;");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_file_lists_each_vip() {
+        let f = bird_routes(&[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
+        assert!(f.contains("route 192.0.2.1/32 blackhole;\nroute 192.0.2.2/32 blackhole;\n"));
+        assert_eq!(bird_routes(&[]).lines().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[control]
+socket = ""
+
+[[port]]
+name = "seg"
+tap = "tp0"
+addresses = ["10.88.0.11/24"]
+
+[scale_out]
+bird_include = "/run/tapvs/vips.conf"
+birdc = ["birdc", "-s", "/run/bird.ctl"]
+
+[[service]]
+protocol = "tcp"
+address = "198.51.100.10:80"
+scheduler = "mh"
+local_addresses = ["10.88.0.31"]
+"#;
+
+    fn parse(extra: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        crate::config::parse(&format!("{BASE}{extra}"), Path::new("so.toml"))
+    }
+
+    #[test]
+    fn active_active_nat_is_refused_with_the_field_named() {
+        let e = parse("[[service.real]]\naddress = \"10.88.0.101:80\"\nforward = \"dr\"\n[[service.real]]\naddress = \"10.88.0.102:8080\"\n")
+            .unwrap_err();
+        assert_eq!(e.field, "service[0].real[1].forward");
+        assert!(
+            e.message.contains("nat is refused with [scale_out]"),
+            "{}",
+            e.message
+        );
+        for fwd in ["dr", "tun", "fullnat"] {
+            let c = parse(&format!(
+                "[[service.real]]\naddress = \"10.88.0.101:80\"\nforward = \"{fwd}\"\n"
+            ))
+            .unwrap();
+            let so = c.scale_out.unwrap();
+            assert_eq!(so.birdc, ["birdc", "-s", "/run/bird.ctl"]);
+            assert_eq!(so.interval_ms, 200);
+        }
+    }
+
+    #[test]
+    fn bad_scale_out_fields_are_named() {
+        let bad = BASE.replace("/run/tapvs/vips.conf", "vips.conf");
+        let e = crate::config::parse(&bad, Path::new("so.toml")).unwrap_err();
+        assert_eq!(e.field, "scale_out.bird_include");
+        let bad = BASE.replace(
+            "birdc = [\"birdc\", \"-s\", \"/run/bird.ctl\"]",
+            "birdc = []",
+        );
+        let e = crate::config::parse(&bad, Path::new("so.toml")).unwrap_err();
+        assert_eq!(e.field, "scale_out.birdc");
+        let bad = BASE.replace("[scale_out]\n", "[scale_out]\nspeaker = \"bgp\"\n");
+        let e = crate::config::parse(&bad, Path::new("so.toml")).unwrap_err();
+        assert!(e.field.starts_with("scale_out"), "{e}");
+    }
+
+    #[test]
+    fn sloppy_tcp_global_and_per_service() {
+        let c = parse("sloppy_tcp = true\n").unwrap();
+        assert_eq!(c.services[0].sloppy_tcp, Some(true));
+        assert!(!c.control.sloppy_tcp);
+        let c = crate::config::parse(
+            &BASE.replace("socket = \"\"", "socket = \"\"\nsloppy_tcp = true"),
+            Path::new("so.toml"),
+        )
+        .unwrap();
+        assert!(c.control.sloppy_tcp);
+        assert_eq!(c.services[0].sloppy_tcp, None);
+    }
+}
