@@ -1,8 +1,8 @@
 //! Scale-out: several tapvs instances active at once behind a router that spreads flows over
 //! them by ECMP. This module owns the `[scale_out]` config section and its validation (an
-//! active-active NAT service is refused), and the format of the file tapvs writes for BIRD: one
-//! `route VIP/32 blackhole;` per VIP it serves, included by a `protocol static` of the BIRD
-//! running beside the instance. The thread that decides what to announce, and the watchdog
+//! active-active NAT service is refused), and the format of the file tapvs writes for BIRD: a
+//! `protocol static tapvs_vips` with one `route VIP/32 blackhole;` per VIP it serves, which the
+//! config of the BIRD running beside the instance includes. The thread that decides what to announce, and the watchdog
 //! process that withdraws when tapvs dies, are in `control::announce`.
 
 use std::fmt::Write as _;
@@ -16,8 +16,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleOutConfig {
-    /// The file tapvs (re)writes with the routes to announce; BIRD includes it inside a
-    /// `protocol static` block. Absolute path.
+    /// The file tapvs (re)writes with the routes to announce (a `protocol static
+    /// tapvs_vips`); BIRD's config includes it at top level. Absolute path.
     pub bird_include: String,
     /// The command that makes BIRD reread its config; tapvs appends `configure`. Default
     /// `["birdc"]` (add `"-s", "/path/bird.ctl"` for another control socket).
@@ -76,13 +76,21 @@ pub fn validate(
     Ok(())
 }
 
-/// The include file's text for `vips` (sorted, deduplicated by the caller): one BIRD static
-/// route per VIP, blackhole (the next hop is set by the export filter).
+/// The name of the BIRD protocol in the include file; BGP exports select it
+/// (`export where proto = "tapvs_vips";`).
+pub const BIRD_PROTOCOL: &str = "tapvs_vips";
+
+/// The include file's text for `vips` (sorted, deduplicated by the caller): a BIRD `protocol
+/// static` named [`BIRD_PROTOCOL`] with one blackhole route per VIP (the next hop the router
+/// sees is set by the BGP export); no routes when `vips` is empty.
 pub fn bird_routes(vips: &[Ipv4Addr]) -> String {
-    let mut s = String::from("# written by tapvs: the VIPs this instance serves\n");
+    let mut s = format!(
+        "# written by tapvs: the VIPs this instance serves\nprotocol static {BIRD_PROTOCOL} {{\n  ipv4;\n"
+    );
     for v in vips {
-        let _ = writeln!(s, "route {v}/32 blackhole;");
+        let _ = writeln!(s, "  route {v}/32 blackhole;");
     }
+    s.push_str("}\n");
     s
 }
 
@@ -93,8 +101,10 @@ mod tests {
     #[test]
     fn routes_file_lists_each_vip() {
         let f = bird_routes(&[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
-        assert!(f.contains("route 192.0.2.1/32 blackhole;\nroute 192.0.2.2/32 blackhole;\n"));
-        assert_eq!(bird_routes(&[]).lines().count(), 1);
+        assert!(f.contains(
+            "protocol static tapvs_vips {\n  ipv4;\n  route 192.0.2.1/32 blackhole;\n  route 192.0.2.2/32 blackhole;\n}\n"
+        ));
+        assert!(bird_routes(&[]).ends_with("protocol static tapvs_vips {\n  ipv4;\n}\n"));
     }
 }
 

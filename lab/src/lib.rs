@@ -5,6 +5,8 @@
 //!   root/CI precheck and polling helpers.
 //! * [`topology`] — the standard lab: a client, a director with one bridge per segment (where
 //!   the appliance attaches its TAP ports) and N real servers, with their addresses.
+//! * [`scaleout`] — the scale-out lab: a router with BIRD and ECMP, appliance instances each
+//!   with a BIRD, real servers, a client; paced SHA-256-checked transfers.
 //! * [`traffic`] — small HTTP, UDP and bulk-TCP (SHA-256 checked) servers and clients.
 //!
 //! The crate does not depend on the `tapvs` package: starting the daemon inside a topology is the
@@ -14,6 +16,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod netns;
+pub mod scaleout;
 mod sys;
 pub mod topology;
 pub mod traffic;

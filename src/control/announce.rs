@@ -1,8 +1,9 @@
 //! Route announcement for scale-out (`[scale_out]`): the thread that decides which VIPs this
 //! instance announces, and the watchdog process that hands them to BIRD.
 //!
-//! Mechanism: a file BIRD includes in a `protocol static` block, rewritten (atomically, by
-//! rename) with one `route VIP/32 blackhole;` per announced VIP, then `birdc configure`. BIRD
+//! Mechanism: a file BIRD's config includes, rewritten (atomically, by rename) as a `protocol
+//! static tapvs_vips` with one `route VIP/32 blackhole;` per announced VIP, then `birdc
+//! configure`. BIRD
 //! stays an independent daemon with a static config of its own (sessions, filters, next hop);
 //! tapvs owns only the list of routes, and a reconfiguration adds or withdraws just the changed
 //! routes without touching the BGP sessions.
@@ -32,10 +33,11 @@ use crate::control::shared::Shared;
 use crate::datapath::service::Snapshot;
 use crate::scaleout::ScaleOutConfig;
 
-/// The watchdog: `$1` the include file, the rest the birdc command. Each block of lines ended
-/// by a line `.` is the file's new text; EOF means tapvs is gone: empty file, reload, exit.
+/// The watchdog: `$1` the include file, `$2` its text with no route, the rest the birdc
+/// command. Each block of lines ended by a line `.` is the file's new text; EOF means tapvs is
+/// gone: the text with no route, reload, exit.
 const WATCHDOG: &str = r#"trap '' INT TERM HUP
-f=$1; shift
+f=$1; none=$2; shift 2
 ok=0
 apply() {
   if [ "$ok" = 1 ] && cmp -s "$f.new" "$f"; then rm -f "$f.new"; return; fi
@@ -52,7 +54,7 @@ while IFS= read -r l; do
   if [ "$l" = . ]; then apply "$@"; : > "$f.new"; else printf '%s\n' "$l" >> "$f.new"; fi
 done
 ok=0
-printf '# written by tapvs: nothing (tapvs stopped)\n' > "$f.new"
+printf '%s' "$none" > "$f.new"
 apply "$@"
 "#;
 
@@ -124,6 +126,7 @@ impl Watchdog {
             .arg(WATCHDOG)
             .arg("tapvs-announce")
             .arg(&so.bird_include)
+            .arg(crate::scaleout::bird_routes(&[]))
             .args(&so.birdc)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
