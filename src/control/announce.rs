@@ -169,3 +169,69 @@ impl Watchdog {
         tracing::warn!("scale-out: announce watchdog still running after 5 s");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vips_with_a_usable_real_server_are_served() {
+        let cfg = crate::config::parse(
+            r#"
+[control]
+socket = ""
+
+[[port]]
+name = "seg"
+tap = "tp0"
+addresses = ["10.88.0.11/24"]
+
+[[service]]
+protocol = "tcp"
+address = "198.51.100.10:80"
+[[service.real]]
+address = "10.88.0.101:80"
+forward = "dr"
+
+[[service]]
+protocol = "tcp"
+address = "198.51.100.10:443"
+[[service.real]]
+address = "10.88.0.101:443"
+forward = "dr"
+
+[[service]]
+protocol = "tcp"
+address = "198.51.100.20:80"
+[[service.real]]
+address = "10.88.0.101:80"
+forward = "dr"
+weight = 0
+
+[[service]]
+protocol = "udp"
+address = "198.51.100.5:53"
+[[service.real]]
+address = "10.88.0.102:53"
+forward = "tun"
+"#,
+            std::path::Path::new("a.toml"),
+        )
+        .unwrap();
+        let (_, snap) = crate::control::table::Table::from_config(&cfg).unwrap();
+        // Sorted, once per VIP; the quiesced-only VIP is not served.
+        assert_eq!(
+            served_vips(&snap),
+            [
+                Ipv4Addr::new(198, 51, 100, 5),
+                Ipv4Addr::new(198, 51, 100, 10)
+            ]
+        );
+        for s in &snap.services {
+            for d in &s.dests {
+                d.set_available(false);
+            }
+        }
+        assert!(served_vips(&snap).is_empty());
+    }
+}
