@@ -403,6 +403,9 @@ fn kill_during_transfers(
             so.vip_route()
         )
     });
+    // The watchdog emptied the dead instance's include file.
+    let left = std::fs::read_to_string(so.instances[victim].vips_file()).unwrap_or_default();
+    assert!(!left.contains("route "), "include after kill -9: {left}");
     let results: Vec<_> = handles
         .into_iter()
         .map(|(k, h)| (k, h.join().expect("transfer thread")))
