@@ -66,11 +66,22 @@ fn service(port: u16, forward: &str, extra: &str, checks: bool) -> String {
     s
 }
 
-/// One tapvs process in an instance namespace.
+/// One tapvs process in an instance namespace; killed on drop, after which its watchdog
+/// empties the include file (awaited, bounded) and exits.
 struct Tapvs {
     child: NsChild,
     socket: PathBuf,
     log: PathBuf,
+    vips: PathBuf,
+}
+
+impl Drop for Tapvs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            std::fs::read_to_string(&self.vips).is_ok_and(|s| !s.contains("route "))
+        });
+    }
 }
 
 impl Tapvs {
@@ -127,7 +138,12 @@ interval_ms = 100
                 Stdio::from(File::create(&log).expect("log file")),
             )
             .expect("spawn tapvs");
-        let t = Tapvs { child, socket, log };
+        let t = Tapvs {
+            child,
+            socket,
+            log,
+            vips: inst.vips_file(),
+        };
         let vip = format!("route {VIP}/32");
         let up = wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
             std::fs::read_to_string(inst.vips_file()).is_ok_and(|s| s.contains(&vip))
