@@ -188,8 +188,13 @@ fn run(path: &Path, socket: Option<String>) -> ExitCode {
         workers = cfg.workers,
         "tapvs ready"
     );
+    // Type=notify: the TAPs, workers and control socket are up.
+    if let Err(e) = tapvs::sys::notify::notify("READY=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
     let sig = tapvs::sys::wait_for_termination();
     tracing::info!(signal = sig, "shutting down");
+    let _ = tapvs::sys::notify::notify("STOPPING=1");
     let stats = daemon.shutdown();
     match serde_json::to_string(&stats) {
         Ok(j) => println!("{j}"),

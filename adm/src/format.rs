@@ -349,9 +349,12 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
     out
 }
 
-/// The `-v` line.
+/// The `-v` line, in ipvsadm's shape (`ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS
+/// v1.2.1)`) without the release date: tapvsadm's version, what it follows, the IPVS version.
 pub fn version(pkg_version: &str) -> String {
-    format!("{PROGRAM} v{pkg_version} (ipvsadm v1.31 compatible, IPVS v{IPVS_VERSION})\n")
+    format!(
+        "{PROGRAM} v{pkg_version} (compiled with ipvsadm v1.31 compatibility and IPVS v{IPVS_VERSION})\n"
+    )
 }
 
 /// The `-h` text: the ipvsadm synopsis and every option ipvsadm's `-h` lists (plus `-b` as
@@ -717,7 +720,7 @@ mod tests {
         assert!(usage().contains("--set tcp tcpfin udp"));
         assert_eq!(
             version("0.1.0"),
-            "tapvsadm v0.1.0 (ipvsadm v1.31 compatible, IPVS v1.2.1)\n"
+            "tapvsadm v0.1.0 (compiled with ipvsadm v1.31 compatibility and IPVS v1.2.1)\n"
         );
     }
 }

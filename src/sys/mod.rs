@@ -4,7 +4,7 @@
 //! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
 //! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
 //! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
-//! programs.
+//! programs. [`notify`] sends systemd readiness notifications.
 //!
 //! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
 //! slices, typed requests) are enough to make the call sound; one whose soundness depends on
@@ -13,6 +13,7 @@
 
 #![warn(unsafe_op_in_unsafe_fn)]
 
+pub mod notify;
 pub mod tap;
 pub mod tun;
 
