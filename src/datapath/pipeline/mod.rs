@@ -629,7 +629,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let snap = env.snap;
         let frame = &buf[VNET_HDR_LEN..f.len];
-        let Some((_, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+        let Some(svc) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
         if pkt.proto == 6 && !syn_only {
