@@ -184,7 +184,13 @@ impl Worker {
         let mut last_snap: Option<Arc<Snapshot>> = None;
         let mut last_dump = 0u64;
         while !shared.stop.load(Ordering::Relaxed) {
-            let timeout = if self.pipeline.has_held() { 10 } else { 100 };
+            let timeout = if self.pipeline.expiry_backlog() {
+                0
+            } else if self.pipeline.has_held() {
+                10
+            } else {
+                100
+            };
             for p in pfds.iter_mut() {
                 p.revents = 0;
             }
