@@ -141,7 +141,7 @@ impl Daemon {
                 templates: Templates::default(),
                 dest_published: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
                 dump_gen: AtomicU64::new(0),
-                dumps: (0..workers).map(|_| Mutex::new((0, Vec::new()))).collect(),
+                dumps: (0..workers).map(|_| Mutex::default()).collect(),
                 dump_done: EventFd::new().map_err(StartError::Sys)?,
                 expire_nodest: AtomicBool::new(cfg.control.expire_nodest_conn),
                 host_enabled: AtomicBool::new(false),

@@ -165,20 +165,52 @@ pub fn listing(shared: &Shared) -> Listing {
     l
 }
 
-/// Asks every worker for its connections and waits (bounded) for all of them.
-fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
-    let gen = shared.dump_gen.fetch_add(1, Ordering::AcqRel) + 1;
-    for w in &shared.wake {
-        w.notify();
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut out = Vec::new();
-    for slot in &shared.dumps {
+/// One connection dump at a time (the workers have one page slot each).
+static DUMP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Walks every worker's connections page by page ([`crate::datapath::worker::DUMP_PAGE`]
+/// each), calling `each` with every page; a worker that does not answer a page within 2 s
+/// ends its part of the dump.
+fn connections(
+    shared: &Shared,
+    mut each: impl FnMut(Vec<adm::ConnEntry>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let _one = DUMP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (w, slot) in shared.dumps.iter().enumerate() {
+        let mut from = 0u32;
         loop {
-            {
+            // The request first, then the doorbell: a worker that sees the new `dump_gen`
+            // finds the request in its slot.
+            let gen = {
                 let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-                if s.0 >= gen {
-                    out.extend(s.1.drain(..).map(|c| adm::ConnEntry {
+                s.gen = s.gen.max(s.answered) + 1;
+                s.from = from;
+                s.gen
+            };
+            shared.dump_gen.fetch_add(1, Ordering::AcqRel);
+            shared.wake[w].notify();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let page = loop {
+                {
+                    let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.answered == gen {
+                        break Some((std::mem::take(&mut s.conns), s.next));
+                    }
+                }
+                if std::time::Instant::now() >= deadline {
+                    break None;
+                }
+                let mut pfd = [crate::sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
+                    &shared.dump_done,
+                ))];
+                let _ = crate::sys::poll(&mut pfd, 20);
+                shared.dump_done.drain();
+            };
+            let Some((conns, next)) = page else { break };
+            each(
+                conns
+                    .into_iter()
+                    .map(|c| adm::ConnEntry {
                         proto: if c.proto == 17 {
                             modes::Protocol::Udp
                         } else {
@@ -189,49 +221,41 @@ fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
                         client: c.client,
                         vip: c.vip,
                         dest: c.dest,
-                    }));
-                    break;
-                }
+                    })
+                    .collect(),
+            )?;
+            match next {
+                Some(n) => from = n,
+                None => break,
             }
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
-            let mut pfd = [crate::sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
-                &shared.dump_done,
-            ))];
-            let _ = crate::sys::poll(&mut pfd, 20);
-            shared.dump_done.drain();
         }
     }
-    out
+    Ok(())
 }
 
-/// Connection entries per streamed part of `-L -c`.
-const CONN_PART: usize = 4096;
-
-/// `-L`: the service listing goes out page by page through `part`, the connection listing in
-/// parts of [`CONN_PART`] entries; the returned response ends it.
+/// `-L`: the service listing goes out page by page through `part`, the connection listing as
+/// the workers hand out their pages; the returned response ends it.
 fn list(
     shared: &Shared,
     o: &ListOpts,
     part: &mut dyn FnMut(String) -> std::io::Result<()>,
 ) -> Response {
     if o.connection {
-        let conns = connections(shared);
         let fmt = if o.persistent_conn {
             format::list_conns_persistent
         } else {
             format::list_conns
         };
-        let header = fmt(&[]);
-        let mut out = header;
-        for chunk in conns.chunks(CONN_PART) {
-            let rows = fmt(chunk);
+        let mut out = fmt(&[]);
+        let res = connections(shared, |page| {
+            let rows = fmt(&page);
+            // Without the two header lines.
             let body = rows.split_once('\n').and_then(|(_, r)| r.split_once('\n'));
             out.push_str(body.map_or("", |(_, r)| r));
-            if part(std::mem::take(&mut out)).is_err() {
-                return Response::default();
-            }
+            part(std::mem::take(&mut out))
+        });
+        if res.is_err() {
+            return Response::default();
         }
         return Response::out(out);
     }

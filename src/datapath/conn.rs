@@ -966,6 +966,24 @@ impl ConnTable {
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
         self.slots.iter().filter(|c| c.live).for_each(&mut f);
     }
+
+    /// Calls `f` with up to `max` live connections from slot `from` on, in slot order; returns
+    /// the slot to continue from, or `None` when the table is done. A paged walk sees every
+    /// connection that stays in the table throughout exactly once.
+    pub fn for_each_from(&self, from: u32, max: usize, mut f: impl FnMut(&Conn)) -> Option<u32> {
+        let mut seen = 0;
+        for (i, c) in self.slots.iter().enumerate().skip(from as usize) {
+            if !c.live {
+                continue;
+            }
+            if seen == max {
+                return Some(i as u32);
+            }
+            f(c);
+            seen += 1;
+        }
+        None
+    }
 }
 
 #[cfg(test)]
