@@ -182,7 +182,12 @@ fn restore_of_ten_thousand_services_under_traffic() {
     // One -a into the full table, end to end through tapvsadm, and the daemon's part alone.
     let mut e2e = Vec::new();
     let mut daemon_part = Vec::new();
+    let mut spawn_only = Vec::new();
     for k in 0..20u32 {
+        // What starting tapvsadm costs here without the daemon (`-v` is answered locally).
+        let t0 = Instant::now();
+        assert!(adm(&socket, "-v", None).status.success());
+        spawn_only.push(t0.elapsed());
         let rs = format!("172.24.0.{}:80", k + 1);
         let args = format!("-a -t {}:80 -r {rs} -m", vip(5000));
         let t0 = Instant::now();
@@ -196,9 +201,11 @@ fn restore_of_ten_thousand_services_under_traffic() {
         assert_eq!(r.code, 0, "{r:?}");
     }
     let (m_e2e, m_daemon) = (median(&mut e2e), median(&mut daemon_part));
+    let m_spawn = median(&mut spawn_only);
     eprintln!(
         "with 10001 services / 100002 real servers: tapvsadm -a median {m_e2e:?} (max {:?}); \
-         socket round trip of -d median {m_daemon:?} (max {:?})",
+         socket round trip of -d median {m_daemon:?} (max {:?}); tapvsadm -v (no daemon) \
+         median {m_spawn:?}",
         e2e.last().unwrap(),
         daemon_part.last().unwrap()
     );
