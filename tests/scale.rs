@@ -222,6 +222,23 @@ fn restore_of_ten_thousand_services_under_traffic() {
     assert!(lab.daemon().steering_active(), "eBPF steering fell back");
     let stats = lab.daemon().stats();
     assert_eq!(stats.redirected, 0, "{stats:?}");
+    // The table emptied (10,000 VIPs out of the steering map), then the fallback gauge (a
+    // scrape of 100,000 real servers' series takes longer than the scrape's timeout here).
+    assert!(adm(&socket, "-C", None).status.success());
+    assert!(
+        lab.daemon().steering_active(),
+        "eBPF steering fell back on -C"
+    );
+    let (status, text) = common::scrape(&lab);
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|l| l == "tapvs_steering_fallback 0"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("steering"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[test]

@@ -365,10 +365,7 @@ impl Steering {
             }),
         };
         match res {
-            Ok(()) => {
-                metrics::gauge!("tapvs_steering_fallback").set(0.0);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 let reason = format!(
                     "{e} ({} VIPs, {} local addresses, {} own addresses)",
@@ -382,7 +379,6 @@ impl Steering {
                 }
                 self.attached = None;
                 self.failed = Some(reason);
-                metrics::gauge!("tapvs_steering_fallback").set(1.0);
                 Err(e)
             }
         }
