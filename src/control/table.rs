@@ -733,6 +733,31 @@ address = "172.16.0.3:80"
     }
 
     #[test]
+    fn edits_of_servers_leave_the_address_sets_shared() {
+        let mut t = table();
+        let before = t.snapshot();
+        let snap = t
+            .apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.9:80 -m"))
+            .unwrap()
+            .unwrap();
+        assert!(snap.same_address_sets(&before), "-a: no steering change");
+        let snap2 = t.apply(&cmd("-E -t 192.0.2.1:80 -s wrr")).unwrap().unwrap();
+        assert!(snap2.same_address_sets(&snap), "-E: no steering change");
+        let vip2 = Ipv4Addr::new(192, 0, 2, 7);
+        let snap3 = t.apply(&cmd("-A -t 192.0.2.7:80 -s rr")).unwrap().unwrap();
+        assert!(!snap3.same_address_sets(&snap2));
+        assert!(snap3.is_vip(vip2));
+        // A second service on the same VIP, then both gone: counted per address.
+        t.apply(&cmd("-A -u 192.0.2.7:53 -s rr")).unwrap();
+        let snap4 = t.apply(&cmd("-D -t 192.0.2.7:80")).unwrap().unwrap();
+        assert!(snap4.is_vip(vip2), "the UDP service still uses it");
+        let snap5 = t.apply(&cmd("-D -u 192.0.2.7:53")).unwrap().unwrap();
+        assert!(!snap5.is_vip(vip2));
+        assert!(snap5.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(snap5.service_count(), 1);
+    }
+
+    #[test]
     fn services_come_and_go() {
         let mut t = table();
         let snap = t.apply(&cmd("-A -u 192.0.2.1:53 -s wrr")).unwrap().unwrap();

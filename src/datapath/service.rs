@@ -185,16 +185,28 @@ impl Snapshot {
     }
 
     /// Adds `svc`, replacing the service with its key if any. O(log n).
+    ///
+    /// Replacing a service by one with the same local addresses leaves the address maps as
+    /// they are (shared with the previous snapshot), so steering sees no change.
     pub fn with_service(&mut self, svc: Arc<Service>) {
         let key = svc_key(svc.proto.number(), svc.vip, svc.vport);
-        self.without_service(key);
-        Self::count(&mut self.vips, svc.vip, 1);
-        for &l in svc.local_addresses.iter() {
-            Self::count(&mut self.lips, l, 1);
-        }
         let bound = svc.dest_ids.iter().map(|&i| i + 1).max().unwrap_or(0);
         self.dest_id_bound = self.dest_id_bound.max(bound);
-        self.services.insert(key, svc);
+        let (vip, lips) = (svc.vip, svc.local_addresses.clone());
+        let old = self.services.insert(key, svc);
+        if old.as_ref().is_some_and(|o| o.local_addresses == lips) {
+            return;
+        }
+        if let Some(o) = old {
+            Self::count(&mut self.vips, o.vip, -1);
+            for &l in o.local_addresses.iter() {
+                Self::count(&mut self.lips, l, -1);
+            }
+        }
+        Self::count(&mut self.vips, vip, 1);
+        for &l in lips.iter() {
+            Self::count(&mut self.lips, l, 1);
+        }
     }
 
     /// Removes the service with key `key` ([`svc_key`]), returning it. O(log n).

@@ -499,6 +499,43 @@ mod tests {
         assert_eq!(sys::bpf_test_run(prog, short).unwrap(), 0);
     }
 
+    /// The map is updated in place: a VIP added or removed changes the program's answer
+    /// without loading another program, and only changed elements are written.
+    #[test]
+    fn map_updates_change_the_classification_in_place() {
+        if !tapvs_lab::netns::precheck() {
+            return;
+        }
+        let vip = Ipv4Addr::new(198, 18, 0, 1);
+        let client = Ipv4Addr::new(10, 1, 2, 3);
+        let f = frame(6, client, 40000, vip, 80, false);
+        let mut c = Classifier::load(4).expect("load");
+        // 10,000 VIPs (as many services' addresses): one sync, then single changes.
+        let many = AddressSets {
+            vips: (1..=10_000u32)
+                .map(|i| Ipv4Addr::from(0xC612_0000 + i))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(c.sync(&many).expect("sync"), 10_000);
+        let q = sys::bpf_test_run(&c.prog, &f).expect("run") as usize;
+        assert_eq!(
+            q,
+            owner_of(client, 40000, 4),
+            "a VIP: steered by the client"
+        );
+        let mut fewer = many.clone();
+        fewer.vips.retain(|&v| v != vip);
+        assert_eq!(c.sync(&fewer).expect("sync"), 1, "one element removed");
+        let q = sys::bpf_test_run(&c.prog, &f).expect("run") as usize;
+        assert_eq!(
+            q,
+            owner_of(vip, 80, 4),
+            "no longer a VIP: steered by the destination"
+        );
+        assert_eq!(c.sync(&fewer).expect("sync"), 0, "nothing to change");
+    }
+
     /// A real multi-queue TAP: frames the kernel sends out of it land on the owner's queue.
     #[test]
     fn tap_queues_follow_the_program() {
