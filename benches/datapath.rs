@@ -296,9 +296,16 @@ fn server() -> Arc<sched::Dest> {
 
 /// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
 /// (`valgrind --tool=callgrind --toggle-collect='*established_loop*' <bench binary>`; divide
-/// by N), and prints the loop's time per packet.
+/// by N), and prints the loop's time per packet. `TAPVS_PROFILE_SERVICES=10000` runs them with
+/// 10,000 services and 100,000 real servers in the snapshot.
 fn profile_established(n: u64) {
-    let mut e = Established::new(&server());
+    // `TAPVS_PROFILE_SERVICES=10000`: in the big world (10,000 services, 100,000 reals).
+    let services: usize = std::env::var("TAPVS_PROFILE_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let world = World::with_services(services.saturating_sub(1));
+    let mut e = Established::in_world(world, &server());
     let t0 = std::time::Instant::now();
     established_loop(&mut e, n);
     println!(

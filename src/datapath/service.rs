@@ -111,6 +111,17 @@ where
     PMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
+/// What an address is to the data path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AddrInfo {
+    /// Services on it as their VIP.
+    vips: u32,
+    /// Services using it as a FullNAT local address.
+    lips: u32,
+    /// A port's address or subnet broadcast.
+    own: bool,
+}
+
 /// Everything the data path reads, immutable once published.
 ///
 /// Services and the VIP and local-address sets live in persistent maps: the control plane
@@ -124,13 +135,11 @@ pub struct Snapshot {
     /// Routing table.
     pub router: Router,
     services: PMap<u64, Arc<Service>>,
-    /// Virtual addresses, each with the number of services on it.
-    vips: PMap<Ipv4Addr, u32>,
-    /// FullNAT local addresses, each with the number of services using it.
-    lips: PMap<Ipv4Addr, u32>,
+    /// Every address a packet's source or destination is classified by: VIPs and FullNAT
+    /// local addresses (with how many services use them) and the ports' own addresses and
+    /// subnet broadcasts, so classifying a source is one lookup.
+    addrs: PMap<Ipv4Addr, AddrInfo>,
     local: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
-    /// The ports' addresses and subnet broadcasts: no packet may come from them.
-    martians: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
     dest_id_bound: u32,
 }
 
@@ -152,14 +161,18 @@ impl Snapshot {
     /// A snapshot without services.
     pub fn empty(ports: Vec<PortInfo>, router: Router) -> Snapshot {
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
-        let mut martians = HashSet::with_hasher(foldhash::fast::RandomState::default());
+        let mut addrs: PMap<Ipv4Addr, AddrInfo> = pmap();
+        let own = AddrInfo {
+            own: true,
+            ..AddrInfo::default()
+        };
         for p in &ports {
             for a in &p.addresses {
                 local.insert(a.addr);
-                martians.insert(a.addr);
+                addrs.insert(a.addr, own);
                 // /31 and /32 have no broadcast address.
                 if a.prefix <= 30 {
-                    martians.insert(Ipv4Addr::from(u32::from(a.addr) | !a.mask()));
+                    addrs.insert(Ipv4Addr::from(u32::from(a.addr) | !a.mask()), own);
                 }
             }
         }
@@ -167,10 +180,8 @@ impl Snapshot {
             ports,
             router,
             services: pmap(),
-            vips: pmap(),
-            lips: pmap(),
+            addrs,
             local: Arc::new(local),
-            martians: Arc::new(martians),
             dest_id_bound: 0,
         }
     }
@@ -198,33 +209,36 @@ impl Snapshot {
             return;
         }
         if let Some(o) = old {
-            Self::count(&mut self.vips, o.vip, -1);
+            self.count(o.vip, -1, 0);
             for &l in o.local_addresses.iter() {
-                Self::count(&mut self.lips, l, -1);
+                self.count(l, 0, -1);
             }
         }
-        Self::count(&mut self.vips, vip, 1);
+        self.count(vip, 1, 0);
         for &l in lips.iter() {
-            Self::count(&mut self.lips, l, 1);
+            self.count(l, 0, 1);
         }
     }
 
     /// Removes the service with key `key` ([`svc_key`]), returning it. O(log n).
     pub fn without_service(&mut self, key: u64) -> Option<Arc<Service>> {
         let old = self.services.remove(&key)?;
-        Self::count(&mut self.vips, old.vip, -1);
+        self.count(old.vip, -1, 0);
         for &l in old.local_addresses.iter() {
-            Self::count(&mut self.lips, l, -1);
+            self.count(l, 0, -1);
         }
         Some(old)
     }
 
-    fn count(map: &mut PMap<Ipv4Addr, u32>, ip: Ipv4Addr, delta: i32) {
-        let n = map.get(&ip).copied().unwrap_or(0) as i64 + i64::from(delta);
-        if n <= 0 {
-            map.remove(&ip);
+    /// Counts a service more or less on `ip` as a VIP and as a local address.
+    fn count(&mut self, ip: Ipv4Addr, vips: i32, lips: i32) {
+        let mut a = self.addrs.get(&ip).copied().unwrap_or_default();
+        a.vips = a.vips.saturating_add_signed(vips);
+        a.lips = a.lips.saturating_add_signed(lips);
+        if a == AddrInfo::default() {
+            self.addrs.remove(&ip);
         } else {
-            map.insert(ip, n as u32);
+            self.addrs.insert(ip, a);
         }
     }
 
@@ -251,19 +265,23 @@ impl Snapshot {
     /// Whether this snapshot's VIP and local-address sets are the very ones of `other`
     /// (shared, so unchanged), in O(1).
     pub fn same_address_sets(&self, other: &Snapshot) -> bool {
-        self.vips.ptr_eq(&other.vips)
-            && self.lips.ptr_eq(&other.lips)
-            && Arc::ptr_eq(&self.local, &other.local)
+        self.addrs.ptr_eq(&other.addrs) && Arc::ptr_eq(&self.local, &other.local)
     }
 
     /// The virtual addresses, in no particular order.
     pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.vips.keys().copied()
+        self.addrs
+            .iter()
+            .filter(|(_, a)| a.vips > 0)
+            .map(|(ip, _)| *ip)
     }
 
     /// The FullNAT local addresses, in no particular order.
     pub fn lips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        self.lips.keys().copied()
+        self.addrs
+            .iter()
+            .filter(|(_, a)| a.lips > 0)
+            .map(|(ip, _)| *ip)
     }
 
     /// The ports' own addresses, in no particular order.
@@ -292,17 +310,17 @@ impl Snapshot {
     /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).
     #[inline]
     pub fn is_lip(&self, ip: Ipv4Addr) -> bool {
-        self.lips.contains_key(&ip)
+        self.addrs.get(&ip).is_some_and(|a| a.lips > 0)
     }
 
     /// Whether `ip` is a virtual address.
     #[inline]
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains_key(&ip)
+        self.addrs.get(&ip).is_some_and(|a| a.vips > 0)
     }
 
     /// What a packet from `ip` is: a few integer compares for the fixed martian ranges, then
-    /// lookups for VIPs, own addresses and subnet broadcasts, and local addresses.
+    /// one lookup for VIPs, own addresses, subnet broadcasts and local addresses.
     #[inline]
     pub fn source_class(&self, ip: Ipv4Addr) -> Source {
         // 0.0.0.0/8, 127.0.0.0/8, and 224.0.0.0/3 (multicast, class E, 255.255.255.255).
@@ -311,12 +329,10 @@ impl Snapshot {
             return Source::Martian;
         }
         // A VIP keeps its own reason even if it is also an own address.
-        if self.vips.contains_key(&ip) {
-            Source::Vip
-        } else if self.martians.contains(&ip) || self.lips.contains_key(&ip) {
-            Source::Martian
-        } else {
-            Source::Ordinary
+        match self.addrs.get(&ip) {
+            None => Source::Ordinary,
+            Some(a) if a.vips > 0 => Source::Vip,
+            Some(_) => Source::Martian,
         }
     }
 
