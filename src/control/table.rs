@@ -758,6 +758,35 @@ address = "172.16.0.3:80"
     }
 
     #[test]
+    fn address_classes_survive_churn_and_filter_rebuilds() {
+        use crate::datapath::service::Source;
+        let mut t = table();
+        let vip = |i: u32| Ipv4Addr::from(0xC612_0000 + i);
+        // Far more addresses come and go than stay: the filter is rebuilt on the way.
+        for i in 0..3000u32 {
+            t.apply(&cmd(&format!("-A -t {}:80 -s rr", vip(i))))
+                .unwrap();
+            if i % 3 != 0 {
+                t.apply(&cmd(&format!("-D -t {}:80", vip(i)))).unwrap();
+            }
+        }
+        let snap = t.snapshot();
+        assert_eq!(snap.service_count(), 1 + 1000);
+        for i in 0..3000u32 {
+            let kept = i % 3 == 0;
+            assert_eq!(snap.is_vip(vip(i)), kept, "{}", vip(i));
+            let want = if kept { Source::Vip } else { Source::Ordinary };
+            assert_eq!(snap.source_class(vip(i)), want, "{}", vip(i));
+        }
+        assert_eq!(
+            snap.source_class(Ipv4Addr::new(172, 16, 0, 1)),
+            Source::Martian,
+            "own address"
+        );
+        assert!(snap.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
     fn services_come_and_go() {
         let mut t = table();
         let snap = t.apply(&cmd("-A -u 192.0.2.1:53 -s wrr")).unwrap().unwrap();

@@ -111,6 +111,16 @@ where
     PMap::with_hasher(foldhash::fast::RandomState::default())
 }
 
+/// Bits of the address filter: 2^18 (32 KiB), so 10,000 addresses set under 4% of it.
+const FILTER_BITS: u32 = 18;
+
+/// The word and bit of `ip` in the address filter.
+#[inline]
+fn filter_bit(ip: Ipv4Addr) -> (usize, u64) {
+    let h = u32::from(ip).wrapping_mul(0x9E37_79B1) >> (32 - FILTER_BITS);
+    ((h / 64) as usize, 1u64 << (h % 64))
+}
+
 /// What an address is to the data path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct AddrInfo {
@@ -139,6 +149,13 @@ pub struct Snapshot {
     /// local addresses (with how many services use them) and the ports' own addresses and
     /// subnet broadcasts, so classifying a source is one lookup.
     addrs: PMap<Ipv4Addr, AddrInfo>,
+    /// A bit per address hash, set for every address in `addrs` (and for some that left):
+    /// most packets' sources are in no set, and a clear bit says so without walking `addrs`,
+    /// whose depth grows with the table. Shared until an address enters; rebuilt once the
+    /// addresses that left since outnumber the ones present.
+    filter: Arc<Vec<u64>>,
+    /// Addresses that left `addrs` since `filter` was built.
+    stale: usize,
     local: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
     dest_id_bound: u32,
 }
@@ -162,6 +179,7 @@ impl Snapshot {
     pub fn empty(ports: Vec<PortInfo>, router: Router) -> Snapshot {
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
         let mut addrs: PMap<Ipv4Addr, AddrInfo> = pmap();
+        let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
         let own = AddrInfo {
             own: true,
             ..AddrInfo::default()
@@ -169,10 +187,15 @@ impl Snapshot {
         for p in &ports {
             for a in &p.addresses {
                 local.insert(a.addr);
-                addrs.insert(a.addr, own);
+                let mut mark = |ip: Ipv4Addr| {
+                    addrs.insert(ip, own);
+                    let (w, b) = filter_bit(ip);
+                    filter[w] |= b;
+                };
+                mark(a.addr);
                 // /31 and /32 have no broadcast address.
                 if a.prefix <= 30 {
-                    addrs.insert(Ipv4Addr::from(u32::from(a.addr) | !a.mask()), own);
+                    mark(Ipv4Addr::from(u32::from(a.addr) | !a.mask()));
                 }
             }
         }
@@ -181,6 +204,8 @@ impl Snapshot {
             router,
             services: pmap(),
             addrs,
+            filter: Arc::new(filter),
+            stale: 0,
             local: Arc::new(local),
             dest_id_bound: 0,
         }
@@ -232,13 +257,30 @@ impl Snapshot {
 
     /// Counts a service more or less on `ip` as a VIP and as a local address.
     fn count(&mut self, ip: Ipv4Addr, vips: i32, lips: i32) {
-        let mut a = self.addrs.get(&ip).copied().unwrap_or_default();
+        let old = self.addrs.get(&ip).copied();
+        let mut a = old.unwrap_or_default();
         a.vips = a.vips.saturating_add_signed(vips);
         a.lips = a.lips.saturating_add_signed(lips);
         if a == AddrInfo::default() {
-            self.addrs.remove(&ip);
+            if self.addrs.remove(&ip).is_some() {
+                self.stale += 1;
+                if self.stale > self.addrs.len() + 1024 {
+                    // Amortised O(1) per removal: as many removals as the rebuild's work.
+                    let mut f = vec![0u64; 1 << (FILTER_BITS - 6)];
+                    for ip in self.addrs.keys() {
+                        let (w, b) = filter_bit(*ip);
+                        f[w] |= b;
+                    }
+                    self.filter = Arc::new(f);
+                    self.stale = 0;
+                }
+            }
         } else {
             self.addrs.insert(ip, a);
+            let (w, b) = filter_bit(ip);
+            if self.filter[w] & b == 0 {
+                Arc::make_mut(&mut self.filter)[w] |= b;
+            }
         }
     }
 
@@ -310,13 +352,13 @@ impl Snapshot {
     /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).
     #[inline]
     pub fn is_lip(&self, ip: Ipv4Addr) -> bool {
-        self.addrs.get(&ip).is_some_and(|a| a.lips > 0)
+        self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.lips > 0)
     }
 
     /// Whether `ip` is a virtual address.
     #[inline]
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.addrs.get(&ip).is_some_and(|a| a.vips > 0)
+        self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.vips > 0)
     }
 
     /// What a packet from `ip` is: a few integer compares for the fixed martian ranges, then
@@ -329,11 +371,21 @@ impl Snapshot {
             return Source::Martian;
         }
         // A VIP keeps its own reason even if it is also an own address.
+        if !self.maybe(ip) {
+            return Source::Ordinary;
+        }
         match self.addrs.get(&ip) {
             None => Source::Ordinary,
             Some(a) if a.vips > 0 => Source::Vip,
             Some(_) => Source::Martian,
         }
+    }
+
+    /// Whether `ip` may be in the address map (false: certainly not).
+    #[inline]
+    fn maybe(&self, ip: Ipv4Addr) -> bool {
+        let (w, b) = filter_bit(ip);
+        self.filter.get(w).is_some_and(|x| x & b != 0)
     }
 
     /// Whether `ip` is one of the ports' own addresses.
