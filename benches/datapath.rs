@@ -4,7 +4,8 @@
 //! from fresh headers so the rewrites really happen), a new connection (a SYN through the same
 //! path: miss, service lookup, rr over 8 servers, insert, rewrite, send; removed in untimed
 //! batches), and the connection table's memory per entry at 1 million entries (a counting
-//! allocator, printed before the criterion groups).
+//! allocator, printed before the criterion groups). The established-flow case runs twice: with
+//! the one service, and with 10,000 services holding 100,000 real servers in the snapshot.
 //!
 //! `cargo bench --bench datapath`
 
@@ -79,6 +80,11 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_services(0)
+    }
+
+    /// The world plus `extra` more NAT services (on other VIPs) of 10 real servers each.
+    fn with_services(extra: usize) -> World {
         let mut cfg = String::from(
             r#"
 [[port]]
@@ -91,7 +97,7 @@ addresses = ["10.0.0.1/8"]
 name = "int"
 tap = "tb1"
 mac = "02:00:00:00:00:03"
-addresses = ["172.16.0.1/24"]
+addresses = ["172.16.0.1/12"]
 
 [[service]]
 protocol = "tcp"
@@ -101,6 +107,18 @@ scheduler = "rr"
         );
         for i in 0..8 {
             cfg += &format!("\n[[service.real]]\naddress = \"{}:80\"\n", server_addr(i));
+        }
+        for i in 0..extra as u32 {
+            cfg += &format!(
+                "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{}:80\"\nscheduler = \"rr\"\n",
+                Ipv4Addr::from(0xC612_0000 + i)
+            );
+            for j in 0..10 {
+                cfg += &format!(
+                    "\n[[service.real]]\naddress = \"{}:80\"\n",
+                    Ipv4Addr::from(0xAC14_0000 + i * 16 + j)
+                );
+            }
         }
         let cfg = tapvs::config::parse(&cfg, std::path::Path::new("bench.toml")).expect("config");
         let (_, snap) = Table::from_config(&cfg).expect("snapshot");
@@ -219,7 +237,10 @@ struct Established {
 
 impl Established {
     fn new(dest: &Arc<sched::Dest>) -> Established {
-        let world = World::new();
+        Established::in_world(World::new(), dest)
+    }
+
+    fn in_world(world: World, dest: &Arc<sched::Dest>) -> Established {
         let mut pipeline = Pipeline::new(0, 1, N as usize * 2, Timeouts::default());
         for i in 0..N {
             pipeline
@@ -275,9 +296,16 @@ fn server() -> Arc<sched::Dest> {
 
 /// `TAPVS_PROFILE=N`: runs N established-flow packets outside criterion, for callgrind
 /// (`valgrind --tool=callgrind --toggle-collect='*established_loop*' <bench binary>`; divide
-/// by N), and prints the loop's time per packet.
+/// by N), and prints the loop's time per packet. `TAPVS_PROFILE_SERVICES=10000` runs them with
+/// 10,000 services and 100,000 real servers in the snapshot.
 fn profile_established(n: u64) {
-    let mut e = Established::new(&server());
+    // `TAPVS_PROFILE_SERVICES=10000`: in the big world (10,000 services, 100,000 reals).
+    let services: usize = std::env::var("TAPVS_PROFILE_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let world = World::with_services(services.saturating_sub(1));
+    let mut e = Established::in_world(world, &server());
     let t0 = std::time::Instant::now();
     established_loop(&mut e, n);
     println!(
@@ -341,6 +369,14 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_packet");
     g.sample_size(30);
     g.bench_function("established_pipeline_nat", |b| b.iter(|| e.packet()));
+    {
+        // The same with 10,000 more services holding 100,000 real servers in the snapshot.
+        let mut big = Established::in_world(World::with_services(9_999), &server());
+        assert_eq!(big.world.snap.service_count(), 10_000);
+        g.bench_function("established_pipeline_nat_10k_services_100k_reals", |b| {
+            b.iter(|| big.packet())
+        });
+    }
     // New connection: a SYN from a new client through the pipeline (miss, schedule rr over 8
     // servers, insert, DNAT, send). Only that is timed; the connections are removed in
     // untimed batches to keep the table at its size.

@@ -76,7 +76,7 @@ pub fn run(requests: u32) -> Result<(), String> {
     println!("\nIP Virtual Server (tapvs)");
     println!("Prot LocalAddress:Port Scheduler Flags");
     println!("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
-    for s in &snap.services {
+    for s in snap.services() {
         println!(
             "{:<4} {}:{} {}",
             s.proto.name(),

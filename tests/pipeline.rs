@@ -1508,7 +1508,7 @@ fn no_real_server_is_refused() {
     let want = icmp_error(&q, VIP, EXT_MAC, port_unreachable());
     assert_sent(&mut rig, &[(EXT, want)]);
     // A service whose only real server is out of service.
-    let (_, svc) = rig.world.snap.service(6, VIP, V_NAT).unwrap();
+    let svc = rig.world.snap.service(6, VIP, V_NAT).unwrap();
     svc.dests[0].set_available(false);
     let syn = client_syn(40000, V_NAT);
     assert_eq!(
@@ -1885,7 +1885,7 @@ fn expire_nodest_ends_a_connection_whose_real_server_is_gone() {
     rig.feed(EXT, &client_syn(40000, V_NAT).wire());
     rig.feed(EXT, &client_syn(40001, V_NAT).wire());
     rig.sent();
-    let (_, svc) = rig.world.snap.service(6, VIP, V_NAT).unwrap();
+    let svc = rig.world.snap.service(6, VIP, V_NAT).unwrap();
     svc.dests[0].set_available(false);
     // Without expire_nodest_conn the connections live on.
     let data = from_client(40000, V_NAT);
@@ -2097,7 +2097,7 @@ fn provoke(d: Drop) -> Option<Rig> {
         }
         Drop::DestRemoved => {
             rig.feed(EXT, &client_syn(40000, V_NAT).wire());
-            let (_, svc) = rig.world.snap.service(6, VIP, V_NAT).unwrap();
+            let svc = rig.world.snap.service(6, VIP, V_NAT).unwrap();
             svc.dests[0].set_available(false);
             rig.world.expire_nodest = true;
             rig.feed(EXT, &from_client(40000, V_NAT).wire())

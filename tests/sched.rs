@@ -64,7 +64,10 @@ fn persistence_keeps_a_client_on_one_server_while_others_spread() {
     used.extend(main.into_keys());
     assert_eq!(used.len(), 2, "clients spread over both servers: {used:?}");
     let snap = lab.daemon().snapshot();
-    let templates: u32 = snap.services[0]
+    let templates: u32 = snap
+        .services()
+        .next()
+        .unwrap()
         .dests
         .iter()
         .map(|d| d.persist_conns())
@@ -84,7 +87,7 @@ fn lc_sends_new_connections_to_the_least_loaded_server() {
     );
     let _servers = http_servers(&lab, 80);
     let snap = lab.daemon().snapshot();
-    let dests = &snap.services[0].dests;
+    let dests = &snap.services().next().unwrap().dests;
     let counts = || {
         dests
             .iter()

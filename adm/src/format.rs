@@ -245,6 +245,15 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
 /// [`Listing::service`]). `-c`, `--timeout` and `--daemon` are other functions
 /// ([`list_conns`], [`timeouts`]; the daemon listing is empty).
 pub fn list(listing: &Listing, opts: &ListOpts) -> String {
+    let mut out = list_header(listing, opts);
+    for s in sorted_services(listing, opts) {
+        list_service(&mut out, s, opts);
+    }
+    out
+}
+
+/// The lines [`list`] prints before the services (`listing`'s services are not read).
+pub fn list_header(listing: &Listing, opts: &ListOpts) -> String {
     let mut out = String::new();
     if opts.service.is_none() {
         let _ = writeln!(
@@ -253,15 +262,19 @@ pub fn list(listing: &Listing, opts: &ListOpts) -> String {
             listing.conn_table_size
         );
     }
-    let layout = layout(opts);
-    title(&mut out, layout);
-    for s in sorted_services(listing, opts) {
-        service_row(&mut out, s, layout, opts.exact);
-        for d in sorted_dests(s, opts.nosort) {
-            dest_row(&mut out, d, layout, opts.exact);
-        }
-    }
+    title(&mut out, layout(opts));
     out
+}
+
+/// Appends one service and its real servers as [`list`] prints them, so a long listing can be
+/// produced service by service (in the order `list` would: by protocol, address and port
+/// unless `--nosort`).
+pub fn list_service(out: &mut String, s: &ServiceEntry, opts: &ListOpts) {
+    let layout = layout(opts);
+    service_row(out, s, layout, opts.exact);
+    for d in sorted_dests(s, opts.nosort) {
+        dest_row(out, d, layout, opts.exact);
+    }
 }
 
 fn conn_row(out: &mut String, c: &ConnEntry) {

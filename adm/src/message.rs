@@ -3,8 +3,10 @@
 //! [`Response`] it gets back.
 //!
 //! Each message is one line of JSON on a Unix stream socket: tapvsadm writes a request line, the
-//! daemon parses the command line with [`crate::parse`], executes it and writes one response
-//! line with the text ipvsadm would print and its exit status.
+//! daemon parses the command line with [`crate::parse`], executes it and writes response lines
+//! with the text ipvsadm would print and its exit status. A long listing is streamed: every
+//! line but the last has `more` set and carries the next part of standard output; the last one
+//! (`more` false) carries the rest, standard error and the exit status.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,10 @@ pub struct Response {
     pub stderr: String,
     /// Exit status.
     pub code: i32,
+    /// More response lines follow (a streamed listing); `stderr` and `code` are those of the
+    /// last line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 impl Response {
@@ -41,6 +47,15 @@ impl Response {
     pub fn out(stdout: String) -> Response {
         Response {
             stdout,
+            ..Response::default()
+        }
+    }
+
+    /// A part of a streamed standard output, more to follow.
+    pub fn part(stdout: String) -> Response {
+        Response {
+            stdout,
+            more: true,
             ..Response::default()
         }
     }

@@ -94,13 +94,28 @@ fn main() -> ExitCode {
     exit(resp.code)
 }
 
+/// Sends `req` and returns the last response line; the standard output of the lines before
+/// it (a streamed listing) is printed as it arrives.
 fn call(socket: &str, req: &Request) -> std::io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
     line.push('\n');
     s.write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(&s).read_line(&mut answer)?;
-    serde_json::from_str(&answer).map_err(std::io::Error::other)
+    let mut reader = BufReader::new(&s);
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut answer = String::new();
+        if reader.read_line(&mut answer)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection",
+            ));
+        }
+        let resp: Response = serde_json::from_str(&answer).map_err(std::io::Error::other)?;
+        if !resp.more {
+            return Ok(resp);
+        }
+        out.write_all(resp.stdout.as_bytes())?;
+    }
 }

@@ -102,8 +102,7 @@ pub fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Option<JoinHandle<()>
 /// The VIPs of `snap` with at least one usable real server, sorted and deduplicated.
 pub fn served_vips(snap: &Snapshot) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> = snap
-        .services
-        .iter()
+        .services()
         .filter(|s| s.dests.iter().any(|d| d.is_available() && d.weight() > 0))
         .map(|s| s.vip)
         .collect();
@@ -227,7 +226,7 @@ forward = "tun"
                 Ipv4Addr::new(198, 51, 100, 10)
             ]
         );
-        for s in &snap.services {
+        for s in snap.services() {
             for d in &s.dests {
                 d.set_available(false);
             }

@@ -118,6 +118,10 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     ("tapvs_connections", "Live connections by IPVS state."),
     (
+        "tapvs_steering_fallback",
+        "1 when eBPF steering failed and the ports fell back to the kernel's flow steering (the log says why), else 0.",
+    ),
+    (
         "tapvs_real_active_connections",
         "Connections of the real server in ESTABLISHED (ipvsadm ActiveConn).",
     ),
@@ -308,6 +312,12 @@ pub fn render(shared: &Shared) -> String {
         describe();
         record_datapath(&total);
         record_table(shared);
+        let fell_back = shared
+            .steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fell_back();
+        gauge!("tapvs_steering_fallback").set(if fell_back { 1.0 } else { 0.0 });
     });
     let mut text = recorder.handle().render();
     process_metrics(&mut text);

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
@@ -141,7 +141,7 @@ impl Daemon {
                 templates: Templates::default(),
                 dest_published: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
                 dump_gen: AtomicU64::new(0),
-                dumps: (0..workers).map(|_| Mutex::new((0, Vec::new()))).collect(),
+                dumps: (0..workers).map(|_| Mutex::default()).collect(),
                 dump_done: EventFd::new().map_err(StartError::Sys)?,
                 expire_nodest: AtomicBool::new(cfg.control.expire_nodest_conn),
                 host_enabled: AtomicBool::new(false),
@@ -320,20 +320,35 @@ impl ControlThread {
             &self.shared.control_wake,
         ))];
         let mut last_snapshot = None;
+        let mut last_snapshot_work = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
         let mut announced = std::collections::HashSet::new();
         let mut last_sweep = u32::MAX;
         let mut last_sample = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.shared.epoch.elapsed().as_secs() as u32;
             let snap = self.shared.snapshot.load_full();
-            if last_snapshot
+            // A new snapshot costs O(real servers) here: taken at most every 100 ms while
+            // edits stream in (workers ask for the next hops they need meanwhile), and the
+            // announcements only when the address sets changed (an O(1) check).
+            let changed = last_snapshot
                 .as_ref()
-                .is_none_or(|s| !Arc::ptr_eq(s, &snap))
-            {
+                .is_none_or(|s: &Arc<Snapshot>| !Arc::ptr_eq(s, &snap));
+            if changed && last_snapshot_work.elapsed() >= Duration::from_millis(100) {
+                last_snapshot_work = Instant::now();
                 for (ip, port) in snap.wanted_neighbours() {
                     self.cache.want(ip, port);
                 }
-                for (port, ip) in announcements(&snap, &mut announced) {
+                let same_addresses = last_snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.same_address_sets(&snap));
+                let announce = if same_addresses {
+                    Vec::new()
+                } else {
+                    announcements(&snap, &mut announced)
+                };
+                for (port, ip) in announce {
                     let mac = snap.ports[port].mac.into();
                     if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
                     {

@@ -38,16 +38,16 @@ impl std::ops::Deref for Shared {
     }
 }
 
-/// Makes `snap` the snapshot the workers use, first re-targeting the ports' steering when its
-/// address sets changed, and wakes the control thread.
+/// Makes `snap` the snapshot the workers use, first updating the ports' steering map when its
+/// address sets changed (an O(1) check: unchanged sets are shared with the current snapshot),
+/// and wakes the control thread.
 pub fn publish_snapshot(shared: &Shared, snap: Snapshot) {
-    let sets = snap.address_sets();
-    let _ = shared
-        .steering
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .update(&sets);
+    let mut steering = shared.steering.lock().unwrap_or_else(|e| e.into_inner());
+    if !snap.same_address_sets(&shared.snapshot.load()) {
+        let _ = steering.update(&snap.address_sets());
+    }
     shared.snapshot.store(Arc::new(snap));
+    drop(steering);
     shared.control_wake.notify();
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddrV4;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,63 +51,166 @@ fn to_stats(c: &DestCounters) -> adm::Stats {
     }
 }
 
-/// The current listing with connection counts, statistics (since the last `-Z`) and rates.
-pub fn listing(shared: &Shared) -> Listing {
-    let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-    let mut l = table.effective();
+/// Services per page of a streamed listing: the table lock is held for one page at a time.
+const PAGE: usize = 256;
+/// Restore commands applied per hold of the table lock, so listings and health checks get
+/// their turn during a long restore.
+const RESTORE_CHUNK: usize = 256;
+/// Connections served at once; more are answered "busy".
+const MAX_CLIENTS: usize = 16;
+
+/// What filling in a listing's counters needs, gathered once per listing.
+struct CounterView {
+    totals: Vec<DestCounters>,
+}
+
+impl CounterView {
+    fn new(shared: &Shared) -> CounterView {
+        CounterView {
+            totals: dest_totals(shared),
+        }
+    }
+
+    /// Fills in connection counts, statistics (since the last `-Z`) and rates of `services`.
+    fn fill(
+        &self,
+        shared: &Shared,
+        table: &crate::control::table::Table,
+        services: &mut [adm::ServiceEntry],
+    ) {
+        let base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
+        let est = shared.estimator.lock().unwrap_or_else(|e| e.into_inner());
+        for s in services {
+            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+            let mut ssum = DestCounters::default();
+            let mut srate = adm::Rate::default();
+            for d in &mut s.dests {
+                let daddr = SocketAddrV4::new(d.addr, d.port);
+                let (Some(id), Some(dest)) = (table.dest_id(key, daddr), table.dest(key, daddr))
+                else {
+                    continue;
+                };
+                d.active = dest.active_conns();
+                d.inactive = dest.inactive_conns();
+                d.persist = dest.persist_conns();
+                let total = self.totals.get(id as usize).copied().unwrap_or_default();
+                let zero = base.get(&id).copied().unwrap_or_default();
+                let c = total.since(&zero);
+                ssum.add(&c);
+                d.stats = to_stats(&c);
+                d.rate = est.rate(id);
+                srate.cps += d.rate.cps;
+                srate.inpps += d.rate.inpps;
+                srate.outpps += d.rate.outpps;
+                srate.inbps += d.rate.inbps;
+                srate.outbps += d.rate.outbps;
+            }
+            s.stats = to_stats(&ssum);
+            s.rate = srate;
+        }
+    }
+}
+
+/// The listing's table-wide part: the live timeouts and the table size, no services.
+fn meta(shared: &Shared) -> Listing {
+    let mut l = shared
+        .table
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .meta()
+        .clone();
     let t = shared.timeouts.load();
     l.timeouts = (
         t.of(crate::datapath::tcp_state::State::Established),
         t.of(crate::datapath::tcp_state::State::FinWait),
         t.of(crate::datapath::tcp_state::State::Udp),
     );
-    let totals = dest_totals(shared);
-    let base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
-    let est = shared.estimator.lock().unwrap_or_else(|e| e.into_inner());
-    for s in &mut l.services {
-        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
-        let mut ssum = DestCounters::default();
-        let mut srate = adm::Rate::default();
-        for d in &mut s.dests {
-            let daddr = SocketAddrV4::new(d.addr, d.port);
-            let (Some(id), Some(dest)) = (table.dest_id(key, daddr), table.dest(key, daddr)) else {
-                continue;
-            };
-            d.active = dest.active_conns();
-            d.inactive = dest.inactive_conns();
-            d.persist = dest.persist_conns();
-            let total = totals.get(id as usize).copied().unwrap_or_default();
-            let zero = base.get(&id).copied().unwrap_or_default();
-            let c = total.since(&zero);
-            ssum.add(&c);
-            d.stats = to_stats(&c);
-            d.rate = est.rate(id);
-            srate.cps += d.rate.cps;
-            srate.inpps += d.rate.inpps;
-            srate.outpps += d.rate.outpps;
-            srate.inbps += d.rate.inbps;
-            srate.outbps += d.rate.outbps;
-        }
-        s.stats = to_stats(&ssum);
-        s.rate = srate;
-    }
     l
 }
 
-/// Asks every worker for its connections and waits (bounded) for all of them.
-fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
-    let gen = shared.dump_gen.fetch_add(1, Ordering::AcqRel) + 1;
-    for w in &shared.wake {
-        w.notify();
+/// Calls `each` with the pages of the effective listing (counters filled in), in ipvsadm's
+/// order (`sorted`) or the order of addition; the table lock is held for one page at a time.
+fn pages(
+    shared: &Shared,
+    sorted: bool,
+    mut each: impl FnMut(Vec<adm::ServiceEntry>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let view = CounterView::new(shared);
+    let mut cursor = None;
+    loop {
+        let (mut page, next) = {
+            let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut page, next) = table.effective_page(sorted, cursor, PAGE);
+            view.fill(shared, &table, &mut page);
+            (std::mem::take(&mut page), next)
+        };
+        if !page.is_empty() {
+            each(std::mem::take(&mut page))?;
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut out = Vec::new();
-    for slot in &shared.dumps {
+}
+
+/// The current listing with connection counts, statistics (since the last `-Z`) and rates,
+/// in the order services were added. Built whole: long listings stream through [`pages`].
+pub fn listing(shared: &Shared) -> Listing {
+    let mut l = meta(shared);
+    let _ = pages(shared, false, |mut p| {
+        l.services.append(&mut p);
+        Ok(())
+    });
+    l
+}
+
+/// One connection dump at a time (the workers have one page slot each).
+static DUMP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Walks every worker's connections page by page ([`crate::datapath::worker::DUMP_PAGE`]
+/// each), calling `each` with every page; a worker that does not answer a page within 2 s
+/// ends its part of the dump.
+fn connections(
+    shared: &Shared,
+    mut each: impl FnMut(Vec<adm::ConnEntry>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let _one = DUMP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (w, slot) in shared.dumps.iter().enumerate() {
+        let mut from = 0u32;
         loop {
-            {
+            // The request first, then the doorbell: a worker that sees the new `dump_gen`
+            // finds the request in its slot.
+            let gen = {
                 let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-                if s.0 >= gen {
-                    out.extend(s.1.drain(..).map(|c| adm::ConnEntry {
+                s.gen = s.gen.max(s.answered) + 1;
+                s.from = from;
+                s.gen
+            };
+            shared.dump_gen.fetch_add(1, Ordering::AcqRel);
+            shared.wake[w].notify();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let page = loop {
+                {
+                    let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.answered == gen {
+                        break Some((std::mem::take(&mut s.conns), s.next));
+                    }
+                }
+                if std::time::Instant::now() >= deadline {
+                    break None;
+                }
+                let mut pfd = [crate::sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
+                    &shared.dump_done,
+                ))];
+                let _ = crate::sys::poll(&mut pfd, 20);
+                shared.dump_done.drain();
+            };
+            let Some((conns, next)) = page else { break };
+            each(
+                conns
+                    .into_iter()
+                    .map(|c| adm::ConnEntry {
                         proto: if c.proto == 17 {
                             modes::Protocol::Udp
                         } else {
@@ -118,47 +221,83 @@ fn connections(shared: &Shared) -> Vec<adm::ConnEntry> {
                         client: c.client,
                         vip: c.vip,
                         dest: c.dest,
-                    }));
-                    break;
-                }
+                    })
+                    .collect(),
+            )?;
+            match next {
+                Some(n) => from = n,
+                None => break,
             }
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
-            let mut pfd = [crate::sys::poll_in(std::os::fd::AsRawFd::as_raw_fd(
-                &shared.dump_done,
-            ))];
-            let _ = crate::sys::poll(&mut pfd, 20);
-            shared.dump_done.drain();
         }
     }
-    out
+    Ok(())
 }
 
-fn list(shared: &Shared, o: &ListOpts) -> Response {
+/// `-L`: the service listing goes out page by page through `part`, the connection listing as
+/// the workers hand out their pages; the returned response ends it.
+fn list(
+    shared: &Shared,
+    o: &ListOpts,
+    part: &mut dyn FnMut(String) -> std::io::Result<()>,
+) -> Response {
     if o.connection {
-        let conns = connections(shared);
-        return Response::out(if o.persistent_conn {
-            format::list_conns_persistent(&conns)
+        let fmt = if o.persistent_conn {
+            format::list_conns_persistent
         } else {
-            format::list_conns(&conns)
+            format::list_conns
+        };
+        let mut out = fmt(&[]);
+        let res = connections(shared, |page| {
+            let rows = fmt(&page);
+            // Without the two header lines.
+            let body = rows.split_once('\n').and_then(|(_, r)| r.split_once('\n'));
+            out.push_str(body.map_or("", |(_, r)| r));
+            part(std::mem::take(&mut out))
         });
+        if res.is_err() {
+            return Response::default();
+        }
+        return Response::out(out);
     }
-    let l = listing(shared);
     if o.timeout {
-        return Response::out(format::timeouts(l.timeouts));
+        return Response::out(format::timeouts(meta(shared).timeouts));
     }
     if let Some(spec) = &o.service {
-        if l.service(spec).is_none() {
+        let adm::ServiceSpec::Addr { proto, addr } = spec else {
             return Response::err(&AdmError::NoSuchService);
+        };
+        let mut l = meta(shared);
+        let view = CounterView::new(shared);
+        {
+            let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(one) = table.effective_one((*proto, *addr)) else {
+                return Response::err(&AdmError::NoSuchService);
+            };
+            l.services.push(one);
+            view.fill(shared, &table, &mut l.services);
         }
+        return Response::out(format::list(&l, o));
     }
-    Response::out(format::list(&l, o))
+    let mut out = format::list_header(&meta(shared), o);
+    let res = pages(shared, !o.nosort, |page| {
+        for s in &page {
+            format::list_service(&mut out, s, o);
+        }
+        part(std::mem::take(&mut out))
+    });
+    if res.is_err() {
+        return Response::default();
+    }
+    Response::out(out)
 }
 
-/// Applies a configuration command to the live table and publishes the result.
-fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
-    let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+/// Applies a configuration command to the locked live table; returns whether the services
+/// changed (the caller publishes [`crate::control::table::Table::snapshot`]).
+fn configure_locked(
+    shared: &Shared,
+    table: &mut crate::control::table::Table,
+    cmd: &Command,
+) -> Result<bool, AdmError> {
     if let Command::SetTimeouts { tcp, tcp_fin, udp } = cmd {
         let cur = **shared.timeouts.load();
         let pick = |new: u32, old| if new == 0 { old } else { new };
@@ -167,18 +306,42 @@ fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
             pick(*tcp_fin, cur.of(crate::datapath::tcp_state::State::FinWait)),
             pick(*udp, cur.of(crate::datapath::tcp_state::State::Udp)),
         );
-        table.apply(cmd)?;
+        table.apply_quiet(cmd)?;
         shared.timeouts.store(Arc::new(t));
-        return Ok(());
+        return Ok(false);
     }
-    if let Some(snap) = table.apply(cmd)? {
-        crate::control::shared::publish_snapshot(shared, snap);
+    table.apply_quiet(cmd)
+}
+
+/// Applies a configuration command to the live table and publishes the result.
+fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
+    let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+    if configure_locked(shared, &mut table, cmd)? {
+        crate::control::shared::publish_snapshot(shared, table.snapshot());
     }
     Ok(())
 }
 
 /// Executes one command line (`stdin` is the input of `-R`).
 pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
+    let mut out = String::new();
+    let mut r = execute_streamed(shared, args, stdin, &mut |p| {
+        out.push_str(&p);
+        Ok(())
+    });
+    out.push_str(&r.stdout);
+    r.stdout = out;
+    r
+}
+
+/// Executes one command line, handing parts of a long standard output to `part` as they are
+/// ready; the returned response carries the rest.
+pub fn execute_streamed(
+    shared: &Shared,
+    args: &[String],
+    stdin: &str,
+    part: &mut dyn FnMut(String) -> std::io::Result<()>,
+) -> Response {
     let cmd = match adm::parse(args) {
         Ok(c) => c,
         Err(e) => return Response::err(&e),
@@ -186,17 +349,17 @@ pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
     match &cmd {
         Command::Help => Response::out(format::usage()),
         Command::Version => Response::out(format::version(env!("CARGO_PKG_VERSION"))),
-        Command::List(o) => list(shared, o),
+        Command::List(o) => list(shared, o, part),
         Command::Save { numeric } => Response::out(format::save(&listing(shared), *numeric)),
         Command::Zero(spec) => {
-            let l = listing(shared);
+            let totals = dest_totals(shared);
+            let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            let l = table.listing();
             if let Some(spec) = spec {
                 if l.service(spec).is_none() {
                     return Response::err(&AdmError::NoSuchService);
                 }
             }
-            let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-            let totals = dest_totals(shared);
             let mut base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
             for s in l
                 .services
@@ -228,23 +391,44 @@ pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
 /// `-R`: one command per line (blank and `#` comment lines skipped, as ipvsadm); a line that
 /// does not parse stops the restore (exit 2), a command that fails is reported and the restore
 /// goes on (as ipvsadm does).
+///
+/// The whole restore is one publication: the data path sees the table before it, then the
+/// table after it. The table lock is taken for [`RESTORE_CHUNK`] commands at a time, so
+/// listings are answered during a long restore, and the daemon stopping (SIGTERM) ends it
+/// within one chunk (what was applied stays, unpublished, as the daemon is going away).
 fn restore(shared: &Shared, input: &str) -> Response {
     let mut r = Response::default();
-    for line in input.lines() {
-        match adm::parse_restore_line(line) {
-            Ok(None) => {}
-            Ok(Some(cmd)) => {
-                if let Err(e) = configure(shared, &cmd) {
+    let mut changed = false;
+    let mut lines = input.lines().peekable();
+    'chunks: while lines.peek().is_some() {
+        if shared.stop.load(Ordering::Relaxed) {
+            r.stderr
+                .push_str("restore interrupted: tapvs is stopping\n");
+            r.code = adm::EXIT_RUNTIME;
+            return r;
+        }
+        let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        for line in lines.by_ref().take(RESTORE_CHUNK) {
+            match adm::parse_restore_line(line) {
+                Ok(None) => {}
+                Ok(Some(cmd)) => match configure_locked(shared, &mut table, &cmd) {
+                    Ok(c) => changed |= c,
+                    Err(e) => {
+                        r.stderr.push_str(&format!("{e}\n"));
+                        r.code = e.exit_code();
+                    }
+                },
+                Err(e) => {
                     r.stderr.push_str(&format!("{e}\n"));
                     r.code = e.exit_code();
+                    break 'chunks;
                 }
             }
-            Err(e) => {
-                r.stderr.push_str(&format!("{e}\n"));
-                r.code = e.exit_code();
-                return r;
-            }
         }
+    }
+    if changed {
+        let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        crate::control::shared::publish_snapshot(shared, table.snapshot());
     }
     r
 }
@@ -270,9 +454,14 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves the socket until the daemon stops; removes it on exit.
+/// Serves the socket until the daemon stops; removes it on exit. Each connection gets its own
+/// thread (at most [`MAX_CLIENTS`] at once; more are told the daemon is busy), so a listing
+/// is answered while a restore runs. Exits after its connection threads, which stop within a
+/// restore chunk.
 pub fn serve(shared: Arc<Shared>, listener: UnixListener, path: PathBuf) {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let busy = Arc::new(AtomicUsize::new(0));
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut pfd = [crate::sys::poll_in(fd)];
         if crate::sys::poll(&mut pfd, 100).unwrap_or(0) == 0 {
@@ -281,20 +470,68 @@ pub fn serve(shared: Arc<Shared>, listener: UnixListener, path: PathBuf) {
         let Ok((stream, _)) = listener.accept() else {
             continue;
         };
-        handle(&shared, stream);
+        threads.retain(|t| !t.is_finished());
+        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.set_nonblocking(false);
+            reply(
+                &stream,
+                &Response {
+                    stderr: "tapvs is busy: too many concurrent requests; try again\n".into(),
+                    code: adm::EXIT_RUNTIME,
+                    ..Response::default()
+                },
+            );
+            continue;
+        }
+        let (sh, b) = (shared.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tapvs-adm".into())
+            .spawn(move || {
+                handle(&sh, stream);
+                b.fetch_sub(1, Ordering::AcqRel);
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(_) => {
+                busy.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// Writes one response line.
+fn reply(stream: &UnixStream, resp: &Response) -> bool {
+    let mut w = stream;
+    match serde_json::to_string(resp) {
+        Ok(mut j) => {
+            j.push('\n');
+            w.write_all(j.as_bytes()).is_ok()
+        }
+        Err(_) => false,
+    }
 }
 
 fn handle(shared: &Shared, stream: UnixStream) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(&stream).take(MAX_REQUEST as u64);
     let mut line = String::new();
     let resp = match reader.read_line(&mut line) {
         Ok(0) | Err(_) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) => execute(shared, &req.args, &req.stdin),
+            Ok(req) => execute_streamed(shared, &req.args, &req.stdin, &mut |p| {
+                if reply(&stream, &Response::part(p)) {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("client gone"))
+                }
+            }),
             Err(e) => Response {
                 stderr: format!("malformed request: {e}\n"),
                 code: 2,
@@ -302,11 +539,7 @@ fn handle(shared: &Shared, stream: UnixStream) {
             },
         },
     };
-    let mut w = &stream;
-    if let Ok(mut j) = serde_json::to_string(&resp) {
-        j.push('\n');
-        let _ = w.write_all(j.as_bytes());
-    }
+    reply(&stream, &resp);
 }
 
 use std::io::Read as _;

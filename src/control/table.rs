@@ -10,7 +10,7 @@
 //! packet (`=1`). A service whose scheduler and flags are unchanged keeps its scheduler's state
 //! through `Scheduler::rebuild`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use tapvs_adm::{self as adm, AdmError, Command, Listing};
 
 use crate::config::Config;
 use crate::datapath::route::Router;
-use crate::datapath::service::{PortInfo, Service, Snapshot};
+use crate::datapath::service::{Service, Snapshot};
 
 /// Service identity: protocol, address and port.
 pub type SvcKey = (Protocol, SocketAddrV4);
@@ -62,9 +62,27 @@ pub struct Health {
     pub weight: Option<u32>,
 }
 
+/// A configured service: its ipvsadm entry and its place in the listing order.
+struct Entry {
+    seq: u64,
+    svc: adm::ServiceEntry,
+}
+
 /// The live table.
+///
+/// Services are kept by key (with a sequence number for ipvsadm's listing order), and the
+/// snapshot last built is kept too: a command touches only the services it names, rebuilds
+/// those services alone, and derives the next snapshot from the last one through its
+/// persistent maps, so an edit costs O(log n) in the table size (`-C` and config loads touch
+/// every service, as they must).
 pub struct Table {
-    listing: Listing,
+    /// The listing's table-wide fields (timeouts, table size); its services are `entries`.
+    meta: Listing,
+    entries: HashMap<SvcKey, Entry>,
+    order: BTreeMap<u64, SvcKey>,
+    /// The services by protocol, address and port (ipvsadm's sorted listing order).
+    by_addr: BTreeMap<u64, SvcKey>,
+    next_seq: u64,
     health: HashMap<(SvcKey, SocketAddrV4), Health>,
     transitions: HashMap<(SvcKey, SocketAddrV4), u64>,
     sorry: HashMap<SvcKey, (SocketAddrV4, Forward)>,
@@ -73,8 +91,7 @@ pub struct Table {
     dests: HashMap<(SvcKey, SocketAddrV4), LiveDest>,
     scheds: HashMap<SvcKey, LiveSched>,
     next_id: u32,
-    ports: Vec<PortInfo>,
-    router: Router,
+    snap: Snapshot,
     /// `control.sloppy_tcp`: the default of services without their own setting.
     sloppy_tcp: bool,
 }
@@ -82,24 +99,55 @@ pub struct Table {
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
-            .field("services", &self.listing.services.len())
+            .field("services", &self.entries.len())
             .finish()
+    }
+}
+
+/// The snapshot key of a service key.
+fn snap_key(key: SvcKey) -> u64 {
+    crate::datapath::service::svc_key(key.0.number(), *key.1.ip(), key.1.port())
+}
+
+fn sched_error(e: sched::SchedError) -> AdmError {
+    match e {
+        sched::SchedError::UnknownScheduler(_) => AdmError::SchedulerNotFound,
+        other => AdmError::Other(other.to_string()),
     }
 }
 
 impl Table {
     /// The table described by a validated config, and its first snapshot.
     pub fn from_config(cfg: &Config) -> Result<(Table, Snapshot), String> {
-        let mut listing = Listing {
+        let meta = Listing {
             conn_table_size: cfg.max_connections.min(u32::MAX as usize) as u32,
             timeouts: (cfg.timeouts.tcp, cfg.timeouts.tcp_fin, cfg.timeouts.udp),
             ..Listing::default()
         };
-        let mut extras = HashMap::new();
+        let mut t = Table {
+            meta,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            by_addr: BTreeMap::new(),
+            next_seq: 0,
+            health: HashMap::new(),
+            transitions: HashMap::new(),
+            sorry: HashMap::new(),
+            sorry_active: Default::default(),
+            extras: HashMap::new(),
+            dests: HashMap::new(),
+            scheds: HashMap::new(),
+            next_id: 0,
+            snap: Snapshot::empty(
+                Snapshot::ports_of(cfg),
+                Router::new(&cfg.ports, &cfg.routes),
+            ),
+            sloppy_tcp: cfg.control.sloppy_tcp,
+        };
         for s in &cfg.services {
-            let proto = s.proto;
-            extras.insert(
-                (proto, s.vip),
+            let key = (s.proto, s.vip);
+            t.extras.insert(
+                key,
                 Extras {
                     local_addresses: s.local_addresses.clone(),
                     toa: s.toa,
@@ -108,8 +156,8 @@ impl Table {
                     sloppy_tcp: s.sloppy_tcp,
                 },
             );
-            listing.services.push(adm::ServiceEntry {
-                proto,
+            let entry = adm::ServiceEntry {
+                proto: s.proto,
                 addr: *s.vip.ip(),
                 port: s.vip.port(),
                 sched: s.scheduler.name.clone(),
@@ -128,55 +176,135 @@ impl Table {
                         ..adm::DestEntry::new(r.addr, r.forward, r.weight)
                     })
                     .collect(),
-            });
+            };
+            t.insert_entry(key, entry);
         }
-        let mut t = Table {
-            listing,
-            health: HashMap::new(),
-            transitions: HashMap::new(),
-            sorry: HashMap::new(),
-            sorry_active: Default::default(),
-            extras,
-            dests: HashMap::new(),
-            scheds: HashMap::new(),
-            next_id: 0,
-            ports: Snapshot::ports_of(cfg),
-            router: Router::new(&cfg.ports, &cfg.routes),
-            sloppy_tcp: cfg.control.sloppy_tcp,
-        };
-        let snap = t.rebuild(&t.effective()).map_err(|e| e.to_string())?;
+        let keys: Vec<SvcKey> = t.order.values().copied().collect();
+        for key in keys {
+            t.rebuild(key).map_err(|e| e.to_string())?;
+        }
+        let snap = t.snapshot();
         Ok((t, snap))
     }
 
-    /// The listing as the data path uses it: health-failed servers removed (or at weight 0
-    /// with `inhibit_on_failure`), dynamic weights applied, and, while a service has lost its
-    /// quorum, its real servers replaced by its sorry server. This is what `-L` shows, as keepalived's changes to the IPVS
-    /// table would.
-    pub fn effective(&self) -> Listing {
-        let mut l = self.listing.clone();
-        for s in &mut l.services {
-            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
-            s.dests.retain_mut(|d| {
-                let Some(h) = self.health.get(&(key, SocketAddrV4::new(d.addr, d.port))) else {
-                    return true;
-                };
-                if let Some(w) = h.weight {
-                    d.weight = w;
-                }
-                if h.down {
-                    d.weight = 0;
-                    return h.inhibit_on_failure;
-                }
-                true
-            });
-            // keepalived: without quorum, all real servers go and the sorry server serves.
-            if self.sorry_active.contains(&key) {
-                if let Some(&(addr, forward)) = self.sorry.get(&key) {
-                    s.dests = vec![adm::DestEntry::new(addr, forward, 1)];
-                }
+    fn insert_entry(&mut self, key: SvcKey, svc: adm::ServiceEntry) {
+        let seq = match self.entries.get(&key) {
+            Some(e) => e.seq,
+            None => {
+                self.next_seq += 1;
+                self.order.insert(self.next_seq, key);
+                self.by_addr.insert(snap_key(key), key);
+                self.next_seq
+            }
+        };
+        self.entries.insert(key, Entry { seq, svc });
+    }
+
+    fn remove_entry(&mut self, key: SvcKey) -> Option<adm::ServiceEntry> {
+        let e = self.entries.remove(&key)?;
+        self.order.remove(&e.seq);
+        self.by_addr.remove(&snap_key(key));
+        Some(e.svc)
+    }
+
+    /// The snapshot of the table as it is now (cheap: the maps are shared).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.snap.clone();
+        s.reserve_dest_ids(self.next_id);
+        s
+    }
+
+    /// How many services are configured.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no service is configured.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// One service as the data path uses it: health-failed servers removed (or at weight 0
+    /// with `inhibit_on_failure`), dynamic weights applied, and, while the service has lost its
+    /// quorum, its real servers replaced by its sorry server.
+    fn effective_service(&self, s: &adm::ServiceEntry) -> adm::ServiceEntry {
+        let mut s = s.clone();
+        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        s.dests.retain_mut(|d| {
+            let Some(h) = self.health.get(&(key, SocketAddrV4::new(d.addr, d.port))) else {
+                return true;
+            };
+            if let Some(w) = h.weight {
+                d.weight = w;
+            }
+            if h.down {
+                d.weight = 0;
+                return h.inhibit_on_failure;
+            }
+            true
+        });
+        // keepalived: without quorum, all real servers go and the sorry server serves.
+        if self.sorry_active.contains(&key) {
+            if let Some(&(addr, forward)) = self.sorry.get(&key) {
+                s.dests = vec![adm::DestEntry::new(addr, forward, 1)];
             }
         }
+        s
+    }
+
+    /// The listing as the data path uses it (see `effective_service`). This is what `-L`
+    /// shows, as keepalived's changes to the IPVS table would. O(n): listings that must not
+    /// hold the table for long page through [`Table::effective_page`].
+    pub fn effective(&self) -> Listing {
+        let mut l = self.meta.clone();
+        l.services = self
+            .order
+            .values()
+            .map(|k| self.effective_service(&self.entries[k].svc))
+            .collect();
         l
+    }
+
+    /// Up to `max` services of the effective listing, sorted by protocol, address and port
+    /// (`sorted`) or in the order they were added, starting after the cursor `after` (from
+    /// the previous page; `None` for the first), and the cursor for the next page (`None`
+    /// when this was the last). O(log n + max).
+    pub fn effective_page(
+        &self,
+        sorted: bool,
+        after: Option<u64>,
+        max: usize,
+    ) -> (Vec<adm::ServiceEntry>, Option<u64>) {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let index = if sorted { &self.by_addr } else { &self.order };
+        let mut out = Vec::new();
+        let mut last = None;
+        for (&cursor, k) in index.range((lower, Bound::Unbounded)) {
+            if out.len() == max {
+                return (out, last);
+            }
+            out.push(self.effective_service(&self.entries[k].svc));
+            last = Some(cursor);
+        }
+        (out, None)
+    }
+
+    /// One service of the effective listing.
+    pub fn effective_one(&self, key: SvcKey) -> Option<adm::ServiceEntry> {
+        self.entries
+            .get(&key)
+            .map(|e| self.effective_service(&e.svc))
+    }
+
+    /// The table-wide part of the listing (timeouts, table size), without services.
+    pub fn meta(&self) -> &Listing {
+        &self.meta
+    }
+
+    /// The configured service `key`, as ipvsadm sees it.
+    pub fn service(&self, key: SvcKey) -> Option<&adm::ServiceEntry> {
+        self.entries.get(&key).map(|e| &e.svc)
     }
 
     /// Records a health verdict for a real server; returns the new snapshot when the
@@ -194,7 +322,8 @@ impl Table {
         if old.down != h.down {
             *self.transitions.entry((service, dest)).or_default() += 1;
         }
-        self.rebuild(&self.effective()).map(Some)
+        self.rebuild(service)?;
+        Ok(Some(self.snapshot()))
     }
 
     /// A real server's health verdict (`None`: not checked) and its up/down transitions.
@@ -225,12 +354,19 @@ impl Table {
         if !changed {
             return Ok(None);
         }
-        self.rebuild(&self.effective()).map(Some)
+        self.rebuild(service)?;
+        Ok(Some(self.snapshot()))
     }
 
-    /// The configuration as ipvsadm sees it (counters not filled in).
-    pub fn listing(&self) -> &Listing {
-        &self.listing
+    /// The configuration as ipvsadm sees it (counters not filled in). O(n).
+    pub fn listing(&self) -> Listing {
+        let mut l = self.meta.clone();
+        l.services = self
+            .order
+            .values()
+            .map(|k| self.entries[k].svc.clone())
+            .collect();
+        l
     }
 
     /// The real server id of `dest` in `service`, if present.
@@ -245,133 +381,186 @@ impl Table {
 
     /// Applies a configuration command. Returns the new snapshot to publish when the
     /// services changed, `None` for commands that change no service (timeouts are applied
-    /// by the caller). On error nothing changed.
+    /// by the caller). On error nothing changed. Cost: O(log n) plus the size of the
+    /// service the command names; `-C` is O(n).
     pub fn apply(&mut self, cmd: &Command) -> Result<Option<Snapshot>, AdmError> {
-        let mut next = self.listing.clone();
-        next.apply(cmd)?;
-        if let Command::SetTimeouts { .. } = cmd {
-            self.listing = next;
-            return Ok(None);
-        }
-        let current = std::mem::replace(&mut self.listing, next);
-        match self.rebuild(&self.effective()) {
-            Ok(snap) => Ok(Some(snap)),
-            Err(e) => {
-                self.listing = current;
-                Err(e)
-            }
-        }
+        Ok(self.apply_quiet(cmd)?.then(|| self.snapshot()))
     }
 
-    /// Builds the snapshot for `listing`, updating the live dests and schedulers. Fails, with
-    /// nothing changed, when a scheduler cannot be built.
-    fn rebuild(&mut self, listing: &Listing) -> Result<Snapshot, AdmError> {
-        // First build every scheduler spec, so a bad one fails before anything changes.
-        let mut specs = Vec::new();
-        for s in &listing.services {
-            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
-            let mut spec = SchedSpec::new(s.sched.clone());
-            spec.flags = s.flags.clone();
-            spec.mh_table_size = self.extras.get(&key).and_then(|e| e.mh_table_size);
-            sched::build(&spec, &[]).map_err(|e| match e {
-                sched::SchedError::UnknownScheduler(_) => AdmError::SchedulerNotFound,
-                other => AdmError::Other(other.to_string()),
-            })?;
-            specs.push((key, spec));
+    /// [`Table::apply`] without building the snapshot to publish: returns whether the
+    /// services changed. A batch applies its commands with this and publishes
+    /// [`Table::snapshot`] once at the end.
+    pub fn apply_quiet(&mut self, cmd: &Command) -> Result<bool, AdmError> {
+        use adm::ServiceSpec;
+        let spec = match cmd {
+            Command::SetTimeouts { .. } => {
+                self.meta.apply(cmd)?;
+                return Ok(false);
+            }
+            Command::Clear => {
+                let keys: Vec<SvcKey> = self.order.values().copied().collect();
+                for k in keys {
+                    self.remove_entry(k);
+                    self.rebuild(k)?;
+                }
+                return Ok(true);
+            }
+            Command::Zero(None) => return Ok(false),
+            Command::Zero(Some(spec)) => spec,
+            Command::AddService(o) | Command::EditService(o) => &o.service,
+            Command::DeleteService(spec) => spec,
+            Command::AddServer(o) | Command::EditServer(o) => &o.service,
+            Command::DeleteServer { service, .. } => service,
+            Command::List(_)
+            | Command::Save { .. }
+            | Command::Restore
+            | Command::Help
+            | Command::Version => return Ok(false),
+        };
+        let key = match spec {
+            ServiceSpec::Addr { proto, addr } => (*proto, *addr),
+            ServiceSpec::Fwmark(_) => {
+                // Refused by the listing as ipvsadm refuses it.
+                Listing::default().apply(cmd)?;
+                return Ok(false);
+            }
+        };
+        // The command runs with IPVS semantics against a listing of just the service it
+        // names (or none), so its errors are exactly the full listing's.
+        let old = self.entries.get(&key).map(|e| e.svc.clone());
+        let mut one = Listing {
+            services: old.iter().cloned().collect(),
+            ..Listing::default()
+        };
+        one.apply(cmd)?;
+        if matches!(cmd, Command::Zero(_)) {
+            return Ok(false);
         }
-        for s in &listing.services {
-            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
-            let lips = self
-                .extras
-                .get(&key)
-                .is_some_and(|e| !e.local_addresses.is_empty());
-            if !lips && s.dests.iter().any(|d| d.forward == Forward::FullNat) {
-                return Err(AdmError::Other(format!(
-                    "FullNAT needs local addresses: set `local_addresses` for {} {}:{} in the config",
-                    s.proto.name(),
-                    s.addr,
-                    s.port
-                )));
+        match one.services.pop() {
+            Some(svc) => self.insert_entry(key, svc),
+            None => {
+                self.remove_entry(key);
             }
         }
-        let mut seen = HashMap::new();
-        let mut services = Vec::new();
-        for (s, (key, spec)) in listing.services.iter().zip(specs) {
-            let mut dests = Vec::new();
-            let mut ids = Vec::new();
-            let mut forward = Vec::new();
-            for d in &s.dests {
-                let daddr = SocketAddrV4::new(d.addr, d.port);
-                let live = self.dests.entry((key, daddr)).or_insert_with(|| {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    LiveDest {
-                        id,
-                        dest: Arc::new(Dest::new(IpAddr::V4(d.addr), d.port, d.weight)),
+        if let Err(e) = self.rebuild(key) {
+            match old {
+                Some(svc) => self.insert_entry(key, svc),
+                None => {
+                    self.remove_entry(key);
+                }
+            }
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Rebuilds service `key` in the snapshot from its entry (or removes it when it has no
+    /// entry), updating its live dests and scheduler. Fails, with nothing changed, when its
+    /// scheduler cannot be built or it needs local addresses it lacks.
+    fn rebuild(&mut self, key: SvcKey) -> Result<(), AdmError> {
+        let skey = snap_key(key);
+        let Some(entry) = self.entries.get(&key) else {
+            if let Some(old) = self.snap.without_service(skey) {
+                for d in &old.dests {
+                    if let IpAddr::V4(ip) = d.addr() {
+                        self.dests.remove(&(key, SocketAddrV4::new(ip, d.port())));
                     }
-                });
-                live.dest.set_weight(d.weight);
-                live.dest.set_thresholds(d.u_threshold, d.l_threshold);
-                live.dest.set_available(true);
-                seen.insert((key, daddr), ());
-                dests.push(live.dest.clone());
-                ids.push(live.id);
-                forward.push(d.forward);
+                    d.set_available(false);
+                }
             }
-            let sched: Arc<dyn Scheduler> = match self.scheds.get(&key) {
-                Some(l) if l.spec == spec => l.sched.rebuild(&dests).into(),
-                _ => sched::build(&spec, &dests)
-                    .map_err(|e| AdmError::Other(e.to_string()))?
-                    .into(),
-            };
-            self.scheds.insert(
-                key,
-                LiveSched {
-                    spec,
-                    sched: sched.clone(),
-                },
-            );
-            let extras = self.extras.get(&key).cloned().unwrap_or(Extras {
-                toa: true,
-                ..Extras::default()
-            });
-            services.push(Service {
-                proto: s.proto,
-                vip: s.addr,
-                vport: s.port,
-                dests,
-                dest_ids: ids,
-                forward,
-                sched,
-                persistent: s.persistent,
-                netmask: u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST)),
-                ops: s.ops,
-                local_addresses: extras.local_addresses.clone().into(),
-                toa: extras.toa,
-                toa_on_syn: extras.toa_on_syn,
-                sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
-            });
+            self.scheds.remove(&key);
+            return Ok(());
+        };
+        let s = self.effective_service(&entry.svc);
+        // First check what can fail, so a bad command fails before anything changes.
+        let mut spec = SchedSpec::new(s.sched.clone());
+        spec.flags = s.flags.clone();
+        spec.mh_table_size = self.extras.get(&key).and_then(|e| e.mh_table_size);
+        let reuse = self.scheds.get(&key).filter(|l| l.spec == spec).is_some();
+        if !reuse {
+            sched::build(&spec, &[]).map_err(sched_error)?;
         }
+        let lips = self
+            .extras
+            .get(&key)
+            .is_some_and(|e| !e.local_addresses.is_empty());
+        if !lips && s.dests.iter().any(|d| d.forward == Forward::FullNat) {
+            return Err(AdmError::Other(format!(
+                "FullNAT needs local addresses: set `local_addresses` for {} {}:{} in the config",
+                s.proto.name(),
+                s.addr,
+                s.port
+            )));
+        }
+        let mut dests = Vec::with_capacity(s.dests.len());
+        let mut ids = Vec::with_capacity(s.dests.len());
+        let mut forward = Vec::with_capacity(s.dests.len());
+        for d in &s.dests {
+            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let live = self.dests.entry((key, daddr)).or_insert_with(|| {
+                let id = self.next_id;
+                self.next_id += 1;
+                LiveDest {
+                    id,
+                    dest: Arc::new(Dest::new(IpAddr::V4(d.addr), d.port, d.weight)),
+                }
+            });
+            live.dest.set_weight(d.weight);
+            live.dest.set_thresholds(d.u_threshold, d.l_threshold);
+            live.dest.set_available(true);
+            dests.push(live.dest.clone());
+            ids.push(live.id);
+            forward.push(d.forward);
+        }
+        let sched: Arc<dyn Scheduler> = match self.scheds.get(&key) {
+            Some(l) if l.spec == spec => l.sched.rebuild(&dests).into(),
+            _ => sched::build(&spec, &dests).map_err(sched_error)?.into(),
+        };
+        self.scheds.insert(
+            key,
+            LiveSched {
+                spec,
+                sched: sched.clone(),
+            },
+        );
         // Real servers that left: unavailable (templates stop pointing at them; their
         // connections follow expire_nodest_conn).
-        self.dests.retain(|k, d| {
-            let keep = seen.contains_key(k);
-            if !keep {
-                d.dest.set_available(false);
+        if let Some(old) = self.snap.service_by_key(skey) {
+            let now: std::collections::HashSet<SocketAddrV4> = s
+                .dests
+                .iter()
+                .map(|d| SocketAddrV4::new(d.addr, d.port))
+                .collect();
+            for d in &old.dests {
+                let IpAddr::V4(ip) = d.addr() else { continue };
+                let daddr = SocketAddrV4::new(ip, d.port());
+                if !now.contains(&daddr) {
+                    d.set_available(false);
+                    self.dests.remove(&(key, daddr));
+                }
             }
-            keep
+        }
+        let extras = self.extras.get(&key).cloned().unwrap_or(Extras {
+            toa: true,
+            ..Extras::default()
         });
-        let live: Vec<SvcKey> = listing
-            .services
-            .iter()
-            .map(|s| (s.proto, SocketAddrV4::new(s.addr, s.port)))
-            .collect();
-        self.scheds.retain(|k, _| live.contains(k));
-        Ok(Snapshot::new(
-            self.ports.clone(),
-            self.router.clone(),
-            services,
-        ))
+        self.snap.with_service(Arc::new(Service {
+            proto: s.proto,
+            vip: s.addr,
+            vport: s.port,
+            dests,
+            dest_ids: ids,
+            forward,
+            sched,
+            persistent: s.persistent,
+            netmask: u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST)),
+            ops: s.ops,
+            local_addresses: extras.local_addresses.clone().into(),
+            toa: extras.toa,
+            toa_on_syn: extras.toa_on_syn,
+            sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
+        }));
+        Ok(())
     }
 }
 
@@ -431,7 +620,7 @@ address = "172.16.0.3:80"
         assert_eq!(same.weight(), 0);
         assert_eq!(same.active_conns(), 1, "counters kept");
         assert_eq!(t.dest_id(SVC, rs2), Some(id));
-        assert_eq!(snap.services[0].dests.len(), 2);
+        assert_eq!(snap.services().next().unwrap().dests.len(), 2);
         // Adding another server does not disturb the others' ids.
         t.apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.4:80 -m"))
             .unwrap();
@@ -449,7 +638,7 @@ address = "172.16.0.3:80"
             .unwrap()
             .unwrap();
         assert!(!d.is_available());
-        assert_eq!(snap.services[0].dests.len(), 1);
+        assert_eq!(snap.services().next().unwrap().dests.len(), 1);
         assert!(t.dest(SVC, rs1).is_none());
     }
 
@@ -502,7 +691,7 @@ address = "172.16.0.3:80"
         };
         let snap = t.set_health(SVC, rs1, down).unwrap().unwrap();
         assert_eq!(
-            snap.services[0].dests.len(),
+            snap.services().next().unwrap().dests.len(),
             1,
             "a failed server leaves the pool"
         );
@@ -522,34 +711,96 @@ address = "172.16.0.3:80"
             weight: None,
         };
         let snap = t.set_health(SVC, rs1, inhibited).unwrap().unwrap();
-        assert_eq!(snap.services[0].dests[0].weight(), 0, "inhibited: weight 0");
+        assert_eq!(
+            snap.services().next().unwrap().dests[0].weight(),
+            0,
+            "inhibited: weight 0"
+        );
         let dynamic = Health {
             weight: Some(7),
             ..Health::default()
         };
         let snap = t.set_health(SVC, rs2, dynamic).unwrap().unwrap();
-        assert_eq!(snap.services[0].dests[1].weight(), 7);
+        assert_eq!(snap.services().next().unwrap().dests[1].weight(), 7);
         let sorry: SocketAddrV4 = "172.16.0.9:80".parse().unwrap();
         t.set_sorry_server(SVC, sorry, Forward::Nat);
         let snap = t.set_sorry_active(SVC, true).unwrap().unwrap();
-        assert_eq!(snap.services[0].dests.len(), 1, "only the sorry server");
         assert_eq!(
-            snap.services[0].dests[0].addr(),
+            snap.services().next().unwrap().dests.len(),
+            1,
+            "only the sorry server"
+        );
+        assert_eq!(
+            snap.services().next().unwrap().dests[0].addr(),
             std::net::IpAddr::V4(*sorry.ip())
         );
         assert!(t.set_sorry_active(SVC, true).unwrap().is_none());
         let snap = t.set_sorry_active(SVC, false).unwrap().unwrap();
-        assert_eq!(snap.services[0].dests.len(), 2);
+        assert_eq!(snap.services().next().unwrap().dests.len(), 2);
+    }
+
+    #[test]
+    fn edits_of_servers_leave_the_address_sets_shared() {
+        let mut t = table();
+        let before = t.snapshot();
+        let snap = t
+            .apply(&cmd("-a -t 192.0.2.1:80 -r 172.16.0.9:80 -m"))
+            .unwrap()
+            .unwrap();
+        assert!(snap.same_address_sets(&before), "-a: no steering change");
+        let snap2 = t.apply(&cmd("-E -t 192.0.2.1:80 -s wrr")).unwrap().unwrap();
+        assert!(snap2.same_address_sets(&snap), "-E: no steering change");
+        let vip2 = Ipv4Addr::new(192, 0, 2, 7);
+        let snap3 = t.apply(&cmd("-A -t 192.0.2.7:80 -s rr")).unwrap().unwrap();
+        assert!(!snap3.same_address_sets(&snap2));
+        assert!(snap3.is_vip(vip2));
+        // A second service on the same VIP, then both gone: counted per address.
+        t.apply(&cmd("-A -u 192.0.2.7:53 -s rr")).unwrap();
+        let snap4 = t.apply(&cmd("-D -t 192.0.2.7:80")).unwrap().unwrap();
+        assert!(snap4.is_vip(vip2), "the UDP service still uses it");
+        let snap5 = t.apply(&cmd("-D -u 192.0.2.7:53")).unwrap().unwrap();
+        assert!(!snap5.is_vip(vip2));
+        assert!(snap5.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(snap5.service_count(), 1);
+    }
+
+    #[test]
+    fn address_classes_survive_churn_and_filter_rebuilds() {
+        use crate::datapath::service::Source;
+        let mut t = table();
+        let vip = |i: u32| Ipv4Addr::from(0xC612_0000 + i);
+        // Far more addresses come and go than stay: the filter is rebuilt on the way.
+        for i in 0..3000u32 {
+            t.apply(&cmd(&format!("-A -t {}:80 -s rr", vip(i))))
+                .unwrap();
+            if i % 3 != 0 {
+                t.apply(&cmd(&format!("-D -t {}:80", vip(i)))).unwrap();
+            }
+        }
+        let snap = t.snapshot();
+        assert_eq!(snap.service_count(), 1 + 1000);
+        for i in 0..3000u32 {
+            let kept = i % 3 == 0;
+            assert_eq!(snap.is_vip(vip(i)), kept, "{}", vip(i));
+            let want = if kept { Source::Vip } else { Source::Ordinary };
+            assert_eq!(snap.source_class(vip(i)), want, "{}", vip(i));
+        }
+        assert_eq!(
+            snap.source_class(Ipv4Addr::new(172, 16, 0, 1)),
+            Source::Martian,
+            "own address"
+        );
+        assert!(snap.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
     }
 
     #[test]
     fn services_come_and_go() {
         let mut t = table();
         let snap = t.apply(&cmd("-A -u 192.0.2.1:53 -s wrr")).unwrap().unwrap();
-        assert_eq!(snap.services.len(), 2);
+        assert_eq!(snap.service_count(), 2);
         assert!(snap.service(17, Ipv4Addr::new(192, 0, 2, 1), 53).is_some());
         let snap = t.apply(&cmd("-C")).unwrap().unwrap();
-        assert!(snap.services.is_empty());
+        assert_eq!(snap.service_count(), 0);
         assert!(!snap.is_vip(Ipv4Addr::new(192, 0, 2, 1)));
     }
 }

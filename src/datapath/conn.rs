@@ -325,12 +325,26 @@ pub struct NewConn {
 
 const WHEEL_SLOTS: usize = 1024;
 
-/// A hashed timing wheel with one-second ticks and lazy re-arming.
+/// Wheel entries' worth of memory (512 KiB) freed per expiry round at most.
+const TRASH_STEP: usize = 1 << 16;
+
+/// The end of the free-slot list.
+const NO_SLOT: u32 = u32::MAX;
+
+/// A hashed timing wheel with one-second ticks and lazy re-arming. A due bucket is taken
+/// whole into `pending` and worked off in budgeted steps ([`ConnTable::expire_some`]), so
+/// however many entries fall due in one second, no step runs long.
 #[derive(Debug)]
 struct Wheel {
     buckets: Vec<Vec<(u32, u32)>>,
     spare: Vec<(u32, u32)>,
-    /// Last tick processed.
+    /// The bucket of tick `now` being worked off, and how far.
+    pending: Vec<(u32, u32)>,
+    pending_pos: usize,
+    /// Emptied bucket vectors being freed a little at a time: freeing tens of megabytes at
+    /// once (after millions fell due together) would itself stall a round for milliseconds.
+    trash: Vec<Vec<(u32, u32)>>,
+    /// Last tick taken (its bucket is done once `pending` is).
     now: u32,
 }
 
@@ -339,6 +353,9 @@ impl Wheel {
         Wheel {
             buckets: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
             spare: Vec::new(),
+            pending: Vec::new(),
+            pending_pos: 0,
+            trash: Vec::new(),
             now: 0,
         }
     }
@@ -348,6 +365,31 @@ impl Wheel {
     fn schedule(&mut self, slot: u32, gen: u32, at: u32) {
         let at = at.clamp(self.now + 1, self.now + WHEEL_SLOTS as u32 - 1);
         self.buckets[at as usize % WHEEL_SLOTS].push((slot, gen));
+    }
+
+    /// Keeps the larger of `done` (a worked-off bucket) and the spare vector for reuse, and
+    /// puts the other in the trash if it is large.
+    fn recycle(&mut self, mut done: Vec<(u32, u32)>) {
+        done.clear();
+        if done.capacity() > self.spare.capacity() {
+            std::mem::swap(&mut done, &mut self.spare);
+        }
+        if done.capacity() > TRASH_STEP {
+            self.trash.push(done);
+        }
+    }
+
+    /// Frees at most [`TRASH_STEP`] entries' worth of the trash.
+    fn empty_trash_a_little(&mut self) {
+        let Some(v) = self.trash.last_mut() else {
+            return;
+        };
+        let cap = v.capacity().saturating_sub(TRASH_STEP);
+        if cap <= TRASH_STEP {
+            self.trash.pop();
+        } else {
+            v.shrink_to(cap);
+        }
     }
 }
 
@@ -367,7 +409,9 @@ pub struct ConnTable {
     index: Index,
     hasher: KeyHasher,
     slots: Vec<Conn>,
-    free: Vec<u32>,
+    /// Head of the free slots, linked through their `expires` field (no allocation when
+    /// millions are freed at once); [`NO_SLOT`] when none is free.
+    free: u32,
     wheel: Wheel,
     max: usize,
     len: usize,
@@ -547,7 +591,7 @@ impl ConnTable {
             index: Index::with_capacity(cap * 2),
             hasher: KeyHasher::random(),
             slots: Vec::with_capacity(cap),
-            free: Vec::new(),
+            free: NO_SLOT,
             wheel: Wheel::new(),
             max: max.min(MAX_SLOTS),
             len: 0,
@@ -717,9 +761,13 @@ impl ConnTable {
         let in_key = FlowKey::new(c.proto, c.caddr, c.cport, c.vaddr, c.vport);
         let (raddr, rport) = local.unwrap_or((c.caddr, c.cport));
         let out_key = FlowKey::new(c.proto, c.daddr, c.dport, raddr, rport);
-        let (slot, gen) = match self.free.pop() {
-            Some(s) => (s, self.slots[s as usize].gen.wrapping_add(1)),
-            None => (self.slots.len() as u32, 0),
+        let (slot, gen) = match self.free {
+            NO_SLOT => (self.slots.len() as u32, 0),
+            s => {
+                let c = &self.slots[s as usize];
+                self.free = c.expires;
+                (s, c.gen.wrapping_add(1))
+            }
         };
         let conn = Conn {
             caddr: c.caddr,
@@ -743,6 +791,13 @@ impl ConnTable {
         };
         conn.dest.bind(state.is_active());
         if slot as usize == self.slots.len() {
+            if self.slots.len() == self.slots.capacity() {
+                // Double, but never past the table's bound: at 10 million entries plain
+                // doubling would leave up to 40% of the slab unused.
+                let cap = self.slots.capacity();
+                let extra = cap.max(16).min(self.max.saturating_sub(cap)).max(1);
+                self.slots.reserve_exact(extra);
+            }
             self.slots.push(conn);
         } else {
             self.slots[slot as usize] = conn;
@@ -827,21 +882,33 @@ impl ConnTable {
         }
         self.counts.per_state[c.state as usize] -= 1;
         self.counts.expired += 1;
-        self.free.push(slot);
+        // A free slot's `expires` links to the next free one.
+        self.slots[slot as usize].expires = self.free;
+        self.free = slot;
         self.len -= 1;
     }
 
-    /// Advances the wheel to second `now`, expiring due entries; returns how many expired.
+    /// Advances the wheel to second `now`, expiring all due entries; returns how many expired.
     pub fn expire(&mut self, now: u32) -> usize {
+        self.expire_some(now, usize::MAX)
+    }
+
+    /// Advances the wheel towards second `now`, looking at no more than `budget` wheel entries
+    /// (due, stale or re-armed), so one call's work is bounded however many connections fall
+    /// due at once; returns how many expired. [`ConnTable::expiry_backlog`] says whether work
+    /// is left for the next call.
+    pub fn expire_some(&mut self, now: u32, budget: usize) -> usize {
         let mut expired = 0;
-        while self.wheel.now < now {
-            self.wheel.now += 1;
-            let b = self.wheel.now as usize % WHEEL_SLOTS;
-            let mut due = std::mem::replace(
-                &mut self.wheel.buckets[b],
-                std::mem::take(&mut self.wheel.spare),
-            );
-            for &(slot, gen) in &due {
+        let mut work = 0;
+        self.wheel.empty_trash_a_little();
+        loop {
+            while self.wheel.pending_pos < self.wheel.pending.len() {
+                if work >= budget {
+                    return expired;
+                }
+                let (slot, gen) = self.wheel.pending[self.wheel.pending_pos];
+                self.wheel.pending_pos += 1;
+                work += 1;
                 let c = &self.slots[slot as usize];
                 if !c.live || c.gen != gen {
                     continue;
@@ -854,10 +921,33 @@ impl ConnTable {
                 self.release(slot);
                 expired += 1;
             }
-            due.clear();
-            self.wheel.spare = due;
+            if !self.wheel.pending.is_empty() {
+                let done = std::mem::take(&mut self.wheel.pending);
+                self.wheel.recycle(done);
+                self.wheel.pending_pos = 0;
+            }
+            if self.wheel.now >= now {
+                return expired;
+            }
+            self.wheel.now += 1;
+            let b = self.wheel.now as usize % WHEEL_SLOTS;
+            let due = std::mem::replace(
+                &mut self.wheel.buckets[b],
+                std::mem::take(&mut self.wheel.spare),
+            );
+            if due.is_empty() {
+                // Nothing due this second: keep the vectors as they were.
+                self.wheel.spare = std::mem::replace(&mut self.wheel.buckets[b], due);
+            } else {
+                self.wheel.pending = due;
+            }
+            self.wheel.pending_pos = 0;
         }
-        expired
+    }
+
+    /// Whether expiry has work left for second `now` (a due bucket not yet worked off).
+    pub fn expiry_backlog(&self, now: u32) -> bool {
+        self.wheel.pending_pos < self.wheel.pending.len() || self.wheel.now < now
     }
 
     /// Removes every connection (shutdown), releasing the real servers' counters.
@@ -875,6 +965,24 @@ impl ConnTable {
     /// Visits every live connection.
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
         self.slots.iter().filter(|c| c.live).for_each(&mut f);
+    }
+
+    /// Calls `f` with up to `max` live connections from slot `from` on, in slot order; returns
+    /// the slot to continue from, or `None` when the table is done. A paged walk sees every
+    /// connection that stays in the table throughout exactly once.
+    pub fn for_each_from(&self, from: u32, max: usize, mut f: impl FnMut(&Conn)) -> Option<u32> {
+        let mut seen = 0;
+        for (i, c) in self.slots.iter().enumerate().skip(from as usize) {
+            if !c.live {
+                continue;
+            }
+            if seen == max {
+                return Some(i as u32);
+            }
+            f(c);
+            seen += 1;
+        }
+        None
     }
 }
 

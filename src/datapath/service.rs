@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 use modes::{Forward, Protocol};
 use sched::{Dest, Scheduler};
 
@@ -100,22 +100,67 @@ pub fn svc_key(proto: u8, vip: Ipv4Addr, vport: u16) -> u64 {
     (u64::from(proto) << 48) | (u64::from(u32::from(vip)) << 16) | u64::from(vport)
 }
 
-/// Everything the data path reads, immutable.
-#[derive(Debug)]
+/// A persistent (structurally shared) hash map: a clone is O(1) and an insert or removal
+/// copies O(log n) nodes, so deriving the next snapshot from the current one does not copy
+/// every service.
+pub type PMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
+fn pmap<K, V>() -> PMap<K, V>
+where
+    K: Clone + std::hash::Hash + Eq,
+    V: Clone,
+{
+    PMap::with_hasher(foldhash::fast::RandomState::default())
+}
+
+/// Bits of the address filter: 2^18 (32 KiB), so 10,000 addresses set under 4% of it.
+const FILTER_BITS: u32 = 18;
+
+/// The word and bit of `ip` in the address filter.
+#[inline]
+fn filter_bit(ip: Ipv4Addr) -> (usize, u64) {
+    let h = u32::from(ip).wrapping_mul(0x9E37_79B1) >> (32 - FILTER_BITS);
+    ((h / 64) as usize, 1u64 << (h % 64))
+}
+
+/// What an address is to the data path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct AddrInfo {
+    /// Services on it as their VIP.
+    vips: u32,
+    /// Services using it as a FullNAT local address.
+    lips: u32,
+    /// A port's address or subnet broadcast.
+    own: bool,
+}
+
+/// Everything the data path reads, immutable once published.
+///
+/// Services and the VIP and local-address sets live in persistent maps: the control plane
+/// derives the next snapshot from the current one with [`Snapshot::with_service`] and
+/// [`Snapshot::without_service`], each O(log n), and publishes it (cloning a snapshot is cheap).
+/// The ports' own addresses and subnet broadcasts only change with the config and are shared.
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Ports by index.
     pub ports: Vec<PortInfo>,
     /// Routing table.
     pub router: Router,
-    /// Services by index.
-    pub services: Vec<Service>,
-    index: HashMap<u64, u32, foldhash::fast::RandomState>,
-    vips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
-    local: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
-    lips: HashSet<Ipv4Addr, foldhash::fast::RandomState>,
-    /// The addresses no packet may come from, by what they are: VIPs, own addresses and
-    /// subnet broadcasts (one lookup per packet).
-    sources: HashMap<Ipv4Addr, Source, foldhash::fast::RandomState>,
+    services: PMap<u64, Arc<Service>>,
+    /// Every address a packet's source or destination is classified by: VIPs and FullNAT
+    /// local addresses (with how many services use them) and the ports' own addresses and
+    /// subnet broadcasts, so classifying a source is one lookup.
+    addrs: PMap<Ipv4Addr, AddrInfo>,
+    /// A bit per address hash, set for every address in `addrs` (and for some that left):
+    /// most packets' sources are in no set, and a clear bit says so without walking `addrs`,
+    /// whose depth grows with the table. Shared until an address enters; rebuilt once the
+    /// addresses that left since outnumber the ones present.
+    filter: Arc<Vec<u64>>,
+    /// Addresses that left `addrs` since `filter` was built.
+    stale: usize,
+    local: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
+    dest_id_bound: u32,
 }
 
 impl Snapshot {
@@ -133,86 +178,194 @@ impl Snapshot {
             .collect()
     }
 
-    /// Assembles a snapshot and its lookup indexes.
-    pub fn new(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
-        let mut index = HashMap::with_hasher(foldhash::fast::RandomState::default());
-        let mut vips = HashSet::with_hasher(foldhash::fast::RandomState::default());
-        let mut lips = HashSet::with_hasher(foldhash::fast::RandomState::default());
-        for (i, s) in services.iter().enumerate() {
-            index.insert(svc_key(s.proto.number(), s.vip, s.vport), i as u32);
-            vips.insert(s.vip);
-            lips.extend(s.local_addresses.iter().copied());
-        }
+    /// A snapshot without services.
+    pub fn empty(ports: Vec<PortInfo>, router: Router) -> Snapshot {
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
-        let mut sources = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut addrs: PMap<Ipv4Addr, AddrInfo> = pmap();
+        let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
+        let own = AddrInfo {
+            own: true,
+            ..AddrInfo::default()
+        };
         for p in &ports {
             for a in &p.addresses {
                 local.insert(a.addr);
-                sources.insert(a.addr, Source::Martian);
+                let mut mark = |ip: Ipv4Addr| {
+                    addrs.insert(ip, own);
+                    let (w, b) = filter_bit(ip);
+                    filter[w] |= b;
+                };
+                mark(a.addr);
                 // /31 and /32 have no broadcast address.
                 if a.prefix <= 30 {
-                    let bcast = Ipv4Addr::from(u32::from(a.addr) | !a.mask());
-                    sources.insert(bcast, Source::Martian);
+                    mark(Ipv4Addr::from(u32::from(a.addr) | !a.mask()));
                 }
             }
-        }
-        for &l in &lips {
-            sources.insert(l, Source::Martian);
-        }
-        // A VIP keeps its own reason even if it is also an own address.
-        for &v in &vips {
-            sources.insert(v, Source::Vip);
         }
         Snapshot {
             ports,
             router,
-            services,
-            index,
-            vips,
-            local,
-            lips,
-            sources,
+            services: pmap(),
+            addrs,
+            filter: Arc::new(filter),
+            stale: 0,
+            local: Arc::new(local),
+            dest_id_bound: 0,
         }
+    }
+
+    /// Assembles a snapshot from a list of services (a later duplicate replaces an earlier one).
+    pub fn new(ports: Vec<PortInfo>, router: Router, services: Vec<Service>) -> Snapshot {
+        let mut s = Snapshot::empty(ports, router);
+        for svc in services {
+            s.with_service(Arc::new(svc));
+        }
+        s
+    }
+
+    /// Adds `svc`, replacing the service with its key if any. O(log n).
+    ///
+    /// Replacing a service by one with the same local addresses leaves the address maps as
+    /// they are (shared with the previous snapshot), so steering sees no change.
+    pub fn with_service(&mut self, svc: Arc<Service>) {
+        let key = svc_key(svc.proto.number(), svc.vip, svc.vport);
+        let bound = svc.dest_ids.iter().map(|&i| i + 1).max().unwrap_or(0);
+        self.dest_id_bound = self.dest_id_bound.max(bound);
+        let (vip, lips) = (svc.vip, svc.local_addresses.clone());
+        let old = self.services.insert(key, svc);
+        if old.as_ref().is_some_and(|o| o.local_addresses == lips) {
+            return;
+        }
+        if let Some(o) = old {
+            self.count(o.vip, -1, 0);
+            for &l in o.local_addresses.iter() {
+                self.count(l, 0, -1);
+            }
+        }
+        self.count(vip, 1, 0);
+        for &l in lips.iter() {
+            self.count(l, 0, 1);
+        }
+    }
+
+    /// Removes the service with key `key` ([`svc_key`]), returning it. O(log n).
+    pub fn without_service(&mut self, key: u64) -> Option<Arc<Service>> {
+        let old = self.services.remove(&key)?;
+        self.count(old.vip, -1, 0);
+        for &l in old.local_addresses.iter() {
+            self.count(l, 0, -1);
+        }
+        Some(old)
+    }
+
+    /// Counts a service more or less on `ip` as a VIP and as a local address.
+    fn count(&mut self, ip: Ipv4Addr, vips: i32, lips: i32) {
+        let old = self.addrs.get(&ip).copied();
+        let mut a = old.unwrap_or_default();
+        a.vips = a.vips.saturating_add_signed(vips);
+        a.lips = a.lips.saturating_add_signed(lips);
+        if a == AddrInfo::default() {
+            if self.addrs.remove(&ip).is_some() {
+                self.stale += 1;
+                if self.stale > self.addrs.len() + 1024 {
+                    // Amortised O(1) per removal: as many removals as the rebuild's work.
+                    let mut f = vec![0u64; 1 << (FILTER_BITS - 6)];
+                    for ip in self.addrs.keys() {
+                        let (w, b) = filter_bit(*ip);
+                        f[w] |= b;
+                    }
+                    self.filter = Arc::new(f);
+                    self.stale = 0;
+                }
+            }
+        } else {
+            self.addrs.insert(ip, a);
+            let (w, b) = filter_bit(ip);
+            if self.filter[w] & b == 0 {
+                Arc::make_mut(&mut self.filter)[w] |= b;
+            }
+        }
+    }
+
+    /// Raises the bound of real-server ids (the control plane's next id).
+    pub fn reserve_dest_ids(&mut self, bound: u32) {
+        self.dest_id_bound = self.dest_id_bound.max(bound);
+    }
+
+    /// The services, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> + '_ {
+        self.services.values()
+    }
+
+    /// How many services there are.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// The service with key `key` ([`svc_key`]).
+    pub fn service_by_key(&self, key: u64) -> Option<&Arc<Service>> {
+        self.services.get(&key)
+    }
+
+    /// Whether this snapshot's VIP and local-address sets are the very ones of `other`
+    /// (shared, so unchanged), in O(1).
+    pub fn same_address_sets(&self, other: &Snapshot) -> bool {
+        self.addrs.ptr_eq(&other.addrs) && Arc::ptr_eq(&self.local, &other.local)
+    }
+
+    /// The virtual addresses, in no particular order.
+    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.addrs
+            .iter()
+            .filter(|(_, a)| a.vips > 0)
+            .map(|(ip, _)| *ip)
+    }
+
+    /// The FullNAT local addresses, in no particular order.
+    pub fn lips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.addrs
+            .iter()
+            .filter(|(_, a)| a.lips > 0)
+            .map(|(ip, _)| *ip)
+    }
+
+    /// The ports' own addresses, in no particular order.
+    pub fn locals(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.local.iter().copied()
     }
 
     /// The addresses eBPF steering classifies frames by, sorted.
     pub fn address_sets(&self) -> crate::datapath::steer::AddressSets {
-        let sorted = |set: &HashSet<Ipv4Addr, foldhash::fast::RandomState>| {
-            let mut v: Vec<Ipv4Addr> = set.iter().copied().collect();
+        let sorted = |mut v: Vec<Ipv4Addr>| {
             v.sort_unstable();
             v
         };
         crate::datapath::steer::AddressSets {
-            vips: sorted(&self.vips),
-            lips: sorted(&self.lips),
-            locals: sorted(&self.local),
+            vips: sorted(self.vips().collect()),
+            lips: sorted(self.lips().collect()),
+            locals: sorted(self.locals().collect()),
         }
     }
 
     /// One more than the largest real-server id (sizes the workers' counter arrays).
     pub fn dest_id_bound(&self) -> u32 {
-        self.services
-            .iter()
-            .flat_map(|s| s.dest_ids.iter())
-            .map(|&i| i + 1)
-            .max()
-            .unwrap_or(0)
+        self.dest_id_bound
     }
 
     /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).
     #[inline]
     pub fn is_lip(&self, ip: Ipv4Addr) -> bool {
-        self.lips.contains(&ip)
+        self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.lips > 0)
     }
 
     /// Whether `ip` is a virtual address.
     #[inline]
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains(&ip)
+        self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.vips > 0)
     }
 
     /// What a packet from `ip` is: a few integer compares for the fixed martian ranges, then
-    /// one lookup for VIPs, own addresses and subnet broadcasts.
+    /// one lookup for VIPs, own addresses, subnet broadcasts and local addresses.
     #[inline]
     pub fn source_class(&self, ip: Ipv4Addr) -> Source {
         // 0.0.0.0/8, 127.0.0.0/8, and 224.0.0.0/3 (multicast, class E, 255.255.255.255).
@@ -220,7 +373,22 @@ impl Snapshot {
         if top == 0 || top == 127 || top >= 224 {
             return Source::Martian;
         }
-        self.sources.get(&ip).copied().unwrap_or(Source::Ordinary)
+        // A VIP keeps its own reason even if it is also an own address.
+        if !self.maybe(ip) {
+            return Source::Ordinary;
+        }
+        match self.addrs.get(&ip) {
+            None => Source::Ordinary,
+            Some(a) if a.vips > 0 => Source::Vip,
+            Some(_) => Source::Martian,
+        }
+    }
+
+    /// Whether `ip` may be in the address map (false: certainly not).
+    #[inline]
+    fn maybe(&self, ip: Ipv4Addr) -> bool {
+        let (w, b) = filter_bit(ip);
+        self.filter.get(w).is_some_and(|x| x & b != 0)
     }
 
     /// Whether `ip` is one of the ports' own addresses.
@@ -232,17 +400,17 @@ impl Snapshot {
     /// The service for a protocol, address and port: an exact match, else the address's
     /// all-ports (port 0) service.
     #[inline]
-    pub fn service(&self, proto: u8, vip: Ipv4Addr, vport: u16) -> Option<(u32, &Service)> {
-        self.index
+    pub fn service(&self, proto: u8, vip: Ipv4Addr, vport: u16) -> Option<&Service> {
+        self.services
             .get(&svc_key(proto, vip, vport))
-            .or_else(|| self.index.get(&svc_key(proto, vip, 0)))
-            .map(|&i| (i, &self.services[i as usize]))
+            .or_else(|| self.services.get(&svc_key(proto, vip, 0)))
+            .map(|s| &**s)
     }
 
     /// The next hops the appliance should keep resolved: real servers and gateways.
     pub fn wanted_neighbours(&self) -> Vec<(Ipv4Addr, usize)> {
         let mut out = Vec::new();
-        for s in &self.services {
+        for s in self.services.values() {
             for d in &s.dests {
                 if let IpAddr::V4(ip) = d.addr() {
                     if let Some(hop) = self.router.lookup(ip) {

@@ -14,8 +14,14 @@
 //! - to one of the appliance's own addresses, and anything else (ARP, ICMP, IPv6): queue 0;
 //! - any other IPv4 TCP/UDP (a NAT reply): the owner of the destination (the client).
 //!
-//! The address sets are compiled into the program as constants; a configuration change that
-//! alters them loads a new program and swaps it in. Should the program ever disagree with the
+//! The address sets live in a BPF hash map (address → class), which the program looks up with
+//! `bpf_map_lookup_elem` (the map's descriptor is patched into the instructions as a
+//! `BPF_PSEUDO_MAP_FD` load). The program is loaded and attached once; a configuration change
+//! that alters the sets only inserts and deletes map elements in place, so the table's size
+//! never forces a fallback (the map holds up to [`MAP_CAPACITY`] addresses, allocated as
+//! inserted). If the kernel ever refuses the program or an update, the ports fall back to the
+//! kernel's flow steering: the log says why and the `tapvs_steering_fallback` gauge is 1.
+//! Should the program ever disagree with the
 //! worker's own classification, the redirect path still delivers the frame correctly, so
 //! steering only ever saves work. Frames are read with the classic `LD_ABS`/`LD_IND` loads
 //! relative to the link-layer header (`SKF_LL_OFF`), which is where the TAP transmit path and
@@ -26,7 +32,15 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::sys::tap::TapQueue;
-use crate::sys::{self, BpfProg};
+use crate::sys::{self, BpfMap, BpfProg};
+
+/// How many addresses (VIPs, local addresses, own addresses) the steering map can hold.
+pub const MAP_CAPACITY: u32 = 1 << 20;
+
+/// Map values: what an address is.
+const CLASS_VIP: u32 = 1;
+const CLASS_LIP: u32 = 2;
+const CLASS_LOCAL: u32 = 3;
 
 /// The addresses the program classifies by, each sorted and without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,15 +62,25 @@ const MIX: u32 = 0x9E37_79B1;
 
 // Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
 const LD: u8 = 0x00;
+const LDX: u8 = 0x01;
+const STX: u8 = 0x03;
 const ALU: u8 = 0x04;
 const JMP: u8 = 0x05;
-const JMP32: u8 = 0x06;
 const ALU64: u8 = 0x07;
 const W: u8 = 0x00;
 const H: u8 = 0x08;
 const B: u8 = 0x10;
 const ABS: u8 = 0x20;
 const IND: u8 = 0x40;
+const MEM: u8 = 0x60;
+const IMM: u8 = 0x00;
+const DW: u8 = 0x18;
+const ADD: u8 = 0x00;
+const CALL: u8 = 0x80;
+/// `BPF_PSEUDO_MAP_FD`: the immediate of a 64-bit load is a map descriptor.
+const PSEUDO_MAP_FD: u8 = 1;
+/// Helper `bpf_map_lookup_elem`.
+const HELPER_MAP_LOOKUP: i32 = 1;
 const K: u8 = 0x00;
 const X: u8 = 0x08;
 const MUL: u8 = 0x20;
@@ -75,10 +99,12 @@ const EXIT: u8 = 0x90;
 /// header length, r9 port.
 const R0: u8 = 0;
 const R1: u8 = 1;
+const R2: u8 = 2;
 const R6: u8 = 6;
 const R7: u8 = 7;
 const R8: u8 = 8;
 const R9: u8 = 9;
+const R10: u8 = 10;
 
 /// Jump targets, patched once the program is laid out.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +113,7 @@ enum Label {
     Transport,
     FromSource,
     LocalPort,
+    Reply,
     Hash,
 }
 
@@ -148,8 +175,9 @@ impl Asm {
     }
 }
 
-/// The queue-selection program for `sets` and `workers` queues, as raw instructions.
-pub fn program(sets: &AddressSets, workers: u32) -> Vec<u64> {
+/// The queue-selection program for `workers` queues, classifying destinations by the map
+/// with descriptor `map_fd`, as raw instructions.
+pub fn program(map_fd: i32, workers: u32) -> Vec<u64> {
     let n = workers.max(1) as i32;
     let mut a = Asm::new();
     a.raw(ALU64 | MOV | X, R6, R1, 0, 0);
@@ -167,27 +195,30 @@ pub fn program(sets: &AddressSets, workers: u32) -> Vec<u64> {
     a.label(Label::Transport);
     a.load(W, ETH + 16);
     a.raw(ALU | MOV | X, R7, R0, 0, 0);
-    for v in &sets.vips {
-        a.jump(JMP32 | JEQ | K, R7, u32::from(*v) as i32, Label::FromSource);
-    }
-    for l in &sets.lips {
-        a.jump(JMP32 | JEQ | K, R7, u32::from(*l) as i32, Label::LocalPort);
-    }
-    for l in &sets.locals {
-        a.jump(JMP32 | JEQ | K, R7, u32::from(*l) as i32, Label::Queue0);
-    }
+    // class = map[destination]: the key on the stack, the map, the helper.
+    a.raw(STX | MEM | W, R10, R7, -4, 0);
+    a.raw(ALU64 | MOV | X, R2, R10, 0, 0);
+    a.raw(ALU64 | ADD | K, R2, 0, 0, -4);
+    a.raw(LD | IMM | DW, R1, PSEUDO_MAP_FD, 0, map_fd);
+    a.raw(0, 0, 0, 0, 0);
+    a.raw(JMP | CALL, 0, 0, 0, HELPER_MAP_LOOKUP);
+    a.jump(JMP | JEQ | K, R0, 0, Label::Reply);
+    a.raw(LDX | MEM | W, R0, R0, 0, 0);
+    a.jump(JMP | JEQ | K, R0, CLASS_VIP as i32, Label::FromSource);
+    a.jump(JMP | JEQ | K, R0, CLASS_LIP as i32, Label::LocalPort);
+    a.jump(JMP | JA, 0, 0, Label::Queue0);
+
     // A reply towards a client: the destination names the owner.
+    a.label(Label::Reply);
     a.load_ind(H, ETH + 2);
     a.raw(ALU | MOV | X, R9, R0, 0, 0);
-    // The verifier refuses unreachable code: blocks nobody jumps to are left out.
-    if !sets.vips.is_empty() {
-        a.jump(JMP | JA, 0, 0, Label::Hash);
-        a.label(Label::FromSource);
-        a.load(W, ETH + 12);
-        a.raw(ALU | MOV | X, R7, R0, 0, 0);
-        a.load_ind(H, ETH);
-        a.raw(ALU | MOV | X, R9, R0, 0, 0);
-    }
+    a.jump(JMP | JA, 0, 0, Label::Hash);
+
+    a.label(Label::FromSource);
+    a.load(W, ETH + 12);
+    a.raw(ALU | MOV | X, R7, R0, 0, 0);
+    a.load_ind(H, ETH);
+    a.raw(ALU | MOV | X, R9, R0, 0, 0);
 
     a.label(Label::Hash);
     a.raw(ALU | LSH | K, R9, 0, 0, 16);
@@ -198,12 +229,10 @@ pub fn program(sets: &AddressSets, workers: u32) -> Vec<u64> {
     a.raw(ALU64 | RSH | K, R0, 0, 0, 32);
     a.raw(JMP | EXIT, 0, 0, 0, 0);
 
-    if !sets.lips.is_empty() {
-        a.label(Label::LocalPort);
-        a.load_ind(H, ETH + 2);
-        a.raw(ALU | MOD | K, R0, 0, 0, n);
-        a.raw(JMP | EXIT, 0, 0, 0, 0);
-    }
+    a.label(Label::LocalPort);
+    a.load_ind(H, ETH + 2);
+    a.raw(ALU | MOD | K, R0, 0, 0, n);
+    a.raw(JMP | EXIT, 0, 0, 0, 0);
 
     a.label(Label::Queue0);
     a.raw(ALU64 | MOV | K, R0, 0, 0, 0);
@@ -211,9 +240,72 @@ pub fn program(sets: &AddressSets, workers: u32) -> Vec<u64> {
     a.finish()
 }
 
-/// Loads the program for `sets` and `workers`.
-pub fn load(sets: &AddressSets, workers: u32) -> std::io::Result<BpfProg> {
-    sys::bpf_load_socket_filter(&program(sets, workers), "tapvs_steer")
+/// The loaded program and its address map, with what the map holds.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The program (attach it to the ports).
+    pub prog: BpfProg,
+    map: BpfMap,
+    current: hashbrown::HashMap<u32, u32>,
+}
+
+impl Classifier {
+    /// Creates the map and loads the program for `workers` queues; the map starts empty.
+    pub fn load(workers: u32) -> std::io::Result<Classifier> {
+        let map = BpfMap::new_hash_u32(MAP_CAPACITY, "tapvs_addrs")?;
+        let insns = program(std::os::fd::AsRawFd::as_raw_fd(&map), workers);
+        let prog = sys::bpf_load_socket_filter(&insns, "tapvs_steer")?;
+        Ok(Classifier {
+            prog,
+            map,
+            current: hashbrown::HashMap::new(),
+        })
+    }
+
+    /// Makes the map hold `sets` (a VIP that is also a local or own address counts as a VIP,
+    /// a local address that is also an own address as a local address), changing only the
+    /// elements that differ. Returns how many elements changed.
+    pub fn sync(&mut self, sets: &AddressSets) -> std::io::Result<usize> {
+        let mut want: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::with_capacity(
+            sets.vips.len() + sets.lips.len() + sets.locals.len(),
+        );
+        for (list, class) in [
+            (&sets.locals, CLASS_LOCAL),
+            (&sets.lips, CLASS_LIP),
+            (&sets.vips, CLASS_VIP),
+        ] {
+            for ip in list {
+                want.insert(u32::from(*ip), class);
+            }
+        }
+        let mut changed = 0;
+        let gone: Vec<u32> = self
+            .current
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .copied()
+            .collect();
+        for k in gone {
+            self.map.remove(k)?;
+            self.current.remove(&k);
+            changed += 1;
+        }
+        for (&k, &v) in &want {
+            if self.current.get(&k) != Some(&v) {
+                self.map.set(k, v)?;
+                self.current.insert(k, v);
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Loads a program for `workers` queues with its map holding `sets`.
+pub fn load(sets: &AddressSets, workers: u32) -> std::io::Result<Classifier> {
+    let mut c = Classifier::load(workers)?;
+    c.sync(sets)?;
+    Ok(c)
 }
 
 /// The steering of one daemon: its ports (one queue of each) and what is attached.
@@ -222,8 +314,8 @@ pub struct Steering {
     mode: SteeringMode,
     workers: u32,
     ports: Vec<Arc<TapQueue>>,
-    attached: Option<AddressSets>,
-    failed: bool,
+    attached: Option<Classifier>,
+    failed: Option<String>,
 }
 
 impl Steering {
@@ -234,7 +326,7 @@ impl Steering {
             workers: workers as u32,
             ports,
             attached: None,
-            failed: false,
+            failed: None,
         }
     }
 
@@ -243,33 +335,50 @@ impl Steering {
         self.attached.is_some()
     }
 
-    /// Attaches a program for `sets` unless the attached one already matches. With one
-    /// worker, in `Flow` mode, or after the kernel refused a program once, does nothing. A
-    /// refusal is logged once, returned, and leaves the kernel's flow steering in place.
+    /// Why the ports fell back to the kernel's flow steering, if they did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Whether the ports fell back to the kernel's flow steering after a failure (not by
+    /// configuration: flow mode or a single worker is no fallback).
+    pub fn fell_back(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Makes the program classify by `sets`: loads and attaches it the first time, then only
+    /// updates its map in place. With one worker, in `Flow` mode, or after a failure, does
+    /// nothing. A failure is logged with its reason, shown by the `tapvs_steering_fallback`
+    /// gauge, returned, and leaves the kernel's flow steering in place.
     pub fn update(&mut self, sets: &AddressSets) -> std::io::Result<()> {
-        if self.mode != SteeringMode::Ebpf || self.workers <= 1 || self.failed {
+        if self.mode != SteeringMode::Ebpf || self.workers <= 1 || self.failed.is_some() {
             return Ok(());
         }
-        if self.attached.as_ref() == Some(sets) {
-            return Ok(());
-        }
-        let res = load(sets, self.workers).and_then(|prog| {
-            self.ports
-                .iter()
-                .try_for_each(|q| q.set_steering(Some(&prog)))
-        });
-        match res {
-            Ok(()) => {
-                self.attached = Some(sets.clone());
+        let res = match &mut self.attached {
+            Some(c) => c.sync(sets).map(|_| ()),
+            None => load(sets, self.workers).and_then(|c| {
+                self.ports
+                    .iter()
+                    .try_for_each(|q| q.set_steering(Some(&c.prog)))?;
+                self.attached = Some(c);
                 Ok(())
-            }
+            }),
+        };
+        match res {
+            Ok(()) => Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "eBPF steering unavailable; using the kernel's flow steering");
+                let reason = format!(
+                    "{e} ({} VIPs, {} local addresses, {} own addresses)",
+                    sets.vips.len(),
+                    sets.lips.len(),
+                    sets.locals.len()
+                );
+                tracing::warn!(error = %reason, "eBPF steering unavailable; using the kernel's flow steering");
                 for q in &self.ports {
                     let _ = q.set_steering(None);
                 }
                 self.attached = None;
-                self.failed = true;
+                self.failed = Some(reason);
                 Err(e)
             }
         }
@@ -318,11 +427,12 @@ mod tests {
             vips: vec![Ipv4Addr::new(10, 0, 0, 1)],
             ..Default::default()
         };
-        let p = program(&sets, 2);
+        let _ = sets;
+        let p = program(3, 2);
         for (pc, insn) in p.iter().enumerate() {
             let code = (insn & 0xff) as u8;
             let class = code & 0x07;
-            if (class == JMP || class == JMP32) && code & 0xf0 != EXIT {
+            if (class == JMP || class == 0x06) && code & 0xf0 != EXIT {
                 let off = ((insn >> 16) & 0xffff) as u16 as i16;
                 let target = pc as i64 + 1 + i64::from(off);
                 assert!(off >= 0 && (target as usize) < p.len(), "pc {pc} off {off}");
@@ -345,7 +455,8 @@ mod tests {
             locals: vec![Ipv4Addr::new(10, 0, 0, 1), local],
         };
         for workers in [2u32, 3, 4, 7] {
-            let prog = load(&sets, workers).expect("load");
+            let c = load(&sets, workers).expect("load");
+            let prog = &c.prog;
             let n = workers as usize;
             let mut seen = vec![0usize; n];
             for i in 0..400u32 {
@@ -357,34 +468,72 @@ mod tests {
                 let opts = i % 7 == 0;
                 // Client → VIP.
                 let f = frame(proto, client, cport, vip, 80, opts);
-                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
                 assert_eq!(q, owner_of(client, cport, n), "to VIP, {workers} workers");
                 seen[q] += 1;
                 // NAT reply RS → client.
                 let f = frame(proto, rs, 8080, client, cport, opts);
-                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
                 assert_eq!(q, owner_of(client, cport, n), "NAT reply");
                 // FullNAT reply RS → LIP:lport.
                 let f = frame(proto, rs, 8080, lip, cport, opts);
-                let q = sys::bpf_test_run(&prog, &f).expect("run") as usize;
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
                 assert_eq!(q, usize::from(cport) % n, "FullNAT reply");
                 // To the appliance itself.
                 let f = frame(proto, rs, 8080, local, cport, opts);
-                assert_eq!(sys::bpf_test_run(&prog, &f).expect("run"), 0, "local");
+                assert_eq!(sys::bpf_test_run(prog, &f).expect("run"), 0, "local");
             }
             assert!(seen.iter().all(|&s| s > 400 / n / 2), "{seen:?}");
         }
         // ARP, ICMP and truncated frames go to queue 0.
-        let prog = load(&sets, 4).expect("load");
+        let c = load(&sets, 4).expect("load");
+        let prog = &c.prog;
         let mut arp = vec![0u8; 42];
         arp[12] = 0x08;
         arp[13] = 0x06;
-        assert_eq!(sys::bpf_test_run(&prog, &arp).unwrap(), 0);
+        assert_eq!(sys::bpf_test_run(prog, &arp).unwrap(), 0);
         let mut icmp = frame(6, Ipv4Addr::new(1, 2, 3, 4), 1, vip, 80, false);
         icmp[14 + 9] = 1;
-        assert_eq!(sys::bpf_test_run(&prog, &icmp).unwrap(), 0);
+        assert_eq!(sys::bpf_test_run(prog, &icmp).unwrap(), 0);
         let short = &frame(6, Ipv4Addr::new(1, 2, 3, 4), 1, vip, 80, false)[..36];
-        assert_eq!(sys::bpf_test_run(&prog, short).unwrap(), 0);
+        assert_eq!(sys::bpf_test_run(prog, short).unwrap(), 0);
+    }
+
+    /// The map is updated in place: a VIP added or removed changes the program's answer
+    /// without loading another program, and only changed elements are written.
+    #[test]
+    fn map_updates_change_the_classification_in_place() {
+        if !tapvs_lab::netns::precheck() {
+            return;
+        }
+        let vip = Ipv4Addr::new(198, 18, 0, 1);
+        let client = Ipv4Addr::new(10, 1, 2, 3);
+        let f = frame(6, client, 40000, vip, 80, false);
+        let mut c = Classifier::load(4).expect("load");
+        // 10,000 VIPs (as many services' addresses): one sync, then single changes.
+        let many = AddressSets {
+            vips: (1..=10_000u32)
+                .map(|i| Ipv4Addr::from(0xC612_0000 + i))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(c.sync(&many).expect("sync"), 10_000);
+        let q = sys::bpf_test_run(&c.prog, &f).expect("run") as usize;
+        assert_eq!(
+            q,
+            owner_of(client, 40000, 4),
+            "a VIP: steered by the client"
+        );
+        let mut fewer = many.clone();
+        fewer.vips.retain(|&v| v != vip);
+        assert_eq!(c.sync(&fewer).expect("sync"), 1, "one element removed");
+        let q = sys::bpf_test_run(&c.prog, &f).expect("run") as usize;
+        assert_eq!(
+            q,
+            owner_of(vip, 80, 4),
+            "no longer a VIP: steered by the destination"
+        );
+        assert_eq!(c.sync(&fewer).expect("sync"), 0, "nothing to change");
     }
 
     /// A real multi-queue TAP: frames the kernel sends out of it land on the owner's queue.

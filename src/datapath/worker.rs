@@ -57,6 +57,26 @@ pub fn new_redirect() -> Box<Redirect> {
     })
 }
 
+/// Connections per dump page: what one worker round copies out at most, so a dump of
+/// millions of connections never stalls the data path.
+pub const DUMP_PAGE: usize = 4096;
+
+/// One page of a worker's connection dump: asked for by the control socket (`from`, with a
+/// new `gen`), answered by the worker (`answered == gen`, `conns`, `next`).
+#[derive(Debug, Default)]
+pub struct DumpPage {
+    /// The request's generation.
+    pub gen: u64,
+    /// The generation answered.
+    pub answered: u64,
+    /// The slot to start at.
+    pub from: u32,
+    /// Up to [`DUMP_PAGE`] connections.
+    pub conns: Vec<ConnInfo>,
+    /// The slot the next page starts at; `None` when this was the last page.
+    pub next: Option<u32>,
+}
+
 /// One connection as a dump (`tapvsadm -L -c`) sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -100,10 +120,10 @@ pub struct WorkerShared {
     pub templates: Templates,
     /// Per worker: traffic per real server as last published.
     pub dest_published: Vec<Mutex<Vec<DestCounters>>>,
-    /// Bumped to ask every worker for a dump of its connections.
+    /// Bumped after a dump page was asked of a worker (in its [`DumpPage`]): the doorbell.
     pub dump_gen: AtomicU64,
-    /// Per worker: (generation, connections) of its last dump.
-    pub dumps: Vec<Mutex<(u64, Vec<ConnInfo>)>>,
+    /// Per worker: the page of connections asked for and the answer.
+    pub dumps: Vec<Mutex<DumpPage>>,
     /// Rung by a worker that finished a dump.
     pub dump_done: EventFd,
     /// IPVS `expire_nodest_conn`.
@@ -184,7 +204,13 @@ impl Worker {
         let mut last_snap: Option<Arc<Snapshot>> = None;
         let mut last_dump = 0u64;
         while !shared.stop.load(Ordering::Relaxed) {
-            let timeout = if self.pipeline.has_held() { 10 } else { 100 };
+            let timeout = if self.pipeline.expiry_backlog() {
+                0
+            } else if self.pipeline.has_held() {
+                10
+            } else {
+                100
+            };
             for p in pfds.iter_mut() {
                 p.revents = 0;
             }
@@ -316,8 +342,16 @@ impl Worker {
     fn dump(&mut self, gen: u64, now_ms: u64) {
         let now = (now_ms / 1000) as u32;
         let table = self.pipeline.table();
-        let mut out = Vec::with_capacity(table.len());
-        table.for_each(|c| {
+        let Ok(mut slot) = self.shared.dumps[self.id].lock() else {
+            return;
+        };
+        if slot.gen == slot.answered {
+            return; // no page asked of this worker
+        }
+        let mut out = std::mem::take(&mut slot.conns);
+        out.clear();
+        out.reserve(DUMP_PAGE);
+        let next = table.for_each_from(slot.from, DUMP_PAGE, |c| {
             out.push(ConnInfo {
                 proto: c.proto,
                 expire_secs: crate::datapath::conn::ConnTable::expires_in(c, now),
@@ -327,9 +361,11 @@ impl Worker {
                 dest: SocketAddrV4::new(c.daddr, c.dport),
             });
         });
-        if let Ok(mut slot) = self.shared.dumps[self.id].lock() {
-            *slot = (gen, out);
-        }
+        let _ = gen;
+        slot.conns = out;
+        slot.next = next;
+        slot.answered = slot.gen;
+        drop(slot);
         self.shared.dump_done.notify();
     }
 

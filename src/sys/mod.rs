@@ -425,7 +425,104 @@ impl AsRawFd for RawIpSocket {
 }
 
 /// `bpf(2)` commands used here.
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+/// `BPF_MAP_TYPE_HASH`.
+const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_F_NO_PREALLOC`: a hash map's elements are allocated when inserted, so a large
+/// `max_entries` costs nothing until used.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// `union bpf_attr` as `BPF_MAP_CREATE` reads it, padded with zeros.
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+    rest: [u32; 15],
+}
+
+/// `union bpf_attr` as `BPF_MAP_*_ELEM` read it.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// An eBPF map; the kernel frees it when this descriptor and every program using it are gone.
+#[derive(Debug)]
+pub struct BpfMap(OwnedFd);
+
+impl AsRawFd for BpfMap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl BpfMap {
+    /// Creates a hash map from `u32` to `u32` holding up to `max_entries` elements, allocated
+    /// as they are inserted.
+    pub fn new_hash_u32(max_entries: u32, name: &str) -> io::Result<BpfMap> {
+        let mut map_name = [0u8; 16];
+        for (d, s) in map_name.iter_mut().zip(name.bytes().take(15)) {
+            *d = s;
+        }
+        let mut attr = MapCreateAttr {
+            map_type: BPF_MAP_TYPE_HASH,
+            key_size: 4,
+            value_size: 4,
+            max_entries,
+            map_flags: BPF_F_NO_PREALLOC,
+            map_name,
+            ..Default::default()
+        };
+        // SAFETY: MapCreateAttr is BPF_MAP_CREATE's layout and holds no addresses.
+        let fd = unsafe { bpf(BPF_MAP_CREATE, &mut attr)? };
+        // SAFETY: `fd` was just returned by bpf(BPF_MAP_CREATE) and has no other owner.
+        Ok(BpfMap(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    /// Sets `key` to `value` (inserting or replacing).
+    pub fn set(&self, key: u32, value: u32) -> io::Result<()> {
+        let mut attr = MapElemAttr {
+            map_fd: self.0.as_raw_fd() as u32,
+            key: (&key as *const u32) as u64,
+            value: (&value as *const u32) as u64,
+            ..Default::default()
+        };
+        // SAFETY: MapElemAttr is BPF_MAP_UPDATE_ELEM's layout; `key` and `value` point to live
+        // 4-byte locals, the map's key and value sizes.
+        unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr)? };
+        Ok(())
+    }
+
+    /// Removes `key`; a missing key is not an error.
+    pub fn remove(&self, key: u32) -> io::Result<()> {
+        let mut attr = MapElemAttr {
+            map_fd: self.0.as_raw_fd() as u32,
+            key: (&key as *const u32) as u64,
+            ..Default::default()
+        };
+        // SAFETY: MapElemAttr is BPF_MAP_DELETE_ELEM's layout; `key` points to a live 4-byte
+        // local, the map's key size.
+        match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+}
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `BPF_PROG_TYPE_SOCKET_FILTER`, the program type TUN steering runs.
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;

@@ -43,6 +43,10 @@ pub const HELD_MAX: usize = 32;
 pub const HELD_TTL_MS: u64 = 1000;
 /// Neighbour events a pipeline keeps until the worker passes them on.
 const EVENTS_MAX: usize = 64;
+/// Connection-table wheel entries one [`Pipeline::tick`] looks at at most: bounds the frame
+/// delay expiry can cause (a few hundred microseconds even when millions fall due at once;
+/// see `benches/conntable.rs`).
+pub const EXPIRE_BUDGET: usize = 512;
 
 /// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
 /// steering program ([`crate::datapath::steer::program`]) computes exactly this; change both
@@ -207,6 +211,11 @@ impl Pipeline {
         }
     }
 
+    /// Whether connection expiry has work left (the worker then polls without waiting).
+    pub fn expiry_backlog(&self) -> bool {
+        self.table.expiry_backlog(self.now)
+    }
+
     /// Whether frames are held for neighbour resolution.
     pub fn has_held(&self) -> bool {
         !self.held.is_empty()
@@ -229,11 +238,11 @@ impl Pipeline {
         self.now = (now_ms / 1000) as u32;
     }
 
-    /// Timers: expires connections, and sends or drops held frames whose next hop the
+    /// Timers: expires connections (at most [`EXPIRE_BUDGET`] wheel entries per call), and sends or drops held frames whose next hop the
     /// published neighbour table now resolves or whose wait is over.
     pub fn tick<S: Sink>(&mut self, env: &Env, sink: &mut S) {
         self.set_time(env.now_ms);
-        self.table.expire(self.now);
+        self.table.expire_some(self.now, EXPIRE_BUDGET);
         if !self.held.is_empty() {
             self.release_held(env, sink, None);
         }
@@ -629,7 +638,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let snap = env.snap;
         let frame = &buf[VNET_HDR_LEN..f.len];
-        let Some((_, svc)) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+        let Some(svc) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
         // Only a SYN starts a TCP connection, unless the service is sloppy (IPVS

@@ -1,0 +1,189 @@
+//! The connection table at 10 million entries: the heap it takes (a counting allocator around
+//! the table alone), and the expiry of all of them through [`Pipeline::tick`] as a worker runs
+//! it between frame batches: how many rounds, and the longest round (the longest a frame
+//! can wait for expiry), against the 1 ms bound.
+//!
+//! `cargo bench --bench conntable` (`TAPVS_CONNS=N` for another count; needs about 1.2 GB).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modes::Forward;
+use tapvs::control::table::Table;
+use tapvs::datapath::conn::{NewConn, Toa};
+use tapvs::datapath::neigh::NeighCache;
+use tapvs::datapath::persist::Templates;
+use tapvs::datapath::pipeline::{Env, Pipeline, Sink, EXPIRE_BUDGET};
+use tapvs::datapath::tcp_state::Timeouts;
+
+/// Counts live heap bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged
+// and only adds bookkeeping of the sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` with layout `l`.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): a round's own work, without the time
+/// other processes on a shared machine held the CPU.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+struct Null;
+
+impl Sink for Null {
+    fn send(&mut self, _port: usize, _frame: &[u8]) -> bool {
+        true
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test discovery
+    }
+    let n: u32 = std::env::var("TAPVS_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cfg = tapvs::config::parse(
+        r#"
+[[port]]
+name = "ext"
+tap = "tb0"
+addresses = ["10.0.0.1/8"]
+
+[[port]]
+name = "int"
+tap = "tb1"
+addresses = ["172.16.0.1/24"]
+"#,
+        std::path::Path::new("bench.toml"),
+    )
+    .expect("config");
+    let (_, snap) = Table::from_config(&cfg).expect("snapshot");
+    let neigh = NeighCache::new(64, 3600).take_update().unwrap_or_default();
+    let templates = Templates::default();
+    let dest = Arc::new(sched::Dest::new(
+        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 2)),
+        80,
+        1,
+    ));
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut p = Pipeline::new(0, 1, n as usize, Timeouts::default());
+    let t0 = Instant::now();
+    for i in 0..n {
+        let h = i.wrapping_mul(0x9E37_79B1);
+        let c = NewConn {
+            proto: if i % 4 == 0 { 17 } else { 6 },
+            caddr: Ipv4Addr::from(0x0a00_0000 | (h >> 8)),
+            cport: 1024 + (i % 60000) as u16,
+            vaddr: Ipv4Addr::new(192, 0, 2, 1),
+            vport: 80,
+            daddr: Ipv4Addr::new(172, 16, 0, 2),
+            dport: 80,
+            fwd: Forward::Nat,
+            out: 1,
+            hop: Ipv4Addr::new(172, 16, 0, 2),
+            tun_src: Ipv4Addr::UNSPECIFIED,
+            toa: Toa::Off,
+            dest_id: 0,
+            dest: dest.clone(),
+            template: None,
+            one_packet: false,
+            local_pool: None,
+        };
+        // All created within the same second: they all fall due together.
+        p.table_mut().insert(c, 0).expect("room");
+    }
+    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "connection table: {} entries in {:.1} MiB ({:.1} bytes per entry; limit 1024 MiB, 92 bytes), filled in {:?}",
+        p.table().len(),
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / f64::from(n),
+        t0.elapsed()
+    );
+
+    // Expire them all, as the worker would: one tick per round, a frame batch between rounds.
+    let env_at = |now_ms| Env {
+        snap: &snap,
+        neigh: &neigh,
+        templates: &templates,
+        now_ms,
+        expire_nodest: false,
+        host_stack: false,
+    };
+    let now_ms = 3_600_000; // an hour later: every timeout has passed
+    let mut wall = Vec::new();
+    let mut cpu = Vec::new();
+    let t0 = Instant::now();
+    loop {
+        let env = env_at(now_ms);
+        let (r0, c0) = (Instant::now(), thread_cpu());
+        p.tick(&env, &mut Null);
+        wall.push(r0.elapsed());
+        cpu.push(thread_cpu() - c0);
+        if !p.expiry_backlog() {
+            break;
+        }
+    }
+    let rounds = wall.len();
+    let mut top: Vec<(Duration, usize)> = cpu.iter().copied().zip(0..).collect();
+    top.sort();
+    println!(
+        "  the five longest rounds by CPU time (round number): {:?}",
+        &top[top.len().saturating_sub(5)..]
+    );
+    let total = t0.elapsed();
+    wall.sort();
+    cpu.sort();
+    let pct = |v: &[Duration], q: usize| v[(v.len() - 1) * q / 100];
+    println!(
+        "expiry of {n} entries: {rounds} rounds of at most {EXPIRE_BUDGET} wheel entries in {total:?}"
+    );
+    println!(
+        "  round (the longest a frame waits for expiry), wall: median {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+        pct(&wall, 50),
+        pct(&wall, 99),
+        wall[(wall.len() - 1) * 999 / 1000],
+        pct(&wall, 100)
+    );
+    println!(
+        "  round, thread CPU time (without preemption by other processes): median {:?}, p99 {:?}, max {:?} (bound: 1 ms)",
+        pct(&cpu, 50),
+        pct(&cpu, 99),
+        pct(&cpu, 100)
+    );
+    assert_eq!(p.table().len(), 0);
+}
