@@ -235,6 +235,21 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): its own work, without the time
+/// other processes held the CPU. Zero if the clock cannot be read.
+pub fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// A raw `AF_PACKET` socket bound to one interface, for injecting arbitrary Ethernet frames
 /// (tests feed malformed frames to the appliance this way) and capturing what crosses it.
 #[derive(Debug)]
