@@ -18,3 +18,4 @@ pub mod datapath;
 pub mod health;
 pub mod rs;
 pub mod sys;
+pub mod vrrp;
