@@ -124,6 +124,7 @@ scheduler = "rr"
             now_ms: 1000,
             expire_nodest: false,
             host_stack: false,
+            standby: &tapvs::datapath::ha::NO_STANDBY,
         }
     }
 }

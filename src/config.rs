@@ -372,6 +372,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Virtual services.
     pub services: Vec<ServiceConfig>,
+    /// VRRP instances (hot standby), see [`crate::vrrp::config`].
+    pub vrrp: Vec<crate::vrrp::config::VrrpConfig>,
 }
 
 #[derive(Deserialize)]
@@ -396,6 +398,8 @@ struct RawConfig {
     route: Vec<RawRoute>,
     #[serde(default)]
     service: Vec<RawService>,
+    #[serde(default)]
+    vrrp: Vec<crate::vrrp::config::RawVrrp>,
 }
 
 #[derive(Deserialize)]
@@ -949,6 +953,16 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let port_addrs: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.addresses.iter().map(|c| (c.addr, c.prefix)).collect(),
+            )
+        })
+        .collect();
+    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs).map_err(|(f, m)| err(f, m))?;
     Ok(Config {
         file: file.to_path_buf(),
         workers,
@@ -962,6 +976,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         ports,
         routes,
         services,
+        vrrp,
     })
 }
 

@@ -225,6 +225,7 @@ impl World {
             now_ms: self.now_ms,
             expire_nodest: self.expire_nodest,
             host_stack: self.host_stack,
+            standby: &tapvs::datapath::ha::NO_STANDBY,
         }
     }
 

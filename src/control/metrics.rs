@@ -308,6 +308,7 @@ pub fn render(shared: &Shared) -> String {
         describe();
         record_datapath(&total);
         record_table(shared);
+        crate::control::vrrp::record(shared);
     });
     let mut text = recorder.handle().render();
     process_metrics(&mut text);

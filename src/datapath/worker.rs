@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
+use crate::datapath::ha::{HaShared, Standby};
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
 use crate::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
@@ -116,6 +117,10 @@ pub struct WorkerShared {
     pub host_wake: EventFd,
     /// Start of daemon time (connection and neighbour clocks count from here).
     pub epoch: Instant,
+    /// Hot standby: adverts to the VRRP thread, the published [`Standby`] view.
+    ///
+    /// [`Standby`]: crate::datapath::ha::Standby
+    pub ha: HaShared<Box<Redirect>>,
 }
 
 /// Writes the pipeline's frames to this worker's queues.
@@ -179,6 +184,7 @@ impl Worker {
         let shared = self.shared.clone();
         let mut snap_cache = arc_swap::Cache::new(&shared.snapshot);
         let mut neigh_cache = arc_swap::Cache::new(&shared.neigh);
+        let mut standby_cache = arc_swap::Cache::new(&shared.ha.standby);
         let mut last_publish = Instant::now();
         let mut last_timeouts = shared.timeouts.load_full();
         let mut last_snap: Option<Arc<Snapshot>> = None;
@@ -195,6 +201,7 @@ impl Worker {
             let instant = Instant::now();
             let snap: &Arc<Snapshot> = snap_cache.load();
             let neigh: &Arc<NeighTable> = neigh_cache.load();
+            let standby: &Arc<Standby> = standby_cache.load();
             if last_snap.as_ref().is_none_or(|l| !Arc::ptr_eq(l, snap)) {
                 // Only on a configuration change: room for the counters of new real servers.
                 self.pipeline.reserve_dests(snap.dest_id_bound() as usize);
@@ -207,6 +214,7 @@ impl Worker {
                 now_ms: instant.duration_since(shared.epoch).as_millis() as u64,
                 expire_nodest: shared.expire_nodest.load(Ordering::Relaxed),
                 host_stack: shared.host_enabled.load(Ordering::Relaxed),
+                standby,
             };
             let dump = shared.dump_gen.load(Ordering::Acquire);
             if dump != last_dump {
@@ -273,11 +281,15 @@ impl Worker {
             Verdict::Host if self.hand_over(usize::MAX, port, &buf[..len]) => {
                 self.shared.host_wake.notify();
             }
+            Verdict::Vrrp if self.hand_over(usize::MAX - 1, port, &buf[..len]) => {
+                self.shared.ha.wake.notify();
+            }
             _ => {}
         }
     }
 
-    /// Copies a frame into a pooled buffer for worker `to` (`usize::MAX`: the host stack).
+    /// Copies a frame into a pooled buffer for worker `to` (`usize::MAX`: the host stack,
+    /// `usize::MAX - 1`: the VRRP thread).
     fn hand_over(&mut self, to: usize, port: usize, frame: &[u8]) -> bool {
         let Some(mut r) = self.shared.pool.pop() else {
             self.pipeline.counters_mut().drop(Drop::RedirectFull);
@@ -288,6 +300,7 @@ impl Worker {
         r.port = port;
         let queue = match self.shared.redirect.get(to) {
             Some(q) => q,
+            None if to == usize::MAX - 1 => &self.shared.ha.rx,
             None => &self.shared.host_rx,
         };
         match queue.push(r) {

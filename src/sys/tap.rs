@@ -336,6 +336,15 @@ pub fn set_link_up(name: &str) -> Result<(), TapError> {
         .map_err(|e| sys("SIOCSIFFLAGS", e))
 }
 
+/// Whether interface `name` is administratively up (`IFF_UP`), in the current namespace.
+pub fn link_is_up(name: &str) -> io::Result<bool> {
+    validate_ifname(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let s = CtlSocket::open()?;
+    let mut req = IfReq::new(name);
+    s.ifreq(IfIoctl::GetFlags, &mut req)?;
+    Ok(req.short() & libc::IFF_UP as i16 != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

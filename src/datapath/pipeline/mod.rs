@@ -29,6 +29,7 @@ use modes::Forward;
 mod egress;
 
 use crate::config::RpFilter;
+use crate::datapath::ha::Standby;
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
 use crate::datapath::service::{Snapshot, Source};
@@ -71,6 +72,9 @@ pub struct Env<'a> {
     pub expire_nodest: bool,
     /// A host stack (health checks) takes the frames addressed to the appliance itself.
     pub host_stack: bool,
+    /// Hot standby: the virtual addresses VRRP does not own here now
+    /// ([`crate::datapath::ha::NO_STANDBY`] without VRRP).
+    pub standby: &'a Standby,
 }
 
 /// Where the frames the pipeline emits go: the worker writes them to its queue of `port`; a
@@ -110,6 +114,8 @@ pub enum Verdict {
     /// For the host stack (health checks): the caller delivers a copy. Any answer the
     /// pipeline gave as well (an ARP reply) was sent.
     Host,
+    /// A VRRP advert (IP protocol 112) for the VRRP thread: the caller hands it over.
+    Vrrp,
     /// Dropped, counted with this reason. A refusal (RST, ICMP error) may have been sent.
     Drop(Drop),
     /// Malformed, counted by this parse reason.
@@ -295,6 +301,14 @@ impl Pipeline {
                 verdict
             };
         }
+        if pkt.kind == Kind::Ipv4 && pkt.proto == modes::wire::vrrp::PROTO_VRRP {
+            // Multicast (224.0.0.18) or unicast to us: the VRRP thread validates it.
+            return if env.standby.vrrp && source == Source::Ordinary {
+                Verdict::Vrrp
+            } else {
+                self.drop(Drop::UnsupportedProtocol)
+            };
+        }
         if group {
             return self.drop(Drop::NotForUs);
         }
@@ -326,6 +340,9 @@ impl Pipeline {
             vnet,
         };
         if snap.is_vip(pkt.dst) {
+            if env.standby.is_down(pkt.dst) {
+                return self.drop(Drop::Standby);
+            }
             return self.vip(env, sink, port, buf, &f);
         }
         if pkt.is_icmp() {
@@ -391,8 +408,9 @@ impl Pipeline {
         let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
         let snap = env.snap;
         let info = &snap.ports[port];
-        let for_us =
+        let owned =
             info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa) || snap.is_lip(tpa);
+        let for_us = (owned && !env.standby.is_down(tpa)) || env.standby.is_floating(port, tpa);
         let on_link = info.addresses.iter().any(|c| c.contains(spa));
         // Learn the sender when the frame concerns us (a request to us or any reply to us), or
         // refresh an entry we already hold; never from frames for other hosts otherwise.
