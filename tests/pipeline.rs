@@ -23,6 +23,7 @@ use modes::packet::DropReason;
 use tapvs::config::RpFilter;
 use tapvs::control::table::Table;
 use tapvs::datapath::conn::FlowKey;
+use tapvs::datapath::ha::Standby;
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use tapvs::datapath::persist::Templates;
 use tapvs::datapath::pipeline::{owner_of, Env, Pipeline, Sink, Verdict, HELD_MAX, HELD_TTL_MS};
@@ -214,6 +215,7 @@ struct World {
     now_ms: u64,
     expire_nodest: bool,
     host_stack: bool,
+    standby: Standby,
 }
 
 impl World {
@@ -225,7 +227,7 @@ impl World {
             now_ms: self.now_ms,
             expire_nodest: self.expire_nodest,
             host_stack: self.host_stack,
-            standby: &tapvs::datapath::ha::NO_STANDBY,
+            standby: &self.standby,
         }
     }
 
@@ -291,6 +293,7 @@ impl Setup {
             now_ms: 10_000,
             expire_nodest: false,
             host_stack: false,
+            standby: Standby::default(),
         };
         world.learn(CLIENT, EXT);
         if self.resolved {
@@ -1390,6 +1393,65 @@ fn arp_requests_for_port_addresses_vips_and_local_addresses_are_answered() {
     assert_eq!(rig.events(), []);
 }
 
+/// Hot standby: while VRRP does not own an address here, ARP requests for it go unanswered
+/// and packets to it are dropped (counted as `standby`), with no connection made; a floating
+/// address of a master instance is answered on its port only; adverts (IP protocol 112) go to
+/// the VRRP thread when VRRP runs, multicast or unicast.
+#[test]
+fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp() {
+    let mut rig = Rig::new();
+    rig.world.standby = Standby {
+        vrrp: true,
+        down: vec![VIP, LIP],
+        floating: vec![(INT, GW_FLOAT)],
+    };
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, VIP)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    assert_eq!(
+        rig.feed(INT, &arp_request(RS_FNAT, LIP)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    assert_eq!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Drop(Drop::Standby)
+    );
+    assert_sent(&mut rig, &[]);
+    assert!(rig.pipe.table().is_empty());
+    // Own addresses are still answered; the floating one on its port only.
+    assert_eq!(rig.feed(EXT, &arp_request(CLIENT, EXT_ADDR)), Verdict::Answer);
+    assert_sent(&mut rig, &[(EXT, arp_answer(CLIENT, EXT_ADDR, EXT_MAC))]);
+    assert_eq!(rig.feed(INT, &arp_request(RS_NAT, GW_FLOAT)), Verdict::Answer);
+    assert_sent(&mut rig, &[(INT, arp_answer(RS_NAT, GW_FLOAT, INT_MAC))]);
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, GW_FLOAT)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    // Adverts: multicast and unicast to us go to VRRP; without VRRP they are unsupported.
+    let mcast = Pkt::raw(CLIENT, ip(224, 0, 0, 18), IpNumber(112))
+        .ttl(255)
+        .macs(CLIENT_MAC, [1, 0, 0x5e, 0, 0, 18]);
+    assert_eq!(rig.feed(EXT, &mcast.wire()), Verdict::Vrrp);
+    let ucast = Pkt::raw(CLIENT, EXT_ADDR, IpNumber(112)).ttl(255);
+    assert_eq!(rig.feed(EXT, &ucast.wire()), Verdict::Vrrp);
+    // Becoming master: the VIP is answered and forwarded again.
+    rig.world.standby.down.clear();
+    assert_eq!(rig.feed(EXT, &arp_request(CLIENT, VIP)), Verdict::Answer);
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Transmit { .. }
+    ));
+    rig.world.standby = Standby::default();
+    assert_eq!(
+        rig.feed(EXT, &mcast.wire()),
+        Verdict::Drop(Drop::UnsupportedProtocol)
+    );
+}
+
+/// A floating gateway address (on the servers' segment, no VIP).
+const GW_FLOAT: Ipv4Addr = ip(172, 16, 0, 250);
+
 #[test]
 fn arp_frames_teach_the_sender_when_they_concern_us() {
     let mut rig = Rig::unresolved();
@@ -2120,6 +2182,10 @@ fn provoke(d: Drop) -> Option<Rig> {
             rig.world.snap.ports[EXT].rp_filter = RpFilter::Loose;
             let syn = client_syn(40000, V_NAT).src(FAR_CLIENT, 40000);
             rig.feed(EXT, &syn.wire())
+        }
+        Drop::Standby => {
+            rig.world.standby.down = vec![VIP];
+            rig.feed(EXT, &client_syn(40000, V_NAT).wire())
         }
     };
     assert_eq!(v, Verdict::Drop(d));
