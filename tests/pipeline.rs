@@ -1420,9 +1420,15 @@ fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp()
     assert_sent(&mut rig, &[]);
     assert!(rig.pipe.table().is_empty());
     // Own addresses are still answered; the floating one on its port only.
-    assert_eq!(rig.feed(EXT, &arp_request(CLIENT, EXT_ADDR)), Verdict::Answer);
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, EXT_ADDR)),
+        Verdict::Answer
+    );
     assert_sent(&mut rig, &[(EXT, arp_answer(CLIENT, EXT_ADDR, EXT_MAC))]);
-    assert_eq!(rig.feed(INT, &arp_request(RS_NAT, GW_FLOAT)), Verdict::Answer);
+    assert_eq!(
+        rig.feed(INT, &arp_request(RS_NAT, GW_FLOAT)),
+        Verdict::Answer
+    );
     assert_sent(&mut rig, &[(INT, arp_answer(RS_NAT, GW_FLOAT, INT_MAC))]);
     assert_eq!(
         rig.feed(EXT, &arp_request(CLIENT, GW_FLOAT)),

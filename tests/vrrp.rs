@@ -74,7 +74,10 @@ impl Seg {
         veth((&hub, "vb0"), (&bad, "eth0")).expect("veth");
         veth((&hub, "vc0"), (&cl, "eth0")).expect("veth");
         bridge(&hub, "br0", &["vk0", "vb0", "vc0"]).expect("bridge");
-        for bn in ["bridge/bridge-nf-call-iptables", "bridge/bridge-nf-call-arptables"] {
+        for bn in [
+            "bridge/bridge-nf-call-iptables",
+            "bridge/bridge-nf-call-arptables",
+        ] {
             // Only present with br_netfilter; tapvs must see the frames as they are.
             let _ = hub.sysctl(&format!("net/{bn}"), "0");
         }
@@ -135,7 +138,11 @@ virtual_addresses = ["{VIP}"]
         let p = path.to_str().unwrap();
         let child = self
             .hub
-            .spawn(&[BIN, "run", "--config", p], Stdio::null(), Stdio::inherit())
+            .spawn(
+                &[BIN, "run", "--config", p],
+                Stdio::null(),
+                Stdio::inherit(),
+            )
             .expect("spawn tapvs");
         self.tapvs = Some(child);
         assert!(
@@ -147,10 +154,18 @@ virtual_addresses = ["{VIP}"]
     }
 
     /// keepalived in `ns` (VRRP only, foreground) with `priority`, `vrid` and `pass`.
-    fn keepalived(&self, ns: &Netns, tag: &str, priority: u8, vrid: u8, pass: &str) -> NsChild {
+    fn keepalived(
+        &self,
+        ns: &Netns,
+        tag: &str,
+        state: &str,
+        priority: u8,
+        vrid: u8,
+        pass: &str,
+    ) -> NsChild {
         let conf = format!(
             "global_defs {{\n  router_id {tag}\n  enable_script_security\n}}\n\
-             vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {vrid}\n  priority {priority}\n  advert_int 1\n\
+             vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id {vrid}\n  priority {priority}\n  advert_int 1\n\
              authentication {{\n    auth_type PASS\n    auth_pass {pass}\n  }}\n\
              virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n}}\n"
         );
@@ -179,7 +194,7 @@ virtual_addresses = ["{VIP}"]
     }
 
     fn start_keepalived(&mut self, priority: u8) {
-        let k = self.keepalived(&self.ka, "ka", priority, 51, "tapvs1");
+        let k = self.keepalived(&self.ka, "ka", "BACKUP", priority, 51, "tapvs1");
         self.keepalived = Some(k);
     }
 
@@ -233,7 +248,10 @@ virtual_addresses = ["{VIP}"]
     }
 
     fn ka_mac(&self) -> String {
-        let s = self.ka.ip(&["link", "show", "dev", "eth0"]).expect("ip link");
+        let s = self
+            .ka
+            .ip(&["link", "show", "dev", "eth0"])
+            .expect("ip link");
         s.split("link/ether ")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
@@ -271,8 +289,10 @@ virtual_addresses = ["{VIP}"]
 
     fn wait_ka_master(&self, want: bool, within: Duration) -> Option<Duration> {
         let t0 = Instant::now();
-        wait_until(within, Duration::from_millis(20), || self.ka_has_vip() == want)
-            .then(|| t0.elapsed())
+        wait_until(within, Duration::from_millis(20), || {
+            self.ka_has_vip() == want
+        })
+        .then(|| t0.elapsed())
     }
 
     fn start_capture(&mut self) -> PathBuf {
@@ -352,23 +372,24 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
 
     // Bad peers: a higher-priority keepalived with a wrong password, then one with a wrong VRID.
     let vrid_before = seg.counter("tapvs_vrrp_adverts_rejected_total", &["reason=\"vrid\""]);
-    let bad = seg.keepalived(&seg.bad, "bad-pass", 200, 51, "wrong");
+    let bad = seg.keepalived(&seg.bad, "bad-pass", "MASTER", 200, 51, "wrong");
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(50), || seg.counter(
-            "tapvs_vrrp_adverts_rejected_total",
-            &["instance=\"VI_1\"", "reason=\"auth_failure\""]
-        ) >= 3),
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || seg
+            .counter(
+                "tapvs_vrrp_adverts_rejected_total",
+                &["instance=\"VI_1\"", "reason=\"auth_failure\""]
+            )
+            >= 3),
         "wrong-password adverts are counted"
     );
     assert_eq!(seg.tapvs_state().as_deref(), Some("MASTER"));
     Seg::signal(&bad, "-TERM");
     drop(bad);
-    let bad = seg.keepalived(&seg.bad, "bad-vrid", 200, 52, "tapvs1");
+    let bad = seg.keepalived(&seg.bad, "bad-vrid", "MASTER", 200, 52, "tapvs1");
     assert!(
-        wait_until(Duration::from_secs(8), Duration::from_millis(50), || seg.counter(
-            "tapvs_vrrp_adverts_rejected_total",
-            &["reason=\"vrid\""]
-        ) >= vrid_before + 3),
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || seg
+            .counter("tapvs_vrrp_adverts_rejected_total", &["reason=\"vrid\""])
+            >= vrid_before + 3),
         "wrong-VRID adverts are counted"
     );
     assert_eq!(seg.tapvs_state().as_deref(), Some("MASTER"));
@@ -391,8 +412,14 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
     let t = seg
         .wait_ka_master(true, MASTER_DOWN_100 + SLACK)
         .expect("keepalived becomes master after tapvs stops");
-    eprintln!("keepalived master {t:?} after SIGTERM of tapvs ({:?} incl. exit)", t0.elapsed());
-    assert!(t0.elapsed() < Duration::from_secs(1), "clean stop: takeover in under 1 s");
+    eprintln!(
+        "keepalived master {t:?} after SIGTERM of tapvs ({:?} incl. exit)",
+        t0.elapsed()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "clean stop: takeover in under 1 s"
+    );
     assert_eq!(seg.vip_mac_from_client().as_deref(), Some(ka_mac.as_str()));
 
     // Restart tapvs: it preempts (after its own master-down interval in BACKUP).
@@ -489,7 +516,10 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
         for p in prios {
             assert!(r.iter().any(|x| x[3] == p), "{src} priority {p}: {r:?}");
         }
-        assert!(r.iter().any(|x| x[3] == "0"), "{src} sent priority 0 on stop: {r:?}");
+        assert!(
+            r.iter().any(|x| x[3] == "0"),
+            "{src} sent priority 0 on stop: {r:?}"
+        );
     }
     eprintln!(
         "tshark: {} VRRP adverts decoded; test took {:?}",
