@@ -4,7 +4,7 @@
 //! * [`kind`] — the two kinds config, data path and tapvsadm share:
 //!   [`Protocol`] (TCP/UDP) and [`Forward`] (NAT, DR, TUN, FullNAT).
 //! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, TCP, UDP,
-//!   ICMPv4, VRRP) and the virtio-net header.
+//!   ICMPv4, VRRP, IPVS sync v1) and the virtio-net header.
 //! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
 //!   for full and partial (`NEEDS_CSUM`) checksums.
 //! * [`offload`] — finishing a partial checksum in software, as a device

@@ -13,6 +13,7 @@ pub mod arp;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod ipvs_sync;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
