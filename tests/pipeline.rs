@@ -1404,6 +1404,7 @@ fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp()
         vrrp: true,
         down: vec![VIP, LIP],
         floating: vec![(INT, GW_FLOAT)],
+        ..Standby::default()
     };
     assert_eq!(
         rig.feed(EXT, &arp_request(CLIENT, VIP)),

@@ -148,7 +148,7 @@ impl Daemon {
                 host_rx: ArrayQueue::new(256),
                 host_wake: EventFd::new().map_err(StartError::Sys)?,
                 epoch: Instant::now(),
-                ha: crate::datapath::ha::HaShared::new().map_err(StartError::Sys)?,
+                ha: crate::datapath::ha::HaShared::new(workers).map_err(StartError::Sys)?,
             }),
             table: Mutex::new(table),
             zero_base: Mutex::new(HashMap::new()),

@@ -73,7 +73,7 @@ pub fn initial_standby(cfg: &Config) -> Standby {
     Standby {
         vrrp: true,
         down: cfg.vrrp.iter().flat_map(|v| v.addresses.clone()).collect(),
-        floating: Vec::new(),
+        ..Standby::default()
     }
 }
 
@@ -299,7 +299,9 @@ impl VrrpThread {
         let snap = self.shared.snapshot.load_full();
         let mut s = Standby {
             vrrp: true,
-            ..Standby::default()
+            down: Vec::new(),
+            floating: Vec::new(),
+            ..(**self.shared.ha.standby.load()).clone()
         };
         for inst in &self.insts {
             if inst.fsm.state() == State::Master {

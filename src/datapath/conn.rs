@@ -130,6 +130,8 @@ pub struct Conn {
     pub expires: u32,
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
     pub one_packet: bool,
+    /// Client-side packets seen (IPVS's `in_pkts`, for the sync threshold).
+    pub in_pkts: u32,
     gen: u32,
     live: bool,
 }
@@ -572,6 +574,11 @@ impl ConnTable {
         &self.counts
     }
 
+    /// The timeouts in use.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// Replaces the timeouts (applies to packets seen from now on).
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
@@ -738,6 +745,7 @@ impl ConnTable {
             template: c.template,
             expires: now + timeout,
             one_packet: c.one_packet,
+            in_pkts: 0,
             gen,
             live: true,
         };
@@ -768,6 +776,9 @@ impl ConnTable {
     pub fn on_packet(&mut self, slot: u32, dir: Dir, tcp_flags: u8, now: u32) -> &Conn {
         let c = &mut self.slots[slot as usize];
         let old = c.state;
+        if dir != Dir::Output {
+            c.in_pkts = c.in_pkts.wrapping_add(1);
+        }
         let new = tcp_state::next(old, dir, tcp_flags);
         if new != old {
             Self::change_state(&mut self.counts, c, old, new);

@@ -7,7 +7,10 @@
 //! moves a pooled buffer; the pipeline's checks are a length test when VRRP is off.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
+
+pub use modes::wire::ipvs_sync::SyncConn;
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
@@ -29,6 +32,13 @@ pub struct Standby {
     /// (port, address): floating addresses (not VIPs or own addresses) of MASTER instances,
     /// answered in ARP on that port.
     pub floating: Vec<(usize, Ipv4Addr)>,
+    /// The sync daemon runs as master: workers report new connections, state changes and
+    /// threshold updates.
+    pub sync_master: bool,
+    /// The sync daemon runs as backup: workers hand it UDP datagrams to `sync_port`.
+    pub sync_backup: bool,
+    /// UDP port of the sync daemon (8848).
+    pub sync_port: u16,
 }
 
 /// No VRRP: every address is owned, nothing floats.
@@ -36,6 +46,9 @@ pub static NO_STANDBY: Standby = Standby {
     vrrp: false,
     down: Vec::new(),
     floating: Vec::new(),
+    sync_master: false,
+    sync_backup: false,
+    sync_port: 0,
 };
 
 impl Standby {
@@ -87,10 +100,25 @@ pub struct VrrpStats {
     pub port_rejected: Vec<(String, [u64; crate::vrrp::Reject::COUNT])>,
 }
 
-/// The hand-over of adverts from the workers to the VRRP thread. `R` is the pooled buffer type.
+/// Connection updates a master's workers queue for the sync thread.
+pub const SYNC_TX_QUEUE: usize = 8192;
+/// Synced connections waiting for one worker.
+pub const SYNC_RX_QUEUE: usize = 4096;
+
+/// The hand-over between the workers and the HA thread (VRRP and connection sync). `R` is the
+/// pooled buffer type.
 pub struct HaShared<R> {
-    /// Adverts for the VRRP thread.
+    /// Adverts and sync datagrams for the HA thread.
     pub rx: ArrayQueue<R>,
+    /// Master: connection updates from every worker, for the sync thread to batch.
+    pub sync_tx: ArrayQueue<SyncConn>,
+    /// Backup: per worker, synced connections to create or refresh in its table.
+    pub sync_rx: Vec<ArrayQueue<SyncConn>>,
+    /// Updates dropped on a full queue (master side), and synced entries a worker dropped
+    /// (unknown service or real server, table full).
+    pub sync_dropped: AtomicU64,
+    /// Synced entries workers created or refreshed.
+    pub sync_applied: AtomicU64,
     /// The VRRP thread's doorbell.
     pub wake: EventFd,
     /// The current view.
@@ -100,10 +128,17 @@ pub struct HaShared<R> {
 }
 
 impl<R> HaShared<R> {
-    /// An empty hand-over (VRRP off until a [`Standby`] with `vrrp` is stored).
-    pub fn new() -> std::io::Result<Self> {
+    /// An empty hand-over for `workers` workers (VRRP and sync off until a [`Standby`] says
+    /// otherwise).
+    pub fn new(workers: usize) -> std::io::Result<Self> {
         Ok(HaShared {
             rx: ArrayQueue::new(VRRP_RX_QUEUE),
+            sync_tx: ArrayQueue::new(SYNC_TX_QUEUE),
+            sync_rx: (0..workers)
+                .map(|_| ArrayQueue::new(SYNC_RX_QUEUE))
+                .collect(),
+            sync_dropped: AtomicU64::new(0),
+            sync_applied: AtomicU64::new(0),
             wake: EventFd::new()?,
             standby: ArcSwap::from_pointee(Standby::default()),
             stats: Mutex::new(VrrpStats::default()),
@@ -123,6 +158,7 @@ mod tests {
             vrrp: true,
             down: vec![a],
             floating: vec![(1, Ipv4Addr::new(172, 16, 0, 254))],
+            ..Standby::default()
         };
         assert!(s.is_down(a));
         assert!(!s.is_down(Ipv4Addr::new(10, 0, 0, 101)));

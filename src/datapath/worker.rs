@@ -249,6 +249,7 @@ impl Worker {
             }
             self.pipeline.tick(&env, &mut Queues(&self.queues));
             self.pass_events();
+            self.pass_sync();
             for w in 0..self.wake.len() {
                 if std::mem::take(&mut self.wake[w]) {
                     shared.wake[w].notify();
@@ -310,6 +311,26 @@ impl Worker {
                 self.pipeline.counters_mut().drop(Drop::RedirectFull);
                 false
             }
+        }
+    }
+
+    /// Passes the pipeline's connection-sync updates to the HA thread, ringing it once.
+    fn pass_sync(&mut self) {
+        let ha = &self.shared.ha;
+        let (updates, mut lost) = self.pipeline.drain_sync();
+        let mut any = false;
+        for u in updates {
+            if ha.sync_tx.push(u).is_err() {
+                lost += 1;
+            } else {
+                any = true;
+            }
+        }
+        if lost > 0 {
+            ha.sync_dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+        if any {
+            ha.wake.notify();
         }
     }
 

@@ -27,6 +27,7 @@ use modes::wire::vnet::VnetHdr;
 use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit};
 use modes::Forward;
 mod egress;
+mod sync;
 
 use crate::config::RpFilter;
 use crate::datapath::ha::Standby;
@@ -149,6 +150,10 @@ pub struct Pipeline {
     pub(crate) held: Vec<Held>,
     pub(crate) spare: Vec<Box<[u8]>>,
     events: Vec<NeighEvent>,
+    /// Connection sync (master): updates for the sync thread, drained by the worker.
+    pub(crate) sync_out: Vec<modes::wire::ipvs_sync::SyncConn>,
+    /// Updates that found `sync_out` full.
+    pub(crate) sync_overflow: u64,
     /// Seconds since the epoch (the connection table's clock).
     pub(crate) now: u32,
     /// Milliseconds since the epoch.
@@ -172,6 +177,8 @@ impl Pipeline {
                 .map(|_| vec![0u8; MAX_FRAME].into_boxed_slice())
                 .collect(),
             events: Vec::with_capacity(EVENTS_MAX),
+            sync_out: Vec::with_capacity(sync::SYNC_OUT_MAX),
+            sync_overflow: 0,
             now: 0,
             now_ms: 0,
         }
@@ -609,8 +616,12 @@ impl Pipeline {
             Ok(p) => p,
             Err(v) => return v,
         };
+        let old = self.table.get(slot).state;
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
+        if env.standby.sync_master {
+            self.sync_note(slot, old);
+        }
         if let Some(d) = self.dstats.get_mut(dest_id) {
             d.in_pkts += 1;
             d.in_bytes += u64::from(pkt.ip_total_len);
@@ -852,6 +863,7 @@ impl Pipeline {
                 Ok(p) => p,
                 Err(v) => return v,
             };
+        let old = self.table.get(fd.slot).state;
         let c = self
             .table
             .on_packet(fd.slot, fd.dir, pkt.tcp_flags, self.now);
@@ -859,6 +871,9 @@ impl Pipeline {
         if let Some(d) = self.dstats.get_mut(c.dest_id as usize) {
             d.out_pkts += 1;
             d.out_bytes += u64::from(pkt.ip_total_len);
+        }
+        if env.standby.sync_master {
+            self.sync_note(fd.slot, old);
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
