@@ -374,6 +374,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// VRRP instances (hot standby), see [`crate::vrrp::config`].
     pub vrrp: Vec<crate::vrrp::config::VrrpConfig>,
+    /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
+    pub sync: crate::syncd::SyncConfig,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +402,8 @@ struct RawConfig {
     service: Vec<RawService>,
     #[serde(default)]
     vrrp: Vec<crate::vrrp::config::RawVrrp>,
+    #[serde(default)]
+    sync: crate::syncd::RawSync,
 }
 
 #[derive(Deserialize)]
@@ -963,6 +967,11 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         })
         .collect();
     let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs).map_err(|(f, m)| err(f, m))?;
+    let port_mtus: Vec<_> = ports
+        .iter()
+        .map(|p| (p.name.clone(), p.mtu.unwrap_or(1500)))
+        .collect();
+    let sync = crate::syncd::validate(&raw.sync, &port_mtus).map_err(|(f, m)| err(f, m))?;
     Ok(Config {
         file: file.to_path_buf(),
         workers,
@@ -977,6 +986,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         routes,
         services,
         vrrp,
+        sync,
     })
 }
 

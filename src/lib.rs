@@ -17,5 +17,6 @@ pub mod control;
 pub mod datapath;
 pub mod health;
 pub mod rs;
+pub mod syncd;
 pub mod sys;
 pub mod vrrp;

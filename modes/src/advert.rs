@@ -1,9 +1,12 @@
 //! Frames the appliance originates for high availability: the complete
-//! Ethernet/IPv4 frame of a VRRP advertisement ([`vrrp_advert`]). Pure, no
-//! allocation: the caller's buffer receives the frame.
+//! Ethernet/IPv4 frame of a VRRP advertisement ([`vrrp_advert`]) and of a UDP
+//! datagram whose payload the caller already wrote in place (IPVS sync
+//! messages, [`udp_in_place`]). Pure, no allocation: the caller's buffer
+//! receives the frame.
 
 use crate::wire::ethernet::{self, EthernetAddress, EthernetFrame, ETHERTYPE_IPV4};
-use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv4::{self, Ipv4Packet, PROTO_UDP};
+use crate::wire::udp::{self, UdpPacket};
 use crate::wire::vrrp::{VrrpPacket, VrrpRepr, PROTO_VRRP, TTL};
 use std::net::Ipv4Addr;
 
@@ -60,6 +63,68 @@ pub fn vrrp_advert(
     Some(len)
 }
 
+/// Where [`udp_in_place`] expects the payload: after Ethernet, IPv4 and UDP headers.
+pub const UDP_PAYLOAD_OFF: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN;
+
+/// Addresses and header fields of a generated UDP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpHdr {
+    /// Ethernet source.
+    pub src_mac: EthernetAddress,
+    /// Ethernet destination.
+    pub dst_mac: EthernetAddress,
+    /// IP source.
+    pub src: Ipv4Addr,
+    /// IP destination.
+    pub dst: Ipv4Addr,
+    /// IP TTL.
+    pub ttl: u8,
+    /// IP identification.
+    pub ident: u16,
+    /// UDP source port.
+    pub sport: u16,
+    /// UDP destination port.
+    pub dport: u16,
+}
+
+/// Writes the Ethernet, IPv4 (no options, DF clear) and UDP headers (with a full checksum)
+/// in front of the `payload_len` bytes already at `out[UDP_PAYLOAD_OFF..]`. Returns the frame
+/// length, or `None` if `out` is too small or the datagram too long.
+pub fn udp_in_place(out: &mut [u8], h: &UdpHdr, payload_len: usize) -> Option<usize> {
+    let udp_len = udp::HEADER_LEN + payload_len;
+    let ip_len = ipv4::MIN_HEADER_LEN + udp_len;
+    let len = ethernet::HEADER_LEN + ip_len;
+    let buf = out.get_mut(..len)?;
+    let ip_total = u16::try_from(ip_len).ok()?;
+    let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+    eth.set_dst_addr(h.dst_mac);
+    eth.set_src_addr(h.src_mac);
+    eth.set_ethertype(ETHERTYPE_IPV4);
+    let ipb = buf.get_mut(ethernet::HEADER_LEN..)?;
+    if let Some(hdr) = ipb.get_mut(..ipv4::MIN_HEADER_LEN) {
+        hdr.fill(0);
+    }
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut *ipb);
+        ip.set_version(4);
+        ip.set_ihl(5);
+        ip.set_total_len(ip_total);
+        ip.set_ident(h.ident);
+        ip.set_ttl(h.ttl);
+        ip.set_protocol(PROTO_UDP);
+        ip.set_src_addr(h.src);
+        ip.set_dst_addr(h.dst);
+        ip.fill_checksum();
+    }
+    let ub = ipb.get_mut(ipv4::MIN_HEADER_LEN..)?;
+    let mut u = UdpPacket::new_unchecked(ub);
+    u.set_src_port(h.sport);
+    u.set_dst_port(h.dport);
+    u.set_len(u16::try_from(udp_len).ok()?);
+    u.fill_checksum(h.src, h.dst);
+    Some(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +168,33 @@ mod tests {
             ipv4_multicast_mac(Ipv4Addr::new(239, 129, 2, 3)),
             EthernetAddress([1, 0, 0x5e, 1, 2, 3])
         );
+    }
+
+    #[test]
+    fn udp_in_place_frames_parse_back() {
+        let h = UdpHdr {
+            src_mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            dst_mac: ipv4_multicast_mac(Ipv4Addr::new(224, 0, 0, 81)),
+            src: Ipv4Addr::new(172, 16, 0, 1),
+            dst: Ipv4Addr::new(224, 0, 0, 81),
+            ttl: 1,
+            ident: 9,
+            sport: 8848,
+            dport: 8848,
+        };
+        let mut out = [0xeeu8; 100];
+        out[UDP_PAYLOAD_OFF..UDP_PAYLOAD_OFF + 4].copy_from_slice(b"sync");
+        let n = udp_in_place(&mut out, &h, 4).unwrap();
+        assert_eq!(n, 46);
+        let ip = Ipv4Packet::new_checked(&out[14..n]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.ttl(), ip.protocol(), ip.dont_frag()), (1, 17, false));
+        let u = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(u.verify_checksum(h.src, h.dst));
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.payload()),
+            (8848, 8848, &b"sync"[..])
+        );
+        assert!(udp_in_place(&mut out[..45], &h, 4).is_none());
     }
 }

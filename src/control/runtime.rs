@@ -177,11 +177,20 @@ impl Daemon {
         } else {
             None
         };
-        if crate::control::vrrp::wanted(cfg) {
-            shared
-                .ha
-                .standby
-                .store(Arc::new(crate::control::vrrp::initial_standby(cfg)));
+        // The HA thread always runs: VRRP when configured, the sync daemon when configured or
+        // started by tapvsadm.
+        *shared
+            .ha
+            .sync_conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cfg.sync;
+        {
+            if crate::control::vrrp::wanted(cfg) {
+                shared
+                    .ha
+                    .standby
+                    .store(Arc::new(crate::control::vrrp::initial_standby(cfg)));
+            }
             let vrrp =
                 crate::control::vrrp::VrrpThread::new(cfg, shared.clone(), control_queues.clone());
             threads.push(

@@ -60,6 +60,7 @@ pub struct VrrpThread {
     buf: Vec<u8>,
     ident: u16,
     children: Vec<Child>,
+    sync: crate::control::sync::SyncDaemon,
 }
 
 /// Whether the configuration has VRRP instances.
@@ -136,6 +137,7 @@ impl VrrpThread {
             buf: vec![0u8; 2048],
             ident: 0,
             children: Vec::new(),
+            sync: crate::control::sync::SyncDaemon::new(),
         }
     }
 
@@ -156,7 +158,9 @@ impl VrrpThread {
         let mut last_track = now;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let now = self.now();
+            self.sync_settings();
             self.receive(now);
+            self.sync.poll(&self.shared, &self.queues, now, false);
             for i in 0..self.insts.len() {
                 let out = self.insts[i].fsm.poll(now);
                 self.apply(i, out, now);
@@ -178,6 +182,7 @@ impl VrrpThread {
                 .insts
                 .iter()
                 .flat_map(|i| [i.fsm.next_deadline(), i.garp_again])
+                .chain([self.sync.next_deadline()])
                 .flatten()
                 .min()
                 .unwrap_or(u64::MAX);
@@ -188,6 +193,7 @@ impl VrrpThread {
             self.shared.ha.wake.drain();
         }
         let now = self.now();
+        self.sync.poll(&self.shared, &self.queues, now, true);
         for i in 0..self.insts.len() {
             let out = self.insts[i].fsm.stop();
             self.apply(i, out, now);
@@ -195,11 +201,49 @@ impl VrrpThread {
         self.publish();
     }
 
+    /// Applies changed sync-daemon settings (`tapvsadm --start-daemon/--stop-daemon`) and
+    /// tells the workers which roles run.
+    fn sync_settings(&mut self) {
+        let conf = *self
+            .shared
+            .ha
+            .sync_conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cur = self.shared.ha.standby.load_full();
+        let port = conf.backup.map(|b| b.mcast_port).unwrap_or(0);
+        if conf == self.sync.conf()
+            && cur.sync_master == conf.master.is_some()
+            && cur.sync_backup == conf.backup.is_some()
+            && cur.sync_port == port
+        {
+            return;
+        }
+        self.sync.set_conf(conf);
+        let s = Standby {
+            sync_master: conf.master.is_some(),
+            sync_backup: conf.backup.is_some(),
+            sync_port: port,
+            ..(*cur).clone()
+        };
+        self.shared.ha.standby.store(Arc::new(s));
+        tracing::info!(
+            master = conf.master.is_some(),
+            backup = conf.backup.is_some(),
+            "sync daemon settings"
+        );
+    }
+
     /// Validates and applies the adverts the workers handed over.
     fn receive(&mut self, now: u64) {
         while let Some(r) = self.shared.ha.rx.pop() {
             let (port, len) = (r.port, r.len);
-            let res = self.advert(port, r.data.get(VNET_HDR_LEN..len).unwrap_or(&[]), now);
+            let frame = r.data.get(VNET_HDR_LEN..len).unwrap_or(&[]);
+            if self.sync.receive(&self.shared, port, frame) {
+                let _ = self.shared.pool.push(r);
+                continue;
+            }
+            let res = self.advert(port, frame, now);
             if let Err(why) = res {
                 if let Some(c) = self.port_rejected.get_mut(port) {
                     c[why.index()] += 1;
@@ -213,6 +257,10 @@ impl VrrpThread {
     fn advert(&mut self, port: usize, frame: &[u8], now: u64) -> Result<(), Reject> {
         let ip = Ipv4Packet::new_checked(frame.get(14..).unwrap_or(&[]))
             .map_err(|_| Reject::Truncated)?;
+        if ip.protocol() != vrrp::PROTO_VRRP {
+            // A sync datagram the sync daemon (no longer) wants.
+            return Ok(());
+        }
         let payload = ip.payload();
         let vrid = check::vrid_of(payload).ok_or(Reject::Truncated)?;
         let Some(i) = self
@@ -488,12 +536,14 @@ impl VrrpThread {
             .stats
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = stats;
+        self.sync.publish(&self.shared);
     }
 }
 
 /// Records the VRRP metrics (with their HELP) into the current `metrics` recorder.
 pub fn record(shared: &Shared) {
     use metrics::{counter, describe_counter, describe_gauge, gauge};
+    crate::control::sync::record(shared);
     let st = shared
         .ha
         .stats

@@ -278,6 +278,26 @@ impl LocalPorts {
         None
     }
 
+    /// Takes the given port of `ip` (a connection synced from a master), if it is this
+    /// worker's and free.
+    pub fn claim(&mut self, pool: &[Ipv4Addr], ip: Ipv4Addr, port: u16) -> bool {
+        if !pool.contains(&ip) || port < 1024 || port % self.workers != self.worker {
+            return false;
+        }
+        let (w, n) = (self.worker, self.workers);
+        let ports = self
+            .free
+            .entry(ip)
+            .or_insert_with(|| (1024..=65535u16).rev().filter(|p| p % n == w).collect());
+        match ports.iter().rposition(|&p| p == port) {
+            Some(i) => {
+                ports.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Returns a port.
     pub fn release(&mut self, ip: Ipv4Addr, port: u16) {
         if let Some(v) = self.free.get_mut(&ip) {
@@ -688,6 +708,17 @@ impl ConnTable {
     /// real server's counters, and returns its slot. The caller then applies the first packet
     /// with [`ConnTable::on_packet`].
     pub fn insert(&mut self, c: NewConn, now: u32) -> Result<u32, InsertError> {
+        self.insert_local(c, None, now)
+    }
+
+    /// [`ConnTable::insert`] for a connection synced from a master: a FullNAT connection takes
+    /// the given local address and port (`InsertError::NoLocalPort` if it is not free here).
+    pub fn insert_local(
+        &mut self,
+        c: NewConn,
+        given: Option<(Ipv4Addr, u16)>,
+        now: u32,
+    ) -> Result<u32, InsertError> {
         if self.len >= self.max {
             return Err(InsertError::Full);
         }
@@ -701,13 +732,19 @@ impl ConnTable {
         } else {
             self.timeouts.of(state)
         };
-        let local = match &c.local_pool {
-            Some(pool) => Some(
+        let local = match (&c.local_pool, given) {
+            (Some(pool), Some((ip, port))) => {
+                if !self.local_ports.claim(pool, ip, port) {
+                    return Err(InsertError::NoLocalPort);
+                }
+                Some((ip, port))
+            }
+            (Some(pool), None) => Some(
                 self.local_ports
                     .alloc(pool)
                     .ok_or(InsertError::NoLocalPort)?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let xmit = match (c.fwd, local) {
             (Forward::Nat, _) => Xmit::Nat,
@@ -803,6 +840,26 @@ impl ConnTable {
             (false, true) => c.dest.to_active(),
             (true, false) => c.dest.to_inactive(),
             _ => {}
+        }
+    }
+
+    /// Sets connection `slot` to `state` expiring `timeout` seconds from `now` (a sync update
+    /// from the master), moving the counters as a state change does.
+    pub fn set_synced(&mut self, slot: u32, state: State, timeout: u32, now: u32) {
+        let c = &mut self.slots[slot as usize];
+        if !c.live {
+            return;
+        }
+        let old = c.state;
+        if old != state {
+            Self::change_state(&mut self.counts, c, old, state);
+        }
+        let before = c.expires;
+        c.expires = now + timeout.max(1);
+        let (gen, expires) = (c.gen, c.expires);
+        if expires < before {
+            // Later expiries are re-armed lazily; an earlier one needs its own wheel entry.
+            self.wheel.schedule(slot, gen, expires);
         }
     }
 

@@ -90,6 +90,23 @@ pub struct InstanceStats {
     pub rejected: [u64; crate::vrrp::Reject::COUNT],
 }
 
+/// The sync daemon's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Messages sent (master).
+    pub messages_sent: u64,
+    /// Connection entries sent (master).
+    pub conns_sent: u64,
+    /// Messages received (backup).
+    pub messages_received: u64,
+    /// Connection entries received (backup).
+    pub conns_received: u64,
+    /// Messages dropped: malformed, another sync id, on another port (backup).
+    pub messages_dropped: u64,
+    /// Entries dropped: malformed (backup), a full queue (either side).
+    pub conns_dropped: u64,
+}
+
 /// The VRRP side's published counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VrrpStats {
@@ -119,6 +136,11 @@ pub struct HaShared<R> {
     pub sync_dropped: AtomicU64,
     /// Synced entries workers created or refreshed.
     pub sync_applied: AtomicU64,
+    /// The sync daemon's roles and settings (`[sync]`, `tapvsadm --start-daemon`); the HA
+    /// thread applies changes.
+    pub sync_conf: Mutex<crate::syncd::SyncConfig>,
+    /// The sync daemon's counters, published by the HA thread.
+    pub sync_stats: Mutex<SyncStats>,
     /// The VRRP thread's doorbell.
     pub wake: EventFd,
     /// The current view.
@@ -139,6 +161,8 @@ impl<R> HaShared<R> {
                 .collect(),
             sync_dropped: AtomicU64::new(0),
             sync_applied: AtomicU64::new(0),
+            sync_conf: Mutex::new(crate::syncd::SyncConfig::default()),
+            sync_stats: Mutex::new(SyncStats::default()),
             wake: EventFd::new()?,
             standby: ArcSwap::from_pointee(Standby::default()),
             stats: Mutex::new(VrrpStats::default()),

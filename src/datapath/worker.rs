@@ -221,6 +221,22 @@ impl Worker {
                 self.dump(dump, env.now_ms);
                 last_dump = dump;
             }
+            if let Some(q) = shared.ha.sync_rx.get(self.id) {
+                // Backup: connections synced from the master, owned by this worker.
+                let (mut ok, mut bad) = (0, 0);
+                while let Some(e) = q.pop() {
+                    match self.pipeline.sync_apply(&env, &e) {
+                        Ok(()) => ok += 1,
+                        Err(_) => bad += 1,
+                    }
+                }
+                if ok > 0 {
+                    shared.ha.sync_applied.fetch_add(ok, Ordering::Relaxed);
+                }
+                if bad > 0 {
+                    shared.ha.sync_dropped.fetch_add(bad, Ordering::Relaxed);
+                }
+            }
             while let Some(mut r) = shared.redirect[self.id].pop() {
                 let (port, len) = (r.port, r.len);
                 self.frame(&env, port, &mut r.data, len, true);

@@ -28,6 +28,7 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 mod sync;
+pub use sync::{sync_state, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
 
 use crate::config::RpFilter;
 use crate::datapath::ha::Standby;
@@ -115,7 +116,8 @@ pub enum Verdict {
     /// For the host stack (health checks): the caller delivers a copy. Any answer the
     /// pipeline gave as well (an ARP reply) was sent.
     Host,
-    /// A VRRP advert (IP protocol 112) for the VRRP thread: the caller hands it over.
+    /// For the HA thread: a VRRP advert (IP protocol 112), or an IPVS sync message when the
+    /// backup sync daemon runs. The caller hands it over.
     Vrrp,
     /// Dropped, counted with this reason. A refusal (RST, ICMP error) may have been sent.
     Drop(Drop),
@@ -307,6 +309,16 @@ impl Pipeline {
             } else {
                 verdict
             };
+        }
+        if env.standby.sync_backup
+            && pkt.kind == Kind::Ipv4
+            && pkt.proto == packet::PROTO_UDP
+            && pkt.dport == env.standby.sync_port
+            && (group || snap.is_local(pkt.dst))
+            && source == Source::Ordinary
+        {
+            // An IPVS sync message for the backup sync daemon (the HA thread).
+            return Verdict::Vrrp;
         }
         if pkt.kind == Kind::Ipv4 && pkt.proto == modes::wire::vrrp::PROTO_VRRP {
             // Multicast (224.0.0.18) or unicast to us: the VRRP thread validates it.
@@ -620,7 +632,7 @@ impl Pipeline {
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
         if env.standby.sync_master {
-            self.sync_note(slot, old);
+            self.sync_note(slot, old, true);
         }
         if let Some(d) = self.dstats.get_mut(dest_id) {
             d.in_pkts += 1;
@@ -873,7 +885,7 @@ impl Pipeline {
             d.out_bytes += u64::from(pkt.ip_total_len);
         }
         if env.standby.sync_master {
-            self.sync_note(fd.slot, old);
+            self.sync_note(fd.slot, old, fd.dir != Dir::Output);
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {

@@ -28,13 +28,14 @@ pub fn sync_state(s: State) -> u16 {
 
 impl Pipeline {
     /// After a packet moved connection `slot` from state `old`: queues a sync update when IPVS
-    /// would send one.
-    pub(crate) fn sync_note(&mut self, slot: u32, old: State) {
+    /// would send one. `input`: the packet came from the client (only those count towards the
+    /// threshold, as IPVS's `in_pkts`).
+    pub(crate) fn sync_note(&mut self, slot: u32, old: State, input: bool) {
         let c = self.table.get(slot);
         if c.one_packet {
             return;
         }
-        let periodic = c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD;
+        let periodic = input && c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD;
         let needed = if c.proto == 6 {
             let synced_states = matches!(
                 c.state,
@@ -83,5 +84,108 @@ impl Pipeline {
     pub fn drain_sync(&mut self) -> (std::vec::Drain<'_, SyncConn>, u64) {
         let lost = std::mem::take(&mut self.sync_overflow);
         (self.sync_out.drain(..), lost)
+    }
+}
+
+/// Why a synced entry was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncDrop {
+    /// No such service here.
+    UnknownService,
+    /// The service has no such real server (or a different forwarding method).
+    UnknownDest,
+    /// Not TCP/UDP, a template, an unknown state number, IPv6.
+    Unsupported,
+    /// No route to the real server.
+    NoRoute,
+    /// The table is full, or a FullNAT local port is not free here.
+    NoRoom,
+}
+
+impl Pipeline {
+    /// Backup side: creates or refreshes the connection `e` describes, with its real server,
+    /// state and timeout, without scheduling (as IPVS's `ip_vs_proc_conn`). The worker calls
+    /// this for entries the HA thread routed to it (the owner steering would pick).
+    pub fn sync_apply(&mut self, env: &super::Env, e: &SyncConn) -> Result<(), SyncDrop> {
+        self.now_ms = env.now_ms;
+        self.now = (env.now_ms / 1000) as u32;
+        if !matches!(e.protocol, 6 | 17) || e.flags & (flags::TEMPLATE | flags::ONE_PACKET) != 0 {
+            return Err(SyncDrop::Unsupported);
+        }
+        let state = if e.protocol == 17 {
+            State::Udp
+        } else {
+            *State::ALL
+                .get(usize::from(e.state))
+                .filter(|s| **s != State::Udp)
+                .ok_or(SyncDrop::Unsupported)?
+        };
+        let key =
+            crate::datapath::conn::FlowKey::new(e.protocol, e.caddr, e.cport, e.vaddr, e.vport);
+        if let Some(found) = self.table.lookup(&key) {
+            self.table
+                .set_synced(found.slot, state, e.timeout, self.now);
+            return Ok(());
+        }
+        let snap = env.snap;
+        let (_, svc) = snap
+            .service(e.protocol, e.vaddr, e.vport)
+            .ok_or(SyncDrop::UnknownService)?;
+        let want = match e.flags & flags::FWD_MASK {
+            flags::MASQ => modes::Forward::Nat,
+            flags::DROUTE => modes::Forward::Dr,
+            flags::TUNNEL => modes::Forward::Tun,
+            flags::FULLNAT => modes::Forward::FullNat,
+            _ => return Err(SyncDrop::Unsupported),
+        };
+        let i = svc
+            .dests
+            .iter()
+            .enumerate()
+            .position(|(i, d)| {
+                d.addr() == std::net::IpAddr::V4(e.daddr)
+                    && (d.port() == e.dport || d.port() == 0)
+                    && svc.forward[i] == want
+            })
+            .ok_or(SyncDrop::UnknownDest)?;
+        let (out, hop) = snap.router.lookup(e.daddr).ok_or(SyncDrop::NoRoute)?;
+        let tun_src = match want {
+            modes::Forward::Tun => snap.ports[out]
+                .source_for(e.daddr)
+                .ok_or(SyncDrop::NoRoute)?,
+            _ => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let fullnat = want == modes::Forward::FullNat;
+        let nc = crate::datapath::conn::NewConn {
+            proto: e.protocol,
+            caddr: e.caddr,
+            cport: e.cport,
+            vaddr: e.vaddr,
+            vport: e.vport,
+            daddr: e.daddr,
+            dport: e.dport,
+            fwd: want,
+            out: out as u8,
+            hop,
+            tun_src,
+            // The handshake is over on the master: TOA went (or not) there.
+            toa: crate::datapath::conn::Toa::Off,
+            dest_id: svc.dest_ids[i],
+            dest: svc.dests[i].clone(),
+            template: None,
+            one_packet: false,
+            local_pool: fullnat.then(|| svc.local_addresses.clone()),
+        };
+        let given = if fullnat {
+            Some(e.fullnat.ok_or(SyncDrop::Unsupported)?)
+        } else {
+            None
+        };
+        let slot = self
+            .table
+            .insert_local(nc, given, self.now)
+            .map_err(|_| SyncDrop::NoRoom)?;
+        self.table.set_synced(slot, state, e.timeout, self.now);
+        Ok(())
     }
 }

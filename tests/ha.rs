@@ -1,0 +1,396 @@
+//! Hot standby in network namespaces: two appliances share the client and server segments of
+//! the lab (A: 10.0.0.11 / 172.16.0.11, B: 10.0.0.12 / 172.16.0.12), with VRRP deciding who owns
+//! the VIP and the floating gateways 10.0.0.1 (the client's route to the VIP) and 172.16.0.1 (the
+//! real servers' default route), and the IPVS sync daemon copying A's connections to B.
+//! tshark decodes A's sync datagrams as IPVS sync v1 (`-d udp.port==8848,ipvs`) with the right
+//! count, addresses, ports and state numbers; B's table holds the same connections, made without
+//! scheduling.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::lab::{self, Lab};
+use tapvs::control::runtime::Daemon;
+use tapvs_lab::netns::{precheck, wait_until, NsChild};
+
+const A_EXT: &str = "10.0.0.11";
+const A_INT: &str = "172.16.0.11";
+const B_EXT: &str = "10.0.0.12";
+const B_INT: &str = "172.16.0.12";
+
+fn have(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One appliance's config: its ports on the lab's bridges, the NAT service, VRRP for the VIP
+/// and the floating gateways, and the sync daemon (`sync` lines).
+fn config(
+    tag: &str,
+    ext: &str,
+    int: &str,
+    prio: u8,
+    state: &str,
+    sync: &str,
+    metrics: bool,
+) -> String {
+    let socket = std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.sock", std::process::id()));
+    let vip = lab::VIP;
+    let rs = lab::real_addr(0);
+    let n = if tag == "a" { 1 } else { 2 };
+    let metrics = if metrics {
+        "listen = \"127.0.0.1:9273\""
+    } else {
+        "enabled = false"
+    };
+    format!(
+        r#"workers = 2
+max_connections = 10000
+
+[control]
+socket = "{socket}"
+
+[metrics]
+{metrics}
+
+[[port]]
+name = "ext"
+tap = "tx{tag}"
+mac = "02:74:76:00:0{n}:01"
+addresses = ["{ext}/24"]
+bridge = "{eb}"
+
+[[port]]
+name = "int"
+tap = "ti{tag}"
+mac = "02:74:76:00:0{n}:02"
+addresses = ["{int}/24"]
+bridge = "{ib}"
+
+[[service]]
+protocol = "tcp"
+address = "{vip}:80"
+scheduler = "rr"
+
+[[service.real]]
+address = "{rs}:80"
+forward = "nat"
+
+[[vrrp]]
+name = "VI_EXT"
+port = "ext"
+virtual_router_id = 51
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["{vip}", "10.0.0.1"]
+
+[[vrrp]]
+name = "VI_INT"
+port = "int"
+virtual_router_id = 52
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["172.16.0.1"]
+
+[sync]
+mcast_interface = "int"
+syncid = 9
+{sync}
+"#,
+        socket = socket.display(),
+        eb = lab::EXT_BRIDGE,
+        ib = lab::INT_BRIDGE,
+    )
+}
+
+/// Sends one keep-alive `GET /` on `s` and reads the whole response; returns its status.
+fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// `tshark -r pcap -d udp.port==8848,ipvs -T fields -E occurrence=a ...` lines.
+fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args: Vec<String> = vec![
+        "-r".into(),
+        pcap.to_str().unwrap().into(),
+        "-d".into(),
+        "udp.port==8848,ipvs".into(),
+        "-Y".into(),
+        "ipvs".into(),
+        "-T".into(),
+        "fields".into(),
+        "-E".into(),
+        "aggregator=,".into(),
+    ];
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let out = std::process::Command::new("tshark")
+        .args(&args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tshark -r");
+    assert!(out.status.success(), "tshark -r failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// B's connection listing (`-L -n -c`).
+fn conns(b: &Daemon) -> String {
+    b.execute(&["-L".into(), "-n".into(), "-c".into()], "")
+        .stdout
+}
+
+#[test]
+fn sync_on_the_wire_and_the_backup_reproduces_connections() {
+    if !precheck() {
+        return;
+    }
+    if !have("tshark") {
+        tapvs_lab::netns::skip_or_fail("tshark is needed (scripts/deps)");
+        return;
+    }
+    let started = Instant::now();
+    let mut lab = Lab::build(1).expect("lab");
+    let _servers = common::http_servers(&lab, 80);
+    let pcap = std::env::temp_dir().join(format!("tapvs-ha-sync-{}.pcap", std::process::id()));
+    let _ = std::fs::remove_file(&pcap);
+    let p = pcap.to_str().unwrap().to_string();
+    let tshark: NsChild = lab
+        .director
+        .spawn(
+            &[
+                "tshark",
+                "-q",
+                "-i",
+                lab::INT_BRIDGE,
+                "-f",
+                "udp port 8848",
+                "-w",
+                &p,
+            ],
+            Stdio::null(),
+            Stdio::null(),
+        )
+        .expect("tshark");
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
+        }),
+        "tshark did not start"
+    );
+    lab.start(&config(
+        "a",
+        A_EXT,
+        A_INT,
+        150,
+        "MASTER",
+        "master = true",
+        true,
+    ))
+    .expect("start A");
+    let cfg_b = tapvs::config::parse(
+        &config("b", B_EXT, B_INT, 100, "BACKUP", "backup = true", false),
+        std::path::Path::new("b.toml"),
+    )
+    .expect("config B");
+    let b = lab
+        .director
+        .try_run(move || Daemon::start(&cfg_b))
+        .expect("netns")
+        .expect("start B");
+
+    // Through the VIP once A is master (the client's gateway 10.0.0.1 resolves to A).
+    let vip = SocketAddr::from((lab::VIP, 80));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || lab
+            .client
+            .run(|| tapvs_lab::traffic::http_get(vip, "/", Duration::from_secs(1)))
+            .is_ok_and(|(s, _)| s == 200)),
+        "no service through the VIP"
+    );
+
+    // Five keep-alive connections: each answers once, then stays open.
+    let mut streams: Vec<TcpStream> = lab
+        .client
+        .run(|| {
+            (0..5)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    assert_eq!(get_on(&mut s)?, 200);
+                    Ok(s)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("keep-alive connections");
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+
+    // B's table gets them from A's sync messages: same real server, ESTABLISHED.
+    let rs = lab::real_addr(0);
+    let want = |port: u16| format!("{}:{port}", lab::CLIENT);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                l.lines().any(|x| {
+                    x.contains(&format!("{} ", want(*p)))
+                        && x.contains("ESTABLISHED")
+                        && x.contains(&format!("{rs}:80"))
+                })
+            })
+        }),
+        "B has A's connections:\n{}",
+        conns(&b)
+    );
+    // Each connection still works (through A).
+    for s in &mut streams {
+        assert_eq!(get_on(s).expect("second request"), 200);
+    }
+    // Closing them: B follows the state (FIN_WAIT / TIME_WAIT / CLOSE ...), never scheduling.
+    drop(streams);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                l.lines()
+                    .filter(|x| x.contains(&format!("{} ", want(*p))))
+                    .all(|x| !x.contains("ESTABLISHED"))
+            })
+        }),
+        "B follows the closes:\n{}",
+        conns(&b)
+    );
+    let (_, m) = common::scrape(&lab);
+    let sent = m
+        .lines()
+        .find(|l| l.starts_with("tapvs_sync_messages_total{direction=\"out\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(sent >= 1.0, "A counted its sync messages:\n{m}");
+    drop(b);
+
+    let pid = tshark.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(tshark
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .is_some());
+    let rows = tshark_fields(
+        &pcap,
+        &[
+            "ip.src",
+            "ipvs.syncid",
+            "ipvs.conncount",
+            "ipvs.caddr",
+            "ipvs.cport",
+            "ipvs.vaddr",
+            "ipvs.vport",
+            "ipvs.daddr",
+            "ipvs.dport",
+            "ipvs.state",
+            "ipvs.proto",
+            "ipvs.timeout",
+        ],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(!rows.is_empty(), "no sync datagrams captured");
+    eprintln!("first datagram: {:?}", rows[0]);
+    let col = |r: &Vec<String>, i: usize| -> Vec<String> {
+        r.get(i)
+            .map(|c| c.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut seen_established = std::collections::HashSet::new();
+    let mut seen_later = std::collections::HashSet::new();
+    for r in &rows {
+        assert_eq!(r[0], A_INT, "from A's own address: {r:?}");
+        assert_eq!(r[1], "9", "syncid: {r:?}");
+        let count: usize = r[2].parse().unwrap();
+        let caddrs = col(r, 3);
+        assert_eq!(
+            caddrs.len(),
+            count,
+            "connection count matches the entries: {r:?}"
+        );
+        for (i, caddr) in caddrs.iter().enumerate() {
+            assert_eq!(caddr, &lab::CLIENT.to_string());
+            assert_eq!(col(r, 5)[i], lab::VIP.to_string());
+            assert_eq!(col(r, 6)[i], "80");
+            assert_eq!(col(r, 7)[i], rs.to_string());
+            assert_eq!(col(r, 8)[i], "80");
+            let proto = col(r, 10)[i].clone();
+            assert!(proto == "6" || proto == "0x06", "protocol TCP: {r:?}");
+            let cport: u16 = col(r, 4)[i].parse().unwrap();
+            let state = col(r, 9)[i].clone();
+            let state = u16::from_str_radix(state.trim_start_matches("0x"), 16).unwrap();
+            let timeout: u32 = col(r, 11)[i].parse().unwrap();
+            if state == 1 {
+                assert_eq!(timeout, 900, "ESTABLISHED timeout: {r:?}");
+                seen_established.insert(cport);
+            } else {
+                assert!(
+                    [4, 5, 6, 7, 8].contains(&state),
+                    "state number {state}: {r:?}"
+                );
+                seen_later.insert(cport);
+            }
+        }
+    }
+    for p in &ports {
+        assert!(
+            seen_established.contains(p),
+            "port {p} synced as ESTABLISHED: {rows:?}"
+        );
+        assert!(seen_later.contains(p), "port {p} synced closing: {rows:?}");
+    }
+    eprintln!(
+        "{} sync datagrams decoded by tshark; test took {:?}",
+        rows.len(),
+        started.elapsed()
+    );
+}
