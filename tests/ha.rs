@@ -40,16 +40,15 @@ fn config(
     prio: u8,
     state: &str,
     sync: &str,
-    metrics: bool,
+    metrics: Option<u16>,
 ) -> String {
     let socket = std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.sock", std::process::id()));
     let vip = lab::VIP;
     let rs = lab::real_addr(0);
     let n = if tag == "a" { 1 } else { 2 };
-    let metrics = if metrics {
-        "listen = \"127.0.0.1:9273\""
-    } else {
-        "enabled = false"
+    let metrics = match metrics {
+        Some(p) => format!("listen = \"127.0.0.1:{p}\""),
+        None => "enabled = false".to_string(),
     };
     format!(
         r#"workers = 2
@@ -82,6 +81,15 @@ scheduler = "rr"
 
 [[service.real]]
 address = "{rs}:80"
+forward = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "{vip}:5001"
+scheduler = "rr"
+
+[[service.real]]
+address = "{rs}:5001"
 forward = "nat"
 
 [[vrrp]]
@@ -225,11 +233,11 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
         150,
         "MASTER",
         "master = true",
-        true,
+        Some(9273),
     ))
     .expect("start A");
     let cfg_b = tapvs::config::parse(
-        &config("b", B_EXT, B_INT, 100, "BACKUP", "backup = true", false),
+        &config("b", B_EXT, B_INT, 100, "BACKUP", "backup = true", None),
         std::path::Path::new("b.toml"),
     )
     .expect("config B");
@@ -393,4 +401,270 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
         rows.len(),
         started.elapsed()
     );
+}
+
+const MB200: u64 = 200 * 1024 * 1024;
+const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
+
+/// The deterministic download: xorshift64 words from `seed`.
+fn fill(state: &mut u64, buf: &mut [u8]) {
+    for w in buf.chunks_exact_mut(8) {
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn expected_digest(bytes: u64, seed: u64) -> Vec<u8> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut st = seed;
+    let mut buf = vec![0u8; 65536];
+    let mut left = bytes;
+    while left > 0 {
+        fill(&mut st, &mut buf);
+        let n = left.min(buf.len() as u64) as usize;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    h.finalize().to_vec()
+}
+
+/// A real server that sends `bytes` of the stream for `seed` to its first client, then closes.
+fn download_server(
+    rs: &tapvs_lab::netns::Netns,
+    bytes: u64,
+    seed: u64,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    let listener = rs
+        .run(|| std::net::TcpListener::bind("0.0.0.0:5001"))
+        .expect("bind 5001");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept()?;
+        s.set_write_timeout(Some(Duration::from_secs(60)))?;
+        let mut st = seed;
+        let mut buf = vec![0u8; 65536];
+        let mut left = bytes;
+        while left > 0 {
+            fill(&mut st, &mut buf);
+            let n = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    })
+}
+
+/// One appliance as its own process (so it can be killed), with its metrics port.
+struct Appliance {
+    child: Option<NsChild>,
+    metrics: u16,
+    config: std::path::PathBuf,
+}
+
+impl Appliance {
+    fn start(lab: &Lab, tag: &str, text: &str, metrics: u16) -> Appliance {
+        let config =
+            std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&config, text).expect("write config");
+        let mut a = Appliance {
+            child: None,
+            metrics,
+            config,
+        };
+        a.restart(lab);
+        a
+    }
+
+    fn restart(&mut self, lab: &Lab) {
+        let c = self.config.to_str().unwrap().to_string();
+        self.child = Some(
+            lab.director
+                .spawn(
+                    &[BIN, "run", "--config", &c],
+                    Stdio::null(),
+                    Stdio::inherit(),
+                )
+                .expect("spawn tapvs"),
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || self
+                .state(lab, "VI_EXT")
+                .is_some()),
+            "tapvs did not come up"
+        );
+    }
+
+    fn metrics_text(&self, lab: &Lab) -> Option<String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.metrics).parse().unwrap();
+        lab.director
+            .run(|| tapvs_lab::traffic::http_get(addr, "/metrics", Duration::from_secs(2)))
+            .ok()
+            .map(|(_, b)| b)
+    }
+
+    fn state(&self, lab: &Lab, inst: &str) -> Option<String> {
+        let text = self.metrics_text(lab)?;
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tapvs_vrrp_state{")
+                    && l.contains(&format!("instance=\"{inst}\""))
+                    && l.ends_with(" 1")
+            })
+            .find_map(|l| Some(l.split("state=\"").nth(1)?.split('"').next()?.to_string()))
+    }
+
+    fn value(&self, lab: &Lab, prefix: &str) -> f64 {
+        self.metrics_text(lab)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(c) = self.child.take() {
+            c.kill().expect("kill -9");
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Failover, NAT: A (150, master) and B (100, backup) both run the sync daemon as master and
+/// backup. A client holds 50 idle keep-alive HTTP connections and downloads 200 MB through the
+/// VIP; `kill -9` of A mid-transfer. B is master within 3 × advert_int + skew + 0.5 s, the
+/// download completes with the same SHA-256, and every keep-alive connection answers its next
+/// request (through B, from the entries A synced).
+#[test]
+fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
+    if !precheck() {
+        return;
+    }
+    let started = Instant::now();
+    let lab = Lab::build(1).expect("lab");
+    let _servers = common::http_servers(&lab, 80);
+    let both = "master = true\nbackup = true";
+    let mut a = Appliance::start(
+        &lab,
+        "fa",
+        &config("a", A_EXT, A_INT, 150, "MASTER", both, Some(9273)),
+        9273,
+    );
+    let b = Appliance::start(
+        &lab,
+        "fb",
+        &config("b", B_EXT, B_INT, 100, "BACKUP", both, Some(9274)),
+        9274,
+    );
+    for inst in ["VI_EXT", "VI_INT"] {
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || a
+                .state(&lab, inst)
+                .as_deref()
+                == Some("MASTER")),
+            "A master of {inst}"
+        );
+        assert_eq!(b.state(&lab, inst).as_deref(), Some("BACKUP"));
+    }
+    let vip = SocketAddr::from((lab::VIP, 80));
+    let mut keep: Vec<TcpStream> = lab
+        .client
+        .run(|| {
+            (0..50)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                    assert_eq!(get_on(&mut s)?, 200);
+                    Ok(s)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("50 keep-alive connections");
+
+    let seed = 0x5eed;
+    let server = download_server(&lab.reals[0], MB200, seed);
+    let dl = lab
+        .client
+        .spawn_thread(move || -> std::io::Result<(u64, Vec<u8>)> {
+            use sha2::Digest;
+            let mut s = TcpStream::connect_timeout(
+                &SocketAddr::from((lab::VIP, 5001)),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0u64;
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            Ok((total, h.finalize().to_vec()))
+        });
+    // B has every connection (the 50 and the download) from A's sync messages.
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || b
+            .value(&lab, "tapvs_sync_connections_applied_total")
+            >= 51.0),
+        "B applied A's sync entries: {}",
+        b.value(&lab, "tapvs_sync_connections_applied_total")
+    );
+    // Mid-transfer: at least 40 MB through A.
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(20), || a
+            .value(&lab, "tapvs_frame_bytes_total{direction=\"in\"}")
+            >= 40e6),
+        "the download runs through A"
+    );
+    let t0 = Instant::now();
+    a.kill9();
+    let mut took = None;
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            let m = ["VI_EXT", "VI_INT"]
+                .iter()
+                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
+            if m && took.is_none() {
+                took = Some(t0.elapsed());
+            }
+            m
+        }),
+        "B becomes master"
+    );
+    let took = took.unwrap();
+    // 3 × 1 s + (256 − 100)/256 s + 0.5 s.
+    let bound = Duration::from_millis(3000 + 609 + 500);
+    eprintln!("B master {took:?} after kill -9 of A (bound {bound:?})");
+    assert!(took <= bound, "B master after {took:?}");
+
+    let (bytes, digest) = dl.join().expect("download thread").expect("download");
+    server.join().expect("server thread").expect("server");
+    assert_eq!(bytes, MB200);
+    assert_eq!(
+        digest,
+        expected_digest(MB200, seed),
+        "SHA-256 of the download"
+    );
+    let mut ok = 0;
+    for s in &mut keep {
+        if get_on(s).is_ok_and(|st| st == 200) {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 50, "keep-alive connections answered after the failover");
+    eprintln!("failover NAT test took {:?}", started.elapsed());
 }
