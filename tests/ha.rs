@@ -42,10 +42,31 @@ fn config(
     sync: &str,
     metrics: Option<u16>,
 ) -> String {
+    config_fwd(tag, ext, int, prio, state, sync, metrics, "nat")
+}
+
+/// [`config`] with the services' forwarding method (`fullnat`: local address 172.16.0.100,
+/// which floats with VI_INT).
+#[allow(clippy::too_many_arguments)]
+fn config_fwd(
+    tag: &str,
+    ext: &str,
+    int: &str,
+    prio: u8,
+    state: &str,
+    sync: &str,
+    metrics: Option<u16>,
+    fwd: &str,
+) -> String {
     let socket = std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.sock", std::process::id()));
     let vip = lab::VIP;
     let rs = lab::real_addr(0);
     let n = if tag == "a" { 1 } else { 2 };
+    let (lips, lip_float) = if fwd == "fullnat" {
+        ("local_addresses = [\"172.16.0.100\"]", ", \"172.16.0.100\"")
+    } else {
+        ("", "")
+    };
     let metrics = match metrics {
         Some(p) => format!("listen = \"127.0.0.1:{p}\""),
         None => "enabled = false".to_string(),
@@ -78,19 +99,21 @@ bridge = "{ib}"
 protocol = "tcp"
 address = "{vip}:80"
 scheduler = "rr"
+{lips}
 
 [[service.real]]
 address = "{rs}:80"
-forward = "nat"
+forward = "{fwd}"
 
 [[service]]
 protocol = "tcp"
 address = "{vip}:5001"
 scheduler = "rr"
+{lips}
 
 [[service.real]]
 address = "{rs}:5001"
-forward = "nat"
+forward = "{fwd}"
 
 [[vrrp]]
 name = "VI_EXT"
@@ -106,7 +129,7 @@ port = "int"
 virtual_router_id = 52
 priority = {prio}
 state = "{state}"
-virtual_addresses = ["172.16.0.1"]
+virtual_addresses = ["172.16.0.1"{lip_float}]
 
 [sync]
 mcast_interface = "int"
@@ -434,16 +457,22 @@ fn expected_digest(bytes: u64, seed: u64) -> Vec<u8> {
 }
 
 /// A real server that sends `bytes` of the stream for `seed` to its first client, then closes.
+#[allow(clippy::type_complexity)]
 fn download_server(
     rs: &tapvs_lab::netns::Netns,
     bytes: u64,
     seed: u64,
-) -> std::thread::JoinHandle<std::io::Result<()>> {
+) -> (
+    std::thread::JoinHandle<std::io::Result<()>>,
+    std::sync::mpsc::Receiver<SocketAddr>,
+) {
     let listener = rs
         .run(|| std::net::TcpListener::bind("0.0.0.0:5001"))
         .expect("bind 5001");
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept()?;
+        let _ = tx.send(peer);
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
         let mut st = seed;
         let mut buf = vec![0u8; 65536];
@@ -455,7 +484,8 @@ fn download_server(
             left -= n as u64;
         }
         Ok(())
-    })
+    });
+    (h, rx)
 }
 
 /// One appliance as its own process (so it can be killed), with its metrics port.
@@ -547,6 +577,18 @@ impl Drop for Appliance {
 /// request (through B, from the entries A synced).
 #[test]
 fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
+    failover("nat");
+}
+
+/// The same with FullNAT: the real server keeps seeing the same local address and port (the
+/// download's and every keep-alive connection's TCP connection on the server survives; the
+/// server records the peers it saw).
+#[test]
+fn failover_fullnat_kill_9_keeps_local_address_and_port() {
+    failover("fullnat");
+}
+
+fn failover(fwd: &str) {
     if !precheck() {
         return;
     }
@@ -557,13 +599,13 @@ fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
     let mut a = Appliance::start(
         &lab,
         "fa",
-        &config("a", A_EXT, A_INT, 150, "MASTER", both, Some(9273)),
+        &config_fwd("a", A_EXT, A_INT, 150, "MASTER", both, Some(9273), fwd),
         9273,
     );
     let b = Appliance::start(
         &lab,
         "fb",
-        &config("b", B_EXT, B_INT, 100, "BACKUP", both, Some(9274)),
+        &config_fwd("b", B_EXT, B_INT, 100, "BACKUP", both, Some(9274), fwd),
         9274,
     );
     for inst in ["VI_EXT", "VI_INT"] {
@@ -592,7 +634,7 @@ fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
         .expect("50 keep-alive connections");
 
     let seed = 0x5eed;
-    let server = download_server(&lab.reals[0], MB200, seed);
+    let (server, peer) = download_server(&lab.reals[0], MB200, seed);
     let dl = lab
         .client
         .spawn_thread(move || -> std::io::Result<(u64, Vec<u8>)> {
@@ -652,7 +694,19 @@ fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
     assert!(took <= bound, "B master after {took:?}");
 
     let (bytes, digest) = dl.join().expect("download thread").expect("download");
+    // The server's one TCP connection carried all of it (written without error to the end).
     server.join().expect("server thread").expect("server");
+    let peer = peer.recv().expect("server peer");
+    if fwd == "fullnat" {
+        assert_eq!(
+            peer.ip(),
+            std::net::IpAddr::from([172, 16, 0, 100]),
+            "the server sees the local address"
+        );
+    } else {
+        assert_eq!(peer.ip(), std::net::IpAddr::from(lab::CLIENT));
+    }
+    eprintln!("{fwd}: the server's peer {peer} for the whole download");
     assert_eq!(bytes, MB200);
     assert_eq!(
         digest,
@@ -666,5 +720,5 @@ fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
         }
     }
     assert_eq!(ok, 50, "keep-alive connections answered after the failover");
-    eprintln!("failover NAT test took {:?}", started.elapsed());
+    eprintln!("failover {fwd} test took {:?}", started.elapsed());
 }
