@@ -134,6 +134,7 @@ virtual_addresses = ["172.16.0.1"{lip_float}]
 [sync]
 mcast_interface = "int"
 syncid = 9
+refresh_period = 1
 {sync}
 "#,
         socket = socket.display(),
@@ -556,6 +557,20 @@ impl Appliance {
             .sum()
     }
 
+    /// SIGTERM, waiting (bounded) for the exit.
+    fn sigterm(&mut self) {
+        if let Some(c) = self.child.take() {
+            let pid = c.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            assert!(
+                c.wait_timeout(Duration::from_secs(10)).unwrap().is_some(),
+                "tapvs exits on SIGTERM"
+            );
+        }
+    }
+
     fn kill9(&mut self) {
         if let Some(c) = self.child.take() {
             c.kill().expect("kill -9");
@@ -713,12 +728,88 @@ fn failover(fwd: &str) {
         expected_digest(MB200, seed),
         "SHA-256 of the download"
     );
-    let mut ok = 0;
-    for s in &mut keep {
-        if get_on(s).is_ok_and(|st| st == 200) {
-            ok += 1;
-        }
-    }
-    assert_eq!(ok, 50, "keep-alive connections answered after the failover");
+    let answered = |keep: &mut Vec<TcpStream>| {
+        keep.iter_mut()
+            .map(|s| get_on(s).is_ok_and(|st| st == 200))
+            .filter(|ok| *ok)
+            .count()
+    };
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered after the failover"
+    );
+
+    // Restart A (state BACKUP now, as after a reboot): B syncs the connections back (refresh
+    // on their next packets), A preempts, and the connections survive again.
+    std::fs::write(
+        &a.config,
+        config_fwd("a", A_EXT, A_INT, 150, "BACKUP", both, Some(9273), fwd),
+    )
+    .unwrap();
+    let restarted = Instant::now();
+    a.restart(&lab);
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            assert_eq!(
+                answered(&mut keep),
+                50,
+                "connections keep working through B"
+            );
+            a.value(&lab, "tapvs_sync_connections_applied_total") >= 50.0
+        }),
+        "B synced the connections back to A: {}",
+        a.value(&lab, "tapvs_sync_connections_applied_total")
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), Duration::from_millis(20), || [
+            "VI_EXT", "VI_INT"
+        ]
+        .iter()
+        .all(|i| a.state(&lab, i).as_deref() == Some("MASTER"))),
+        "restarted A preempts"
+    );
+    eprintln!("A preempted {:?} after its restart", restarted.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || [
+            "VI_EXT", "VI_INT"
+        ]
+        .iter()
+        .all(|i| b.state(&lab, i).as_deref() == Some("BACKUP"))),
+        "B yields"
+    );
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered through A again"
+    );
+
+    // Clean stop: SIGTERM of the master A sends priority 0; B takes over in under 1 s.
+    let t0 = Instant::now();
+    a.sigterm();
+    let mut took = None;
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(5), || {
+            let m = ["VI_EXT", "VI_INT"]
+                .iter()
+                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
+            if m && took.is_none() {
+                took = Some(t0.elapsed());
+            }
+            m
+        }),
+        "B master after SIGTERM of A"
+    );
+    let took = took.unwrap();
+    eprintln!("B master {took:?} after SIGTERM of A (incl. A's exit)");
+    assert!(
+        took < Duration::from_secs(1),
+        "clean stop takeover {took:?}"
+    );
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered after the clean stop"
+    );
     eprintln!("failover {fwd} test took {:?}", started.elapsed());
 }

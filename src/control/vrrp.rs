@@ -216,6 +216,7 @@ impl VrrpThread {
             && cur.sync_master == conf.master.is_some()
             && cur.sync_backup == conf.backup.is_some()
             && cur.sync_port == port
+            && cur.sync_refresh == conf.refresh_period
         {
             return;
         }
@@ -224,6 +225,7 @@ impl VrrpThread {
             sync_master: conf.master.is_some(),
             sync_backup: conf.backup.is_some(),
             sync_port: port,
+            sync_refresh: conf.refresh_period,
             ..(*cur).clone()
         };
         self.shared.ha.standby.store(Arc::new(s));

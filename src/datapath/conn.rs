@@ -132,6 +132,8 @@ pub struct Conn {
     pub one_packet: bool,
     /// Client-side packets seen (IPVS's `in_pkts`, for the sync threshold).
     pub in_pkts: u32,
+    /// Second (table-relative) of its last sync update (IPVS's `sync_endtime`).
+    pub synced_at: u32,
     gen: u32,
     live: bool,
 }
@@ -783,6 +785,7 @@ impl ConnTable {
             expires: now + timeout,
             one_packet: c.one_packet,
             in_pkts: 0,
+            synced_at: now,
             gen,
             live: true,
         };

@@ -39,6 +39,9 @@ pub struct Standby {
     pub sync_backup: bool,
     /// UDP port of the sync daemon (8848).
     pub sync_port: u16,
+    /// Master: also sync a connection on a client packet when its last update is this many
+    /// seconds old (IPVS's `sync_refresh_period`; 0 = off).
+    pub sync_refresh: u32,
 }
 
 /// No VRRP: every address is owned, nothing floats.
@@ -49,6 +52,7 @@ pub static NO_STANDBY: Standby = Standby {
     sync_master: false,
     sync_backup: false,
     sync_port: 0,
+    sync_refresh: 0,
 };
 
 impl Standby {

@@ -22,6 +22,8 @@ pub struct RawSync {
     sync_maxlen: Option<u32>,
     mcast_group: Option<String>,
     mcast_port: Option<u32>,
+    #[serde(default)]
+    refresh_period: u32,
 }
 
 /// One role's settings (ipvsadm keeps them per role).
@@ -46,6 +48,9 @@ pub struct SyncConfig {
     pub master: Option<SyncSettings>,
     /// The backup role, if started.
     pub backup: Option<SyncSettings>,
+    /// Master: re-sync a connection on a client packet when its last update is this many
+    /// seconds old (IPVS's `sync_refresh_period`, 0 = off, the default).
+    pub refresh_period: u32,
 }
 
 /// Default group, 224.0.0.81.
@@ -125,9 +130,16 @@ pub fn validate(raw: &RawSync, ports: &[(String, u32)]) -> Result<SyncConfig, (S
         raw.mcast_port,
     )
     .map_err(|(f, m)| (format!("sync.{f}"), m))?;
+    if raw.refresh_period > 86_400 {
+        return Err((
+            "sync.refresh_period".into(),
+            "must be 0..=86400 seconds".into(),
+        ));
+    }
     Ok(SyncConfig {
         master: raw.master.then_some(s),
         backup: raw.backup.then_some(s),
+        refresh_period: raw.refresh_period,
     })
 }
 

@@ -632,7 +632,7 @@ impl Pipeline {
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
         if env.standby.sync_master {
-            self.sync_note(slot, old, true);
+            self.sync_note(slot, old, true, env.standby.sync_refresh);
         }
         if let Some(d) = self.dstats.get_mut(dest_id) {
             d.in_pkts += 1;
@@ -885,7 +885,12 @@ impl Pipeline {
             d.out_bytes += u64::from(pkt.ip_total_len);
         }
         if env.standby.sync_master {
-            self.sync_note(fd.slot, old, fd.dir != Dir::Output);
+            self.sync_note(
+                fd.slot,
+                old,
+                fd.dir != Dir::Output,
+                env.standby.sync_refresh,
+            );
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {

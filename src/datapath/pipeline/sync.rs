@@ -30,12 +30,15 @@ impl Pipeline {
     /// After a packet moved connection `slot` from state `old`: queues a sync update when IPVS
     /// would send one. `input`: the packet came from the client (only those count towards the
     /// threshold, as IPVS's `in_pkts`).
-    pub(crate) fn sync_note(&mut self, slot: u32, old: State, input: bool) {
+    pub(crate) fn sync_note(&mut self, slot: u32, old: State, input: bool, refresh: u32) {
+        let now = self.now;
         let c = self.table.get(slot);
         if c.one_packet {
             return;
         }
-        let periodic = input && c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD;
+        let periodic = input
+            && (c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD
+                || (refresh > 0 && now.saturating_sub(c.synced_at) >= refresh));
         let needed = if c.proto == 6 {
             let synced_states = matches!(
                 c.state,
@@ -74,6 +77,7 @@ impl Pipeline {
         };
         if self.sync_out.len() < SYNC_OUT_MAX {
             self.sync_out.push(entry);
+            self.table.get_mut(slot).synced_at = now;
         } else {
             self.sync_overflow += 1;
         }
