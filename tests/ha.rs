@@ -250,16 +250,42 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
         }),
         "tshark did not start"
     );
-    lab.start(&config(
-        "a",
-        A_EXT,
-        A_INT,
-        150,
-        "MASTER",
-        "master = true",
-        Some(9273),
-    ))
-    .expect("start A");
+    // A's master sync daemon is started by tapvsadm (as ipvsadm), not by its config.
+    lab.start(&config("a", A_EXT, A_INT, 150, "MASTER", "", Some(9273)))
+        .expect("start A");
+    let adm = |d: &Daemon, line: &str| {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        d.execute(&args, "")
+    };
+    let a = lab.daemon();
+    assert_eq!(adm(a, "-L --daemon").stdout, "", "no daemon yet");
+    let r = adm(
+        a,
+        "--start-daemon master --mcast-interface int --syncid 9 --sync-maxlen 1400",
+    );
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert_eq!(
+        adm(a, "-L --daemon").stdout,
+        "master sync daemon (mcast=int, syncid=9, maxlen=1400, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    let again = adm(a, "--start-daemon master");
+    assert_eq!(
+        again.code, 1,
+        "a running role cannot start twice: {again:?}"
+    );
+    let bad = adm(a, "--start-daemon backup --mcast-interface nope");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("mcast-interface"), "{bad:?}");
+    let bad = adm(a, "--start-daemon backup --syncid 300");
+    assert_eq!(
+        (bad.code, bad.stderr.trim()),
+        (2, "illegal syncid specified")
+    );
+    assert_eq!(
+        adm(a, "-L --daemon").stdout.lines().count(),
+        1,
+        "errors changed nothing"
+    );
     let cfg_b = tapvs::config::parse(
         &config("b", B_EXT, B_INT, 100, "BACKUP", "backup = true", None),
         std::path::Path::new("b.toml"),
@@ -342,6 +368,9 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(sent >= 1.0, "A counted its sync messages:\n{m}");
+    assert_eq!(adm(&b, "--stop-daemon backup").code, 0);
+    assert_eq!(adm(&b, "-L --daemon").stdout, "");
+    assert_eq!(adm(&b, "--stop-daemon backup").code, 1, "not running");
     drop(b);
 
     let pid = tshark.id().to_string();

@@ -144,6 +144,9 @@ fn list(shared: &Shared, o: &ListOpts) -> Response {
             format::list_conns(&conns)
         });
     }
+    if o.daemon {
+        return Response::out(crate::control::sync::list_daemons(shared));
+    }
     let l = listing(shared);
     if o.timeout {
         return Response::out(format::timeouts(l.timeouts));
@@ -218,6 +221,8 @@ pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
             Response::default()
         }
         Command::Restore => restore(shared, stdin),
+        Command::StartDaemon(o) => crate::control::sync::start_daemon(shared, o),
+        Command::StopDaemon(role) => crate::control::sync::stop_daemon(shared, *role),
         other => match configure(shared, other) {
             Ok(()) => Response::default(),
             Err(e) => Response::err(&e),

@@ -239,7 +239,87 @@ impl SyncDaemon {
     }
 }
 
-/// The group a settings block sends to, for listings.
+/// `tapvsadm --start-daemon`: validates the options against the ports (as the config's `[sync]`
+/// section) and starts the role; a role already running is an error and changes nothing.
+pub fn start_daemon(shared: &Shared, o: &tapvs_adm::DaemonOpts) -> tapvs_adm::Response {
+    use tapvs_adm::{AdmError, DaemonRole, Response};
+    if o.mcast_ttl.is_some_and(|t| t != 1) {
+        return Response::err(&AdmError::Unsupported("--mcast-ttl other than 1".into()));
+    }
+    let snap = shared.snapshot.load_full();
+    let ports: Vec<(String, u32)> = snap.ports.iter().map(|p| (p.name.clone(), p.mtu)).collect();
+    let s = match crate::syncd::settings(
+        &ports,
+        o.mcast_interface.as_deref(),
+        o.syncid.unwrap_or(0),
+        o.sync_maxlen,
+        o.mcast_group.as_deref(),
+        o.mcast_port,
+    ) {
+        Ok(s) => s,
+        Err((field, m)) => {
+            return Response::err(&AdmError::Other(format!(
+                "--{}: {m}",
+                field.replace('_', "-")
+            )))
+        }
+    };
+    let mut conf = shared
+        .ha
+        .sync_conf
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let slot = match o.role {
+        DaemonRole::Master => &mut conf.master,
+        DaemonRole::Backup => &mut conf.backup,
+    };
+    if slot.is_some() {
+        return Response::err(&AdmError::Other("File exists".into()));
+    }
+    *slot = Some(s);
+    drop(conf);
+    shared.ha.wake.notify();
+    Response::default()
+}
+
+/// `tapvsadm --stop-daemon`: stops the role; one not running is an error.
+pub fn stop_daemon(shared: &Shared, role: tapvs_adm::DaemonRole) -> tapvs_adm::Response {
+    use tapvs_adm::{AdmError, DaemonRole, Response};
+    let mut conf = shared
+        .ha
+        .sync_conf
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let slot = match role {
+        DaemonRole::Master => &mut conf.master,
+        DaemonRole::Backup => &mut conf.backup,
+    };
+    if slot.take().is_none() {
+        return Response::err(&AdmError::Other("No such process".into()));
+    }
+    drop(conf);
+    shared.ha.wake.notify();
+    Response::default()
+}
+
+/// `tapvsadm -L --daemon`: one line per running role, as ipvsadm.
+pub fn list_daemons(shared: &Shared) -> String {
+    let conf = *shared
+        .ha
+        .sync_conf
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let snap = shared.snapshot.load_full();
+    let lines = describe(&conf, |p| {
+        snap.ports
+            .get(p)
+            .map(|x| x.name.clone())
+            .unwrap_or_default()
+    });
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// One line per running role, as ipvsadm's `-L --daemon`.
 pub fn describe(conf: &SyncConfig, port_name: impl Fn(usize) -> String) -> Vec<String> {
     let mut out = Vec::new();
     for (role, s) in [("master", conf.master), ("backup", conf.backup)] {
