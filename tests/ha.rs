@@ -58,7 +58,10 @@ fn config_fwd(
     metrics: Option<u16>,
     fwd: &str,
 ) -> String {
-    let socket = std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.sock", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket =
+        std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}-{k}.sock", std::process::id()));
     let vip = lab::VIP;
     let rs = lab::real_addr(0);
     let n = if tag == "a" { 1 } else { 2 };
@@ -206,6 +209,13 @@ fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One test of this file at a time: each runs two appliances and their traffic, and the
+/// failover bounds are timing bounds.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// B's connection listing (`-L -n -c`).
 fn conns(b: &Daemon) -> String {
     b.execute(&["-L".into(), "-n".into(), "-c".into()], "")
@@ -221,6 +231,7 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
         tapvs_lab::netns::skip_or_fail("tshark is needed (scripts/deps)");
         return;
     }
+    let _one = serial();
     let started = Instant::now();
     let mut lab = Lab::build(1).expect("lab");
     let _servers = common::http_servers(&lab, 80);
@@ -636,19 +647,20 @@ fn failover(fwd: &str) {
     if !precheck() {
         return;
     }
+    let _one = serial();
     let started = Instant::now();
     let lab = Lab::build(1).expect("lab");
     let _servers = common::http_servers(&lab, 80);
     let both = "master = true\nbackup = true";
     let mut a = Appliance::start(
         &lab,
-        "fa",
+        &format!("{fwd}-a"),
         &config_fwd("a", A_EXT, A_INT, 150, "MASTER", both, Some(9273), fwd),
         9273,
     );
     let b = Appliance::start(
         &lab,
-        "fb",
+        &format!("{fwd}-b"),
         &config_fwd("b", B_EXT, B_INT, 100, "BACKUP", both, Some(9274), fwd),
         9274,
     );
