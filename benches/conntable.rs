@@ -131,6 +131,7 @@ addresses = ["172.16.0.1/24"]
         now_ms,
         expire_nodest: false,
         host_stack: false,
+        standby: &tapvs::datapath::ha::NO_STANDBY,
     };
     let now_ms = 3_600_000; // an hour later: every timeout has passed
     let mut wall = Vec::new();

@@ -142,6 +142,7 @@ scheduler = "rr"
             now_ms: 1000,
             expire_nodest: false,
             host_stack: false,
+            standby: &tapvs::datapath::ha::NO_STANDBY,
         }
     }
 }

@@ -381,6 +381,10 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[scale_out]`: active-active instances behind ECMP, VIPs announced through BIRD.
     pub scale_out: Option<crate::scaleout::ScaleOutConfig>,
+    /// VRRP instances (hot standby), see [`crate::vrrp::config`].
+    pub vrrp: Vec<crate::vrrp::config::VrrpConfig>,
+    /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
+    pub sync: crate::syncd::SyncConfig,
 }
 
 #[derive(Deserialize)]
@@ -406,6 +410,10 @@ struct RawConfig {
     #[serde(default)]
     service: Vec<RawService>,
     scale_out: Option<crate::scaleout::ScaleOutConfig>,
+    #[serde(default)]
+    vrrp: Vec<crate::vrrp::config::RawVrrp>,
+    #[serde(default)]
+    sync: crate::syncd::RawSync,
 }
 
 #[derive(Deserialize)]
@@ -968,6 +976,21 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         crate::scaleout::validate(so, &fwd).map_err(|(f, m)| err(f, m))?;
     }
 
+    let port_addrs: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.addresses.iter().map(|c| (c.addr, c.prefix)).collect(),
+            )
+        })
+        .collect();
+    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs).map_err(|(f, m)| err(f, m))?;
+    let port_mtus: Vec<_> = ports
+        .iter()
+        .map(|p| (p.name.clone(), p.mtu.unwrap_or(1500)))
+        .collect();
+    let sync = crate::syncd::validate(&raw.sync, &port_mtus).map_err(|(f, m)| err(f, m))?;
     Ok(Config {
         file: file.to_path_buf(),
         workers,
@@ -982,6 +1005,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         routes,
         services,
         scale_out: raw.scale_out,
+        vrrp,
+        sync,
     })
 }
 

@@ -18,4 +18,6 @@ pub mod datapath;
 pub mod health;
 pub mod rs;
 pub mod scaleout;
+pub mod syncd;
 pub mod sys;
+pub mod vrrp;

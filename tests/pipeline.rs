@@ -20,15 +20,18 @@ use etherparse::{
     Icmpv4Type, IpDscp, IpEcn, IpNumber, Ipv4Header, TcpHeader, UdpHeader,
 };
 use modes::packet::DropReason;
+use modes::wire::ipvs_sync::{flags as sync_flags, SyncConn};
 use tapvs::config::RpFilter;
 use tapvs::control::table::Table;
 use tapvs::datapath::conn::FlowKey;
+use tapvs::datapath::ha::Standby;
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use tapvs::datapath::persist::Templates;
+use tapvs::datapath::pipeline::SyncDrop;
 use tapvs::datapath::pipeline::{owner_of, Env, Pipeline, Sink, Verdict, HELD_MAX, HELD_TTL_MS};
 use tapvs::datapath::service::Snapshot;
 use tapvs::datapath::stats::{Drop, DROP_COUNT};
-use tapvs::datapath::tcp_state::Timeouts;
+use tapvs::datapath::tcp_state::{State, Timeouts};
 use tapvs::sys::tap::MAX_FRAME;
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +217,7 @@ struct World {
     now_ms: u64,
     expire_nodest: bool,
     host_stack: bool,
+    standby: Standby,
 }
 
 impl World {
@@ -225,6 +229,7 @@ impl World {
             now_ms: self.now_ms,
             expire_nodest: self.expire_nodest,
             host_stack: self.host_stack,
+            standby: &self.standby,
         }
     }
 
@@ -290,6 +295,7 @@ impl Setup {
             now_ms: 10_000,
             expire_nodest: false,
             host_stack: false,
+            standby: Standby::default(),
         };
         world.learn(CLIENT, EXT);
         if self.resolved {
@@ -1389,6 +1395,72 @@ fn arp_requests_for_port_addresses_vips_and_local_addresses_are_answered() {
     assert_eq!(rig.events(), []);
 }
 
+/// Hot standby: while VRRP does not own an address here, ARP requests for it go unanswered
+/// and packets to it are dropped (counted as `standby`), with no connection made; a floating
+/// address of a master instance is answered on its port only; adverts (IP protocol 112) go to
+/// the VRRP thread when VRRP runs, multicast or unicast.
+#[test]
+fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp() {
+    let mut rig = Rig::new();
+    rig.world.standby = Standby {
+        vrrp: true,
+        down: vec![VIP, LIP],
+        floating: vec![(INT, GW_FLOAT)],
+        ..Standby::default()
+    };
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, VIP)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    assert_eq!(
+        rig.feed(INT, &arp_request(RS_FNAT, LIP)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    assert_eq!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Drop(Drop::Standby)
+    );
+    assert_sent(&mut rig, &[]);
+    assert!(rig.pipe.table().is_empty());
+    // Own addresses are still answered; the floating one on its port only.
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, EXT_ADDR)),
+        Verdict::Answer
+    );
+    assert_sent(&mut rig, &[(EXT, arp_answer(CLIENT, EXT_ADDR, EXT_MAC))]);
+    assert_eq!(
+        rig.feed(INT, &arp_request(RS_NAT, GW_FLOAT)),
+        Verdict::Answer
+    );
+    assert_sent(&mut rig, &[(INT, arp_answer(RS_NAT, GW_FLOAT, INT_MAC))]);
+    assert_eq!(
+        rig.feed(EXT, &arp_request(CLIENT, GW_FLOAT)),
+        Verdict::Drop(Drop::ArpIgnored)
+    );
+    // Adverts: multicast and unicast to us go to VRRP; without VRRP they are unsupported.
+    let mcast = Pkt::raw(CLIENT, ip(224, 0, 0, 18), IpNumber(112))
+        .ttl(255)
+        .macs(CLIENT_MAC, [1, 0, 0x5e, 0, 0, 18]);
+    assert_eq!(rig.feed(EXT, &mcast.wire()), Verdict::Vrrp);
+    let ucast = Pkt::raw(CLIENT, EXT_ADDR, IpNumber(112)).ttl(255);
+    assert_eq!(rig.feed(EXT, &ucast.wire()), Verdict::Vrrp);
+    // Becoming master: the VIP is answered and forwarded again.
+    rig.world.standby.down.clear();
+    assert_eq!(rig.feed(EXT, &arp_request(CLIENT, VIP)), Verdict::Answer);
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
+        Verdict::Transmit { .. }
+    ));
+    rig.world.standby = Standby::default();
+    assert_eq!(
+        rig.feed(EXT, &mcast.wire()),
+        Verdict::Drop(Drop::UnsupportedProtocol)
+    );
+}
+
+/// A floating gateway address (on the servers' segment, no VIP).
+const GW_FLOAT: Ipv4Addr = ip(172, 16, 0, 250);
+
 #[test]
 fn arp_frames_teach_the_sender_when_they_concern_us() {
     let mut rig = Rig::unresolved();
@@ -2120,6 +2192,10 @@ fn provoke(d: Drop) -> Option<Rig> {
             let syn = client_syn(40000, V_NAT).src(FAR_CLIENT, 40000);
             rig.feed(EXT, &syn.wire())
         }
+        Drop::Standby => {
+            rig.world.standby.down = vec![VIP];
+            rig.feed(EXT, &client_syn(40000, V_NAT).wire())
+        }
     };
     assert_eq!(v, Verdict::Drop(d));
     Some(rig)
@@ -2456,4 +2532,156 @@ fn malformed_frames_are_counted_by_parse_reason() {
     assert_eq!(k.parse_drops, want);
     assert_eq!(k.drops, [0; DROP_COUNT]);
     assert_eq!(k.rx_frames, DropReason::COUNT as u64 + 1);
+}
+
+// Connection sync (IPVS sync v1)
+
+fn synced(vport: u16, daddr: Ipv4Addr, dport: u16, flags: u32, state: u16) -> SyncConn {
+    SyncConn {
+        protocol: 6,
+        flags,
+        state,
+        cport: 40000,
+        vport,
+        dport,
+        fwmark: 0,
+        timeout: 900,
+        caddr: CLIENT,
+        vaddr: VIP,
+        daddr,
+        fullnat: None,
+    }
+}
+
+/// Backup side: a synced entry becomes a connection with its real server and state, without
+/// scheduling, and the next packets are forwarded as on the master (NAT: DNAT to the synced
+/// server; FullNAT: from the synced local address and port); a later update refreshes it;
+/// entries for an unknown service or real server, templates and bad states are refused.
+#[test]
+fn synced_entries_become_connections_without_scheduling() {
+    let mut rig = Rig::new();
+    let env = rig.world.env();
+    let e = synced(V_NAT, RS_NAT, 8080, sync_flags::MASQ, 1);
+    assert_eq!(rig.pipe.sync_apply(&env, &e), Ok(()));
+    let c = rig.pipe.table().get(0);
+    assert_eq!(
+        (c.daddr, c.dport, c.state),
+        (RS_NAT, 8080, State::Established)
+    );
+    assert_eq!(rig.pipe.table().len(), 1);
+    // Mid-connection data from the client: forwarded (no SYN needed), DNAT to the server.
+    let data = from_client(40000, V_NAT).payload(pattern(100));
+    assert!(matches!(
+        rig.feed(EXT, &data.wire()),
+        Verdict::Transmit { hop: RS_NAT, .. }
+    ));
+    // An update (FIN_WAIT) refreshes the same entry.
+    let env = rig.world.env();
+    assert_eq!(
+        rig.pipe
+            .sync_apply(&env, &synced(V_NAT, RS_NAT, 8080, sync_flags::MASQ, 4)),
+        Ok(())
+    );
+    assert_eq!(rig.pipe.table().len(), 1);
+    assert_eq!(rig.pipe.table().get(0).state, State::FinWait);
+    // FullNAT: the local address and port come from the entry.
+    let mut f = synced(V_FNAT, RS_FNAT, 8083, sync_flags::FULLNAT, 1);
+    f.cport = 40001;
+    f.fullnat = Some((LIP, 5000));
+    assert_eq!(rig.pipe.sync_apply(&env, &f), Ok(()));
+    let fd = rig
+        .pipe
+        .table()
+        .lookup(&FlowKey::new(6, CLIENT, 40001, VIP, V_FNAT))
+        .expect("fullnat entry");
+    assert!(matches!(
+        rig.pipe.table().get(fd.slot).xmit,
+        tapvs::datapath::conn::Xmit::FullNat {
+            lip: LIP,
+            lport: 5000,
+            ..
+        }
+    ));
+    // The same local port again (another client): not free.
+    let mut g = f;
+    g.cport = 40002;
+    assert_eq!(rig.pipe.sync_apply(&env, &g), Err(SyncDrop::NoRoom));
+    // Refused: unknown service, unknown real server, another method, a template, a bad state.
+    let bad = [
+        (
+            synced(V_NONE, RS_NAT, 8080, sync_flags::MASQ, 1),
+            SyncDrop::UnknownService,
+        ),
+        (
+            synced(V_NAT, RS_B, 8080, sync_flags::MASQ, 1),
+            SyncDrop::UnknownDest,
+        ),
+        (
+            synced(V_NAT, RS_NAT, 8080, sync_flags::DROUTE, 1),
+            SyncDrop::UnknownDest,
+        ),
+        (
+            synced(
+                V_NAT,
+                RS_NAT,
+                8080,
+                sync_flags::MASQ | sync_flags::TEMPLATE,
+                1,
+            ),
+            SyncDrop::Unsupported,
+        ),
+        (
+            synced(V_NAT, RS_NAT, 8080, sync_flags::MASQ, 99),
+            SyncDrop::Unsupported,
+        ),
+    ];
+    for (mut e, why) in bad {
+        e.cport = 41000;
+        assert_eq!(rig.pipe.sync_apply(&env, &e), Err(why), "{e:?}");
+    }
+    assert_eq!(rig.pipe.table().len(), 2);
+}
+
+/// Master side: with the sync daemon on, entering ESTABLISHED and closing states queue updates,
+/// and an established connection is re-sent at client packet 3 of every 50; off, nothing.
+#[test]
+fn master_queues_sync_updates_as_ipvs() {
+    let mut rig = Rig::new();
+    rig.world.standby.sync_master = true;
+    rig.feed(EXT, &client_syn(40000, V_NAT).wire());
+    let synack = from_server((RS_NAT, 8080), (CLIENT, 40000));
+    rig.feed(INT, &synack.wire());
+    let (q, _) = rig.pipe.drain_sync();
+    assert_eq!(q.count(), 0, "SYN_RECV is not synced");
+    let ack = from_client(40000, V_NAT);
+    rig.feed(EXT, &ack.wire());
+    let (q, lost) = rig.pipe.drain_sync();
+    let got: Vec<SyncConn> = q.collect();
+    assert_eq!(lost, 0);
+    assert_eq!(got.len(), 1);
+    let e = got[0];
+    assert_eq!(
+        (e.caddr, e.cport, e.vaddr, e.vport),
+        (CLIENT, 40000, VIP, V_NAT)
+    );
+    assert_eq!(
+        (e.daddr, e.dport, e.state, e.timeout),
+        (RS_NAT, 8080, 1, 900)
+    );
+    assert_eq!(e.flags, sync_flags::MASQ);
+    // Client packets 3, 53, 103 ... (the SYN was 1, the ACK 2).
+    let mut at = Vec::new();
+    for n in 3..=110u32 {
+        rig.feed(EXT, &ack.wire());
+        let (q, _) = rig.pipe.drain_sync();
+        if q.count() > 0 {
+            at.push(n);
+        }
+    }
+    assert_eq!(at, vec![3, 53, 103]);
+    // Off: nothing queued.
+    rig.world.standby.sync_master = false;
+    let fin = from_client(40000, V_NAT).with_tcp(|t| t.fin = true);
+    rig.feed(EXT, &fin.wire());
+    assert_eq!(rig.pipe.drain_sync().0.count(), 0);
 }

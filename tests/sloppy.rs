@@ -142,6 +142,7 @@ impl Instance {
             now_ms: 10_000,
             expire_nodest: false,
             host_stack: false,
+            standby: &tapvs::datapath::ha::NO_STANDBY,
         };
         let v = self.pipes[w].process(&env, 0, &mut buf, 12 + frame.len(), false, &mut self.sink);
         (v, std::mem::take(&mut self.sink.0))

@@ -188,6 +188,142 @@ pub enum Command {
     Help,
     /// `-v`/`--version`: print the version, exit 0.
     Version,
+    /// `--start-daemon master|backup [options]`: start a connection sync daemon.
+    StartDaemon(DaemonOpts),
+    /// `--stop-daemon master|backup`: stop it.
+    StopDaemon(DaemonRole),
+}
+
+/// The role of a connection sync daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DaemonRole {
+    /// Sends this appliance's connections.
+    Master,
+    /// Receives a master's connections.
+    Backup,
+}
+
+/// `--start-daemon` and its options (ipvsadm's names; `None`: the default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonOpts {
+    /// master or backup.
+    pub role: DaemonRole,
+    /// `--mcast-interface`: the port (tapvs port name).
+    pub mcast_interface: Option<String>,
+    /// `--syncid` 0..=255.
+    pub syncid: Option<u32>,
+    /// `--sync-maxlen`.
+    pub sync_maxlen: Option<u32>,
+    /// `--mcast-group`.
+    pub mcast_group: Option<String>,
+    /// `--mcast-port`.
+    pub mcast_port: Option<u32>,
+    /// `--mcast-ttl` (tapvs sends with TTL 1 only).
+    pub mcast_ttl: Option<u32>,
+}
+
+/// The rest of a `--start-daemon`/`--stop-daemon` line.
+fn parse_daemon(
+    which: &str,
+    role: Option<String>,
+    scan: &mut Scanner,
+) -> Result<Command, AdmError> {
+    let start = which == "--start-daemon";
+    let role = match role.as_deref() {
+        Some("master") => DaemonRole::Master,
+        Some("backup") => DaemonRole::Backup,
+        _ => {
+            return Err(AdmError::IllegalDaemonParam(format!(
+                "{} parameter",
+                which.trim_start_matches('-')
+            )))
+        }
+    };
+    let mut o = DaemonOpts {
+        role,
+        mcast_interface: None,
+        syncid: None,
+        sync_maxlen: None,
+        mcast_group: None,
+        mcast_port: None,
+        mcast_ttl: None,
+    };
+    let num = |v: &Option<String>, what: &str| -> Result<u32, AdmError> {
+        v.as_deref()
+            .and_then(|s| s.parse::<u32>().ok())
+            .ok_or_else(|| AdmError::IllegalDaemonParam(what.to_string()))
+    };
+    while let Some(ev) = scan.next_event(false) {
+        let ev = ev?;
+        if ev.tag != Tag::SyncOpt || !start {
+            return Err(AdmError::InvalidOption(ev.written));
+        }
+        let name = ev.written.trim_start_matches('-').to_string();
+        let dup = |set: bool| {
+            if set {
+                Err(AdmError::MultipleOption(match name.as_str() {
+                    "mcast-interface" => "mcast-interface",
+                    "syncid" => "syncid",
+                    "sync-maxlen" => "sync-maxlen",
+                    "mcast-group" => "mcast-group",
+                    "mcast-port" => "mcast-port",
+                    _ => "mcast-ttl",
+                }))
+            } else {
+                Ok(())
+            }
+        };
+        match name.as_str() {
+            "mcast-interface" => {
+                dup(o.mcast_interface.is_some())?;
+                o.mcast_interface = ev.value.clone();
+            }
+            "syncid" => {
+                dup(o.syncid.is_some())?;
+                let v = num(&ev.value, "syncid")?;
+                if v > 255 {
+                    return Err(AdmError::IllegalDaemonParam("syncid".into()));
+                }
+                o.syncid = Some(v);
+            }
+            "sync-maxlen" => {
+                dup(o.sync_maxlen.is_some())?;
+                o.sync_maxlen = Some(num(&ev.value, "sync-maxlen")?);
+            }
+            "mcast-group" => {
+                dup(o.mcast_group.is_some())?;
+                let g = ev.value.clone().unwrap_or_default();
+                if g.parse::<std::net::Ipv4Addr>().is_err() {
+                    return Err(AdmError::IllegalDaemonParam("mcast-group".into()));
+                }
+                o.mcast_group = Some(g);
+            }
+            "mcast-port" => {
+                dup(o.mcast_port.is_some())?;
+                let v = num(&ev.value, "mcast-port")?;
+                if v == 0 || v > 65535 {
+                    return Err(AdmError::IllegalDaemonParam("mcast-port".into()));
+                }
+                o.mcast_port = Some(v);
+            }
+            _ => {
+                dup(o.mcast_ttl.is_some())?;
+                let v = num(&ev.value, "mcast-ttl")?;
+                if !(1..=255).contains(&v) {
+                    return Err(AdmError::IllegalDaemonParam("mcast-ttl".into()));
+                }
+                o.mcast_ttl = Some(v);
+            }
+        }
+    }
+    if let Some(a) = scan.positional.first() {
+        return Err(AdmError::UnexpectedArgument(a.clone()));
+    }
+    Ok(if start {
+        Command::StartDaemon(o)
+    } else {
+        Command::StopDaemon(role)
+    })
 }
 
 /// ipvsadm commands, in ipvsadm's order (which names them in messages).
@@ -984,11 +1120,7 @@ pub fn parse(args: &[String]) -> Result<Command, AdmError> {
         Tag::Cmd(c) => c,
         Tag::Help => return Ok(Command::Help),
         Tag::Version => return Ok(Command::Version),
-        Tag::Daemon(which) => {
-            return Err(AdmError::Unsupported(format!(
-                "the connection sync daemon ({which})"
-            )))
-        }
+        Tag::Daemon(which) => return parse_daemon(which, first.value, &mut scan),
         _ => return Err(AdmError::NoCommand),
     };
     let dest_cmd = matches!(cmd, Cmd::AddDest | Cmd::EditDest | Cmd::DelDest);
@@ -1393,13 +1525,7 @@ mod tests {
             }
             let unsupported = matches!(
                 tag,
-                Tag::Sctp
-                    | Tag::Fwmark
-                    | Tag::Ipv6
-                    | Tag::Pe
-                    | Tag::Daemon(_)
-                    | Tag::TunOpt
-                    | Tag::SyncOpt
+                Tag::Sctp | Tag::Fwmark | Tag::Ipv6 | Tag::Pe | Tag::TunOpt
             );
             if unsupported {
                 assert!(
@@ -1443,6 +1569,33 @@ mod tests {
         );
         let e = parse_restore_line("-R").unwrap_err();
         assert_eq!((e, 2), (AdmError::NestedRestore, 2));
+    }
+
+    #[test]
+    fn sync_daemon_commands() {
+        assert_eq!(
+            p("--start-daemon backup --mcast-interface int --syncid 9 --sync-maxlen 1400 --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 1").unwrap(),
+            Command::StartDaemon(DaemonOpts {
+                role: DaemonRole::Backup,
+                mcast_interface: Some("int".into()),
+                syncid: Some(9),
+                sync_maxlen: Some(1400),
+                mcast_group: Some("239.1.2.3".into()),
+                mcast_port: Some(9000),
+                mcast_ttl: Some(1),
+            })
+        );
+        assert_eq!(
+            p("--stop-daemon master").unwrap(),
+            Command::StopDaemon(DaemonRole::Master)
+        );
+        let Command::StartDaemon(o) = p("--start-daemon master").unwrap() else {
+            panic!("start-daemon");
+        };
+        assert_eq!(
+            (o.role, o.syncid, o.mcast_interface),
+            (DaemonRole::Master, None, None)
+        );
     }
 
     #[test]
@@ -1524,7 +1677,16 @@ mod tests {
             ("-a -t 1.2.3.4:80 -r [2001:db8::1]:80", "IPv6 (real server address) is not supported yet by tapvs".into()),
             ("-A -f 1 -6", "IPv6 (-6) is not supported yet by tapvs".into()),
             ("-A --sctp-service 1.2.3.4:80", "SCTP (--sctp-service) is not supported yet by tapvs".into()),
-            ("--start-daemon master", "the connection sync daemon (--start-daemon) is not supported yet by tapvs".into()),
+            ("--start-daemon primary", "illegal start-daemon parameter specified".into()),
+            ("--stop-daemon x", "illegal stop-daemon parameter specified".into()),
+            ("--start-daemon master --syncid 256", "illegal syncid specified".into()),
+            ("--start-daemon master --syncid x", "illegal syncid specified".into()),
+            ("--start-daemon master --mcast-port 0", "illegal mcast-port specified".into()),
+            ("--start-daemon master --mcast-group nope", "illegal mcast-group specified".into()),
+            ("--start-daemon master --syncid 1 --syncid 2", "multiple 'syncid' options specified".into()),
+            ("--start-daemon master -n", "invalid option `-n'".into()),
+            ("--stop-daemon master --syncid 1", "invalid option `--syncid'".into()),
+            ("--start-daemon master extra", "unexpected argument extra".into()),
             ("-A -t 1.2.3.4:80 -p --pe sip", "persistence engines (--pe) is not supported yet by tapvs".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gue", "GUE tunnels (--tun-type gue) is not supported yet by tapvs".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type gre", "GRE tunnels (--tun-type gre) is not supported yet by tapvs".into()),

@@ -243,7 +243,7 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
 /// With `opts.service` set only that service is printed and the version line is left out, as
 /// ipvsadm; the caller reports "No such service" when it does not exist (see
 /// [`Listing::service`]). `-c`, `--timeout` and `--daemon` are other functions
-/// ([`list_conns`], [`timeouts`]; the daemon listing is empty).
+/// ([`list_conns`], [`timeouts`]; the daemon listing is the appliance's own).
 pub fn list(listing: &Listing, opts: &ListOpts) -> String {
     let mut out = list_header(listing, opts);
     for s in sorted_services(listing, opts) {
@@ -386,8 +386,8 @@ pub fn usage() -> String {
         "-L|l [virtual-service] [options]",
         "-Z [virtual-service]",
         "--set tcp tcpfin udp",
-        "--start-daemon {master|backup} [daemon-options]  (not supported)",
-        "--stop-daemon {master|backup}  (not supported)",
+        "--start-daemon {master|backup} [daemon-options]",
+        "--stop-daemon {master|backup}",
         "-h",
     ] {
         let _ = writeln!(s, "  {p} {line}");
@@ -406,8 +406,8 @@ pub fn usage() -> String {
          \x20 --list            -L|-l     list the table\n\
          \x20 --zero            -Z        zero the counters of one or all services\n\
          \x20 --set tcp tcpfin udp        set the connection timeouts (0 keeps a value)\n\
-         \x20 --start-daemon              start the connection sync daemon (not supported)\n\
-         \x20 --stop-daemon               stop the connection sync daemon (not supported)\n\
+         \x20 --start-daemon              start the connection sync daemon\n\
+         \x20 --stop-daemon               stop the connection sync daemon\n\
          \x20 --help            -h        print this help\n\
          \x20 --version         -v        print the version\n\
          \nvirtual-service:\n\
@@ -439,7 +439,7 @@ pub fn usage() -> String {
          \x20 --numeric       -n              numeric output (tapvsadm never resolves names)\n\
          \x20 --connection    -c              list the connections\n\
          \x20 --timeout                       list the timeouts (tcp tcpfin udp)\n\
-         \x20 --daemon                        list the sync daemons (there are none)\n\
+         \x20 --daemon                        list the connection sync daemons\n\
          \x20 --stats                         list statistics\n\
          \x20 --rate                          list rates\n\
          \x20 --exact         -X              exact numbers in --stats and --rate\n\
@@ -449,12 +449,12 @@ pub fn usage() -> String {
          \x20 --nosort                        do not sort services and servers\n\
          \x20 --sort                          sort (the default, accepted for compatibility)\n\
          \nDaemon options:\n\
-         \x20 --syncid ID                     sync id (not supported)\n\
-         \x20 --sync-maxlen LEN               sync message length (not supported)\n\
-         \x20 --mcast-interface IF            sync interface (not supported)\n\
-         \x20 --mcast-group ADDR              sync group (not supported)\n\
-         \x20 --mcast-port PORT               sync port (not supported)\n\
-         \x20 --mcast-ttl TTL                 sync TTL (not supported)\n",
+         \x20 --syncid ID                     sync id (0..255, 0 = accept any)\n\
+         \x20 --sync-maxlen LEN               largest sync message (default: MTU - 28)\n\
+         \x20 --mcast-interface PORT          the tapvs port of the sync traffic\n\
+         \x20 --mcast-group ADDR              sync group (224.0.0.81)\n\
+         \x20 --mcast-port PORT               sync port (8848)\n\
+         \x20 --mcast-ttl TTL                 sync TTL (1 only)\n",
     );
     s
 }

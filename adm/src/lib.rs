@@ -23,7 +23,10 @@ pub mod model;
 
 use std::fmt;
 
-pub use cmd::{parse, parse_restore_line, Command, ListOpts, ServerOpts, ServiceOpts, ServiceSpec};
+pub use cmd::{
+    parse, parse_restore_line, Command, DaemonOpts, DaemonRole, ListOpts, ServerOpts, ServiceOpts,
+    ServiceSpec,
+};
 pub use message::{Request, Response, DEFAULT_SOCKET};
 pub use model::{ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
 
@@ -113,8 +116,11 @@ pub enum AdmError {
     UnexpectedArgument(String),
     /// `-R` inside restore input.
     NestedRestore,
-    /// Valid ipvsadm syntax tapvs does not implement yet (IPv6, SCTP, sync daemon, ...).
+    /// Valid ipvsadm syntax tapvs does not implement yet (IPv6, SCTP, ...).
     Unsupported(String),
+    /// A bad `--start-daemon`/`--stop-daemon` value: what (`syncid`, `start-daemon
+    /// parameter`, ...).
+    IllegalDaemonParam(String),
     /// Runtime: the service does not exist (`-E`, `-D`, `-Z`, `-L svc`).
     NoSuchService,
     /// Runtime: `-A` of a service that exists.
@@ -189,6 +195,7 @@ impl AdmError {
             UnexpectedArgument(a) => (u, format!("unexpected argument {a}")),
             NestedRestore => (u, hint),
             Unsupported(what) => (u, format!("{what} is not supported yet by tapvs")),
+            IllegalDaemonParam(what) => (u, format!("illegal {what} specified")),
             NoSuchService => (r, "No such service".into()),
             ServiceExists => (r, "Service already exists".into()),
             ServiceNotDefined => (r, "Service not defined".into()),

@@ -409,7 +409,9 @@ impl Listing {
             | Command::Save { .. }
             | Command::Restore
             | Command::Help
-            | Command::Version => {}
+            | Command::Version
+            | Command::StartDaemon(_)
+            | Command::StopDaemon(_) => {}
         }
         Ok(())
     }

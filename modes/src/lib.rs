@@ -4,7 +4,7 @@
 //! * [`kind`] — the two kinds config, data path and tapvsadm share:
 //!   [`Protocol`] (TCP/UDP) and [`Forward`] (NAT, DR, TUN, FullNAT).
 //! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, TCP, UDP,
-//!   ICMPv4) and the virtio-net header.
+//!   ICMPv4, VRRP, IPVS sync v1) and the virtio-net header.
 //! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
 //!   for full and partial (`NEEDS_CSUM`) checksums.
 //! * [`offload`] — finishing a partial checksum in software, as a device
@@ -19,6 +19,7 @@
 //! * [`fullnat`] — FullNAT (both ends rewritten) and [`toa`], the TCP
 //!   option that carries the client address to the real server.
 //! * [`icmp_nat`] — NAT of ICMP errors that quote a connection's packet.
+//! * [`advert`] — VRRP advertisement frames (the view is [`wire::vrrp`]).
 //! * [`reply`] — frames the appliance originates as a host: ARP, ICMP echo
 //!   replies and errors, TCP RST.
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@
     )
 )]
 
+pub mod advert;
 pub mod checksum;
 pub mod dr;
 pub mod fullnat;

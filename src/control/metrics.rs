@@ -318,6 +318,7 @@ pub fn render(shared: &Shared) -> String {
             .unwrap_or_else(|e| e.into_inner())
             .fell_back();
         gauge!("tapvs_steering_fallback").set(if fell_back { 1.0 } else { 0.0 });
+        crate::control::vrrp::record(shared);
     });
     let mut text = recorder.handle().render();
     process_metrics(&mut text);

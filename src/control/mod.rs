@@ -14,4 +14,6 @@ pub mod metrics;
 pub mod runtime;
 pub mod shared;
 pub mod socket;
+pub mod sync;
 pub mod table;
+pub mod vrrp;

@@ -148,6 +148,7 @@ impl Daemon {
                 host_rx: ArrayQueue::new(256),
                 host_wake: EventFd::new().map_err(StartError::Sys)?,
                 epoch: Instant::now(),
+                ha: crate::datapath::ha::HaShared::new(workers).map_err(StartError::Sys)?,
             }),
             table: Mutex::new(table),
             zero_base: Mutex::new(HashMap::new()),
@@ -176,6 +177,29 @@ impl Daemon {
         } else {
             None
         };
+        // The HA thread always runs: VRRP when configured, the sync daemon when configured or
+        // started by tapvsadm.
+        *shared
+            .ha
+            .sync_conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = cfg.sync;
+        {
+            if crate::control::vrrp::wanted(cfg) {
+                shared
+                    .ha
+                    .standby
+                    .store(Arc::new(crate::control::vrrp::initial_standby(cfg)));
+            }
+            let vrrp =
+                crate::control::vrrp::VrrpThread::new(cfg, shared.clone(), control_queues.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tapvs-vrrp".into())
+                    .spawn(move || vrrp.run())
+                    .map_err(StartError::Sys)?,
+            );
+        }
         let control = ControlThread {
             shared: shared.clone(),
             queues: control_queues,
@@ -266,6 +290,7 @@ impl Daemon {
         }
         self.shared.control_wake.notify();
         self.shared.host_wake.notify();
+        self.shared.ha.wake.notify();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -349,6 +374,10 @@ impl ControlThread {
                     announcements(&snap, &mut announced)
                 };
                 for (port, ip) in announce {
+                    if self.shared.ha.standby.load().is_down(ip) {
+                        // VRRP announces its addresses when it becomes master.
+                        continue;
+                    }
                     let mac = snap.ports[port].mac.into();
                     if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
                     {

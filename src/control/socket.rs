@@ -259,6 +259,9 @@ fn list(
         }
         return Response::out(out);
     }
+    if o.daemon {
+        return Response::out(crate::control::sync::list_daemons(shared));
+    }
     if o.timeout {
         return Response::out(format::timeouts(meta(shared).timeouts));
     }
@@ -381,6 +384,8 @@ pub fn execute_streamed(
             Response::default()
         }
         Command::Restore => restore(shared, stdin),
+        Command::StartDaemon(o) => crate::control::sync::start_daemon(shared, o),
+        Command::StopDaemon(role) => crate::control::sync::stop_daemon(shared, *role),
         other => match configure(shared, other) {
             Ok(()) => Response::default(),
             Err(e) => Response::err(&e),

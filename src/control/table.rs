@@ -415,7 +415,9 @@ impl Table {
             | Command::Save { .. }
             | Command::Restore
             | Command::Help
-            | Command::Version => return Ok(false),
+            | Command::Version
+            | Command::StartDaemon(_)
+            | Command::StopDaemon(_) => return Ok(false),
         };
         let key = match spec {
             ServiceSpec::Addr { proto, addr } => (*proto, *addr),

@@ -130,6 +130,10 @@ pub struct Conn {
     pub expires: u32,
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
     pub one_packet: bool,
+    /// Client-side packets seen (IPVS's `in_pkts`, for the sync threshold).
+    pub in_pkts: u32,
+    /// Second (table-relative) of its last sync update (IPVS's `sync_endtime`).
+    pub synced_at: u32,
     gen: u32,
     live: bool,
 }
@@ -274,6 +278,26 @@ impl LocalPorts {
             }
         }
         None
+    }
+
+    /// Takes the given port of `ip` (a connection synced from a master), if it is this
+    /// worker's and free.
+    pub fn claim(&mut self, pool: &[Ipv4Addr], ip: Ipv4Addr, port: u16) -> bool {
+        if !pool.contains(&ip) || port < 1024 || port % self.workers != self.worker {
+            return false;
+        }
+        let (w, n) = (self.worker, self.workers);
+        let ports = self
+            .free
+            .entry(ip)
+            .or_insert_with(|| (1024..=65535u16).rev().filter(|p| p % n == w).collect());
+        match ports.iter().rposition(|&p| p == port) {
+            Some(i) => {
+                ports.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Returns a port.
@@ -616,6 +640,11 @@ impl ConnTable {
         &self.counts
     }
 
+    /// The timeouts in use.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
     /// Replaces the timeouts (applies to packets seen from now on).
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
@@ -725,6 +754,17 @@ impl ConnTable {
     /// real server's counters, and returns its slot. The caller then applies the first packet
     /// with [`ConnTable::on_packet`].
     pub fn insert(&mut self, c: NewConn, now: u32) -> Result<u32, InsertError> {
+        self.insert_local(c, None, now)
+    }
+
+    /// [`ConnTable::insert`] for a connection synced from a master: a FullNAT connection takes
+    /// the given local address and port (`InsertError::NoLocalPort` if it is not free here).
+    pub fn insert_local(
+        &mut self,
+        c: NewConn,
+        given: Option<(Ipv4Addr, u16)>,
+        now: u32,
+    ) -> Result<u32, InsertError> {
         if self.len >= self.max {
             return Err(InsertError::Full);
         }
@@ -738,13 +778,19 @@ impl ConnTable {
         } else {
             self.timeouts.of(state)
         };
-        let local = match &c.local_pool {
-            Some(pool) => Some(
+        let local = match (&c.local_pool, given) {
+            (Some(pool), Some((ip, port))) => {
+                if !self.local_ports.claim(pool, ip, port) {
+                    return Err(InsertError::NoLocalPort);
+                }
+                Some((ip, port))
+            }
+            (Some(pool), None) => Some(
                 self.local_ports
                     .alloc(pool)
                     .ok_or(InsertError::NoLocalPort)?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let xmit = match (c.fwd, local) {
             (Forward::Nat, _) => Xmit::Nat,
@@ -786,6 +832,8 @@ impl ConnTable {
             template: c.template,
             expires: now + timeout,
             one_packet: c.one_packet,
+            in_pkts: 0,
+            synced_at: now,
             gen,
             live: true,
         };
@@ -823,6 +871,9 @@ impl ConnTable {
     pub fn on_packet(&mut self, slot: u32, dir: Dir, tcp_flags: u8, now: u32) -> &Conn {
         let c = &mut self.slots[slot as usize];
         let old = c.state;
+        if dir != Dir::Output {
+            c.in_pkts = c.in_pkts.wrapping_add(1);
+        }
         let new = tcp_state::next(old, dir, tcp_flags);
         if new != old {
             Self::change_state(&mut self.counts, c, old, new);
@@ -847,6 +898,26 @@ impl ConnTable {
             (false, true) => c.dest.to_active(),
             (true, false) => c.dest.to_inactive(),
             _ => {}
+        }
+    }
+
+    /// Sets connection `slot` to `state` expiring `timeout` seconds from `now` (a sync update
+    /// from the master), moving the counters as a state change does.
+    pub fn set_synced(&mut self, slot: u32, state: State, timeout: u32, now: u32) {
+        let c = &mut self.slots[slot as usize];
+        if !c.live {
+            return;
+        }
+        let old = c.state;
+        if old != state {
+            Self::change_state(&mut self.counts, c, old, state);
+        }
+        let before = c.expires;
+        c.expires = now + timeout.max(1);
+        let (gen, expires) = (c.gen, c.expires);
+        if expires < before {
+            // Later expiries are re-armed lazily; an earlier one needs its own wheel entry.
+            self.wheel.schedule(slot, gen, expires);
         }
     }
 

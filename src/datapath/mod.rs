@@ -7,6 +7,7 @@
 //! Nothing here depends on the control plane; the control plane builds and feeds it.
 
 pub mod conn;
+pub mod ha;
 pub mod neigh;
 pub mod persist;
 pub mod pipeline;

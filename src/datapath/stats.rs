@@ -57,11 +57,14 @@ pub enum Drop {
     /// The port's reverse-path filter: no route back to the source (`loose`), or not through
     /// the receiving port (`strict`).
     RpFilter,
+    /// A packet to, or an ARP request for, a virtual address of a VRRP instance that is not
+    /// MASTER here (hot standby).
+    Standby,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 20] = [
+    pub const ALL: [Drop; 21] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -82,6 +85,7 @@ impl Drop {
         Drop::VipSourced,
         Drop::MartianSource,
         Drop::RpFilter,
+        Drop::Standby,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -107,6 +111,7 @@ impl Drop {
             Drop::VipSourced => "vip_sourced",
             Drop::MartianSource => "martian_source",
             Drop::RpFilter => "rp_filter",
+            Drop::Standby => "standby",
         }
     }
 }

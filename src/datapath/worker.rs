@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
+use crate::datapath::ha::{HaShared, Standby};
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
 use crate::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
@@ -136,6 +137,10 @@ pub struct WorkerShared {
     pub host_wake: EventFd,
     /// Start of daemon time (connection and neighbour clocks count from here).
     pub epoch: Instant,
+    /// Hot standby: adverts to the VRRP thread, the published [`Standby`] view.
+    ///
+    /// [`Standby`]: crate::datapath::ha::Standby
+    pub ha: HaShared<Box<Redirect>>,
 }
 
 /// Writes the pipeline's frames to this worker's queues.
@@ -199,6 +204,7 @@ impl Worker {
         let shared = self.shared.clone();
         let mut snap_cache = arc_swap::Cache::new(&shared.snapshot);
         let mut neigh_cache = arc_swap::Cache::new(&shared.neigh);
+        let mut standby_cache = arc_swap::Cache::new(&shared.ha.standby);
         let mut last_publish = Instant::now();
         let mut last_timeouts = shared.timeouts.load_full();
         let mut last_snap: Option<Arc<Snapshot>> = None;
@@ -221,6 +227,7 @@ impl Worker {
             let instant = Instant::now();
             let snap: &Arc<Snapshot> = snap_cache.load();
             let neigh: &Arc<NeighTable> = neigh_cache.load();
+            let standby: &Arc<Standby> = standby_cache.load();
             if last_snap.as_ref().is_none_or(|l| !Arc::ptr_eq(l, snap)) {
                 // Only on a configuration change: room for the counters of new real servers.
                 self.pipeline.reserve_dests(snap.dest_id_bound() as usize);
@@ -233,11 +240,28 @@ impl Worker {
                 now_ms: instant.duration_since(shared.epoch).as_millis() as u64,
                 expire_nodest: shared.expire_nodest.load(Ordering::Relaxed),
                 host_stack: shared.host_enabled.load(Ordering::Relaxed),
+                standby,
             };
             let dump = shared.dump_gen.load(Ordering::Acquire);
             if dump != last_dump {
                 self.dump(dump, env.now_ms);
                 last_dump = dump;
+            }
+            if let Some(q) = shared.ha.sync_rx.get(self.id) {
+                // Backup: connections synced from the master, owned by this worker.
+                let (mut ok, mut bad) = (0, 0);
+                while let Some(e) = q.pop() {
+                    match self.pipeline.sync_apply(&env, &e) {
+                        Ok(()) => ok += 1,
+                        Err(_) => bad += 1,
+                    }
+                }
+                if ok > 0 {
+                    shared.ha.sync_applied.fetch_add(ok, Ordering::Relaxed);
+                }
+                if bad > 0 {
+                    shared.ha.sync_dropped.fetch_add(bad, Ordering::Relaxed);
+                }
             }
             while let Some(mut r) = shared.redirect[self.id].pop() {
                 let (port, len) = (r.port, r.len);
@@ -267,6 +291,7 @@ impl Worker {
             }
             self.pipeline.tick(&env, &mut Queues(&self.queues));
             self.pass_events();
+            self.pass_sync();
             for w in 0..self.wake.len() {
                 if std::mem::take(&mut self.wake[w]) {
                     shared.wake[w].notify();
@@ -299,11 +324,15 @@ impl Worker {
             Verdict::Host if self.hand_over(usize::MAX, port, &buf[..len]) => {
                 self.shared.host_wake.notify();
             }
+            Verdict::Vrrp if self.hand_over(usize::MAX - 1, port, &buf[..len]) => {
+                self.shared.ha.wake.notify();
+            }
             _ => {}
         }
     }
 
-    /// Copies a frame into a pooled buffer for worker `to` (`usize::MAX`: the host stack).
+    /// Copies a frame into a pooled buffer for worker `to` (`usize::MAX`: the host stack,
+    /// `usize::MAX - 1`: the VRRP thread).
     fn hand_over(&mut self, to: usize, port: usize, frame: &[u8]) -> bool {
         let Some(mut r) = self.shared.pool.pop() else {
             self.pipeline.counters_mut().drop(Drop::RedirectFull);
@@ -314,6 +343,7 @@ impl Worker {
         r.port = port;
         let queue = match self.shared.redirect.get(to) {
             Some(q) => q,
+            None if to == usize::MAX - 1 => &self.shared.ha.rx,
             None => &self.shared.host_rx,
         };
         match queue.push(r) {
@@ -323,6 +353,26 @@ impl Worker {
                 self.pipeline.counters_mut().drop(Drop::RedirectFull);
                 false
             }
+        }
+    }
+
+    /// Passes the pipeline's connection-sync updates to the HA thread, ringing it once.
+    fn pass_sync(&mut self) {
+        let ha = &self.shared.ha;
+        let (updates, mut lost) = self.pipeline.drain_sync();
+        let mut any = false;
+        for u in updates {
+            if ha.sync_tx.push(u).is_err() {
+                lost += 1;
+            } else {
+                any = true;
+            }
+        }
+        if lost > 0 {
+            ha.sync_dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+        if any {
+            ha.wake.notify();
         }
     }
 

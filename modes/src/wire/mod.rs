@@ -13,9 +13,11 @@ pub mod arp;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
+pub mod ipvs_sync;
 pub mod tcp;
 pub mod udp;
 pub mod vnet;
+pub mod vrrp;
 
 pub use arp::{ArpPacket, ArpRepr};
 pub use ethernet::{EthernetAddress, EthernetFrame, ParseEthernetAddressError};
@@ -24,6 +26,7 @@ pub use ipv4::Ipv4Packet;
 pub use tcp::TcpPacket;
 pub use udp::UdpPacket;
 pub use vnet::{VnetHdr, VNET_HDR_LEN};
+pub use vrrp::{VrrpPacket, VrrpRepr};
 
 use core::fmt;
 

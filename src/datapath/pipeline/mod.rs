@@ -27,8 +27,11 @@ use modes::wire::vnet::VnetHdr;
 use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit};
 use modes::Forward;
 mod egress;
+mod sync;
+pub use sync::{sync_state, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
 
 use crate::config::RpFilter;
+use crate::datapath::ha::Standby;
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
 use crate::datapath::service::{Snapshot, Source};
@@ -75,6 +78,9 @@ pub struct Env<'a> {
     pub expire_nodest: bool,
     /// A host stack (health checks) takes the frames addressed to the appliance itself.
     pub host_stack: bool,
+    /// Hot standby: the virtual addresses VRRP does not own here now
+    /// ([`crate::datapath::ha::NO_STANDBY`] without VRRP).
+    pub standby: &'a Standby,
 }
 
 /// Where the frames the pipeline emits go: the worker writes them to its queue of `port`; a
@@ -114,6 +120,9 @@ pub enum Verdict {
     /// For the host stack (health checks): the caller delivers a copy. Any answer the
     /// pipeline gave as well (an ARP reply) was sent.
     Host,
+    /// For the HA thread: a VRRP advert (IP protocol 112), or an IPVS sync message when the
+    /// backup sync daemon runs. The caller hands it over.
+    Vrrp,
     /// Dropped, counted with this reason. A refusal (RST, ICMP error) may have been sent.
     Drop(Drop),
     /// Malformed, counted by this parse reason.
@@ -147,6 +156,10 @@ pub struct Pipeline {
     pub(crate) held: Vec<Held>,
     pub(crate) spare: Vec<Box<[u8]>>,
     events: Vec<NeighEvent>,
+    /// Connection sync (master): updates for the sync thread, drained by the worker.
+    pub(crate) sync_out: Vec<modes::wire::ipvs_sync::SyncConn>,
+    /// Updates that found `sync_out` full.
+    pub(crate) sync_overflow: u64,
     /// Seconds since the epoch (the connection table's clock).
     pub(crate) now: u32,
     /// Milliseconds since the epoch.
@@ -170,6 +183,8 @@ impl Pipeline {
                 .map(|_| vec![0u8; MAX_FRAME].into_boxed_slice())
                 .collect(),
             events: Vec::with_capacity(EVENTS_MAX),
+            sync_out: Vec::with_capacity(sync::SYNC_OUT_MAX),
+            sync_overflow: 0,
             now: 0,
             now_ms: 0,
         }
@@ -304,6 +319,24 @@ impl Pipeline {
                 verdict
             };
         }
+        if env.standby.sync_backup
+            && pkt.kind == Kind::Ipv4
+            && pkt.proto == packet::PROTO_UDP
+            && pkt.dport == env.standby.sync_port
+            && (group || snap.is_local(pkt.dst))
+            && source == Source::Ordinary
+        {
+            // An IPVS sync message for the backup sync daemon (the HA thread).
+            return Verdict::Vrrp;
+        }
+        if pkt.kind == Kind::Ipv4 && pkt.proto == modes::wire::vrrp::PROTO_VRRP {
+            // Multicast (224.0.0.18) or unicast to us: the VRRP thread validates it.
+            return if env.standby.vrrp && source == Source::Ordinary {
+                Verdict::Vrrp
+            } else {
+                self.drop(Drop::UnsupportedProtocol)
+            };
+        }
         if group {
             return self.drop(Drop::NotForUs);
         }
@@ -335,6 +368,9 @@ impl Pipeline {
             vnet,
         };
         if snap.is_vip(pkt.dst) {
+            if env.standby.is_down(pkt.dst) {
+                return self.drop(Drop::Standby);
+            }
             return self.vip(env, sink, port, buf, &f);
         }
         if pkt.is_icmp() {
@@ -400,8 +436,9 @@ impl Pipeline {
         let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
         let snap = env.snap;
         let info = &snap.ports[port];
-        let for_us =
+        let owned =
             info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa) || snap.is_lip(tpa);
+        let for_us = (owned && !env.standby.is_down(tpa)) || env.standby.is_floating(port, tpa);
         let on_link = info.addresses.iter().any(|c| c.contains(spa));
         // Learn the sender when the frame concerns us (a request to us or any reply to us), or
         // refresh an entry we already hold; never from frames for other hosts otherwise.
@@ -600,8 +637,12 @@ impl Pipeline {
             Ok(p) => p,
             Err(v) => return v,
         };
+        let old = self.table.get(slot).state;
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
+        if env.standby.sync_master {
+            self.sync_note(slot, old, true, env.standby.sync_refresh);
+        }
         if let Some(d) = self.dstats.get_mut(dest_id) {
             d.in_pkts += 1;
             d.in_bytes += u64::from(pkt.ip_total_len);
@@ -846,6 +887,7 @@ impl Pipeline {
                 Ok(p) => p,
                 Err(v) => return v,
             };
+        let old = self.table.get(fd.slot).state;
         let c = self
             .table
             .on_packet(fd.slot, fd.dir, pkt.tcp_flags, self.now);
@@ -853,6 +895,14 @@ impl Pipeline {
         if let Some(d) = self.dstats.get_mut(c.dest_id as usize) {
             d.out_pkts += 1;
             d.out_bytes += u64::from(pkt.ip_total_len);
+        }
+        if env.standby.sync_master {
+            self.sync_note(
+                fd.slot,
+                old,
+                fd.dir != Dir::Output,
+                env.standby.sync_refresh,
+            );
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {

@@ -1,0 +1,613 @@
+//! The VRRP thread (hot standby): runs the `[[vrrp]]` instances' state machines
+//! ([`crate::vrrp`]) off the data path. Workers hand it received adverts (IP protocol 112)
+//! through `ha.rx`; it validates them (counting rejects by keepalived's reasons), drives the
+//! state machines with its clock, and sends adverts from the instance port's own MAC and first
+//! address through that port's TAP (worker 0's queue; a TAP write is one atomic frame), to
+//! 224.0.0.18 or to each unicast peer. On each transition it publishes the [`Standby`] view
+//! the workers read (a backup neither answers ARP for nor forwards to the virtual addresses),
+//! and on becoming MASTER sends keepalived's gratuitous ARP bursts: 5 at once, 5 more after
+//! 5 s. It runs the notify scripts, polls tracked ports (a port administratively down puts
+//! the instance in FAULT), and on stop sends priority 0 for every instance it is MASTER of.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use modes::advert::{ipv4_multicast_mac, vrrp_advert};
+use modes::wire::ethernet::EthernetAddress;
+use modes::wire::ipv4::Ipv4Packet;
+use modes::wire::vrrp::{self, VrrpRepr};
+
+use crate::config::Config;
+use crate::control::shared::Shared;
+use crate::datapath::ha::{InstanceStats, Standby, VrrpStats};
+use crate::datapath::neigh::NeighEvent;
+use crate::datapath::service::Snapshot;
+use crate::sys::tap::{TapQueue, VNET_HDR_LEN};
+use crate::sys::{self};
+use crate::vrrp::config::VrrpConfig;
+use crate::vrrp::{check, Expect, Instance, Output, Params, Reject, State};
+
+/// Gratuitous ARPs per burst (keepalived's `vrrp_garp_master_repeat`).
+pub const GARP_REPEAT: usize = 5;
+/// Delay before the second burst, ms (keepalived's `vrrp_garp_master_delay`).
+pub const GARP_DELAY_MS: u64 = 5000;
+/// How often tracked ports are polled, ms.
+const TRACK_EVERY_MS: u64 = 200;
+
+/// One instance and its bookkeeping.
+struct Inst {
+    cfg: VrrpConfig,
+    fsm: Instance,
+    expect: Expect,
+    stats: InstanceStats,
+    /// When the second gratuitous ARP burst is due.
+    garp_again: Option<u64>,
+    /// A tracked port is down.
+    faulty: bool,
+}
+
+/// The VRRP thread's state.
+pub struct VrrpThread {
+    shared: Arc<Shared>,
+    queues: Vec<Arc<TapQueue>>,
+    /// TAP device name per port (for tracking).
+    taps: Vec<String>,
+    insts: Vec<Inst>,
+    port_rejected: Vec<[u64; Reject::COUNT]>,
+    buf: Vec<u8>,
+    ident: u16,
+    children: Vec<Child>,
+    sync: crate::control::sync::SyncDaemon,
+}
+
+/// Whether the configuration has VRRP instances.
+pub fn wanted(cfg: &Config) -> bool {
+    !cfg.vrrp.is_empty()
+}
+
+/// The view before any instance has run: every virtual address down (not answered, not
+/// forwarded, not announced), adverts handed to the VRRP thread.
+pub fn initial_standby(cfg: &Config) -> Standby {
+    Standby {
+        vrrp: true,
+        down: cfg.vrrp.iter().flat_map(|v| v.addresses.clone()).collect(),
+        ..Standby::default()
+    }
+}
+
+/// The ports an address is announced on: VIPs and FullNAT local addresses on every port (the
+/// appliance answers ARP for them everywhere), others on the port whose network holds them,
+/// else the instance's port.
+fn garp_ports(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> Vec<usize> {
+    if snap.is_vip(ip) || snap.is_lip(ip) {
+        return (0..snap.ports.len()).collect();
+    }
+    vec![floating_port(snap, ip, inst_port)]
+}
+
+fn floating_port(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> usize {
+    snap.ports
+        .iter()
+        .position(|p| p.addresses.iter().any(|c| c.contains(ip)))
+        .unwrap_or(inst_port)
+}
+
+impl VrrpThread {
+    /// The thread for `cfg`'s instances, sending through `queues` (one per port).
+    pub fn new(cfg: &Config, shared: Arc<Shared>, queues: Vec<Arc<TapQueue>>) -> VrrpThread {
+        let insts = cfg
+            .vrrp
+            .iter()
+            .map(|v| Inst {
+                fsm: Instance::new(Params {
+                    version: v.version,
+                    priority: v.priority,
+                    advert_int_cs: v.advert_int_cs,
+                    initial_master: v.initial_master,
+                    preempt: v.preempt,
+                    preempt_delay_ms: u64::from(v.preempt_delay) * 1000,
+                    primary: v.src,
+                }),
+                expect: Expect {
+                    version: v.version,
+                    vrid: v.vrid,
+                    auth: v.auth_pass.as_deref().map(vrrp::pass_data),
+                    advert_int_cs: v.advert_int_cs,
+                    addrs: v.addresses.clone(),
+                },
+                stats: InstanceStats {
+                    name: v.name.clone(),
+                    priority: v.priority,
+                    ..InstanceStats::default()
+                },
+                cfg: v.clone(),
+                garp_again: None,
+                faulty: false,
+            })
+            .collect();
+        VrrpThread {
+            shared,
+            queues,
+            taps: cfg.ports.iter().map(|p| p.tap.clone()).collect(),
+            insts,
+            port_rejected: vec![[0; Reject::COUNT]; cfg.ports.len()],
+            buf: vec![0u8; 2048],
+            ident: 0,
+            children: Vec::new(),
+            sync: crate::control::sync::SyncDaemon::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.shared.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Runs until the daemon stops; then stops every instance (priority 0 from a master).
+    pub fn run(mut self) {
+        let mut pfd = [sys::poll_in(self.shared.ha.wake.as_raw_fd())];
+        let now = self.now();
+        for i in 0..self.insts.len() {
+            let out = self.insts[i].fsm.start(now);
+            self.apply(i, out, now);
+        }
+        self.track(now);
+        self.publish();
+        let mut last_track = now;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let now = self.now();
+            self.sync_settings();
+            self.receive(now);
+            self.sync.poll(&self.shared, &self.queues, now, false);
+            for i in 0..self.insts.len() {
+                let out = self.insts[i].fsm.poll(now);
+                self.apply(i, out, now);
+                if self.insts[i].garp_again.is_some_and(|t| now >= t) {
+                    self.insts[i].garp_again = None;
+                    if self.insts[i].fsm.state() == State::Master {
+                        self.garp(i);
+                    }
+                }
+            }
+            if now.saturating_sub(last_track) >= TRACK_EVERY_MS {
+                self.track(now);
+                last_track = now;
+            }
+            self.publish();
+            self.children
+                .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            let next = self
+                .insts
+                .iter()
+                .flat_map(|i| [i.fsm.next_deadline(), i.garp_again])
+                .chain([self.sync.next_deadline()])
+                .flatten()
+                .min()
+                .unwrap_or(u64::MAX);
+            let wait = next.saturating_sub(self.now()).min(TRACK_EVERY_MS) as i32;
+            if wait > 0 {
+                let _ = sys::poll(&mut pfd, wait);
+            }
+            self.shared.ha.wake.drain();
+        }
+        let now = self.now();
+        self.sync.poll(&self.shared, &self.queues, now, true);
+        for i in 0..self.insts.len() {
+            let out = self.insts[i].fsm.stop();
+            self.apply(i, out, now);
+        }
+        self.publish();
+    }
+
+    /// Applies changed sync-daemon settings (`tapvsadm --start-daemon/--stop-daemon`) and
+    /// tells the workers which roles run.
+    fn sync_settings(&mut self) {
+        let conf = *self
+            .shared
+            .ha
+            .sync_conf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cur = self.shared.ha.standby.load_full();
+        let port = conf.backup.map(|b| b.mcast_port).unwrap_or(0);
+        if conf == self.sync.conf()
+            && cur.sync_master == conf.master.is_some()
+            && cur.sync_backup == conf.backup.is_some()
+            && cur.sync_port == port
+            && cur.sync_refresh == conf.refresh_period
+        {
+            return;
+        }
+        self.sync.set_conf(conf);
+        let s = Standby {
+            sync_master: conf.master.is_some(),
+            sync_backup: conf.backup.is_some(),
+            sync_port: port,
+            sync_refresh: conf.refresh_period,
+            ..(*cur).clone()
+        };
+        self.shared.ha.standby.store(Arc::new(s));
+        tracing::info!(
+            master = conf.master.is_some(),
+            backup = conf.backup.is_some(),
+            "sync daemon settings"
+        );
+    }
+
+    /// Validates and applies the adverts the workers handed over.
+    fn receive(&mut self, now: u64) {
+        while let Some(r) = self.shared.ha.rx.pop() {
+            let (port, len) = (r.port, r.len);
+            let frame = r.data.get(VNET_HDR_LEN..len).unwrap_or(&[]);
+            if self.sync.receive(&self.shared, port, frame) {
+                let _ = self.shared.pool.push(r);
+                continue;
+            }
+            let res = self.advert(port, frame, now);
+            if let Err(why) = res {
+                if let Some(c) = self.port_rejected.get_mut(port) {
+                    c[why.index()] += 1;
+                }
+            }
+            let _ = self.shared.pool.push(r);
+        }
+    }
+
+    /// One advert frame (Ethernet on): rejects before an instance is found are returned.
+    fn advert(&mut self, port: usize, frame: &[u8], now: u64) -> Result<(), Reject> {
+        let ip = Ipv4Packet::new_checked(frame.get(14..).unwrap_or(&[]))
+            .map_err(|_| Reject::Truncated)?;
+        if ip.protocol() != vrrp::PROTO_VRRP {
+            // A sync datagram the sync daemon (no longer) wants.
+            return Ok(());
+        }
+        let payload = ip.payload();
+        let vrid = check::vrid_of(payload).ok_or(Reject::Truncated)?;
+        let Some(i) = self
+            .insts
+            .iter()
+            .position(|x| x.cfg.port == port && x.cfg.vrid == vrid)
+        else {
+            return Err(Reject::WrongVrid);
+        };
+        let inst = &mut self.insts[i];
+        match check::validate(
+            &inst.expect,
+            ip.ttl(),
+            ip.src_addr(),
+            ip.dst_addr(),
+            payload,
+        ) {
+            Err(why) => {
+                inst.stats.rejected[why.index()] += 1;
+                Ok(())
+            }
+            Ok(c) => {
+                if c.advert.src == inst.cfg.src {
+                    // Our own advert, reflected back: not a peer's.
+                    return Ok(());
+                }
+                inst.stats.received += 1;
+                if c.advert.priority == 0 {
+                    inst.stats.received_prio_zero += 1;
+                }
+                if c.addr_list_mismatch {
+                    inst.stats.addr_list_mismatch += 1;
+                }
+                let out = inst.fsm.advert(now, &c.advert);
+                self.apply(i, out, now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Tracked ports: any administratively down puts the instance in FAULT.
+    fn track(&mut self, now: u64) {
+        for i in 0..self.insts.len() {
+            if self.insts[i].cfg.track_ports.is_empty() {
+                continue;
+            }
+            let down = self.insts[i].cfg.track_ports.iter().any(|&p| {
+                self.taps
+                    .get(p)
+                    .is_none_or(|t| !crate::sys::tap::link_is_up(t).unwrap_or(false))
+            });
+            if down != self.insts[i].faulty {
+                self.insts[i].faulty = down;
+                tracing::warn!(instance = %self.insts[i].cfg.name, fault = down, "VRRP tracked port changed");
+                let out = self.insts[i].fsm.set_fault(now, down);
+                self.apply(i, out, now);
+            }
+        }
+    }
+
+    /// Carries out what the state machine asked for.
+    fn apply(&mut self, i: usize, out: Output, now: u64) {
+        if let Some(prio) = out.advert {
+            self.send_advert(i, prio);
+        }
+        let Some(state) = out.became else {
+            return;
+        };
+        let inst = &mut self.insts[i];
+        inst.stats.transitions[state.index()] += 1;
+        tracing::info!(instance = %inst.cfg.name, state = state.as_str(), priority = inst.fsm.priority(), "VRRP transition");
+        self.update_standby();
+        if state == State::Master {
+            self.garp(i);
+            self.insts[i].garp_again = Some(now + GARP_DELAY_MS);
+        } else {
+            self.insts[i].garp_again = None;
+        }
+        self.notify(i, state);
+    }
+
+    /// Publishes which virtual addresses are down and which floating addresses are answered.
+    fn update_standby(&mut self) {
+        let snap = self.shared.snapshot.load_full();
+        let mut s = Standby {
+            vrrp: true,
+            down: Vec::new(),
+            floating: Vec::new(),
+            ..(**self.shared.ha.standby.load()).clone()
+        };
+        for inst in &self.insts {
+            if inst.fsm.state() == State::Master {
+                for &a in &inst.cfg.addresses {
+                    if !snap.is_vip(a) && !snap.is_lip(a) {
+                        s.floating.push((floating_port(&snap, a, inst.cfg.port), a));
+                    }
+                }
+            } else {
+                s.down.extend_from_slice(&inst.cfg.addresses);
+            }
+        }
+        self.shared.ha.standby.store(Arc::new(s));
+    }
+
+    fn write(&mut self, port: usize, n: usize) {
+        self.buf[..VNET_HDR_LEN].fill(0);
+        if let Some(q) = self.queues.get(port) {
+            let _ = q.write(&self.buf[..VNET_HDR_LEN + n]);
+        }
+    }
+
+    fn send_advert(&mut self, i: usize, prio: u8) {
+        let snap = self.shared.snapshot.load_full();
+        let inst = &self.insts[i];
+        let port = inst.cfg.port;
+        let Some(info) = snap.ports.get(port) else {
+            return;
+        };
+        let mac = EthernetAddress(info.mac);
+        let repr = VrrpRepr {
+            version: inst.cfg.version,
+            vrid: inst.cfg.vrid,
+            priority: prio,
+            naddr: inst.cfg.addresses.len() as u8,
+            auth_type: if inst.expect.auth.is_some() {
+                vrrp::AUTH_PASS
+            } else {
+                vrrp::AUTH_NONE
+            },
+            adver_int_cs: inst.cfg.advert_int_cs,
+            auth: inst.expect.auth.unwrap_or([0; vrrp::AUTH_LEN]),
+        };
+        let mut dests: Vec<(Ipv4Addr, EthernetAddress)> = Vec::new();
+        if inst.cfg.unicast_peers.is_empty() {
+            dests.push((vrrp::MCAST_GROUP, ipv4_multicast_mac(vrrp::MCAST_GROUP)));
+        } else {
+            let neigh = self.shared.neigh.load();
+            for &peer in &inst.cfg.unicast_peers {
+                match neigh.entry(peer) {
+                    Some(n) => dests.push((peer, EthernetAddress(n.mac))),
+                    None => {
+                        let _ = self
+                            .shared
+                            .learn
+                            .push(NeighEvent::Wanted { ip: peer, port });
+                        self.shared.control_wake.notify();
+                    }
+                }
+            }
+        }
+        let (src, addrs) = (inst.cfg.src, inst.cfg.addresses.clone());
+        let mut sent = 0;
+        for (dst, dmac) in dests {
+            self.ident = self.ident.wrapping_add(1);
+            let ident = self.ident;
+            if let Some(n) = vrrp_advert(
+                &mut self.buf[VNET_HDR_LEN..],
+                mac,
+                dmac,
+                src,
+                dst,
+                ident,
+                &repr,
+                &addrs,
+            ) {
+                self.write(port, n);
+                sent += 1;
+            }
+        }
+        let st = &mut self.insts[i].stats;
+        st.sent += sent;
+        if prio == 0 {
+            st.sent_prio_zero += sent;
+        }
+    }
+
+    /// One burst of gratuitous ARPs for instance `i`'s addresses.
+    fn garp(&mut self, i: usize) {
+        let snap = self.shared.snapshot.load_full();
+        let inst_port = self.insts[i].cfg.port;
+        let addrs = self.insts[i].cfg.addresses.clone();
+        for _ in 0..GARP_REPEAT {
+            for &a in &addrs {
+                for p in garp_ports(&snap, a, inst_port) {
+                    let Some(info) = snap.ports.get(p) else {
+                        continue;
+                    };
+                    if let Some(n) = modes::reply::gratuitous_arp(
+                        &mut self.buf[VNET_HDR_LEN..],
+                        EthernetAddress(info.mac),
+                        a,
+                    ) {
+                        self.write(p, n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the instance's notify scripts for `state` (through `/bin/sh -c`; reaped later).
+    fn notify(&mut self, i: usize, state: State) {
+        let cfg = &self.insts[i].cfg;
+        let prio = self.insts[i].fsm.priority();
+        let specific = match state {
+            State::Master => cfg.notify_master.clone(),
+            State::Backup => cfg.notify_backup.clone(),
+            State::Fault => cfg.notify_fault.clone(),
+            State::Init => None,
+        };
+        let mut cmds: Vec<(String, Vec<String>)> = Vec::new();
+        if let Some(s) = specific {
+            cmds.push((s, Vec::new()));
+        }
+        if let Some(s) = cfg.notify.clone() {
+            if state != State::Init {
+                cmds.push((
+                    s,
+                    vec![
+                        "INSTANCE".into(),
+                        cfg.name.clone(),
+                        state.as_str().into(),
+                        prio.to_string(),
+                    ],
+                ));
+            }
+        }
+        for (script, args) in cmds {
+            let spawned = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{script} \"$@\""))
+                .arg("sh")
+                .args(&args)
+                .env("TAPVS_VRRP_INSTANCE", &cfg.name)
+                .env("TAPVS_VRRP_STATE", state.as_str())
+                .stdin(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(c) => self.children.push(c),
+                Err(e) => {
+                    tracing::warn!(instance = %cfg.name, error = %e, "notify script failed to start")
+                }
+            }
+        }
+    }
+
+    /// Copies the counters where `/metrics` reads them.
+    fn publish(&mut self) {
+        for inst in &mut self.insts {
+            inst.stats.state = inst.fsm.state().index();
+            inst.stats.priority = inst.fsm.priority();
+        }
+        let snap = self.shared.snapshot.load_full();
+        let stats = VrrpStats {
+            instances: self.insts.iter().map(|i| i.stats.clone()).collect(),
+            port_rejected: self
+                .port_rejected
+                .iter()
+                .enumerate()
+                .map(|(p, c)| {
+                    (
+                        snap.ports
+                            .get(p)
+                            .map(|x| x.name.clone())
+                            .unwrap_or_default(),
+                        *c,
+                    )
+                })
+                .collect(),
+        };
+        *self
+            .shared
+            .ha
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = stats;
+        self.sync.publish(&self.shared);
+    }
+}
+
+/// Records the VRRP metrics (with their HELP) into the current `metrics` recorder.
+pub fn record(shared: &Shared) {
+    use metrics::{counter, describe_counter, describe_gauge, gauge};
+    crate::control::sync::record(shared);
+    let st = shared
+        .ha
+        .stats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if st.instances.is_empty() {
+        return;
+    }
+    describe_gauge!(
+        "tapvs_vrrp_state",
+        "VRRP instance state: 1 for the current one of INIT, BACKUP, MASTER, FAULT."
+    );
+    describe_gauge!("tapvs_vrrp_priority", "VRRP instance effective priority.");
+    describe_counter!(
+        "tapvs_vrrp_transitions_total",
+        "VRRP transitions into each state."
+    );
+    describe_counter!(
+        "tapvs_vrrp_adverts_sent_total",
+        "VRRP adverts sent (priority=zero: the master stopping)."
+    );
+    describe_counter!(
+        "tapvs_vrrp_adverts_received_total",
+        "Valid VRRP adverts received (priority=zero: the peer master stopping)."
+    );
+    describe_counter!(
+        "tapvs_vrrp_adverts_rejected_total",
+        "VRRP adverts rejected, by keepalived's reason, per instance (or per port before an instance matched)."
+    );
+    describe_counter!(
+        "tapvs_vrrp_address_list_mismatches_total",
+        "Valid VRRP adverts whose address list differs from the instance's (accepted, as keepalived)."
+    );
+    for i in &st.instances {
+        let name = i.name.clone();
+        for s in State::ALL {
+            gauge!("tapvs_vrrp_state", "instance" => name.clone(), "state" => s.as_str())
+                .set(if i.state == s.index() { 1.0 } else { 0.0 });
+            counter!("tapvs_vrrp_transitions_total", "instance" => name.clone(), "state" => s.as_str())
+                .absolute(i.transitions[s.index()]);
+        }
+        gauge!("tapvs_vrrp_priority", "instance" => name.clone()).set(f64::from(i.priority));
+        counter!("tapvs_vrrp_adverts_sent_total", "instance" => name.clone(), "priority" => "nonzero")
+            .absolute(i.sent - i.sent_prio_zero);
+        counter!("tapvs_vrrp_adverts_sent_total", "instance" => name.clone(), "priority" => "zero")
+            .absolute(i.sent_prio_zero);
+        counter!("tapvs_vrrp_adverts_received_total", "instance" => name.clone(), "priority" => "nonzero")
+            .absolute(i.received - i.received_prio_zero);
+        counter!("tapvs_vrrp_adverts_received_total", "instance" => name.clone(), "priority" => "zero")
+            .absolute(i.received_prio_zero);
+        counter!("tapvs_vrrp_address_list_mismatches_total", "instance" => name.clone())
+            .absolute(i.addr_list_mismatch);
+        for r in Reject::ALL {
+            counter!("tapvs_vrrp_adverts_rejected_total", "instance" => name.clone(), "port" => "", "reason" => r.as_str())
+                .absolute(i.rejected[r.index()]);
+        }
+    }
+    for (port, c) in &st.port_rejected {
+        for r in Reject::ALL {
+            counter!("tapvs_vrrp_adverts_rejected_total", "instance" => "", "port" => port.clone(), "reason" => r.as_str())
+                .absolute(c[r.index()]);
+        }
+    }
+}

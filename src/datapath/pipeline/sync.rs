@@ -1,0 +1,195 @@
+//! Connection sync (IPVS sync protocol v1) in the pipeline. Master side: after a packet
+//! updates a connection, [`Pipeline::sync_note`] decides as IPVS's `ip_vs_sync_conn_needed`
+//! does whether the backup must hear of it (TCP: entering ESTABLISHED, FIN_WAIT, CLOSE_WAIT,
+//! TIME_WAIT or CLOSE, and in ESTABLISHED every `SYNC_PERIOD` client packets at
+//! `SYNC_THRESHOLD`; UDP at the threshold) and appends a [`SyncConn`] to a preallocated,
+//! bounded buffer the worker drains each round (no allocation; a full buffer counts).
+
+use modes::wire::ipvs_sync::{flags, SyncConn};
+
+use super::Pipeline;
+use crate::datapath::conn::Xmit;
+use crate::datapath::tcp_state::State;
+
+/// Updates one pipeline buffers between two worker rounds.
+pub(crate) const SYNC_OUT_MAX: usize = 1024;
+/// IPVS `sync_threshold` (first value).
+pub const SYNC_THRESHOLD: u32 = 3;
+/// IPVS `sync_threshold` (second value, the period).
+pub const SYNC_PERIOD: u32 = 50;
+
+/// The sync state number of a state (IPVS's TCP numbers; UDP's one state is 0).
+pub fn sync_state(s: State) -> u16 {
+    match s {
+        State::Udp => 0,
+        s => s as u16,
+    }
+}
+
+impl Pipeline {
+    /// After a packet moved connection `slot` from state `old`: queues a sync update when IPVS
+    /// would send one. `input`: the packet came from the client (only those count towards the
+    /// threshold, as IPVS's `in_pkts`).
+    pub(crate) fn sync_note(&mut self, slot: u32, old: State, input: bool, refresh: u32) {
+        let now = self.now;
+        let c = self.table.get(slot);
+        if c.one_packet {
+            return;
+        }
+        let periodic = input
+            && (c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD
+                || (refresh > 0 && now.saturating_sub(c.synced_at) >= refresh));
+        let needed = if c.proto == 6 {
+            let synced_states = matches!(
+                c.state,
+                State::Established
+                    | State::FinWait
+                    | State::CloseWait
+                    | State::TimeWait
+                    | State::Close
+            );
+            synced_states && (c.state != old || (c.state == State::Established && periodic))
+        } else {
+            periodic
+        };
+        if !needed {
+            return;
+        }
+        let (fwd, fullnat) = match c.xmit {
+            Xmit::Nat => (flags::MASQ, None),
+            Xmit::Dr => (flags::DROUTE, None),
+            Xmit::Tun { .. } => (flags::TUNNEL, None),
+            Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((lip, lport))),
+        };
+        let entry = SyncConn {
+            protocol: c.proto,
+            flags: fwd,
+            state: sync_state(c.state),
+            cport: c.cport,
+            vport: c.vport,
+            dport: c.dport,
+            fwmark: 0,
+            timeout: self.table.timeouts().of(c.state),
+            caddr: c.caddr,
+            vaddr: c.vaddr,
+            daddr: c.daddr,
+            fullnat,
+        };
+        if self.sync_out.len() < SYNC_OUT_MAX {
+            self.sync_out.push(entry);
+            self.table.get_mut(slot).synced_at = now;
+        } else {
+            self.sync_overflow += 1;
+        }
+    }
+
+    /// The sync updates gathered since the last call, and how many were lost to a full
+    /// buffer (reset).
+    pub fn drain_sync(&mut self) -> (std::vec::Drain<'_, SyncConn>, u64) {
+        let lost = std::mem::take(&mut self.sync_overflow);
+        (self.sync_out.drain(..), lost)
+    }
+}
+
+/// Why a synced entry was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncDrop {
+    /// No such service here.
+    UnknownService,
+    /// The service has no such real server (or a different forwarding method).
+    UnknownDest,
+    /// Not TCP/UDP, a template, an unknown state number, IPv6.
+    Unsupported,
+    /// No route to the real server.
+    NoRoute,
+    /// The table is full, or a FullNAT local port is not free here.
+    NoRoom,
+}
+
+impl Pipeline {
+    /// Backup side: creates or refreshes the connection `e` describes, with its real server,
+    /// state and timeout, without scheduling (as IPVS's `ip_vs_proc_conn`). The worker calls
+    /// this for entries the HA thread routed to it (the owner steering would pick).
+    pub fn sync_apply(&mut self, env: &super::Env, e: &SyncConn) -> Result<(), SyncDrop> {
+        self.now_ms = env.now_ms;
+        self.now = (env.now_ms / 1000) as u32;
+        if !matches!(e.protocol, 6 | 17) || e.flags & (flags::TEMPLATE | flags::ONE_PACKET) != 0 {
+            return Err(SyncDrop::Unsupported);
+        }
+        let state = if e.protocol == 17 {
+            State::Udp
+        } else {
+            *State::ALL
+                .get(usize::from(e.state))
+                .filter(|s| **s != State::Udp)
+                .ok_or(SyncDrop::Unsupported)?
+        };
+        let key =
+            crate::datapath::conn::FlowKey::new(e.protocol, e.caddr, e.cport, e.vaddr, e.vport);
+        if let Some(found) = self.table.lookup(&key) {
+            self.table
+                .set_synced(found.slot, state, e.timeout, self.now);
+            return Ok(());
+        }
+        let snap = env.snap;
+        let svc = snap
+            .service(e.protocol, e.vaddr, e.vport)
+            .ok_or(SyncDrop::UnknownService)?;
+        let want = match e.flags & flags::FWD_MASK {
+            flags::MASQ => modes::Forward::Nat,
+            flags::DROUTE => modes::Forward::Dr,
+            flags::TUNNEL => modes::Forward::Tun,
+            flags::FULLNAT => modes::Forward::FullNat,
+            _ => return Err(SyncDrop::Unsupported),
+        };
+        let i = svc
+            .dests
+            .iter()
+            .enumerate()
+            .position(|(i, d)| {
+                d.addr() == std::net::IpAddr::V4(e.daddr)
+                    && (d.port() == e.dport || d.port() == 0)
+                    && svc.forward[i] == want
+            })
+            .ok_or(SyncDrop::UnknownDest)?;
+        let (out, hop) = snap.router.lookup(e.daddr).ok_or(SyncDrop::NoRoute)?;
+        let tun_src = match want {
+            modes::Forward::Tun => snap.ports[out]
+                .source_for(e.daddr)
+                .ok_or(SyncDrop::NoRoute)?,
+            _ => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let fullnat = want == modes::Forward::FullNat;
+        let nc = crate::datapath::conn::NewConn {
+            proto: e.protocol,
+            caddr: e.caddr,
+            cport: e.cport,
+            vaddr: e.vaddr,
+            vport: e.vport,
+            daddr: e.daddr,
+            dport: e.dport,
+            fwd: want,
+            out: out as u8,
+            hop,
+            tun_src,
+            // The handshake is over on the master: TOA went (or not) there.
+            toa: crate::datapath::conn::Toa::Off,
+            dest_id: svc.dest_ids[i],
+            dest: svc.dests[i].clone(),
+            template: None,
+            one_packet: false,
+            local_pool: fullnat.then(|| svc.local_addresses.clone()),
+        };
+        let given = if fullnat {
+            Some(e.fullnat.ok_or(SyncDrop::Unsupported)?)
+        } else {
+            None
+        };
+        let slot = self
+            .table
+            .insert_local(nc, given, self.now)
+            .map_err(|_| SyncDrop::NoRoom)?;
+        self.table.set_synced(slot, state, e.timeout, self.now);
+        Ok(())
+    }
+}

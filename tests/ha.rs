@@ -1,0 +1,856 @@
+//! Hot standby in network namespaces: two appliances share the client and server segments of
+//! the lab (A: 10.0.0.11 / 172.16.0.11, B: 10.0.0.12 / 172.16.0.12), with VRRP deciding who owns
+//! the VIP and the floating gateways 10.0.0.1 (the client's route to the VIP) and 172.16.0.1 (the
+//! real servers' default route), and the IPVS sync daemon copying A's connections to B.
+//! tshark decodes A's sync datagrams as IPVS sync v1 (`-d udp.port==8848,ipvs`) with the right
+//! count, addresses, ports and state numbers; B's table holds the same connections, made without
+//! scheduling.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::lab::{self, Lab};
+use tapvs::control::runtime::Daemon;
+use tapvs_lab::netns::{precheck, wait_until, NsChild};
+
+const A_EXT: &str = "10.0.0.11";
+const A_INT: &str = "172.16.0.11";
+const B_EXT: &str = "10.0.0.12";
+const B_INT: &str = "172.16.0.12";
+
+fn have(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One appliance's config: its ports on the lab's bridges, the NAT service, VRRP for the VIP
+/// and the floating gateways, and the sync daemon (`sync` lines).
+fn config(
+    tag: &str,
+    ext: &str,
+    int: &str,
+    prio: u8,
+    state: &str,
+    sync: &str,
+    metrics: Option<u16>,
+) -> String {
+    config_fwd(tag, ext, int, prio, state, sync, metrics, "nat")
+}
+
+/// [`config`] with the services' forwarding method (`fullnat`: local address 172.16.0.100,
+/// which floats with VI_INT).
+#[allow(clippy::too_many_arguments)]
+fn config_fwd(
+    tag: &str,
+    ext: &str,
+    int: &str,
+    prio: u8,
+    state: &str,
+    sync: &str,
+    metrics: Option<u16>,
+    fwd: &str,
+) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket =
+        std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}-{k}.sock", std::process::id()));
+    let vip = lab::VIP;
+    let rs = lab::real_addr(0);
+    let n = if tag == "a" { 1 } else { 2 };
+    let (lips, lip_float) = if fwd == "fullnat" {
+        ("local_addresses = [\"172.16.0.100\"]", ", \"172.16.0.100\"")
+    } else {
+        ("", "")
+    };
+    let metrics = match metrics {
+        Some(p) => format!("listen = \"127.0.0.1:{p}\""),
+        None => "enabled = false".to_string(),
+    };
+    format!(
+        r#"workers = 2
+max_connections = 10000
+
+[control]
+socket = "{socket}"
+
+[metrics]
+{metrics}
+
+[[port]]
+name = "ext"
+tap = "tx{tag}"
+mac = "02:74:76:00:0{n}:01"
+addresses = ["{ext}/24"]
+bridge = "{eb}"
+
+[[port]]
+name = "int"
+tap = "ti{tag}"
+mac = "02:74:76:00:0{n}:02"
+addresses = ["{int}/24"]
+bridge = "{ib}"
+
+[[service]]
+protocol = "tcp"
+address = "{vip}:80"
+scheduler = "rr"
+{lips}
+
+[[service.real]]
+address = "{rs}:80"
+forward = "{fwd}"
+
+[[service]]
+protocol = "tcp"
+address = "{vip}:5001"
+scheduler = "rr"
+{lips}
+
+[[service.real]]
+address = "{rs}:5001"
+forward = "{fwd}"
+
+[[vrrp]]
+name = "VI_EXT"
+port = "ext"
+virtual_router_id = 51
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["{vip}", "10.0.0.1"]
+
+[[vrrp]]
+name = "VI_INT"
+port = "int"
+virtual_router_id = 52
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["172.16.0.1"{lip_float}]
+
+[sync]
+mcast_interface = "int"
+syncid = 9
+refresh_period = 1
+{sync}
+"#,
+        socket = socket.display(),
+        eb = lab::EXT_BRIDGE,
+        ib = lab::INT_BRIDGE,
+    )
+}
+
+/// Sends one keep-alive `GET /` on `s` and reads the whole response; returns its status.
+fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// `tshark -r pcap -d udp.port==8848,ipvs -T fields -E occurrence=a ...` lines.
+fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut args: Vec<String> = vec![
+        "-r".into(),
+        pcap.to_str().unwrap().into(),
+        "-d".into(),
+        "udp.port==8848,ipvs".into(),
+        "-Y".into(),
+        "ipvs".into(),
+        "-T".into(),
+        "fields".into(),
+        "-E".into(),
+        "aggregator=,".into(),
+    ];
+    for f in fields {
+        args.push("-e".into());
+        args.push((*f).into());
+    }
+    let out = std::process::Command::new("tshark")
+        .args(&args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tshark -r");
+    assert!(out.status.success(), "tshark -r failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// One test of this file at a time: each runs two appliances and their traffic, and the
+/// failover bounds are timing bounds.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// B's connection listing (`-L -n -c`).
+fn conns(b: &Daemon) -> String {
+    b.execute(&["-L".into(), "-n".into(), "-c".into()], "")
+        .stdout
+}
+
+#[test]
+fn sync_on_the_wire_and_the_backup_reproduces_connections() {
+    if !precheck() {
+        return;
+    }
+    if !have("tshark") {
+        tapvs_lab::netns::skip_or_fail("tshark is needed (scripts/deps)");
+        return;
+    }
+    let _one = serial();
+    let started = Instant::now();
+    let mut lab = Lab::build(1).expect("lab");
+    let _servers = common::http_servers(&lab, 80);
+    let pcap = std::env::temp_dir().join(format!("tapvs-ha-sync-{}.pcap", std::process::id()));
+    let _ = std::fs::remove_file(&pcap);
+    let p = pcap.to_str().unwrap().to_string();
+    let tshark: NsChild = lab
+        .director
+        .spawn(
+            &[
+                "tshark",
+                "-q",
+                "-i",
+                lab::INT_BRIDGE,
+                "-f",
+                "udp port 8848",
+                "-w",
+                &p,
+            ],
+            Stdio::null(),
+            Stdio::null(),
+        )
+        .expect("tshark");
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
+        }),
+        "tshark did not start"
+    );
+    // A's master sync daemon is started by tapvsadm (as ipvsadm), not by its config.
+    lab.start(&config("a", A_EXT, A_INT, 150, "MASTER", "", Some(9273)))
+        .expect("start A");
+    let adm = |d: &Daemon, line: &str| {
+        let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        d.execute(&args, "")
+    };
+    let a = lab.daemon();
+    assert_eq!(adm(a, "-L --daemon").stdout, "", "no daemon yet");
+    let r = adm(
+        a,
+        "--start-daemon master --mcast-interface int --syncid 9 --sync-maxlen 1400",
+    );
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert_eq!(
+        adm(a, "-L --daemon").stdout,
+        "master sync daemon (mcast=int, syncid=9, maxlen=1400, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    let again = adm(a, "--start-daemon master");
+    assert_eq!(
+        again.code, 1,
+        "a running role cannot start twice: {again:?}"
+    );
+    let bad = adm(a, "--start-daemon backup --mcast-interface nope");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("mcast-interface"), "{bad:?}");
+    let bad = adm(a, "--start-daemon backup --syncid 300");
+    assert_eq!(
+        (bad.code, bad.stderr.trim()),
+        (2, "illegal syncid specified")
+    );
+    assert_eq!(
+        adm(a, "-L --daemon").stdout.lines().count(),
+        1,
+        "errors changed nothing"
+    );
+    let cfg_b = tapvs::config::parse(
+        &config("b", B_EXT, B_INT, 100, "BACKUP", "backup = true", None),
+        std::path::Path::new("b.toml"),
+    )
+    .expect("config B");
+    let b = lab
+        .director
+        .try_run(move || Daemon::start(&cfg_b))
+        .expect("netns")
+        .expect("start B");
+
+    // Through the VIP once A is master (the client's gateway 10.0.0.1 resolves to A).
+    let vip = SocketAddr::from((lab::VIP, 80));
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || lab
+            .client
+            .run(|| tapvs_lab::traffic::http_get(vip, "/", Duration::from_secs(1)))
+            .is_ok_and(|(s, _)| s == 200)),
+        "no service through the VIP"
+    );
+
+    // Five keep-alive connections: each answers once, then stays open.
+    let mut streams: Vec<TcpStream> = lab
+        .client
+        .run(|| {
+            (0..5)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    assert_eq!(get_on(&mut s)?, 200);
+                    Ok(s)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("keep-alive connections");
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+
+    // B's table gets them from A's sync messages: same real server, ESTABLISHED.
+    let rs = lab::real_addr(0);
+    let want = |port: u16| format!("{}:{port}", lab::CLIENT);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                l.lines().any(|x| {
+                    x.contains(&format!("{} ", want(*p)))
+                        && x.contains("ESTABLISHED")
+                        && x.contains(&format!("{rs}:80"))
+                })
+            })
+        }),
+        "B has A's connections:\n{}",
+        conns(&b)
+    );
+    // Each connection still works (through A).
+    for s in &mut streams {
+        assert_eq!(get_on(s).expect("second request"), 200);
+    }
+    // Closing them: B follows the state (FIN_WAIT / TIME_WAIT / CLOSE ...), never scheduling.
+    drop(streams);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                l.lines()
+                    .filter(|x| x.contains(&format!("{} ", want(*p))))
+                    .all(|x| !x.contains("ESTABLISHED"))
+            })
+        }),
+        "B follows the closes:\n{}",
+        conns(&b)
+    );
+    let (_, m) = common::scrape(&lab);
+    let sent = m
+        .lines()
+        .find(|l| l.starts_with("tapvs_sync_messages_total{direction=\"out\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(sent >= 1.0, "A counted its sync messages:\n{m}");
+    assert_eq!(adm(&b, "--stop-daemon backup").code, 0);
+    assert_eq!(adm(&b, "-L --daemon").stdout, "");
+    assert_eq!(adm(&b, "--stop-daemon backup").code, 1, "not running");
+    drop(b);
+
+    let pid = tshark.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(tshark
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .is_some());
+    let rows = tshark_fields(
+        &pcap,
+        &[
+            "ip.src",
+            "ipvs.syncid",
+            "ipvs.conncount",
+            "ipvs.caddr",
+            "ipvs.cport",
+            "ipvs.vaddr",
+            "ipvs.vport",
+            "ipvs.daddr",
+            "ipvs.dport",
+            "ipvs.state",
+            "ipvs.proto",
+            "ipvs.timeout",
+        ],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(!rows.is_empty(), "no sync datagrams captured");
+    eprintln!("first datagram: {:?}", rows[0]);
+    let col = |r: &Vec<String>, i: usize| -> Vec<String> {
+        r.get(i)
+            .map(|c| c.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut seen_established = std::collections::HashSet::new();
+    let mut seen_later = std::collections::HashSet::new();
+    for r in &rows {
+        assert_eq!(r[0], A_INT, "from A's own address: {r:?}");
+        assert_eq!(r[1], "9", "syncid: {r:?}");
+        let count: usize = r[2].parse().unwrap();
+        let caddrs = col(r, 3);
+        assert_eq!(
+            caddrs.len(),
+            count,
+            "connection count matches the entries: {r:?}"
+        );
+        for (i, caddr) in caddrs.iter().enumerate() {
+            assert_eq!(caddr, &lab::CLIENT.to_string());
+            assert_eq!(col(r, 5)[i], lab::VIP.to_string());
+            assert_eq!(col(r, 6)[i], "80");
+            assert_eq!(col(r, 7)[i], rs.to_string());
+            assert_eq!(col(r, 8)[i], "80");
+            let proto = col(r, 10)[i].clone();
+            assert!(proto == "6" || proto == "0x06", "protocol TCP: {r:?}");
+            let cport: u16 = col(r, 4)[i].parse().unwrap();
+            let state = col(r, 9)[i].clone();
+            let state = u16::from_str_radix(state.trim_start_matches("0x"), 16).unwrap();
+            let timeout: u32 = col(r, 11)[i].parse().unwrap();
+            if state == 1 {
+                assert_eq!(timeout, 900, "ESTABLISHED timeout: {r:?}");
+                seen_established.insert(cport);
+            } else {
+                assert!(
+                    [4, 5, 6, 7, 8].contains(&state),
+                    "state number {state}: {r:?}"
+                );
+                seen_later.insert(cport);
+            }
+        }
+    }
+    for p in &ports {
+        assert!(
+            seen_established.contains(p),
+            "port {p} synced as ESTABLISHED: {rows:?}"
+        );
+        assert!(seen_later.contains(p), "port {p} synced closing: {rows:?}");
+    }
+    eprintln!(
+        "{} sync datagrams decoded by tshark; test took {:?}",
+        rows.len(),
+        started.elapsed()
+    );
+}
+
+const MB200: u64 = 200 * 1024 * 1024;
+const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
+
+/// The deterministic download: xorshift64 words from `seed`.
+fn fill(state: &mut u64, buf: &mut [u8]) {
+    for w in buf.chunks_exact_mut(8) {
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn expected_digest(bytes: u64, seed: u64) -> Vec<u8> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut st = seed;
+    let mut buf = vec![0u8; 65536];
+    let mut left = bytes;
+    while left > 0 {
+        fill(&mut st, &mut buf);
+        let n = left.min(buf.len() as u64) as usize;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    h.finalize().to_vec()
+}
+
+/// A real server that sends `bytes` of the stream for `seed` to its first client, then closes.
+#[allow(clippy::type_complexity)]
+fn download_server(
+    rs: &tapvs_lab::netns::Netns,
+    bytes: u64,
+    seed: u64,
+) -> (
+    std::thread::JoinHandle<std::io::Result<()>>,
+    std::sync::mpsc::Receiver<SocketAddr>,
+) {
+    let listener = rs
+        .run(|| std::net::TcpListener::bind("0.0.0.0:5001"))
+        .expect("bind 5001");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept()?;
+        let _ = tx.send(peer);
+        s.set_write_timeout(Some(Duration::from_secs(60)))?;
+        let mut st = seed;
+        let mut buf = vec![0u8; 65536];
+        let mut left = bytes;
+        while left > 0 {
+            fill(&mut st, &mut buf);
+            let n = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    });
+    (h, rx)
+}
+
+/// One appliance as its own process (so it can be killed), with its metrics port.
+struct Appliance {
+    child: Option<NsChild>,
+    metrics: u16,
+    config: std::path::PathBuf,
+}
+
+impl Appliance {
+    fn start(lab: &Lab, tag: &str, text: &str, metrics: u16) -> Appliance {
+        let config =
+            std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}.toml", std::process::id()));
+        std::fs::write(&config, text).expect("write config");
+        let mut a = Appliance {
+            child: None,
+            metrics,
+            config,
+        };
+        a.restart(lab);
+        a
+    }
+
+    fn restart(&mut self, lab: &Lab) {
+        let c = self.config.to_str().unwrap().to_string();
+        self.child = Some(
+            lab.director
+                .spawn(
+                    &[BIN, "run", "--config", &c],
+                    Stdio::null(),
+                    Stdio::inherit(),
+                )
+                .expect("spawn tapvs"),
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || self
+                .state(lab, "VI_EXT")
+                .is_some()),
+            "tapvs did not come up"
+        );
+    }
+
+    fn metrics_text(&self, lab: &Lab) -> Option<String> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.metrics).parse().unwrap();
+        lab.director
+            .run(|| tapvs_lab::traffic::http_get(addr, "/metrics", Duration::from_secs(2)))
+            .ok()
+            .map(|(_, b)| b)
+    }
+
+    fn state(&self, lab: &Lab, inst: &str) -> Option<String> {
+        let text = self.metrics_text(lab)?;
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tapvs_vrrp_state{")
+                    && l.contains(&format!("instance=\"{inst}\""))
+                    && l.ends_with(" 1")
+            })
+            .find_map(|l| Some(l.split("state=\"").nth(1)?.split('"').next()?.to_string()))
+    }
+
+    fn value(&self, lab: &Lab, prefix: &str) -> f64 {
+        self.metrics_text(lab)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM, waiting (bounded) for the exit.
+    fn sigterm(&mut self) {
+        if let Some(c) = self.child.take() {
+            let pid = c.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+            assert!(
+                c.wait_timeout(Duration::from_secs(10)).unwrap().is_some(),
+                "tapvs exits on SIGTERM"
+            );
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(c) = self.child.take() {
+            c.kill().expect("kill -9");
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Failover, NAT: A (150, master) and B (100, backup) both run the sync daemon as master and
+/// backup. A client holds 50 idle keep-alive HTTP connections and downloads 200 MB through the
+/// VIP; `kill -9` of A mid-transfer. B is master within 3 × advert_int + skew + 0.5 s, the
+/// download completes with the same SHA-256, and every keep-alive connection answers its next
+/// request (through B, from the entries A synced).
+#[test]
+fn failover_nat_kill_9_keeps_the_download_and_the_keep_alive_connections() {
+    failover("nat");
+}
+
+/// The same with FullNAT: the real server keeps seeing the same local address and port (the
+/// download's and every keep-alive connection's TCP connection on the server survives; the
+/// server records the peers it saw).
+#[test]
+fn failover_fullnat_kill_9_keeps_local_address_and_port() {
+    failover("fullnat");
+}
+
+fn failover(fwd: &str) {
+    if !precheck() {
+        return;
+    }
+    let _one = serial();
+    let started = Instant::now();
+    let lab = Lab::build(1).expect("lab");
+    let _servers = common::http_servers(&lab, 80);
+    let both = "master = true\nbackup = true";
+    let mut a = Appliance::start(
+        &lab,
+        &format!("{fwd}-a"),
+        &config_fwd("a", A_EXT, A_INT, 150, "MASTER", both, Some(9273), fwd),
+        9273,
+    );
+    let b = Appliance::start(
+        &lab,
+        &format!("{fwd}-b"),
+        &config_fwd("b", B_EXT, B_INT, 100, "BACKUP", both, Some(9274), fwd),
+        9274,
+    );
+    for inst in ["VI_EXT", "VI_INT"] {
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || a
+                .state(&lab, inst)
+                .as_deref()
+                == Some("MASTER")),
+            "A master of {inst}"
+        );
+        assert_eq!(b.state(&lab, inst).as_deref(), Some("BACKUP"));
+    }
+    let vip = SocketAddr::from((lab::VIP, 80));
+    let mut keep: Vec<TcpStream> = lab
+        .client
+        .run(|| {
+            (0..50)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                    assert_eq!(get_on(&mut s)?, 200);
+                    Ok(s)
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("50 keep-alive connections");
+
+    let seed = 0x5eed;
+    let (server, peer) = download_server(&lab.reals[0], MB200, seed);
+    let dl = lab
+        .client
+        .spawn_thread(move || -> std::io::Result<(u64, Vec<u8>)> {
+            use sha2::Digest;
+            let mut s = TcpStream::connect_timeout(
+                &SocketAddr::from((lab::VIP, 5001)),
+                Duration::from_secs(5),
+            )?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0u64;
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n as u64;
+            }
+            Ok((total, h.finalize().to_vec()))
+        });
+    // B has every connection (the 50 and the download) from A's sync messages.
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || b
+            .value(&lab, "tapvs_sync_connections_applied_total")
+            >= 51.0),
+        "B applied A's sync entries: {}",
+        b.value(&lab, "tapvs_sync_connections_applied_total")
+    );
+    // Mid-transfer: at least 40 MB through A.
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(20), || a
+            .value(&lab, "tapvs_frame_bytes_total{direction=\"in\"}")
+            >= 40e6),
+        "the download runs through A"
+    );
+    let t0 = Instant::now();
+    a.kill9();
+    let mut took = None;
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+            let m = ["VI_EXT", "VI_INT"]
+                .iter()
+                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
+            if m && took.is_none() {
+                took = Some(t0.elapsed());
+            }
+            m
+        }),
+        "B becomes master"
+    );
+    let took = took.unwrap();
+    // 3 × 1 s + (256 − 100)/256 s + 0.5 s.
+    let bound = Duration::from_millis(3000 + 609 + 500);
+    eprintln!("B master {took:?} after kill -9 of A (bound {bound:?})");
+    assert!(took <= bound, "B master after {took:?}");
+
+    let (bytes, digest) = dl.join().expect("download thread").expect("download");
+    // The server's one TCP connection carried all of it (written without error to the end).
+    server.join().expect("server thread").expect("server");
+    let peer = peer.recv().expect("server peer");
+    if fwd == "fullnat" {
+        assert_eq!(
+            peer.ip(),
+            std::net::IpAddr::from([172, 16, 0, 100]),
+            "the server sees the local address"
+        );
+    } else {
+        assert_eq!(peer.ip(), std::net::IpAddr::from(lab::CLIENT));
+    }
+    eprintln!("{fwd}: the server's peer {peer} for the whole download");
+    assert_eq!(bytes, MB200);
+    assert_eq!(
+        digest,
+        expected_digest(MB200, seed),
+        "SHA-256 of the download"
+    );
+    let answered = |keep: &mut Vec<TcpStream>| {
+        keep.iter_mut()
+            .map(|s| get_on(s).is_ok_and(|st| st == 200))
+            .filter(|ok| *ok)
+            .count()
+    };
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered after the failover"
+    );
+
+    // Restart A (state BACKUP now, as after a reboot): B syncs the connections back (refresh
+    // on their next packets), A preempts, and the connections survive again.
+    std::fs::write(
+        &a.config,
+        config_fwd("a", A_EXT, A_INT, 150, "BACKUP", both, Some(9273), fwd),
+    )
+    .unwrap();
+    let restarted = Instant::now();
+    a.restart(&lab);
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            assert_eq!(
+                answered(&mut keep),
+                50,
+                "connections keep working through B"
+            );
+            a.value(&lab, "tapvs_sync_connections_applied_total") >= 50.0
+        }),
+        "B synced the connections back to A: {}",
+        a.value(&lab, "tapvs_sync_connections_applied_total")
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), Duration::from_millis(20), || [
+            "VI_EXT", "VI_INT"
+        ]
+        .iter()
+        .all(|i| a.state(&lab, i).as_deref() == Some("MASTER"))),
+        "restarted A preempts"
+    );
+    eprintln!("A preempted {:?} after its restart", restarted.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || [
+            "VI_EXT", "VI_INT"
+        ]
+        .iter()
+        .all(|i| b.state(&lab, i).as_deref() == Some("BACKUP"))),
+        "B yields"
+    );
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered through A again"
+    );
+
+    // Clean stop: SIGTERM of the master A sends priority 0; B takes over in under 1 s.
+    let t0 = Instant::now();
+    a.sigterm();
+    let mut took = None;
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(5), || {
+            let m = ["VI_EXT", "VI_INT"]
+                .iter()
+                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
+            if m && took.is_none() {
+                took = Some(t0.elapsed());
+            }
+            m
+        }),
+        "B master after SIGTERM of A"
+    );
+    let took = took.unwrap();
+    eprintln!("B master {took:?} after SIGTERM of A (incl. A's exit)");
+    assert!(
+        took < Duration::from_secs(1),
+        "clean stop takeover {took:?}"
+    );
+    assert_eq!(
+        answered(&mut keep),
+        50,
+        "keep-alive connections answered after the clean stop"
+    );
+    eprintln!("failover {fwd} test took {:?}", started.elapsed());
+}
