@@ -5,9 +5,7 @@
 //!
 //! `cargo bench --bench conntable` (`TAPVS_CONNS=N` for another count; needs about 1.2 GB).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,33 +17,8 @@ use tapvs::datapath::persist::Templates;
 use tapvs::datapath::pipeline::{Env, Pipeline, Sink, EXPIRE_BUDGET};
 use tapvs::datapath::tcp_state::Timeouts;
 
-/// Counts live heap bytes.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged
-// and only adds bookkeeping of the sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with layout `l`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
 struct Null;
 
@@ -87,7 +60,7 @@ addresses = ["172.16.0.1/24"]
         1,
     ));
 
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live_bytes();
     let mut p = Pipeline::new(0, 1, n as usize, Timeouts::default());
     let t0 = Instant::now();
     for i in 0..n {
@@ -114,7 +87,7 @@ addresses = ["172.16.0.1/24"]
         // All created within the same second: they all fall due together.
         p.table_mut().insert(c, 0).expect("room");
     }
-    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    let bytes = counting::live_bytes() - before;
     println!(
         "connection table: {} entries in {:.1} MiB ({:.1} bytes per entry; limit 1024 MiB, 92 bytes), filled in {:?}",
         p.table().len(),

@@ -9,10 +9,8 @@
 //!
 //! `cargo bench --bench datapath`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -26,33 +24,8 @@ use tapvs::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
 use tapvs::datapath::service::Snapshot;
 use tapvs::datapath::tcp_state::Timeouts;
 
-/// Counts live heap bytes.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged
-// and only adds bookkeeping of the sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with layout `l`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting.rs"]
+mod counting;
 
 fn client(i: u32) -> (Ipv4Addr, u16) {
     // Spread clients over a /8 and ports, deterministically.
@@ -197,9 +170,9 @@ const N: u32 = 1_000_000;
 
 fn memory_per_entry() {
     let dest = server();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live_bytes();
     let t = filled(N, &dest);
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting::live_bytes();
     println!(
         "connection table: {} bytes per entry at {} entries (Conn is {} bytes; two 4-byte index entries each)",
         (after - before) / N as isize,

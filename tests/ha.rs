@@ -179,32 +179,19 @@ fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
     }
 }
 
-/// `tshark -r pcap -d udp.port==8848,ipvs -T fields -E occurrence=a ...` lines.
+/// `tshark -r pcap -d udp.port==8848,ipvs -Y ipvs -T fields -E aggregator=, ...`: the
+/// fields of each sync datagram.
 fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut args: Vec<String> = vec![
-        "-r".into(),
-        pcap.to_str().unwrap().into(),
-        "-d".into(),
-        "udp.port==8848,ipvs".into(),
-        "-Y".into(),
-        "ipvs".into(),
-        "-T".into(),
-        "fields".into(),
-        "-E".into(),
-        "aggregator=,".into(),
+    let args = [
+        "-d",
+        "udp.port==8848,ipvs",
+        "-Y",
+        "ipvs",
+        "-E",
+        "aggregator=,",
     ];
-    for f in fields {
-        args.push("-e".into());
-        args.push((*f).into());
-    }
-    let out = std::process::Command::new("tshark")
-        .args(&args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("tshark -r");
-    assert!(out.status.success(), "tshark -r failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    common::tshark::fields(pcap, &args, fields)
+        .iter()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
@@ -577,6 +564,26 @@ impl Appliance {
             .map(|(_, b)| b)
     }
 
+    /// Whether both VRRP instances (client side and server side) are in `state`.
+    fn both_in(&self, lab: &Lab, state: &str) -> bool {
+        ["VI_EXT", "VI_INT"]
+            .iter()
+            .all(|i| self.state(lab, i).as_deref() == Some(state))
+    }
+
+    /// Waits (bounded by `within`, polling every `step`) until both instances are in `state`;
+    /// the time from `since` until it was seen.
+    fn wait_both(
+        &self,
+        lab: &Lab,
+        state: &str,
+        since: Instant,
+        within: Duration,
+        step: Duration,
+    ) -> Option<Duration> {
+        wait_until(within, step, || self.both_in(lab, state)).then(|| since.elapsed())
+    }
+
     fn state(&self, lab: &Lab, inst: &str) -> Option<String> {
         let text = self.metrics_text(lab)?;
         text.lines()
@@ -730,20 +737,15 @@ fn failover(fwd: &str) {
     );
     let t0 = Instant::now();
     a.kill9();
-    let mut took = None;
-    assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
-            let m = ["VI_EXT", "VI_INT"]
-                .iter()
-                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
-            if m && took.is_none() {
-                took = Some(t0.elapsed());
-            }
-            m
-        }),
-        "B becomes master"
-    );
-    let took = took.unwrap();
+    let took = b
+        .wait_both(
+            &lab,
+            "MASTER",
+            t0,
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+        )
+        .expect("B becomes master");
     // 3 × 1 s + (256 − 100)/256 s + 0.5 s.
     let bound = Duration::from_millis(3000 + 609 + 500);
     eprintln!("B master {took:?} after kill -9 of A (bound {bound:?})");
@@ -803,20 +805,14 @@ fn failover(fwd: &str) {
         a.value(&lab, "tapvs_sync_connections_applied_total")
     );
     assert!(
-        wait_until(Duration::from_secs(8), Duration::from_millis(20), || [
-            "VI_EXT", "VI_INT"
-        ]
-        .iter()
-        .all(|i| a.state(&lab, i).as_deref() == Some("MASTER"))),
+        wait_until(Duration::from_secs(8), Duration::from_millis(20), || a
+            .both_in(&lab, "MASTER")),
         "restarted A preempts"
     );
     eprintln!("A preempted {:?} after its restart", restarted.elapsed());
     assert!(
-        wait_until(Duration::from_secs(3), Duration::from_millis(20), || [
-            "VI_EXT", "VI_INT"
-        ]
-        .iter()
-        .all(|i| b.state(&lab, i).as_deref() == Some("BACKUP"))),
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || b
+            .both_in(&lab, "BACKUP")),
         "B yields"
     );
     assert_eq!(
@@ -828,20 +824,15 @@ fn failover(fwd: &str) {
     // Clean stop: SIGTERM of the master A sends priority 0; B takes over in under 1 s.
     let t0 = Instant::now();
     a.sigterm();
-    let mut took = None;
-    assert!(
-        wait_until(Duration::from_secs(3), Duration::from_millis(5), || {
-            let m = ["VI_EXT", "VI_INT"]
-                .iter()
-                .all(|i| b.state(&lab, i).as_deref() == Some("MASTER"));
-            if m && took.is_none() {
-                took = Some(t0.elapsed());
-            }
-            m
-        }),
-        "B master after SIGTERM of A"
-    );
-    let took = took.unwrap();
+    let took = b
+        .wait_both(
+            &lab,
+            "MASTER",
+            t0,
+            Duration::from_secs(3),
+            Duration::from_millis(5),
+        )
+        .expect("B master after SIGTERM of A");
     eprintln!("B master {took:?} after SIGTERM of A (incl. A's exit)");
     assert!(
         took < Duration::from_secs(1),

@@ -6,6 +6,8 @@
 //! both sides' adverts as valid VRRP. Bad peers (keepalived with a wrong password, or a wrong
 //! VRID) never change tapvs's state and are counted.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -335,28 +337,7 @@ track_ports = ["lan"]
 
 /// `tshark -r pcap -Y FILTER -T fields -e ...` lines.
 fn tshark_fields(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "-r".to_string(),
-        pcap.to_str().unwrap().to_string(),
-        "-Y".into(),
-        filter.into(),
-        "-T".into(),
-        "fields".into(),
-    ];
-    for f in fields {
-        args.push("-e".into());
-        args.push((*f).into());
-    }
-    let out = std::process::Command::new("tshark")
-        .args(&args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("tshark -r");
-    assert!(out.status.success(), "tshark -r failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    common::tshark::fields(pcap, &["-Y", filter], fields)
 }
 
 #[test]

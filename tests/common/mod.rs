@@ -45,6 +45,7 @@ pub fn scrape(lab: &Lab) -> (u16, String) {
 }
 
 pub mod tls;
+pub mod tshark;
 
 /// tapvs in the `tapvs-lab` topology (shared with the `tapvs` binary, see the file's docs).
 #[path = "../../src/lab.rs"]
