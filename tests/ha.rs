@@ -179,6 +179,15 @@ fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
     }
 }
 
+/// Whether an Ethernet frame is an IPv4 UDP datagram to the sync port 8848.
+fn is_sync(f: &[u8]) -> bool {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] || f[23] != 17 {
+        return false;
+    }
+    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    f.len() >= l4 + 4 && u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]) == 8848
+}
+
 /// `tshark -r pcap -d udp.port==8848,ipvs -Y ipvs -T fields -E aggregator=, ...`: the
 /// fields of each sync datagram.
 fn tshark_fields(pcap: &Path, fields: &[&str]) -> Vec<Vec<String>> {
@@ -224,30 +233,7 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
     let _servers = common::http_servers(&lab, 80);
     let pcap = std::env::temp_dir().join(format!("tapvs-ha-sync-{}.pcap", std::process::id()));
     let _ = std::fs::remove_file(&pcap);
-    let p = pcap.to_str().unwrap().to_string();
-    let tshark: NsChild = lab
-        .director
-        .spawn(
-            &[
-                "tshark",
-                "-q",
-                "-i",
-                lab::INT_BRIDGE,
-                "-f",
-                "udp port 8848",
-                "-w",
-                &p,
-            ],
-            Stdio::null(),
-            Stdio::null(),
-        )
-        .expect("tshark");
-    assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
-        }),
-        "tshark did not start"
-    );
+    let capture = common::tshark::Capture::start(&lab.director, lab::INT_BRIDGE, is_sync);
     // A's master sync daemon is started by tapvsadm (as ipvsadm), not by its config.
     lab.start(&config("a", A_EXT, A_INT, 150, "MASTER", "", Some(9273)))
         .expect("start A");
@@ -371,14 +357,8 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
     assert_eq!(adm(&b, "--stop-daemon backup").code, 1, "not running");
     drop(b);
 
-    let pid = tshark.id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status();
-    assert!(tshark
-        .wait_timeout(Duration::from_secs(10))
-        .unwrap()
-        .is_some());
+    let frames = capture.finish(&pcap);
+    eprintln!("{frames} sync frames captured on {}", lab::INT_BRIDGE);
     let rows = tshark_fields(
         &pcap,
         &[

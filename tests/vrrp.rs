@@ -58,7 +58,7 @@ fn have(cmd: &str) -> bool {
 struct Seg {
     tapvs: Option<NsChild>,
     keepalived: Option<NsChild>,
-    tshark: Option<NsChild>,
+    capture: Option<common::tshark::Capture>,
     scratch: Scratch,
     cl: Netns,
     bad: Netns,
@@ -89,7 +89,7 @@ impl Seg {
         Seg {
             tapvs: None,
             keepalived: None,
-            tshark: None,
+            capture: None,
             scratch: Scratch::new("vrrp"),
             cl,
             bad,
@@ -313,26 +313,16 @@ track_ports = ["lan"]
         .then(|| t0.elapsed())
     }
 
+    /// Starts capturing VRRP (IP protocol 112) on the hub's bridge; the pcap it will go to.
     fn start_capture(&mut self) -> PathBuf {
-        let pcap = self.scratch.file("vrrp.pcap");
-        let p = pcap.to_str().unwrap().to_string();
-        let child = self
-            .hub
-            .spawn(
-                &["tshark", "-q", "-i", "br0", "-f", "ip proto 112", "-w", &p],
-                Stdio::null(),
-                Stdio::null(),
-            )
-            .expect("spawn tshark");
-        assert!(
-            wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-                std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0)
-            }),
-            "tshark did not start capturing"
-        );
-        self.tshark = Some(child);
-        pcap
+        self.capture = Some(common::tshark::Capture::start(&self.hub, "br0", is_vrrp));
+        self.scratch.file("vrrp.pcap")
     }
+}
+
+/// Whether an Ethernet frame is IPv4 protocol 112 (VRRP).
+fn is_vrrp(f: &[u8]) -> bool {
+    f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[23] == 112
 }
 
 /// `tshark -r pcap -Y FILTER -T fields -e ...` lines.
@@ -505,8 +495,8 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
         .expect("keepalived master again");
 
     // tshark decodes both sides' adverts as valid VRRP v2.
-    let tshark = seg.tshark.take().unwrap();
-    Seg::signal(&tshark, "-INT");
+    let frames = seg.capture.take().unwrap().finish(&pcap);
+    eprintln!("{frames} VRRP frames captured on br0");
     let rows = tshark_fields(
         &pcap,
         "vrrp",
