@@ -20,6 +20,9 @@ pub fn fields(pcap: &Path, args: &[&str], fields: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Frames a [`Capture`] kept, with the time each was seen.
+type Frames = Vec<(std::time::SystemTime, Vec<u8>)>;
+
 /// At most this many frames are kept by a [`Capture`].
 const CAPTURE_MAX_FRAMES: usize = 100_000;
 
@@ -29,7 +32,7 @@ const CAPTURE_MAX_FRAMES: usize = 100_000;
 /// until [`Capture::finish`] writes them as a pcap file for tshark to decode.
 pub struct Capture {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<(std::time::SystemTime, Vec<u8>)>>>,
+    thread: Option<std::thread::JoinHandle<Frames>>,
 }
 
 impl Capture {
