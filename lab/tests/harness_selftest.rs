@@ -249,8 +249,8 @@ fn run_executes_inside_the_namespace() {
     let mut seen = Vec::new();
     a.run(|| seen.push(netns_inode_here()));
     assert_eq!(seen, vec![ns_inode]);
-    // sysctl is per namespace.
-    a.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    // sysctl is per namespace. A new namespace may start from the host's value (IPv4 devconf
+    // is inherited from the initial namespace), so a is set to the opposite of b's.
     let fwd = |ns: &Netns| {
         String::from_utf8(
             ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])
@@ -258,9 +258,14 @@ fn run_executes_inside_the_namespace() {
                 .stdout,
         )
         .unwrap()
+        .trim()
+        .to_string()
     };
-    assert_eq!(fwd(&a).trim(), "1");
-    assert_eq!(fwd(&b).trim(), "0");
+    let b_before = fwd(&b);
+    let other = if b_before == "1" { "0" } else { "1" };
+    a.sysctl("net.ipv4.ip_forward", other).unwrap();
+    assert_eq!(fwd(&a), other);
+    assert_eq!(fwd(&b), b_before, "b is untouched by a's sysctl");
     a.sysctl(&format!("net.ipv4.conf.{la}.rp_filter"), "2")
         .unwrap();
     assert_eq!(
