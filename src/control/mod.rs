@@ -7,10 +7,12 @@
 //! what the data path does only by publishing snapshots.
 
 pub mod announce;
+pub mod changelog;
 pub mod checks;
 pub mod estimator;
 pub mod host;
 pub mod metrics;
+pub mod reload;
 pub mod runtime;
 pub mod shared;
 pub mod socket;

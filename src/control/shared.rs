@@ -28,6 +28,8 @@ pub struct Shared {
     pub estimator: Mutex<Estimator>,
     /// The eBPF queue-selection program of the ports (control plane only).
     pub steering: Mutex<crate::datapath::steer::Steering>,
+    /// What `tapvs reload` needs (the config last applied).
+    pub reload: crate::control::reload::ReloadState,
 }
 
 impl std::ops::Deref for Shared {

@@ -301,6 +301,26 @@ fn configure_locked(
     table: &mut crate::control::table::Table,
     cmd: &Command,
 ) -> Result<bool, AdmError> {
+    configure_as("tapvsadm", shared, table, cmd)
+}
+
+/// Applies `cmd` to the locked live table as [`configure_locked`] does, logging the change as
+/// made by `who` ([`crate::control::changelog`]); returns whether the services changed (the
+/// caller publishes).
+pub(crate) fn configure_as(
+    who: &str,
+    shared: &Shared,
+    table: &mut crate::control::table::Table,
+    cmd: &Command,
+) -> Result<bool, AdmError> {
+    crate::control::changelog::logged(who, table, cmd, |t| configure_unlogged(shared, t, cmd))
+}
+
+fn configure_unlogged(
+    shared: &Shared,
+    table: &mut crate::control::table::Table,
+    cmd: &Command,
+) -> Result<bool, AdmError> {
     if let Command::SetTimeouts { tcp, tcp_fin, udp } = cmd {
         let cur = **shared.timeouts.load();
         let pick = |new: u32, old| if new == 0 { old } else { new };
@@ -345,6 +365,9 @@ pub fn execute_streamed(
     stdin: &str,
     part: &mut dyn FnMut(String) -> std::io::Result<()>,
 ) -> Response {
+    if let Some(r) = crate::control::reload::request(shared, args) {
+        return r;
+    }
     let cmd = match adm::parse(args) {
         Ok(c) => c,
         Err(e) => return Response::err(&e),
