@@ -319,7 +319,7 @@ fn reload_under_load_keeps_the_download_and_the_keep_alive_connections() {
         }
         Ok(())
     });
-    // The client reads 20 MB, then waits for the next reload to be done: each of the 10
+    // The client reads 18 MB, then waits for the next reload to be done: each of the 10
     // reloads happens mid-transfer (TCP flow control holds the server meanwhile).
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let (at_tx, at_rx) = std::sync::mpsc::channel::<u64>();
@@ -335,7 +335,8 @@ fn reload_under_load_keeps_the_download_and_the_keep_alive_connections() {
             let mut h = sha2::Sha256::new();
             let mut buf = vec![0u8; 65536];
             let mut total = 0u64;
-            let mut next_pause = 20 << 20;
+            let mut next_pause = 18 << 20;
+            let mut pauses = 0;
             loop {
                 let want = buf.len().min((next_pause - total) as usize).max(1);
                 let n = s.read(&mut buf[..want])?;
@@ -344,13 +345,14 @@ fn reload_under_load_keeps_the_download_and_the_keep_alive_connections() {
                 }
                 h.update(&buf[..n]);
                 total += n as u64;
-                if total == next_pause && total < MB200 {
+                if total == next_pause && pauses < 10 {
+                    pauses += 1;
                     let _ = at_tx.send(total);
                     // Bounded: the test reloads within seconds, or has failed.
                     go_rx
                         .recv_timeout(Duration::from_secs(60))
                         .map_err(std::io::Error::other)?;
-                    next_pause += 20 << 20;
+                    next_pause += 18 << 20;
                 }
             }
             Ok((total, h.finalize().to_vec()))
@@ -425,6 +427,17 @@ fn reload_under_load_keeps_the_download_and_the_keep_alive_connections() {
     assert!(
         changes >= 10,
         "change-log lines of the reloads: {changes}\n{log}"
+    );
+    // The health thread took each reload, keeping the state of the real server whose checks
+    // did not change (VIP:80's second real server).
+    let kept: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("health checks reloaded"))
+        .collect();
+    assert_eq!(kept.len(), 10, "{log}");
+    assert!(
+        kept.iter().all(|l| !l.contains("kept=0")),
+        "unchanged checks kept: {kept:#?}"
     );
     tapvs.stop();
     eprintln!(
