@@ -278,7 +278,7 @@ impl Checks {
     pub fn run(mut self, shared: Arc<Shared>) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.host_wake);
         while !shared.stop.load(Ordering::Relaxed) {
-            if let Some(cfg) = crate::control::reload::take_checks(&shared) {
+            if let Some(cfg) = shared.reload.take_checks() {
                 self.reconfigure(&cfg, &shared);
             }
             while let Some(r) = shared.host_rx.pop() {

@@ -10,7 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tapvs_adm::{self as adm, Command, Response, ServerOpts, ServiceOpts};
 
@@ -21,29 +21,6 @@ use crate::control::table::{SvcKey, Table};
 /// The control-socket request that asks for a reload (`args` of a [`adm::Request`]); no
 /// ipvsadm command line looks like it.
 pub const RELOAD_REQUEST: &str = "--tapvs-reload";
-
-/// What a reload needs to remember: the config last applied, and the config the health
-/// thread has yet to take.
-#[derive(Debug)]
-pub struct ReloadState {
-    /// The config last applied (its `control.socket` as the file gives it).
-    running: Mutex<Config>,
-    /// A reloaded config for the health thread ([`take_checks`]).
-    checks: Mutex<Option<Arc<Config>>>,
-}
-
-impl ReloadState {
-    /// The state of a daemon started from `cfg`, read from its file (`file_socket`: the
-    /// file's `control.socket`, which the command line may have overridden).
-    pub fn new(cfg: &Config, file_socket: String) -> ReloadState {
-        let mut c = cfg.clone();
-        c.control.socket = file_socket;
-        ReloadState {
-            running: Mutex::new(c),
-            checks: Mutex::new(None),
-        }
-    }
-}
 
 /// Answers the control-socket request `args` if it is a reload request.
 pub fn request(shared: &Shared, args: &[String]) -> Option<Response> {
@@ -58,16 +35,6 @@ pub fn request(shared: &Shared, args: &[String]) -> Option<Response> {
             ..Response::default()
         },
     })
-}
-
-/// The config the health thread is to switch to, if a reload gave one.
-pub fn take_checks(shared: &Shared) -> Option<Arc<Config>> {
-    shared
-        .reload
-        .checks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
 }
 
 /// The first setting that differs between `old` and `new` and that only a restart applies.
@@ -257,7 +224,18 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     }
     let mut errors = Vec::new();
     for cmd in &cmds {
-        if let Err(e) = crate::control::socket::configure_as("reload", shared, &mut table, cmd) {
+        let applied = crate::control::changelog::logged("reload", &mut table, cmd, |t| {
+            let changed = t.apply_quiet(cmd)?;
+            if let Command::SetTimeouts { tcp, tcp_fin, udp } = *cmd {
+                shared
+                    .timeouts
+                    .store(Arc::new(crate::datapath::tcp_state::Timeouts::new(
+                        tcp, tcp_fin, udp,
+                    )));
+            }
+            Ok(changed)
+        });
+        if let Err(e) = applied {
             errors.push(format!("{}: {e}", crate::control::changelog::describe(cmd)));
         }
     }
@@ -288,11 +266,7 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     }
     let new = Arc::new(new);
     if checks_running {
-        *shared
-            .reload
-            .checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(new.clone());
+        shared.reload.hand_to_checks(new.clone());
         shared.host_wake.notify();
     }
     *running = (*new).clone();

@@ -160,7 +160,7 @@ impl Daemon {
             zero_base: Mutex::new(HashMap::new()),
             estimator: Mutex::new(Estimator::default()),
             steering: Mutex::new(steering),
-            reload: crate::control::reload::ReloadState::new(cfg, file_socket),
+            reload: crate::control::shared::ReloadState::new(cfg, file_socket),
         });
         let per_worker_conns = cfg.max_connections / workers;
         let mut threads = Vec::new();

@@ -301,19 +301,9 @@ fn configure_locked(
     table: &mut crate::control::table::Table,
     cmd: &Command,
 ) -> Result<bool, AdmError> {
-    configure_as("tapvsadm", shared, table, cmd)
-}
-
-/// Applies `cmd` to the locked live table as [`configure_locked`] does, logging the change as
-/// made by `who` ([`crate::control::changelog`]); returns whether the services changed (the
-/// caller publishes).
-pub(crate) fn configure_as(
-    who: &str,
-    shared: &Shared,
-    table: &mut crate::control::table::Table,
-    cmd: &Command,
-) -> Result<bool, AdmError> {
-    crate::control::changelog::logged(who, table, cmd, |t| configure_unlogged(shared, t, cmd))
+    crate::control::changelog::logged("tapvsadm", table, cmd, |t| {
+        configure_unlogged(shared, t, cmd)
+    })
 }
 
 fn configure_unlogged(
