@@ -30,6 +30,17 @@ enum Cmd {
         #[arg(long, env = "TAPVS_SOCKET")]
         socket: Option<String>,
     },
+    /// Ask the running daemon to read its config file again and apply the difference
+    /// (hitless: untouched services and connections are not disturbed). Changes that need a
+    /// restart, and invalid configs, are refused and change nothing (exit 1).
+    Reload {
+        /// The configuration file (its `[control] socket` names the daemon's socket).
+        #[arg(short, long, env = "TAPVS_CONFIG")]
+        config: Option<PathBuf>,
+        /// The daemon's control socket (overrides the config's).
+        #[arg(long, env = "TAPVS_SOCKET")]
+        socket: Option<String>,
+    },
     /// Validate a configuration file and exit.
     Check {
         /// The configuration file.
@@ -134,6 +145,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Run { config, socket } => run(&config, socket),
+        Cmd::Reload { config, socket } => reload(config.as_deref(), socket),
         Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
             Ok(actions) => {
                 for a in actions {
@@ -169,13 +181,14 @@ fn run(path: &Path, socket: Option<String>) -> ExitCode {
         Err(code) => return code,
     };
     tracing::info!(config = %path.display(), "starting");
+    let file_socket = cfg.control.socket.clone();
     if let Some(s) = socket {
         cfg.control.socket = s;
     }
-    // Block termination signals before any thread exists so every thread inherits the mask
-    // and the main thread can take them with sigwait.
-    tapvs::sys::block_termination_signals();
-    let daemon = match tapvs::control::runtime::Daemon::start(&cfg) {
+    // Block termination and reload signals before any thread exists so every thread inherits
+    // the mask and the main thread can take them with sigwait.
+    tapvs::sys::block_daemon_signals();
+    let daemon = match tapvs::control::runtime::Daemon::start_from(&cfg, file_socket) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("tapvs: cannot start: {e}");
@@ -192,7 +205,18 @@ fn run(path: &Path, socket: Option<String>) -> ExitCode {
     if let Err(e) = tapvs::sys::notify::notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
-    let sig = tapvs::sys::wait_for_termination();
+    let sig = loop {
+        match tapvs::sys::wait_for_daemon_signal() {
+            tapvs::sys::DaemonSignal::Stop(name) => break name,
+            tapvs::sys::DaemonSignal::Reload => {
+                tracing::info!(signal = "SIGHUP", "reloading");
+                let _ = tapvs::sys::notify::notify("RELOADING=1");
+                // The outcome is logged by the reload itself.
+                let _ = daemon.reload();
+                let _ = tapvs::sys::notify::notify("READY=1");
+            }
+        }
+    };
     tracing::info!(signal = sig, "shutting down");
     let _ = tapvs::sys::notify::notify("STOPPING=1");
     let stats = daemon.shutdown();
@@ -201,4 +225,53 @@ fn run(path: &Path, socket: Option<String>) -> ExitCode {
         Err(e) => eprintln!("tapvs: cannot encode stats: {e}"),
     }
     ExitCode::SUCCESS
+}
+
+/// `tapvs reload`: sends the reload request to the daemon's control socket and prints its
+/// answer. Exit 0 when the config was applied, 1 when it was refused, 2 when the daemon could
+/// not be asked.
+fn reload(config: Option<&Path>, socket: Option<String>) -> ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => match tapvs::config::load(c) {
+            Ok(cfg) if !cfg.control.socket.is_empty() => cfg.control.socket,
+            Ok(_) => tapvs_adm::DEFAULT_SOCKET.to_string(),
+            // The daemon reports the error too, but refuse here, where it is clearest.
+            Err(e) => {
+                eprintln!("tapvs reload: refused, nothing changed: config error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => tapvs_adm::DEFAULT_SOCKET.to_string(),
+    };
+    let ask = || -> std::io::Result<tapvs_adm::Response> {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        let req = tapvs_adm::Request {
+            args: vec![tapvs::control::reload::RELOAD_REQUEST.to_string()],
+            stdin: String::new(),
+        };
+        let mut line = serde_json::to_string(&req).map_err(std::io::Error::other)?;
+        line.push('\n');
+        s.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        BufReader::new(&s).read_line(&mut answer)?;
+        serde_json::from_str(&answer).map_err(std::io::Error::other)
+    };
+    match ask() {
+        Ok(r) => {
+            print!("{}", r.stdout);
+            eprint!("{}", r.stderr);
+            if r.code == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("tapvs reload: cannot reach the daemon at {socket}: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -25,6 +25,14 @@ struct Real {
     weight: u32,
     inhibit: bool,
     health: RealServerHealth,
+    /// What its checks were built from ([`fingerprint`]): a reload keeps the state of a real
+    /// server whose fingerprint is unchanged.
+    conf: String,
+}
+
+/// The settings a real server's checks are built from, compared across reloads.
+fn fingerprint(s: &crate::config::ServiceConfig, r: &crate::config::RealConfig) -> String {
+    format!("{:?}|{:?}|{:?}|{}", s.health, r.health, r.checks, r.weight)
 }
 
 struct Svc {
@@ -86,6 +94,7 @@ impl Checks {
                     weight: r.weight,
                     inhibit,
                     health,
+                    conf: fingerprint(s, r),
                 });
             }
             let live: u64 = static_weight
@@ -117,6 +126,121 @@ impl Checks {
             checks.set_sorry(shared, i, on);
         }
         Ok(checks)
+    }
+
+    /// Switches to the checks of a reloaded config: real servers whose checks are unchanged
+    /// keep their state (up or down, counters, timers); others start afresh, as at start;
+    /// checks no longer configured stop and their verdicts are forgotten. Sorry servers and
+    /// quorums follow the new config.
+    fn reconfigure(&mut self, cfg: &Config, shared: &Shared) {
+        let mut rng = SplitMix64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64),
+        );
+        let now = Instant::now();
+        let mut old: std::collections::HashMap<(SvcKey, SocketAddrV4), Real> =
+            std::mem::take(&mut self.reals)
+                .into_iter()
+                .map(|r| ((self.services[r.svc].key, r.addr), r))
+                .collect();
+        let old_services: Vec<SvcKey> = self.services.drain(..).map(|s| s.key).collect();
+        let mut kept = 0usize;
+        for s in &cfg.services {
+            let key = crate::control::table::svc_key(s.proto, s.vip);
+            let mut static_weight = 0u64;
+            let first = self.reals.len();
+            for r in &s.reals {
+                if r.checks.is_empty() {
+                    static_weight += u64::from(r.weight);
+                    continue;
+                }
+                let conf = fingerprint(s, r);
+                let svc = self.services.len();
+                match old.remove(&(key, r.addr)) {
+                    Some(mut o) if o.conf == conf => {
+                        o.svc = svc;
+                        kept += 1;
+                        self.reals.push(o);
+                    }
+                    other => {
+                        if let Some(mut o) = other {
+                            o.health.shutdown(&mut self.net);
+                        }
+                        // Validated by the reload before it changed anything.
+                        let Ok(health) = crate::health::config::real_server_health(
+                            &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
+                        ) else {
+                            continue;
+                        };
+                        let inhibit = r
+                            .health
+                            .inhibit_on_failure
+                            .or(s.health.inhibit_on_failure)
+                            .unwrap_or(false);
+                        // A fresh start: the table forgets the old verdict first.
+                        let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Ok(snap) = t.clear_health(key, r.addr) {
+                            Self::publish(shared, snap);
+                        }
+                        drop(t);
+                        self.reals.push(Real {
+                            svc,
+                            addr: r.addr,
+                            weight: r.weight,
+                            inhibit,
+                            health,
+                            conf,
+                        });
+                    }
+                }
+            }
+            let live: u64 = static_weight
+                + self.reals[first..]
+                    .iter()
+                    .map(|r| r.health.live_weight())
+                    .sum::<u64>();
+            self.services.push(Svc {
+                key,
+                quorum: s.health.service_health(live),
+                static_weight,
+            });
+            let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            match s.sorry_server {
+                Some(sorry) => {
+                    let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
+                    t.set_sorry_server(key, sorry, fwd);
+                }
+                None => {
+                    if let Ok(snap) = t.clear_sorry(key) {
+                        Self::publish(shared, snap);
+                    }
+                }
+            }
+        }
+        for ((key, addr), mut o) in old {
+            o.health.shutdown(&mut self.net);
+            let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(snap) = t.clear_health(key, addr) {
+                Self::publish(shared, snap);
+            }
+        }
+        for key in old_services {
+            if !self.services.iter().any(|s| s.key == key) {
+                let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+                if let Ok(snap) = t.clear_sorry(key) {
+                    Self::publish(shared, snap);
+                }
+            }
+        }
+        for i in 0..self.reals.len() {
+            self.apply(shared, i);
+        }
+        for i in 0..self.services.len() {
+            let on = !self.services[i].quorum.has_quorum();
+            self.set_sorry(shared, i, on);
+        }
+        tracing::info!(checked = self.reals.len(), kept, "health checks reloaded");
     }
 
     fn publish(shared: &Shared, snap: Option<crate::datapath::service::Snapshot>) {
@@ -154,6 +278,9 @@ impl Checks {
     pub fn run(mut self, shared: Arc<Shared>) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.host_wake);
         while !shared.stop.load(Ordering::Relaxed) {
+            if let Some(cfg) = shared.reload.take_checks() {
+                self.reconfigure(&cfg, &shared);
+            }
             while let Some(r) = shared.host_rx.pop() {
                 self.net.deliver(r.port, &r.data[..r.len]);
                 let _ = shared.pool.push(r);
@@ -177,6 +304,19 @@ impl Checks {
                         service = %svc.1, real = %r.addr, weight = w, "real server weight"
                     ),
                 }
+                let before = {
+                    let t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+                    match t.health(svc, r.addr).0 {
+                        Some(h) if h.down => "down".to_string(),
+                        Some(h) => format!("up weight {}", h.weight.unwrap_or(r.weight)),
+                        None => "unchecked".to_string(),
+                    }
+                };
+                let after = match &ev {
+                    Event::Down { reason } => format!("down ({reason})"),
+                    _ => format!("up weight {}", r.health.weight()),
+                };
+                crate::control::changelog::health(svc.1, r.addr, &before, &after);
                 self.apply(&shared, i);
                 let s = r.svc;
                 let live = self.services[s].static_weight

@@ -3,14 +3,17 @@
 //! that tapvsadm talks to ([`socket`]), the rate estimator ([`estimator`]), the Prometheus endpoint
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
 //! thread that runs the checkers on it and applies their verdicts ([`checks`]), and the
-//! scale-out route announcer ([`announce`]). It changes
+//! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]) and the change log
+//! ([`changelog`]). It changes
 //! what the data path does only by publishing snapshots.
 
 pub mod announce;
+pub mod changelog;
 pub mod checks;
 pub mod estimator;
 pub mod host;
 pub mod metrics;
+pub mod reload;
 pub mod runtime;
 pub mod shared;
 pub mod socket;

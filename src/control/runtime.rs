@@ -68,6 +68,12 @@ impl Daemon {
     /// is reading, so traffic can flow as soon as this returns. TAP devices are created in the
     /// calling thread's network namespace.
     pub fn start(cfg: &Config) -> Result<Daemon, StartError> {
+        Self::start_from(cfg, cfg.control.socket.clone())
+    }
+
+    /// [`Daemon::start`] for a config whose file gives `file_socket` as `control.socket`
+    /// (the command line overrode it): a reload compares the file with the file.
+    pub fn start_from(cfg: &Config, file_socket: String) -> Result<Daemon, StartError> {
         let (table, snapshot) = Table::from_config(cfg).map_err(StartError::Config)?;
         let workers = cfg.workers;
         let control_socket = if cfg.control.socket.is_empty() {
@@ -154,6 +160,7 @@ impl Daemon {
             zero_base: Mutex::new(HashMap::new()),
             estimator: Mutex::new(Estimator::default()),
             steering: Mutex::new(steering),
+            reload: crate::control::shared::ReloadState::new(cfg, file_socket),
         });
         let per_worker_conns = cfg.max_connections / workers;
         let mut threads = Vec::new();
@@ -265,6 +272,12 @@ impl Daemon {
     /// Executes an ipvsadm command line as the control socket would.
     pub fn execute(&self, args: &[String], stdin: &str) -> tapvs_adm::Response {
         crate::control::socket::execute(&self.shared, args, stdin)
+    }
+
+    /// Reads the config file again and applies the difference (see
+    /// [`crate::control::reload`]); returns what changed, or why nothing did.
+    pub fn reload(&self) -> Result<String, String> {
+        crate::control::reload::reload(&self.shared)
     }
 
     /// The current service snapshot.

@@ -28,6 +28,8 @@ pub struct Shared {
     pub estimator: Mutex<Estimator>,
     /// The eBPF queue-selection program of the ports (control plane only).
     pub steering: Mutex<crate::datapath::steer::Steering>,
+    /// What `tapvs reload` needs (the config last applied).
+    pub reload: ReloadState,
 }
 
 impl std::ops::Deref for Shared {
@@ -63,4 +65,37 @@ pub fn published(shared: &Shared) -> Vec<Counters> {
         .iter()
         .map(|m| *m.lock().unwrap_or_else(|e| e.into_inner()))
         .collect()
+}
+
+/// What a reload ([`crate::control::reload`]) needs to remember: the config last applied, and
+/// the config the health thread has yet to take.
+#[derive(Debug)]
+pub struct ReloadState {
+    /// The config last applied (its `control.socket` as the file gives it).
+    pub running: Mutex<crate::config::Config>,
+    /// A reloaded config for the health thread ([`ReloadState::take_checks`]).
+    checks: Mutex<Option<Arc<crate::config::Config>>>,
+}
+
+impl ReloadState {
+    /// The state of a daemon started from `cfg`, read from its file (`file_socket`: the
+    /// file's `control.socket`, which the command line may have overridden).
+    pub fn new(cfg: &crate::config::Config, file_socket: String) -> ReloadState {
+        let mut c = cfg.clone();
+        c.control.socket = file_socket;
+        ReloadState {
+            running: Mutex::new(c),
+            checks: Mutex::new(None),
+        }
+    }
+
+    /// Leaves `cfg` for the health thread (replacing one it has not taken yet).
+    pub fn hand_to_checks(&self, cfg: Arc<crate::config::Config>) {
+        *self.checks.lock().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
+    }
+
+    /// The config the health thread is to switch to, if a reload gave one.
+    pub fn take_checks(&self) -> Option<Arc<crate::config::Config>> {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }

@@ -301,6 +301,16 @@ fn configure_locked(
     table: &mut crate::control::table::Table,
     cmd: &Command,
 ) -> Result<bool, AdmError> {
+    crate::control::changelog::logged("tapvsadm", table, cmd, |t| {
+        configure_unlogged(shared, t, cmd)
+    })
+}
+
+fn configure_unlogged(
+    shared: &Shared,
+    table: &mut crate::control::table::Table,
+    cmd: &Command,
+) -> Result<bool, AdmError> {
     if let Command::SetTimeouts { tcp, tcp_fin, udp } = cmd {
         let cur = **shared.timeouts.load();
         let pick = |new: u32, old| if new == 0 { old } else { new };
@@ -345,6 +355,9 @@ pub fn execute_streamed(
     stdin: &str,
     part: &mut dyn FnMut(String) -> std::io::Result<()>,
 ) -> Response {
+    if let Some(r) = crate::control::reload::request(shared, args) {
+        return r;
+    }
     let cmd = match adm::parse(args) {
         Ok(c) => c,
         Err(e) => return Response::err(&e),

@@ -31,7 +31,7 @@ pub fn svc_key(proto: Protocol, vip: SocketAddrV4) -> SvcKey {
 }
 
 /// Settings the config file can give a service that ipvsadm has no option for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Extras {
     local_addresses: Vec<Ipv4Addr>,
     toa: bool,
@@ -356,6 +356,49 @@ impl Table {
         }
         self.rebuild(service)?;
         Ok(Some(self.snapshot()))
+    }
+
+    /// Sets the config-only settings of service `key` (FullNAT local addresses, TOA, MH table
+    /// size, `sloppy_tcp`) for its next rebuild; returns whether they changed (a reload then
+    /// calls [`Table::refresh`] unless a command rebuilds the service anyway).
+    pub fn set_extras(&mut self, key: SvcKey, s: &crate::config::ServiceConfig) -> bool {
+        let e = Extras {
+            local_addresses: s.local_addresses.clone(),
+            toa: s.toa,
+            toa_on_syn: s.toa_on_syn,
+            mh_table_size: s.scheduler.mh_table_size,
+            sloppy_tcp: s.sloppy_tcp,
+        };
+        self.extras.insert(key, e.clone()) != Some(e)
+    }
+
+    /// Rebuilds service `key` from its entry and settings (after [`Table::set_extras`]).
+    pub fn refresh(&mut self, key: SvcKey) -> Result<(), AdmError> {
+        self.rebuild(key)
+    }
+
+    /// Forgets the health verdict of a real server (its checks were removed or changed);
+    /// returns the new snapshot when the effective table changed.
+    pub fn clear_health(
+        &mut self,
+        service: SvcKey,
+        dest: SocketAddrV4,
+    ) -> Result<Option<Snapshot>, AdmError> {
+        self.transitions.remove(&(service, dest));
+        match self.health.remove(&(service, dest)) {
+            Some(h) if h != Health::default() && self.entries.contains_key(&service) => {
+                self.rebuild(service)?;
+                Ok(Some(self.snapshot()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Forgets the sorry server of a service (a reload removed it); returns the new snapshot
+    /// when it was serving.
+    pub fn clear_sorry(&mut self, service: SvcKey) -> Result<Option<Snapshot>, AdmError> {
+        self.sorry.remove(&service);
+        self.set_sorry_active(service, false)
     }
 
     /// The configuration as ipvsadm sees it (counters not filled in). O(n).

@@ -191,6 +191,51 @@ pub fn wait_for_termination() -> &'static str {
     }
 }
 
+fn daemon_set() -> libc::sigset_t {
+    let mut set = term_set();
+    // SAFETY: `set` was initialised by term_set.
+    unsafe {
+        libc::sigaddset(&mut set, libc::SIGHUP);
+    }
+    set
+}
+
+/// A signal the daemon's main thread acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonSignal {
+    /// SIGINT or SIGTERM (its name): stop.
+    Stop(&'static str),
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and the threads it spawns
+/// afterwards), so that [`wait_for_daemon_signal`] can take them synchronously.
+pub fn block_daemon_signals() {
+    let set = daemon_set();
+    // SAFETY: `set` is an initialised signal set; the old mask is not requested.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (which must be blocked).
+pub fn wait_for_daemon_signal() -> DaemonSignal {
+    let set = daemon_set();
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: `set` is initialised and `sig` is a valid out-parameter.
+        let rc = unsafe { libc::sigwait(&set, &mut sig) };
+        if rc == 0 {
+            return match sig {
+                libc::SIGHUP => DaemonSignal::Reload,
+                libc::SIGINT => DaemonSignal::Stop("SIGINT"),
+                _ => DaemonSignal::Stop("SIGTERM"),
+            };
+        }
+    }
+}
+
 /// Moves the calling thread into a new, empty network namespace (`unshare(CLONE_NEWNET)`).
 /// Other threads keep theirs, and descriptors opened before keep the namespace they were
 /// opened in; processes the thread starts afterwards inherit the new one. Needs
