@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::stream::{expected_digest, fill, get_on};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -156,65 +158,6 @@ fn sorted_lines(s: &str) -> Vec<String> {
     let mut v: Vec<String> = s.lines().map(str::to_string).collect();
     v.sort();
     v
-}
-
-/// Sends one keep-alive `GET /` on `s` and reads the whole response; returns its status.
-fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(std::io::Error::other("closed"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return Ok(text
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0));
-            }
-        }
-    }
-}
-
-/// The deterministic download: xorshift64 words from `seed`.
-fn fill(state: &mut u64, buf: &mut [u8]) {
-    for w in buf.chunks_exact_mut(8) {
-        let mut x = *state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *state = x;
-        w.copy_from_slice(&x.to_le_bytes());
-    }
-}
-
-fn expected_digest(bytes: u64, seed: u64) -> Vec<u8> {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    let mut st = seed;
-    let mut buf = vec![0u8; 65536];
-    let mut left = bytes;
-    while left > 0 {
-        fill(&mut st, &mut buf);
-        let n = left.min(buf.len() as u64) as usize;
-        h.update(&buf[..n]);
-        left -= n as u64;
-    }
-    h.finalize().to_vec()
 }
 
 const FAST: &str = "delay_loop = 1, connect_timeout = 1, retry = 1, delay_before_retry = 1";
