@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::stream::{expected_digest, fill, get_on};
+use common::stream::{expected_digest, fill, get_on, keep_alive};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -263,16 +263,7 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
     // Five keep-alive connections: each answers once, then stays open.
     let mut streams: Vec<TcpStream> = lab
         .client
-        .run(|| {
-            (0..5)
-                .map(|_| {
-                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    assert_eq!(get_on(&mut s)?, 200);
-                    Ok(s)
-                })
-                .collect::<std::io::Result<Vec<_>>>()
-        })
+        .run(|| keep_alive(vip, 5, Duration::from_secs(5)))
         .expect("keep-alive connections");
     let ports: Vec<u16> = streams
         .iter()
@@ -609,16 +600,7 @@ fn failover(fwd: &str) {
     let vip = SocketAddr::from((lab::VIP, 80));
     let mut keep: Vec<TcpStream> = lab
         .client
-        .run(|| {
-            (0..50)
-                .map(|_| {
-                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
-                    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-                    assert_eq!(get_on(&mut s)?, 200);
-                    Ok(s)
-                })
-                .collect::<std::io::Result<Vec<_>>>()
-        })
+        .run(|| keep_alive(vip, 50, Duration::from_secs(20)))
         .expect("50 keep-alive connections");
 
     let seed = 0x5eed;

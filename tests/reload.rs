@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::stream::{expected_digest, fill, get_on};
+use common::stream::{expected_digest, fill, get_on, keep_alive};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -231,16 +231,7 @@ fn reload_under_load_keeps_the_download_and_the_keep_alive_connections() {
     let vip = SocketAddr::from((lab::VIP, 80));
     let mut keep: Vec<TcpStream> = lab
         .client
-        .run(|| {
-            (0..50)
-                .map(|_| {
-                    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
-                    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-                    assert_eq!(get_on(&mut s)?, 200);
-                    Ok(s)
-                })
-                .collect::<std::io::Result<Vec<_>>>()
-        })
+        .run(|| keep_alive(vip, 50, Duration::from_secs(20)))
         .expect("50 keep-alive connections");
 
     // The download server: one client, 200 MB.

@@ -65,3 +65,23 @@ pub fn get_on(s: &mut TcpStream) -> std::io::Result<u16> {
         }
     }
 }
+
+/// Opens `n` keep-alive connections to `vip` (from the calling thread's namespace), each
+/// answering one `GET /` with 200 before the next is opened; reads time out after `read_timeout`.
+pub fn keep_alive(
+    vip: std::net::SocketAddr,
+    n: usize,
+    read_timeout: std::time::Duration,
+) -> std::io::Result<Vec<TcpStream>> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect_timeout(&vip, std::time::Duration::from_secs(2))?;
+            s.set_read_timeout(Some(read_timeout))?;
+            let status = get_on(&mut s)?;
+            if status != 200 {
+                return Err(std::io::Error::other(format!("status {status}")));
+            }
+            Ok(s)
+        })
+        .collect()
+}
