@@ -128,14 +128,45 @@ pub struct Conn {
     pub template: Option<Arc<Template>>,
     /// Second (table-relative) at which the entry expires unless refreshed.
     pub expires: u32,
+    /// Client-side packets seen, modulo [`SYNC_PERIOD`] (IPVS's `in_pkts`, for the sync
+    /// threshold).
+    pub in_pkts: u8,
+    /// Second (table-relative, modulo 2^16) of its last sync update (IPVS's `sync_endtime`).
+    pub synced_at: u16,
+    /// The slot's generation (low 30 bits), [`LIVE`] and [`ONE_PACKET`]: packed so that an
+    /// entry stays at 64 bytes.
+    bits: u32,
+}
+
+/// IPVS's default `sync_threshold` period: an established connection is synced every this
+/// many client packets.
+pub const SYNC_PERIOD: u8 = 50;
+
+/// [`Conn::bits`]: the slot holds a connection.
+const LIVE: u32 = 1 << 31;
+/// [`Conn::bits`]: one-packet scheduling.
+const ONE_PACKET: u32 = 1 << 30;
+/// [`Conn::bits`]: the generation.
+const GEN_MASK: u32 = ONE_PACKET - 1;
+
+impl Conn {
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
-    pub one_packet: bool,
-    /// Client-side packets seen (IPVS's `in_pkts`, for the sync threshold).
-    pub in_pkts: u32,
-    /// Second (table-relative) of its last sync update (IPVS's `sync_endtime`).
-    pub synced_at: u32,
-    gen: u32,
-    live: bool,
+    #[inline]
+    pub fn one_packet(&self) -> bool {
+        self.bits & ONE_PACKET != 0
+    }
+
+    /// Whether the slot holds a connection (not a freed slot).
+    #[inline]
+    fn live(&self) -> bool {
+        self.bits & LIVE != 0
+    }
+
+    /// The slot's generation, which the wheel's references carry.
+    #[inline]
+    fn gen(&self) -> u32 {
+        self.bits & GEN_MASK
+    }
 }
 
 /// When FullNAT inserts the TOA option carrying the client's address.
@@ -349,25 +380,41 @@ pub struct NewConn {
 
 const WHEEL_SLOTS: usize = 1024;
 
-/// Wheel entries' worth of memory (512 KiB) freed per expiry round at most.
-const TRASH_STEP: usize = 1 << 16;
+/// Wheel entries per chunk (8 KiB). A bucket grows a chunk at a time, so however many
+/// connections fall due in one second, a bucket never reallocates (no copy of a large
+/// vector on the data path) and wastes at most one chunk.
+const CHUNK: usize = 1024;
+
+/// Worked-off chunks kept for reuse (2 MiB); further ones are freed one at a time as they
+/// come back, which never stalls a round.
+const SPARE_CHUNKS: usize = 256;
 
 /// The end of the free-slot list.
 const NO_SLOT: u32 = u32::MAX;
+
+/// A fixed-size run of wheel entries `(slot, generation)`.
+type Chunk = Box<[(u32, u32); CHUNK]>;
+
+/// The entries due in one second: full chunks, the last one (at the end) partly filled.
+#[derive(Debug, Default)]
+struct Bucket {
+    chunks: Vec<Chunk>,
+    /// Entries in the last chunk.
+    last_len: usize,
+}
 
 /// A hashed timing wheel with one-second ticks and lazy re-arming. A due bucket is taken
 /// whole into `pending` and worked off in budgeted steps ([`ConnTable::expire_some`]), so
 /// however many entries fall due in one second, no step runs long.
 #[derive(Debug)]
 struct Wheel {
-    buckets: Vec<Vec<(u32, u32)>>,
-    spare: Vec<(u32, u32)>,
-    /// The bucket of tick `now` being worked off, and how far.
-    pending: Vec<(u32, u32)>,
+    buckets: Vec<Bucket>,
+    /// Chunks for reuse.
+    free: Vec<Chunk>,
+    /// The bucket of tick `now` being worked off, from its last chunk down.
+    pending: Bucket,
+    /// How far into `pending`'s last chunk.
     pending_pos: usize,
-    /// Emptied bucket vectors being freed a little at a time: freeing tens of megabytes at
-    /// once (after millions fell due together) would itself stall a round for milliseconds.
-    trash: Vec<Vec<(u32, u32)>>,
     /// Last tick taken (its bucket is done once `pending` is).
     now: u32,
 }
@@ -375,11 +422,10 @@ struct Wheel {
 impl Wheel {
     fn new() -> Wheel {
         Wheel {
-            buckets: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
-            spare: Vec::new(),
-            pending: Vec::new(),
+            buckets: (0..WHEEL_SLOTS).map(|_| Bucket::default()).collect(),
+            free: Vec::new(),
+            pending: Bucket::default(),
             pending_pos: 0,
-            trash: Vec::new(),
             now: 0,
         }
     }
@@ -388,31 +434,59 @@ impl Wheel {
     /// expiry lies beyond it are re-armed when their bucket comes round).
     fn schedule(&mut self, slot: u32, gen: u32, at: u32) {
         let at = at.clamp(self.now + 1, self.now + WHEEL_SLOTS as u32 - 1);
-        self.buckets[at as usize % WHEEL_SLOTS].push((slot, gen));
-    }
-
-    /// Keeps the larger of `done` (a worked-off bucket) and the spare vector for reuse, and
-    /// puts the other in the trash if it is large.
-    fn recycle(&mut self, mut done: Vec<(u32, u32)>) {
-        done.clear();
-        if done.capacity() > self.spare.capacity() {
-            std::mem::swap(&mut done, &mut self.spare);
+        let b = at as usize % WHEEL_SLOTS;
+        let bucket = &mut self.buckets[b];
+        if bucket.chunks.is_empty() || bucket.last_len == CHUNK {
+            let chunk = self.free.pop().unwrap_or_else(|| Box::new([(0, 0); CHUNK]));
+            bucket.chunks.push(chunk);
+            bucket.last_len = 0;
         }
-        if done.capacity() > TRASH_STEP {
-            self.trash.push(done);
+        if let Some(chunk) = bucket.chunks.last_mut() {
+            chunk[bucket.last_len] = (slot, gen);
+            bucket.last_len += 1;
         }
     }
 
-    /// Frees at most [`TRASH_STEP`] entries' worth of the trash.
-    fn empty_trash_a_little(&mut self) {
-        let Some(v) = self.trash.last_mut() else {
-            return;
-        };
-        let cap = v.capacity().saturating_sub(TRASH_STEP);
-        if cap <= TRASH_STEP {
-            self.trash.pop();
-        } else {
-            v.shrink_to(cap);
+    /// Whether the taken bucket is worked off.
+    fn pending_done(&self) -> bool {
+        match self.pending.chunks.len() {
+            0 => true,
+            1 => self.pending_pos >= self.pending.last_len,
+            _ => false,
+        }
+    }
+
+    /// The next entry of the taken bucket (not [`Wheel::pending_done`]); a worked-off chunk
+    /// goes back to the pool.
+    fn next_pending(&mut self) -> Option<(u32, u32)> {
+        if self.pending_pos >= self.pending.last_len {
+            let done = self.pending.chunks.pop()?;
+            self.give_back(done);
+            // The chunks below the last one are full.
+            self.pending.last_len = CHUNK;
+            self.pending_pos = 0;
+        }
+        let e = self.pending.chunks.last()?[self.pending_pos];
+        self.pending_pos += 1;
+        Some(e)
+    }
+
+    /// Ends the taken bucket (worked off) and takes the bucket of tick `now + 1`.
+    fn advance(&mut self) {
+        while let Some(c) = self.pending.chunks.pop() {
+            self.give_back(c);
+        }
+        self.now += 1;
+        let b = self.now as usize % WHEEL_SLOTS;
+        let due = std::mem::take(&mut self.buckets[b]);
+        // Keep the (empty) chunk list of the worked-off bucket for the one now free.
+        self.buckets[b].chunks = std::mem::replace(&mut self.pending, due).chunks;
+        self.pending_pos = 0;
+    }
+
+    fn give_back(&mut self, c: Chunk) {
+        if self.free.len() < SPARE_CHUNKS {
+            self.free.push(c);
         }
     }
 }
@@ -678,7 +752,7 @@ impl ConnTable {
                     } else {
                         Dir::Input
                     };
-                    if c.live && key_of(c, side) == *key {
+                    if c.live() && key_of(c, side) == *key {
                         let slot = entry_slot(e) as u32;
                         let dir = entry_dir(e, c);
                         return Some((i, Found { slot, dir }));
@@ -812,7 +886,7 @@ impl ConnTable {
             s => {
                 let c = &self.slots[s as usize];
                 self.free = c.expires;
-                (s, c.gen.wrapping_add(1))
+                (s, c.gen().wrapping_add(1) & GEN_MASK)
             }
         };
         let conn = Conn {
@@ -831,11 +905,9 @@ impl ConnTable {
             dest: c.dest,
             template: c.template,
             expires: now + timeout,
-            one_packet: c.one_packet,
             in_pkts: 0,
-            synced_at: now,
-            gen,
-            live: true,
+            synced_at: now as u16,
+            bits: gen | LIVE | if c.one_packet { ONE_PACKET } else { 0 },
         };
         conn.dest.bind(state.is_active());
         if slot as usize == self.slots.len() {
@@ -872,14 +944,18 @@ impl ConnTable {
         let c = &mut self.slots[slot as usize];
         let old = c.state;
         if dir != Dir::Output {
-            c.in_pkts = c.in_pkts.wrapping_add(1);
+            c.in_pkts = if c.in_pkts + 1 >= SYNC_PERIOD {
+                0
+            } else {
+                c.in_pkts + 1
+            };
         }
         let new = tcp_state::next(old, dir, tcp_flags);
         if new != old {
             Self::change_state(&mut self.counts, c, old, new);
         }
         c.expires = now
-            + if c.one_packet {
+            + if c.one_packet() {
                 OPS_TIMEOUT
             } else {
                 self.timeouts.of(new)
@@ -905,7 +981,7 @@ impl ConnTable {
     /// from the master), moving the counters as a state change does.
     pub fn set_synced(&mut self, slot: u32, state: State, timeout: u32, now: u32) {
         let c = &mut self.slots[slot as usize];
-        if !c.live {
+        if !c.live() {
             return;
         }
         let old = c.state;
@@ -914,7 +990,7 @@ impl ConnTable {
         }
         let before = c.expires;
         c.expires = now + timeout.max(1);
-        let (gen, expires) = (c.gen, c.expires);
+        let (gen, expires) = (c.gen(), c.expires);
         if expires < before {
             // Later expiries are re-armed lazily; an earlier one needs its own wheel entry.
             self.wheel.schedule(slot, gen, expires);
@@ -923,7 +999,7 @@ impl ConnTable {
 
     /// Removes connection `slot` at once (a new SYN reusing a TIME_WAIT/CLOSE tuple).
     pub fn remove(&mut self, slot: u32) {
-        if self.slots[slot as usize].live {
+        if self.slots[slot as usize].live() {
             self.release(slot);
         }
     }
@@ -932,7 +1008,7 @@ impl ConnTable {
     /// template and its local port, and frees the slot.
     fn release(&mut self, slot: u32) {
         let c = &self.slots[slot as usize];
-        let client_side = !c.one_packet;
+        let client_side = !c.one_packet();
         let reply_side = matches!(c.fwd(), Forward::Nat | Forward::FullNat);
         let keys = [
             client_side.then(|| (key_of(c, Dir::Input), false)),
@@ -942,7 +1018,7 @@ impl ConnTable {
             self.index_remove(key, slot, reply);
         }
         let c = &mut self.slots[slot as usize];
-        c.live = false;
+        c.bits &= !LIVE;
         c.expires = 0;
         c.dest.unbind(c.state.is_active());
         if let Some(t) = c.template.take() {
@@ -971,17 +1047,17 @@ impl ConnTable {
     pub fn expire_some(&mut self, now: u32, budget: usize) -> usize {
         let mut expired = 0;
         let mut work = 0;
-        self.wheel.empty_trash_a_little();
         loop {
-            while self.wheel.pending_pos < self.wheel.pending.len() {
+            while !self.wheel.pending_done() {
                 if work >= budget {
                     return expired;
                 }
-                let (slot, gen) = self.wheel.pending[self.wheel.pending_pos];
-                self.wheel.pending_pos += 1;
+                let Some((slot, gen)) = self.wheel.next_pending() else {
+                    break;
+                };
                 work += 1;
                 let c = &self.slots[slot as usize];
-                if !c.live || c.gen != gen {
+                if !c.live() || c.gen() != gen {
                     continue;
                 }
                 if c.expires > self.wheel.now {
@@ -992,33 +1068,16 @@ impl ConnTable {
                 self.release(slot);
                 expired += 1;
             }
-            if !self.wheel.pending.is_empty() {
-                let done = std::mem::take(&mut self.wheel.pending);
-                self.wheel.recycle(done);
-                self.wheel.pending_pos = 0;
-            }
             if self.wheel.now >= now {
                 return expired;
             }
-            self.wheel.now += 1;
-            let b = self.wheel.now as usize % WHEEL_SLOTS;
-            let due = std::mem::replace(
-                &mut self.wheel.buckets[b],
-                std::mem::take(&mut self.wheel.spare),
-            );
-            if due.is_empty() {
-                // Nothing due this second: keep the vectors as they were.
-                self.wheel.spare = std::mem::replace(&mut self.wheel.buckets[b], due);
-            } else {
-                self.wheel.pending = due;
-            }
-            self.wheel.pending_pos = 0;
+            self.wheel.advance();
         }
     }
 
     /// Whether expiry has work left for second `now` (a due bucket not yet worked off).
     pub fn expiry_backlog(&self, now: u32) -> bool {
-        self.wheel.pending_pos < self.wheel.pending.len() || self.wheel.now < now
+        !self.wheel.pending_done() || self.wheel.now < now
     }
 
     /// Removes every connection (shutdown), releasing the real servers' counters.
@@ -1035,7 +1094,7 @@ impl ConnTable {
 
     /// Visits every live connection.
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
-        self.slots.iter().filter(|c| c.live).for_each(&mut f);
+        self.slots.iter().filter(|c| c.live()).for_each(&mut f);
     }
 
     /// Calls `f` with up to `max` live connections from slot `from` on, in slot order; returns
@@ -1044,7 +1103,7 @@ impl ConnTable {
     pub fn for_each_from(&self, from: u32, max: usize, mut f: impl FnMut(&Conn)) -> Option<u32> {
         let mut seen = 0;
         for (i, c) in self.slots.iter().enumerate().skip(from as usize) {
-            if !c.live {
+            if !c.live() {
                 continue;
             }
             if seen == max {
@@ -1264,6 +1323,48 @@ mod tests {
         assert_eq!(t.expire(3000), 1);
     }
 
+    /// An entry stays at 64 bytes (ten million in well under 1 GiB with the index and wheel).
+    #[test]
+    fn an_entry_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Conn>(), 64);
+    }
+
+    /// Thousands due in the same second (several wheel chunks) are worked off in rounds of at
+    /// most `budget` entries, with later and re-armed entries kept, and the chunk pool bounded.
+    #[test]
+    fn a_crowded_second_expires_in_bounded_rounds() {
+        let d = dest();
+        let n = 5 * CHUNK as u32 + 7;
+        let mut t = ConnTable::new(n as usize + 10, Timeouts::new(900, 120, 300));
+        for i in 0..n {
+            t.insert(new_conn(i as u16 + 1, &d, 17, Forward::Nat), 0)
+                .unwrap();
+        }
+        // One connection refreshed to a later expiry: re-armed, not expired with the rest.
+        let late = t.insert(new_conn(7, &d, 6, Forward::Nat), 0).unwrap();
+        t.on_packet(late, Dir::Input, SYN, 0);
+        t.on_packet(late, Dir::Output, SYN | ACK, 0);
+        t.on_packet(late, Dir::Input, ACK, 0);
+        let before = t.len();
+        let udp = 300;
+        let (mut rounds, mut expired) = (0, 0);
+        loop {
+            let e = t.expire_some(udp + 1, 100);
+            assert!(e <= 100, "a round expired {e} > budget");
+            expired += e;
+            rounds += 1;
+            if !t.expiry_backlog(udp + 1) {
+                break;
+            }
+            assert!(rounds < 10_000, "expiry does not converge");
+        }
+        assert_eq!(expired, n as usize);
+        assert_eq!(t.len(), before - expired);
+        assert!(rounds as u32 >= n / 100, "{rounds} rounds for {n} entries");
+        assert!(t.wheel.free.len() <= SPARE_CHUNKS);
+        assert!(t.get(late).live() && t.len() == 1);
+    }
+
     /// xorshift64*: a deterministic stream for the model test.
     struct Rng(u64);
 
@@ -1368,7 +1469,7 @@ mod tests {
                     now += 1;
                     t.expire(now);
                     live.retain(|s, tuples| {
-                        if t.get(*s).live {
+                        if t.get(*s).live() {
                             return true;
                         }
                         for k in tuples.iter() {

@@ -15,8 +15,9 @@ use crate::datapath::tcp_state::State;
 pub(crate) const SYNC_OUT_MAX: usize = 1024;
 /// IPVS `sync_threshold` (first value).
 pub const SYNC_THRESHOLD: u32 = 3;
-/// IPVS `sync_threshold` (second value, the period).
-pub const SYNC_PERIOD: u32 = 50;
+/// IPVS `sync_threshold` (second value, the period; the connection table counts client
+/// packets modulo it).
+pub const SYNC_PERIOD: u32 = crate::datapath::conn::SYNC_PERIOD as u32;
 
 /// The sync state number of a state (IPVS's TCP numbers; UDP's one state is 0).
 pub fn sync_state(s: State) -> u16 {
@@ -33,12 +34,13 @@ impl Pipeline {
     pub(crate) fn sync_note(&mut self, slot: u32, old: State, input: bool, refresh: u32) {
         let now = self.now;
         let c = self.table.get(slot);
-        if c.one_packet {
+        if c.one_packet() {
             return;
         }
         let periodic = input
-            && (c.in_pkts % SYNC_PERIOD == SYNC_THRESHOLD
-                || (refresh > 0 && now.saturating_sub(c.synced_at) >= refresh));
+            && (u32::from(c.in_pkts) == SYNC_THRESHOLD
+                || (refresh > 0
+                    && u32::from((now as u16).wrapping_sub(c.synced_at)) >= refresh.min(0xffff)));
         let needed = if c.proto == 6 {
             let synced_states = matches!(
                 c.state,
@@ -77,7 +79,7 @@ impl Pipeline {
         };
         if self.sync_out.len() < SYNC_OUT_MAX {
             self.sync_out.push(entry);
-            self.table.get_mut(slot).synced_at = now;
+            self.table.get_mut(slot).synced_at = now as u16;
         } else {
             self.sync_overflow += 1;
         }
