@@ -270,12 +270,13 @@ pub fn serve(shared: &Shared, stream: UnixStream, filter: Result<Filter, String>
         .dropped_total
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(dropped_before);
+    // Counted before the end record, so a client that reads it and scrapes sees them.
+    cap.frames_total
+        .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
     if ok {
         encode_end(&mut buf, frames, dropped);
         let _ = (&stream).write_all(&buf);
     }
-    cap.frames_total
-        .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
     drop(guard);
     tracing::info!(frames, dropped, "capture ended");
 }
