@@ -24,6 +24,14 @@ enum Out {
 pub fn run(socket: &str, filter: Filter, count: Option<u64>, write: Option<&Path>) -> ExitCode {
     // Before any thread: the signal thread takes SIGINT/SIGTERM synchronously.
     tapvs::sys::block_daemon_signals();
+    // The output first: a file that cannot be created starts no capture.
+    let sink = match sink(write) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tapvs capture: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e) => {
@@ -57,13 +65,16 @@ pub fn run(socket: &str, filter: Filter, count: Option<u64>, write: Option<&Path
         return ExitCode::FAILURE;
     }
     let ports: Vec<String> = answer.stdout.lines().map(str::to_string).collect();
-    let mut out = match open(write) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("tapvs capture: {e}");
-            let _ = stream.shutdown(Shutdown::Both);
-            return ExitCode::FAILURE;
-        }
+    let mut out = match sink {
+        None => Out::Lines(io::BufWriter::new(io::stdout())),
+        Some(w) => match PcapWriter::new(w) {
+            Ok(p) => Out::Pcap(p),
+            Err(e) => {
+                eprintln!("tapvs capture: writing the output: {e}");
+                let _ = stream.shutdown(Shutdown::Both);
+                return ExitCode::FAILURE;
+            }
+        },
     };
     if let Ok(s) = stream.try_clone() {
         // Ends the capture at SIGINT/SIGTERM; the process exits without waiting for it.
@@ -150,19 +161,15 @@ fn describe(f: Filter) -> String {
     }
 }
 
-/// The output for `-w FILE`, `-w -` or none.
-fn open(write: Option<&Path>) -> io::Result<Out> {
+/// Where pcap goes for `-w FILE` or `-w -`; `None`: summary lines on standard output.
+fn sink(write: Option<&Path>) -> io::Result<Option<Box<dyn Write>>> {
     Ok(match write {
-        None => Out::Lines(io::BufWriter::new(io::stdout())),
-        Some(p) if p == Path::new("-") => Out::Pcap(PcapWriter::new(Box::new(io::BufWriter::new(
-            io::stdout(),
-        )) as Box<dyn Write>)?),
+        None => None,
+        Some(p) if p == Path::new("-") => Some(Box::new(io::BufWriter::new(io::stdout()))),
         Some(p) => {
             let f = std::fs::File::create(p)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-            Out::Pcap(PcapWriter::new(
-                Box::new(io::BufWriter::new(f)) as Box<dyn Write>
-            )?)
+            Some(Box::new(io::BufWriter::new(f)))
         }
     })
 }

@@ -260,6 +260,10 @@ fn sigint_and_sigkill_end_a_capture_and_lines_without_w() {
         return;
     }
     let lab = nat_lab();
+    // An output that cannot be created: refused before the daemon is asked.
+    let bad = Capture::spawn(&lab, &["-w", "/nonexistent-dir/x.pcap"]);
+    let (ok, err, _) = bad.finish(Duration::from_secs(10));
+    assert!(!ok && err.contains("/nonexistent-dir/x.pcap"), "{err}");
     // A client killed with SIGKILL: the daemon notices and ends the capture, so the next one
     // is accepted (bounded retry while it notices).
     let doomed = Capture::start(&lab, &[]);
