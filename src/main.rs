@@ -1,5 +1,5 @@
-//! The `tapvs` command: `run` the daemon from a config file, `check` a config, or run the
-//! self-contained `demo`.
+//! The `tapvs` command: `run` the daemon from a config file, `check` a config, `reload` or
+//! `capture` from the running daemon, run the self-contained `demo`, and the real-server tools.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tapvs::config::LogFormat;
 
+mod capture;
 mod demo;
 mod lab;
 
@@ -34,6 +35,31 @@ enum Cmd {
     /// (hitless: untouched services and connections are not disturbed). Changes that need a
     /// restart, and invalid configs, are refused and change nothing (exit 1).
     Reload {
+        /// The configuration file (its `[control] socket` names the daemon's socket).
+        #[arg(short, long, env = "TAPVS_CONFIG")]
+        config: Option<PathBuf>,
+        /// The daemon's control socket (overrides the config's).
+        #[arg(long, env = "TAPVS_SOCKET")]
+        socket: Option<String>,
+    },
+    /// Copy frames from the running daemon's data path, as received and as sent, to a pcap
+    /// file (`-w FILE`, `-w -` for standard output) or as one summary line per frame, until
+    /// --count frames, SIGINT or SIGTERM. Frames are cut at 2048 bytes (their length is kept).
+    Capture {
+        /// Only frames from or to this IPv4 VIP:PORT (TCP or UDP), and the frames of the same
+        /// packets on the real servers' side.
+        #[arg(long, value_name = "VIP:PORT", conflicts_with = "real")]
+        service: Option<std::net::SocketAddrV4>,
+        /// Only frames from or to this IPv4 address, and the frames of the same packets on the
+        /// other side.
+        #[arg(long, value_name = "ADDR")]
+        real: Option<std::net::Ipv4Addr>,
+        /// Stop after this many frames.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Write pcap to FILE (`-` for standard output) instead of printing lines.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
         /// The configuration file (its `[control] socket` names the daemon's socket).
         #[arg(short, long, env = "TAPVS_CONFIG")]
         config: Option<PathBuf>,
@@ -146,6 +172,24 @@ fn main() -> ExitCode {
         },
         Cmd::Run { config, socket } => run(&config, socket),
         Cmd::Reload { config, socket } => reload(config.as_deref(), socket),
+        Cmd::Capture {
+            service,
+            real,
+            count,
+            write,
+            config,
+            socket,
+        } => {
+            let filter = match (service, real) {
+                (Some(s), _) => tapvs::datapath::capture::Filter::Service(s),
+                (None, Some(r)) => tapvs::datapath::capture::Filter::Real(r),
+                (None, None) => tapvs::datapath::capture::Filter::All,
+            };
+            match daemon_socket("capture", config.as_deref(), socket) {
+                Ok(s) => capture::run(&s, filter, count, write.as_deref()),
+                Err(code) => code,
+            }
+        }
         Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
             Ok(actions) => {
                 for a in actions {
@@ -227,23 +271,36 @@ fn run(path: &Path, socket: Option<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `tapvs reload`: sends the reload request to the daemon's control socket and prints its
-/// answer. Exit 0 when the config was applied, 1 when it was refused, 2 when the daemon could
-/// not be asked.
-fn reload(config: Option<&Path>, socket: Option<String>) -> ExitCode {
-    use std::io::{BufRead, BufReader, Write};
-    let socket = match (socket, config) {
+/// The daemon's control socket for `tapvs what`: `socket`, else the config's, else the
+/// default. A config that does not load is refused (exit 1).
+fn daemon_socket(
+    what: &str,
+    config: Option<&Path>,
+    socket: Option<String>,
+) -> Result<String, ExitCode> {
+    Ok(match (socket, config) {
         (Some(s), _) => s,
         (None, Some(c)) => match tapvs::config::load(c) {
             Ok(cfg) if !cfg.control.socket.is_empty() => cfg.control.socket,
             Ok(_) => tapvs_adm::DEFAULT_SOCKET.to_string(),
             // The daemon reports the error too, but refuse here, where it is clearest.
             Err(e) => {
-                eprintln!("tapvs reload: refused, nothing changed: config error: {e}");
-                return ExitCode::FAILURE;
+                eprintln!("tapvs {what}: refused, nothing changed: config error: {e}");
+                return Err(ExitCode::FAILURE);
             }
         },
         (None, None) => tapvs_adm::DEFAULT_SOCKET.to_string(),
+    })
+}
+
+/// `tapvs reload`: sends the reload request to the daemon's control socket and prints its
+/// answer. Exit 0 when the config was applied, 1 when it was refused, 2 when the daemon could
+/// not be asked.
+fn reload(config: Option<&Path>, socket: Option<String>) -> ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = match daemon_socket("reload", config, socket) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let ask = || -> std::io::Result<tapvs_adm::Response> {
         let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
@@ -251,6 +308,7 @@ fn reload(config: Option<&Path>, socket: Option<String>) -> ExitCode {
         let req = tapvs_adm::Request {
             args: vec![tapvs::control::reload::RELOAD_REQUEST.to_string()],
             stdin: String::new(),
+            names: None,
         };
         let mut line = serde_json::to_string(&req).map_err(std::io::Error::other)?;
         line.push('\n');
@@ -272,6 +330,56 @@ fn reload(config: Option<&Path>, socket: Option<String>) -> ExitCode {
         Err(e) => {
             eprintln!("tapvs reload: cannot reach the daemon at {socket}: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of the command line's definition (no duplicate short options, ...).
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn capture_arguments() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "tapvs",
+            "capture",
+            "--service",
+            "10.0.0.10:80",
+            "--count",
+            "5",
+            "-w",
+            "-",
+        ])
+        .expect("valid");
+        assert!(matches!(
+            cli.cmd,
+            super::Cmd::Capture {
+                count: Some(5),
+                service: Some(_),
+                real: None,
+                ..
+            }
+        ));
+        for bad in [
+            &["tapvs", "capture", "--service", "10.0.0.10"][..],
+            &[
+                "tapvs",
+                "capture",
+                "--service",
+                "10.0.0.10:80",
+                "--real",
+                "1.2.3.4",
+            ],
+            &["tapvs", "capture", "--real", "host"],
+            &["tapvs", "capture", "--count", "x"],
+        ] {
+            assert!(super::Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -66,6 +66,7 @@ fn raw_request(socket: &str, args: &[&str]) -> tapvs_adm::Response {
     let req = tapvs_adm::Request {
         args: args.iter().map(|a| a.to_string()).collect(),
         stdin: String::new(),
+        names: None,
     };
     let mut line = serde_json::to_string(&req).unwrap();
     line.push('\n');

@@ -10,13 +10,16 @@
 //! server port forced to the service port for `-g`/`-i`, list conflicts). Defaults are
 //! ipvsadm's: scheduler `wlc`, forwarding `-g`, weight 1, netmask /32. On `-a`/`-e`/`-d` the
 //! short `-b` means FullNAT forwarding (as in DPVS); elsewhere it is `--sched-flags`.
-//! Addresses are IPv4 literals or `localhost`; names, service names and IPv6 are refused.
+//! [`parse`] takes IPv4 literals, `localhost` and port numbers; host and service names are
+//! turned into numbers before, by [`resolve`] through a [`Resolver`] (tapvsadm's asks the
+//! system), so the parser itself does no lookup. IPv6 is refused.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
 use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
 
+use super::names::Resolver;
 use super::AdmError;
 
 /// Default persistence timeout of `-p` without a value, in seconds.
@@ -118,7 +121,7 @@ pub struct ServerOpts {
 pub struct ListOpts {
     /// Only this service (`-L -t ...`): no version line, "No such service" if absent.
     pub service: Option<ServiceSpec>,
-    /// `-n` (tapvsadm never resolves names, so only recorded).
+    /// `-n`: addresses and ports as numbers (else names, from the request's `Names`).
     pub numeric: bool,
     /// `-c`: the connection table.
     pub connection: bool,
@@ -597,7 +600,12 @@ struct Event {
     tag: Tag,
     written: String,
     value: Option<String>,
+    /// Where the value is: (argument index, byte offset); it runs to the argument's end.
+    at: Option<(usize, usize)>,
 }
+
+/// An option's value and where it is (see [`Event::at`]).
+type Value = (Option<String>, Option<(usize, usize)>);
 
 /// Walks the arguments popt-style, one option at a time, collecting positional arguments.
 struct Scanner<'a> {
@@ -620,24 +628,25 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The value of an option whose value was not attached.
-    fn take_value(&mut self, arg: Arg, written: &str) -> Result<Option<String>, AdmError> {
+    /// The value of an option whose value was not attached, and where it is.
+    fn take_value(&mut self, arg: Arg, written: &str) -> Result<Value, AdmError> {
         let next = self.args.get(self.next);
+        let at = Some((self.next, 0));
         match arg {
-            Arg::No => Ok(None),
+            Arg::No => Ok((None, None)),
             Arg::Required => match next {
                 Some(v) => {
                     self.next += 1;
-                    Ok(Some(v.clone()))
+                    Ok((Some(v.clone()), at))
                 }
                 None => Err(AdmError::MissingArgument(written.to_string())),
             },
             Arg::Optional => match next {
                 Some(v) if !v.starts_with('-') => {
                     self.next += 1;
-                    Ok(Some(v.clone()))
+                    Ok((Some(v.clone()), at))
                 }
-                _ => Ok(None),
+                _ => Ok((None, None)),
             },
         }
     }
@@ -662,14 +671,15 @@ impl<'a> Scanner<'a> {
                 };
                 let value = if arg != Arg::No && after < word.len() {
                     self.cluster = None;
-                    Ok(Some(word[after..].to_string()))
+                    Ok((Some(word[after..].to_string()), Some((ai, after))))
                 } else {
                     self.take_value(arg, &written)
                 };
-                return Some(value.map(|value| Event {
+                return Some(value.map(|(value, at)| Event {
                     tag,
                     written,
                     value,
+                    at,
                 }));
             }
             let word = self.args.get(self.next)?;
@@ -687,19 +697,21 @@ impl<'a> Scanner<'a> {
                     Some((n, v)) => (n, Some(v.to_string())),
                     None => (long, None),
                 };
+                let attached_at = Some((self.next - 1, 2 + name.len() + 1));
                 let written = format!("--{name}");
                 let Some(&(_, _, arg, tag)) = OPTIONS.iter().find(|o| o.0 == name) else {
                     return Some(Err(AdmError::UnknownOption(word.clone())));
                 };
                 let value = match attached {
                     Some(_) if arg == Arg::No => Err(AdmError::UnwantedArgument(written.clone())),
-                    Some(v) => Ok(Some(v)),
+                    Some(v) => Ok((Some(v), attached_at)),
                     None => self.take_value(arg, &written),
                 };
-                return Some(value.map(|value| Event {
+                return Some(value.map(|(value, at)| Event {
                     tag,
                     written,
                     value,
+                    at,
                 }));
             }
             self.cluster = Some((self.next - 1, 1));
@@ -1129,6 +1141,92 @@ pub fn parse(args: &[String]) -> Result<Command, AdmError> {
         state.take(ev?)?;
     }
     state.build(scan.positional)
+}
+
+/// The command line with the host and service names of its `-t`, `-u` and `-r` values
+/// replaced by numbers, through `names` (ipvsadm resolves them with `gethostbyname` and
+/// `getservbyname`; a service name is looked up for the service's protocol, TCP when there is
+/// none). Values that already parse are left as written. An unknown name is a usage error:
+/// "Illegal virtual server address[:port] specified" (`-t`, `-u`) or "Illegal real server
+/// address[:port] specified" (`-r`). A line the scanner refuses is returned unchanged, so
+/// [`parse`] reports it. [`parse`] itself stays free of lookups: resolve first, then parse.
+pub fn resolve(args: &[String], names: &dyn Resolver) -> Result<Vec<String>, AdmError> {
+    let mut out = args.to_vec();
+    let skip = usize::from(args.first().is_some_and(|a| a == "ipvsadm"));
+    // The values to resolve, and the service's protocol, in one scan.
+    let mut scan = Scanner::new(&args[skip..]);
+    let mut dest_cmd = false;
+    let mut first = true;
+    let mut proto = Protocol::Tcp;
+    let mut values: Vec<(Tag, String, (usize, usize))> = Vec::new();
+    while let Some(ev) = scan.next_event(dest_cmd) {
+        let Ok(ev) = ev else { return Ok(out) };
+        if first {
+            dest_cmd = matches!(
+                ev.tag,
+                Tag::Cmd(Cmd::AddDest | Cmd::EditDest | Cmd::DelDest)
+            );
+            first = false;
+        }
+        match ev.tag {
+            Tag::Udp => proto = Protocol::Udp,
+            Tag::Tcp => proto = Protocol::Tcp,
+            _ => {}
+        }
+        if let (Tag::Tcp | Tag::Udp | Tag::Real, Some(v), Some(at)) = (ev.tag, ev.value, ev.at) {
+            values.push((ev.tag, v, at));
+        }
+    }
+    for (tag, v, (i, off)) in values {
+        let err = if tag == Tag::Real {
+            AdmError::IllegalRealServer
+        } else {
+            AdmError::IllegalVirtualServer
+        };
+        if let Some(numeric) = resolve_host_port(&v, proto, names).map_err(|()| err)? {
+            let arg = &mut out[skip + i];
+            arg.truncate(off);
+            arg.push_str(&numeric);
+        }
+    }
+    Ok(out)
+}
+
+/// `host[:service]` as numbers when names had to be looked up; `None` when the value parses
+/// as it is (or is refused for another reason, which [`parse`] reports).
+fn resolve_host_port(v: &str, proto: Protocol, names: &dyn Resolver) -> Result<Option<String>, ()> {
+    match parse_host_port(v) {
+        Ok(_) | Err(AddrError::Ipv6) => return Ok(None),
+        Err(AddrError::Invalid) => {}
+    }
+    if v.is_empty() || v.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let (host, port) = match v.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (v, None),
+    };
+    let addr = match host.parse::<Ipv4Addr>() {
+        Ok(a) => a,
+        Err(_) if host == "localhost" => Ipv4Addr::LOCALHOST,
+        // Not a dotted quad but digits and dots (`1.2.3`): malformed, not a name (getaddrinfo
+        // would take it as 1.2.0.3, the old inet_aton forms).
+        Err(_) if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') => return Err(()),
+        Err(_) => names.host(host).ok_or(())?,
+    };
+    Ok(Some(match port {
+        None => addr.to_string(),
+        Some(p) => {
+            let port = match number(p, 0, u16::MAX.into()) {
+                Some(n) => n as u16,
+                None if p.is_empty() || p.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
+                    return Err(())
+                }
+                None => names.service(p, proto).ok_or(())?,
+            };
+            format!("{addr}:{port}")
+        }
+    }))
 }
 
 /// Parses one line of `-R` input: whitespace-separated words, an optional leading `ipvsadm`.
@@ -1596,6 +1694,82 @@ mod tests {
             (o.role, o.syncid, o.mcast_interface),
             (DaemonRole::Master, None, None)
         );
+    }
+
+    /// Names as a test wants them: web = 10.0.0.5, http/tcp = 80, domain/udp = 53.
+    struct Fake;
+
+    impl Resolver for Fake {
+        fn host(&self, name: &str) -> Option<Ipv4Addr> {
+            (name == "web").then_some(Ipv4Addr::new(10, 0, 0, 5))
+        }
+
+        fn service(&self, name: &str, proto: Protocol) -> Option<u16> {
+            match (name, proto) {
+                ("http", Protocol::Tcp) => Some(80),
+                ("domain", _) => Some(53),
+                _ => None,
+            }
+        }
+    }
+
+    fn resolved(line: &str) -> Result<String, AdmError> {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        resolve(&args, &Fake).map(|a| a.join(" "))
+    }
+
+    #[test]
+    fn names_are_resolved_before_parsing() {
+        // Every spelling of the value: separate, clustered, attached, long, long with `=`.
+        for (line, want) in [
+            ("-A -t localhost:http -s rr", "-A -t 127.0.0.1:80 -s rr"),
+            ("-A -t web:http", "-A -t 10.0.0.5:80"),
+            ("-At web:http", "-At 10.0.0.5:80"),
+            ("-A -tweb:http", "-A -t10.0.0.5:80"),
+            ("-A --tcp-service web", "-A --tcp-service 10.0.0.5"),
+            ("-A --tcp-service=web:http", "-A --tcp-service=10.0.0.5:80"),
+            ("-A -u web:domain -s rr", "-A -u 10.0.0.5:53 -s rr"),
+            // -r's service name is looked up for the service's protocol.
+            (
+                "-a -u 10.0.0.1:53 -r web:domain -m",
+                "-a -u 10.0.0.1:53 -r 10.0.0.5:53 -m",
+            ),
+            (
+                "-a -t web:http -r web -m",
+                "-a -t 10.0.0.5:80 -r 10.0.0.5 -m",
+            ),
+            ("ipvsadm -A -t web:80", "ipvsadm -A -t 10.0.0.5:80"),
+            ("-L -t web:http", "-L -t 10.0.0.5:80"),
+            // Literals and what parse reports itself are left alone.
+            ("-A -t 1.2.3.4:80 -s rr", "-A -t 1.2.3.4:80 -s rr"),
+            ("-A -t localhost:80", "-A -t localhost:80"),
+            ("-A -t [::1]:80", "-A -t [::1]:80"),
+            ("-A -t 80", "-A -t 80"),
+            ("-Lnz -t web:http", "-Lnz -t web:http"),
+            ("-A -s rr -t", "-A -s rr -t"),
+        ] {
+            assert_eq!(resolved(line), Ok(want.to_string()), "{line}");
+        }
+        assert_eq!(
+            parse(&resolve(&["-A".into(), "-t".into(), "web:http".into()], &Fake).unwrap()),
+            p("-A -t 10.0.0.5:80")
+        );
+        // Unknown names are ipvsadm's usage errors (exit 2).
+        for (line, err) in [
+            ("-A -t nosuch:80", AdmError::IllegalVirtualServer),
+            ("-A -t web:nosuch", AdmError::IllegalVirtualServer),
+            ("-A -u web:http", AdmError::IllegalVirtualServer),
+            ("-A -t web:99999", AdmError::IllegalVirtualServer),
+            ("-A -t :http", AdmError::IllegalVirtualServer),
+            ("-A -t 1.2.3:80", AdmError::IllegalVirtualServer),
+            ("-A -t 10.1:http", AdmError::IllegalVirtualServer),
+            ("-A -t web:", AdmError::IllegalVirtualServer),
+            ("-a -t web:http -r nosuch:http", AdmError::IllegalRealServer),
+            ("-a -t web:http -r web:gopher", AdmError::IllegalRealServer),
+        ] {
+            assert_eq!(resolved(line), Err(err.clone()), "{line}");
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! (protocol, `addr:port`) cut at 33 characters, real servers `%-28s` after `"  -> "` cut at 28,
 //! counters go through [`print_largenum`] (9 columns, K/M/G/T above 10^8, or exact with
 //! `--exact`). Services are sorted by protocol number, address and port, real servers by
-//! address and port, unless `--nosort`. Addresses are always numeric: tapvsadm resolves no names.
+//! address and port, unless `--nosort`. Without `-n` the `_with` variants print host and
+//! service names from the [`Names`] they are given (`localhost:http`), each part falling back
+//! to its number, as ipvsadm's `addrport_to_anyname`; the plain functions print numbers.
 
 use std::fmt::Write as _;
 
@@ -13,6 +15,7 @@ use modes::Forward;
 
 use super::cmd::{forward_switch, proto_switch, ListOpts};
 use super::model::{forward_name, ConnEntry, DestEntry, Listing, ServiceEntry, LOCAL};
+use super::names::Names;
 use super::PROGRAM;
 
 /// IPVS version shown in the listing header.
@@ -143,8 +146,18 @@ fn sorted_dests(s: &ServiceEntry, nosort: bool) -> Vec<&DestEntry> {
     v
 }
 
-fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool) {
-    let name = cut(format!("{:<4} {}:{}", s.proto.name(), s.addr, s.port), 33);
+/// No names: numbers only.
+static NUMERIC: std::sync::LazyLock<Names> = std::sync::LazyLock::new(Names::default);
+
+fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool, names: &Names) {
+    let name = cut(
+        format!(
+            "{:<4} {}",
+            s.proto.name(),
+            names.addr_port(s.addr, s.port, s.proto)
+        ),
+        33,
+    );
     match layout {
         Layout::Stats | Layout::Rate => {
             let _ = write!(out, "{name:<33}");
@@ -178,8 +191,15 @@ fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool) 
     out.push('\n');
 }
 
-fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
-    let name = cut(format!("{}:{}", d.addr, d.port), 28);
+fn dest_row(
+    out: &mut String,
+    d: &DestEntry,
+    proto: modes::Protocol,
+    layout: Layout,
+    exact: bool,
+    names: &Names,
+) {
+    let name = cut(names.addr_port(d.addr, d.port, proto), 28);
     let _ = match layout {
         Layout::Stats => {
             let t = &d.stats;
@@ -245,9 +265,14 @@ fn dest_row(out: &mut String, d: &DestEntry, layout: Layout, exact: bool) {
 /// [`Listing::service`]). `-c`, `--timeout` and `--daemon` are other functions
 /// ([`list_conns`], [`timeouts`]; the daemon listing is the appliance's own).
 pub fn list(listing: &Listing, opts: &ListOpts) -> String {
+    list_with(listing, opts, &NUMERIC)
+}
+
+/// [`list`] with host and service names from `names` unless `opts.numeric`.
+pub fn list_with(listing: &Listing, opts: &ListOpts, names: &Names) -> String {
     let mut out = list_header(listing, opts);
     for s in sorted_services(listing, opts) {
-        list_service(&mut out, s, opts);
+        list_service_with(&mut out, s, opts, names);
     }
     out
 }
@@ -270,35 +295,46 @@ pub fn list_header(listing: &Listing, opts: &ListOpts) -> String {
 /// produced service by service (in the order `list` would: by protocol, address and port
 /// unless `--nosort`).
 pub fn list_service(out: &mut String, s: &ServiceEntry, opts: &ListOpts) {
+    list_service_with(out, s, opts, &NUMERIC)
+}
+
+/// [`list_service`] with host and service names from `names` unless `opts.numeric`.
+pub fn list_service_with(out: &mut String, s: &ServiceEntry, opts: &ListOpts, names: &Names) {
+    let names = if opts.numeric { &NUMERIC } else { names };
     let layout = layout(opts);
-    service_row(out, s, layout, opts.exact);
+    service_row(out, s, layout, opts.exact, names);
     for d in sorted_dests(s, opts.nosort) {
-        dest_row(out, d, layout, opts.exact);
+        dest_row(out, d, s.proto, layout, opts.exact, names);
     }
 }
 
-fn conn_row(out: &mut String, c: &ConnEntry) {
+fn conn_row(out: &mut String, c: &ConnEntry, names: &Names) {
     let expire = format!("{:02}:{:02}", c.expire_secs / 60, c.expire_secs % 60);
     let _ = writeln!(
         out,
         "{:<3} {expire:<6} {:<11} {:<18} {:<18} {}",
         c.proto.name(),
         c.state,
-        c.client.to_string(),
-        c.vip.to_string(),
-        c.dest
+        names.addr_port(*c.client.ip(), c.client.port(), c.proto),
+        names.addr_port(*c.vip.ip(), c.vip.port(), c.proto),
+        names.addr_port(*c.dest.ip(), c.dest.port(), c.proto)
     );
 }
 
 /// The connection table as `ipvsadm -L -n -c` prints it (entries in the order given).
 pub fn list_conns(conns: &[ConnEntry]) -> String {
+    list_conns_with(conns, &NUMERIC)
+}
+
+/// [`list_conns`] with host and service names from `names` (`-L -c` without `-n`).
+pub fn list_conns_with(conns: &[ConnEntry], names: &Names) -> String {
     let mut out = String::from("IPVS connection entries\n");
     let _ = writeln!(
         out,
         "pro expire {:<11} {:<18} {:<18} destination",
         "state", "source", "virtual"
     );
-    conns.iter().for_each(|c| conn_row(&mut out, c));
+    conns.iter().for_each(|c| conn_row(&mut out, c, names));
     out
 }
 
@@ -306,13 +342,18 @@ pub fn list_conns(conns: &[ConnEntry]) -> String {
 /// `pe name` and `pe_data` columns; rows stay as in [`list_conns`] since tapvs has no
 /// persistence engines.
 pub fn list_conns_persistent(conns: &[ConnEntry]) -> String {
+    list_conns_persistent_with(conns, &NUMERIC)
+}
+
+/// [`list_conns_persistent`] with host and service names from `names`.
+pub fn list_conns_persistent_with(conns: &[ConnEntry], names: &Names) -> String {
     let mut out = String::from("IPVS connection entries\n");
     let _ = writeln!(
         out,
         "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
         "state", "source", "virtual", "destination", "pe name"
     );
-    conns.iter().for_each(|c| conn_row(&mut out, c));
+    conns.iter().for_each(|c| conn_row(&mut out, c, names));
     out
 }
 
@@ -324,12 +365,23 @@ pub fn timeouts(t: (u32, u32, u32)) -> String {
 /// The table as `ipvsadm -S [-n]` prints it, in restore format and sorted: per service
 /// `-A -t addr:port -s sched[ -p T[ -M mask]][ -o][ -b flags]`, then per real server
 /// `-a -t addr:port -r addr:port -m|-g|-i|-b -w W` (`-i` adds ` --tun-type ipip`).
-/// Thresholds are not saved, as ipvsadm. `numeric` changes nothing: names are never resolved.
+/// Thresholds are not saved, as ipvsadm. Addresses are numeric (`-S -n`); `numeric` is kept
+/// for the callers' clarity, [`save_with`] prints names.
 pub fn save(listing: &Listing, numeric: bool) -> String {
     let _ = numeric;
+    save_with(listing, &NUMERIC)
+}
+
+/// [`save`] with host and service names from `names` (`-S` without `-n`; `-R` takes them back
+/// through [`crate::cmd::resolve`]).
+pub fn save_with(listing: &Listing, names: &Names) -> String {
     let mut out = String::new();
     for s in sorted_services(listing, &ListOpts::default()) {
-        let svc = format!("{} {}:{}", proto_switch(s.proto), s.addr, s.port);
+        let svc = format!(
+            "{} {}",
+            proto_switch(s.proto),
+            names.addr_port(s.addr, s.port, s.proto)
+        );
         let _ = write!(out, "-A {svc} -s {}", s.sched);
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
@@ -347,9 +399,8 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
         for d in sorted_dests(s, false) {
             let _ = write!(
                 out,
-                "-a {svc} -r {}:{} {} -w {}",
-                d.addr,
-                d.port,
+                "-a {svc} -r {} {} -w {}",
+                names.addr_port(d.addr, d.port, s.proto),
                 forward_switch(method(d)),
                 d.weight
             );
@@ -411,7 +462,7 @@ pub fn usage() -> String {
          \x20 --help            -h        print this help\n\
          \x20 --version         -v        print the version\n\
          \nvirtual-service:\n\
-         \x20 --tcp-service|-t addr[:port]     TCP service (IPv4 literal or localhost)\n\
+         \x20 --tcp-service|-t host[:port]     TCP service (IPv4 address or host name, port or service name)\n\
          \x20 --udp-service|-u addr[:port]     UDP service\n\
          \x20 --sctp-service addr[:port]       SCTP service (not supported)\n\
          \x20 --fwmark-service|-f mark         firewall-mark service (not supported)\n\
@@ -436,7 +487,7 @@ pub fn usage() -> String {
          \x20 --weight        -w N            0..65535 (default 1)\n\
          \x20 --u-threshold   -x N            upper connection threshold, 0..65535 (0: none)\n\
          \x20 --l-threshold   -y N            lower connection threshold, at most the upper\n\
-         \x20 --numeric       -n              numeric output (tapvsadm never resolves names)\n\
+         \x20 --numeric       -n              numeric output (no host or service names)\n\
          \x20 --connection    -c              list the connections\n\
          \x20 --timeout                       list the timeouts (tcp tcpfin udp)\n\
          \x20 --daemon                        list the connection sync daemons\n\
@@ -725,6 +776,95 @@ mod tests {
             })
             .collect();
         assert_eq!(again, parsed);
+    }
+
+    /// Forward lookups from the same texts the names came from (for the `-S` round trip).
+    struct FromTexts(Vec<(Ipv4Addr, Vec<String>)>, crate::names::Services);
+
+    impl crate::names::Resolver for FromTexts {
+        fn host(&self, name: &str) -> Option<Ipv4Addr> {
+            self.0
+                .iter()
+                .find(|(_, n)| n.iter().any(|x| x == name))
+                .map(|e| e.0)
+        }
+
+        fn service(&self, name: &str, proto: modes::Protocol) -> Option<u16> {
+            self.1.port(name, proto)
+        }
+    }
+
+    const HOSTS: &str =
+        "127.0.0.1 localhost\n172.16.0.2 rs1\n207.175.44.110 a-rather-long-virtual-host-name\n";
+    const SERVICES: &str = "http 80/tcp www\nhttp-alt 8080/tcp\ndomain 53/udp\ndomain 53/tcp\n";
+
+    #[test]
+    fn names_without_numeric() {
+        let l = fixture();
+        let names = Names::parse(HOSTS, SERVICES);
+        let named = list_with(&l, &opts(|o| o.numeric = false), &names);
+        let lines: Vec<&str> = named.lines().collect();
+        for want in [
+            "TCP  10.0.0.1:http wlc persistent 300",
+            // Cut at 33 characters, as ipvsadm's buffer.
+            "TCP  a-rather-long-virtual-host-n rr",
+            "  -> rs1:http                     Masq    1      0          0         ",
+            "  -> rs1:http-alt                 Masq    1      0          1         ",
+            "  -> 172.16.0.10:http-alt         Masq    3      12         0         ",
+            "  -> localhost:65535              Local   2      0          0         ",
+            "UDP  10.0.0.1:domain rr ops",
+            "  -> 172.16.0.3:domain            Masq    1      0          7         ",
+        ] {
+            assert!(lines.contains(&want), "{want:?} not in\n{named}");
+        }
+        assert_eq!(
+            named.lines().count(),
+            list(&l, &opts(|_| {})).lines().count()
+        );
+        // -n wins; no names print numbers.
+        same(
+            &list_with(&l, &opts(|_| {}), &names),
+            &list(&l, &opts(|_| {})),
+        );
+        same(
+            &list_with(&l, &opts(|o| o.numeric = false), &Names::default()),
+            &list(&l, &opts(|_| {})),
+        );
+        same(
+            &list_conns_with(&conns(), &Names::default()),
+            &list_conns(&conns()),
+        );
+        let c = list_conns_with(&conns(), &names);
+        assert_eq!(c.lines().count(), list_conns(&conns()).lines().count());
+    }
+
+    #[test]
+    fn save_with_names_restores_through_resolve() {
+        let l = fixture();
+        let names = Names::parse(HOSTS, SERVICES);
+        let text = save_with(&l, &names);
+        assert!(
+            text.contains("-A -t a-rather-long-virtual-host-name:http -s rr\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-a -u 10.0.0.1:domain -r 172.16.0.3:domain -m -w 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("-r localhost:65535 -g -w 2\n"), "{text}");
+        // Resolved back, the lines are the numeric save's commands.
+        let back = FromTexts(
+            crate::names::parse_hosts(HOSTS),
+            crate::names::Services::parse(SERVICES),
+        );
+        let numeric = save(&l, true);
+        for (named, plain) in text.lines().zip(numeric.lines()) {
+            let words: Vec<String> = named.split_whitespace().map(String::from).collect();
+            let resolved = crate::cmd::resolve(&words, &back).unwrap();
+            let want: Vec<String> = plain.split_whitespace().map(String::from).collect();
+            assert_eq!(parse(&resolved), parse(&want), "{named}");
+        }
+        assert_eq!(text.lines().count(), numeric.lines().count());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Nothing here does I/O: [`cmd`] turns an ipvsadm command line into a typed [`Command`],
 //! [`model`] holds what a listing needs (and can apply commands to it in memory),
 //! [`mod@format`] renders listings byte for byte as ipvsadm 1.31 does (`-L -n` and its variants,
-//! `-c`, `--timeout`, `-S`), and [`message`] holds what travels over the control socket
+//! `-c`, `--timeout`, `-S`, with host and service names from [`names`] unless `-n`), and
+//! [`message`] holds what travels over the control socket
 //! ([`Request`], [`Response`], [`DEFAULT_SOCKET`]). Protocols and forwarding methods are the
 //! `modes` crate's [`modes::Protocol`] and [`modes::Forward`]; their ipvsadm spellings live
 //! here ([`model::forward_name`], [`cmd::forward_switch`], [`cmd::proto_switch`]). This crate
@@ -20,15 +21,17 @@ pub mod cmd;
 pub mod format;
 pub mod message;
 pub mod model;
+pub mod names;
 
 use std::fmt;
 
 pub use cmd::{
-    parse, parse_restore_line, Command, DaemonOpts, DaemonRole, ListOpts, ServerOpts, ServiceOpts,
-    ServiceSpec,
+    parse, parse_restore_line, resolve, Command, DaemonOpts, DaemonRole, ListOpts, ServerOpts,
+    ServiceOpts, ServiceSpec,
 };
 pub use message::{Request, Response, DEFAULT_SOCKET};
 pub use model::{ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
+pub use names::{Names, Resolver, Services};
 
 /// The program name used in "Try ... -h" hints.
 pub const PROGRAM: &str = "tapvsadm";

@@ -3,13 +3,15 @@
 //! [`Response`] it gets back.
 //!
 //! Each message is one line of JSON on a Unix stream socket: tapvsadm writes a request line, the
-//! daemon parses the command line with [`crate::parse`], executes it and writes response lines
+//! daemon parses the command line with [`crate::parse`] (names already turned into numbers by
+//! [`crate::resolve`]), executes it and writes response lines
 //! with the text ipvsadm would print and its exit status. A long listing is streamed: every
 //! line but the last has `more` set and carries the next part of standard output; the last one
 //! (`more` false) carries the rest, standard error and the exit status.
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::Names;
 use crate::AdmError;
 
 /// Where tapvsadm finds the daemon unless told otherwise (`--socket`, `TAPVS_SOCKET`), and
@@ -25,6 +27,10 @@ pub struct Request {
     /// Standard input (restore).
     #[serde(default)]
     pub stdin: String,
+    /// Host and service names for a listing without `-n` (`-L`, `-S`), as the client read
+    /// them; absent: numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Names>,
 }
 
 /// The answer: what to print and the exit status.

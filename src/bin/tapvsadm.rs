@@ -3,15 +3,80 @@
 //! to the running `tapvs` over its control socket (`--socket PATH`, `TAPVS_SOCKET`, or
 //! `/run/tapvs/tapvs.sock`), and prints the daemon's answer with its exit status.
 //!
+//! Host and service names are this binary's business, as they are ipvsadm's: names in `-t`,
+//! `-u` and `-r` values (and in `-R` input) are turned into numbers here before parsing (hosts
+//! through the system resolver, services from `/etc/services`), and listings without `-n`
+//! get the reverse maps of `/etc/hosts` and `/etc/services` with the request, so the daemon
+//! prints the names this side knows. No DNS is asked for reverse lookups.
+//!
 //! It uses only the `tapvs_adm` crate (parser, formats, socket messages), never the daemon's
 //! library, so the binary carries none of the data path.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use tapvs_adm::{self as adm, AdmError, Command, Request, Response};
+use tapvs_adm::{self as adm, AdmError, Command, Names, Request, Resolver, Response, Services};
+
+/// The hosts file reverse lookups read.
+const HOSTS: &str = "/etc/hosts";
+/// The services database.
+const SERVICES: &str = "/etc/services";
+
+/// Forward lookups as ipvsadm's: hosts through the system resolver (getaddrinfo: the hosts
+/// file, DNS, ... as nsswitch says; the first IPv4 address), services from `/etc/services`
+/// (read on first use).
+struct System {
+    services: OnceLock<Services>,
+}
+
+impl Resolver for System {
+    fn host(&self, name: &str) -> Option<Ipv4Addr> {
+        (name, 0).to_socket_addrs().ok()?.find_map(|a| match a {
+            SocketAddr::V4(v) => Some(*v.ip()),
+            SocketAddr::V6(_) => None,
+        })
+    }
+
+    fn service(&self, name: &str, proto: modes::Protocol) -> Option<u16> {
+        self.services
+            .get_or_init(|| Services::parse(&std::fs::read_to_string(SERVICES).unwrap_or_default()))
+            .port(name, proto)
+    }
+}
+
+/// The names a listing of `cmd` prints, if it prints names (no `-n`).
+fn listing_names(cmd: &Command) -> Option<Names> {
+    let wanted = match cmd {
+        Command::List(o) => !o.numeric && !o.timeout && !o.daemon,
+        Command::Save { numeric } => !numeric,
+        _ => false,
+    };
+    wanted.then(|| {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        Names::parse(&read(HOSTS), &read(SERVICES))
+    })
+}
+
+/// `-R` input with the names of each command line turned into numbers; a line that does not
+/// resolve is kept as written, for the daemon to report where the restore stops.
+fn resolve_restore(input: &str, names: &dyn Resolver) -> String {
+    let mut out = String::with_capacity(input.len());
+    for line in input.lines() {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match adm::resolve(&words, names) {
+            Ok(w) if !line.trim_start().starts_with('#') && w != words => {
+                out.push_str(&w.join(" "))
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 /// Splits `--socket PATH` / `--socket=PATH` out of the arguments.
 fn socket_arg(args: &mut Vec<String>) -> Result<Option<String>, String> {
@@ -50,7 +115,17 @@ fn main() -> ExitCode {
             return exit(adm::EXIT_USAGE);
         }
     };
-    // Usage errors never reach the daemon, so they change nothing.
+    let system = System {
+        services: OnceLock::new(),
+    };
+    // Usage errors (unknown names included) never reach the daemon, so they change nothing.
+    let args = match adm::resolve(&args, &system) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit(e.exit_code());
+        }
+    };
     let cmd = match adm::parse(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -75,8 +150,10 @@ fn main() -> ExitCode {
             eprintln!("tapvsadm: reading standard input: {e}");
             return exit(adm::EXIT_RUNTIME);
         }
+        stdin = resolve_restore(&stdin, &system);
     }
-    let resp = match call(&socket, &Request { args, stdin }) {
+    let names = listing_names(&cmd);
+    let resp = match call(&socket, &Request { args, stdin, names }) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             eprintln!("{}", AdmError::PermissionDenied);

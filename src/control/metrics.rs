@@ -108,6 +108,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "tapvs_real_health_transitions_total",
         "Health-check verdict changes of the real server.",
     ),
+    (
+        "tapvs_capture_frames_total",
+        "Frames delivered to tapvs capture clients.",
+    ),
+    (
+        "tapvs_capture_dropped_frames_total",
+        "Frames a capture matched but could not keep (no free slot or a full ring).",
+    ),
 ];
 
 /// Gauges: name and HELP text.
@@ -318,6 +326,10 @@ pub fn render(shared: &Shared) -> String {
             .unwrap_or_else(|e| e.into_inner())
             .fell_back();
         gauge!("tapvs_steering_fallback").set(if fell_back { 1.0 } else { 0.0 });
+        counter!("tapvs_capture_frames_total")
+            .absolute(shared.capture.frames_total.load(Ordering::Relaxed));
+        counter!("tapvs_capture_dropped_frames_total")
+            .absolute(shared.capture.dropped_total.load(Ordering::Relaxed));
         crate::control::vrrp::record(shared);
     });
     let mut text = recorder.handle().render();

@@ -3,11 +3,12 @@
 //! that tapvsadm talks to ([`socket`]), the rate estimator ([`estimator`]), the Prometheus endpoint
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
 //! thread that runs the checkers on it and applies their verdicts ([`checks`]), and the
-//! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]) and the change log
-//! ([`changelog`]). It changes
-//! what the data path does only by publishing snapshots.
+//! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]), the change log
+//! ([`changelog`]) and the live capture's session ([`capture`]). It changes what the data
+//! path does only by publishing snapshots (and, for a capture, by setting its filter).
 
 pub mod announce;
+pub mod capture;
 pub mod changelog;
 pub mod checks;
 pub mod estimator;

@@ -155,6 +155,10 @@ impl Daemon {
                 host_wake: EventFd::new().map_err(StartError::Sys)?,
                 epoch: Instant::now(),
                 ha: crate::datapath::ha::HaShared::new(workers).map_err(StartError::Sys)?,
+                capture: crate::datapath::capture::CaptureShared::new(
+                    workers,
+                    cfg.ports.iter().map(|p| p.name.clone()).collect(),
+                ),
             }),
             table: Mutex::new(table),
             zero_base: Mutex::new(HashMap::new()),

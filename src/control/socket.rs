@@ -5,6 +5,9 @@
 //! messages ([`Request`], [`Response`]) and the parser are the `tapvs_adm` crate's, shared with
 //! tapvsadm.
 //!
+//! A capture request (`tapvs capture`) turns the connection into a frame stream, served by
+//! [`crate::control::capture`].
+//!
 //! Also here: the folding of the workers' per-real-server counters into ipvsadm's statistics
 //! (rates come from [`crate::control::estimator`]), and `-Z`.
 
@@ -17,7 +20,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tapvs_adm::{self as adm, format, AdmError, Command, ListOpts, Listing, Request, Response};
+use tapvs_adm::{
+    self as adm, format, AdmError, Command, ListOpts, Listing, Names, Request, Response,
+};
 
 use crate::control::shared::Shared;
 use crate::datapath::stats::DestCounters;
@@ -238,17 +243,20 @@ fn connections(
 fn list(
     shared: &Shared,
     o: &ListOpts,
+    names: &Names,
     part: &mut dyn FnMut(String) -> std::io::Result<()>,
 ) -> Response {
+    let no_names = Names::default();
+    let names = if o.numeric { &no_names } else { names };
     if o.connection {
         let fmt = if o.persistent_conn {
-            format::list_conns_persistent
+            format::list_conns_persistent_with
         } else {
-            format::list_conns
+            format::list_conns_with
         };
-        let mut out = fmt(&[]);
+        let mut out = fmt(&[], names);
         let res = connections(shared, |page| {
-            let rows = fmt(&page);
+            let rows = fmt(&page, names);
             // Without the two header lines.
             let body = rows.split_once('\n').and_then(|(_, r)| r.split_once('\n'));
             out.push_str(body.map_or("", |(_, r)| r));
@@ -279,12 +287,12 @@ fn list(
             l.services.push(one);
             view.fill(shared, &table, &mut l.services);
         }
-        return Response::out(format::list(&l, o));
+        return Response::out(format::list_with(&l, o, names));
     }
     let mut out = format::list_header(&meta(shared), o);
     let res = pages(shared, !o.nosort, |page| {
         for s in &page {
-            format::list_service(&mut out, s, o);
+            format::list_service_with(&mut out, s, o, names);
         }
         part(std::mem::take(&mut out))
     });
@@ -338,7 +346,7 @@ fn configure(shared: &Shared, cmd: &Command) -> Result<(), AdmError> {
 /// Executes one command line (`stdin` is the input of `-R`).
 pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
     let mut out = String::new();
-    let mut r = execute_streamed(shared, args, stdin, &mut |p| {
+    let mut r = execute_streamed(shared, args, stdin, None, &mut |p| {
         out.push_str(&p);
         Ok(())
     });
@@ -348,13 +356,17 @@ pub fn execute(shared: &Shared, args: &[String], stdin: &str) -> Response {
 }
 
 /// Executes one command line, handing parts of a long standard output to `part` as they are
-/// ready; the returned response carries the rest.
+/// ready; the returned response carries the rest. Listings without `-n` print host and service
+/// names from `names` (the client's), numbers where it has none.
 pub fn execute_streamed(
     shared: &Shared,
     args: &[String],
     stdin: &str,
+    names: Option<&Names>,
     part: &mut dyn FnMut(String) -> std::io::Result<()>,
 ) -> Response {
+    let no_names = Names::default();
+    let names = names.unwrap_or(&no_names);
     if let Some(r) = crate::control::reload::request(shared, args) {
         return r;
     }
@@ -365,8 +377,11 @@ pub fn execute_streamed(
     match &cmd {
         Command::Help => Response::out(format::usage()),
         Command::Version => Response::out(format::version(env!("CARGO_PKG_VERSION"))),
-        Command::List(o) => list(shared, o, part),
-        Command::Save { numeric } => Response::out(format::save(&listing(shared), *numeric)),
+        Command::List(o) => list(shared, o, names, part),
+        Command::Save { numeric: true } => Response::out(format::save(&listing(shared), true)),
+        Command::Save { numeric: false } => {
+            Response::out(format::save_with(&listing(shared), names))
+        }
         Command::Zero(spec) => {
             let totals = dest_totals(shared);
             let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -543,13 +558,27 @@ fn handle(shared: &Shared, stream: UnixStream) {
     let resp = match reader.read_line(&mut line) {
         Ok(0) | Err(_) => return,
         Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) => execute_streamed(shared, &req.args, &req.stdin, &mut |p| {
-                if reply(&stream, &Response::part(p)) {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::other("client gone"))
+            Ok(req) => {
+                if let Some(filter) = crate::control::capture::parse_request(&req.args) {
+                    // The connection becomes the capture's frame stream.
+                    drop(reader);
+                    crate::control::capture::serve(shared, stream, filter);
+                    return;
                 }
-            }),
+                execute_streamed(
+                    shared,
+                    &req.args,
+                    &req.stdin,
+                    req.names.as_ref(),
+                    &mut |p| {
+                        if reply(&stream, &Response::part(p)) {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other("client gone"))
+                        }
+                    },
+                )
+            }
             Err(e) => Response {
                 stderr: format!("malformed request: {e}\n"),
                 code: 2,

@@ -3,9 +3,11 @@
 //! output step for every transmitter), the connection table and its
 //! index ([`conn`]), the TCP state table ([`tcp_state`]), persistence templates ([`persist`]),
 //! neighbours ([`neigh`]), routes ([`route`]), the service snapshot the workers read
-//! ([`service`]), per-worker counters ([`stats`]) and the eBPF steering program ([`steer`]).
+//! ([`service`]), per-worker counters ([`stats`]), the eBPF steering program ([`steer`]) and
+//! the live capture's filter and rings ([`capture`]).
 //! Nothing here depends on the control plane; the control plane builds and feeds it.
 
+pub mod capture;
 pub mod conn;
 pub mod ha;
 pub mod neigh;

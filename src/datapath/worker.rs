@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
+use crate::datapath::capture::{CaptureShared, Filter, Tap};
 use crate::datapath::ha::{HaShared, Standby};
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
@@ -141,15 +142,33 @@ pub struct WorkerShared {
     ///
     /// [`Standby`]: crate::datapath::ha::Standby
     pub ha: HaShared<Box<Redirect>>,
+    /// Live capture (`tapvs capture`): the filter the workers check once per round, and the
+    /// rings they copy matching frames into.
+    pub capture: CaptureShared,
 }
 
-/// Writes the pipeline's frames to this worker's queues.
-struct Queues<'a>(&'a [Arc<TapQueue>]);
+/// Writes the pipeline's frames to this worker's queues (and, while a capture runs, offers
+/// them to it first).
+struct Queues<'a, 'c> {
+    queues: &'a [Arc<TapQueue>],
+    tap: Option<&'a mut Tap<'c>>,
+}
 
-impl Sink for Queues<'_> {
+impl<'a> Queues<'a, '_> {
+    fn new(queues: &'a [Arc<TapQueue>]) -> Self {
+        Queues { queues, tap: None }
+    }
+}
+
+impl Sink for Queues<'_, '_> {
     #[inline]
     fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-        self.0.get(port).is_some_and(|q| q.write(frame).is_ok())
+        if let Some(t) = self.tap.as_deref_mut() {
+            t.sent(port, frame);
+        }
+        self.queues
+            .get(port)
+            .is_some_and(|q| q.write(frame).is_ok())
     }
 }
 
@@ -162,6 +181,8 @@ pub struct Worker {
     rx: Box<[u8]>,
     /// Workers to ring after this round's hand-overs.
     wake: Vec<bool>,
+    /// The running capture's filter, read once per round.
+    capture: Option<Filter>,
 }
 
 impl Worker {
@@ -180,6 +201,7 @@ impl Worker {
             pipeline: Pipeline::new(id, workers, max_conns, timeouts),
             rx: vec![0u8; MAX_FRAME].into_boxed_slice(),
             wake: vec![false; workers],
+            capture: None,
             shared,
         }
     }
@@ -242,6 +264,8 @@ impl Worker {
                 host_stack: shared.host_enabled.load(Ordering::Relaxed),
                 standby,
             };
+            // The one load a round costs while no capture runs.
+            self.capture = shared.capture.active();
             let dump = shared.dump_gen.load(Ordering::Acquire);
             if dump != last_dump {
                 self.dump(dump, env.now_ms);
@@ -289,7 +313,17 @@ impl Worker {
                     }
                 }
             }
-            self.pipeline.tick(&env, &mut Queues(&self.queues));
+            match self.capture {
+                None => self.pipeline.tick(&env, &mut Queues::new(&self.queues)),
+                Some(f) => {
+                    let mut tap = Tap::new(&shared.capture, self.id, f);
+                    let mut sink = Queues {
+                        queues: &self.queues,
+                        tap: Some(&mut tap),
+                    };
+                    self.pipeline.tick(&env, &mut sink);
+                }
+            }
             self.pass_events();
             self.pass_sync();
             for w in 0..self.wake.len() {
@@ -313,9 +347,27 @@ impl Worker {
 
     /// One frame through the pipeline, and its verdict carried out.
     fn frame(&mut self, env: &Env, port: usize, buf: &mut [u8], len: usize, redirected: bool) {
-        let verdict =
-            self.pipeline
-                .process(env, port, buf, len, redirected, &mut Queues(&self.queues));
+        let verdict = match self.capture {
+            None => self.pipeline.process(
+                env,
+                port,
+                buf,
+                len,
+                redirected,
+                &mut Queues::new(&self.queues),
+            ),
+            Some(f) => {
+                // Taken before the pipeline rewrites the buffer in place.
+                let mut tap = Tap::new(&self.shared.capture, self.id, f);
+                tap.received(port, &buf[..len], redirected);
+                let mut sink = Queues {
+                    queues: &self.queues,
+                    tap: Some(&mut tap),
+                };
+                self.pipeline
+                    .process(env, port, buf, len, redirected, &mut sink)
+            }
+        };
         match verdict {
             Verdict::Redirect { owner } if self.hand_over(owner, port, &buf[..len]) => {
                 self.pipeline.counters_mut().redirected += 1;
