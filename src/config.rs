@@ -383,6 +383,8 @@ pub struct Config {
     pub scale_out: Option<crate::scaleout::ScaleOutConfig>,
     /// VRRP instances (hot standby), see [`crate::vrrp::config`].
     pub vrrp: Vec<crate::vrrp::config::VrrpConfig>,
+    /// VRRP sync groups (`[[vrrp_sync_group]]`): instances that move together.
+    pub vrrp_sync_groups: Vec<crate::vrrp::config::SyncGroupConfig>,
     /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
     pub sync: crate::syncd::SyncConfig,
 }
@@ -412,6 +414,8 @@ struct RawConfig {
     scale_out: Option<crate::scaleout::ScaleOutConfig>,
     #[serde(default)]
     vrrp: Vec<crate::vrrp::config::RawVrrp>,
+    #[serde(default)]
+    vrrp_sync_group: Vec<crate::vrrp::config::RawSyncGroup>,
     #[serde(default)]
     sync: crate::syncd::RawSync,
 }
@@ -985,7 +989,14 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             )
         })
         .collect();
-    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs).map_err(|(f, m)| err(f, m))?;
+    let tracked: Vec<crate::vrrp::config::ServiceRef> = services
+        .iter()
+        .map(|s| (s.proto, s.vip, s.reals.iter().any(|r| !r.checks.is_empty())))
+        .collect();
+    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs, &tracked)
+        .map_err(|(f, m)| err(f, m))?;
+    let vrrp_sync_groups = crate::vrrp::config::validate_groups(&raw.vrrp_sync_group, &vrrp)
+        .map_err(|(f, m)| err(f, m))?;
     let port_mtus: Vec<_> = ports
         .iter()
         .map(|p| (p.name.clone(), p.mtu.unwrap_or(1500)))
@@ -1006,6 +1017,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         services,
         scale_out: raw.scale_out,
         vrrp,
+        vrrp_sync_groups,
         sync,
     })
 }
