@@ -1171,6 +1171,78 @@ weight = 3
         expect_err("port = [", "-", "syntax error at line 1");
     }
 
+    /// `[[vrrp]]` tracking and `[[vrrp_sync_group]]` errors name the file and the field.
+    #[test]
+    fn vrrp_tracking_and_sync_group_errors() {
+        let vrrp = |name: &str, vrid: u8, addr: &str, extra: &str| {
+            format!(
+                "\n[[vrrp]]\nname = \"{name}\"\nport = \"ext\"\nvirtual_router_id = {vrid}\nvirtual_addresses = [\"{addr}\"]\n{extra}\n"
+            )
+        };
+        let two = format!(
+            "{GOOD}{}{}",
+            vrrp("VI_1", 51, "10.0.0.100", ""),
+            vrrp("VI_2", 52, "10.0.0.101", "")
+        );
+        let group = |members: &str| {
+            format!("{two}\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [{members}]\n")
+        };
+        let c = parse_str(&group("\"VI_2\", \"VI_1\"")).unwrap();
+        assert_eq!(c.vrrp_sync_groups[0].members, vec![1, 0]);
+        expect_err(
+            &group("\"VI_1\", \"VI_3\""),
+            "vrrp_sync_group[0].group[1]",
+            "no VRRP instance named \"VI_3\"",
+        );
+        expect_err(
+            &group("\"VI_1\""),
+            "vrrp_sync_group[0].group",
+            "two instances or more",
+        );
+        let twice = format!(
+            "{}\n[[vrrp_sync_group]]\nname = \"H\"\ngroup = [\"VI_2\", \"VI_1\"]\n",
+            group("\"VI_1\", \"VI_2\"")
+        );
+        expect_err(
+            &twice,
+            "vrrp_sync_group[1].group[0]",
+            "already in sync group \"G\"",
+        );
+        // Tracking a service: it must exist and be health-checked.
+        let track = |t: &str| format!("{GOOD}{}", vrrp("VI_1", 51, "10.0.0.100", t));
+        expect_err(
+            &track("track_services = [{ service = \"tcp:207.175.44.110:8080\", weight = -50 }]"),
+            "vrrp[0].track_services[0].service",
+            "no health-checked real server",
+        );
+        expect_err(
+            &track("track_services = [{ service = \"tcp:207.175.44.110:81\" }]"),
+            "vrrp[0].track_services[0].service",
+            "no service",
+        );
+        expect_err(
+            &track("track_ports = [{ port = \"int\", weight = 300 }]"),
+            "vrrp[0].track_ports[0].weight",
+            "-254..=254",
+        );
+        let checked = GOOD.replace(
+            "address = \"172.16.0.3\"\nweight = 3\n",
+            "address = \"172.16.0.3\"\nweight = 3\n[[service.real.check]]\ntype = \"tcp\"\n",
+        );
+        let c = parse_str(&format!(
+            "{checked}{}",
+            vrrp(
+                "VI_1",
+                51,
+                "10.0.0.100",
+                "track_services = [{ service = \"tcp:207.175.44.110:8080\", weight = -50 }]\ntrack_ports = [\"int\", { port = \"ext\", weight = -10 }]"
+            )
+        ))
+        .unwrap();
+        assert_eq!(c.vrrp[0].track_services[0].weight, -50);
+        assert_eq!(c.vrrp[0].track_ports.len(), 2);
+    }
+
     #[test]
     fn log_format_parses_and_defaults_to_text() {
         assert_eq!(parse_str(GOOD).unwrap().log_format, LogFormat::Text);
