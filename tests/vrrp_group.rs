@@ -282,6 +282,14 @@ fn sync_group_moves_together_on_a_tracked_port_fault() {
             .exists()),
         "the group's notify_fault ran"
     );
+    let group_state = |x: &Appliance, st: &str| {
+        x.value(
+            &lab,
+            &format!("tapvs_vrrp_group_state{{group=\"G\",state=\"{st}\"}}"),
+        )
+    };
+    assert_eq!(group_state(&a, "FAULT"), 1.0, "A's group FAULT");
+    assert_eq!(group_state(&b, "MASTER"), 1.0, "B's group MASTER");
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(50), || get(
             &lab.client

@@ -670,6 +670,11 @@ impl VrrpThread {
                     )
                 })
                 .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| (g.cfg.name.clone(), g.state.index()))
+                .collect(),
         };
         *self
             .shared
@@ -741,6 +746,18 @@ pub fn record(shared: &Shared) {
         for r in Reject::ALL {
             counter!("tapvs_vrrp_adverts_rejected_total", "instance" => name.clone(), "port" => "", "reason" => r.as_str())
                 .absolute(i.rejected[r.index()]);
+        }
+    }
+    if !st.groups.is_empty() {
+        describe_gauge!(
+            "tapvs_vrrp_group_state",
+            "VRRP sync group state: 1 for the current one of INIT, BACKUP, MASTER, FAULT."
+        );
+    }
+    for (name, state) in &st.groups {
+        for s in State::ALL {
+            gauge!("tapvs_vrrp_group_state", "group" => name.clone(), "state" => s.as_str())
+                .set(if *state == s.index() { 1.0 } else { 0.0 });
         }
     }
     for (port, c) in &st.port_rejected {

@@ -121,6 +121,8 @@ pub struct VrrpStats {
     /// Adverts rejected before an instance was found (bad length, version, TTL, checksum, an
     /// unknown VRID), per port name and reason index.
     pub port_rejected: Vec<(String, [u64; crate::vrrp::Reject::COUNT])>,
+    /// Per sync group: its name and state index.
+    pub groups: Vec<(String, usize)>,
 }
 
 /// Connection updates a master's workers queue for the sync thread.
