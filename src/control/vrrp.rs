@@ -70,6 +70,8 @@ pub struct VrrpThread {
     taps: Vec<String>,
     insts: Vec<Inst>,
     groups: Vec<Group>,
+    /// The services without quorum as last tracked (a new set is tracked at once).
+    quorum_seen: Arc<Vec<(modes::Protocol, std::net::SocketAddrV4)>>,
     port_rejected: Vec<[u64; Reject::COUNT]>,
     buf: Vec<u8>,
     ident: u16,
@@ -112,7 +114,7 @@ fn floating_port(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> usize {
 impl VrrpThread {
     /// The thread for `cfg`'s instances, sending through `queues` (one per port).
     pub fn new(cfg: &Config, shared: Arc<Shared>, queues: Vec<Arc<TapQueue>>) -> VrrpThread {
-        let insts = cfg
+        let mut insts = cfg
             .vrrp
             .iter()
             .map(|v| Inst {
@@ -142,8 +144,7 @@ impl VrrpThread {
                 faulty: false,
                 group: None,
             })
-            .collect::<Vec<_>>();
-        let mut insts = insts;
+            .collect::<Vec<Inst>>();
         for (g, cfg) in cfg.vrrp_sync_groups.iter().enumerate() {
             for &m in &cfg.members {
                 if let Some(i) = insts.get_mut(m) {
@@ -165,6 +166,7 @@ impl VrrpThread {
             taps: cfg.ports.iter().map(|p| p.tap.clone()).collect(),
             insts,
             groups,
+            quorum_seen: Arc::new(Vec::new()),
             port_rejected: vec![[0; Reject::COUNT]; cfg.ports.len()],
             buf: vec![0u8; 2048],
             ident: 0,
@@ -208,7 +210,9 @@ impl VrrpThread {
                     }
                 }
             }
-            if now.saturating_sub(last_track) >= TRACK_EVERY_MS {
+            let quorum_changed =
+                !Arc::ptr_eq(&self.shared.ha.quorum_lost.load(), &self.quorum_seen);
+            if quorum_changed || now.saturating_sub(last_track) >= TRACK_EVERY_MS {
                 self.track(now);
                 last_track = now;
             }
@@ -361,6 +365,7 @@ impl VrrpThread {
     /// group) in FAULT; weighted ones set the effective priority.
     fn track(&mut self, now: u64) {
         let lost = self.shared.ha.quorum_lost.load_full();
+        self.quorum_seen = lost.clone();
         for i in 0..self.insts.len() {
             let cfg = &self.insts[i].cfg;
             if cfg.track_ports.is_empty() && cfg.track_services.is_empty() {
