@@ -383,6 +383,8 @@ pub struct Config {
     pub scale_out: Option<crate::scaleout::ScaleOutConfig>,
     /// VRRP instances (hot standby), see [`crate::vrrp::config`].
     pub vrrp: Vec<crate::vrrp::config::VrrpConfig>,
+    /// VRRP sync groups (`[[vrrp_sync_group]]`): instances that move together.
+    pub vrrp_sync_groups: Vec<crate::vrrp::config::SyncGroupConfig>,
     /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
     pub sync: crate::syncd::SyncConfig,
 }
@@ -412,6 +414,8 @@ struct RawConfig {
     scale_out: Option<crate::scaleout::ScaleOutConfig>,
     #[serde(default)]
     vrrp: Vec<crate::vrrp::config::RawVrrp>,
+    #[serde(default)]
+    vrrp_sync_group: Vec<crate::vrrp::config::RawSyncGroup>,
     #[serde(default)]
     sync: crate::syncd::RawSync,
 }
@@ -985,7 +989,14 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             )
         })
         .collect();
-    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs).map_err(|(f, m)| err(f, m))?;
+    let tracked: Vec<crate::vrrp::config::ServiceRef> = services
+        .iter()
+        .map(|s| (s.proto, s.vip, s.reals.iter().any(|r| !r.checks.is_empty())))
+        .collect();
+    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs, &tracked)
+        .map_err(|(f, m)| err(f, m))?;
+    let vrrp_sync_groups = crate::vrrp::config::validate_groups(&raw.vrrp_sync_group, &vrrp)
+        .map_err(|(f, m)| err(f, m))?;
     let port_mtus: Vec<_> = ports
         .iter()
         .map(|p| (p.name.clone(), p.mtu.unwrap_or(1500)))
@@ -1006,6 +1017,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         services,
         scale_out: raw.scale_out,
         vrrp,
+        vrrp_sync_groups,
         sync,
     })
 }
@@ -1157,6 +1169,78 @@ weight = 3
             "ebpf or flow",
         );
         expect_err("port = [", "-", "syntax error at line 1");
+    }
+
+    /// `[[vrrp]]` tracking and `[[vrrp_sync_group]]` errors name the file and the field.
+    #[test]
+    fn vrrp_tracking_and_sync_group_errors() {
+        let vrrp = |name: &str, vrid: u8, addr: &str, extra: &str| {
+            format!(
+                "\n[[vrrp]]\nname = \"{name}\"\nport = \"ext\"\nvirtual_router_id = {vrid}\nvirtual_addresses = [\"{addr}\"]\n{extra}\n"
+            )
+        };
+        let two = format!(
+            "{GOOD}{}{}",
+            vrrp("VI_1", 51, "10.0.0.100", ""),
+            vrrp("VI_2", 52, "10.0.0.101", "")
+        );
+        let group = |members: &str| {
+            format!("{two}\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [{members}]\n")
+        };
+        let c = parse_str(&group("\"VI_2\", \"VI_1\"")).unwrap();
+        assert_eq!(c.vrrp_sync_groups[0].members, vec![1, 0]);
+        expect_err(
+            &group("\"VI_1\", \"VI_3\""),
+            "vrrp_sync_group[0].group[1]",
+            "no VRRP instance named \"VI_3\"",
+        );
+        expect_err(
+            &group("\"VI_1\""),
+            "vrrp_sync_group[0].group",
+            "two instances or more",
+        );
+        let twice = format!(
+            "{}\n[[vrrp_sync_group]]\nname = \"H\"\ngroup = [\"VI_2\", \"VI_1\"]\n",
+            group("\"VI_1\", \"VI_2\"")
+        );
+        expect_err(
+            &twice,
+            "vrrp_sync_group[1].group[0]",
+            "already in sync group \"G\"",
+        );
+        // Tracking a service: it must exist and be health-checked.
+        let track = |t: &str| format!("{GOOD}{}", vrrp("VI_1", 51, "10.0.0.100", t));
+        expect_err(
+            &track("track_services = [{ service = \"tcp:207.175.44.110:8080\", weight = -50 }]"),
+            "vrrp[0].track_services[0].service",
+            "no health-checked real server",
+        );
+        expect_err(
+            &track("track_services = [{ service = \"tcp:207.175.44.110:81\" }]"),
+            "vrrp[0].track_services[0].service",
+            "no service",
+        );
+        expect_err(
+            &track("track_ports = [{ port = \"int\", weight = 300 }]"),
+            "vrrp[0].track_ports[0].weight",
+            "-254..=254",
+        );
+        let checked = GOOD.replace(
+            "address = \"172.16.0.3\"\nweight = 3\n",
+            "address = \"172.16.0.3\"\nweight = 3\n[[service.real.check]]\ntype = \"tcp\"\n",
+        );
+        let c = parse_str(&format!(
+            "{checked}{}",
+            vrrp(
+                "VI_1",
+                51,
+                "10.0.0.100",
+                "track_services = [{ service = \"tcp:207.175.44.110:8080\", weight = -50 }]\ntrack_ports = [\"int\", { port = \"ext\", weight = -10 }]"
+            )
+        ))
+        .unwrap();
+        assert_eq!(c.vrrp[0].track_services[0].weight, -50);
+        assert_eq!(c.vrrp[0].track_ports.len(), 2);
     }
 
     #[test]

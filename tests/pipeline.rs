@@ -2556,7 +2556,8 @@ fn synced(vport: u16, daddr: Ipv4Addr, dport: u16, flags: u32, state: u16) -> Sy
 /// Backup side: a synced entry becomes a connection with its real server and state, without
 /// scheduling, and the next packets are forwarded as on the master (NAT: DNAT to the synced
 /// server; FullNAT: from the synced local address and port); a later update refreshes it;
-/// entries for an unknown service or real server, templates and bad states are refused.
+/// entries for an unknown service or real server, a template of a service that is not
+/// persistent and bad states are refused.
 #[test]
 fn synced_entries_become_connections_without_scheduling() {
     let mut rig = Rig::new();
@@ -2626,9 +2627,9 @@ fn synced_entries_become_connections_without_scheduling() {
                 RS_NAT,
                 8080,
                 sync_flags::MASQ | sync_flags::TEMPLATE,
-                1,
+                0,
             ),
-            SyncDrop::Unsupported,
+            SyncDrop::UnknownService,
         ),
         (
             synced(V_NAT, RS_NAT, 8080, sync_flags::MASQ, 99),
@@ -2684,4 +2685,92 @@ fn master_queues_sync_updates_as_ipvs() {
     let fin = from_client(40000, V_NAT).with_tcp(|t| t.fin = true);
     rig.feed(EXT, &fin.wire());
     assert_eq!(rig.pipe.drain_sync().0.count(), 0);
+}
+
+/// Master side: a persistence template is queued as IPVS syncs it (flag TEMPLATE with the
+/// forwarding method, client port 0, the service's port, state NONE, the persistence timeout)
+/// when it is created, not again for the next connections or their updates until a quarter of
+/// its timeout (at most 60 s) has passed; it survives the wire format unchanged.
+#[test]
+fn master_queues_persistence_templates() {
+    let mut rig = Rig::new();
+    rig.world.standby.sync_master = true;
+    rig.feed(EXT, &client_syn(40000, V_PERSIST).wire());
+    let rs = dst_of(&rig.sent()[0].1);
+    let (q, lost) = rig.pipe.drain_sync();
+    let got: Vec<SyncConn> = q.collect();
+    assert_eq!(lost, 0);
+    let want = SyncConn {
+        protocol: 6,
+        flags: sync_flags::TEMPLATE | sync_flags::MASQ,
+        state: 0,
+        cport: 0,
+        vport: V_PERSIST,
+        dport: V_PERSIST,
+        fwmark: 0,
+        timeout: 300,
+        caddr: CLIENT,
+        vaddr: VIP,
+        daddr: rs,
+        fullnat: None,
+    };
+    assert_eq!(got, vec![want], "the template, at its creation");
+    // Encoded and decoded by the wire format as it is.
+    let mut buf = [0u8; 64];
+    let n = want.emit(&mut buf).unwrap();
+    assert_eq!(SyncConn::parse(&buf[..n]).unwrap().0, want);
+    assert_eq!(u32::from_be_bytes(buf[4..8].try_into().unwrap()), 0x1000);
+    // A second connection through it, and the first one's ESTABLISHED update: no template.
+    rig.feed(EXT, &client_syn(40001, V_PERSIST).wire());
+    assert_eq!(dst_of(&rig.sent()[0].1), rs);
+    let synack = from_server((rs, V_PERSIST), (CLIENT, 40000));
+    rig.feed(INT, &synack.wire());
+    rig.feed(EXT, &from_client(40000, V_PERSIST).wire());
+    let got: Vec<SyncConn> = rig.pipe.drain_sync().0.collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].cport, got[0].flags), (40000, sync_flags::MASQ));
+    // 60 s later a new connection refreshes it: sent again.
+    rig.world.now_ms += 60_000;
+    rig.feed(EXT, &client_syn(40002, V_PERSIST).wire());
+    let got: Vec<SyncConn> = rig.pipe.drain_sync().0.collect();
+    assert_eq!(got, vec![want]);
+    // Not a sync master: nothing.
+    rig.world.standby.sync_master = false;
+    rig.world.now_ms += 60_000;
+    rig.feed(EXT, &client_syn(40003, V_PERSIST).wire());
+    assert_eq!(rig.pipe.drain_sync().0.count(), 0);
+}
+
+/// Backup side: a synced template is installed in the shared table, so the client's new
+/// connection goes to the real server the master chose (not the scheduler's next pick);
+/// templates of unknown services or real servers are refused.
+#[test]
+fn backup_installs_synced_templates() {
+    let mut rig = Rig::new();
+    let env = rig.world.env();
+    let t = |daddr: Ipv4Addr, vport: u16| SyncConn {
+        cport: 0,
+        timeout: 300,
+        ..synced(
+            vport,
+            daddr,
+            vport,
+            sync_flags::TEMPLATE | sync_flags::MASQ,
+            0,
+        )
+    };
+    // rr would pick RS_NAT first; the master's template says RS_B.
+    assert_eq!(rig.pipe.sync_apply(&env, &t(RS_B, V_PERSIST)), Ok(()));
+    assert_eq!(rig.pipe.table().len(), 0, "a template is not a connection");
+    for cport in [40000, 40001] {
+        rig.feed(EXT, &client_syn(cport, V_PERSIST).wire());
+        assert_eq!(dst_of(&rig.sent()[0].1), RS_B);
+    }
+    let env = rig.world.env();
+    for (e, why) in [
+        (t(RS_B, V_NONE), SyncDrop::UnknownService),
+        (t(RS_DR, V_PERSIST), SyncDrop::UnknownDest),
+    ] {
+        assert_eq!(rig.pipe.sync_apply(&env, &e), Err(why), "{e:?}");
+    }
 }

@@ -125,6 +125,7 @@ impl Checks {
             let on = !checks.services[i].quorum.has_quorum();
             checks.set_sorry(shared, i, on);
         }
+        checks.publish_quorum(shared);
         Ok(checks)
     }
 
@@ -240,6 +241,7 @@ impl Checks {
             let on = !self.services[i].quorum.has_quorum();
             self.set_sorry(shared, i, on);
         }
+        self.publish_quorum(shared);
         tracing::info!(checked = self.reals.len(), kept, "health checks reloaded");
     }
 
@@ -262,6 +264,21 @@ impl Checks {
         match t.set_health(key, r.addr, h) {
             Ok(snap) => Self::publish(shared, snap),
             Err(e) => tracing::warn!(real = %r.addr, error = %e, "health change not applied"),
+        }
+    }
+
+    /// Publishes the services without quorum for VRRP's `track_services`, and wakes the
+    /// VRRP thread when the set changed.
+    fn publish_quorum(&self, shared: &Shared) {
+        let lost: Vec<_> = self
+            .services
+            .iter()
+            .filter(|s| !s.quorum.has_quorum())
+            .map(|s| s.key)
+            .collect();
+        if **shared.ha.quorum_lost.load() != lost {
+            shared.ha.quorum_lost.store(Arc::new(lost));
+            shared.ha.wake.notify();
         }
     }
 
@@ -330,10 +347,12 @@ impl Checks {
                     Some(QuorumEvent::Lost) => {
                         tracing::warn!(service = %svc.1, live, "quorum lost: sorry server in");
                         self.set_sorry(&shared, s, true);
+                        self.publish_quorum(&shared);
                     }
                     Some(QuorumEvent::Regained) => {
                         tracing::info!(service = %svc.1, live, "quorum regained: sorry server out");
                         self.set_sorry(&shared, s, false);
+                        self.publish_quorum(&shared);
                     }
                     None => {}
                 }

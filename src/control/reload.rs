@@ -42,7 +42,7 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
     fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
-    let fields: [(&'static str, bool); 13] = [
+    let fields: [(&'static str, bool); 14] = [
         ("workers", old.workers != new.workers),
         ("steering", old.steering != new.steering),
         (
@@ -61,6 +61,10 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
         ("route", differ(&old.routes, &new.routes)),
         ("scale_out", differ(&old.scale_out, &new.scale_out)),
         ("vrrp", differ(&old.vrrp, &new.vrrp)),
+        (
+            "vrrp_sync_group",
+            differ(&old.vrrp_sync_groups, &new.vrrp_sync_groups),
+        ),
         ("sync", differ(&old.sync, &new.sync)),
     ];
     if let Some((f, _)) = fields.iter().find(|(_, d)| *d) {

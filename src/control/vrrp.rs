@@ -6,8 +6,10 @@
 //! 224.0.0.18 or to each unicast peer. On each transition it publishes the [`Standby`] view
 //! the workers read (a backup neither answers ARP for nor forwards to the virtual addresses),
 //! and on becoming MASTER sends keepalived's gratuitous ARP bursts: 5 at once, 5 more after
-//! 5 s. It runs the notify scripts, polls tracked ports (a port administratively down puts
-//! the instance in FAULT), and on stop sends priority 0 for every instance it is MASTER of.
+//! 5 s. It runs the notify scripts, polls tracked ports and services (a port administratively
+//! down, a service whose health-check quorum is lost: FAULT, or the tracking weight added to
+//! the priority), moves the members of each sync group together ([`crate::vrrp::group`]), and
+//! on stop sends priority 0 for every instance it is MASTER of.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -27,15 +29,18 @@ use crate::datapath::neigh::NeighEvent;
 use crate::datapath::service::Snapshot;
 use crate::sys::tap::{TapQueue, VNET_HDR_LEN};
 use crate::sys::{self};
-use crate::vrrp::config::VrrpConfig;
+use crate::vrrp::config::{effective_priority, track_effect, SyncGroupConfig, VrrpConfig};
+use crate::vrrp::group::{self, Member, Step};
 use crate::vrrp::{check, Expect, Instance, Output, Params, Reject, State};
 
 /// Gratuitous ARPs per burst (keepalived's `vrrp_garp_master_repeat`).
 pub const GARP_REPEAT: usize = 5;
 /// Delay before the second burst, ms (keepalived's `vrrp_garp_master_delay`).
 pub const GARP_DELAY_MS: u64 = 5000;
-/// How often tracked ports are polled, ms.
+/// How often tracked ports and services are polled, ms.
 const TRACK_EVERY_MS: u64 = 200;
+/// Rounds of [`group::reconcile`] per group and turn (it settles in two).
+const GROUP_ROUNDS: usize = 4;
 
 /// One instance and its bookkeeping.
 struct Inst {
@@ -45,8 +50,16 @@ struct Inst {
     stats: InstanceStats,
     /// When the second gratuitous ARP burst is due.
     garp_again: Option<u64>,
-    /// A tracked port is down.
+    /// One of its own tracked objects (weight 0) is down: FAULT (for the whole sync group).
     faulty: bool,
+    /// Its sync group (index in `groups`), if any.
+    group: Option<usize>,
+}
+
+/// A sync group and the state last reported for it.
+struct Group {
+    cfg: SyncGroupConfig,
+    state: State,
 }
 
 /// The VRRP thread's state.
@@ -56,6 +69,9 @@ pub struct VrrpThread {
     /// TAP device name per port (for tracking).
     taps: Vec<String>,
     insts: Vec<Inst>,
+    groups: Vec<Group>,
+    /// The services without quorum as last tracked (a new set is tracked at once).
+    quorum_seen: Arc<Vec<(modes::Protocol, std::net::SocketAddrV4)>>,
     port_rejected: Vec<[u64; Reject::COUNT]>,
     buf: Vec<u8>,
     ident: u16,
@@ -98,7 +114,7 @@ fn floating_port(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> usize {
 impl VrrpThread {
     /// The thread for `cfg`'s instances, sending through `queues` (one per port).
     pub fn new(cfg: &Config, shared: Arc<Shared>, queues: Vec<Arc<TapQueue>>) -> VrrpThread {
-        let insts = cfg
+        let mut insts = cfg
             .vrrp
             .iter()
             .map(|v| Inst {
@@ -126,6 +142,22 @@ impl VrrpThread {
                 cfg: v.clone(),
                 garp_again: None,
                 faulty: false,
+                group: None,
+            })
+            .collect::<Vec<Inst>>();
+        for (g, cfg) in cfg.vrrp_sync_groups.iter().enumerate() {
+            for &m in &cfg.members {
+                if let Some(i) = insts.get_mut(m) {
+                    i.group = Some(g);
+                }
+            }
+        }
+        let groups = cfg
+            .vrrp_sync_groups
+            .iter()
+            .map(|g| Group {
+                cfg: g.clone(),
+                state: State::Init,
             })
             .collect();
         VrrpThread {
@@ -133,6 +165,8 @@ impl VrrpThread {
             queues,
             taps: cfg.ports.iter().map(|p| p.tap.clone()).collect(),
             insts,
+            groups,
+            quorum_seen: Arc::new(Vec::new()),
             port_rejected: vec![[0; Reject::COUNT]; cfg.ports.len()],
             buf: vec![0u8; 2048],
             ident: 0,
@@ -154,6 +188,7 @@ impl VrrpThread {
             self.apply(i, out, now);
         }
         self.track(now);
+        self.sync_groups(now);
         self.publish();
         let mut last_track = now;
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -162,6 +197,10 @@ impl VrrpThread {
             self.receive(now);
             self.sync.poll(&self.shared, &self.queues, now, false);
             for i in 0..self.insts.len() {
+                // A sync-group member due to take over waits for its group (sync_groups).
+                if self.held(i, now) {
+                    continue;
+                }
                 let out = self.insts[i].fsm.poll(now);
                 self.apply(i, out, now);
                 if self.insts[i].garp_again.is_some_and(|t| now >= t) {
@@ -171,22 +210,35 @@ impl VrrpThread {
                     }
                 }
             }
-            if now.saturating_sub(last_track) >= TRACK_EVERY_MS {
+            let quorum_changed =
+                !Arc::ptr_eq(&self.shared.ha.quorum_lost.load(), &self.quorum_seen);
+            if quorum_changed || now.saturating_sub(last_track) >= TRACK_EVERY_MS {
                 self.track(now);
                 last_track = now;
             }
+            self.sync_groups(now);
             self.publish();
             self.children
                 .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            let now = self.now();
             let next = self
                 .insts
                 .iter()
-                .flat_map(|i| [i.fsm.next_deadline(), i.garp_again])
+                .enumerate()
+                .flat_map(|(k, i)| {
+                    // A held member is looked at again when its group changes (every turn).
+                    let d = if self.held(k, now) {
+                        None
+                    } else {
+                        i.fsm.next_deadline()
+                    };
+                    [d, i.garp_again]
+                })
                 .chain([self.sync.next_deadline()])
                 .flatten()
                 .min()
                 .unwrap_or(u64::MAX);
-            let wait = next.saturating_sub(self.now()).min(TRACK_EVERY_MS) as i32;
+            let wait = next.saturating_sub(now).min(TRACK_EVERY_MS) as i32;
             if wait > 0 {
                 let _ = sys::poll(&mut pfd, wait);
             }
@@ -303,24 +355,110 @@ impl VrrpThread {
         }
     }
 
-    /// Tracked ports: any administratively down puts the instance in FAULT.
+    /// Whether instance `i` is a sync-group member whose master-down timer ran out: it takes
+    /// over only with its group.
+    fn held(&self, i: usize, now: u64) -> bool {
+        self.insts[i].group.is_some() && self.insts[i].fsm.due_master(now)
+    }
+
+    /// Tracked ports and services: a weight-0 object down puts the instance (and its sync
+    /// group) in FAULT; weighted ones set the effective priority.
     fn track(&mut self, now: u64) {
+        let lost = self.shared.ha.quorum_lost.load_full();
+        self.quorum_seen = lost.clone();
         for i in 0..self.insts.len() {
-            if self.insts[i].cfg.track_ports.is_empty() {
+            let cfg = &self.insts[i].cfg;
+            if cfg.track_ports.is_empty() && cfg.track_services.is_empty() {
                 continue;
             }
-            let down = self.insts[i].cfg.track_ports.iter().any(|&p| {
-                self.taps
-                    .get(p)
-                    .is_none_or(|t| !crate::sys::tap::link_is_up(t).unwrap_or(false))
-            });
-            if down != self.insts[i].faulty {
-                self.insts[i].faulty = down;
-                tracing::warn!(instance = %self.insts[i].cfg.name, fault = down, "VRRP tracked port changed");
-                let out = self.insts[i].fsm.set_fault(now, down);
+            let mut fault = false;
+            let mut delta = 0i32;
+            for t in &cfg.track_ports {
+                let up = self
+                    .taps
+                    .get(t.port)
+                    .is_some_and(|n| crate::sys::tap::link_is_up(n).unwrap_or(false));
+                let (f, d) = track_effect(t.weight, up);
+                fault |= f;
+                delta += d;
+            }
+            for t in &cfg.track_services {
+                let ok = !lost.contains(&(t.proto, t.addr));
+                let (f, d) = track_effect(t.weight, ok);
+                fault |= f;
+                delta += d;
+            }
+            let prio = effective_priority(cfg.priority, delta);
+            if prio != self.insts[i].fsm.priority() {
+                tracing::warn!(instance = %cfg.name, priority = prio, "VRRP tracked priority changed");
+                let out = self.insts[i].fsm.set_priority(now, prio);
                 self.apply(i, out, now);
             }
+            if fault != self.insts[i].faulty {
+                self.insts[i].faulty = fault;
+                tracing::warn!(instance = %self.insts[i].cfg.name, fault, "VRRP tracked object changed");
+                if self.insts[i].group.is_none() {
+                    let out = self.insts[i].fsm.set_fault(now, fault);
+                    self.apply(i, out, now);
+                }
+            }
         }
+    }
+
+    /// Moves the members of each sync group together ([`group::reconcile`]) and reports the
+    /// group's own transitions (log, notify scripts).
+    fn sync_groups(&mut self, now: u64) {
+        for g in 0..self.groups.len() {
+            for _ in 0..GROUP_ROUNDS {
+                let members = self.members(g, now);
+                let steps = group::reconcile(&members);
+                if steps.is_empty() {
+                    break;
+                }
+                for (k, step) in steps {
+                    let i = self.groups[g].cfg.members[k];
+                    let fsm = &mut self.insts[i].fsm;
+                    let out = match step {
+                        Step::Fault(on) => fsm.set_fault(now, on),
+                        Step::Master => fsm.poll(now),
+                        Step::Backup => fsm.leave_master(now),
+                    };
+                    self.apply(i, out, now);
+                }
+            }
+            let state = group::state(&self.members(g, now));
+            if state != self.groups[g].state {
+                self.groups[g].state = state;
+                tracing::info!(group = %self.groups[g].cfg.name, state = state.as_str(), "VRRP sync group transition");
+                let cfg = &self.groups[g].cfg;
+                let script = match state {
+                    State::Master => cfg.notify_master.clone(),
+                    State::Backup => cfg.notify_backup.clone(),
+                    State::Fault => cfg.notify_fault.clone(),
+                    State::Init => None,
+                };
+                if let Some(s) = script {
+                    let envs = [
+                        ("TAPVS_VRRP_GROUP", cfg.name.clone()),
+                        ("TAPVS_VRRP_STATE", state.as_str().to_string()),
+                    ];
+                    self.spawn(&s, &[], &envs);
+                }
+            }
+        }
+    }
+
+    fn members(&self, g: usize, now: u64) -> Vec<Member> {
+        self.groups[g]
+            .cfg
+            .members
+            .iter()
+            .map(|&i| Member {
+                state: self.insts[i].fsm.state(),
+                due: self.insts[i].fsm.due_master(now),
+                fault: self.insts[i].faulty,
+            })
+            .collect()
     }
 
     /// Carries out what the state machine asked for.
@@ -489,22 +627,28 @@ impl VrrpThread {
                 ));
             }
         }
+        let envs = [
+            ("TAPVS_VRRP_INSTANCE", cfg.name.clone()),
+            ("TAPVS_VRRP_STATE", state.as_str().to_string()),
+        ];
         for (script, args) in cmds {
-            let spawned = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(format!("{script} \"$@\""))
-                .arg("sh")
-                .args(&args)
-                .env("TAPVS_VRRP_INSTANCE", &cfg.name)
-                .env("TAPVS_VRRP_STATE", state.as_str())
-                .stdin(Stdio::null())
-                .spawn();
-            match spawned {
-                Ok(c) => self.children.push(c),
-                Err(e) => {
-                    tracing::warn!(instance = %cfg.name, error = %e, "notify script failed to start")
-                }
-            }
+            self.spawn(&script, &args, &envs);
+        }
+    }
+
+    /// Starts `script` through `/bin/sh -c` with `args` and `envs` (reaped later).
+    fn spawn(&mut self, script: &str, args: &[String], envs: &[(&str, String)]) {
+        let spawned = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{script} \"$@\""))
+            .arg("sh")
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(c) => self.children.push(c),
+            Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
         }
     }
 
@@ -530,6 +674,11 @@ impl VrrpThread {
                         *c,
                     )
                 })
+                .collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| (g.cfg.name.clone(), g.state.index()))
                 .collect(),
         };
         *self
@@ -602,6 +751,18 @@ pub fn record(shared: &Shared) {
         for r in Reject::ALL {
             counter!("tapvs_vrrp_adverts_rejected_total", "instance" => name.clone(), "port" => "", "reason" => r.as_str())
                 .absolute(i.rejected[r.index()]);
+        }
+    }
+    if !st.groups.is_empty() {
+        describe_gauge!(
+            "tapvs_vrrp_group_state",
+            "VRRP sync group state: 1 for the current one of INIT, BACKUP, MASTER, FAULT."
+        );
+    }
+    for (name, state) in &st.groups {
+        for s in State::ALL {
+            gauge!("tapvs_vrrp_group_state", "group" => name.clone(), "state" => s.as_str())
+                .set(if *state == s.index() { 1.0 } else { 0.0 });
         }
     }
     for (port, c) in &st.port_rejected {

@@ -3,10 +3,12 @@
 //! floating addresses it answers ARP for), read by the pipeline through [`Env`]
 //! (crate::datapath::pipeline::Env), and [`HaShared`], the bounded queue that carries received
 //! VRRP adverts (IP protocol 112) from the workers to the VRRP thread in pooled buffers, with
-//! its doorbell and the VRRP side's published counters. No allocation per packet: a worker
+//! its doorbell and the VRRP side's published counters, and the services that lost their
+//! health-check quorum (the health thread publishes them, the VRRP thread's service tracking
+//! reads them a few times a second). No allocation per packet: a worker
 //! moves a pooled buffer; the pipeline's checks are a length test when VRRP is off.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -119,6 +121,8 @@ pub struct VrrpStats {
     /// Adverts rejected before an instance was found (bad length, version, TTL, checksum, an
     /// unknown VRID), per port name and reason index.
     pub port_rejected: Vec<(String, [u64; crate::vrrp::Reject::COUNT])>,
+    /// Per sync group: its name and state index.
+    pub groups: Vec<(String, usize)>,
 }
 
 /// Connection updates a master's workers queue for the sync thread.
@@ -151,6 +155,9 @@ pub struct HaShared<R> {
     pub standby: ArcSwap<Standby>,
     /// Published counters.
     pub stats: Mutex<VrrpStats>,
+    /// Services whose health-check quorum is lost now, published whole by the health thread
+    /// on each change (read by the VRRP thread's `track_services`; never by workers).
+    pub quorum_lost: ArcSwap<Vec<(modes::Protocol, SocketAddrV4)>>,
 }
 
 impl<R> HaShared<R> {
@@ -170,6 +177,7 @@ impl<R> HaShared<R> {
             wake: EventFd::new()?,
             standby: ArcSwap::from_pointee(Standby::default()),
             stats: Mutex::new(VrrpStats::default()),
+            quorum_lost: ArcSwap::from_pointee(Vec::new()),
         })
     }
 }

@@ -9,6 +9,11 @@
 //! while `n_control > 0`); expired templates are dropped when looked up and by a periodic sweep.
 //! A template keeps pointing at its real server when that server's weight is set to 0, as in
 //! IPVS (`expire_quiescent_template=0`), but not once the server is removed (unavailable).
+//!
+//! Hot standby: a sync master sends a template when it is created and again, with a connection
+//! it controls, once a quarter of its timeout (at most [`TEMPLATE_RESYNC_MAX`] s) has passed
+//! ([`Template::sync_due`]); a backup installs or refreshes it with [`Templates::install`], so a
+//! client's new connection after a failover goes to the same real server.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,11 +38,23 @@ pub struct TemplateKey {
     pub vport: u16,
 }
 
+/// Longest a sync master waits before sending a used template again, seconds.
+pub const TEMPLATE_RESYNC_MAX: u32 = 60;
+
+/// `synced_at` of a template never sent.
+const NEVER: u32 = u32::MAX;
+
 /// One template.
 #[derive(Debug)]
 pub struct Template {
     /// The real server it sends the client to.
     pub dest: Arc<Dest>,
+    /// Its key.
+    pub key: TemplateKey,
+    /// The service's persistence timeout, seconds.
+    pub timeout: u32,
+    /// Second (daemon-relative) it was last sent to the sync backup, [`NEVER`] if not yet.
+    synced_at: AtomicU32,
     /// Connections created through it that are still alive.
     n_control: AtomicU32,
     /// Second (daemon-relative) after which it may expire.
@@ -59,6 +76,32 @@ impl Template {
 
     fn expired(&self, now: u32) -> bool {
         self.controlled() == 0 && now >= self.expires.load(Ordering::Acquire)
+    }
+
+    /// Sync master: whether the template must be sent now (never sent, or last sent a quarter
+    /// of its timeout ago, at most [`TEMPLATE_RESYNC_MAX`] s); claims the send, so of workers
+    /// asking at once only one is told yes.
+    pub fn sync_due(&self, now: u32) -> bool {
+        let period = (self.timeout / 4).clamp(1, TEMPLATE_RESYNC_MAX);
+        let last = self.synced_at.load(Ordering::Acquire);
+        if last != NEVER && now.saturating_sub(last) < period {
+            return false;
+        }
+        self.synced_at
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn new(key: TemplateKey, dest: Arc<Dest>, timeout: u32, now: u32, n_control: u32) -> Self {
+        dest.bind_persist();
+        Template {
+            dest,
+            key,
+            timeout,
+            synced_at: AtomicU32::new(NEVER),
+            n_control: AtomicU32::new(n_control),
+            expires: AtomicU32::new(now.saturating_add(timeout)),
+        }
     }
 }
 
@@ -110,14 +153,36 @@ impl Templates {
             }
         }
         let dest = pick()?;
-        dest.bind_persist();
-        let t = Arc::new(Template {
-            dest,
-            n_control: AtomicU32::new(1),
-            expires: AtomicU32::new(now.saturating_add(timeout)),
-        });
+        let t = Arc::new(Template::new(key, dest, timeout, now, 1));
         map.insert(key, t.clone());
         Some(t)
+    }
+
+    /// Sync backup: installs the template the master sent (`dest` for `key`, alive until
+    /// `now + timeout` unless refreshed), or refreshes the one there: same real server → its
+    /// expiry is pushed on; another (the master scheduled anew) → replaced. Controls no
+    /// connection of its own; the master's refreshes keep it alive.
+    pub fn install(&self, key: TemplateKey, dest: Arc<Dest>, timeout: u32, now: u32) {
+        let mut map = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = map.get(&key) {
+            if Arc::ptr_eq(&t.dest, &dest) && !t.expired(now) {
+                let until = now.saturating_add(timeout);
+                t.expires.fetch_max(until, Ordering::AcqRel);
+                return;
+            }
+            if let Some(old) = map.remove(&key) {
+                old.dest.unbind_persist();
+            }
+        }
+        map.insert(key, Arc::new(Template::new(key, dest, timeout, now, 0)));
+    }
+
+    /// The real server of `key`'s live template, if any (listing and tests).
+    pub fn dest_of(&self, key: &TemplateKey, now: u32) -> Option<Arc<Dest>> {
+        let map = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|t| !t.expired(now))
+            .map(|t| t.dest.clone())
     }
 
     /// Drops expired templates; returns how many remain.
@@ -194,6 +259,58 @@ mod tests {
         assert_eq!(t.sweep(1000), 1);
         t1.release();
         assert_eq!(t.sweep(1000), 0);
+    }
+
+    #[test]
+    fn sync_due_once_per_quarter_timeout() {
+        let t = Templates::default();
+        let a = dest(1);
+        let t1 = t
+            .get_or_schedule(key("10.1.1.1"), 100, 200, || Some(a.clone()))
+            .unwrap();
+        assert!(t1.sync_due(100), "never sent: due");
+        assert!(!t1.sync_due(100), "claimed: not twice");
+        assert!(!t1.sync_due(149));
+        assert!(t1.sync_due(150), "a quarter of 200 s later");
+        // Long timeouts: at most a minute.
+        let t2 = t
+            .get_or_schedule(key("10.1.1.2"), 0, 3600, || Some(a.clone()))
+            .unwrap();
+        assert!(t2.sync_due(0));
+        assert!(!t2.sync_due(59));
+        assert!(t2.sync_due(60));
+        // Short ones: at most once a second.
+        let t3 = t
+            .get_or_schedule(key("10.1.1.3"), 0, 2, || Some(a.clone()))
+            .unwrap();
+        assert!(t3.sync_due(0) && !t3.sync_due(0) && t3.sync_due(1));
+    }
+
+    #[test]
+    fn install_creates_refreshes_and_replaces() {
+        let t = Templates::default();
+        let (a, b, c) = (dest(1), dest(2), dest(3));
+        t.install(key("10.1.1.1"), a.clone(), 300, 0);
+        assert_eq!(a.persist_conns(), 1);
+        // A new connection after failover keeps the synced real server.
+        let got = t
+            .get_or_schedule(key("10.1.1.1"), 10, 300, || Some(b.clone()))
+            .unwrap();
+        assert!(Arc::ptr_eq(&got.dest, &a));
+        got.release();
+        // Refreshed by the master: alive until 200 + 300.
+        t.install(key("10.1.1.1"), a.clone(), 300, 200);
+        assert_eq!(t.sweep(499), 1);
+        assert!(Arc::ptr_eq(&t.dest_of(&key("10.1.1.1"), 499).unwrap(), &a));
+        assert_eq!(a.persist_conns(), 1, "a refresh binds nothing more");
+        // The master moved the client: replaced.
+        t.install(key("10.1.1.1"), c.clone(), 300, 300);
+        assert!(Arc::ptr_eq(&t.dest_of(&key("10.1.1.1"), 300).unwrap(), &c));
+        assert_eq!((a.persist_conns(), c.persist_conns()), (0, 1));
+        // Not refreshed: it expires as any template.
+        assert_eq!(t.sweep(600), 0);
+        assert!(t.dest_of(&key("10.1.1.1"), 600).is_none());
+        assert_eq!(c.persist_conns(), 0);
     }
 
     #[test]

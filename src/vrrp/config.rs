@@ -1,9 +1,13 @@
-//! The `[[vrrp]]` sections of the configuration: the raw TOML shape ([`RawVrrp`]) and its
-//! validation into [`VrrpConfig`] (ranges and combinations as keepalived accepts them). Errors
-//! are (field path, problem); `config` adds the file. Ports are passed in by name with their
-//! addresses, so this module does not depend on `config`.
+//! The `[[vrrp]]` and `[[vrrp_sync_group]]` sections of the configuration: the raw TOML shapes
+//! ([`RawVrrp`], [`RawSyncGroup`]) and their validation into [`VrrpConfig`] and
+//! [`SyncGroupConfig`] (ranges and combinations as keepalived accepts them), with the tracked
+//! ports and services and their weights. Errors are (field path, problem); `config` adds the
+//! file. Ports and services are passed in by name and address, so this module does not depend
+//! on `config`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use modes::Protocol;
 
 use serde::Deserialize;
 
@@ -34,7 +38,108 @@ pub struct RawVrrp {
     notify_fault: Option<String>,
     notify: Option<String>,
     #[serde(default)]
-    track_ports: Vec<String>,
+    track_ports: Vec<RawTrackPort>,
+    #[serde(default)]
+    track_services: Vec<RawTrackService>,
+}
+
+/// A `track_ports` entry: a port name (FAULT while it is down) or `{ port, weight }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTrackPort {
+    /// `"int"`: FAULT while the port is down.
+    Name(String),
+    /// `{ port = "int", weight = -20 }`.
+    Weighted(RawWeightedPort),
+}
+
+/// `{ port = "int", weight = -20 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedPort {
+    port: String,
+    #[serde(default)]
+    weight: i32,
+}
+
+/// A `track_services` entry: `{ service = "tcp:10.0.0.100:80", weight = -50 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrackService {
+    service: String,
+    #[serde(default)]
+    weight: i32,
+}
+
+/// Most a tracking weight may add or take (keepalived's range).
+pub const MAX_WEIGHT: i32 = 254;
+
+/// A tracked port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackPort {
+    /// Port index.
+    pub port: usize,
+    /// 0: FAULT while the port is down. Negative: added to the priority while it is down;
+    /// positive: added while it is up (keepalived's `track_interface ... weight`).
+    pub weight: i32,
+}
+
+/// A tracked virtual service: its health-check quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackService {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual address and port.
+    pub addr: SocketAddrV4,
+    /// 0: FAULT while the service has lost its quorum. Negative: added to the priority while
+    /// it has; positive: added while it has its quorum.
+    pub weight: i32,
+}
+
+/// Whether a tracked object's state makes its instance faulty, and what it adds to the
+/// priority: `ok` is the object's state (port up, service with its quorum).
+pub fn track_effect(weight: i32, ok: bool) -> (bool, i32) {
+    match (weight, ok) {
+        (0, ok) => (!ok, 0),
+        (w, false) if w < 0 => (false, w),
+        (w, true) if w > 0 => (false, w),
+        _ => (false, 0),
+    }
+}
+
+/// The effective priority for a configured one and the sum of the tracking weights: clamped to
+/// 1..=254 as keepalived does; an address owner (255) keeps 255.
+pub fn effective_priority(configured: u8, delta: i32) -> u8 {
+    if configured == 255 {
+        return 255;
+    }
+    (i32::from(configured) + delta).clamp(1, 254) as u8
+}
+
+/// One `[[vrrp_sync_group]]` section as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyncGroup {
+    name: String,
+    group: Vec<String>,
+    notify_master: Option<String>,
+    notify_backup: Option<String>,
+    notify_fault: Option<String>,
+}
+
+/// A validated sync group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncGroupConfig {
+    /// Group name.
+    pub name: String,
+    /// Indexes of its member instances (in `[[vrrp]]` order), two or more.
+    pub members: Vec<usize>,
+    /// Script run when the group enters MASTER (all members MASTER).
+    pub notify_master: Option<String>,
+    /// Script run when the group enters BACKUP.
+    pub notify_backup: Option<String>,
+    /// Script run when the group enters FAULT.
+    pub notify_fault: Option<String>,
 }
 
 fn default_priority() -> u32 {
@@ -86,14 +191,21 @@ pub struct VrrpConfig {
     pub notify_fault: Option<String>,
     /// Script run on every transition, with `INSTANCE NAME STATE PRIORITY` appended.
     pub notify: Option<String>,
-    /// Ports whose link going down puts the instance in FAULT.
-    pub track_ports: Vec<usize>,
+    /// Tracked ports (a port administratively down: FAULT, or its weight).
+    pub track_ports: Vec<TrackPort>,
+    /// Tracked services (health-check quorum lost: FAULT, or its weight).
+    pub track_services: Vec<TrackService>,
 }
 
-/// Validates the sections against `ports` (name, addresses with prefix length).
+/// A configured service as tracking sees it: protocol, address, and whether any of its real
+/// servers has health checks (else its quorum never changes).
+pub type ServiceRef = (Protocol, SocketAddrV4, bool);
+
+/// Validates the sections against `ports` (name, addresses with prefix length) and `services`.
 pub fn validate(
     raw: &[RawVrrp],
     ports: &[(String, Vec<(Ipv4Addr, u8)>)],
+    services: &[ServiceRef],
 ) -> Result<Vec<VrrpConfig>, (String, String)> {
     let mut out: Vec<VrrpConfig> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
@@ -225,14 +337,50 @@ pub fn validate(
             }
             addresses.push(ip);
         }
+        let weight_ok = |field: String, w: i32| {
+            if (-MAX_WEIGHT..=MAX_WEIGHT).contains(&w) {
+                Ok(w)
+            } else {
+                Err((field, format!("must be -{MAX_WEIGHT}..={MAX_WEIGHT}")))
+            }
+        };
         let mut track_ports = Vec::new();
         for (j, t) in r.track_ports.iter().enumerate() {
-            track_ports.push(port_of(t).ok_or_else(|| {
-                (
-                    f(&format!("track_ports[{j}]")),
-                    format!("no port named {t:?}"),
-                )
-            })?);
+            let (name, weight, field) = match t {
+                RawTrackPort::Name(n) => (n, 0, f(&format!("track_ports[{j}]"))),
+                RawTrackPort::Weighted(w) => (
+                    &w.port,
+                    weight_ok(f(&format!("track_ports[{j}].weight")), w.weight)?,
+                    f(&format!("track_ports[{j}].port")),
+                ),
+            };
+            let port = port_of(name).ok_or_else(|| (field, format!("no port named {name:?}")))?;
+            track_ports.push(TrackPort { port, weight });
+        }
+        let mut track_services = Vec::new();
+        for (j, t) in r.track_services.iter().enumerate() {
+            let field = f(&format!("track_services[{j}].service"));
+            let (proto, addr) = parse_service(&t.service).map_err(|m| (field.clone(), m))?;
+            let Some(&(_, _, checked)) =
+                services.iter().find(|(p, a, _)| *p == proto && *a == addr)
+            else {
+                return Err((field, format!("no service {:?} is configured", t.service)));
+            };
+            if !checked {
+                return Err((
+                    field,
+                    format!(
+                        "service {:?} has no health-checked real server: its quorum never changes",
+                        t.service
+                    ),
+                ));
+            }
+            let weight = weight_ok(f(&format!("track_services[{j}].weight")), t.weight)?;
+            track_services.push(TrackService {
+                proto,
+                addr,
+                weight,
+            });
         }
         for (name, s) in [
             ("notify_master", &r.notify_master),
@@ -263,6 +411,79 @@ pub fn validate(
             notify_fault: r.notify_fault.clone(),
             notify: r.notify.clone(),
             track_ports,
+            track_services,
+        });
+    }
+    Ok(out)
+}
+
+/// `"tcp:10.0.0.100:80"` → (TCP, 10.0.0.100:80).
+fn parse_service(s: &str) -> Result<(Protocol, SocketAddrV4), String> {
+    let bad = || format!("{s:?} is not \"tcp:a.b.c.d:port\" or \"udp:a.b.c.d:port\"");
+    let (proto, addr) = s.split_once(':').ok_or_else(bad)?;
+    let proto = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return Err(bad()),
+    };
+    let addr: SocketAddrV4 = addr.parse().map_err(|_| bad())?;
+    Ok((proto, addr))
+}
+
+/// Validates the `[[vrrp_sync_group]]` sections against the validated instances: every member
+/// names an instance, no instance is in two groups, a group has two members or more.
+pub fn validate_groups(
+    raw: &[RawSyncGroup],
+    instances: &[VrrpConfig],
+) -> Result<Vec<SyncGroupConfig>, (String, String)> {
+    let mut out: Vec<SyncGroupConfig> = Vec::new();
+    for (i, g) in raw.iter().enumerate() {
+        let f = |s: &str| format!("vrrp_sync_group[{i}].{s}");
+        if g.name.is_empty() || g.name.len() > 64 || g.name.contains(char::is_whitespace) {
+            return Err((f("name"), "must be 1..=64 characters, no spaces".into()));
+        }
+        if out.iter().any(|o| o.name == g.name) {
+            return Err((f("name"), format!("{:?} is used by another group", g.name)));
+        }
+        if g.group.len() < 2 {
+            return Err((
+                f("group"),
+                "a sync group needs two instances or more".into(),
+            ));
+        }
+        let mut members = Vec::new();
+        for (j, name) in g.group.iter().enumerate() {
+            let field = f(&format!("group[{j}]"));
+            let m = instances
+                .iter()
+                .position(|v| &v.name == name)
+                .ok_or_else(|| (field.clone(), format!("no VRRP instance named {name:?}")))?;
+            if members.contains(&m) {
+                return Err((field, format!("{name:?} is listed twice")));
+            }
+            if let Some(o) = out.iter().find(|o| o.members.contains(&m)) {
+                return Err((
+                    field,
+                    format!("{name:?} is already in sync group {:?}", o.name),
+                ));
+            }
+            members.push(m);
+        }
+        for (name, s) in [
+            ("notify_master", &g.notify_master),
+            ("notify_backup", &g.notify_backup),
+            ("notify_fault", &g.notify_fault),
+        ] {
+            if s.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return Err((f(name), "must not be empty".into()));
+            }
+        }
+        out.push(SyncGroupConfig {
+            name: g.name.clone(),
+            members,
+            notify_master: g.notify_master.clone(),
+            notify_backup: g.notify_backup.clone(),
+            notify_fault: g.notify_fault.clone(),
         });
     }
     Ok(out)
@@ -279,6 +500,13 @@ mod tests {
         ]
     }
 
+    fn services() -> Vec<ServiceRef> {
+        vec![
+            (Protocol::Tcp, "10.0.0.100:80".parse().unwrap(), true),
+            (Protocol::Udp, "10.0.0.100:53".parse().unwrap(), false),
+        ]
+    }
+
     fn parse(extra: &str) -> Result<Vec<VrrpConfig>, (String, String)> {
         #[derive(Deserialize)]
         struct W {
@@ -288,7 +516,7 @@ mod tests {
             "[[vrrp]]\nname = \"VI_1\"\nport = \"ext\"\nvirtual_router_id = 51\nvirtual_addresses = [\"10.0.0.100\"]\n{extra}"
         );
         let w: W = toml::from_str(&text).map_err(|e| ("toml".to_string(), e.to_string()))?;
-        validate(&w.vrrp, &ports())
+        validate(&w.vrrp, &ports(), &services())
     }
 
     #[test]
@@ -314,7 +542,7 @@ mod tests {
         assert!(c.initial_master);
         assert_eq!(c.auth_pass.as_deref(), Some("secret"));
         assert_eq!(c.unicast_peers, vec![Ipv4Addr::new(10, 0, 0, 3)]);
-        assert_eq!(c.track_ports, vec![1]);
+        assert_eq!(c.track_ports, vec![TrackPort { port: 1, weight: 0 }]);
         let v3 = parse("version = 3\nadvert_int = 0.5\n").unwrap();
         assert_eq!(v3[0].advert_int_cs, 50);
     }
@@ -342,6 +570,34 @@ mod tests {
             ),
             ("track_ports = [\"nope\"]\n", "vrrp[0].track_ports[0]"),
             ("notify = \" \"\n", "vrrp[0].notify"),
+            (
+                "track_ports = [{ port = \"nope\", weight = -5 }]\n",
+                "vrrp[0].track_ports[0].port",
+            ),
+            (
+                "track_ports = [{ port = \"int\", weight = -255 }]\n",
+                "vrrp[0].track_ports[0].weight",
+            ),
+            (
+                "track_services = [{ service = \"tcp:10.0.0.100\" }]\n",
+                "vrrp[0].track_services[0].service",
+            ),
+            (
+                "track_services = [{ service = \"sctp:10.0.0.100:80\" }]\n",
+                "vrrp[0].track_services[0].service",
+            ),
+            (
+                "track_services = [{ service = \"tcp:10.0.0.100:81\" }]\n",
+                "vrrp[0].track_services[0].service",
+            ),
+            (
+                "track_services = [{ service = \"udp:10.0.0.100:53\" }]\n",
+                "vrrp[0].track_services[0].service",
+            ),
+            (
+                "track_services = [{ service = \"tcp:10.0.0.100:80\", weight = 300 }]\n",
+                "vrrp[0].track_services[0].weight",
+            ),
         ];
         for (extra, field) in cases {
             assert_eq!(parse(extra).unwrap_err().0, field, "{extra}");
@@ -350,13 +606,16 @@ mod tests {
             port: "nope".into(),
             ..parse_raw()
         }];
-        assert_eq!(validate(&bad_port, &ports()).unwrap_err().0, "vrrp[0].port");
+        assert_eq!(
+            validate(&bad_port, &ports(), &services()).unwrap_err().0,
+            "vrrp[0].port"
+        );
         let own = vec![RawVrrp {
             virtual_addresses: vec!["10.0.0.2".into()],
             ..parse_raw()
         }];
         assert_eq!(
-            validate(&own, &ports()).unwrap_err().0,
+            validate(&own, &ports(), &services()).unwrap_err().0,
             "vrrp[0].virtual_addresses[0]"
         );
         let vrid0 = vec![RawVrrp {
@@ -364,7 +623,7 @@ mod tests {
             ..parse_raw()
         }];
         assert_eq!(
-            validate(&vrid0, &ports()).unwrap_err().0,
+            validate(&vrid0, &ports(), &services()).unwrap_err().0,
             "vrrp[0].virtual_router_id"
         );
         let twice = vec![
@@ -376,7 +635,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            validate(&twice, &ports()).unwrap_err().0,
+            validate(&twice, &ports(), &services()).unwrap_err().0,
             "vrrp[1].virtual_router_id"
         );
         let dup_name = vec![
@@ -387,7 +646,129 @@ mod tests {
                 ..parse_raw()
             },
         ];
-        assert_eq!(validate(&dup_name, &ports()).unwrap_err().0, "vrrp[1].name");
+        assert_eq!(
+            validate(&dup_name, &ports(), &services()).unwrap_err().0,
+            "vrrp[1].name"
+        );
+    }
+
+    #[test]
+    fn weighted_tracking() {
+        let v = parse(
+            "track_ports = [\"int\", { port = \"ext\", weight = -20 }, { port = \"int\" }]\ntrack_services = [{ service = \"tcp:10.0.0.100:80\", weight = -50 }, { service = \"tcp:10.0.0.100:80\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            v[0].track_ports,
+            vec![
+                TrackPort { port: 1, weight: 0 },
+                TrackPort {
+                    port: 0,
+                    weight: -20
+                },
+                TrackPort { port: 1, weight: 0 }
+            ]
+        );
+        let svc = TrackService {
+            proto: Protocol::Tcp,
+            addr: "10.0.0.100:80".parse().unwrap(),
+            weight: -50,
+        };
+        assert_eq!(
+            v[0].track_services,
+            vec![svc, TrackService { weight: 0, ..svc }]
+        );
+        // An unknown key in a weighted entry is refused.
+        assert!(parse("track_ports = [{ port = \"int\", wieght = 1 }]\n").is_err());
+    }
+
+    #[test]
+    fn tracking_effects_and_clamping() {
+        // Weight 0: FAULT while down.
+        assert_eq!(track_effect(0, false), (true, 0));
+        assert_eq!(track_effect(0, true), (false, 0));
+        // Negative: added while down; positive: added while up (keepalived).
+        assert_eq!(track_effect(-50, false), (false, -50));
+        assert_eq!(track_effect(-50, true), (false, 0));
+        assert_eq!(track_effect(10, true), (false, 10));
+        assert_eq!(track_effect(10, false), (false, 0));
+        assert_eq!(effective_priority(150, -50), 100);
+        assert_eq!(effective_priority(100, -200), 1);
+        assert_eq!(effective_priority(200, 100), 254);
+        assert_eq!(
+            effective_priority(255, -100),
+            255,
+            "an owner is not changed"
+        );
+    }
+
+    fn instances(n: usize) -> Vec<VrrpConfig> {
+        let raw: Vec<RawVrrp> = (0..n)
+            .map(|i| RawVrrp {
+                name: format!("VI_{i}"),
+                virtual_router_id: 51 + i as u32,
+                virtual_addresses: vec![format!("10.0.0.{}", 100 + i)],
+                ..parse_raw()
+            })
+            .collect();
+        validate(&raw, &ports(), &services()).unwrap()
+    }
+
+    fn groups(text: &str) -> Result<Vec<SyncGroupConfig>, (String, String)> {
+        #[derive(Deserialize)]
+        struct W {
+            vrrp_sync_group: Vec<RawSyncGroup>,
+        }
+        let w: W = toml::from_str(text).map_err(|e| ("toml".to_string(), e.to_string()))?;
+        validate_groups(&w.vrrp_sync_group, &instances(4))
+    }
+
+    #[test]
+    fn sync_groups() {
+        let g = groups(
+            "[[vrrp_sync_group]]\nname = \"G1\"\ngroup = [\"VI_0\", \"VI_2\"]\nnotify_master = \"/bin/true\"\n[[vrrp_sync_group]]\nname = \"G2\"\ngroup = [\"VI_1\", \"VI_3\"]\n",
+        )
+        .unwrap();
+        assert_eq!(g[0].members, vec![0, 2]);
+        assert_eq!(g[0].notify_master.as_deref(), Some("/bin/true"));
+        assert_eq!(g[1].members, vec![1, 3]);
+        let cases = [
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\", \"VI_9\"]\n",
+                "vrrp_sync_group[0].group[1]",
+                "no VRRP instance named \"VI_9\"",
+            ),
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\"]\n",
+                "vrrp_sync_group[0].group",
+                "two instances or more",
+            ),
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\", \"VI_1\"]\n[[vrrp_sync_group]]\nname = \"H\"\ngroup = [\"VI_2\", \"VI_1\"]\n",
+                "vrrp_sync_group[1].group[1]",
+                "already in sync group \"G\"",
+            ),
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\", \"VI_0\"]\n",
+                "vrrp_sync_group[0].group[1]",
+                "listed twice",
+            ),
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\", \"VI_1\"]\n[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_2\", \"VI_3\"]\n",
+                "vrrp_sync_group[1].name",
+                "used by another group",
+            ),
+            (
+                "[[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_0\", \"VI_1\"]\nnotify_fault = \"\"\n",
+                "vrrp_sync_group[0].notify_fault",
+                "empty",
+            ),
+        ];
+        for (text, field, problem) in cases {
+            let (f, m) = groups(text).unwrap_err();
+            assert_eq!(f, field, "{text}");
+            assert!(m.contains(problem), "{m}");
+        }
     }
 
     fn parse_raw() -> RawVrrp {

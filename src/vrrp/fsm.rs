@@ -344,6 +344,26 @@ impl Instance {
         Output::default()
     }
 
+    /// Whether a BACKUP's master-down timer has run out: it would become MASTER at its next
+    /// [`poll`](Self::poll). A sync group holds such a member until every member may go
+    /// (`vrrp::group`); an advert it accepts re-arms the timer and clears this.
+    pub fn due_master(&self, now: u64) -> bool {
+        self.state == State::Backup && self.down_at.is_some_and(|t| now >= t)
+    }
+
+    /// Leaves MASTER for BACKUP because a sync-group member did (keepalived's forced backup):
+    /// priority 0 is sent so the peer takes over after its Skew_Time, and the master-down
+    /// timer starts afresh. Nothing happens in another state.
+    pub fn leave_master(&mut self, now: u64) -> Output {
+        if self.state != State::Master {
+            return Output::default();
+        }
+        let down = self.master_down_ms();
+        let mut out = self.enter_backup(now, down);
+        out.advert = Some(0);
+        out
+    }
+
     /// Stops the instance: a master sends priority 0 so its backup takes
     /// over after Skew_Time.
     pub fn stop(&mut self) -> Output {
@@ -691,6 +711,30 @@ mod tests {
         assert_eq!(i.priority(), 254);
     }
 
+    #[test]
+    fn due_master_and_forced_leave() {
+        let mut i = Instance::new(params(2, 100));
+        assert!(!i.due_master(0), "not started");
+        i.start(0);
+        assert!(!i.due_master(3608));
+        assert!(i.due_master(3609));
+        // An accepted advert re-arms the timer.
+        i.advert(3700, &adv(LOW, 150));
+        assert!(!i.due_master(3701));
+        assert_eq!(i.leave_master(3702), Output::default(), "only from MASTER");
+        assert_eq!(became(i.poll(3700 + 3609)), Some(State::Master));
+        assert!(!i.due_master(10_000), "a master is not due");
+        let o = i.leave_master(8000);
+        assert_eq!(
+            o,
+            Output {
+                advert: Some(0),
+                became: Some(State::Backup)
+            }
+        );
+        assert_eq!(i.next_deadline(), Some(8000 + 3609));
+    }
+
     /// Exhaustive over states × events: the invariants hold after any event
     /// (a deadline exactly in BACKUP and MASTER; adverts only from MASTER or
     /// as priority 0 on leaving it).
@@ -714,7 +758,7 @@ mod tests {
                 for _ in 0..300 {
                     now += rnd() % 700;
                     let before = i.state();
-                    let o = match rnd() % 7 {
+                    let o = match rnd() % 8 {
                         0 => i.start(now),
                         1 | 2 => i.poll(now),
                         3 => i.advert(
@@ -727,6 +771,7 @@ mod tests {
                         ),
                         4 => i.set_fault(now, rnd() % 2 == 0),
                         5 => i.set_priority(now, (rnd() % 256) as u8),
+                        6 => i.leave_master(now),
                         _ => {
                             if rnd() % 10 == 0 {
                                 i.stop()

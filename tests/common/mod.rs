@@ -44,6 +44,7 @@ pub fn scrape(lab: &Lab) -> (u16, String) {
         .unwrap()
 }
 
+pub mod appliance;
 pub mod stream;
 pub mod tls;
 pub mod tshark;

@@ -28,7 +28,7 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 mod sync;
-pub use sync::{sync_state, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
+pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
 
 use crate::config::RpFilter;
 use crate::datapath::ha::Standby;
@@ -781,6 +781,12 @@ impl Pipeline {
             Ok(s) => {
                 if let Some(d) = self.dstats.get_mut(dest_id) {
                     d.conns += 1;
+                }
+                if env.standby.sync_master {
+                    let c = self.table.get(s);
+                    if let Some(t) = c.template.clone() {
+                        self.sync_template(&t, c.xmit);
+                    }
                 }
                 Ok((s, dir))
             }

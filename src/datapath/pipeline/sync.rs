@@ -4,11 +4,19 @@
 //! TIME_WAIT or CLOSE, and in ESTABLISHED every `SYNC_PERIOD` client packets at
 //! `SYNC_THRESHOLD`; UDP at the threshold) and appends a [`SyncConn`] to a preallocated,
 //! bounded buffer the worker drains each round (no allocation; a full buffer counts).
+//! Persistence templates go the same way ([`Pipeline::sync_template`]): when a connection they
+//! control is created or synced and the template is due ([`Template::sync_due`]: never sent, or
+//! a quarter of its timeout ago), as IPVS's template entries (flag `TEMPLATE`, client port 0,
+//! state NONE, the persistence timeout). Backup side: [`Pipeline::sync_apply`] creates or
+//! refreshes connections, and installs templates in the shared table.
+
+use std::net::IpAddr;
 
 use modes::wire::ipvs_sync::{flags, SyncConn};
 
 use super::Pipeline;
 use crate::datapath::conn::Xmit;
+use crate::datapath::persist::{Template, TemplateKey};
 use crate::datapath::tcp_state::State;
 
 /// Updates one pipeline buffers between two worker rounds.
@@ -57,12 +65,7 @@ impl Pipeline {
         if !needed {
             return;
         }
-        let (fwd, fullnat) = match c.xmit {
-            Xmit::Nat => (flags::MASQ, None),
-            Xmit::Dr => (flags::DROUTE, None),
-            Xmit::Tun { .. } => (flags::TUNNEL, None),
-            Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((lip, lport))),
-        };
+        let (fwd, fullnat) = fwd_flags(c.xmit);
         let entry = SyncConn {
             protocol: c.proto,
             flags: fwd,
@@ -77,12 +80,37 @@ impl Pipeline {
             daddr: c.daddr,
             fullnat,
         };
+        let template = c.template.as_ref().filter(|t| t.sync_due(now)).cloned();
         if self.sync_out.len() < SYNC_OUT_MAX {
             self.sync_out.push(entry);
             self.table.get_mut(slot).synced_at = now as u16;
         } else {
             self.sync_overflow += 1;
         }
+        if let Some(t) = template {
+            self.push_template(&t, fwd);
+        }
+    }
+
+    /// Master: queues template `t` (of a connection with transmitter `xmit`) when it is due.
+    /// Called when a persistent connection is created; [`Pipeline::sync_note`] covers the
+    /// connections synced later.
+    pub(crate) fn sync_template(&mut self, t: &Template, xmit: Xmit) {
+        if t.sync_due(self.now) {
+            self.push_template(t, fwd_flags(xmit).0);
+        }
+    }
+
+    fn push_template(&mut self, t: &Template, fwd: u32) {
+        let IpAddr::V4(daddr) = t.dest.addr() else {
+            return;
+        };
+        if self.sync_out.len() >= SYNC_OUT_MAX {
+            self.sync_overflow += 1;
+            return;
+        }
+        self.sync_out
+            .push(template_entry(&t.key, daddr, t.dest.port(), t.timeout, fwd));
     }
 
     /// The sync updates gathered since the last call, and how many were lost to a full
@@ -93,14 +121,50 @@ impl Pipeline {
     }
 }
 
+/// The forwarding-method flag of a transmitter, and FullNAT's local address and port.
+fn fwd_flags(x: Xmit) -> (u32, Option<(std::net::Ipv4Addr, u16)>) {
+    match x {
+        Xmit::Nat => (flags::MASQ, None),
+        Xmit::Dr => (flags::DROUTE, None),
+        Xmit::Tun { .. } => (flags::TUNNEL, None),
+        Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((lip, lport))),
+    }
+}
+
+/// A persistence template as IPVS syncs it: flag `TEMPLATE` with the forwarding method, the
+/// masked client address and port 0, the service's virtual address and port (0 for an
+/// all-ports service), the real server, state NONE, the persistence timeout.
+pub fn template_entry(
+    key: &TemplateKey,
+    daddr: std::net::Ipv4Addr,
+    dport: u16,
+    timeout: u32,
+    fwd: u32,
+) -> SyncConn {
+    SyncConn {
+        protocol: key.proto,
+        flags: flags::TEMPLATE | fwd,
+        state: sync_state(State::None),
+        cport: 0,
+        vport: key.vport,
+        dport,
+        fwmark: 0,
+        timeout,
+        caddr: key.client,
+        vaddr: key.vaddr,
+        daddr,
+        fullnat: None,
+    }
+}
+
 /// Why a synced entry was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncDrop {
-    /// No such service here.
+    /// No such service here (for a template: no such persistent service).
     UnknownService,
     /// The service has no such real server (or a different forwarding method).
     UnknownDest,
-    /// Not TCP/UDP, a template, an unknown state number, IPv6.
+    /// Not TCP/UDP, one-packet scheduling, an unknown state number, IPv6.
     Unsupported,
     /// No route to the real server.
     NoRoute,
@@ -115,8 +179,11 @@ impl Pipeline {
     pub fn sync_apply(&mut self, env: &super::Env, e: &SyncConn) -> Result<(), SyncDrop> {
         self.now_ms = env.now_ms;
         self.now = (env.now_ms / 1000) as u32;
-        if !matches!(e.protocol, 6 | 17) || e.flags & (flags::TEMPLATE | flags::ONE_PACKET) != 0 {
+        if !matches!(e.protocol, 6 | 17) || e.flags & flags::ONE_PACKET != 0 {
             return Err(SyncDrop::Unsupported);
+        }
+        if e.flags & flags::TEMPLATE != 0 {
+            return self.sync_template_apply(env, e);
         }
         let state = if e.protocol == 17 {
             State::Udp
@@ -134,26 +201,7 @@ impl Pipeline {
             return Ok(());
         }
         let snap = env.snap;
-        let svc = snap
-            .service(e.protocol, e.vaddr, e.vport)
-            .ok_or(SyncDrop::UnknownService)?;
-        let want = match e.flags & flags::FWD_MASK {
-            flags::MASQ => modes::Forward::Nat,
-            flags::DROUTE => modes::Forward::Dr,
-            flags::TUNNEL => modes::Forward::Tun,
-            flags::FULLNAT => modes::Forward::FullNat,
-            _ => return Err(SyncDrop::Unsupported),
-        };
-        let i = svc
-            .dests
-            .iter()
-            .enumerate()
-            .position(|(i, d)| {
-                d.addr() == std::net::IpAddr::V4(e.daddr)
-                    && (d.port() == e.dport || d.port() == 0)
-                    && svc.forward[i] == want
-            })
-            .ok_or(SyncDrop::UnknownDest)?;
+        let (svc, i, want) = find_dest(snap, e)?;
         let (out, hop) = snap.router.lookup(e.daddr).ok_or(SyncDrop::NoRoute)?;
         let tun_src = match want {
             modes::Forward::Tun => snap.ports[out]
@@ -194,4 +242,50 @@ impl Pipeline {
         self.table.set_synced(slot, state, e.timeout, self.now);
         Ok(())
     }
+
+    /// Backup side of a template: installs or refreshes it in the shared table (a persistent
+    /// service with that real server must exist here).
+    fn sync_template_apply(&mut self, env: &super::Env, e: &SyncConn) -> Result<(), SyncDrop> {
+        let (svc, i, _) = find_dest(env.snap, e)?;
+        if svc.persistent.is_none() {
+            return Err(SyncDrop::UnknownService);
+        }
+        let key = TemplateKey {
+            proto: e.protocol,
+            client: e.caddr,
+            vaddr: e.vaddr,
+            vport: svc.vport,
+        };
+        env.templates
+            .install(key, svc.dests[i].clone(), e.timeout, self.now);
+        Ok(())
+    }
+}
+
+/// The service, the index of the real server and the forwarding method a synced entry names.
+fn find_dest<'s>(
+    snap: &'s crate::datapath::service::Snapshot,
+    e: &SyncConn,
+) -> Result<(&'s crate::datapath::service::Service, usize, modes::Forward), SyncDrop> {
+    let svc = snap
+        .service(e.protocol, e.vaddr, e.vport)
+        .ok_or(SyncDrop::UnknownService)?;
+    let want = match e.flags & flags::FWD_MASK {
+        flags::MASQ => modes::Forward::Nat,
+        flags::DROUTE => modes::Forward::Dr,
+        flags::TUNNEL => modes::Forward::Tun,
+        flags::FULLNAT => modes::Forward::FullNat,
+        _ => return Err(SyncDrop::Unsupported),
+    };
+    let i = svc
+        .dests
+        .iter()
+        .enumerate()
+        .position(|(i, d)| {
+            d.addr() == IpAddr::V4(e.daddr)
+                && (d.port() == e.dport || d.port() == 0)
+                && svc.forward[i] == want
+        })
+        .ok_or(SyncDrop::UnknownDest)?;
+    Ok((svc, i, want))
 }
