@@ -149,4 +149,14 @@ fn tapvsadm_refuses_addresses_that_cannot_work() {
         "{after}"
     );
     assert_eq!(after.lines().count(), before.lines().count() + 1, "{after}");
+
+    // A restore over the request limit: refused whole, and tapvsadm says why although the
+    // daemon stopped reading before it finished sending.
+    let line = format!("# {}\n", "x".repeat(1021));
+    let huge = line.repeat(17 << 10);
+    let o = adm(&lab, "-R", Some(&huge));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("request refused: larger than 16 MiB"), "{err}");
+    assert_eq!(save(&lab), after);
 }
