@@ -27,6 +27,12 @@ use crate::datapath::tcp_state::Timeouts;
 /// restore of 10,000 services of 10 real servers each is about 5 MiB). A longer one is
 /// refused; at most this much is buffered per connection.
 pub const MAX_REQUEST: usize = 16 << 20;
+/// Request bytes buffered by all connections together while they are read: a request that
+/// would take more is refused as "busy", so 16 clients sending without end hold 64 MiB, not
+/// 16 x 16 MiB.
+pub const MAX_BUFFERED: usize = 64 << 20;
+/// Request bytes being read now, by all connections ([`MAX_BUFFERED`]).
+static BUFFERED: AtomicUsize = AtomicUsize::new(0);
 /// Time a client has to send its whole request (tapvsadm sends it at once); a slower one is
 /// refused, however steadily its bytes trickle in.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -552,12 +558,45 @@ enum Incoming {
     TimedOut,
     /// The client went away.
     Gone,
+    /// The bytes all connections are reading at once reached their bound.
+    Busy,
 }
 
-/// Reads one request line by `deadline`, keeping at most `max` bytes: a client that trickles
+/// Bytes counted in a shared pool ([`BUFFERED`]) until dropped.
+struct Held<'a> {
+    pool: &'a AtomicUsize,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Counts `n` more bytes unless the pool would pass `limit`.
+    fn take(&mut self, n: usize, limit: usize) -> bool {
+        if self.pool.fetch_add(n, Ordering::AcqRel) + n > limit {
+            self.pool.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Reads one request line by `deadline`, keeping at most `max` bytes, and counting them in
+/// `pool` (at most `limit` for all readers together) while it reads: a client that trickles
 /// bytes in is cut off at the deadline, one that sends without end at `max`.
-fn read_request(stream: &UnixStream, max: usize, deadline: std::time::Instant) -> Incoming {
+fn read_request(
+    stream: &UnixStream,
+    max: usize,
+    deadline: std::time::Instant,
+    (pool, limit): (&AtomicUsize, usize),
+) -> Incoming {
     use std::io::Read as _;
+    let mut held = Held { pool, bytes: 0 };
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 64 << 10];
     loop {
@@ -570,6 +609,9 @@ fn read_request(stream: &UnixStream, max: usize, deadline: std::time::Instant) -
         match r.read(&mut chunk[..room]) {
             Ok(0) => return Incoming::Gone,
             Ok(n) => {
+                if !held.take(n, limit) {
+                    return Incoming::Busy;
+                }
                 if let Some(i) = chunk[..n].iter().position(|&b| b == b'\n') {
                     buf.extend_from_slice(&chunk[..i]);
                     return if buf.len() > max {
@@ -605,8 +647,18 @@ fn handle(shared: &Shared, stream: UnixStream) {
         ..Response::default()
     };
     let start = std::time::Instant::now();
-    let resp = match read_request(&stream, MAX_REQUEST, start + REQUEST_DEADLINE) {
+    let resp = match read_request(
+        &stream,
+        MAX_REQUEST,
+        start + REQUEST_DEADLINE,
+        (&BUFFERED, MAX_BUFFERED),
+    ) {
         Incoming::Gone => return,
+        Incoming::Busy => Response {
+            stderr: "tapvs is busy: too many large requests at once; try again\n".into(),
+            code: adm::EXIT_RUNTIME,
+            ..Response::default()
+        },
         Incoming::TooLarge => refused(format!(
             "request refused: larger than {} MiB\n",
             MAX_REQUEST >> 20
@@ -637,4 +689,69 @@ fn handle(shared: &Shared, stream: UnixStream) {
     };
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     reply(&stream, &resp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn later(ms: u64) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn requests_are_bounded_in_size_time_and_shared_memory() {
+        let pool = AtomicUsize::new(0);
+        // A line, read in pieces.
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(b"{\"args\":[]}\nmore").unwrap();
+        assert_eq!(
+            read_request(&s, 64, later(500), (&pool, 1000)),
+            Incoming::Line(b"{\"args\":[]}".to_vec())
+        );
+        assert_eq!(pool.load(Ordering::Relaxed), 0, "released");
+        // Over the size limit.
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(&[b'a'; 100]).unwrap();
+        assert_eq!(
+            read_request(&s, 64, later(500), (&pool, 1000)),
+            Incoming::TooLarge
+        );
+        // Over the shared bound: other readers hold most of it.
+        pool.store(950, Ordering::Relaxed);
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(&[b'a'; 100]).unwrap();
+        assert_eq!(
+            read_request(&s, 500, later(500), (&pool, 1000)),
+            Incoming::Busy
+        );
+        assert_eq!(pool.load(Ordering::Relaxed), 950);
+        pool.store(0, Ordering::Relaxed);
+        // Too slow in all, though each byte comes well within the deadline of a read.
+        let (c, s) = UnixStream::pair().unwrap();
+        let w = std::thread::spawn(move || {
+            for _ in 0..10 {
+                if (&c).write_all(b"a").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            read_request(&s, 64, later(300), (&pool, 1000)),
+            Incoming::TimedOut
+        );
+        assert!(t0.elapsed() < Duration::from_millis(600));
+        drop(s);
+        let _ = w.join();
+        assert_eq!(pool.load(Ordering::Relaxed), 0);
+        // Gone.
+        let (c, s) = UnixStream::pair().unwrap();
+        drop(c);
+        assert_eq!(
+            read_request(&s, 64, later(300), (&pool, 1000)),
+            Incoming::Gone
+        );
+    }
 }
