@@ -533,6 +533,68 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// Most connections `max_connections` may ask for: 100 million. At about 88 bytes per entry
+/// that is some 8.2 GiB of connection table when full; one worker's index cannot address more
+/// than 2^27 - 2 entries anyway (`datapath::conn`), and a bound far beyond the memory of the
+/// machine only turns a refused connection into an out-of-memory kill.
+pub const MAX_CONNECTIONS: usize = 100_000_000;
+
+/// Most `[[port]]`s: each is a TAP with one queue per worker (so `ports x workers` descriptors)
+/// and a poll slot in every worker round; 64 is far beyond any appliance's segments.
+pub const MAX_PORTS: usize = 64;
+
+/// Longest port name in bytes: an interface name's limit (IFNAMSIZ - 1).
+pub const MAX_PORT_NAME: usize = 15;
+
+/// Why `ip` cannot be a unicast host (a VIP, a real server, a port address), if it cannot:
+/// the ranges the data path treats as martian (0.0.0.0/8, 127.0.0.0/8, multicast, class E and
+/// the limited broadcast).
+pub fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
+    let top = u32::from(ip) >> 24;
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_broadcast() {
+        Some("the limited broadcast address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if top == 0 {
+        Some("in 0.0.0.0/8 (this network)")
+    } else if top == 127 {
+        Some("a loopback address")
+    } else if top >= 240 {
+        Some("a reserved (class E) address")
+    } else {
+        None
+    }
+}
+
+/// Whether `ip` is the network or the broadcast address of the prefix `c` (a /31 or /32 has
+/// neither): which one, if so.
+pub fn subnet_special(c: &Cidr, ip: Ipv4Addr) -> Option<&'static str> {
+    if c.prefix > 30 || !c.contains(ip) {
+        return None;
+    }
+    let host = u32::from(ip) & !c.mask();
+    if host == 0 {
+        Some("network")
+    } else if host == !c.mask() {
+        Some("broadcast")
+    } else {
+        None
+    }
+}
+
+/// A value as an error message quotes it: cut to 40 characters (with its length), so a huge
+/// value does not become a huge message.
+fn shown(s: &str) -> String {
+    if s.len() <= 40 {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(40).collect();
+        format!("{cut:?}... ({} bytes)", s.len())
+    }
+}
+
 /// Loads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -609,6 +671,14 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             format!("must be at least the number of workers ({workers})"),
         ));
     }
+    if max_connections > MAX_CONNECTIONS {
+        return Err(err(
+            "max_connections".into(),
+            format!(
+                "{max_connections} is too large: at most {MAX_CONNECTIONS} (about 88 bytes of memory per connection)"
+            ),
+        ));
+    }
     for (name, v) in [
         ("timeouts.tcp", raw.timeouts.tcp),
         ("timeouts.tcp_fin", raw.timeouts.tcp_fin),
@@ -662,17 +732,36 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             "at least one [[port]] is required".into(),
         ));
     }
-    let mut ports = Vec::new();
+    if raw.port.len() > MAX_PORTS {
+        return Err(err(
+            "port".into(),
+            format!(
+                "{} ports: at most {MAX_PORTS} are supported",
+                raw.port.len()
+            ),
+        ));
+    }
+    let mut ports: Vec<PortConfig> = Vec::new();
     let mut names = HashSet::new();
     let mut taps = HashSet::new();
     let mut own = HashSet::new();
     for (i, p) in raw.port.iter().enumerate() {
         let f = |k: &str| format!("port[{i}].{k}");
-        if p.name.is_empty() || !names.insert(p.name.clone()) {
+        let good_name = (1..=MAX_PORT_NAME).contains(&p.name.len())
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !good_name {
             return Err(err(
                 f("name"),
-                format!("{:?} is empty or used twice", p.name),
+                format!(
+                    "{} is not a port name: 1..={MAX_PORT_NAME} bytes of letters, digits, '-', '_' or '.'",
+                    shown(&p.name)
+                ),
             ));
+        }
+        if !names.insert(p.name.clone()) {
+            return Err(err(f("name"), format!("{:?} is used twice", p.name)));
         }
         validate_ifname(&p.tap).map_err(|e| err(f("tap"), e.to_string()))?;
         if !taps.insert(p.tap.clone()) {
@@ -699,11 +788,32 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         let mut addresses = Vec::new();
         for (j, a) in p.addresses.iter().enumerate() {
             let c = Cidr::parse(a).map_err(|m| err(format!("port[{i}].addresses[{j}]"), m))?;
-            if c.prefix == 0 || c.addr.is_unspecified() || c.addr.is_multicast() {
+            if c.prefix == 0 || not_unicast(c.addr).is_some() {
                 return Err(err(
                     format!("port[{i}].addresses[{j}]"),
                     format!("{a:?} is not a usable host address"),
                 ));
+            }
+            if let Some(which) = subnet_special(&c, c.addr) {
+                return Err(err(
+                    format!("port[{i}].addresses[{j}]"),
+                    format!("{a:?} is the {which} address of its own prefix, not a host address"),
+                ));
+            }
+            // Two ports on one network: which port would reach it is a guess.
+            for (k, q) in ports.iter().enumerate() {
+                for o in &q.addresses {
+                    let mask = c.mask() & o.mask();
+                    if (u32::from(c.addr) ^ u32::from(o.addr)) & mask == 0 {
+                        return Err(err(
+                            format!("port[{i}].addresses[{j}]"),
+                            format!(
+                                "{a:?} overlaps the network of port[{k}] ({:?}, {o}): each network belongs to one port",
+                                q.name
+                            ),
+                        ));
+                    }
+                }
             }
             if !own.insert(c.addr) {
                 return Err(err(
@@ -829,10 +939,25 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         if s.ops && persistent.is_some() {
             return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
+        if let Some(why) = not_unicast(*vip.ip()) {
+            return Err(err(
+                f("address"),
+                format!("{} is {why}, not a virtual address", vip.ip()),
+            ));
+        }
         if own.contains(vip.ip()) {
             return Err(err(
                 f("address"),
                 format!("{} is a port address of the appliance, not a VIP", vip.ip()),
+            ));
+        }
+        if let Some((k, which)) = port_special(&ports, *vip.ip()) {
+            return Err(err(
+                f("address"),
+                format!(
+                    "{} is the {which} address of port[{k}]'s network, not a virtual address",
+                    vip.ip()
+                ),
             ));
         }
         if !seen.insert((proto, vip)) {
@@ -972,6 +1097,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             reals,
         });
     }
+    check_real_addresses(&ports, &routes, &services).map_err(|(f, m)| err(f, m))?;
     if let Some(so) = &raw.scale_out {
         let fwd: Vec<_> = services
             .iter()
@@ -1020,6 +1146,98 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vrrp_sync_groups,
         sync,
     })
+}
+
+/// The port whose network has `ip` as its network or broadcast address, and which.
+fn port_special(ports: &[PortConfig], ip: Ipv4Addr) -> Option<(usize, &'static str)> {
+    ports.iter().enumerate().find_map(|(k, p)| {
+        p.addresses
+            .iter()
+            .find_map(|c| subnet_special(c, ip))
+            .map(|w| (k, w))
+    })
+}
+
+/// Why `ip` cannot be a real server of this appliance, if it cannot: not unicast, one of the
+/// appliance's own addresses (a port address, a port network's network or broadcast address,
+/// a VIP, a FullNAT local address), or on no network a port or a static route reaches.
+/// `is_vip` and `is_lip` say whether an address is a VIP or a FullNAT local address.
+pub fn real_server_problem(
+    ports: &[PortConfig],
+    routes: &[RouteConfig],
+    is_vip: impl Fn(Ipv4Addr) -> bool,
+    is_lip: impl Fn(Ipv4Addr) -> bool,
+    ip: Ipv4Addr,
+) -> Option<String> {
+    if let Some(why) = not_unicast(ip) {
+        return Some(format!("{ip} is {why}, not a real server address"));
+    }
+    for (k, p) in ports.iter().enumerate() {
+        if p.addresses.iter().any(|c| c.addr == ip) {
+            return Some(format!(
+                "{ip} is an address of the appliance itself (port[{k}] {:?})",
+                p.name
+            ));
+        }
+    }
+    if let Some((k, which)) = port_special(ports, ip) {
+        return Some(format!(
+            "{ip} is the {which} address of port[{k}]'s network, not a host"
+        ));
+    }
+    if is_vip(ip) {
+        return Some(format!(
+            "{ip} is a virtual address of the appliance, not a real server"
+        ));
+    }
+    if is_lip(ip) {
+        return Some(format!(
+            "{ip} is a FullNAT local address of the appliance, not a real server"
+        ));
+    }
+    let connected = ports
+        .iter()
+        .any(|p| p.addresses.iter().any(|c| c.contains(ip)));
+    if !connected && !routes.iter().any(|r| r.to.contains(ip)) {
+        return Some(format!(
+            "{ip} is unreachable: on no port's network and behind no [[route]]"
+        ));
+    }
+    None
+}
+
+/// Every real server (and sorry server) against [`real_server_problem`], once every VIP and
+/// local address is known.
+fn check_real_addresses(
+    ports: &[PortConfig],
+    routes: &[RouteConfig],
+    services: &[ServiceConfig],
+) -> Result<(), (String, String)> {
+    let vips: HashSet<Ipv4Addr> = services.iter().map(|s| *s.vip.ip()).collect();
+    let lips: HashSet<Ipv4Addr> = services
+        .iter()
+        .flat_map(|s| s.local_addresses.iter().copied())
+        .collect();
+    let problem = |ip| {
+        real_server_problem(
+            ports,
+            routes,
+            |a| vips.contains(&a),
+            |a| lips.contains(&a),
+            ip,
+        )
+    };
+    for (i, s) in services.iter().enumerate() {
+        for (j, r) in s.reals.iter().enumerate() {
+            if let Some(m) = problem(*r.addr.ip()) {
+                return Err((format!("service[{i}].real[{j}].address"), m));
+            }
+        }
+        if let Some(m) = s.sorry_server.and_then(|a| problem(*a.ip())) {
+            return Err((format!("service[{i}].health.sorry_server"), m));
+        }
+    }
+    Ok(())
 }
 
 fn parse_sockaddr(s: &str) -> Result<SocketAddrV4, String> {
@@ -1354,6 +1572,157 @@ weight = 3
             &text.replace("type = \"http_get\"", "type = \"bogus\""),
             "service[0].real[1].check[0].type",
             "bogus",
+        );
+    }
+
+    #[test]
+    fn unworkable_configs_are_refused_naming_the_field() {
+        expect_err(
+            &GOOD.replace(
+                "max_connections = 1000",
+                "max_connections = 9223372036854775807",
+            ),
+            "max_connections",
+            "too large: at most 100000000",
+        );
+        assert!(parse_str(&GOOD.replace("= 1000\n", "= 100000000\n")).is_ok());
+        // Two ports on overlapping networks.
+        expect_err(
+            &GOOD.replace("172.16.0.1/24", "10.0.0.129/25"),
+            "port[1].addresses[0]",
+            "overlaps the network of port[0] (\"ext\", 10.0.0.1/24)",
+        );
+        expect_err(
+            &GOOD.replace("172.16.0.1/24", "10.0.0.77/32"),
+            "port[1].addresses[0]",
+            "overlaps",
+        );
+        // A real server no port network and no route reaches (the default route removed).
+        let no_default = GOOD.replace("[[route]]\nto = \"default\"\nvia = \"10.0.0.254\"\n", "");
+        assert!(parse_str(&no_default).is_ok());
+        expect_err(
+            &no_default.replace("172.16.0.3", "192.168.7.3"),
+            "service[0].real[1].address",
+            "192.168.7.3 is unreachable",
+        );
+        // A static route makes it reachable.
+        assert!(
+            parse_str(&no_default.replace("172.16.0.3", "192.168.7.3").replace(
+                "[[service]]",
+                "[[route]]\nto = \"192.168.7.0/24\"\nvia = \"172.16.0.254\"\n\n[[service]]"
+            ))
+            .is_ok()
+        );
+        // 65 ports.
+        let mut many = String::from("workers = 1\n");
+        for i in 0..65 {
+            many += &format!("[[port]]\nname = \"p{i}\"\ntap = \"tp{i}\"\n");
+        }
+        expect_err(&many, "port", "65 ports: at most 64");
+        let sixty_four = many.rsplit_once("[[port]]").unwrap().0.to_string();
+        assert!(parse_str(&sixty_four).is_ok());
+        // A 10 MB port name: refused, and the message stays short.
+        let huge = "n".repeat(10 << 20);
+        let e =
+            parse_str(&GOOD.replace("name = \"ext\"", &format!("name = \"{huge}\""))).unwrap_err();
+        assert_eq!(e.field, "port[0].name", "{e}");
+        assert!(
+            e.message.contains("(10485760 bytes) is not a port name"),
+            "{}",
+            e.message
+        );
+        assert!(e.to_string().len() < 300);
+        expect_err(
+            &GOOD.replace("name = \"ext\"", "name = \"sixteen-bytes-xx\""),
+            "port[0].name",
+            "1..=15 bytes",
+        );
+        expect_err(
+            &GOOD.replace("name = \"ext\"", "name = \"e x\""),
+            "port[0].name",
+            "not a port name",
+        );
+        // A multicast, broadcast, unspecified or loopback VIP.
+        for (vip, why) in [
+            ("224.0.0.18", "a multicast address"),
+            ("239.1.2.3", "a multicast address"),
+            ("255.255.255.255", "the limited broadcast address"),
+            ("0.0.0.0", "the unspecified address"),
+            ("127.0.0.1", "a loopback address"),
+            ("240.0.0.1", "a reserved (class E) address"),
+        ] {
+            expect_err(
+                &GOOD.replace("207.175.44.110", vip),
+                "service[0].address",
+                &format!("{vip} is {why}"),
+            );
+        }
+        // A port network's broadcast address as a VIP.
+        expect_err(
+            &GOOD.replace("207.175.44.110", "10.0.0.255"),
+            "service[0].address",
+            "broadcast address of port[0]'s network",
+        );
+        // A subnet broadcast (or network) address as a port address; /31 and /32 have none.
+        expect_err(
+            &GOOD.replace("172.16.0.1/24", "172.16.0.255/24"),
+            "port[1].addresses[0]",
+            "is the broadcast address of its own prefix",
+        );
+        expect_err(
+            &GOOD.replace("172.16.0.1/24", "172.16.0.0/24"),
+            "port[1].addresses[0]",
+            "is the network address of its own prefix",
+        );
+        assert!(parse_str(
+            &GOOD.replace("\"172.16.0.1/24\"", "\"172.16.0.1/24\", \"172.17.0.0/31\"")
+        )
+        .is_ok());
+        // A real server equal to the VIP, to the appliance's own address, or unusable.
+        for (real, needle) in [
+            ("207.175.44.110", "is a virtual address of the appliance"),
+            (
+                "172.16.0.1",
+                "is an address of the appliance itself (port[1] \"int\")",
+            ),
+            (
+                "10.0.0.1",
+                "is an address of the appliance itself (port[0] \"ext\")",
+            ),
+            ("172.16.0.255", "broadcast address of port[1]'s network"),
+            ("0.0.0.0", "the unspecified address"),
+            ("255.255.255.255", "the limited broadcast address"),
+            ("224.1.1.1", "a multicast address"),
+        ] {
+            expect_err(
+                &GOOD.replace("172.16.0.3", real),
+                "service[0].real[1].address",
+                needle,
+            );
+        }
+        // The VIP of another (later) service, and a FullNAT local address.
+        let two = format!(
+            "{GOOD}\n[[service]]\nprotocol = \"udp\"\naddress = \"198.51.100.1:53\"\nlocal_addresses = [\"172.16.0.100\"]\n"
+        );
+        assert!(parse_str(&two).is_ok());
+        expect_err(
+            &two.replace("172.16.0.3", "198.51.100.1"),
+            "service[0].real[1].address",
+            "virtual address",
+        );
+        expect_err(
+            &two.replace("172.16.0.3", "172.16.0.100"),
+            "service[0].real[1].address",
+            "FullNAT local address",
+        );
+        // The sorry server follows the same rules.
+        expect_err(
+            &GOOD.replace(
+                "scheduler = \"rr\"",
+                "scheduler = \"rr\"\nhealth = { sorry_server = \"10.0.0.1\" }",
+            ),
+            "service[0].health.sorry_server",
+            "address of the appliance itself",
         );
     }
 

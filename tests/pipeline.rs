@@ -174,12 +174,6 @@ forward = "fullnat"
 
 [[service]]
 protocol = "tcp"
-address = "{VIP}:{V_NOROUTE}"
-[[service.real]]
-address = "{RS_NOWHERE}:{V_NOROUTE}"
-
-[[service]]
-protocol = "tcp"
 address = "{VIP}:{V_EMPTY}"
 
 [[service]]
@@ -284,8 +278,26 @@ impl Default for Setup {
 
 impl Setup {
     fn build(self) -> Rig {
-        let cfg = tapvs::config::parse(&config(self.int_mtu), std::path::Path::new("t.toml"))
+        let mut cfg = tapvs::config::parse(&config(self.int_mtu), std::path::Path::new("t.toml"))
             .expect("config");
+        // A service whose real server no route leads to: the config refuses one, so it is put
+        // in behind validation's back, where the file had it (before V_EMPTY), to test the
+        // data path's own `no_route` drop.
+        let at = cfg
+            .services
+            .iter()
+            .position(|s| s.vip.port() == V_EMPTY)
+            .expect("V_EMPTY");
+        let mut noroute = cfg
+            .services
+            .iter()
+            .find(|s| s.vip.port() == V_NAT)
+            .expect("V_NAT")
+            .clone();
+        noroute.vip.set_port(V_NOROUTE);
+        noroute.reals.truncate(1);
+        noroute.reals[0].addr = std::net::SocketAddrV4::new(RS_NOWHERE, V_NOROUTE);
+        cfg.services.insert(at, noroute);
         let (_, snap) = Table::from_config(&cfg).expect("snapshot");
         let mut world = World {
             snap,
@@ -1949,6 +1961,31 @@ fn tick_expires_connections() {
     assert_eq!(rig.pipe.counters().conns_expired, 1);
     let r = Pkt::udp((RS_NAT, 5353), (CLIENT, 5000)).macs(mac_of(RS_NAT), INT_MAC);
     assert_eq!(rig.feed(INT, &r.wire()), Verdict::Drop(Drop::NoConnection));
+}
+
+/// The stale-gauge report: after SYN_RECV entries expire, the published per-state count (what
+/// `tapvs_connections{state="SYN_RECV"}` shows) is back to 0, not left at its last value.
+#[test]
+fn syn_recv_count_returns_to_zero_when_the_entries_expire() {
+    use tapvs::datapath::tcp_state::State;
+    let mut rig = Rig::new();
+    for p in 0..959u16 {
+        rig.feed(EXT, &client_syn(20000 + p, V_RR).wire());
+    }
+    rig.sent();
+    assert_eq!(
+        rig.pipe.counters().conn_states[State::SynRecv as usize],
+        959
+    );
+    // SYN_RECV lives 60 s; expiry works in bounded rounds.
+    rig.world.now_ms += 61_000;
+    for _ in 0..8 {
+        rig.tick();
+    }
+    let k = *rig.pipe.counters();
+    assert!(rig.pipe.table().is_empty());
+    assert_eq!(k.conns_expired, 959);
+    assert_eq!(k.conn_states, [0; tapvs::datapath::tcp_state::STATE_COUNT]);
 }
 
 #[test]

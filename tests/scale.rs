@@ -25,8 +25,13 @@ fn vip(i: usize) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(0xC612_0000 + i as u32) // 198.18.0.0/15
 }
 
-/// The `-R` input for services `first..first + n`, 10 real servers each. The real servers are
-/// on no network of the appliance, so they are never resolved: only the table grows.
+/// The route that makes the restored real servers reachable (the daemon refuses real servers
+/// it has no route to): through a gateway that never answers, so they are never resolved and
+/// only the table grows.
+const RESTORED_ROUTE: &str = "\n[[route]]\nto = \"172.16.0.0/12\"\nvia = \"172.16.0.254\"\n";
+
+/// The `-R` input for services `first..first + n`, 10 real servers each (in 172.20.0.0/14,
+/// behind [`RESTORED_ROUTE`]).
 fn restore_input(first: usize, n: usize) -> String {
     let mut s = String::new();
     for i in first..first + n {
@@ -96,7 +101,7 @@ fn restore_of_ten_thousand_services_under_traffic() {
     let mut lab = Lab::build(2).unwrap();
     let _servers = http_servers(&lab, 80);
     lab.start(&format!(
-        "{}{}",
+        "{}{RESTORED_ROUTE}{}",
         lab::base_config(2),
         lab::nat_service("tcp", 80, "rr", &[(0, 80, 1), (1, 80, 1)])
     ))
@@ -248,7 +253,7 @@ fn sigterm_during_a_restore_stops_within_a_second() {
         return;
     }
     let lab = Lab::build(1).unwrap();
-    let cfg_text = lab::base_config(2);
+    let cfg_text = format!("{}{RESTORED_ROUTE}", lab::base_config(2));
     let socket = cfg_text
         .lines()
         .find_map(|l| l.strip_prefix("socket = \""))

@@ -178,7 +178,20 @@ fn call(socket: &str, req: &Request) -> std::io::Result<Response> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
     line.push('\n');
-    s.write_all(line.as_bytes())?;
+    if let Err(e) = s.write_all(line.as_bytes()) {
+        // The daemon may have refused the request before reading all of it: its answer says
+        // why.
+        let mut answer = String::new();
+        if BufReader::new(&s)
+            .read_line(&mut answer)
+            .is_ok_and(|n| n > 0)
+        {
+            if let Ok(resp) = serde_json::from_str::<Response>(&answer) {
+                return Ok(resp);
+            }
+        }
+        return Err(e);
+    }
     let mut reader = BufReader::new(&s);
     let mut out = std::io::stdout().lock();
     loop {

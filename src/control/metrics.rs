@@ -13,7 +13,7 @@
 //! metrics are read from `/proc/self` and rendered after the exporter's text (the `metrics`
 //! crate's counters are integers; CPU seconds are not).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -415,45 +415,188 @@ fn process_metrics(out: &mut String) {
     }
 }
 
-fn answer(shared: &Shared, stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut line = String::new();
-    let mut reader = BufReader::new(&stream);
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    // Drain the request head.
-    let mut h = String::new();
-    while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
-        h.clear();
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, body, ctype) = if line.starts_with("GET ") && path == "/metrics" {
-        ("200 OK", render(shared), "text/plain; version=0.0.4")
-    } else {
-        ("404 Not Found", "not found\n".to_string(), "text/plain")
-    };
-    let mut w = &stream;
-    let _ = write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+/// Largest request head (request line and headers) read from a scraper; a longer one is
+/// answered 431 and the connection closed.
+pub const MAX_HEAD: usize = 8 << 10;
+/// Time a scraper has to send its whole request head; a slower one is answered 408.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Time the answer may take to go out (a scraper that stops reading is cut off).
+const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+/// Scrapes served at once, each on its own thread; one more is answered 503 at once.
+pub const MAX_SCRAPES: usize = 8;
+
+/// What reading a request head came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// The head, up to and including its empty line.
+    Complete(usize),
+    /// Longer than [`MAX_HEAD`].
+    TooLarge,
+    /// Not complete within [`HEAD_DEADLINE`].
+    TimedOut,
+    /// The client went away.
+    Gone,
 }
 
-/// Serves `/metrics` on `listener` until the daemon stops.
+/// Reads a request head into `buf` (at most its length) by `deadline`: however slowly the
+/// bytes come, the whole head must be there in time, and no more than `buf` is kept.
+fn read_head(stream: &TcpStream, buf: &mut [u8], deadline: std::time::Instant) -> Head {
+    use std::io::Read as _;
+    let (mut have, mut searched) = (0usize, 0usize);
+    loop {
+        // Only what came since the last look (and the 3 bytes before it) is searched.
+        let from = searched.saturating_sub(3);
+        if let Some(end) = head_end(&buf[from..have]) {
+            return Head::Complete(from + end);
+        }
+        searched = have;
+        if have == buf.len() {
+            return Head::TooLarge;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Head::TimedOut;
+        }
+        let mut r = stream;
+        match r.read(&mut buf[have..]) {
+            Ok(0) => return Head::Gone,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Head::TimedOut
+            }
+            Err(_) => return Head::Gone,
+        }
+    }
+}
+
+/// Where the head in `b` ends (after its blank line, CRLF or bare LF), if it does.
+fn head_end(b: &[u8]) -> Option<usize> {
+    (0..b.len()).find_map(|i| {
+        if b[i..].starts_with(b"\r\n\r\n") {
+            Some(i + 4)
+        } else if b[i..].starts_with(b"\n\n") {
+            Some(i + 2)
+        } else {
+            None
+        }
+    })
+}
+
+/// Writes `bytes` by `deadline`.
+fn write_by(stream: &TcpStream, bytes: &[u8], deadline: std::time::Instant) {
+    let mut done = 0;
+    while done < bytes.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            return;
+        }
+        let mut w = stream;
+        match w.write(&bytes[done..]) {
+            Ok(0) => return,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// An HTTP/1.1 answer that closes the connection.
+fn response(status: &str, ctype: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Answers one scraper: reads its request head (bounded in size and time), renders.
+fn answer(shared: &Shared, stream: TcpStream) {
+    let mut buf = [0u8; MAX_HEAD];
+    let deadline = std::time::Instant::now() + HEAD_DEADLINE;
+    let text = match read_head(&stream, &mut buf, deadline) {
+        Head::Complete(n) => {
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let line = head.lines().next().unwrap_or("");
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            if line.starts_with("GET ") && path == "/metrics" {
+                response("200 OK", "text/plain; version=0.0.4", &render(shared))
+            } else {
+                response("404 Not Found", "text/plain", "not found\n")
+            }
+        }
+        Head::TooLarge => response(
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            &format!("request head over {MAX_HEAD} bytes\n"),
+        ),
+        Head::TimedOut => response(
+            "408 Request Timeout",
+            "text/plain",
+            &format!("request head not received within {HEAD_DEADLINE:?}\n"),
+        ),
+        Head::Gone => return,
+    };
+    write_by(
+        &stream,
+        text.as_bytes(),
+        std::time::Instant::now() + WRITE_DEADLINE,
+    );
+    // Whatever the client still sends is not read: closing resets the connection.
+}
+
+/// Serves `/metrics` on `listener` until the daemon stops: each scrape on its own thread (at
+/// most [`MAX_SCRAPES`] at once; beyond that a 503 at once), so a slow or greedy client
+/// delays no other; each bounded by [`MAX_HEAD`] and [`HEAD_DEADLINE`].
 pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let _ = listener.set_nonblocking(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let mut pfd = [crate::sys::poll_in(fd)];
         if crate::sys::poll(&mut pfd, 100).unwrap_or(0) == 0 {
             continue;
         }
-        if let Ok((s, _)) = listener.accept() {
-            let _ = s.set_nonblocking(false);
-            answer(&shared, s);
+        let Ok((s, _)) = listener.accept() else {
+            continue;
+        };
+        threads.retain(|t| !t.is_finished());
+        if busy.fetch_add(1, Ordering::AcqRel) >= MAX_SCRAPES {
+            busy.fetch_sub(1, Ordering::AcqRel);
+            // A fresh socket's send buffer takes this short answer without blocking.
+            let mut w = &s;
+            let _ = w.write_all(
+                response(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "too many scrapes at once; try again\n",
+                )
+                .as_bytes(),
+            );
+            continue;
         }
+        let _ = s.set_nonblocking(false);
+        let (sh, b) = (shared.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("tapvs-scrape".into())
+            .spawn(move || {
+                answer(&sh, s);
+                b.fetch_sub(1, Ordering::AcqRel);
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(_) => {
+                busy.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
     }
 }
 
@@ -526,6 +669,65 @@ mod tests {
         for &(name, _) in GAUGES {
             assert!(!name.ends_with("_total"), "{name}");
         }
+    }
+
+    #[test]
+    fn a_state_gauge_falls_back_to_zero() {
+        let mut total = Counters::default();
+        total.conn_states[State::SynRecv as usize] = 959;
+        assert!(datapath_text(&total).contains("tapvs_connections{state=\"SYN_RECV\"} 959\n"));
+        total.conn_states[State::SynRecv as usize] = 0;
+        let text = datapath_text(&total);
+        assert!(
+            text.contains("tapvs_connections{state=\"SYN_RECV\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn request_heads_are_bounded_in_size_and_time() {
+        use std::net::TcpListener;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let deadline = || std::time::Instant::now() + Duration::from_millis(300);
+        // Complete, in pieces.
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r").unwrap();
+        let w = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(b"\n\r\nrest").unwrap();
+            c
+        });
+        let mut buf = [0u8; 64];
+        assert_eq!(read_head(&s, &mut buf, deadline()), Head::Complete(34));
+        drop(w.join());
+        // Too large for the buffer.
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(&[b'a'; 100]).unwrap();
+        assert_eq!(read_head(&s, &mut buf, deadline()), Head::TooLarge);
+        // Too slow: the deadline is for the whole head, not per read.
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let w = std::thread::spawn(move || {
+            for _ in 0..10 {
+                if c.write_all(b"G").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let t0 = std::time::Instant::now();
+        assert_eq!(read_head(&s, &mut buf, deadline()), Head::TimedOut);
+        assert!(t0.elapsed() < Duration::from_millis(600));
+        drop(s);
+        let _ = w.join();
+        // Gone.
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        drop(c);
+        assert_eq!(read_head(&s, &mut buf, deadline()), Head::Gone);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! Also here: the folding of the workers' per-real-server counters into ipvsadm's statistics
 //! (rates come from [`crate::control::estimator`]), and `-Z`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddrV4;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -28,8 +28,21 @@ use crate::control::shared::Shared;
 use crate::datapath::stats::DestCounters;
 use crate::datapath::tcp_state::Timeouts;
 
-/// Largest request accepted on the socket.
-const MAX_REQUEST: usize = 16 << 20;
+/// Largest request accepted on the socket: one JSON line, with the whole `-R` input in it (a
+/// restore of 10,000 services of 10 real servers each is about 5 MiB). A longer one is
+/// refused; at most this much is buffered per connection.
+pub const MAX_REQUEST: usize = 16 << 20;
+/// Request bytes buffered by all connections together while they are read: a request that
+/// would take more is refused as "busy", so 16 clients sending without end hold 64 MiB, not
+/// 16 x 16 MiB.
+pub const MAX_BUFFERED: usize = 64 << 20;
+/// Request bytes being read now, by all connections ([`MAX_BUFFERED`]).
+static BUFFERED: AtomicUsize = AtomicUsize::new(0);
+/// Time a client has to send its whole request (tapvsadm sends it at once); a slower one is
+/// refused, however steadily its bytes trickle in.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Time the whole answer may take to go out (a client that stops reading is cut off).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Sums the workers' published per-real-server counters, indexed by real-server id.
 pub fn dest_totals(shared: &Shared) -> Vec<DestCounters> {
@@ -537,7 +550,7 @@ pub fn serve(shared: Arc<Shared>, listener: UnixListener, path: PathBuf) {
     let _ = std::fs::remove_file(path);
 }
 
-/// Writes one response line.
+/// Writes one response line (by the connection's answer deadline, if it has one).
 fn reply(stream: &UnixStream, resp: &Response) -> bool {
     let mut w = stream;
     match serde_json::to_string(resp) {
@@ -549,44 +562,226 @@ fn reply(stream: &UnixStream, resp: &Response) -> bool {
     }
 }
 
+/// What reading a request came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Incoming {
+    /// One line (without its newline).
+    Line(Vec<u8>),
+    /// No newline within [`MAX_REQUEST`] bytes.
+    TooLarge,
+    /// Not complete within [`REQUEST_DEADLINE`].
+    TimedOut,
+    /// The client went away.
+    Gone,
+    /// The bytes all connections are reading at once reached their bound.
+    Busy,
+}
+
+/// Bytes counted in a shared pool ([`BUFFERED`]) until dropped.
+struct Held<'a> {
+    pool: &'a AtomicUsize,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Counts `n` more bytes unless the pool would pass `limit`.
+    fn take(&mut self, n: usize, limit: usize) -> bool {
+        if self.pool.fetch_add(n, Ordering::AcqRel) + n > limit {
+            self.pool.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Reads one request line by `deadline`, keeping at most `max` bytes, and counting them in
+/// `pool` (at most `limit` for all readers together) while it reads: a client that trickles
+/// bytes in is cut off at the deadline, one that sends without end at `max`.
+fn read_request(
+    stream: &UnixStream,
+    max: usize,
+    deadline: std::time::Instant,
+    (pool, limit): (&AtomicUsize, usize),
+) -> Incoming {
+    use std::io::Read as _;
+    let mut held = Held { pool, bytes: 0 };
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Incoming::TimedOut;
+        }
+        let room = (max + 1 - buf.len()).min(chunk.len());
+        let mut r = stream;
+        match r.read(&mut chunk[..room]) {
+            Ok(0) => return Incoming::Gone,
+            Ok(n) => {
+                if !held.take(n, limit) {
+                    return Incoming::Busy;
+                }
+                if let Some(i) = chunk[..n].iter().position(|&b| b == b'\n') {
+                    buf.extend_from_slice(&chunk[..i]);
+                    return if buf.len() > max {
+                        Incoming::TooLarge
+                    } else {
+                        Incoming::Line(buf)
+                    };
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > max {
+                    return Incoming::TooLarge;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Incoming::TimedOut
+            }
+            Err(_) => return Incoming::Gone,
+        }
+    }
+}
+
 fn handle(shared: &Shared, stream: UnixStream) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(&stream).take(MAX_REQUEST as u64);
-    let mut line = String::new();
-    let resp = match reader.read_line(&mut line) {
-        Ok(0) | Err(_) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(req) => {
-                if let Some(filter) = crate::control::capture::parse_request(&req.args) {
-                    // The connection becomes the capture's frame stream.
-                    drop(reader);
-                    crate::control::capture::serve(shared, stream, filter);
-                    return;
-                }
-                execute_streamed(
-                    shared,
-                    &req.args,
-                    &req.stdin,
-                    req.names.as_ref(),
-                    &mut |p| {
-                        if reply(&stream, &Response::part(p)) {
-                            Ok(())
-                        } else {
-                            Err(std::io::Error::other("client gone"))
-                        }
-                    },
-                )
-            }
-            Err(e) => Response {
-                stderr: format!("malformed request: {e}\n"),
-                code: 2,
-                ..Response::default()
-            },
-        },
+    let refused = |m: String| Response {
+        stderr: m,
+        code: adm::EXIT_USAGE,
+        ..Response::default()
     };
+    let start = std::time::Instant::now();
+    let resp = match read_request(
+        &stream,
+        MAX_REQUEST,
+        start + REQUEST_DEADLINE,
+        (&BUFFERED, MAX_BUFFERED),
+    ) {
+        Incoming::Gone => return,
+        Incoming::Busy => Response {
+            stderr: "tapvs is busy: too many large requests at once; try again\n".into(),
+            code: adm::EXIT_RUNTIME,
+            ..Response::default()
+        },
+        Incoming::TooLarge => refused(format!(
+            "request refused: larger than {} MiB\n",
+            MAX_REQUEST >> 20
+        )),
+        Incoming::TimedOut => refused(format!(
+            "request refused: not received within {} s\n",
+            REQUEST_DEADLINE.as_secs()
+        )),
+        Incoming::Line(line) => {
+            let parsed = serde_json::from_slice::<Request>(&line);
+            drop(line);
+            let answer_by = std::time::Instant::now() + ANSWER_DEADLINE;
+            match parsed {
+                Ok(req) => {
+                    if let Some(filter) = crate::control::capture::parse_request(&req.args) {
+                        // The connection becomes the capture's frame stream.
+                        let _ = stream.set_read_timeout(None);
+                        crate::control::capture::serve(shared, stream, filter);
+                        return;
+                    }
+                    execute_streamed(
+                        shared,
+                        &req.args,
+                        &req.stdin,
+                        req.names.as_ref(),
+                        &mut |p| {
+                            let left =
+                                answer_by.saturating_duration_since(std::time::Instant::now());
+                            if !left.is_zero()
+                                && stream.set_write_timeout(Some(left)).is_ok()
+                                && reply(&stream, &Response::part(p))
+                            {
+                                Ok(())
+                            } else {
+                                Err(std::io::Error::other("client gone or too slow"))
+                            }
+                        },
+                    )
+                }
+                Err(e) => refused(format!("malformed request: {e}\n")),
+            }
+        }
+    };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     reply(&stream, &resp);
 }
 
-use std::io::Read as _;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn later(ms: u64) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn requests_are_bounded_in_size_time_and_shared_memory() {
+        let pool = AtomicUsize::new(0);
+        // A line, read in pieces.
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(b"{\"args\":[]}\nmore").unwrap();
+        assert_eq!(
+            read_request(&s, 64, later(500), (&pool, 1000)),
+            Incoming::Line(b"{\"args\":[]}".to_vec())
+        );
+        assert_eq!(pool.load(Ordering::Relaxed), 0, "released");
+        // Over the size limit.
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(&[b'a'; 100]).unwrap();
+        assert_eq!(
+            read_request(&s, 64, later(500), (&pool, 1000)),
+            Incoming::TooLarge
+        );
+        // Over the shared bound: other readers hold most of it.
+        pool.store(950, Ordering::Relaxed);
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(&[b'a'; 100]).unwrap();
+        assert_eq!(
+            read_request(&s, 500, later(500), (&pool, 1000)),
+            Incoming::Busy
+        );
+        assert_eq!(pool.load(Ordering::Relaxed), 950);
+        pool.store(0, Ordering::Relaxed);
+        // Too slow in all, though each byte comes well within the deadline of a read.
+        let (c, s) = UnixStream::pair().unwrap();
+        let w = std::thread::spawn(move || {
+            for _ in 0..10 {
+                if (&c).write_all(b"a").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let t0 = std::time::Instant::now();
+        assert_eq!(
+            read_request(&s, 64, later(300), (&pool, 1000)),
+            Incoming::TimedOut
+        );
+        assert!(t0.elapsed() < Duration::from_millis(600));
+        drop(s);
+        let _ = w.join();
+        assert_eq!(pool.load(Ordering::Relaxed), 0);
+        // Gone.
+        let (c, s) = UnixStream::pair().unwrap();
+        drop(c);
+        assert_eq!(
+            read_request(&s, 64, later(300), (&pool, 1000)),
+            Incoming::Gone
+        );
+    }
+}

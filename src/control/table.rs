@@ -94,6 +94,10 @@ pub struct Table {
     snap: Snapshot,
     /// `control.sloppy_tcp`: the default of services without their own setting.
     sloppy_tcp: bool,
+    /// The ports and static routes (fixed for the daemon's life): what a new real server or
+    /// VIP is checked against.
+    ports: Vec<crate::config::PortConfig>,
+    routes: Vec<crate::config::RouteConfig>,
 }
 
 impl std::fmt::Debug for Table {
@@ -143,6 +147,8 @@ impl Table {
                 Router::new(&cfg.ports, &cfg.routes),
             ),
             sloppy_tcp: cfg.control.sloppy_tcp,
+            ports: cfg.ports.clone(),
+            routes: cfg.routes.clone(),
         };
         for s in &cfg.services {
             let key = (s.proto, s.vip);
@@ -481,6 +487,7 @@ impl Table {
         if matches!(cmd, Command::Zero(_)) {
             return Ok(false);
         }
+        self.check_addresses(cmd)?;
         match one.services.pop() {
             Some(svc) => self.insert_entry(key, svc),
             None => {
@@ -497,6 +504,56 @@ impl Table {
             return Err(e);
         }
         Ok(true)
+    }
+
+    /// Refuses, as IPVS refuses an address that is not unicast, a new real server that cannot
+    /// work here (`config::real_server_problem`: not unicast, an address of the appliance or a
+    /// VIP, unreachable) and a new service whose VIP is not a unicast address or is one of the
+    /// appliance's own addresses; the config file is held to the same rules.
+    fn check_addresses(&self, cmd: &Command) -> Result<(), AdmError> {
+        let invalid = |m: String| AdmError::Other(format!("Invalid operation: {m}"));
+        match cmd {
+            Command::AddServer(o) => {
+                let problem = crate::config::real_server_problem(
+                    &self.ports,
+                    &self.routes,
+                    |a| self.snap.is_vip(a),
+                    |a| self.snap.is_lip(a),
+                    *o.server.ip(),
+                );
+                problem.map_or(Ok(()), |m| Err(invalid(m)))
+            }
+            Command::AddService(o) => {
+                let adm::ServiceSpec::Addr { addr, .. } = &o.service else {
+                    return Ok(());
+                };
+                let ip = *addr.ip();
+                if let Some(why) = crate::config::not_unicast(ip) {
+                    return Err(invalid(format!("{ip} is {why}, not a virtual address")));
+                }
+                let own = self.ports.iter().enumerate().find_map(|(k, p)| {
+                    p.addresses.iter().find_map(|c| {
+                        if c.addr == ip {
+                            Some(format!(
+                                "an address of the appliance itself (port[{k}] {:?})",
+                                p.name
+                            ))
+                        } else {
+                            crate::config::subnet_special(c, ip)
+                                .map(|w| format!("the {w} address of port[{k}]'s network"))
+                        }
+                    })
+                });
+                match own {
+                    Some(what) => Err(invalid(format!("{ip} is {what}, not a virtual address"))),
+                    None if self.snap.is_lip(ip) => Err(invalid(format!(
+                        "{ip} is a FullNAT local address, not a virtual address"
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Rebuilds service `key` in the snapshot from its entry (or removes it when it has no

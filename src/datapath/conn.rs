@@ -1580,6 +1580,12 @@ mod tests {
     }
 
     #[test]
+    fn the_config_bound_fits_one_table() {
+        // `max_connections` (all of it, with one worker) must be addressable by the index.
+        const { assert!(crate::config::MAX_CONNECTIONS <= MAX_SLOTS) };
+    }
+
+    #[test]
     fn bound_refuses_and_slots_are_reused() {
         let d = dest();
         let mut t = ConnTable::new(2, Timeouts::default());
