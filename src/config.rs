@@ -319,6 +319,10 @@ pub struct RealConfig {
     pub health: crate::health::config::RealHealthConfig,
     /// Its health checks (none: always up).
     pub checks: Vec<crate::health::config::CheckConfig>,
+    /// Script run (`/bin/sh -c`) when its checks turn it up (keepalived's `notify_up`).
+    pub notify_up: Option<String>,
+    /// Script run when its checks turn it down (keepalived's `notify_down`).
+    pub notify_down: Option<String>,
 }
 
 /// A virtual service.
@@ -477,6 +481,8 @@ struct RawReal {
     health: crate::health::config::RealHealthConfig,
     #[serde(default)]
     check: Vec<crate::health::config::CheckConfig>,
+    notify_up: Option<String>,
+    notify_down: Option<String>,
 }
 
 fn one() -> u32 {
@@ -926,6 +932,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 l_threshold: r.l_threshold,
                 health: r.health.clone(),
                 checks: r.check.clone(),
+                notify_up: script(&r.notify_up).map_err(|m| err(g("notify_up"), m))?,
+                notify_down: script(&r.notify_down).map_err(|m| err(g("notify_down"), m))?,
             });
         }
         let mut local_addresses = Vec::new();
@@ -1008,6 +1016,14 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vrrp,
         sync,
     })
+}
+
+/// A hook script: absent, or a non-empty command line.
+fn script(s: &Option<String>) -> Result<Option<String>, String> {
+    match s {
+        Some(t) if t.trim().is_empty() => Err("must be a command (or be left out)".into()),
+        other => Ok(other.clone()),
+    }
 }
 
 fn parse_sockaddr(s: &str) -> Result<SocketAddrV4, String> {

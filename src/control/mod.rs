@@ -3,8 +3,8 @@
 //! that tapvsadm talks to ([`socket`]), the rate estimator ([`estimator`]), the Prometheus endpoint
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
 //! thread that runs the checkers on it and applies their verdicts ([`checks`]), and the
-//! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]) and the change log
-//! ([`changelog`]). It changes
+//! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]), the change log
+//! ([`changelog`]) and the hook scripts ([`script`]). It changes
 //! what the data path does only by publishing snapshots.
 
 pub mod announce;
@@ -15,6 +15,7 @@ pub mod host;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
+pub mod script;
 pub mod shared;
 pub mod socket;
 pub mod sync;

@@ -11,7 +11,6 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -59,7 +58,7 @@ pub struct VrrpThread {
     port_rejected: Vec<[u64; Reject::COUNT]>,
     buf: Vec<u8>,
     ident: u16,
-    children: Vec<Child>,
+    scripts: crate::control::script::Scripts,
     sync: crate::control::sync::SyncDaemon,
 }
 
@@ -136,7 +135,7 @@ impl VrrpThread {
             port_rejected: vec![[0; Reject::COUNT]; cfg.ports.len()],
             buf: vec![0u8; 2048],
             ident: 0,
-            children: Vec::new(),
+            scripts: crate::control::script::Scripts::new(),
             sync: crate::control::sync::SyncDaemon::new(),
         }
     }
@@ -176,8 +175,7 @@ impl VrrpThread {
                 last_track = now;
             }
             self.publish();
-            self.children
-                .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            self.scripts.reap();
             let next = self
                 .insts
                 .iter()
@@ -490,21 +488,15 @@ impl VrrpThread {
             }
         }
         for (script, args) in cmds {
-            let spawned = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(format!("{script} \"$@\""))
-                .arg("sh")
-                .args(&args)
-                .env("TAPVS_VRRP_INSTANCE", &cfg.name)
-                .env("TAPVS_VRRP_STATE", state.as_str())
-                .stdin(Stdio::null())
-                .spawn();
-            match spawned {
-                Ok(c) => self.children.push(c),
-                Err(e) => {
-                    tracing::warn!(instance = %cfg.name, error = %e, "notify script failed to start")
-                }
-            }
+            self.scripts.spawn(
+                &format!("vrrp instance {} notify", cfg.name),
+                &script,
+                &args,
+                &[
+                    ("TAPVS_VRRP_INSTANCE", &cfg.name),
+                    ("TAPVS_VRRP_STATE", state.as_str()),
+                ],
+            );
         }
     }
 
