@@ -258,3 +258,30 @@ fn converted_configs_run_and_list_as_expected() {
     listing_matches(1, 2);
     listing_matches(3, 3);
 }
+
+#[test]
+fn the_inputs_are_keepalived_configs_keepalived_accepts() {
+    // keepalived itself is the oracle for the inputs: `keepalived -t` parses them (its exit
+    // status also reflects interfaces this machine lacks, so only the parser's complaints are
+    // checked).
+    if Command::new("keepalived").arg("-v").output().is_err() {
+        eprintln!("skipped: keepalived is not installed");
+        return;
+    }
+    for i in 1..=5 {
+        let conf = dir().join(format!("{i}.conf"));
+        let out = Command::new("keepalived")
+            .args(["-t", "-l", "-D", "-f"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for bad in ["Unknown keyword", "syntax", "Unexpected", "missing"] {
+            assert!(!text.contains(bad), "{i}.conf: keepalived -t says:\n{text}");
+        }
+    }
+}
