@@ -72,6 +72,16 @@ pub type Error = parse::Error;
 /// Imports `path` (and what it includes).
 pub fn import(path: &Path, ports: Option<Ports<'_>>) -> Result<Imported, Error> {
     let (nodes, notices) = parse::parse_file(path)?;
+    convert(&nodes, notices, path, ports)
+}
+
+/// Converts a parsed tree that came from `path`.
+fn convert(
+    nodes: &[Node],
+    notices: Vec<parse::Notice>,
+    path: &Path,
+    ports: Option<Ports<'_>>,
+) -> Result<Imported, Error> {
     let mut c = Conv::default();
     for n in notices {
         c.reports.push(Report {
@@ -80,7 +90,7 @@ pub fn import(path: &Path, ports: Option<Ports<'_>>) -> Result<Imported, Error> 
             unsupported: false,
         });
     }
-    c.top(&nodes)?;
+    c.top(nodes)?;
     let mut out = c.finish(path, ports);
     // File order: by file, then line (numerically).
     out.reports.sort_by_key(|r| {
@@ -1065,6 +1075,108 @@ mod tests {
         let r = import(&f, None);
         let _ = std::fs::remove_dir_all(&dir);
         r
+    }
+
+    /// Random statements from keepalived's vocabulary (and junk) never panic the parser or
+    /// the converter: every outcome is a TOML text or an error with a place.
+    #[test]
+    fn random_input_never_panics() {
+        const WORDS: &[&str] = &[
+            "virtual_server",
+            "real_server",
+            "virtual_server_group",
+            "group",
+            "fwmark",
+            "vrrp_instance",
+            "global_defs",
+            "lvs_timeouts",
+            "lvs_sync_daemon",
+            "tcp",
+            "udp",
+            "HTTP_GET",
+            "SSL_GET",
+            "TCP_CHECK",
+            "UDP_CHECK",
+            "MISC_CHECK",
+            "PING_CHECK",
+            "url",
+            "path",
+            "status_code",
+            "digest",
+            "payload",
+            "require_reply",
+            "misc_path",
+            "lb_algo",
+            "lb_kind",
+            "NAT",
+            "DR",
+            "TUN",
+            "FNAT",
+            "type",
+            "gre",
+            "sorry_server",
+            "quorum",
+            "weight",
+            "persistence_timeout",
+            "persistence_granularity",
+            "interface",
+            "virtual_ipaddress",
+            "unicast_peer",
+            "track_interface",
+            "authentication",
+            "auth_pass",
+            "notify_up",
+            "include",
+            "local_address_group",
+            "laddr_group_name",
+            "1.2.3.4",
+            "1.2.3.4-9",
+            "10.0.0.0/30",
+            "10.0.0.0/0",
+            "80",
+            "0",
+            "-1",
+            "99999",
+            "1e9",
+            "nan",
+            "x",
+            "{",
+            "}",
+            "\"",
+            "'",
+            "#",
+            "!",
+            "\n",
+            "\n",
+            "\n",
+            "ab\\x",
+            "::1",
+            "255.255.255.0",
+            "24",
+            "rr",
+            "on",
+            "off",
+            "X1",
+            "0x",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let n = (next() % 60) as usize;
+            let text: Vec<&str> = (0..n)
+                .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+                .collect();
+            let text = text.join(" ");
+            if let Ok((nodes, notices)) = parse::parse_text(&text, Path::new("/nonexistent/r.conf"))
+            {
+                let _ = convert(&nodes, notices, Path::new("r.conf"), None);
+            }
+        }
     }
 
     #[test]
