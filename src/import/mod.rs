@@ -840,6 +840,9 @@ impl Conv {
                         match (a.keyword.as_str(), a.arg_texts().as_slice()) {
                             ("auth_type", ["PASS"]) => {}
                             ("auth_pass", [p]) => {
+                                if p.chars().count() > 8 {
+                                    self.note(a, "'auth_pass' longer than 8 characters: only the first 8 are used (as keepalived)".into());
+                                }
                                 kv.set("auth_pass", q(&p.chars().take(8).collect::<String>()))
                             }
                             _ => self.unsupported(a),
@@ -856,7 +859,10 @@ impl Conv {
                 }
                 "virtual_ipaddress" => {
                     for a in c.block.as_deref().unwrap_or_default() {
-                        let ip = a.keyword.split('/').next().unwrap_or_default();
+                        let (ip, mask) = a.keyword.split_once('/').unwrap_or((&a.keyword, "32"));
+                        if mask != "32" {
+                            self.note(a, format!("'{}': the prefix length /{mask} is dropped (tapvs virtual addresses are host addresses)", a.keyword));
+                        }
                         if ip.contains(':') {
                             self.unsupported_value(a, "(IPv6)");
                             continue;
