@@ -1290,6 +1290,35 @@ weight = 3
     }
 
     #[test]
+    fn notify_and_quorum_scripts_parse_and_must_not_be_blank() {
+        let text = GOOD
+            .replace(
+                "scheduler = \"rr\"",
+                "scheduler = \"rr\"\nhealth = { quorum_up = \"/bin/q up\", quorum_down = \"/bin/q down\" }",
+            )
+            .replace(
+                "weight = 3",
+                "weight = 3\nnotify_up = \"/bin/n up\"\nnotify_down = \"/bin/n down\"",
+            );
+        let c = parse_str(&text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.reals[1].notify_up.as_deref(), Some("/bin/n up"));
+        assert_eq!(s.reals[1].notify_down.as_deref(), Some("/bin/n down"));
+        assert_eq!(s.reals[0].notify_up, None);
+        assert_eq!(s.health.quorum_down.as_deref(), Some("/bin/q down"));
+        expect_err(
+            &text.replace("\"/bin/n up\"", "\" \""),
+            "service[0].real[1].notify_up",
+            "must be a command",
+        );
+        expect_err(
+            &text.replace("\"/bin/q up\"", "\"\""),
+            "service[0].health.quorum_up",
+            "must be a command",
+        );
+    }
+
+    #[test]
     fn cidr_contains() {
         let c = Cidr::parse("10.1.2.3/16").unwrap();
         assert!(c.contains("10.1.200.1".parse().unwrap()));
