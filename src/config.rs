@@ -319,6 +319,10 @@ pub struct RealConfig {
     pub health: crate::health::config::RealHealthConfig,
     /// Its health checks (none: always up).
     pub checks: Vec<crate::health::config::CheckConfig>,
+    /// Script run (`/bin/sh -c`) when its checks turn it up (keepalived's `notify_up`).
+    pub notify_up: Option<String>,
+    /// Script run when its checks turn it down (keepalived's `notify_down`).
+    pub notify_down: Option<String>,
 }
 
 /// A virtual service.
@@ -481,6 +485,8 @@ struct RawReal {
     health: crate::health::config::RealHealthConfig,
     #[serde(default)]
     check: Vec<crate::health::config::CheckConfig>,
+    notify_up: Option<String>,
+    notify_down: Option<String>,
 }
 
 fn one() -> u32 {
@@ -1055,6 +1061,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 l_threshold: r.l_threshold,
                 health: r.health.clone(),
                 checks: r.check.clone(),
+                notify_up: script(&r.notify_up).map_err(|m| err(g("notify_up"), m))?,
+                notify_down: script(&r.notify_down).map_err(|m| err(g("notify_down"), m))?,
             });
         }
         let mut local_addresses = Vec::new();
@@ -1238,6 +1246,14 @@ fn check_real_addresses(
         }
     }
     Ok(())
+}
+
+/// A hook script: absent, or a non-empty command line.
+fn script(s: &Option<String>) -> Result<Option<String>, String> {
+    match s {
+        Some(t) if t.trim().is_empty() => Err("must be a command (or be left out)".into()),
+        other => Ok(other.clone()),
+    }
 }
 
 fn parse_sockaddr(s: &str) -> Result<SocketAddrV4, String> {
@@ -1723,6 +1739,35 @@ weight = 3
             ),
             "service[0].health.sorry_server",
             "address of the appliance itself",
+        );
+    }
+
+    #[test]
+    fn notify_and_quorum_scripts_parse_and_must_not_be_blank() {
+        let text = GOOD
+            .replace(
+                "scheduler = \"rr\"",
+                "scheduler = \"rr\"\nhealth = { quorum_up = \"/bin/q up\", quorum_down = \"/bin/q down\" }",
+            )
+            .replace(
+                "weight = 3",
+                "weight = 3\nnotify_up = \"/bin/n up\"\nnotify_down = \"/bin/n down\"",
+            );
+        let c = parse_str(&text).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.reals[1].notify_up.as_deref(), Some("/bin/n up"));
+        assert_eq!(s.reals[1].notify_down.as_deref(), Some("/bin/n down"));
+        assert_eq!(s.reals[0].notify_up, None);
+        assert_eq!(s.health.quorum_down.as_deref(), Some("/bin/q down"));
+        expect_err(
+            &text.replace("\"/bin/n up\"", "\" \""),
+            "service[0].real[1].notify_up",
+            "must be a command",
+        );
+        expect_err(
+            &text.replace("\"/bin/q up\"", "\"\""),
+            "service[0].health.quorum_up",
+            "must be a command",
         );
     }
 

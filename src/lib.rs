@@ -3,7 +3,8 @@
 //! The crate holds the daemon, in folders by role: the data path ([`datapath`]: workers,
 //! pipeline, connection table, neighbours, routes, steering), the control plane ([`control`]:
 //! runtime, live table, control socket, metrics, host stack), the configuration ([`config`]),
-//! health checks ([`health`]), every system call ([`sys`]) and the real-server helpers ([`rs`]).
+//! health checks ([`health`]), every system call ([`sys`]), the real-server helpers ([`rs`]) and the
+//! keepalived.conf importer ([`import`]).
 //! Packet views and rewrites, and the protocol and forwarding-method types every layer shares,
 //! live in the `modes` crate, schedulers in the `sched` crate, and tapvsadm's parser, listing
 //! formats and control-socket messages in the `tapvs_adm` crate. The network-namespace harness
@@ -16,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod health;
+pub mod import;
 pub mod rs;
 pub mod scaleout;
 pub mod syncd;

@@ -1,5 +1,6 @@
 //! The `tapvs` command: `run` the daemon from a config file, `check` a config, `reload` or
-//! `capture` from the running daemon, run the self-contained `demo`, and the real-server tools.
+//! `capture` from the running daemon, convert a keepalived.conf (`import-keepalived`), run the
+//! self-contained `demo`, and the real-server tools.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,25 @@ enum Cmd {
         /// The configuration file.
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Print the tapvs TOML equivalent of a keepalived.conf (includes followed). Keywords
+    /// without a tapvs equivalent are reported on stderr as FILE:LINE (exit 0, or 1 with
+    /// --strict); a syntax error exits 2.
+    ImportKeepalived {
+        /// The keepalived.conf to convert.
+        #[arg(required_unless_present = "list")]
+        file: Option<PathBuf>,
+        /// A TOML fragment with the [[port]] sections (and [[route]]s, ...), copied verbatim;
+        /// port names must be the keepalived interface names. Without it the ports are
+        /// commented placeholders.
+        #[arg(long)]
+        ports: Option<PathBuf>,
+        /// Exit 1 when any keyword was ignored.
+        #[arg(long)]
+        strict: bool,
+        /// Print the keepalived keywords the import converts, and exit.
+        #[arg(long)]
+        list: bool,
     },
     /// Build a throwaway netns topology (a client, two real servers), balance HTTP through a
     /// VIP in NAT mode with rr, print the split, and clean up. Needs root and /dev/net/tun.
@@ -171,6 +191,12 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Cmd::Run { config, socket } => run(&config, socket),
+        Cmd::ImportKeepalived {
+            file,
+            ports,
+            strict,
+            list,
+        } => import_keepalived(file.as_deref(), ports.as_deref(), strict, list),
         Cmd::Reload { config, socket } => reload(config.as_deref(), socket),
         Cmd::Capture {
             service,
@@ -216,6 +242,67 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn import_keepalived(
+    file: Option<&Path>,
+    ports: Option<&Path>,
+    strict: bool,
+    list: bool,
+) -> ExitCode {
+    use tapvs::import;
+    if list {
+        for (block, kws) in import::SUPPORTED {
+            println!("{block}: {kws}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(file) = file else {
+        eprintln!("tapvs: import-keepalived: a keepalived.conf is required");
+        return ExitCode::from(2);
+    };
+    let ports_text = match ports {
+        None => None,
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => match import::check_ports(p, &t) {
+                Ok(()) => Some((p, t)),
+                Err(e) => {
+                    eprintln!("tapvs: import-keepalived: --ports {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("tapvs: import-keepalived: --ports {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let given = ports_text.as_ref().map(|(p, t)| import::Ports {
+        file: p,
+        text: t.as_str(),
+    });
+    match import::import(file, given) {
+        Ok(out) => {
+            println!("{}", out.toml);
+            let mut ignored = 0;
+            for r in &out.reports {
+                eprintln!("{r}");
+                ignored += usize::from(r.unsupported);
+            }
+            if ignored > 0 {
+                eprintln!("tapvs: import-keepalived: {ignored} keyword(s) ignored");
+            }
+            if strict && ignored > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("tapvs: import-keepalived: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

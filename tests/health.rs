@@ -4,7 +4,8 @@
 //! inhibit_on_failure keeps the server at weight 0; below quorum the sorry server takes the
 //! traffic; alpha starts servers down; MISC_CHECK and misc_dynamic set weights; SSL_GET passes
 //! against a TLS server with a test certificate; the checks' packets leave from the appliance's
-//! address (captured on a real server).
+//! address (captured on a real server); notify_up/notify_down and quorum_up/quorum_down scripts
+//! run on the verdicts.
 
 mod common;
 
@@ -394,4 +395,73 @@ fn ping_and_udp_checks_run_through_the_host_stack() {
     drop(echo);
     // Without the responder the kernel answers port unreachable: the check fails.
     assert!(wait(10, || line(&lab, 1).is_none()), "{}", listing(&lab));
+}
+
+#[test]
+fn notify_and_quorum_scripts_run_on_down_and_up() {
+    if !precheck() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tapvs-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("events");
+    let log = log.display();
+    let real = format!(
+        "notify_up = \"echo real $TAPVS_REAL $TAPVS_STATE >> {log}\"\n\
+         notify_down = \"echo real $TAPVS_REAL $TAPVS_STATE >> {log}\"\n"
+    );
+    let health = format!(
+        "{FAST}, quorum_up = \"echo quorum $TAPVS_PROTOCOL $TAPVS_SERVICE $TAPVS_STATE >> {log}\", \
+         quorum_down = \"echo quorum $TAPVS_PROTOCOL $TAPVS_SERVICE $TAPVS_STATE >> {log}\""
+    );
+    let (lab, rs1) = serve_first_then_start(&health, &real);
+    let events = || std::fs::read_to_string(dir.join("events")).unwrap_or_default();
+    let rs_addr = format!("{}:80", lab::real_addr(0));
+    let down = format!("real {rs_addr} DOWN");
+    let up = format!("real {rs_addr} UP");
+    let q_down = format!("quorum TCP {}:80 DOWN", lab::VIP);
+    let q_up = format!("quorum TCP {}:80 UP", lab::VIP);
+    // Up from the start (no alpha): no script runs until a verdict changes.
+    assert!(wait(5, || line(&lab, 0).is_some()), "{}", listing(&lab));
+    assert_eq!(events(), "", "nothing ran at start");
+    drop(rs1);
+    assert!(
+        wait(10, || {
+            let e = events();
+            e.contains(&down) && e.contains(&q_down)
+        }),
+        "{:?}",
+        events()
+    );
+    assert!(!events().contains(&up), "{:?}", events());
+    let _rs1 = serve(&lab, 0);
+    assert!(
+        wait(10, || {
+            let e = events();
+            e.contains(&up) && e.contains(&q_up)
+        }),
+        "{:?}",
+        events()
+    );
+    let e = events();
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 4, "{e:?}");
+    let pos = |s: &str| lines.iter().position(|l| *l == s).unwrap();
+    assert!(pos(&down) < pos(&up) && pos(&q_down) < pos(&q_up), "{e:?}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A lab with one real server whose listener runs before tapvs starts (so it is up from the
+/// first check), with the given service `health` and real-server settings.
+fn serve_first_then_start(health: &str, real: &str) -> (Lab, HttpServer) {
+    let mut lab = Lab::build(1).unwrap();
+    let rs = serve(&lab, 0);
+    lab.start(&format!(
+        "{}{}",
+        lab::base_config(2),
+        service(health, &[(0, 1, real, TCP)])
+    ))
+    .expect("start tapvs");
+    (lab, rs)
 }

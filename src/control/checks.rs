@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::host::HostNet;
+use crate::control::script::Scripts;
 use crate::control::shared::Shared;
 use crate::control::table::{Health, SvcKey};
 use crate::health::engine::{Event, QuorumEvent, RealServerHealth, ServiceHealth, SplitMix64};
@@ -28,6 +29,9 @@ struct Real {
     /// What its checks were built from ([`fingerprint`]): a reload keeps the state of a real
     /// server whose fingerprint is unchanged.
     conf: String,
+    /// `notify_up` and `notify_down` scripts.
+    notify_up: Option<String>,
+    notify_down: Option<String>,
 }
 
 /// The settings a real server's checks are built from, compared across reloads.
@@ -40,6 +44,9 @@ struct Svc {
     quorum: ServiceHealth,
     /// Configured weight of the real servers without checks (always live).
     static_weight: u64,
+    /// `quorum_up` and `quorum_down` scripts.
+    quorum_up: Option<String>,
+    quorum_down: Option<String>,
 }
 
 /// The running checks.
@@ -47,6 +54,7 @@ pub struct Checks {
     net: HostNet,
     reals: Vec<Real>,
     services: Vec<Svc>,
+    scripts: Scripts,
 }
 
 /// Whether any real server of the config has health checks.
@@ -95,6 +103,8 @@ impl Checks {
                     inhibit,
                     health,
                     conf: fingerprint(s, r),
+                    notify_up: r.notify_up.clone(),
+                    notify_down: r.notify_down.clone(),
                 });
             }
             let live: u64 = static_weight
@@ -106,6 +116,8 @@ impl Checks {
                 key,
                 quorum: s.health.service_health(live),
                 static_weight,
+                quorum_up: s.health.quorum_up.clone(),
+                quorum_down: s.health.quorum_down.clone(),
             });
             if let Some(sorry) = s.sorry_server {
                 let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
@@ -117,6 +129,7 @@ impl Checks {
             net,
             reals,
             services,
+            scripts: Scripts::new(),
         };
         for i in 0..checks.reals.len() {
             checks.apply(shared, i);
@@ -161,6 +174,8 @@ impl Checks {
                 match old.remove(&(key, r.addr)) {
                     Some(mut o) if o.conf == conf => {
                         o.svc = svc;
+                        o.notify_up = r.notify_up.clone();
+                        o.notify_down = r.notify_down.clone();
                         kept += 1;
                         self.reals.push(o);
                     }
@@ -192,6 +207,8 @@ impl Checks {
                             inhibit,
                             health,
                             conf,
+                            notify_up: r.notify_up.clone(),
+                            notify_down: r.notify_down.clone(),
                         });
                     }
                 }
@@ -205,6 +222,8 @@ impl Checks {
                 key,
                 quorum: s.health.service_health(live),
                 static_weight,
+                quorum_up: s.health.quorum_up.clone(),
+                quorum_down: s.health.quorum_down.clone(),
             });
             let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
             match s.sorry_server {
@@ -291,6 +310,25 @@ impl Checks {
         }
     }
 
+    /// Runs service `s`'s `quorum_up` (`up`) or `quorum_down` script, if it has one.
+    fn quorum_hook(&mut self, s: usize, up: bool) {
+        let svc = &self.services[s];
+        let script = if up { &svc.quorum_up } else { &svc.quorum_down };
+        if let Some(script) = script {
+            let (proto, service) = (svc.key.0.name().to_string(), svc.key.1.to_string());
+            self.scripts.spawn(
+                &format!("service {service} quorum"),
+                script,
+                &[],
+                &[
+                    ("TAPVS_PROTOCOL", &proto),
+                    ("TAPVS_SERVICE", &service),
+                    ("TAPVS_STATE", if up { "UP" } else { "DOWN" }),
+                ],
+            );
+        }
+    }
+
     /// Runs until the daemon stops.
     pub fn run(mut self, shared: Arc<Shared>) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&shared.host_wake);
@@ -334,6 +372,26 @@ impl Checks {
                     _ => format!("up weight {}", r.health.weight()),
                 };
                 crate::control::changelog::health(svc.1, r.addr, &before, &after);
+                let hook = match &ev {
+                    Event::Up { .. } => r.notify_up.as_deref().map(|s| (s, "UP")),
+                    Event::Down { .. } => r.notify_down.as_deref().map(|s| (s, "DOWN")),
+                    Event::Weight(_) => None,
+                };
+                if let Some((script, state)) = hook {
+                    let (proto, real) = (svc.0.name().to_string(), r.addr.to_string());
+                    let service = svc.1.to_string();
+                    self.scripts.spawn(
+                        &format!("real server {real} notify"),
+                        script,
+                        &[],
+                        &[
+                            ("TAPVS_PROTOCOL", &proto),
+                            ("TAPVS_SERVICE", &service),
+                            ("TAPVS_REAL", &real),
+                            ("TAPVS_STATE", state),
+                        ],
+                    );
+                }
                 self.apply(&shared, i);
                 let s = r.svc;
                 let live = self.services[s].static_weight
@@ -348,15 +406,18 @@ impl Checks {
                         tracing::warn!(service = %svc.1, live, "quorum lost: sorry server in");
                         self.set_sorry(&shared, s, true);
                         self.publish_quorum(&shared);
+                        self.quorum_hook(s, false);
                     }
                     Some(QuorumEvent::Regained) => {
                         tracing::info!(service = %svc.1, live, "quorum regained: sorry server out");
                         self.set_sorry(&shared, s, false);
                         self.publish_quorum(&shared);
+                        self.quorum_hook(s, true);
                     }
                     None => {}
                 }
             }
+            self.scripts.reap();
             self.net.poll();
             let now = Instant::now();
             let next = self

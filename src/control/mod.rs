@@ -4,8 +4,9 @@
 //! ([`metrics`]), the host stack that health checks speak through ([`host`]) and the health
 //! thread that runs the checkers on it and applies their verdicts ([`checks`]), and the
 //! scale-out route announcer ([`announce`]), the hitless reload ([`reload`]), the change log
-//! ([`changelog`]) and the live capture's session ([`capture`]). It changes what the data
-//! path does only by publishing snapshots (and, for a capture, by setting its filter).
+//! ([`changelog`]), the live capture's session ([`capture`]) and the hook scripts
+//! ([`script`]). It changes what the data path does only by publishing snapshots (and, for a
+//! capture, by setting its filter).
 
 pub mod announce;
 pub mod capture;
@@ -16,6 +17,7 @@ pub mod host;
 pub mod metrics;
 pub mod reload;
 pub mod runtime;
+pub mod script;
 pub mod shared;
 pub mod socket;
 pub mod sync;

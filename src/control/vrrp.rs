@@ -13,7 +13,6 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -75,7 +74,7 @@ pub struct VrrpThread {
     port_rejected: Vec<[u64; Reject::COUNT]>,
     buf: Vec<u8>,
     ident: u16,
-    children: Vec<Child>,
+    scripts: crate::control::script::Scripts,
     sync: crate::control::sync::SyncDaemon,
 }
 
@@ -170,7 +169,7 @@ impl VrrpThread {
             port_rejected: vec![[0; Reject::COUNT]; cfg.ports.len()],
             buf: vec![0u8; 2048],
             ident: 0,
-            children: Vec::new(),
+            scripts: crate::control::script::Scripts::new(),
             sync: crate::control::sync::SyncDaemon::new(),
         }
     }
@@ -218,8 +217,7 @@ impl VrrpThread {
             }
             self.sync_groups(now);
             self.publish();
-            self.children
-                .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            self.scripts.reap();
             let now = self.now();
             let next = self
                 .insts
@@ -442,7 +440,8 @@ impl VrrpThread {
                         ("TAPVS_VRRP_GROUP", cfg.name.clone()),
                         ("TAPVS_VRRP_STATE", state.as_str().to_string()),
                     ];
-                    self.spawn(&s, &[], &envs);
+                    let what = format!("vrrp sync group {} notify", cfg.name);
+                    self.spawn(&what, &s, &[], &envs);
                 }
             }
         }
@@ -631,25 +630,16 @@ impl VrrpThread {
             ("TAPVS_VRRP_INSTANCE", cfg.name.clone()),
             ("TAPVS_VRRP_STATE", state.as_str().to_string()),
         ];
+        let what = format!("vrrp instance {} notify", cfg.name);
         for (script, args) in cmds {
-            self.spawn(&script, &args, &envs);
+            self.spawn(&what, &script, &args, &envs);
         }
     }
 
-    /// Starts `script` through `/bin/sh -c` with `args` and `envs` (reaped later).
-    fn spawn(&mut self, script: &str, args: &[String], envs: &[(&str, String)]) {
-        let spawned = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("{script} \"$@\""))
-            .arg("sh")
-            .args(args)
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(c) => self.children.push(c),
-            Err(e) => tracing::warn!(script, error = %e, "notify script failed to start"),
-        }
+    /// Starts `script` through the shared hook-script runner with `args` and `envs`.
+    fn spawn(&mut self, what: &str, script: &str, args: &[String], envs: &[(&str, String)]) {
+        let env: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.scripts.spawn(what, script, args, &env);
     }
 
     /// Copies the counters where `/metrics` reads them.

@@ -107,6 +107,10 @@ pub struct ServiceHealthConfig {
     pub sorry_server: Option<String>,
     /// Down real servers get weight 0 instead of being removed (default false).
     pub inhibit_on_failure: Option<bool>,
+    /// Script run (`/bin/sh -c`) when the quorum is regained (keepalived's `quorum_up`).
+    pub quorum_up: Option<String>,
+    /// Script run when the quorum is lost (keepalived's `quorum_down`).
+    pub quorum_down: Option<String>,
 }
 
 impl ServiceHealthConfig {
@@ -125,6 +129,14 @@ impl ServiceHealthConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         self.timing().validate()?;
         self.sorry_server()?;
+        for (f, s) in [
+            ("quorum_up", &self.quorum_up),
+            ("quorum_down", &self.quorum_down),
+        ] {
+            if s.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err((f.into(), "must be a command (or be left out)".into()));
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,287 @@
+//! `tapvs import-keepalived` end to end: five keepalived.conf files of increasing size
+//! (`tests/import/1.conf` .. `5.conf`, the fifth with globbed includes, a virtual_server_group,
+//! several checkers, VRRP, sync and unsupported keywords) convert to the TOML and stderr report
+//! of their goldens (`N.toml`, `N.stderr`; `TAPVS_BLESS=1` rewrites them); every output passes
+//! `tapvs check`; `--strict` fails exactly when keywords were ignored; without `--ports` the
+//! ports are commented placeholders; syntax errors name file and line. Two converted configs
+//! run a daemon in a namespace lab whose `tapvsadm -L -n` listing matches a golden (`N.list`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::lab::{self, Lab};
+use tapvs_lab::netns::{precheck, wait_until};
+
+const TAPVS: &str = env!("CARGO_BIN_EXE_tapvs");
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import")
+}
+
+/// Runs `tapvs ARGS` from the crate root (so paths in the output are relative).
+fn tapvs(args: &[&str]) -> Output {
+    Command::new(TAPVS)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run tapvs")
+}
+
+fn bless() -> bool {
+    std::env::var_os("TAPVS_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Compares `got` with the golden file `name` (or writes it with TAPVS_BLESS=1).
+fn golden(name: &str, got: &str) {
+    let path = dir().join(name);
+    if bless() {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (TAPVS_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        got,
+        want,
+        "{} differs (TAPVS_BLESS=1 rewrites it)",
+        path.display()
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tapvs-import-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn five_configs_convert_to_their_goldens_and_pass_check() {
+    for i in 1..=5 {
+        let conf = format!("tests/import/{i}.conf");
+        let out = tapvs(&[
+            "import-keepalived",
+            "--ports",
+            "tests/import/ports.toml",
+            &conf,
+        ]);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{conf}: {:?}\n{stderr}", out.status);
+        golden(&format!("{i}.toml"), &stdout);
+        golden(&format!("{i}.stderr"), &stderr);
+        let f = scratch(&format!("{i}.toml"));
+        std::fs::write(&f, &stdout).unwrap();
+        let check = tapvs(&["check", "--config", f.to_str().unwrap()]);
+        assert!(
+            check.status.success(),
+            "{conf}: tapvs check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        // --strict fails exactly when something was ignored.
+        let strict = tapvs(&[
+            "import-keepalived",
+            "--strict",
+            "--ports",
+            "tests/import/ports.toml",
+            &conf,
+        ]);
+        let ignored = stderr.contains("has no tapvs equivalent");
+        assert_eq!(strict.status.code(), Some(i32::from(ignored)), "{conf}");
+        assert_eq!(String::from_utf8(strict.stdout).unwrap(), stdout);
+    }
+    // The sizes increase, and the largest has the unsupported keywords reported by line.
+    let lines = |f: &str| {
+        std::fs::read_to_string(dir().join(f))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let mut sizes: Vec<usize> = (1..=5).map(|i| lines(&format!("{i}.conf"))).collect();
+    sizes[4] += [
+        "5.d/10-vrrp.conf",
+        "5.d/20-dns.conf",
+        "5.d/reals/a.inc",
+        "5.d/reals/b.inc",
+    ]
+    .map(lines)
+    .iter()
+    .sum::<usize>();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    let report = std::fs::read_to_string(dir().join("5.stderr")).unwrap();
+    for line in [
+        "tests/import/5.conf:20: 'vrrp_sync_group' has no tapvs equivalent",
+        "tests/import/5.conf:30: 'fwmark' (fwmark services) has no tapvs equivalent (ignored)",
+        "tests/import/5.d/20-dns.conf:10: 'DNS_CHECK' has no tapvs equivalent",
+        "tests/import/5.d/reals/a.inc:8: 'regex' has no tapvs equivalent (ignored)",
+    ] {
+        assert!(report.contains(line), "{line:?} not in\n{report}");
+    }
+    let _ = std::fs::remove_dir_all(scratch("x").parent().unwrap());
+}
+
+#[test]
+fn without_ports_the_ports_are_placeholders() {
+    let out = tapvs(&["import-keepalived", "tests/import/4.conf"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stdout.contains("# [[port]]\n# name = \"eth0\"\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("# name = \"eth1\"\n"), "{stdout}");
+    assert!(!stdout.contains("\n[[port]]"), "{stdout}");
+    assert!(
+        stderr.contains("tests/import/4.conf: no --ports given: the [[port]] sections for eth0, eth1 are commented placeholders"),
+        "{stderr}"
+    );
+    let f = scratch("placeholders.toml");
+    std::fs::write(&f, &stdout).unwrap();
+    let check = tapvs(&["check", "--config", f.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("at least one [[port]]"));
+    let _ = std::fs::remove_file(f);
+}
+
+#[test]
+fn bad_input_names_file_and_line_and_changes_nothing() {
+    let f = scratch("broken.conf");
+    std::fs::write(
+        &f,
+        "virtual_server 207.175.44.110 80 {\n  lb_algo rr\n  real_server 172.16.0.2 80 {\n",
+    )
+    .unwrap();
+    let out = tapvs(&["import-keepalived", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "tapvs: import-keepalived: {}:3: 'real_server' block is not closed (missing '}}')\n",
+            f.display()
+        )
+    );
+    std::fs::write(
+        &f,
+        "virtual_server 207.175.44.110 80 {\n  lb_algo magic\n}\n",
+    )
+    .unwrap();
+    let out = tapvs(&["import-keepalived", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains(&format!(
+        "{}:2: 'lb_algo': \"magic\" is not a scheduler",
+        f.display()
+    )));
+    let out = tapvs(&["import-keepalived", "/nonexistent/keepalived.conf"]);
+    assert_eq!(out.status.code(), Some(2));
+    let bad_ports = scratch("bad-ports.toml");
+    std::fs::write(&bad_ports, "[[port]\n").unwrap();
+    let out = tapvs(&[
+        "import-keepalived",
+        "--ports",
+        bad_ports.to_str().unwrap(),
+        "tests/import/1.conf",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("not TOML"));
+    let list = tapvs(&["import-keepalived", "--list"]);
+    assert!(list.status.success());
+    assert!(String::from_utf8(list.stdout)
+        .unwrap()
+        .contains("MISC_CHECK"));
+    let _ = std::fs::remove_file(f);
+    let _ = std::fs::remove_file(bad_ports);
+}
+
+/// The lab's ports (with its own control socket), named as the keepalived interfaces.
+fn lab_ports() -> String {
+    lab::base_config(2)
+        .replace("name = \"ext\"", "name = \"eth0\"")
+        .replace("name = \"int\"", "name = \"eth1\"")
+}
+
+/// Converts `N.conf` with the lab's ports, starts it in a lab with HTTP servers on port 80
+/// of real servers 0 and 1, and compares `tapvsadm -L -n` with `N.list` once the checks ran.
+fn listing_matches(i: usize, reals: usize) {
+    let ports = lab_ports();
+    let out = tapvs::import::import(
+        &dir().join(format!("{i}.conf")),
+        Some(tapvs::import::Ports {
+            file: Path::new("lab-ports.toml"),
+            text: &ports,
+        }),
+    )
+    .unwrap();
+    let mut lab = Lab::build(reals).unwrap();
+    let _servers: Vec<_> = (0..2.min(reals))
+        .map(|r| {
+            let name = format!("rs{}", r + 1);
+            lab.reals[r]
+                .run(move || tapvs_lab::traffic::HttpServer::start(common::any(80), &name))
+                .expect("http server")
+        })
+        .collect();
+    lab.start(&out.toml).expect("start tapvs");
+    let socket = lab.socket();
+    let list = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_tapvsadm"))
+            .args(["--socket", &socket, "-L", "-n"])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let want_path = dir().join(format!("{i}.list"));
+    if bless() {
+        // Let the first checks run before recording.
+        std::thread::sleep(Duration::from_secs(2));
+        golden(&format!("{i}.list"), &list());
+        return;
+    }
+    let want = std::fs::read_to_string(&want_path).unwrap();
+    let mut got = String::new();
+    let same = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        got = list();
+        got == want
+    });
+    assert!(same, "{i}.conf: -L -n\n{got}\nwant\n{want}");
+}
+
+#[test]
+fn converted_configs_run_and_list_as_expected() {
+    if !precheck() {
+        return;
+    }
+    listing_matches(1, 2);
+    listing_matches(3, 3);
+}
+
+#[test]
+fn the_inputs_are_keepalived_configs_keepalived_accepts() {
+    // keepalived itself is the oracle for the inputs: `keepalived -t` parses them (its exit
+    // status also reflects interfaces this machine lacks, so only the parser's complaints are
+    // checked).
+    if Command::new("keepalived").arg("-v").output().is_err() {
+        eprintln!("skipped: keepalived is not installed");
+        return;
+    }
+    for i in 1..=5 {
+        let conf = dir().join(format!("{i}.conf"));
+        let out = Command::new("keepalived")
+            .args(["-t", "-l", "-D", "-f"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for bad in ["Unknown keyword", "syntax", "Unexpected", "missing"] {
+            assert!(!text.contains(bad), "{i}.conf: keepalived -t says:\n{text}");
+        }
+    }
+}
