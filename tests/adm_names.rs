@@ -1,6 +1,7 @@
 //! tapvsadm with host and service names, end to end against a daemon in the lab namespaces:
-//! `-t localhost:http` and `-r ADDR:http` are resolved by tapvsadm (the host by the system
-//! resolver, which reads /etc/hosts for `localhost`; the service from /etc/services), `-L` and
+//! `-t web.tapvs.test:http` and `-r ADDR:http` are resolved by tapvsadm (the host by the system
+//! resolver, which reads /etc/hosts: the test runs tapvsadm in a private mount namespace where
+//! its own hosts file is bind-mounted over /etc/hosts; the service from /etc/services), `-L` and
 //! `-S` without `-n` print names where the files have them and numbers elsewhere, `-L -n` and
 //! `-S -n` print numbers, `-S` fed to `-R` restores the same table, and an unknown service name
 //! is a usage error (exit 2) that changes nothing.
@@ -15,8 +16,46 @@ use tapvs_lab::netns::precheck;
 
 const ADM: &str = env!("CARGO_BIN_EXE_tapvsadm");
 
+/// The VIP the test's hosts file names `web.tapvs.test`.
+const VIP: &str = "203.0.113.80";
+/// Its name.
+const HOST: &str = "web.tapvs.test";
+
+/// A hosts file for tapvsadm, removed on drop.
+struct Hosts(std::path::PathBuf);
+
+impl Hosts {
+    fn new() -> Hosts {
+        let p = std::env::temp_dir().join(format!("tapvs-adm-names-{}.hosts", std::process::id()));
+        std::fs::write(&p, format!("127.0.0.1 localhost\n{VIP} {HOST} web\n")).expect("hosts");
+        Hosts(p)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+thread_local! {
+    static HOSTS: Hosts = Hosts::new();
+}
+
+/// tapvsadm in a private mount namespace (unshare's default propagation is private, so
+/// nothing leaks to the host) with the test's hosts file over /etc/hosts.
 fn adm_in(lab: &Lab, args: &str, stdin: Option<&str>) -> Output {
-    let mut child = Command::new(ADM)
+    let hosts = HOSTS.with(|h| h.0.clone());
+    let mut child = Command::new("unshare")
+        .args([
+            "-m",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(&hosts)
+        .arg(ADM)
         .arg("--socket")
         .arg(lab.socket())
         .args(args.split_whitespace())
@@ -51,15 +90,6 @@ fn ok(lab: &Lab, args: &str) -> String {
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
-/// The first name /etc/hosts gives 127.0.0.1 (what a reverse lookup must print), if any.
-fn loopback_name() -> Option<String> {
-    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
-    hosts.lines().find_map(|l| {
-        let mut w = l.split('#').next()?.split_whitespace();
-        (w.next()? == "127.0.0.1").then(|| w.next().map(str::to_string))?
-    })
-}
-
 #[test]
 fn names_on_the_command_line_and_in_listings() {
     if !precheck() {
@@ -71,27 +101,27 @@ fn names_on_the_command_line_and_in_listings() {
         eprintln!("skipped: /etc/services has no http or domain entry");
         return;
     }
-    let host = loopback_name().unwrap_or_else(|| "127.0.0.1".into());
+    let host = HOST;
     let mut lab = Lab::build(1).expect("build lab");
     lab.start(&lab::base_config(2)).expect("start tapvs");
     let rs = lab::real_addr(0);
 
-    ok(&lab, "-A -t localhost:http -s rr");
-    ok(&lab, &format!("-a -t localhost:http -r {rs}:http -m"));
-    ok(&lab, "-A -u localhost:domain -s wrr");
+    ok(&lab, "-A -t web.tapvs.test:http -s rr");
+    ok(&lab, &format!("-a -t web.tapvs.test:http -r {rs}:http -m"));
+    ok(&lab, "-A -u web.tapvs.test:domain -s wrr");
     ok(
         &lab,
-        &format!("-a -u localhost:domain -r {rs}:domain -m -w 2"),
+        &format!("-a -u web.tapvs.test:domain -r {rs}:domain -m -w 2"),
     );
 
     let numeric = ok(&lab, "-L -n");
     let lines: Vec<&str> = numeric.lines().collect();
-    assert_eq!(lines[3], "TCP  127.0.0.1:80 rr", "{numeric}");
+    assert_eq!(lines[3], "TCP  203.0.113.80:80 rr", "{numeric}");
     assert!(
         lines[4].starts_with(&format!("  -> {:<28} Masq", format!("{rs}:80"))),
         "{numeric}"
     );
-    assert_eq!(lines[5], "UDP  127.0.0.1:53 wrr", "{numeric}");
+    assert_eq!(lines[5], "UDP  203.0.113.80:53 wrr", "{numeric}");
 
     let named = ok(&lab, "-L");
     let lines: Vec<&str> = named.lines().collect();
@@ -116,7 +146,7 @@ fn names_on_the_command_line_and_in_listings() {
 
     let saved_numeric = ok(&lab, "-S -n");
     assert!(
-        saved_numeric.contains("-A -t 127.0.0.1:80 -s rr\n"),
+        saved_numeric.contains("-A -t 203.0.113.80:80 -s rr\n"),
         "{saved_numeric}"
     );
     let saved = ok(&lab, "-S");
@@ -143,11 +173,11 @@ fn names_on_the_command_line_and_in_listings() {
     // An unknown service name: ipvsadm's usage error, exit 2, nothing changed.
     for (args, msg) in [
         (
-            "-A -t localhost:no-such-service -s rr".to_string(),
+            "-A -t web.tapvs.test:no-such-service -s rr".to_string(),
             "illegal virtual server address[:port] specified",
         ),
         (
-            format!("-a -t localhost:http -r {rs}:no-such-service -m"),
+            format!("-a -t web.tapvs.test:http -r {rs}:no-such-service -m"),
             "illegal real server address[:port] specified",
         ),
     ] {

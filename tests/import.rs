@@ -112,13 +112,22 @@ fn five_configs_convert_to_their_goldens_and_pass_check() {
     assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
     let report = std::fs::read_to_string(dir().join("5.stderr")).unwrap();
     for line in [
-        "tests/import/5.conf:20: 'vrrp_sync_group' has no tapvs equivalent",
-        "tests/import/5.conf:30: 'fwmark' (fwmark services) has no tapvs equivalent (ignored)",
+        "tests/import/5.conf:26: 'smtp_alert' has no tapvs equivalent (ignored)",
+        "tests/import/5.conf:32: 'fwmark' (fwmark services) has no tapvs equivalent (ignored)",
         "tests/import/5.d/20-dns.conf:10: 'DNS_CHECK' has no tapvs equivalent",
         "tests/import/5.d/reals/a.inc:8: 'regex' has no tapvs equivalent (ignored)",
     ] {
         assert!(report.contains(line), "{line:?} not in\n{report}");
     }
+    // The sync group and the weighted tracking come over.
+    let toml = std::fs::read_to_string(dir().join("5.toml")).unwrap();
+    assert!(
+        toml.contains("[[vrrp_sync_group]]\nname = \"VG_1\"\n")
+            && toml.contains("group = [\"VI_EXT\", \"VI_INT\"]")
+            && toml.contains("track_ports = [{ port = \"eth0\", weight = -30 }]"),
+        "{toml}"
+    );
+    assert!(!report.contains("'vrrp_sync_group'"), "{report}");
     let _ = std::fs::remove_dir_all(scratch("x").parent().unwrap());
 }
 

@@ -63,7 +63,8 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("HTTP_GET SSL_GET", "url { path digest status_code virtualhost } virtualhost enable_sni sni_name"),
     ("UDP_CHECK", "payload require_reply (hex, no X wildcards)"),
     ("MISC_CHECK", "misc_path misc_timeout misc_dynamic"),
-    ("vrrp_instance", "state interface virtual_router_id priority advert_int version nopreempt preempt preempt_delay authentication { auth_type PASS auth_pass } unicast_peer virtual_ipaddress track_interface notify notify_master notify_backup notify_fault"),
+    ("vrrp_instance", "state interface virtual_router_id priority advert_int version nopreempt preempt preempt_delay authentication { auth_type PASS auth_pass } unicast_peer virtual_ipaddress track_interface (with weight) notify notify_master notify_backup notify_fault"),
+    ("vrrp_sync_group", "group notify_master notify_backup notify_fault"),
 ];
 
 /// An import that cannot go on: a syntax error, or a value the output cannot be built from.
@@ -184,6 +185,7 @@ struct Conv {
     reports: Vec<Report>,
     services: Vec<Svc>,
     vrrp: Vec<(String, Kv)>,
+    sync_groups: Vec<(String, Kv)>,
     timeouts: Kv,
     sync: Kv,
     /// `vrrp_version` from global_defs: the default version of the instances.
@@ -400,6 +402,7 @@ impl Conv {
                 "global_defs" => self.global_defs(n)?,
                 "virtual_server" => self.virtual_server(n)?,
                 "vrrp_instance" => self.vrrp_instance(n)?,
+                "vrrp_sync_group" => self.vrrp_sync_group(n)?,
                 _ => self.unsupported(n),
             }
         }
@@ -879,9 +882,26 @@ impl Conv {
                 "track_interface" => {
                     for t in c.block.as_deref().unwrap_or_default() {
                         self.interface(t, &t.keyword);
-                        track.push(t.keyword.clone());
-                        if !t.args.is_empty() {
-                            self.unsupported_value(t, "weight (weighted tracking)");
+                        match t.arg_texts().as_slice() {
+                            [] => track.push(q(&t.keyword)),
+                            ["weight", w] => match w.parse::<i32>() {
+                                Ok(w) if (-254..=254).contains(&w) => {
+                                    track.push(format!(
+                                        "{{ port = {}, weight = {w} }}",
+                                        q(&t.keyword)
+                                    ));
+                                }
+                                _ => {
+                                    return Err(err(
+                                        t,
+                                        format!("'weight {w}': not an integer in -254..=254"),
+                                    ))
+                                }
+                            },
+                            _ => {
+                                track.push(q(&t.keyword));
+                                self.unsupported_value(t, "options (only 'weight N' is known)");
+                            }
                         }
                     }
                 }
@@ -900,7 +920,7 @@ impl Conv {
         }
         kv.set("virtual_addresses", q_list(&addrs));
         if !track.is_empty() {
-            kv.set("track_ports", q_list(&track));
+            kv.set("track_ports", format!("[{}]", track.join(", ")));
         }
         if !kv.has("port") {
             return Err(err(
@@ -909,6 +929,34 @@ impl Conv {
             ));
         }
         self.vrrp.push((n.at(), kv));
+        Ok(())
+    }
+
+    fn vrrp_sync_group(&mut self, n: &Node) -> Result<(), Error> {
+        let name = one_arg(n)?.to_string();
+        let mut kv = Kv::default();
+        kv.set("name", q(&name));
+        let mut members = Vec::new();
+        for c in n.block.as_deref().unwrap_or_default() {
+            let k = c.keyword.as_str();
+            match k {
+                "group" => {
+                    for m in c.block.as_deref().unwrap_or_default() {
+                        members.push(m.keyword.clone());
+                        if !m.args.is_empty() {
+                            self.unsupported_value(m, "options");
+                        }
+                    }
+                }
+                "notify_master" | "notify_backup" | "notify_fault" => {
+                    let s = script(self, c)?;
+                    kv.set(k, q(&s));
+                }
+                _ => self.unsupported(c),
+            }
+        }
+        kv.set("group", q_list(&members));
+        self.sync_groups.push((n.at(), kv));
         Ok(())
     }
 
@@ -1024,6 +1072,12 @@ impl Conv {
         for (at, kv) in &self.vrrp {
             let _ = writeln!(o, "# {at}");
             o.push_str("[[vrrp]]\n");
+            kv.lines(&mut o);
+            o.push('\n');
+        }
+        for (at, kv) in &self.sync_groups {
+            let _ = writeln!(o, "# {at}");
+            o.push_str("[[vrrp_sync_group]]\n");
             kv.lines(&mut o);
             o.push('\n');
         }
