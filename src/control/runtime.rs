@@ -160,7 +160,7 @@ impl Daemon {
                     cfg.ports.iter().map(|p| p.name.clone()).collect(),
                 ),
             }),
-            table: Mutex::new(table),
+            table: crate::control::shared::TableLock::new(table),
             zero_base: Mutex::new(HashMap::new()),
             estimator: Mutex::new(Estimator::default()),
             steering: Mutex::new(steering),

@@ -4,7 +4,9 @@
 //! folding the workers' counters.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LockResult, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::control::estimator::Estimator;
 use crate::control::table::Table;
@@ -21,7 +23,7 @@ pub struct Shared {
     /// The part the workers share.
     pub dp: Arc<WorkerShared>,
     /// The live service table (control plane only).
-    pub table: Mutex<Table>,
+    pub table: TableLock,
     /// `-Z` baselines per real-server id.
     pub zero_base: Mutex<HashMap<u32, DestCounters>>,
     /// Rates per real server.
@@ -30,6 +32,56 @@ pub struct Shared {
     pub steering: Mutex<crate::datapath::steer::Steering>,
     /// What `tapvs reload` needs (the config last applied).
     pub reload: ReloadState,
+}
+
+/// The live table's lock, which a bulk writer (`-R`, taking it a chunk at a time) can make
+/// give way: [`TableLock::lock`] counts the threads waiting for it, and
+/// [`TableLock::give_way`] lets them in between two chunks. A plain mutex is not fair: the
+/// restoring thread would take it back at once, and a listing could wait for the whole restore.
+#[derive(Debug)]
+pub struct TableLock {
+    inner: Mutex<Table>,
+    waiting: AtomicUsize,
+}
+
+/// The longest a bulk writer waits for others between two chunks.
+const GIVE_WAY_MAX: Duration = Duration::from_millis(50);
+
+impl TableLock {
+    /// A lock around `table`.
+    pub fn new(table: Table) -> TableLock {
+        TableLock {
+            inner: Mutex::new(table),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Locks the table, counted as waiting until it has it.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, Table>> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let g = self.inner.lock();
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        g
+    }
+
+    /// Locks the table for a bulk writer's chunk (not counted: it gives way to the others).
+    pub fn lock_bulk(&self) -> LockResult<MutexGuard<'_, Table>> {
+        self.inner.lock()
+    }
+
+    /// Whether another thread waits for the table.
+    pub fn contended(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// Between two chunks of a bulk writer (holding no guard): lets the threads waiting for
+    /// the table take it first, for at most [`GIVE_WAY_MAX`].
+    pub fn give_way(&self) {
+        let t0 = Instant::now();
+        while self.contended() && t0.elapsed() < GIVE_WAY_MAX {
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl std::ops::Deref for Shared {

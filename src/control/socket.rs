@@ -439,7 +439,9 @@ pub fn execute_streamed(
 /// goes on (as ipvsadm does).
 ///
 /// The whole restore is one publication: the data path sees the table before it, then the
-/// table after it. The table lock is taken for [`RESTORE_CHUNK`] commands at a time, so
+/// table after it. The table lock is taken for [`RESTORE_CHUNK`] commands at a time, and
+/// between chunks the restore gives way to whoever waits for it
+/// ([`crate::control::shared::TableLock::give_way`]), so
 /// listings are answered during a long restore, and the daemon stopping (SIGTERM) ends it
 /// within one chunk (what was applied stays, unpublished, as the daemon is going away).
 fn restore(shared: &Shared, input: &str) -> Response {
@@ -453,7 +455,9 @@ fn restore(shared: &Shared, input: &str) -> Response {
             r.code = adm::EXIT_RUNTIME;
             return r;
         }
-        let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        // Listings and other edits waiting for the table go first.
+        shared.table.give_way();
+        let mut table = shared.table.lock_bulk().unwrap_or_else(|e| e.into_inner());
         for line in lines.by_ref().take(RESTORE_CHUNK) {
             match adm::parse_restore_line(line) {
                 Ok(None) => {}
