@@ -73,6 +73,10 @@ enum Cmd {
         /// The configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Also print the service table the config gives at start, as `tapvsadm -L -n` lists
+        /// it (before any health check has run).
+        #[arg(long)]
+        list: bool,
     },
     /// Print the tapvs TOML equivalent of a keepalived.conf (includes followed). Keywords
     /// without a tapvs equivalent are reported on stderr as FILE:LINE (exit 0, or 1 with
@@ -177,7 +181,7 @@ fn main() -> ExitCode {
         }
     }
     match cli.cmd {
-        Cmd::Check { config } => match load_config_and_log(&config) {
+        Cmd::Check { config, list } => match load_config_and_log(&config) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} ports, {} services, {} workers)",
@@ -186,6 +190,21 @@ fn main() -> ExitCode {
                     c.services.len(),
                     c.workers
                 );
+                if list {
+                    match tapvs::control::table::Table::from_config(&c) {
+                        Ok((table, _)) => {
+                            let opts = tapvs_adm::ListOpts {
+                                numeric: true,
+                                ..Default::default()
+                            };
+                            print!("{}", tapvs_adm::format::list(&table.listing(), &opts));
+                        }
+                        Err(e) => {
+                            eprintln!("{}: {e}", config.display());
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -74,12 +74,17 @@ fn five_configs_convert_to_their_goldens_and_pass_check() {
         golden(&format!("{i}.stderr"), &stderr);
         let f = scratch(&format!("{i}.toml"));
         std::fs::write(&f, &stdout).unwrap();
-        let check = tapvs(&["check", "--config", f.to_str().unwrap()]);
+        let check = tapvs(&["check", "--list", "--config", f.to_str().unwrap()]);
         assert!(
             check.status.success(),
             "{conf}: tapvs check: {}",
             String::from_utf8_lossy(&check.stderr)
         );
+        // The table the converted config gives at start, as `tapvsadm -L -n` lists it (the
+        // first line of `check` names the scratch file).
+        let listing = String::from_utf8(check.stdout).unwrap();
+        let listing = listing.split_once('\n').map_or("", |x| x.1);
+        golden(&format!("{i}.start.list"), listing);
         // --strict fails exactly when something was ignored.
         let strict = tapvs(&[
             "import-keepalived",
@@ -274,6 +279,11 @@ fn the_inputs_are_keepalived_configs_keepalived_accepts() {
     // status also reflects interfaces this machine lacks, so only the parser's complaints are
     // checked).
     if Command::new("keepalived").arg("-v").output().is_err() {
+        // scripts/deps installs it; CI never skips.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "keepalived is not installed"
+        );
         eprintln!("skipped: keepalived is not installed");
         return;
     }
