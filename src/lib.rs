@@ -16,6 +16,7 @@
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod fuzz;
 pub mod health;
 pub mod import;
 pub mod rs;
