@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::lab::{self, Lab};
@@ -24,26 +24,7 @@ fn adm(lab: &Lab, args: &str) -> Output {
 }
 
 fn adm_in(lab: &Lab, args: &str, stdin: Option<&str>) -> Output {
-    let mut c = Command::new(ADM);
-    c.arg("--socket")
-        .arg(lab.socket())
-        .args(args.split_whitespace());
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("tapvsadm");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    common::tapvsadm(&lab.socket(), args, stdin)
 }
 
 /// Runs a command that must succeed and returns its standard output.

@@ -17,7 +17,6 @@ use common::http_servers;
 use common::lab::{self, Lab};
 use tapvs_lab::netns::{precheck, wait_until};
 
-const ADM: &str = env!("CARGO_BIN_EXE_tapvsadm");
 const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
 
 /// Virtual address of restored service `i` (outside every lab network).
@@ -45,24 +44,7 @@ fn restore_input(first: usize, n: usize) -> String {
 }
 
 fn adm(socket: &str, args: &str, stdin: Option<&str>) -> Output {
-    let mut c = Command::new(ADM);
-    c.arg("--socket").arg(socket).args(args.split_whitespace());
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("tapvsadm");
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        let input = input.to_string();
-        // Written from a thread: the daemon may answer before reading everything.
-        std::thread::spawn(move || {
-            let _ = w.write_all(input.as_bytes());
-        });
-    }
-    child.wait_with_output().unwrap()
+    common::tapvsadm(socket, args, stdin)
 }
 
 /// One request over the control socket without tapvsadm (to time the daemon's part alone).

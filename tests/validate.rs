@@ -6,35 +6,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::lab::{self, Lab};
 use tapvs_lab::netns::precheck;
 
-const ADM: &str = env!("CARGO_BIN_EXE_tapvsadm");
-
 fn adm(lab: &Lab, args: &str, stdin: Option<&str>) -> Output {
-    let mut c = Command::new(ADM);
-    c.arg("--socket")
-        .arg(lab.socket())
-        .args(args.split_whitespace());
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().expect("tapvsadm");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    common::tapvsadm(&lab.socket(), args, stdin)
 }
 
 fn save(lab: &Lab) -> String {

@@ -11,6 +11,30 @@ use tapvs::datapath::stats::Stats;
 use tapvs_lab::netns::wait_until;
 use tapvs_lab::traffic::HttpServer;
 
+/// Runs `tapvsadm --socket SOCKET ARGS...` (words split on white space), with `stdin` written
+/// from a thread when given (the daemon may answer before tapvsadm has read it all).
+pub fn tapvsadm(socket: &str, args: &str, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tapvsadm"));
+    c.arg("--socket").arg(socket).args(args.split_whitespace());
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("tapvsadm");
+    if let Some(input) = stdin {
+        let mut w = child.stdin.take().expect("stdin");
+        let input = input.to_string();
+        std::thread::spawn(move || {
+            let _ = w.write_all(input.as_bytes());
+        });
+    }
+    child.wait_with_output().expect("tapvsadm output")
+}
+
 /// `0.0.0.0:port`.
 pub fn any(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
