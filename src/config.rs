@@ -159,6 +159,79 @@ impl Default for NeighbourConfig {
     }
 }
 
+/// `[defence]`: protections of the appliance itself. The ICMP error limits follow the
+/// kernel's sysctls of the same names (`net.ipv4.icmp_ratelimit`, `icmp_msgs_per_sec`,
+/// `icmp_msgs_burst`), with its defaults. Room for more fields.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenceConfig {
+    /// Per destination host, at most one ICMP error per this many milliseconds after a burst
+    /// of 6 (the kernel's `XRLIM_BURST_FACTOR`); 0 turns the per-host limit off. Default 1000.
+    pub icmp_ratelimit_ms: u32,
+    /// ICMP errors per second in all, split across workers; 0 turns it off. Default 1000.
+    pub icmp_msgs_per_sec: u32,
+    /// Burst of the global limit. Default 50.
+    pub icmp_msgs_burst: u32,
+}
+
+impl Default for DefenceConfig {
+    fn default() -> Self {
+        DefenceConfig {
+            icmp_ratelimit_ms: 1000,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+        }
+    }
+}
+
+/// A service's access control (`allow`, `deny`, `conn_limit`, `conn_rate`,
+/// `conn_rate_prefix`), checked for new connections only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// When not empty, only clients in these prefixes may connect.
+    pub allow: Vec<Cidr>,
+    /// Clients in these prefixes are refused (checked before `allow`).
+    pub deny: Vec<Cidr>,
+    /// Most open connections of the service at once (0: no limit).
+    pub conn_limit: u32,
+    /// New connections per second per client prefix (0: no limit).
+    pub conn_rate: u32,
+    /// Prefix length grouping clients for `conn_rate` (default 32: per address).
+    pub conn_rate_prefix: u8,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            conn_limit: 0,
+            conn_rate: 0,
+            conn_rate_prefix: 32,
+        }
+    }
+}
+
+/// Most prefixes in a service's `allow` or `deny` list.
+pub const MAX_ACL_PREFIXES: usize = 65_536;
+
+/// Parses a client prefix of an access list: `a.b.c.d/len` (or a bare address, a /32) with no
+/// host bits set.
+pub fn parse_client_prefix(s: &str) -> Result<Cidr, String> {
+    if s == "default" {
+        return Err(format!("{s:?} is not a prefix (use \"0.0.0.0/0\")"));
+    }
+    let c = Cidr::parse(s)?;
+    if u32::from(c.addr) & !c.mask() != 0 {
+        let net = Ipv4Addr::from(u32::from(c.addr) & c.mask());
+        return Err(format!(
+            "{s:?} has host bits set (the prefix is {net}/{})",
+            c.prefix
+        ));
+    }
+    Ok(c)
+}
+
 /// The control socket (`tapvsadm`) and IPVS control-plane switches.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -354,6 +427,8 @@ pub struct ServiceConfig {
     pub sloppy_tcp: Option<bool>,
     /// Real servers.
     pub reals: Vec<RealConfig>,
+    /// Access control: allow/deny lists and connection limits.
+    pub access: AccessConfig,
 }
 
 /// A validated configuration.
@@ -391,6 +466,8 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<crate::vrrp::config::SyncGroupConfig>,
     /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
     pub sync: crate::syncd::SyncConfig,
+    /// `[defence]`: ICMP error limits.
+    pub defence: DefenceConfig,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +499,8 @@ struct RawConfig {
     vrrp_sync_group: Vec<crate::vrrp::config::RawSyncGroup>,
     #[serde(default)]
     sync: crate::syncd::RawSync,
+    #[serde(default)]
+    defence: DefenceConfig,
 }
 
 #[derive(Deserialize)]
@@ -468,6 +547,13 @@ struct RawService {
     health: crate::health::config::ServiceHealthConfig,
     #[serde(default)]
     real: Vec<RawReal>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    conn_limit: Option<u32>,
+    conn_rate: Option<u32>,
+    conn_rate_prefix: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -1103,6 +1189,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             sorry_server,
             sloppy_tcp: s.sloppy_tcp,
             reals,
+            access: access_config(s).map_err(|(k, m)| err(f(&k), m))?,
         });
     }
     check_real_addresses(&ports, &routes, &services).map_err(|(f, m)| err(f, m))?;
@@ -1153,7 +1240,70 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vrrp,
         vrrp_sync_groups,
         sync,
+        defence: validate_defence(raw.defence).map_err(|(k, m)| err(k, m))?,
     })
+}
+
+/// A service's access settings, validated; errors name the field (under the service) and
+/// the problem.
+fn access_config(s: &RawService) -> Result<AccessConfig, (String, String)> {
+    let list = |name: &str, v: &[String]| -> Result<Vec<Cidr>, (String, String)> {
+        if v.len() > MAX_ACL_PREFIXES {
+            return Err((
+                name.to_string(),
+                format!(
+                    "{} prefixes: at most {MAX_ACL_PREFIXES} are supported",
+                    v.len()
+                ),
+            ));
+        }
+        v.iter()
+            .enumerate()
+            .map(|(j, p)| parse_client_prefix(p).map_err(|m| (format!("{name}[{j}]"), m)))
+            .collect()
+    };
+    let allow = list("allow", &s.allow)?;
+    let deny = list("deny", &s.deny)?;
+    let conn_rate_prefix = match s.conn_rate_prefix {
+        None => 32,
+        Some(_) if s.conn_rate.unwrap_or(0) == 0 => {
+            return Err((
+                "conn_rate_prefix".into(),
+                "only applies with a conn_rate".into(),
+            ))
+        }
+        Some(p) if p <= 32 => p as u8,
+        Some(p) => {
+            return Err((
+                "conn_rate_prefix".into(),
+                format!("{p} is not a prefix length (0..=32)"),
+            ))
+        }
+    };
+    Ok(AccessConfig {
+        allow,
+        deny,
+        conn_limit: s.conn_limit.unwrap_or(0),
+        conn_rate: s.conn_rate.unwrap_or(0),
+        conn_rate_prefix,
+    })
+}
+
+/// `[defence]`, validated; errors name the field and the problem.
+fn validate_defence(d: DefenceConfig) -> Result<DefenceConfig, (String, String)> {
+    if d.icmp_ratelimit_ms > 3_600_000 {
+        return Err((
+            "defence.icmp_ratelimit_ms".into(),
+            "must be 0..=3600000 milliseconds".into(),
+        ));
+    }
+    if d.icmp_msgs_per_sec > 0 && d.icmp_msgs_burst == 0 {
+        return Err((
+            "defence.icmp_msgs_burst".into(),
+            "must be at least 1 while icmp_msgs_per_sec is set (0 would send no ICMP error)".into(),
+        ));
+    }
+    Ok(d)
 }
 
 /// The port whose network has `ip` as its network or broadcast address, and which.

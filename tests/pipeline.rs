@@ -262,6 +262,8 @@ struct Setup {
     int_mtu: u32,
     /// Whether the real servers' MACs are known (the client's always is).
     resolved: bool,
+    /// Config text appended to the world's (more services).
+    extra: String,
 }
 
 impl Default for Setup {
@@ -272,14 +274,15 @@ impl Default for Setup {
             max_conns: 4096,
             int_mtu: 1500,
             resolved: true,
+            extra: String::new(),
         }
     }
 }
 
 impl Setup {
     fn build(self) -> Rig {
-        let mut cfg = tapvs::config::parse(&config(self.int_mtu), std::path::Path::new("t.toml"))
-            .expect("config");
+        let text = config(self.int_mtu) + &self.extra;
+        let mut cfg = tapvs::config::parse(&text, std::path::Path::new("t.toml")).expect("config");
         // A service whose real server no route leads to: the config refuses one, so it is put
         // in behind validation's back, where the file had it (before V_EMPTY), to test the
         // data path's own `no_route` drop.
@@ -2232,6 +2235,27 @@ fn provoke(d: Drop) -> Option<Rig> {
         Drop::Standby => {
             rig.world.standby.down = vec![VIP];
             rig.feed(EXT, &client_syn(40000, V_NAT).wire())
+        }
+        Drop::AclDenied | Drop::AclNotAllowed | Drop::ConnLimit | Drop::RateLimited => {
+            let setting = match d {
+                Drop::AclDenied => "deny = [\"10.0.0.0/24\"]",
+                Drop::AclNotAllowed => "allow = [\"10.9.0.0/16\"]",
+                Drop::ConnLimit => "conn_limit = 1",
+                _ => "conn_rate = 1",
+            };
+            rig = Setup {
+                extra: format!(
+                    "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:91\"\n{setting}\n\
+                     [[service.real]]\naddress = \"{RS_NAT}:91\"\n"
+                ),
+                ..Setup::default()
+            }
+            .build();
+            if matches!(d, Drop::ConnLimit | Drop::RateLimited) {
+                let v = rig.feed(EXT, &client_syn(40000, 91).wire());
+                assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
+            }
+            rig.feed(EXT, &client_syn(40001, 91).wire())
         }
     };
     assert_eq!(v, Verdict::Drop(d));

@@ -32,6 +32,8 @@ pub struct Dest {
     l_threshold: AtomicU32,
     overloaded: AtomicBool,
     available: AtomicBool,
+    /// Connections bound here that are not closing (tapvs's per-service `conn_limit`).
+    open: AtomicU32,
 }
 
 impl Dest {
@@ -47,6 +49,7 @@ impl Dest {
             active: AtomicU32::new(0),
             inactive: AtomicU32::new(0),
             persist: AtomicU32::new(0),
+            open: AtomicU32::new(0),
             u_threshold: AtomicU32::new(0),
             l_threshold: AtomicU32::new(0),
             overloaded: AtomicBool::new(false),
@@ -190,6 +193,23 @@ impl Dest {
     pub fn unbind_persist(&self) {
         saturating_dec(&self.persist);
         self.update_overload();
+    }
+
+    /// Connections bound here that are open: created and not yet closing (no FIN or RST
+    /// seen). Unlike the active/inactive counters, TIME_WAIT and CLOSE entries do not count.
+    pub fn open_conns(&self) -> u32 {
+        self.open.load(Relaxed)
+    }
+
+    /// A connection bound here became open (it was created in, or returned to, an open
+    /// state).
+    pub fn open_inc(&self) {
+        self.open.fetch_add(1, Relaxed);
+    }
+
+    /// An open connection bound here began closing or went away. Never decrements below 0.
+    pub fn open_dec(&self) {
+        saturating_dec(&self.open);
     }
 
     fn counter(&self, active: bool) -> &AtomicU32 {

@@ -73,6 +73,10 @@ const COUNTERS: &[(&str, &str)] = &[
     ("tapvs_connections_created_total", "Connections created."),
     ("tapvs_connections_expired_total", "Connections expired."),
     (
+        "tapvs_icmp_ratelimited_total",
+        "ICMP errors not sent: over the [defence] ICMP rate limits.",
+    ),
+    (
         "tapvs_drops_total",
         "Frames dropped by the data path, by reason.",
     ),
@@ -150,7 +154,7 @@ const GAUGES: &[(&str, &str)] = &[
 /// The data-path scalars as exported: metric name, `direction` label, value. The exhaustive
 /// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
 /// until it is exported.
-fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 18] {
+fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 19] {
     let Traffic {
         rx_frames,
         rx_bytes,
@@ -170,6 +174,7 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 18] {
         segments,
         conns_created,
         conns_expired,
+        icmp_ratelimited,
     } = *t;
     [
         ("tapvs_frames_total", Some("in"), rx_frames),
@@ -194,6 +199,7 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 18] {
         ("tapvs_tun_gso_segments_total", None, segments),
         ("tapvs_connections_created_total", None, conns_created),
         ("tapvs_connections_expired_total", None, conns_expired),
+        ("tapvs_icmp_ratelimited_total", None, icmp_ratelimited),
     ]
 }
 

@@ -251,9 +251,18 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
                 "reload",
                 &format!("settings of service {}", key.1),
                 "-",
-                "local_addresses/toa/mh/sloppy_tcp from the config",
+                "local_addresses/toa/mh/sloppy_tcp/access from the config",
             );
         }
+    }
+    let defence_changed = table.set_defence(&new.defence);
+    if defence_changed {
+        crate::control::changelog::change(
+            "reload",
+            "defence",
+            &format!("{:?}", running.defence),
+            &format!("{:?}", new.defence),
+        );
     }
     crate::control::shared::publish_snapshot(shared, table.snapshot());
     drop(table);
@@ -277,7 +286,7 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     let summary = format!(
         "reloaded {}: {} change(s), {} services",
         new.file.display(),
-        cmds.len() + extras_changed.len(),
+        cmds.len() + extras_changed.len() + usize::from(defence_changed),
         new.services.len()
     );
     if errors.is_empty() {

@@ -39,6 +39,8 @@ struct Extras {
     mh_table_size: Option<u32>,
     /// `sloppy_tcp` of the config's service (absent: the global setting).
     sloppy_tcp: Option<bool>,
+    /// Access control (allow/deny lists, conn_limit, conn_rate).
+    access: crate::config::AccessConfig,
 }
 
 struct LiveDest {
@@ -160,6 +162,7 @@ impl Table {
                     toa_on_syn: s.toa_on_syn,
                     mh_table_size: s.scheduler.mh_table_size,
                     sloppy_tcp: s.sloppy_tcp,
+                    access: s.access.clone(),
                 },
             );
             let entry = adm::ServiceEntry {
@@ -189,6 +192,7 @@ impl Table {
         for key in keys {
             t.rebuild(key).map_err(|e| e.to_string())?;
         }
+        t.set_defence(&cfg.defence);
         let snap = t.snapshot();
         Ok((t, snap))
     }
@@ -365,7 +369,7 @@ impl Table {
     }
 
     /// Sets the config-only settings of service `key` (FullNAT local addresses, TOA, MH table
-    /// size, `sloppy_tcp`) for its next rebuild; returns whether they changed (a reload then
+    /// size, `sloppy_tcp`, access control) for its next rebuild; returns whether they changed (a reload then
     /// calls [`Table::refresh`] unless a command rebuilds the service anyway).
     pub fn set_extras(&mut self, key: SvcKey, s: &crate::config::ServiceConfig) -> bool {
         let e = Extras {
@@ -374,8 +378,25 @@ impl Table {
             toa_on_syn: s.toa_on_syn,
             mh_table_size: s.scheduler.mh_table_size,
             sloppy_tcp: s.sloppy_tcp,
+            access: s.access.clone(),
         };
         self.extras.insert(key, e.clone()) != Some(e)
+    }
+
+    /// Sets the `[defence]` limits the next snapshots carry; returns whether they changed.
+    pub fn set_defence(&mut self, d: &crate::config::DefenceConfig) -> bool {
+        let limits = crate::datapath::acl::IcmpLimits::of(d);
+        let changed = self.snap.icmp_limits != limits;
+        self.snap.icmp_limits = limits;
+        changed
+    }
+
+    /// The access settings of service `key` from the config (default: none).
+    pub fn access(&self, key: SvcKey) -> crate::config::AccessConfig {
+        self.extras
+            .get(&key)
+            .map(|e| e.access.clone())
+            .unwrap_or_default()
     }
 
     /// Rebuilds service `key` from its entry and settings (after [`Table::set_extras`]).
@@ -661,6 +682,7 @@ impl Table {
             toa: extras.toa,
             toa_on_syn: extras.toa_on_syn,
             sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
+            access: crate::datapath::acl::Access::new(&extras.access),
         }));
         Ok(())
     }

@@ -910,6 +910,9 @@ impl ConnTable {
             bits: gen | LIVE | if c.one_packet { ONE_PACKET } else { 0 },
         };
         conn.dest.bind(state.is_active());
+        if state.is_open() {
+            conn.dest.open_inc();
+        }
         if slot as usize == self.slots.len() {
             if self.slots.len() == self.slots.capacity() {
                 // Double, but never past the table's bound: at 10 million entries plain
@@ -975,6 +978,11 @@ impl ConnTable {
             (true, false) => c.dest.to_inactive(),
             _ => {}
         }
+        match (old.is_open(), new.is_open()) {
+            (false, true) => c.dest.open_inc(),
+            (true, false) => c.dest.open_dec(),
+            _ => {}
+        }
     }
 
     /// Sets connection `slot` to `state` expiring `timeout` seconds from `now` (a sync update
@@ -1021,6 +1029,9 @@ impl ConnTable {
         c.bits &= !LIVE;
         c.expires = 0;
         c.dest.unbind(c.state.is_active());
+        if c.state.is_open() {
+            c.dest.open_dec();
+        }
         if let Some(t) = c.template.take() {
             t.release();
         }

@@ -4,9 +4,11 @@
 //! index ([`conn`]), the TCP state table ([`tcp_state`]), persistence templates ([`persist`]),
 //! neighbours ([`neigh`]), routes ([`route`]), the service snapshot the workers read
 //! ([`service`]), per-worker counters ([`stats`]), the eBPF steering program ([`steer`]) and
-//! the live capture's filter and rings ([`capture`]).
+//! the live capture's filter and rings ([`capture`]), and access control with the connection
+//! and ICMP error rate limits ([`acl`]).
 //! Nothing here depends on the control plane; the control plane builds and feeds it.
 
+pub mod acl;
 pub mod capture;
 pub mod conn;
 pub mod ha;

@@ -12,6 +12,7 @@ use modes::{Forward, Protocol};
 use sched::{Dest, Scheduler};
 
 use crate::config::{Cidr, Config, RpFilter};
+use crate::datapath::acl::{Access, IcmpLimits};
 use crate::datapath::route::Router;
 
 /// A port as the data path sees it.
@@ -79,6 +80,8 @@ pub struct Service {
     /// IPVS `sloppy_tcp`: a non-SYN TCP packet of an unknown flow creates its connection
     /// mid-stream (a RST never does).
     pub sloppy_tcp: bool,
+    /// Access control of new connections (allow/deny lists, connection limit and rate).
+    pub access: Access,
 }
 
 /// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).
@@ -161,6 +164,8 @@ pub struct Snapshot {
     stale: usize,
     local: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
     dest_id_bound: u32,
+    /// The ICMP error limits (`[defence]`), the kernel's defaults unless configured.
+    pub icmp_limits: IcmpLimits,
 }
 
 impl Snapshot {
@@ -211,6 +216,7 @@ impl Snapshot {
             stale: 0,
             local: Arc::new(local),
             dest_id_bound: 0,
+            icmp_limits: IcmpLimits::default(),
         }
     }
 

@@ -60,11 +60,19 @@ pub enum Drop {
     /// A packet to, or an ARP request for, a virtual address of a VRRP instance that is not
     /// MASTER here (hot standby).
     Standby,
+    /// A new connection from a client in the service's `deny` list (refused: RST / ICMP).
+    AclDenied,
+    /// A new connection from a client outside the service's non-empty `allow` list.
+    AclNotAllowed,
+    /// A new connection while the service had `conn_limit` open connections.
+    ConnLimit,
+    /// A new connection beyond the service's `conn_rate` for the client's prefix.
+    RateLimited,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 21] = [
+    pub const ALL: [Drop; 25] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -86,6 +94,10 @@ impl Drop {
         Drop::MartianSource,
         Drop::RpFilter,
         Drop::Standby,
+        Drop::AclDenied,
+        Drop::AclNotAllowed,
+        Drop::ConnLimit,
+        Drop::RateLimited,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -112,6 +124,10 @@ impl Drop {
             Drop::MartianSource => "martian_source",
             Drop::RpFilter => "rp_filter",
             Drop::Standby => "standby",
+            Drop::AclDenied => "acl_denied",
+            Drop::AclNotAllowed => "acl_not_allowed",
+            Drop::ConnLimit => "conn_limit",
+            Drop::RateLimited => "rate_limited",
         }
     }
 }
@@ -158,6 +174,8 @@ pub struct Traffic {
     pub conns_created: u64,
     /// Connections expired.
     pub conns_expired: u64,
+    /// ICMP errors not sent: over the `[defence]` ICMP rate limits.
+    pub icmp_ratelimited: u64,
 }
 
 impl Traffic {
@@ -182,6 +200,7 @@ impl Traffic {
             segments,
             conns_created,
             conns_expired,
+            icmp_ratelimited,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -202,6 +221,7 @@ impl Traffic {
             (&mut self.segments, segments),
             (&mut self.conns_created, conns_created),
             (&mut self.conns_expired, conns_expired),
+            (&mut self.icmp_ratelimited, icmp_ratelimited),
         ] {
             *a += b;
         }

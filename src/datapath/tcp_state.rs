@@ -78,6 +78,16 @@ impl State {
     pub fn is_active(self) -> bool {
         self == State::Established
     }
+
+    /// Whether a connection in this state counts towards a service's `conn_limit`: every
+    /// state until a FIN or RST was seen (FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT and
+    /// LAST_ACK do not), so a closed connection lingering in TIME_WAIT frees its place.
+    pub fn is_open(self) -> bool {
+        !matches!(
+            self,
+            State::FinWait | State::TimeWait | State::Close | State::CloseWait | State::LastAck
+        )
+    }
 }
 
 /// Which way a packet goes relative to the connection.

@@ -105,6 +105,9 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
+        if !self.icmp_allowed(env, pkt.src) {
+            return self.drop(Drop::TtlExceeded);
+        }
         if let Some(src) = info.source_for(pkt.src) {
             let quote = &buf[VNET_HDR_LEN..f.len];
             if let Some(n) = reply::icmp_time_exceeded(
@@ -177,7 +180,7 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let quote = &buf[VNET_HDR_LEN..f.len];
-        if modes::tun::dont_fragment(quote, pkt) {
+        if modes::tun::dont_fragment(quote, pkt) && self.icmp_allowed(env, pkt.src) {
             let inp = &env.snap.ports[in_port];
             if let Some(src) = inp.source_for(pkt.src) {
                 let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u16;

@@ -31,10 +31,11 @@ mod sync;
 pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
 
 use crate::config::RpFilter;
+use crate::datapath::acl::{IcmpLimiter, RateTable};
 use crate::datapath::ha::Standby;
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::{TemplateKey, Templates};
-use crate::datapath::service::{Snapshot, Source};
+use crate::datapath::service::{Service, Snapshot, Source};
 use crate::datapath::stats::{Counters, DestCounters, Drop};
 use crate::datapath::tcp_state::{flags, Dir, State, Timeouts};
 use crate::sys::tap::{MAX_FRAME, VNET_HDR_LEN};
@@ -164,6 +165,10 @@ pub struct Pipeline {
     pub(crate) now: u32,
     /// Milliseconds since the epoch.
     pub(crate) now_ms: u64,
+    /// `conn_rate` token buckets (this worker's share).
+    rates: RateTable,
+    /// The ICMP error limiter (this worker's share of `[defence]`).
+    icmp: IcmpLimiter,
 }
 
 impl Pipeline {
@@ -187,6 +192,8 @@ impl Pipeline {
             sync_overflow: 0,
             now: 0,
             now_ms: 0,
+            rates: RateTable::new(workers),
+            icmp: IcmpLimiter::new(workers),
         }
     }
 
@@ -538,20 +545,49 @@ impl Pipeline {
                     }
                 }
             }
-        } else if let Some(n) = reply::icmp_unreachable(
-            &mut self.tx[VNET_HDR_LEN..],
-            frame,
-            pkt,
-            f.csum,
-            mac,
-            pkt.dst,
-            3,
-        ) {
-            if self.send_tx(sink, port, n) {
-                self.c.icmp_errors_sent += 1;
+        } else if self.icmp_allowed(env, pkt.src) {
+            let out = &mut self.tx[VNET_HDR_LEN..];
+            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst, 3) {
+                if self.send_tx(sink, port, n) {
+                    self.c.icmp_errors_sent += 1;
+                }
             }
         }
         self.drop(why)
+    }
+
+    /// Whether an ICMP error to `dst` is within the `[defence]` limits now (every ICMP error
+    /// the pipeline sends asks first; echo replies do not, as the kernel's default
+    /// `icmp_ratemask`); counts `icmp_ratelimited` when not.
+    pub(crate) fn icmp_allowed(&mut self, env: &Env, dst: Ipv4Addr) -> bool {
+        if self.icmp.allow(&env.snap.icmp_limits, dst, self.now_ms) {
+            true
+        } else {
+            self.c.icmp_ratelimited += 1;
+            false
+        }
+    }
+
+    /// The service's access control on a new connection from `src` (only called when the
+    /// service has some): the deny and allow lists, `conn_limit`, then `conn_rate` (a token is
+    /// taken only from a connection the rest admits). The refusal's reason when refused.
+    fn admit(&mut self, svc: &Service, src: Ipv4Addr) -> Result<(), Drop> {
+        let a = &svc.access;
+        a.check_lists(src)?;
+        if a.conn_limit > 0 {
+            let open: u64 = svc.dests.iter().map(|d| u64::from(d.open_conns())).sum();
+            if open >= u64::from(a.conn_limit) {
+                return Err(Drop::ConnLimit);
+            }
+        }
+        if a.conn_rate > 0 {
+            let key = crate::datapath::service::svc_key(svc.proto.number(), svc.vip, svc.vport);
+            let prefix = u32::from(src) & a.rate_mask;
+            if !self.rates.admit(key, prefix, a.conn_rate, self.now_ms) {
+                return Err(Drop::RateLimited);
+            }
+        }
+        Ok(())
     }
 
     /// The owner of a frame, when it is not this worker.
@@ -687,6 +723,11 @@ impl Pipeline {
         // packet and continues, ESTABLISHED after its ACK); a RST never creates one.
         if pkt.proto == 6 && !syn_only && (!svc.sloppy_tcp || pkt.tcp_flags & flags::RST != 0) {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoConnectionTcp));
+        }
+        if !svc.access.is_none() {
+            if let Err(why) = self.admit(svc, pkt.src) {
+                return Err(self.refuse(env, sink, port, frame, f, why));
+            }
         }
         let input = sched::Input {
             proto: pkt.proto,
