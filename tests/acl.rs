@@ -77,6 +77,20 @@ fn deny_and_allow_lists_refuse_with_rst() {
     assert_eq!(st.dropped("acl_not_allowed"), 1, "{st:?}");
     assert!(st.rst_sent >= 2, "{st:?}");
     assert_eq!(st.conns_created, 2, "{st:?}");
+    // tapvsadm -L shows the lists after the scheduler.
+    let out = common::tapvsadm(&lab.socket(), "-L -n", None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "TCP  {} wlc deny 10.0.0.2/32,192.0.2.0/24\n",
+            lab::vip(80)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("TCP  {} wlc allow 10.0.0.8/29\n", lab::vip(81))),
+        "{text}"
+    );
     let (code, text) = scrape(&lab);
     assert_eq!(code, 200);
     assert!(

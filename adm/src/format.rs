@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use modes::Forward;
 
 use super::cmd::{forward_switch, proto_switch, ListOpts};
-use super::model::{forward_name, ConnEntry, DestEntry, Listing, ServiceEntry, LOCAL};
+use super::model::{forward_name, AccessEntry, ConnEntry, DestEntry, Listing, ServiceEntry, LOCAL};
 use super::names::Names;
 use super::PROGRAM;
 
@@ -186,9 +186,36 @@ fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool, 
             if s.ops {
                 out.push_str(" ops");
             }
+            if let Some(a) = s.access.as_ref().filter(|a| !a.is_empty()) {
+                access_words(out, a);
+            }
         }
     }
     out.push('\n');
+}
+
+/// Prefixes of an access list `-L` shows before "+N more".
+const ACCESS_SHOWN: usize = 4;
+
+/// tapvs's access control after the service's flags: `deny P,P allow P conn-limit N
+/// conn-rate N/LEN` (lists cut after [`ACCESS_SHOWN`] prefixes).
+fn access_words(out: &mut String, a: &AccessEntry) {
+    for (word, list) in [("deny", &a.deny), ("allow", &a.allow)] {
+        if list.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = list.iter().take(ACCESS_SHOWN).map(String::as_str).collect();
+        let _ = write!(out, " {word} {}", shown.join(","));
+        if list.len() > ACCESS_SHOWN {
+            let _ = write!(out, ",+{} more", list.len() - ACCESS_SHOWN);
+        }
+    }
+    if a.conn_limit > 0 {
+        let _ = write!(out, " conn-limit {}", a.conn_limit);
+    }
+    if a.conn_rate > 0 {
+        let _ = write!(out, " conn-rate {}/{}", a.conn_rate, a.conn_rate_prefix);
+    }
 }
 
 fn dest_row(
@@ -566,6 +593,43 @@ mod tests {
             assert_eq!(print_largenum(n, false), short, "{n}");
             assert_eq!(print_largenum(n, true), exact, "{n} exact");
         }
+    }
+
+    #[test]
+    fn access_control_follows_the_service_flags_and_is_not_saved() {
+        let mut l = fixture();
+        l.services.truncate(1);
+        let plain = list(&l, &opts(|_| {}));
+        let save_before = save(&l, true);
+        l.services[0].access = Some(AccessEntry {
+            deny: (1..=6).map(|i| format!("10.0.{i}.0/24")).collect(),
+            allow: vec!["10.0.0.0/8".into()],
+            conn_limit: 100,
+            conn_rate: 20,
+            conn_rate_prefix: 24,
+        });
+        let with = list(&l, &opts(|_| {}));
+        let row = plain.lines().nth(3).unwrap();
+        let want = format!(
+            "{row} deny 10.0.1.0/24,10.0.2.0/24,10.0.3.0/24,10.0.4.0/24,+2 more \
+             allow 10.0.0.0/8 conn-limit 100 conn-rate 20/24"
+        );
+        assert_eq!(with.lines().nth(3).unwrap(), want);
+        assert_eq!(save(&l, true), save_before, "-S has no such options");
+        // The statistics layouts have no room for it.
+        assert_eq!(
+            list(&l, &opts(|o| o.stats = true)),
+            list(
+                &Listing {
+                    services: vec![ServiceEntry {
+                        access: None,
+                        ..l.services[0].clone()
+                    }],
+                    ..l.clone()
+                },
+                &opts(|o| o.stats = true)
+            )
+        );
     }
 
     #[test]

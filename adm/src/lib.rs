@@ -30,7 +30,7 @@ pub use cmd::{
     ServiceOpts, ServiceSpec,
 };
 pub use message::{Request, Response, DEFAULT_SOCKET};
-pub use model::{ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
+pub use model::{AccessEntry, ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
 pub use names::{Names, Resolver, Services};
 
 /// The program name used in "Try ... -h" hints.

@@ -209,6 +209,33 @@ pub struct ServiceEntry {
     pub rate: Rate,
     /// Real servers.
     pub dests: Vec<DestEntry>,
+    /// tapvs's access control of the service (config only, no ipvsadm option): shown by
+    /// `-L`, `None` in the configuration ipvsadm edits and saves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessEntry>,
+}
+
+/// A service's access control as `-L` shows it (the config's `deny`, `allow`, `conn_limit`,
+/// `conn_rate` and `conn_rate_prefix`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// Client prefixes refused (`a.b.c.d/len`).
+    pub deny: Vec<String>,
+    /// When not empty, the only client prefixes admitted.
+    pub allow: Vec<String>,
+    /// Most open connections (0: none).
+    pub conn_limit: u32,
+    /// New connections per second per client prefix (0: none).
+    pub conn_rate: u32,
+    /// The prefix length of `conn_rate`.
+    pub conn_rate_prefix: u8,
+}
+
+impl AccessEntry {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.deny.is_empty() && self.allow.is_empty() && self.conn_limit == 0 && self.conn_rate == 0
+    }
 }
 
 /// One connection, as `-L -n -c` lists it.
@@ -333,6 +360,7 @@ impl Listing {
                     stats: Stats::default(),
                     rate: Rate::default(),
                     dests: Vec::new(),
+                    access: None,
                 };
                 s.configure(o);
                 self.services.push(s);

@@ -69,7 +69,7 @@ impl Checks {
     /// registers sorry servers, and applies the initial states (`alpha`: down).
     pub fn new(cfg: &Config, shared: &Shared, queues: &[Arc<TapQueue>]) -> Result<Checks, String> {
         let snap = shared.snapshot.load_full();
-        let net = HostNet::new(&snap.ports, snap.router.clone(), queues);
+        let net = HostNet::new(&snap.ports, snap.router.clone(), queues, snap.icmp_limits);
         let mut rng = SplitMix64::new(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

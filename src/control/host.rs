@@ -7,8 +7,10 @@
 //! Frames arrive as the kernel handed them to the TAP: GSO super-frames are cut into
 //! segments and partial checksums are completed before smoltcp (which verifies checksums)
 //! sees them. ICMP port unreachables that quote a health-check UDP datagram are noted here,
-//! because smoltcp does not report them to UDP sockets. Everything runs on the health thread;
-//! nothing here touches the data path.
+//! because smoltcp does not report them to UDP sockets. The ICMP errors smoltcp sends (port
+//! unreachable for UDP to a closed port of the appliance) pass the `[defence]` limits as the
+//! data path's do ([`crate::datapath::acl::IcmpLimiter`], one per port). Everything runs on the
+//! health thread; nothing here touches the data path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -23,6 +25,7 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
 };
 
+use crate::datapath::acl::{IcmpLimiter, IcmpLimits};
 use crate::datapath::route::Router;
 use crate::datapath::service::PortInfo;
 use crate::sys::tap::{TapQueue, VNET_HDR_LEN};
@@ -35,11 +38,40 @@ struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
     tx: Arc<TapQueue>,
     mtu: usize,
+    icmp: HostIcmp,
+}
+
+/// The ICMP error limit of a port's stack.
+struct HostIcmp {
+    limiter: IcmpLimiter,
+    limits: IcmpLimits,
+    epoch: std::time::Instant,
+}
+
+impl HostIcmp {
+    /// Whether `frame` (Ethernet) may be sent: anything but an ICMP error over the limits.
+    fn allows(&mut self, frame: &[u8]) -> bool {
+        let Some(ip) = frame.get(14..).filter(|_| frame[12..14] == [8, 0]) else {
+            return true;
+        };
+        let ihl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+        if ip.len() < 20 || ip[9] != 1 || ip.len() <= ihl {
+            return true;
+        }
+        // Destination unreachable, source quench, time exceeded, parameter problem: the
+        // kernel's default icmp_ratemask.
+        if !matches!(ip[ihl], 3 | 4 | 11 | 12) {
+            return true;
+        }
+        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        self.limiter.allow(&self.limits, dst, now_ms)
+    }
 }
 
 struct Rx(Vec<u8>);
 
-struct Tx<'a>(&'a TapQueue);
+struct Tx<'a>(&'a TapQueue, &'a mut HostIcmp);
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -52,7 +84,9 @@ impl TxToken for Tx<'_> {
         // Health-check traffic is a few frames a second: a buffer per frame is fine here.
         let mut buf = vec![0u8; VNET_HDR_LEN + len];
         let r = f(&mut buf[VNET_HDR_LEN..]);
-        let _ = self.0.write(&buf);
+        if self.1.allows(&buf[VNET_HDR_LEN..]) {
+            let _ = self.0.write(&buf);
+        }
         r
     }
 }
@@ -63,11 +97,11 @@ impl Device for QueueDevice {
 
     fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
         let f = self.rx.pop_front()?;
-        Some((Rx(f), Tx(&self.tx)))
+        Some((Rx(f), Tx(&self.tx, &mut self.icmp)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&self.tx))
+        Some(Tx(&self.tx, &mut self.icmp))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -128,8 +162,14 @@ fn v4(a: Ipv4Addr) -> Ipv4Address {
 }
 
 impl HostNet {
-    /// A stack on `ports` (those with addresses), sending through `queues` (one per port).
-    pub fn new(ports: &[PortInfo], router: Router, queues: &[Arc<TapQueue>]) -> HostNet {
+    /// A stack on `ports` (those with addresses), sending through `queues` (one per port), its
+    /// ICMP errors under `limits`.
+    pub fn new(
+        ports: &[PortInfo],
+        router: Router,
+        queues: &[Arc<TapQueue>],
+        limits: IcmpLimits,
+    ) -> HostNet {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -146,6 +186,11 @@ impl HostNet {
                     rx: VecDeque::new(),
                     tx: q.clone(),
                     mtu: p.mtu as usize,
+                    icmp: HostIcmp {
+                        limiter: IcmpLimiter::new(1),
+                        limits,
+                        epoch: std::time::Instant::now(),
+                    },
                 };
                 let mut cfg = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(p.mac)));
                 cfg.random_seed = seed ^ i as u64;
@@ -532,5 +577,40 @@ impl Transport for HostNet {
     }
     fn ping_close(&mut self, s: SockId) {
         HostNet::ping_close(self, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet + IPv4 frame to 10.0.0.2 of protocol `proto` whose first L4 byte is `t`.
+    fn frame(proto: u8, t: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&[8, 0]);
+        f[14] = 0x45;
+        f[14 + 9] = proto;
+        f[14 + 16..14 + 20].copy_from_slice(&[10, 0, 0, 2]);
+        f[14 + 20] = t;
+        f
+    }
+
+    #[test]
+    fn icmp_errors_of_the_host_stack_are_limited_and_nothing_else() {
+        let mut h = HostIcmp {
+            limiter: IcmpLimiter::new(1),
+            limits: IcmpLimits::default(),
+            epoch: std::time::Instant::now(),
+        };
+        let unreachable = frame(1, 3);
+        let sent = (0..50).filter(|_| h.allows(&unreachable)).count();
+        assert_eq!(sent, 6, "the per-host burst");
+        assert!(!h.allows(&frame(1, 11)), "time exceeded: same bucket");
+        assert!(h.allows(&frame(1, 0)), "echo reply");
+        assert!(h.allows(&frame(6, 3)), "TCP");
+        assert!(h.allows(&[0u8; 10]), "runt");
+        let mut arp = frame(1, 3);
+        arp[12..14].copy_from_slice(&[8, 6]);
+        assert!(h.allows(&arp), "not IPv4");
     }
 }

@@ -122,6 +122,18 @@ fn sched_error(e: sched::SchedError) -> AdmError {
     }
 }
 
+/// A service's access settings as `-L` shows them.
+fn access_entry(a: &crate::config::AccessConfig) -> adm::AccessEntry {
+    let show = |l: &[crate::config::Cidr]| l.iter().map(|c| c.to_string()).collect();
+    adm::AccessEntry {
+        deny: show(&a.deny),
+        allow: show(&a.allow),
+        conn_limit: a.conn_limit,
+        conn_rate: a.conn_rate,
+        conn_rate_prefix: a.conn_rate_prefix,
+    }
+}
+
 impl Table {
     /// The table described by a validated config, and its first snapshot.
     pub fn from_config(cfg: &Config) -> Result<(Table, Snapshot), String> {
@@ -185,6 +197,7 @@ impl Table {
                         ..adm::DestEntry::new(r.addr, r.forward, r.weight)
                     })
                     .collect(),
+                access: None,
             };
             t.insert_entry(key, entry);
         }
@@ -240,6 +253,11 @@ impl Table {
     fn effective_service(&self, s: &adm::ServiceEntry) -> adm::ServiceEntry {
         let mut s = s.clone();
         let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        s.access = self
+            .extras
+            .get(&key)
+            .map(|e| access_entry(&e.access))
+            .filter(|a| !a.is_empty());
         s.dests.retain_mut(|d| {
             let Some(h) = self.health.get(&(key, SocketAddrV4::new(d.addr, d.port))) else {
                 return true;
