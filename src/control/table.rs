@@ -387,8 +387,8 @@ impl Table {
     }
 
     /// Sets the config-only settings of service `key` (FullNAT local addresses, TOA, MH table
-    /// size, `sloppy_tcp`, access control) for its next rebuild; returns whether they changed (a reload then
-    /// calls [`Table::refresh`] unless a command rebuilds the service anyway).
+    /// size, `sloppy_tcp`, access control) for its next rebuild; returns whether they changed
+    /// (a reload then calls [`Table::refresh`] unless a command rebuilds the service anyway).
     pub fn set_extras(&mut self, key: SvcKey, s: &crate::config::ServiceConfig) -> bool {
         let e = Extras {
             local_addresses: s.local_addresses.clone(),
@@ -407,14 +407,6 @@ impl Table {
         let changed = self.snap.icmp_limits != limits;
         self.snap.icmp_limits = limits;
         changed
-    }
-
-    /// The access settings of service `key` from the config (default: none).
-    pub fn access(&self, key: SvcKey) -> crate::config::AccessConfig {
-        self.extras
-            .get(&key)
-            .map(|e| e.access.clone())
-            .unwrap_or_default()
     }
 
     /// Rebuilds service `key` from its entry and settings (after [`Table::set_extras`]).

@@ -105,10 +105,8 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
-        if !self.icmp_allowed(env, pkt.src) {
-            return self.drop(Drop::TtlExceeded);
-        }
-        if let Some(src) = info.source_for(pkt.src) {
+        let src = info.source_for(pkt.src);
+        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src)) {
             let quote = &buf[VNET_HDR_LEN..f.len];
             if let Some(n) = reply::icmp_time_exceeded(
                 &mut self.tx[VNET_HDR_LEN..],
