@@ -1232,6 +1232,29 @@ mod tests {
     }
 
     #[test]
+    fn open_counter_follows_creation_closing_and_release() {
+        let d = dest();
+        let mut t = ConnTable::new(10, Timeouts::new(900, 120, 5));
+        let s = t.insert(new_conn(1000, &d, 6, Forward::Nat), 0).unwrap();
+        assert_eq!(d.open_conns(), 1, "a new connection is open");
+        t.on_packet(s, Dir::Input, SYN, 0);
+        t.on_packet(s, Dir::Output, SYN | ACK, 0);
+        t.on_packet(s, Dir::Input, ACK, 0);
+        assert_eq!(d.open_conns(), 1);
+        // The client's FIN: closing, no longer open, still in the table.
+        t.on_packet(s, Dir::Input, FIN | ACK, 1);
+        assert_eq!((d.open_conns(), t.len()), (0, 1));
+        t.remove(s);
+        assert_eq!(d.open_conns(), 0, "released once, not twice");
+        // A UDP flow is open until it expires.
+        let u = t.insert(new_conn(2000, &d, 17, Forward::Nat), 0).unwrap();
+        t.on_packet(u, Dir::Input, 0, 0);
+        assert_eq!(d.open_conns(), 1);
+        assert_eq!(t.expire(10), 1);
+        assert_eq!((d.open_conns(), d.inactive_conns()), (0, 0));
+    }
+
+    #[test]
     fn entries_expire_by_state_timeout_and_refresh_lazily() {
         let d = dest();
         let mut t = ConnTable::new(10, Timeouts::new(900, 120, 5));
