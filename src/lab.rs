@@ -101,6 +101,21 @@ impl Lab {
         Ok(cfg)
     }
 
+    /// [`Lab::start`] with the config read from `path`, so [`Daemon::reload`] reads it again.
+    pub fn start_file(&mut self, path: &Path) -> io::Result<Config> {
+        let cfg = config::load(path)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let c = cfg.clone();
+        let d = self
+            .net
+            .director
+            .try_run(move || Daemon::start(&c))?
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        self.daemon = Some(d);
+        self.socket = cfg.control.socket.clone();
+        Ok(cfg)
+    }
+
     /// The control socket of the running daemon (for `tapvsadm --socket`).
     pub fn socket(&self) -> String {
         self.socket.clone()

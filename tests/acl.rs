@@ -5,7 +5,7 @@
 //! with `conn_rate` a burst beyond the rate is refused and a second later connecting works
 //! again; and 1000 UDP datagrams to a closed VIP port produce at most the per-host burst plus
 //! the rate's share of ICMP errors at the client, the rest counted as `icmp_ratelimited` (also
-//! in /metrics).
+//! in /metrics); a reload changes a service's lists and the `[defence]` limits live.
 
 mod common;
 
@@ -71,7 +71,7 @@ fn deny_and_allow_lists_refuse_with_rst() {
         connect(lab::vip(81)).expect("allowed");
     });
     let st = wait_stats(&lab, |s| {
-        s.dropped("acl_denied") >= 1 && s.dropped("acl_not_allowed") >= 1
+        s.dropped("acl_denied") >= 1 && s.dropped("acl_not_allowed") >= 1 && s.conns_created >= 2
     });
     assert_eq!(st.dropped("acl_denied"), 1, "{st:?}");
     assert_eq!(st.dropped("acl_not_allowed"), 1, "{st:?}");
@@ -240,4 +240,74 @@ fn is_port_unreachable_from_vip(frame: &[u8]) -> bool {
     }
     matches!(&p.transport, Some(etherparse::TransportSlice::Icmpv4(i))
         if i.type_u8() == 3 && i.code_u8() == 3)
+}
+
+/// A file removed when dropped (also on panic).
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn reload_changes_lists_and_icmp_limits_live() {
+    if !precheck() {
+        return;
+    }
+    let file = TempFile(
+        std::env::temp_dir().join(format!("tapvs-acl-reload-{}.toml", std::process::id())),
+    );
+    let base = lab::base_config(2);
+    std::fs::write(
+        &file.0,
+        format!("{base}{}", service(80, "deny = [\"10.0.0.0/24\"]")),
+    )
+    .unwrap();
+    let mut lab = Lab::build(1).expect("build lab");
+    lab.start_file(&file.0).expect("start tapvs");
+    let _l = listener(&lab);
+    let udp_errors = |lab: &Lab, n: u16| {
+        lab.client.run(|| {
+            let s = std::net::UdpSocket::bind(any(0)).unwrap();
+            for _ in 0..n {
+                s.send_to(b"probe", lab::vip(9999)).unwrap();
+            }
+        });
+    };
+    lab.client.run(|| {
+        assert_eq!(connect(lab::vip(80)).err(), Some(REFUSED), "denied");
+    });
+    udp_errors(&lab, 20);
+    let st = wait_stats(&lab, |s| s.dropped("no_service") >= 20);
+    assert_eq!(
+        (st.icmp_errors_sent, st.icmp_ratelimited),
+        (6, 14),
+        "{st:?}"
+    );
+    // The client's prefix moves to the allow list, and the ICMP limits are turned off.
+    std::fs::write(
+        &file.0,
+        format!(
+            "{base}\n[defence]\nicmp_ratelimit_ms = 0\nicmp_msgs_per_sec = 0\n{}",
+            service(80, "allow = [\"10.0.0.0/24\"]")
+        ),
+    )
+    .unwrap();
+    let summary = lab.daemon().reload().expect("reload");
+    assert!(summary.contains("2 change(s)"), "{summary}");
+    lab.client.run(|| {
+        connect(lab::vip(80)).expect("allowed after the reload");
+    });
+    udp_errors(&lab, 20);
+    let st = wait_stats(&lab, |s| s.dropped("no_service") >= 40);
+    assert_eq!(
+        (st.icmp_errors_sent, st.icmp_ratelimited),
+        (26, 14),
+        "{st:?}"
+    );
+    let out = common::tapvsadm(&lab.socket(), "-L -n", None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("wlc allow 10.0.0.0/24\n"), "{text}");
 }
