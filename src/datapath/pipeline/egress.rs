@@ -178,7 +178,10 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let quote = &buf[VNET_HDR_LEN..f.len];
-        if modes::tun::dont_fragment(quote, pkt) && self.icmp_allowed(env, pkt.src) {
+        // Not rate-limited, as the kernel exempts fragmentation needed from icmp_ratemask and
+        // the global budget: path MTU discovery must not stall (and the answer is smaller than
+        // the packet that asked for it).
+        if modes::tun::dont_fragment(quote, pkt) {
             let inp = &env.snap.ports[in_port];
             if let Some(src) = inp.source_for(pkt.src) {
                 let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u16;
