@@ -354,6 +354,9 @@ pub struct ServiceConfig {
     pub sloppy_tcp: Option<bool>,
     /// Real servers.
     pub reals: Vec<RealConfig>,
+    /// SYNPROXY (DPVS `-j enable`): the director answers SYNs with syncookies and opens the
+    /// connection to the real server only after the client's ACK (TCP, NAT and FullNAT only).
+    pub synproxy: bool,
 }
 
 /// A validated configuration.
@@ -468,6 +471,8 @@ struct RawService {
     health: crate::health::config::ServiceHealthConfig,
     #[serde(default)]
     real: Vec<RawReal>,
+    #[serde(default)]
+    synproxy: bool,
 }
 
 #[derive(Deserialize)]
@@ -942,6 +947,9 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 "one-packet scheduling applies to UDP services only".into(),
             ));
         }
+        if s.synproxy && proto != Protocol::Tcp {
+            return Err(err(f("synproxy"), "applies to TCP services only".into()));
+        }
         if s.ops && persistent.is_some() {
             return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
@@ -1032,6 +1040,12 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                         "direct routing and tunnelling cannot map ports: the real port must equal the service port".into(),
                     ))
                 }
+                Forward::Dr | Forward::Tun if s.synproxy => {
+                    return Err(err(
+                        g("forward"),
+                        "synproxy needs the replies through the director: its real servers must be nat or fullnat, not dr or tun".into(),
+                    ))
+                }
                 Forward::Dr | Forward::Tun => {}
                 Forward::FullNat if s.local_addresses.is_empty() => {
                     return Err(err(
@@ -1103,6 +1117,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             sorry_server,
             sloppy_tcp: s.sloppy_tcp,
             reals,
+            synproxy: s.synproxy,
         });
     }
     check_real_addresses(&ports, &routes, &services).map_err(|(f, m)| err(f, m))?;

@@ -171,6 +171,7 @@ impl Table {
                 persistent: s.persistent,
                 netmask: (s.netmask != Ipv4Addr::BROADCAST).then_some(s.netmask),
                 ops: s.ops,
+                synproxy: s.synproxy,
                 stats: adm::Stats::default(),
                 rate: adm::Rate::default(),
                 dests: s
@@ -661,6 +662,7 @@ impl Table {
             toa: extras.toa,
             toa_on_syn: extras.toa_on_syn,
             sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
+            synproxy: s.synproxy,
         }));
         Ok(())
     }

@@ -79,6 +79,9 @@ pub struct Service {
     /// IPVS `sloppy_tcp`: a non-SYN TCP packet of an unknown flow creates its connection
     /// mid-stream (a RST never does).
     pub sloppy_tcp: bool,
+    /// SYNPROXY: SYNs are answered with syncookies; the real server sees a connection only
+    /// after the client's valid ACK (`pipeline/synproxy.rs`).
+    pub synproxy: bool,
 }
 
 /// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).

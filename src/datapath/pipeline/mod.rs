@@ -28,7 +28,13 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 mod sync;
+mod synproxy;
 pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
+pub use synproxy::{
+    HANDSHAKES as SYNPROXY_HANDSHAKES, STORE_BYTES as SYNPROXY_STORE_BYTES,
+    STORE_FRAMES as SYNPROXY_STORE_FRAMES, SYNPROXY_DUP_ACKS, SYN_RETRIES as SYNPROXY_SYN_RETRIES,
+    SYN_RETRY_MS as SYNPROXY_SYN_RETRY_MS,
+};
 
 use crate::config::RpFilter;
 use crate::datapath::ha::Standby;
@@ -164,6 +170,8 @@ pub struct Pipeline {
     pub(crate) now: u32,
     /// Milliseconds since the epoch.
     pub(crate) now_ms: u64,
+    /// SYNPROXY: the cookie key, per-connection shifts, pending handshakes.
+    pub(crate) sp: synproxy::Synproxy,
 }
 
 impl Pipeline {
@@ -187,7 +195,13 @@ impl Pipeline {
             sync_overflow: 0,
             now: 0,
             now_ms: 0,
+            sp: synproxy::Synproxy::new(),
         }
+    }
+
+    /// SYNPROXY handshakes waiting for their real server's SYN/ACK.
+    pub fn synproxy_pending(&self) -> usize {
+        self.sp.pending()
     }
 
     /// The connection table.
@@ -258,6 +272,9 @@ impl Pipeline {
     pub fn tick<S: Sink>(&mut self, env: &Env, sink: &mut S) {
         self.set_time(env.now_ms);
         self.table.expire_some(self.now, EXPIRE_BUDGET);
+        if self.sp.pending() > 0 {
+            self.synproxy_tick(env, sink);
+        }
         if !self.held.is_empty() {
             self.release_held(env, sink, None);
         }
@@ -596,6 +613,32 @@ impl Pipeline {
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
+        if pkt.proto == 6 {
+            // SYNPROXY: cookies for SYNs, the ACK check (also replacing a closing entry), the
+            // pending handshake's store.
+            let hook = match found {
+                None => self.synproxy_new(env, sink, port, buf, f, None),
+                Some(fd) => {
+                    let c = self.table.get(fd.slot);
+                    let reusable = Self::synproxy_reusable(c.state);
+                    let held = if c.synproxy() {
+                        self.synproxy_hold(buf, f, fd.slot)
+                    } else {
+                        None
+                    };
+                    if held.is_some() {
+                        held
+                    } else if reusable {
+                        self.synproxy_new(env, sink, port, buf, f, Some(fd.slot))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(v) = hook {
+                return v;
+            }
+        }
         if let Some(fd) = found {
             // A new SYN on a tuple whose connection is closing starts a new connection
             // (IPVS conn_reuse_mode=1).
@@ -640,6 +683,9 @@ impl Pipeline {
         let old = self.table.get(slot).state;
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
+        if c.synproxy() {
+            self.synproxy_in(buf, f, slot);
+        }
         if env.standby.sync_master {
             self.sync_note(slot, old, true, env.standby.sync_refresh);
         }
@@ -887,6 +933,12 @@ impl Pipeline {
         if let Some(v) = self.dest_gone(env, fd.slot) {
             return v;
         }
+        let spx = self.table.get(fd.slot).synproxy();
+        if spx {
+            if let Some(v) = self.synproxy_server(env, sink, buf, f, fd.slot) {
+                return v;
+            }
+        }
         let caddr = self.table.get(fd.slot).caddr;
         let path =
             match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
@@ -909,6 +961,9 @@ impl Pipeline {
                 fd.dir != Dir::Output,
                 env.standby.sync_refresh,
             );
+        }
+        if spx {
+            self.synproxy_out(buf, f, fd.slot);
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
