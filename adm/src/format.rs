@@ -480,7 +480,7 @@ pub fn usage() -> String {
          \x20 --netmask       -M MASK         persistence granularity (default 255.255.255.255)\n\
          \x20 --sched-flags   -b LIST         on -A/-E: sh-fallback,sh-port,mh-fallback,mh-port,flag-1..3\n\
          \x20 --ops           -o              one-packet scheduling (UDP)\n\
-         \x20 --synproxy      -j enable|disable  on -A/-E: SYN proxy with syncookies (TCP; -m/-b real servers)\n\
+         \x20 --synproxy      -j enable|disable on -A/-E: SYN proxy with syncookies (TCP; -m/-b real servers)\n\
          \x20 --real-server   -r ADDR[:PORT]  real server\n\
          \x20 --gatewaying    -g              direct routing (default)\n\
          \x20 --masquerading  -m              NAT\n\
