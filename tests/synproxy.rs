@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::lab::{self, Lab};
 use common::stream::{expected_digest, fill};
 use common::tshark::{self, Capture};
-use common::{any, http_servers, wait_stats};
+use common::{any, http_servers, scrape, tapvsadm, wait_stats};
 use sha2::Digest;
 use tapvs_lab::netns::{precheck, Netns};
 
@@ -143,6 +143,52 @@ fn clean_handshakes_reach_the_real_server_once() {
             c.handshake_acks += 1;
         }
     }
+    // The counters in /metrics; the flag through tapvsadm (listed, saved, DR/TUN refused).
+    let (status, body) = scrape(&lab);
+    assert_eq!(status, 200);
+    for line in [
+        "tapvs_synproxy_syn_cookies_sent_total 20",
+        "tapvs_synproxy_established_total 20",
+        "tapvs_drops_total{reason=\"synproxy_ack_bad\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} not in:\n{body}");
+    }
+    let sock = lab.socket();
+    let out = tapvsadm(&sock, "-L -n", None);
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        list.contains(&format!("TCP  {}:80 rr synproxy\n", lab::VIP)),
+        "{list}"
+    );
+    let saved = String::from_utf8_lossy(&tapvsadm(&sock, "-S -n", None).stdout).to_string();
+    assert!(
+        saved.contains(&format!("-A -t {}:80 -s rr -j enable\n", lab::VIP)),
+        "{saved}"
+    );
+    let out = tapvsadm(
+        &sock,
+        &format!(
+            "-a -t {}:80 -r {}:80 -g",
+            lab::VIP,
+            // Another host on the real servers' segment (reachable, so only SYNPROXY refuses).
+            std::net::Ipv4Addr::from(u32::from(lab::INT_ADDR) + 50)
+        ),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("SYNPROXY needs replies through the director"),
+        "{out:?}"
+    );
+    let out = tapvsadm(
+        &sock,
+        &format!("-E -t {}:80 -s rr -j bogus", lab::VIP),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let after = String::from_utf8_lossy(&tapvsadm(&sock, "-L -n", None).stdout).to_string();
+    assert_eq!(after, list, "nothing changed");
     assert_eq!(conns.len(), 20, "{conns:?}");
     for (s, c) in &conns {
         assert_eq!(
