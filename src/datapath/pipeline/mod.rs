@@ -109,7 +109,8 @@ pub enum Verdict {
         hop: Ipv4Addr,
     },
     /// Rewritten and held until `hop` on `port` is resolved (then sent, or dropped after
-    /// [`HELD_TTL_MS`]).
+    /// [`HELD_TTL_MS`]); or, for a SYNPROXY connection whose real server has not answered
+    /// yet, stored until it does (then sent through this connection's `port` and `hop`).
     Hold {
         /// Egress port.
         port: usize,
