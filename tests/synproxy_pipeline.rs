@@ -138,6 +138,45 @@ impl Rig {
         )
     }
 
+    /// Feeds `frame` with the virtio-net header `hdr`; returns the verdict and what was sent
+    /// with its header.
+    fn feed_vnet(
+        &mut self,
+        port: usize,
+        hdr: &modes::wire::vnet::VnetHdr,
+        frame: &[u8],
+    ) -> (Verdict, Vec<(usize, Vec<u8>)>) {
+        let mut buf = vec![0u8; MAX_FRAME];
+        hdr.write(&mut buf[..VNET_HDR_LEN]);
+        buf[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(frame);
+        let env = Env {
+            snap: &self.snap,
+            neigh: &self.neigh,
+            templates: &self.templates,
+            now_ms: self.now_ms,
+            expire_nodest: false,
+            host_stack: false,
+            standby: &self.standby,
+        };
+        struct Raw(Vec<(usize, Vec<u8>)>);
+        impl Sink for Raw {
+            fn send(&mut self, port: usize, frame: &[u8]) -> bool {
+                self.0.push((port, frame.to_vec()));
+                true
+            }
+        }
+        let mut raw = Raw(Vec::new());
+        let v = self.pipe.process(
+            &env,
+            port,
+            &mut buf,
+            VNET_HDR_LEN + frame.len(),
+            false,
+            &mut raw,
+        );
+        (v, raw.0)
+    }
+
     fn tick(&mut self) {
         let env = Env {
             snap: &self.snap,
@@ -872,4 +911,74 @@ fn mangled_handshake_frames_never_panic() {
         assert!(rig.pipe.table().len() <= 1);
         rig.sent();
     }
+}
+
+/// A GSO super-frame with a partial checksum (the pseudo-header sum in the TCP checksum field):
+/// its ack and SACK blocks are shifted and the checksum field changes only by the address
+/// rewrite (it still holds the pseudo-header sum, now for client → real server); the virtio
+/// header goes out as it came.
+#[test]
+fn a_partial_checksum_gso_frame_is_shifted_without_touching_its_sum() {
+    use modes::checksum::pseudo_header_v4;
+    use modes::wire::vnet::{VnetHdr, GSO_TCPV4, NEEDS_CSUM};
+    let mut rig = Rig::new();
+    let (cookie, tsval, _) = open(&mut rig, V_NAT);
+    rig.feed(INT, &server_syn_ack(8080, (CLIENT, CPORT)));
+    rig.sent();
+    let data = vec![7u8; 4000];
+    let mut f = tcp(
+        client(V_NAT),
+        vip(V_NAT),
+        false,
+        ISN + 1,
+        Some(cookie + 1),
+        false,
+        &[
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::Timestamp(CLIENT_TS + 2, tsval),
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgement(
+                (cookie + 10, cookie + 20),
+                [None, None, None],
+            ),
+        ],
+        &data,
+    );
+    let p = parse(&f).unwrap();
+    let seg_len = (p.ip_end() - p.l4) as u16;
+    let partial = |src: Ipv4Addr, dst: Ipv4Addr| pseudo_header_v4(src, dst, 6, seg_len);
+    f[p.l4 + 16..p.l4 + 18].copy_from_slice(&partial(CLIENT, VIP).to_be_bytes());
+    let hdr = VnetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: p.payload_offset() as u16,
+        gso_size: 1400,
+        csum_start: p.l4 as u16,
+        csum_offset: 16,
+        num_buffers: 0,
+    };
+    let (v, sent) = rig.feed_vnet(EXT, &hdr, &f);
+    assert!(matches!(v, Verdict::Transmit { port: INT, .. }), "{v:?}");
+    assert_eq!(sent.len(), 1);
+    let out = &sent[0].1;
+    assert_eq!(VnetHdr::parse(&out[..VNET_HDR_LEN]), Some(hdr));
+    let g = &out[VNET_HDR_LEN..];
+    let q = parse(g).unwrap();
+    assert_eq!((q.dst, q.dport), (RS, 8080));
+    assert_eq!(
+        u16::from_be_bytes([g[q.l4 + 16], g[q.l4 + 17]]),
+        partial(CLIENT, RS),
+        "still the pseudo-header sum"
+    );
+    assert_eq!(ack_of(g), SRV_ISN + 1);
+    let (at, _) = opts_of(g).sack.unwrap();
+    let base = q.l4 + 20 + at;
+    assert_eq!(
+        (u32_at(g, base), u32_at(g, base + 4)),
+        (SRV_ISN + 10, SRV_ISN + 20)
+    );
+    assert_eq!(opts_of(g).ts.map(|t| t.1), Some(SRV_TS));
+    assert_eq!(&g[q.payload_offset()..q.ip_end()], &data[..]);
 }
