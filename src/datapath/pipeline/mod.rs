@@ -7,11 +7,12 @@
 //! a real server and creates it, applies the connection's transmitter (NAT, DR, TUN, FullNAT
 //! with TOA; bound once when the connection was created) and hands the rewritten frame to the
 //! one output step in [`egress`]. A SYNPROXY service's handshakes go through `synproxy.rs`
-//! first (syncookie answers, the real server's handshake, sequence shifts). It returns a [`Verdict`]; every frame it emits (the
-//! rewritten frame, TUN segments, answers such as ARP replies, echo replies, RSTs and ICMP
-//! errors, held frames released) goes to a [`Sink`] the caller provides. The worker loop
-//! ([`crate::datapath::worker`]) does the reads, writes and hand-overs around it; unit tests feed frames
-//! and collect what it emits, without root or a TAP device.
+//! first (syncookie answers, the real server's handshake, sequence shifts). It returns a
+//! [`Verdict`]; every frame it emits (the rewritten frame, TUN segments, answers such as ARP
+//! replies, echo replies, RSTs and ICMP errors, held frames released) goes to a [`Sink`] the
+//! caller provides. The worker loop ([`crate::datapath::worker`]) does the reads, writes and
+//! hand-overs around it; unit tests feed frames and collect what it emits, without root or a
+//! TAP device.
 //!
 //! Nothing here allocates per packet, takes a lock (persistence templates aside, touched only
 //! when a persistent connection starts), or logs. Counters are plain fields, published by the
