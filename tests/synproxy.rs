@@ -40,6 +40,22 @@ impl Drop for RmOnDrop {
     }
 }
 
+/// A server's SYN/ACK, or a client segment with SACK blocks (the bulk ports).
+fn sack_or_syn_ack(f: &[u8]) -> bool {
+    let Ok(p) = modes::packet::parse(f) else {
+        return false;
+    };
+    if !p.is_tcp() {
+        return false;
+    }
+    if matches!(p.sport, 5001 | 5002) {
+        return p.tcp_flags & 0x12 == 0x12;
+    }
+    matches!(p.dport, 5001 | 5002)
+        && f.get(p.l4 + 20..p.payload_offset())
+            .is_some_and(|o| modes::synproxy::options(o).sack.is_some())
+}
+
 /// tshark's `tcp.flags` ("0x0012").
 fn tcp_flags(field: &str) -> u16 {
     u16::from_str_radix(field.trim_start_matches("0x"), 16).expect("tcp.flags")
@@ -321,8 +337,51 @@ fn bulk_through_nat_and_fullnat_with_and_without_loss() {
             ])
             .expect("loss rule");
     }
+    // The real server's view of the lossy transfers: its SYN/ACKs and the client's segments
+    // carrying SACK blocks, which must name bytes of the server's own sequence space.
+    let cap = Capture::start(&lab.reals[0], "eth0", sack_or_syn_ack);
     transfer(&lab, 5001, 13, "NAT + SYNPROXY, 1 % loss");
     transfer(&lab, 5002, 14, "FullNAT + SYNPROXY, 1 % loss");
+    let pcap = RmOnDrop(
+        std::env::temp_dir().join(format!("tapvs-synproxy-sack-{}.pcap", std::process::id())),
+    );
+    cap.finish(&pcap.0);
+    let rows = tshark::fields(
+        &pcap.0,
+        &["-o", "tcp.relative_sequence_numbers:FALSE"],
+        &[
+            "tcp.stream",
+            "tcp.flags",
+            "tcp.seq",
+            "tcp.options.sack_le",
+            "tcp.options.sack_re",
+        ],
+    );
+    let mut isn: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sack_frames = 0;
+    for r in &rows {
+        let f: Vec<&str> = r.split('\t').collect();
+        if tcp_flags(f[1]) & 0x12 == 0x12 {
+            isn.insert(f[0].to_string(), f[2].parse().unwrap());
+            continue;
+        }
+        let base = *isn.get(f[0]).expect("SYN/ACK before SACK");
+        for edge in f[3]
+            .split(',')
+            .chain(f[4].split(','))
+            .filter(|e| !e.is_empty())
+        {
+            let off = (edge.parse::<u64>().unwrap() + (1 << 32) - base) % (1 << 32);
+            assert!(
+                off <= MB200 + 1,
+                "SACK edge {edge} is {off} bytes from the server's ISN {base}: not shifted"
+            );
+        }
+        sack_frames += 1;
+    }
+    assert_eq!(isn.len(), 2, "both lossy transfers seen: {rows:?}");
+    assert!(sack_frames > 0, "losses recovered with SACK: {rows:?}");
+    eprintln!("{sack_frames} client segments with SACK blocks reached the real server");
     let counted = lab
         .client
         .exec(&["iptables-nft", "-L", "-v", "-n", "-x"])
