@@ -429,6 +429,9 @@ pub struct ServiceConfig {
     pub reals: Vec<RealConfig>,
     /// Access control: allow/deny lists and connection limits.
     pub access: AccessConfig,
+    /// SYNPROXY (DPVS `-j enable`): the director answers SYNs with syncookies and opens the
+    /// connection to the real server only after the client's ACK (TCP, NAT and FullNAT only).
+    pub synproxy: bool,
 }
 
 /// A validated configuration.
@@ -554,6 +557,8 @@ struct RawService {
     conn_limit: Option<u32>,
     conn_rate: Option<u32>,
     conn_rate_prefix: Option<u32>,
+    #[serde(default)]
+    synproxy: bool,
 }
 
 #[derive(Deserialize)]
@@ -1028,6 +1033,9 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 "one-packet scheduling applies to UDP services only".into(),
             ));
         }
+        if s.synproxy && proto != Protocol::Tcp {
+            return Err(err(f("synproxy"), "applies to TCP services only".into()));
+        }
         if s.ops && persistent.is_some() {
             return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
@@ -1118,6 +1126,12 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                         "direct routing and tunnelling cannot map ports: the real port must equal the service port".into(),
                     ))
                 }
+                Forward::Dr | Forward::Tun if s.synproxy => {
+                    return Err(err(
+                        g("forward"),
+                        "synproxy needs the replies through the director: its real servers must be nat or fullnat, not dr or tun".into(),
+                    ))
+                }
                 Forward::Dr | Forward::Tun => {}
                 Forward::FullNat if s.local_addresses.is_empty() => {
                     return Err(err(
@@ -1190,6 +1204,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             sloppy_tcp: s.sloppy_tcp,
             reals,
             access: access_config(s).map_err(|(k, m)| err(f(&k), m))?,
+            synproxy: s.synproxy,
         });
     }
     check_real_addresses(&ports, &routes, &services).map_err(|(f, m)| err(f, m))?;

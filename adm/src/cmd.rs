@@ -96,6 +96,9 @@ pub struct ServiceOpts {
     pub netmask: Ipv4Addr,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
+    /// SYNPROXY (`-j enable|disable`, as DPVS's ipvsadm; default disable).
+    #[serde(default)]
+    pub synproxy: bool,
 }
 
 /// Settings of `-a` / `-e` with ipvsadm's defaults filled in (`-e` replaces them all).
@@ -368,14 +371,14 @@ impl Cmd {
     /// ` ` optional; ipvsadm's command/option table restricted to the options tapvs knows.
     fn rules(self) -> &'static [u8; OPT_COUNT] {
         match self {
-            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxx  xx",
-            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxx",
-            Cmd::List => b" 11xxxxxxxx11      xx x",
-            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxxx ",
-            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxx",
-            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxxx",
-            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxx",
-            Cmd::Flush | Cmd::Set | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Add | Cmd::Edit => b"xx+   xxxxxxxxxxxxx  xx ",
+            Cmd::Del => b"xx+xxxxxxxxxxxxxxxxxxxxx",
+            Cmd::List => b" 11xxxxxxxx11      xx xx",
+            Cmd::AddDest | Cmd::EditDest => b"xx+xxx+    xxxxxxxxxxx x",
+            Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxx",
+            Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxx",
+            Cmd::Flush | Cmd::Set | Cmd::Restore => b"xxxxxxxxxxxxxxxxxxxxxxxx",
         }
     }
 }
@@ -406,9 +409,10 @@ enum Opt {
     SchedFlags,
     TunInfo,
     TunType,
+    Synproxy,
 }
 
-const OPT_COUNT: usize = 23;
+const OPT_COUNT: usize = 24;
 
 const OPTS: [Opt; OPT_COUNT] = [
     Opt::Numeric,
@@ -434,6 +438,7 @@ const OPTS: [Opt; OPT_COUNT] = [
     Opt::SchedFlags,
     Opt::TunInfo,
     Opt::TunType,
+    Opt::Synproxy,
 ];
 
 impl Opt {
@@ -463,6 +468,7 @@ impl Opt {
             Opt::SchedFlags => "sched-flags",
             Opt::TunInfo => "tun-info",
             Opt::TunType => "tun-type",
+            Opt::Synproxy => "synproxy",
         }
     }
 
@@ -520,6 +526,7 @@ enum Tag {
     TunType,
     TunOpt,
     SyncOpt,
+    Synproxy,
 }
 
 /// ipvsadm's options: long name, short letter, value, meaning.
@@ -593,6 +600,7 @@ const OPTIONS: &[(&str, Option<char>, Arg, Tag)] = &[
     ("tun-nocsum", None, Arg::No, Tag::TunOpt),
     ("tun-csum", None, Arg::No, Tag::TunOpt),
     ("tun-remcsum", None, Arg::No, Tag::TunOpt),
+    ("synproxy", Some('j'), Arg::Required, Tag::Synproxy),
 ];
 
 /// One option occurrence: what it is, how it was written, its value.
@@ -810,6 +818,7 @@ struct State {
     u_threshold: u32,
     l_threshold: u32,
     sched_flags: Option<String>,
+    synproxy: bool,
 }
 
 impl State {
@@ -827,6 +836,7 @@ impl State {
             u_threshold: 0,
             l_threshold: 0,
             sched_flags: None,
+            synproxy: false,
         }
     }
 
@@ -949,6 +959,14 @@ impl State {
             }
             Tag::TunOpt => return unsupported(&format!("GUE tunnel options ({})", ev.written)),
             Tag::SyncOpt => return unsupported(&format!("connection sync ({})", ev.written)),
+            Tag::Synproxy => {
+                self.set(Opt::Synproxy)?;
+                self.synproxy = match v.as_str() {
+                    "enable" => true,
+                    "disable" => false,
+                    _ => return Err(AdmError::IllegalSynproxy(v)),
+                };
+            }
         }
         Ok(())
     }
@@ -1033,6 +1051,9 @@ impl State {
                     {
                         return Err(AdmError::OpsNotUdp)
                     }
+                    ServiceSpec::Addr { proto, .. } if self.synproxy && proto != Protocol::Tcp => {
+                        return Err(AdmError::SynproxyNotTcp)
+                    }
                     _ => {}
                 }
                 let o = ServiceOpts {
@@ -1042,6 +1063,7 @@ impl State {
                     persistent,
                     netmask: self.netmask,
                     ops: self.has(Opt::Ops),
+                    synproxy: self.synproxy,
                 };
                 if self.cmd == Cmd::Add {
                     Command::AddService(o)
@@ -1281,7 +1303,45 @@ mod tests {
             persistent: None,
             netmask: Ipv4Addr::BROADCAST,
             ops: false,
+            synproxy: false,
         }
+    }
+
+    #[test]
+    fn synproxy_option() {
+        let t = tcp("10.0.0.1:80");
+        let mut o = svc(t, "rr");
+        o.synproxy = true;
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -s rr -j enable"),
+            Ok(Command::AddService(o.clone()))
+        );
+        assert_eq!(
+            p("-E -t 10.0.0.1:80 -s rr --synproxy=enable"),
+            Ok(Command::EditService(o))
+        );
+        assert_eq!(
+            p("-E -t 10.0.0.1:80 -s rr -j disable"),
+            Ok(Command::EditService(svc(t, "rr")))
+        );
+        let e = p("-A -t 10.0.0.1:80 -j on").unwrap_err();
+        assert_eq!(e, AdmError::IllegalSynproxy("on".into()));
+        assert!(e.is_usage());
+        assert_eq!(
+            p("-A -u 10.0.0.1:53 -j enable"),
+            Err(AdmError::SynproxyNotTcp)
+        );
+        assert_eq!(
+            p("-a -t 10.0.0.1:80 -r 10.0.1.1 -m -j enable"),
+            Err(AdmError::IllegalOption {
+                opt: "synproxy",
+                cmd: "add-server"
+            })
+        );
+        assert_eq!(
+            p("-A -t 10.0.0.1:80 -j enable -j enable"),
+            Err(AdmError::MultipleOption("synproxy"))
+        );
     }
 
     fn srv(service: ServiceSpec, server: &str, forward: Forward) -> ServerOpts {

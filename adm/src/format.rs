@@ -186,6 +186,9 @@ fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool, 
             if s.ops {
                 out.push_str(" ops");
             }
+            if s.synproxy {
+                out.push_str(" synproxy");
+            }
             if let Some(a) = s.access.as_ref().filter(|a| !a.is_empty()) {
                 access_words(out, a);
             }
@@ -422,6 +425,9 @@ pub fn save_with(listing: &Listing, names: &Names) -> String {
         if !s.flags.is_empty() {
             let _ = write!(out, " -b {}", s.flags.join(","));
         }
+        if s.synproxy {
+            out.push_str(" -j enable");
+        }
         out.push('\n');
         for d in sorted_dests(s, false) {
             let _ = write!(
@@ -501,6 +507,7 @@ pub fn usage() -> String {
          \x20 --netmask       -M MASK         persistence granularity (default 255.255.255.255)\n\
          \x20 --sched-flags   -b LIST         on -A/-E: sh-fallback,sh-port,mh-fallback,mh-port,flag-1..3\n\
          \x20 --ops           -o              one-packet scheduling (UDP)\n\
+         \x20 --synproxy      -j enable|disable on -A/-E: SYN proxy with syncookies (TCP; -m/-b real servers)\n\
          \x20 --real-server   -r ADDR[:PORT]  real server\n\
          \x20 --gatewaying    -g              direct routing (default)\n\
          \x20 --masquerading  -m              NAT\n\
@@ -795,6 +802,7 @@ mod tests {
                 persistent: s.persistent,
                 netmask: s.netmask.unwrap_or(Ipv4Addr::BROADCAST),
                 ops: s.ops,
+                synproxy: s.synproxy,
             }));
             let mut ds: Vec<&DestEntry> = s.dests.iter().collect();
             ds.sort_by_key(|d| (u32::from(d.addr), d.port));
@@ -811,6 +819,56 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn synproxy_is_listed_saved_and_refused_with_bypassing_real_servers() {
+        let cmds = [
+            "-A -t 10.0.0.1:80 -s rr -j enable",
+            "-a -t 10.0.0.1:80 -r 10.0.1.1:80 -m",
+            "-a -t 10.0.0.1:80 -r 10.0.1.2:8080 -b",
+            "-A -t 10.0.0.1:81 -s rr",
+            "-a -t 10.0.0.1:81 -r 10.0.1.3:81 -g",
+        ];
+        let mut l = Listing::default();
+        for c in cmds {
+            let args: Vec<String> = c.split_whitespace().map(String::from).collect();
+            l.apply(&parse(&args).unwrap()).unwrap();
+        }
+        let text = list(
+            &l,
+            &ListOpts {
+                numeric: true,
+                ..ListOpts::default()
+            },
+        );
+        assert!(text.contains("TCP  10.0.0.1:80 rr synproxy\n"), "{text}");
+        assert!(text.contains("TCP  10.0.0.1:81 rr\n"), "{text}");
+        let saved = save(&l, true);
+        assert!(
+            saved.contains("-A -t 10.0.0.1:80 -s rr -j enable\n"),
+            "{saved}"
+        );
+        let mut rebuilt = Listing::default();
+        for line in saved.lines() {
+            let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+            rebuilt.apply(&parse(&args).unwrap()).unwrap();
+        }
+        assert_eq!(rebuilt, l);
+        // DR or TUN with SYNPROXY: refused either way round, nothing changed.
+        let before = l.clone();
+        for c in [
+            "-a -t 10.0.0.1:80 -r 10.0.1.4 -g",
+            "-a -t 10.0.0.1:80 -r 10.0.1.4 -i",
+            "-e -t 10.0.0.1:80 -r 10.0.1.1:80 -g",
+            "-E -t 10.0.0.1:81 -s rr -j enable",
+        ] {
+            let args: Vec<String> = c.split_whitespace().map(String::from).collect();
+            let e = l.apply(&parse(&args).unwrap()).unwrap_err();
+            assert_eq!(e, crate::AdmError::SynproxyForward, "{c}");
+            assert_eq!(e.exit_code(), 1);
+        }
+        assert_eq!(l, before);
     }
 
     #[test]

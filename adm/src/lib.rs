@@ -146,6 +146,13 @@ pub enum AdmError {
     InvalidOperation,
     /// Runtime: anything else (control socket unreachable, ...), message as given.
     Other(String),
+    /// `-j` with a value other than `enable` or `disable`.
+    IllegalSynproxy(String),
+    /// `-j enable` on a service that is not TCP.
+    SynproxyNotTcp,
+    /// Runtime: SYNPROXY with a direct-routing or tunnelling real server (replies would bypass
+    /// the director).
+    SynproxyForward,
 }
 
 impl AdmError {
@@ -213,6 +220,12 @@ impl AdmError {
                     .into(),
             ),
             Other(m) => (r, m.clone()),
+            IllegalSynproxy(v) => (u, format!("illegal synproxy value `{v}' specified (enable or disable)")),
+            SynproxyNotTcp => (u, "SYNPROXY is only for TCP virtual services".into()),
+            SynproxyForward => (
+                r,
+                "SYNPROXY needs replies through the director: real servers must be -m or -b, not -g or -i".into(),
+            ),
         }
     }
 

@@ -203,6 +203,9 @@ pub struct ServiceEntry {
     pub netmask: Option<Ipv4Addr>,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
+    /// SYNPROXY (`-j enable`).
+    #[serde(default)]
+    pub synproxy: bool,
     /// Cumulative counters.
     pub stats: Stats,
     /// Rates.
@@ -314,6 +317,16 @@ impl ServiceEntry {
         self.persistent = o.persistent;
         self.netmask = Some(o.netmask).filter(|m| *m != Ipv4Addr::BROADCAST);
         self.ops = o.ops;
+        self.synproxy = o.synproxy;
+    }
+
+    /// SYNPROXY needs every reply through the director: no DR or TUN real server.
+    fn synproxy_ok(&self, synproxy: bool, extra: Option<Forward>) -> Result<(), AdmError> {
+        let bypass = |f: Forward| matches!(f, Forward::Dr | Forward::Tun);
+        if synproxy && (self.dests.iter().any(|d| bypass(d.forward)) || extra.is_some_and(bypass)) {
+            return Err(AdmError::SynproxyForward);
+        }
+        Ok(())
     }
 }
 
@@ -357,6 +370,7 @@ impl Listing {
                     persistent: None,
                     netmask: None,
                     ops: false,
+                    synproxy: false,
                     stats: Stats::default(),
                     rate: Rate::default(),
                     dests: Vec::new(),
@@ -365,7 +379,11 @@ impl Listing {
                 s.configure(o);
                 self.services.push(s);
             }
-            Command::EditService(o) => self.service_mut(&o.service)?.configure(o),
+            Command::EditService(o) => {
+                let s = self.service_mut(&o.service)?;
+                s.synproxy_ok(o.synproxy, None)?;
+                s.configure(o);
+            }
             Command::DeleteService(spec) => {
                 self.service_mut(spec)?;
                 self.services.retain(|s| !s.matches(spec));
@@ -377,6 +395,7 @@ impl Listing {
                 if s.dest(o.server).is_some() {
                     return Err(AdmError::DestExists);
                 }
+                s.synproxy_ok(s.synproxy, Some(o.forward))?;
                 s.dests.push(DestEntry {
                     addr: *o.server.ip(),
                     port: o.server.port(),
@@ -400,6 +419,9 @@ impl Listing {
                     .iter_mut()
                     .find(|d| d.addr == *o.server.ip() && d.port == o.server.port())
                     .ok_or(AdmError::NoSuchDest)?;
+                if s.synproxy && matches!(o.forward, Forward::Dr | Forward::Tun) {
+                    return Err(AdmError::SynproxyForward);
+                }
                 d.forward = o.forward;
                 d.local = false;
                 d.weight = o.weight;

@@ -20,6 +20,8 @@
 //!   option that carries the client address to the real server.
 //! * [`icmp_nat`] — NAT of ICMP errors that quote a connection's packet.
 //! * [`advert`] — VRRP advertisement frames (the view is [`wire::vrrp`]).
+//! * [`synproxy`] — SYNPROXY: syncookie SYN/ACKs, the ACK check, the SYN to the real
+//!   server and the sequence shifts between the two handshakes.
 //! * [`reply`] — frames the appliance originates as a host: ARP, ICMP echo
 //!   replies and errors, TCP RST.
 #![forbid(unsafe_code)]
@@ -48,6 +50,7 @@ pub mod nat;
 pub mod offload;
 pub mod packet;
 pub mod reply;
+pub mod synproxy;
 pub mod toa;
 pub mod tun;
 pub mod wire;

@@ -77,6 +77,38 @@ const COUNTERS: &[(&str, &str)] = &[
         "ICMP errors not sent: over the [defence] ICMP rate limits.",
     ),
     (
+        "tapvs_synproxy_syn_cookies_sent_total",
+        "SYNPROXY: syncookie SYN/ACKs sent to clients.",
+    ),
+    (
+        "tapvs_synproxy_ack_valid_total",
+        "SYNPROXY: client ACKs with a valid cookie.",
+    ),
+    (
+        "tapvs_synproxy_syns_sent_total",
+        "SYNPROXY: SYNs sent to real servers (retransmissions included).",
+    ),
+    (
+        "tapvs_synproxy_syn_retries_total",
+        "SYNPROXY: SYNs retransmitted to real servers.",
+    ),
+    (
+        "tapvs_synproxy_established_total",
+        "SYNPROXY: handshakes completed by the real server's SYN/ACK.",
+    ),
+    (
+        "tapvs_synproxy_server_resets_total",
+        "SYNPROXY: handshakes refused by the real server (RST forwarded).",
+    ),
+    (
+        "tapvs_synproxy_timeouts_total",
+        "SYNPROXY: handshakes given up after the last SYN retransmission.",
+    ),
+    (
+        "tapvs_synproxy_reused_total",
+        "SYNPROXY: TIME_WAIT/CLOSE connections replaced by a valid-cookie ACK.",
+    ),
+    (
         "tapvs_drops_total",
         "Frames dropped by the data path, by reason.",
     ),
@@ -154,7 +186,7 @@ const GAUGES: &[(&str, &str)] = &[
 /// The data-path scalars as exported: metric name, `direction` label, value. The exhaustive
 /// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
 /// until it is exported.
-fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 19] {
+fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 27] {
     let Traffic {
         rx_frames,
         rx_bytes,
@@ -175,6 +207,14 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 19] {
         conns_created,
         conns_expired,
         icmp_ratelimited,
+        synproxy_syn_cookies_sent,
+        synproxy_ack_valid,
+        synproxy_syns_sent,
+        synproxy_syn_retries,
+        synproxy_established,
+        synproxy_server_rst,
+        synproxy_timeouts,
+        synproxy_reused,
     } = *t;
     [
         ("tapvs_frames_total", Some("in"), rx_frames),
@@ -200,6 +240,30 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 19] {
         ("tapvs_connections_created_total", None, conns_created),
         ("tapvs_connections_expired_total", None, conns_expired),
         ("tapvs_icmp_ratelimited_total", None, icmp_ratelimited),
+        (
+            "tapvs_synproxy_syn_cookies_sent_total",
+            None,
+            synproxy_syn_cookies_sent,
+        ),
+        ("tapvs_synproxy_ack_valid_total", None, synproxy_ack_valid),
+        ("tapvs_synproxy_syns_sent_total", None, synproxy_syns_sent),
+        (
+            "tapvs_synproxy_syn_retries_total",
+            None,
+            synproxy_syn_retries,
+        ),
+        (
+            "tapvs_synproxy_established_total",
+            None,
+            synproxy_established,
+        ),
+        (
+            "tapvs_synproxy_server_resets_total",
+            None,
+            synproxy_server_rst,
+        ),
+        ("tapvs_synproxy_timeouts_total", None, synproxy_timeouts),
+        ("tapvs_synproxy_reused_total", None, synproxy_reused),
     ]
 }
 

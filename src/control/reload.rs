@@ -107,6 +107,7 @@ fn service_opts(s: &adm::ServiceEntry) -> ServiceOpts {
         persistent: s.persistent,
         netmask: s.netmask.unwrap_or(Ipv4Addr::BROADCAST),
         ops: s.ops,
+        synproxy: s.synproxy,
     }
 }
 

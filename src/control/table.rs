@@ -186,6 +186,7 @@ impl Table {
                 persistent: s.persistent,
                 netmask: (s.netmask != Ipv4Addr::BROADCAST).then_some(s.netmask),
                 ops: s.ops,
+                synproxy: s.synproxy,
                 stats: adm::Stats::default(),
                 rate: adm::Rate::default(),
                 dests: s
@@ -693,6 +694,7 @@ impl Table {
             toa_on_syn: extras.toa_on_syn,
             sloppy_tcp: extras.sloppy_tcp.unwrap_or(self.sloppy_tcp),
             access: crate::datapath::acl::Access::new(&extras.access),
+            synproxy: s.synproxy,
         }));
         Ok(())
     }

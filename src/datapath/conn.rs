@@ -133,7 +133,7 @@ pub struct Conn {
     pub in_pkts: u8,
     /// Second (table-relative, modulo 2^16) of its last sync update (IPVS's `sync_endtime`).
     pub synced_at: u16,
-    /// The slot's generation (low 30 bits), [`LIVE`] and [`ONE_PACKET`]: packed so that an
+    /// The slot's generation (low 28 bits), [`LIVE`], [`ONE_PACKET`] and [`SYNPROXY`]: packed so that an
     /// entry stays at 64 bytes.
     bits: u32,
 }
@@ -146,8 +146,11 @@ pub const SYNC_PERIOD: u8 = 50;
 const LIVE: u32 = 1 << 31;
 /// [`Conn::bits`]: one-packet scheduling.
 const ONE_PACKET: u32 = 1 << 30;
-/// [`Conn::bits`]: the generation.
-const GEN_MASK: u32 = ONE_PACKET - 1;
+/// [`Conn::bits`]: a SYNPROXY connection (its sequence deltas live in the pipeline's side
+/// store, indexed by slot).
+const SYNPROXY: u32 = 1 << 29;
+/// [`Conn::bits`]: the generation (bits 0..=27).
+const GEN_MASK: u32 = (1 << 28) - 1;
 
 impl Conn {
     /// One-packet scheduling: the entry only maps replies back and lives [`OPS_TIMEOUT`].
@@ -166,6 +169,24 @@ impl Conn {
     #[inline]
     fn gen(&self) -> u32 {
         self.bits & GEN_MASK
+    }
+
+    /// A SYNPROXY connection: the pipeline shifts its sequence numbers.
+    #[inline]
+    pub fn synproxy(&self) -> bool {
+        self.bits & SYNPROXY != 0
+    }
+
+    /// Marks the connection as SYNPROXY's (cleared when the slot is reused).
+    #[inline]
+    pub fn set_synproxy(&mut self) {
+        self.bits |= SYNPROXY;
+    }
+
+    /// The slot's generation (with the slot, names this connection and no later one).
+    #[inline]
+    pub fn generation(&self) -> u32 {
+        self.gen()
     }
 }
 
@@ -1003,6 +1024,13 @@ impl ConnTable {
             // Later expiries are re-armed lazily; an earlier one needs its own wheel entry.
             self.wheel.schedule(slot, gen, expires);
         }
+    }
+
+    /// Whether `slot` still holds the connection of generation `gen`.
+    pub fn is_current(&self, slot: u32, gen: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|c| c.live() && c.gen() == gen)
     }
 
     /// Removes connection `slot` at once (a new SYN reusing a TIME_WAIT/CLOSE tuple).

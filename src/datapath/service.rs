@@ -82,6 +82,9 @@ pub struct Service {
     pub sloppy_tcp: bool,
     /// Access control of new connections (allow/deny lists, connection limit and rate).
     pub access: Access,
+    /// SYNPROXY: SYNs are answered with syncookies; the real server sees a connection only
+    /// after the client's valid ACK (`pipeline/synproxy.rs`).
+    pub synproxy: bool,
 }
 
 /// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).

@@ -68,11 +68,24 @@ pub enum Drop {
     ConnLimit,
     /// A new connection beyond the service's `conn_rate` for the client's prefix.
     RateLimited,
+    /// SYNPROXY: a client segment to a service's VIP with no connection whose ack − 1 is not
+    /// a valid cookie (answered with RST as any stray segment).
+    SynproxyAckBad,
+    /// SYNPROXY: a pure duplicate ACK while the real server's handshake is pending.
+    SynproxyPending,
+    /// SYNPROXY: more than [`crate::datapath::pipeline::SYNPROXY_DUP_ACKS`] pure duplicate
+    /// ACKs in one pending handshake (ACK-storm guard).
+    SynproxyAckStorm,
+    /// SYNPROXY: a client segment while the handshake is pending that no longer fits the
+    /// handshake's store (frames or bytes).
+    SynproxyStoreFull,
+    /// SYNPROXY: a valid ACK found every handshake store of the worker in use.
+    SynproxyPoolFull,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 25] = [
+    pub const ALL: [Drop; 30] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -98,6 +111,11 @@ impl Drop {
         Drop::AclNotAllowed,
         Drop::ConnLimit,
         Drop::RateLimited,
+        Drop::SynproxyAckBad,
+        Drop::SynproxyPending,
+        Drop::SynproxyAckStorm,
+        Drop::SynproxyStoreFull,
+        Drop::SynproxyPoolFull,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -128,6 +146,11 @@ impl Drop {
             Drop::AclNotAllowed => "acl_not_allowed",
             Drop::ConnLimit => "conn_limit",
             Drop::RateLimited => "rate_limited",
+            Drop::SynproxyAckBad => "synproxy_ack_bad",
+            Drop::SynproxyPending => "synproxy_pending",
+            Drop::SynproxyAckStorm => "synproxy_ack_storm",
+            Drop::SynproxyStoreFull => "synproxy_store_full",
+            Drop::SynproxyPoolFull => "synproxy_pool_full",
         }
     }
 }
@@ -176,6 +199,22 @@ pub struct Traffic {
     pub conns_expired: u64,
     /// ICMP errors not sent: over the `[defence]` ICMP rate limits.
     pub icmp_ratelimited: u64,
+    /// SYNPROXY: syncookie SYN/ACKs sent to clients.
+    pub synproxy_syn_cookies_sent: u64,
+    /// SYNPROXY: client ACKs with a valid cookie (a connection to a real server opened).
+    pub synproxy_ack_valid: u64,
+    /// SYNPROXY: SYNs sent to real servers (first tries and retransmissions).
+    pub synproxy_syns_sent: u64,
+    /// SYNPROXY: retransmitted SYNs to real servers.
+    pub synproxy_syn_retries: u64,
+    /// SYNPROXY: handshakes whose real server answered with its SYN/ACK.
+    pub synproxy_established: u64,
+    /// SYNPROXY: handshakes the real server refused with a RST (forwarded to the client).
+    pub synproxy_server_rst: u64,
+    /// SYNPROXY: handshakes given up after the last SYN retransmission.
+    pub synproxy_timeouts: u64,
+    /// SYNPROXY: TIME_WAIT/CLOSE connections replaced by a valid-cookie ACK.
+    pub synproxy_reused: u64,
 }
 
 impl Traffic {
@@ -201,6 +240,14 @@ impl Traffic {
             conns_created,
             conns_expired,
             icmp_ratelimited,
+            synproxy_syn_cookies_sent,
+            synproxy_ack_valid,
+            synproxy_syns_sent,
+            synproxy_syn_retries,
+            synproxy_established,
+            synproxy_server_rst,
+            synproxy_timeouts,
+            synproxy_reused,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -222,6 +269,17 @@ impl Traffic {
             (&mut self.conns_created, conns_created),
             (&mut self.conns_expired, conns_expired),
             (&mut self.icmp_ratelimited, icmp_ratelimited),
+            (
+                &mut self.synproxy_syn_cookies_sent,
+                synproxy_syn_cookies_sent,
+            ),
+            (&mut self.synproxy_ack_valid, synproxy_ack_valid),
+            (&mut self.synproxy_syns_sent, synproxy_syns_sent),
+            (&mut self.synproxy_syn_retries, synproxy_syn_retries),
+            (&mut self.synproxy_established, synproxy_established),
+            (&mut self.synproxy_server_rst, synproxy_server_rst),
+            (&mut self.synproxy_timeouts, synproxy_timeouts),
+            (&mut self.synproxy_reused, synproxy_reused),
         ] {
             *a += b;
         }

@@ -6,11 +6,13 @@
 //! VIP:port, an ICMP error about a connection, or noise), looks the connection up or schedules
 //! a real server and creates it, applies the connection's transmitter (NAT, DR, TUN, FullNAT
 //! with TOA; bound once when the connection was created) and hands the rewritten frame to the
-//! one output step in [`egress`]. It returns a [`Verdict`]; every frame it emits (the
-//! rewritten frame, TUN segments, answers such as ARP replies, echo replies, RSTs and ICMP
-//! errors, held frames released) goes to a [`Sink`] the caller provides. The worker loop
-//! ([`crate::datapath::worker`]) does the reads, writes and hand-overs around it; unit tests feed frames
-//! and collect what it emits, without root or a TAP device.
+//! one output step in [`egress`]. A SYNPROXY service's handshakes go through `synproxy.rs`
+//! first (syncookie answers, the real server's handshake, sequence shifts). It returns a
+//! [`Verdict`]; every frame it emits (the rewritten frame, TUN segments, answers such as ARP
+//! replies, echo replies, RSTs and ICMP errors, held frames released) goes to a [`Sink`] the
+//! caller provides. The worker loop ([`crate::datapath::worker`]) does the reads, writes and
+//! hand-overs around it; unit tests feed frames and collect what it emits, without root or a
+//! TAP device.
 //!
 //! Nothing here allocates per packet, takes a lock (persistence templates aside, touched only
 //! when a persistent connection starts), or logs. Counters are plain fields, published by the
@@ -28,7 +30,13 @@ use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit}
 use modes::Forward;
 mod egress;
 mod sync;
+mod synproxy;
 pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
+pub use synproxy::{
+    HANDSHAKES as SYNPROXY_HANDSHAKES, STORE_BYTES as SYNPROXY_STORE_BYTES,
+    STORE_FRAMES as SYNPROXY_STORE_FRAMES, SYNPROXY_DUP_ACKS, SYN_RETRIES as SYNPROXY_SYN_RETRIES,
+    SYN_RETRY_MS as SYNPROXY_SYN_RETRY_MS,
+};
 
 use crate::config::RpFilter;
 use crate::datapath::acl::{IcmpLimiter, RateTable};
@@ -104,7 +112,8 @@ pub enum Verdict {
         hop: Ipv4Addr,
     },
     /// Rewritten and held until `hop` on `port` is resolved (then sent, or dropped after
-    /// [`HELD_TTL_MS`]).
+    /// [`HELD_TTL_MS`]); or, for a SYNPROXY connection whose real server has not answered
+    /// yet, stored until it does (then sent through this connection's `port` and `hop`).
     Hold {
         /// Egress port.
         port: usize,
@@ -169,6 +178,8 @@ pub struct Pipeline {
     rates: RateTable,
     /// The ICMP error limiter (this worker's share of `[defence]`).
     icmp: IcmpLimiter,
+    /// SYNPROXY: the cookie key, per-connection shifts, pending handshakes.
+    pub(crate) sp: synproxy::Synproxy,
 }
 
 impl Pipeline {
@@ -194,7 +205,13 @@ impl Pipeline {
             now_ms: 0,
             rates: RateTable::new(workers),
             icmp: IcmpLimiter::new(workers),
+            sp: synproxy::Synproxy::new(),
         }
+    }
+
+    /// SYNPROXY handshakes waiting for their real server's SYN/ACK.
+    pub fn synproxy_pending(&self) -> usize {
+        self.sp.pending()
     }
 
     /// The connection table.
@@ -265,6 +282,9 @@ impl Pipeline {
     pub fn tick<S: Sink>(&mut self, env: &Env, sink: &mut S) {
         self.set_time(env.now_ms);
         self.table.expire_some(self.now, EXPIRE_BUDGET);
+        if self.sp.pending() > 0 {
+            self.synproxy_tick(env, sink);
+        }
         if !self.held.is_empty() {
             self.release_held(env, sink, None);
         }
@@ -632,6 +652,32 @@ impl Pipeline {
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
+        if pkt.proto == 6 {
+            // SYNPROXY: cookies for SYNs, the ACK check (also replacing a closing entry), the
+            // pending handshake's store.
+            let hook = match found {
+                None => self.synproxy_new(env, sink, port, buf, f, None),
+                Some(fd) => {
+                    let c = self.table.get(fd.slot);
+                    let reusable = Self::synproxy_reusable(c.state);
+                    let held = if c.synproxy() {
+                        self.synproxy_hold(buf, f, fd.slot)
+                    } else {
+                        None
+                    };
+                    if held.is_some() {
+                        held
+                    } else if reusable {
+                        self.synproxy_new(env, sink, port, buf, f, Some(fd.slot))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(v) = hook {
+                return v;
+            }
+        }
         if let Some(fd) = found {
             // A new SYN on a tuple whose connection is closing starts a new connection
             // (IPVS conn_reuse_mode=1).
@@ -676,6 +722,9 @@ impl Pipeline {
         let old = self.table.get(slot).state;
         let c = self.table.on_packet(slot, dir, pkt.tcp_flags, self.now);
         let dest_id = c.dest_id as usize;
+        if c.synproxy() {
+            self.synproxy_in(buf, f, slot);
+        }
         if env.standby.sync_master {
             self.sync_note(slot, old, true, env.standby.sync_refresh);
         }
@@ -928,6 +977,12 @@ impl Pipeline {
         if let Some(v) = self.dest_gone(env, fd.slot) {
             return v;
         }
+        let spx = self.table.get(fd.slot).synproxy();
+        if spx {
+            if let Some(v) = self.synproxy_server(env, sink, buf, f, fd.slot) {
+                return v;
+            }
+        }
         let caddr = self.table.get(fd.slot).caddr;
         let path =
             match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
@@ -950,6 +1005,9 @@ impl Pipeline {
                 fd.dir != Dir::Output,
                 env.standby.sync_refresh,
             );
+        }
+        if spx {
+            self.synproxy_out(buf, f, fd.slot);
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
