@@ -60,11 +60,14 @@ pub enum Drop {
     /// A packet to, or an ARP request for, a virtual address of a VRRP instance that is not
     /// MASTER here (hot standby).
     Standby,
+    /// A new connection over its client prefix's rate while the table is under pressure
+    /// (`[defence] pressure_prefix_rate`).
+    PrefixRateLimit,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 21] = [
+    pub const ALL: [Drop; 22] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -86,6 +89,7 @@ impl Drop {
         Drop::MartianSource,
         Drop::RpFilter,
         Drop::Standby,
+        Drop::PrefixRateLimit,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -112,6 +116,7 @@ impl Drop {
             Drop::MartianSource => "martian_source",
             Drop::RpFilter => "rp_filter",
             Drop::Standby => "standby",
+            Drop::PrefixRateLimit => "prefix_rate_limit",
         }
     }
 }
@@ -158,6 +163,16 @@ pub struct Traffic {
     pub conns_created: u64,
     /// Connections expired.
     pub conns_expired: u64,
+    /// Connections evicted under table pressure: embryonic TCP.
+    pub conns_evicted_embryonic: u64,
+    /// Connections evicted under table pressure: UDP without a reply (and one-packet entries).
+    pub conns_evicted_udp: u64,
+    /// Connections evicted under table pressure: TCP in TIME_WAIT or CLOSE.
+    pub conns_evicted_closing: u64,
+    /// Times a worker's table came under pressure.
+    pub pressure_episodes: u64,
+    /// Workers whose table is under pressure now (a gauge: 0 or 1 per worker).
+    pub pressure_workers: u64,
 }
 
 impl Traffic {
@@ -182,6 +197,11 @@ impl Traffic {
             segments,
             conns_created,
             conns_expired,
+            conns_evicted_embryonic,
+            conns_evicted_udp,
+            conns_evicted_closing,
+            pressure_episodes,
+            pressure_workers,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -202,6 +222,11 @@ impl Traffic {
             (&mut self.segments, segments),
             (&mut self.conns_created, conns_created),
             (&mut self.conns_expired, conns_expired),
+            (&mut self.conns_evicted_embryonic, conns_evicted_embryonic),
+            (&mut self.conns_evicted_udp, conns_evicted_udp),
+            (&mut self.conns_evicted_closing, conns_evicted_closing),
+            (&mut self.pressure_episodes, pressure_episodes),
+            (&mut self.pressure_workers, pressure_workers),
         ] {
             *a += b;
         }
