@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::flood::{have_hping3, packets_transmitted, rss_kib, Flood, Legit, Phase, SynCounter};
+use common::flood::{
+    have_hping3, packets_transmitted, rss_kib, tx_dropped, Flood, Legit, Phase, SynCounter,
+};
 use common::lab::{self, Lab, CLIENT, VIP};
 use tapvs::datapath::stats::Stats;
 use tapvs_lab::netns::{precheck, wait_until};
@@ -172,6 +174,7 @@ fn run_flood(
     std::thread::sleep(BEFORE); // legitimate traffic alone: the baseline phase
     let stats0 = lab.daemon().stats();
     let rss0 = rss_kib(pid);
+    let tap_drops0 = tx_dropped(&lab.director, lab::EXT_TAP);
     let start = legit[0].1.now();
     let flood = Flood::start(&lab.clients[0], args);
     // The flood runs its time (bounded; it only ends early if hping3 fails).
@@ -180,6 +183,7 @@ fn run_flood(
     let end = legit[0].1.now();
     let stats1 = lab.daemon().stats();
     let rss1 = rss_kib(pid);
+    let tap_drops = tx_dropped(&lab.director, lab::EXT_TAP) - tap_drops0;
     std::thread::sleep(AFTER + Duration::from_millis(200));
     let stats2 = lab.daemon().stats();
     let outcomes: Vec<Outcome> = legit
@@ -190,12 +194,13 @@ fn run_flood(
         })
         .collect();
     eprintln!(
-        "flood `hping3 {}`: {:.1} s, {} packets sent ({:.0}/s), {} frames read by tapvs",
+        "flood `hping3 {}`: {:.1} s, {} packets sent ({:.0}/s), {} frames read by tapvs, {} dropped by the client-side TAP (queue full)",
         args.join(" "),
         report.ran.as_secs_f64(),
         report.sent,
         report.sent as f64 / report.ran.as_secs_f64(),
-        stats1.rx_frames - stats0.rx_frames
+        stats1.rx_frames - stats0.rx_frames,
+        tap_drops
     );
     eprintln!(
         "  evicted: embryonic {}, udp_unreplied {}, closing {}; pressure episodes {}; prefix_rate_limit {}, conn_table_full {}",

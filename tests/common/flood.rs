@@ -39,9 +39,14 @@ pub struct FloodReport {
 }
 
 impl Flood {
-    /// Starts `hping3 ARGS...` in `ns` (stdout and stderr kept for its statistics).
+    /// Starts `hping3 ARGS...` in `ns` (stdout and stderr kept for its statistics) at the
+    /// lowest CPU priority (`nice -n 19`): a real attacker does not share the balancer's cores,
+    /// here hping3 does, and at normal priority its send loop takes the CPU tapvs needs to read
+    /// its queues, so that the kernel drops frames at the TAP (legitimate ones with the rest)
+    /// for want of CPU rather than anything tapvs decides. It still sends as fast as the CPU
+    /// left over allows.
     pub fn start(ns: &Netns, args: &[&str]) -> Flood {
-        let mut argv = vec!["hping3"];
+        let mut argv = vec!["nice", "-n", "19", "hping3"];
         argv.extend_from_slice(args);
         let child = ns
             .spawn(&argv, Stdio::piped(), Stdio::piped())
@@ -227,6 +232,25 @@ impl std::fmt::Display for Phase {
             self.p99.as_secs_f64() * 1000.0
         )
     }
+}
+
+/// Frames the kernel dropped on `dev` in `ns` on their way out of it (`ip -s link`: TX
+/// dropped). On the appliance's TAP these are frames its queues had no room for: what tapvs
+/// did not read in time.
+pub fn tx_dropped(ns: &Netns, dev: &str) -> u64 {
+    let text = ns
+        .ip(&["-s", "link", "show", "dev", dev])
+        .unwrap_or_default();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if l.trim_start().starts_with("TX:") {
+            return lines
+                .next()
+                .and_then(|v| v.split_whitespace().nth(3)?.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// Resident memory (VmRSS) of process `pid`, in KiB.
