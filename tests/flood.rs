@@ -162,14 +162,19 @@ impl Outcome {
     }
 }
 
+/// What [`run_flood`] returns.
+struct Flooded {
+    /// Per legitimate client.
+    outcomes: Vec<Outcome>,
+    /// The daemon's stats when the flood started, when it ended, and [`AFTER`] later.
+    stats0: Stats,
+    stats1: Stats,
+    stats2: Stats,
+}
+
 /// Runs `hping3 ARGS` from the flood client for [`FLOOD`] while `legit` loops run, then
-/// [`AFTER`]; prints the figures and returns the outcomes, the flood's packet count and the
-/// stats before and after.
-fn run_flood(
-    lab: &Lab,
-    args: &[&str],
-    legit: Vec<(&'static str, Legit)>,
-) -> (Vec<Outcome>, u64, Stats, Stats) {
+/// [`AFTER`]; prints the figures and returns them.
+fn run_flood(lab: &Lab, args: &[&str], legit: Vec<(&'static str, Legit)>) -> Flooded {
     let pid = std::process::id();
     std::thread::sleep(BEFORE); // legitimate traffic alone: the baseline phase
     let stats0 = lab.daemon().stats();
@@ -203,13 +208,14 @@ fn run_flood(
         tap_drops
     );
     eprintln!(
-        "  evicted: embryonic {}, udp_unreplied {}, closing {}; pressure episodes {}; prefix_rate_limit {}, conn_table_full {}",
+        "  evicted: embryonic {}, udp_unreplied {}, closing {}; pressure episodes {}; prefix_rate_limit {}, conn_table_full {}, tcp_no_connection {}",
         stats1.conns_evicted_embryonic,
         stats1.conns_evicted_udp,
         stats1.conns_evicted_closing,
         stats1.pressure_episodes,
         stats1.dropped("prefix_rate_limit"),
         stats1.dropped("conn_table_full"),
+        stats1.dropped("tcp_no_connection"),
     );
     eprintln!(
         "  live connections: before {}, at the end {}, {} s later {}; RSS {} KiB before, {} KiB after",
@@ -224,7 +230,12 @@ fn run_flood(
         o.print();
     }
     assert!(report.sent > 0, "hping3 sent nothing");
-    (outcomes, report.sent, stats0, stats1)
+    Flooded {
+        outcomes,
+        stats0,
+        stats1,
+        stats2,
+    }
 }
 
 #[test]
@@ -245,6 +256,22 @@ fn hping_statistics_and_phases_parse() {
     assert_eq!(Phase::of(&samples, ms(2000), ms(3000)).n, 0);
 }
 
+/// The flood's entries, made under pressure, lived `[defence] pressure_timeout` (5 s): the
+/// flood filled the table to its high-water mark, and 5 s after it less than half of that is
+/// left (the legitimate clients' entries: replied UDP for 300 s, TIME_WAIT for 120 s).
+#[track_caller]
+fn assert_recovered(f: &Flooded) {
+    let (end, later) = (f.stats1.live_connections(), f.stats2.live_connections());
+    assert!(
+        end >= MAX_CONNS as u64 * 8 / 10,
+        "the flood did not fill the table: {end}"
+    );
+    assert!(
+        later < end / 2,
+        "{AFTER:?} after the flood {later} of {end} connections are left"
+    );
+}
+
 /// SYN flood, SYNPROXY off, `max_connections = 10000` (5,000 per worker): the table comes under
 /// pressure, flood entries are evicted for new ones (the legitimate client's included) and live
 /// 5 s; nothing is refused for a full table.
@@ -257,17 +284,19 @@ fn syn_flood_without_synproxy_keeps_legitimate_clients_served() {
     let limit = BEFORE + FLOOD + AFTER + Duration::from_secs(10);
     let http = Legit::start(&lab.client, GAP, limit, || http_ok(lab::vip(80)));
     let vip = VIP.to_string();
-    let (outcomes, _, _, stats) = run_flood(
+    let f = run_flood(
         &lab,
         &["-S", "--flood", "--rand-source", "-p", "80", &vip],
         vec![("http", http)],
     );
+    let stats = &f.stats1;
     assert!(
         stats.conns_evicted_embryonic > 0,
         "the pressure path did not run"
     );
     assert_eq!(stats.dropped("conn_table_full"), 0);
-    for o in &outcomes {
+    assert_recovered(&f);
+    for o in &f.outcomes {
         o.assert();
     }
 }
@@ -284,14 +313,16 @@ fn udp_flood_keeps_legitimate_udp_and_tcp_clients_served() {
     let udp = Legit::start(&lab.client, GAP, limit, || udp_ok(lab::vip(53)));
     let http = Legit::start(&lab.client, GAP, limit, || http_ok(lab::vip(80)));
     let vip = VIP.to_string();
-    let (outcomes, _, _, stats) = run_flood(
+    let f = run_flood(
         &lab,
         &["--udp", "--flood", "--rand-source", "-p", "53", &vip],
         vec![("udp", udp), ("http", http)],
     );
+    let stats = &f.stats1;
     assert!(stats.conns_evicted_udp > 0, "the pressure path did not run");
     assert_eq!(stats.dropped("conn_table_full"), 0);
-    for o in &outcomes {
+    assert_recovered(&f);
+    for o in &f.outcomes {
         o.assert();
     }
 }
@@ -315,7 +346,12 @@ fn syn_flood_with_synproxy_reaches_no_real_server() {
     let http = Legit::start(&lab.client, GAP, limit, || http_ok(lab::vip(80)));
     let vip = VIP.to_string();
     let rss0 = rss_kib(std::process::id());
-    let (outcomes, _, stats0, stats1) = run_flood(
+    let Flooded {
+        outcomes,
+        stats0,
+        stats1,
+        ..
+    } = run_flood(
         &lab,
         &["-S", "--flood", "--rand-source", "-p", "80", &vip],
         vec![("http", http)],
