@@ -357,12 +357,21 @@ fn syn_flood_with_synproxy_reaches_no_real_server() {
         vec![("http", http)],
     );
     let rss1 = rss_kib(std::process::id());
-    let syns: u64 = counters.iter().map(SynCounter::count).sum();
-    eprintln!("  flood SYNs at the real servers: {syns}; RSS {rss0} -> {rss1} KiB");
-    assert_eq!(syns, 0, "flood SYNs reached the real servers");
+    let (legit, others) = counters
+        .iter()
+        .map(SynCounter::count)
+        .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    eprintln!(
+        "  SYNs at the real servers: {legit} from the legitimate client, {others} from others; RSS {rss0} -> {rss1} KiB"
+    );
+    assert!(legit > 0, "the SYN counters counted nothing");
+    assert_eq!(others, 0, "flood SYNs reached the real servers");
+    // Flat: no more entries than the legitimate requests made meanwhile (each one connection,
+    // TIME_WAIT for 120 s), give or take 50.
+    let during = outcomes[0].during.n as u64;
     assert!(
-        stats1.live_connections() <= stats0.live_connections() + 200,
-        "connections grew: {} -> {}",
+        stats1.live_connections() <= stats0.live_connections() + during + 50,
+        "connections grew: {} -> {} with {during} legitimate requests",
         stats0.live_connections(),
         stats1.live_connections()
     );

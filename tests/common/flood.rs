@@ -262,46 +262,49 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// An iptables rule in a real server's namespace counting the TCP SYNs to `port` that come from
-/// anyone but `legit`.
+/// Two iptables rules in a real server's namespace counting the TCP SYNs to `port`: those from
+/// `legit` (so a test can see that the counting works) and those from anyone else.
 pub struct SynCounter<'a> {
     ns: &'a Netns,
 }
 
 impl<'a> SynCounter<'a> {
-    /// Installs the rule (the namespace's own INPUT chain; gone with the namespace).
+    /// Installs the rules (the namespace's own INPUT chain; gone with the namespace).
     pub fn install(ns: &'a Netns, legit: std::net::Ipv4Addr, port: u16) -> SynCounter<'a> {
-        let out = ns
-            .exec(&[
-                "iptables",
-                "-A",
-                "INPUT",
-                "-p",
-                "tcp",
-                "--syn",
-                "--dport",
-                &port.to_string(),
-                "!",
+        let (port, legit) = (port.to_string(), legit.to_string());
+        for (not, tag) in [(None, "legit"), (Some("!"), "others")] {
+            let mut argv = vec!["iptables", "-A", "INPUT", "-p", "tcp", "--syn"];
+            argv.extend(["--dport", &port]);
+            argv.extend(not);
+            argv.extend([
                 "-s",
-                &legit.to_string(),
+                &legit,
+                "-m",
+                "comment",
+                "--comment",
+                tag,
                 "-j",
                 "ACCEPT",
-            ])
-            .expect("iptables");
-        assert!(out.status.success(), "iptables: {out:?}");
+            ]);
+            let out = ns.exec(&argv).expect("iptables");
+            assert!(out.status.success(), "iptables: {out:?}");
+        }
         SynCounter { ns }
     }
 
-    /// SYNs counted so far.
-    pub fn count(&self) -> u64 {
+    /// SYNs counted so far: (from the legitimate client, from anyone else).
+    pub fn count(&self) -> (u64, u64) {
         let out = self
             .ns
             .exec(&["iptables", "-L", "INPUT", "-v", "-n", "-x"])
             .expect("iptables -L");
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.contains("ACCEPT") && l.contains("tcp"))
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        let of = |tag: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("/* {tag} */")))
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (of("legit"), of("others"))
     }
 }
