@@ -161,8 +161,9 @@ impl Default for NeighbourConfig {
 
 /// `[defence]`: protections of the appliance itself. The ICMP error limits follow the
 /// kernel's sysctls of the same names (`net.ipv4.icmp_ratelimit`, `icmp_msgs_per_sec`,
-/// `icmp_msgs_burst`), with its defaults. Room for more fields.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `icmp_msgs_burst`), with its defaults; the `pressure_*` settings are the connection table's
+/// defences against floods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefenceConfig {
     /// Per destination host, at most one ICMP error per this many milliseconds after a burst
@@ -172,6 +173,19 @@ pub struct DefenceConfig {
     pub icmp_msgs_per_sec: u32,
     /// Burst of the global limit. Default 50.
     pub icmp_msgs_burst: u32,
+    /// Percent of a worker's share of `max_connections` at which its table comes under
+    /// pressure (embryonic and unreplied entries evicted for new ones, short timeouts, the
+    /// per-prefix rate limit); 0 turns these defences off. Default 90.
+    pub pressure_high: u32,
+    /// Percent below which the pressure ends; below `pressure_high`. Default 80.
+    pub pressure_low: u32,
+    /// Seconds an embryonic TCP or unreplied UDP entry lives under pressure. Default 5.
+    pub pressure_timeout: u32,
+    /// Prefix length by which new connections are rate-limited under pressure. Default 24.
+    pub pressure_prefix: u32,
+    /// New connections per second per client prefix, per worker, under pressure; 0 = no limit.
+    /// Default 1000.
+    pub pressure_prefix_rate: u32,
 }
 
 impl Default for DefenceConfig {
@@ -180,6 +194,11 @@ impl Default for DefenceConfig {
             icmp_ratelimit_ms: 1000,
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
+            pressure_high: 90,
+            pressure_low: 80,
+            pressure_timeout: 5,
+            pressure_prefix: 24,
+            pressure_prefix_rate: 1000,
         }
     }
 }
@@ -449,6 +468,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Neighbour cache.
     pub neighbour: NeighbourConfig,
+    /// Flood defences (`[defence]`).
+    pub defence: DefenceConfig,
     /// Control socket.
     pub control: ControlConfig,
     /// Metrics endpoint (validated address).
@@ -469,8 +490,6 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<crate::vrrp::config::SyncGroupConfig>,
     /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
     pub sync: crate::syncd::SyncConfig,
-    /// `[defence]`: ICMP error limits.
-    pub defence: DefenceConfig,
 }
 
 #[derive(Deserialize)]
@@ -483,6 +502,8 @@ struct RawConfig {
     timeouts: Timeouts,
     #[serde(default)]
     neighbour: NeighbourConfig,
+    #[serde(default)]
+    defence: DefenceConfig,
     #[serde(default)]
     control: ControlConfig,
     #[serde(default)]
@@ -502,8 +523,6 @@ struct RawConfig {
     vrrp_sync_group: Vec<crate::vrrp::config::RawSyncGroup>,
     #[serde(default)]
     sync: crate::syncd::RawSync,
-    #[serde(default)]
-    defence: DefenceConfig,
 }
 
 #[derive(Deserialize)]
@@ -795,6 +814,34 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         return Err(err(
             "neighbour.timeout".into(),
             "must be at least 5 seconds".into(),
+        ));
+    }
+    let d = &raw.defence;
+    if d.pressure_high > 100 {
+        return Err(err(
+            "defence.pressure_high".into(),
+            format!("{} is not a percentage (0..=100; 0 = off)", d.pressure_high),
+        ));
+    }
+    if d.pressure_high > 0 && d.pressure_low >= d.pressure_high {
+        return Err(err(
+            "defence.pressure_low".into(),
+            format!(
+                "{} must be below pressure_high ({})",
+                d.pressure_low, d.pressure_high
+            ),
+        ));
+    }
+    if d.pressure_timeout == 0 || d.pressure_timeout > 3600 {
+        return Err(err(
+            "defence.pressure_timeout".into(),
+            "must be 1..=3600 seconds".into(),
+        ));
+    }
+    if d.pressure_prefix > 32 {
+        return Err(err(
+            "defence.pressure_prefix".into(),
+            format!("{} is not a prefix length (0..=32)", d.pressure_prefix),
         ));
     }
 
@@ -1727,6 +1774,39 @@ weight = 3
             "scheduler = \"rr\"\npersistent = true",
         );
         assert_eq!(parse_str(&flag).unwrap().services[0].persistent, Some(300));
+    }
+
+    #[test]
+    fn defence_parses_defaults_and_bad_values_name_the_field() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.defence, DefenceConfig::default());
+        let text = format!(
+            "{GOOD}\n[defence]\npressure_high = 95\npressure_low = 70\npressure_timeout = 3\npressure_prefix = 16\npressure_prefix_rate = 0\n"
+        );
+        let d = parse_str(&text).unwrap().defence;
+        assert_eq!(
+            (d.pressure_high, d.pressure_low, d.pressure_timeout),
+            (95, 70, 3)
+        );
+        assert_eq!((d.pressure_prefix, d.pressure_prefix_rate), (16, 0));
+        let off = format!("{GOOD}\n[defence]\npressure_high = 0\npressure_low = 0\n");
+        assert_eq!(parse_str(&off).unwrap().defence.pressure_high, 0);
+        for (line, field, needle) in [
+            ("pressure_high = 101", "defence.pressure_high", "101"),
+            (
+                "pressure_low = 90",
+                "defence.pressure_low",
+                "below pressure_high",
+            ),
+            (
+                "pressure_timeout = 0",
+                "defence.pressure_timeout",
+                "1..=3600",
+            ),
+            ("pressure_prefix = 33", "defence.pressure_prefix", "33"),
+        ] {
+            expect_err(&format!("{GOOD}\n[defence]\n{line}\n"), field, needle);
+        }
     }
 
     #[test]

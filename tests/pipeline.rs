@@ -23,7 +23,7 @@ use modes::packet::DropReason;
 use modes::wire::ipvs_sync::{flags as sync_flags, SyncConn};
 use tapvs::config::RpFilter;
 use tapvs::control::table::Table;
-use tapvs::datapath::conn::FlowKey;
+use tapvs::datapath::conn::{FlowKey, PressureConfig};
 use tapvs::datapath::ha::Standby;
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use tapvs::datapath::persist::Templates;
@@ -264,6 +264,8 @@ struct Setup {
     resolved: bool,
     /// Config text appended to the world's (more services).
     extra: String,
+    /// Table-pressure defences (off when `None`, as in a new pipeline).
+    pressure: Option<PressureConfig>,
 }
 
 impl Default for Setup {
@@ -275,6 +277,7 @@ impl Default for Setup {
             int_mtu: 1500,
             resolved: true,
             extra: String::new(),
+            pressure: None,
         }
     }
 }
@@ -319,6 +322,9 @@ impl Setup {
             }
         }
         let mut pipe = Pipeline::new(self.id, self.workers, self.max_conns, Timeouts::default());
+        if let Some(p) = self.pressure {
+            pipe.set_pressure(p);
+        }
         pipe.reserve_dests(world.snap.dest_id_bound() as usize);
         Rig {
             world,
@@ -2263,6 +2269,25 @@ fn provoke(d: Drop) -> Option<Rig> {
         | Drop::SynproxyAckStorm
         | Drop::SynproxyStoreFull
         | Drop::SynproxyPoolFull => return None,
+        Drop::PrefixRateLimit => {
+            // Pressure from 5 of 10 entries; then one new connection per second per /24.
+            rig = Setup {
+                max_conns: 10,
+                pressure: Some(PressureConfig {
+                    high_pct: 50,
+                    low_pct: 20,
+                    prefix_rate: 1,
+                    ..PressureConfig::default()
+                }),
+                ..Setup::default()
+            }
+            .build();
+            for p in 0..6 {
+                let v = rig.feed(EXT, &client_syn(40000 + p, V_NAT).wire());
+                assert!(matches!(v, Verdict::Transmit { .. }), "{p}: {v:?}");
+            }
+            rig.feed(EXT, &client_syn(40010, V_NAT).wire())
+        }
     };
     assert_eq!(v, Verdict::Drop(d));
     Some(rig)
@@ -2843,4 +2868,193 @@ fn backup_installs_synced_templates() {
     ] {
         assert_eq!(rig.pipe.sync_apply(&env, &e), Err(why), "{e:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table pressure (issue 20): eviction of embryonic and unreplied entries, short timeouts, the
+// per-prefix rate limit
+
+/// A rig whose table holds `max` entries, with pressure from 90 % to below 50 %.
+fn pressure_rig(max: usize, prefix_rate: u32) -> Rig {
+    Setup {
+        max_conns: max,
+        pressure: Some(PressureConfig {
+            high_pct: 90,
+            low_pct: 50,
+            timeout: 5,
+            prefix_len: 24,
+            prefix_rate,
+        }),
+        ..Setup::default()
+    }
+    .build()
+}
+
+/// The `n`-th flood source: one per /24 of 198.18.0.0/15, so no prefix repeats within 512.
+fn flood_src(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip(198, 18, 0, 0)) + ((n % 512) << 8) + 1 + n / 512)
+}
+
+/// Completes the handshake of CLIENT:`cport` → VIP:V_NAT (SYN, SYN-ACK, ACK): ESTABLISHED.
+fn establish(rig: &mut Rig, cport: u16) {
+    let v = rig.feed(EXT, &client_syn(cport, V_NAT).wire());
+    assert!(matches!(v, Verdict::Transmit { .. }), "{cport}: {v:?}");
+    let synack = from_server((RS_NAT, 8080), (CLIENT, cport)).with_tcp(|t| t.ack = true);
+    rig.feed(INT, &synack.wire());
+    rig.feed(EXT, &from_client(cport, V_NAT).wire());
+    rig.sent();
+    assert_eq!(
+        rig.conn(6, cport, V_NAT).map(|c| c.state),
+        Some(State::Established)
+    );
+}
+
+#[test]
+fn syn_flood_evicts_embryonic_entries_never_established_ones() {
+    let mut rig = pressure_rig(100, 0);
+    for p in 0..20 {
+        establish(&mut rig, 41000 + p);
+    }
+    // 2,000 SYNs from spoofed sources into a table of 100.
+    for n in 0..2000 {
+        let syn = client_syn(1, V_NAT).src(flood_src(n), 1024 + n as u16);
+        let v = rig.feed(EXT, &syn.wire());
+        assert!(
+            matches!(v, Verdict::Transmit { .. }),
+            "flood SYN {n}: {v:?}"
+        );
+    }
+    rig.sent();
+    let t = rig.pipe.table();
+    assert!(t.under_pressure());
+    assert!(t.len() <= 100, "len {}", t.len());
+    for p in 0..20 {
+        assert_eq!(
+            rig.conn(6, 41000 + p, V_NAT).map(|c| c.state),
+            Some(State::Established),
+            "established {p} kept"
+        );
+    }
+    // A new legitimate client still gets in, and completes its handshake.
+    establish(&mut rig, 42000);
+    let c = rig.pipe.counters();
+    assert_eq!(c.drops[Drop::ConnTableFull as usize], 0);
+    assert!(c.conns_evicted_embryonic >= 2000 - 100, "{c:?}");
+    assert_eq!(c.conns_evicted_udp + c.conns_evicted_closing, 0);
+    assert_eq!((c.pressure_episodes, c.pressure_workers), (1, 1));
+    // A SYN_RECV entry made under pressure lives 5 s, not 60.
+    let now = (rig.world.now_ms / 1000) as u32;
+    let last = flood_src(1999);
+    let t = rig.pipe.table();
+    let f = t
+        .lookup(&FlowKey::new(6, last, 1024 + 1999, VIP, V_NAT))
+        .expect("the newest flood entry is there");
+    assert_eq!(t.get(f.slot).state, State::SynRecv);
+    assert_eq!(t.get(f.slot).expires - now, 5);
+}
+
+#[test]
+fn without_defences_a_full_table_refuses_and_nothing_is_evicted() {
+    let mut rig = Setup {
+        max_conns: 100,
+        ..Setup::default()
+    }
+    .build();
+    for n in 0..150 {
+        let syn = client_syn(1, V_NAT).src(flood_src(n), 1024 + n as u16);
+        rig.feed(EXT, &syn.wire());
+    }
+    let c = rig.pipe.counters();
+    assert_eq!(c.drops[Drop::ConnTableFull as usize], 50);
+    assert_eq!(c.conns_evicted_embryonic, 0);
+    assert_eq!(
+        rig.feed(EXT, &client_syn(42000, V_NAT).wire()),
+        Verdict::Drop(Drop::ConnTableFull)
+    );
+}
+
+#[test]
+fn udp_flood_evicts_unreplied_entries_and_pressure_ends_after_expiry() {
+    let mut rig = pressure_rig(100, 0);
+    // Ten legitimate exchanges: query and answer.
+    for p in 0..10u16 {
+        let q = Pkt::udp((CLIENT, 43000 + p), (VIP, V_UDP));
+        assert!(matches!(rig.feed(EXT, &q.wire()), Verdict::Transmit { .. }));
+        let a = Pkt::udp((RS_NAT, 5353), (CLIENT, 43000 + p)).macs(mac_of(RS_NAT), INT_MAC);
+        assert!(matches!(rig.feed(INT, &a.wire()), Verdict::Transmit { .. }));
+        assert!(rig.conn(17, 43000 + p, V_UDP).unwrap().replied());
+    }
+    for n in 0..1000 {
+        let d = Pkt::udp((flood_src(n), 2000), (VIP, V_UDP));
+        assert!(matches!(rig.feed(EXT, &d.wire()), Verdict::Transmit { .. }));
+    }
+    rig.sent();
+    for p in 0..10u16 {
+        assert!(
+            rig.conn(17, 43000 + p, V_UDP).is_some(),
+            "answered {p} kept"
+        );
+    }
+    let c = rig.pipe.counters();
+    assert!(c.conns_evicted_udp >= 1000 - 100, "{c:?}");
+    assert_eq!(c.pressure_workers, 1);
+    // The flood's entries (made under pressure) live 5 s; the answered ones 300.
+    rig.world.now_ms += 6_000;
+    for _ in 0..100 {
+        rig.tick();
+    }
+    assert_eq!(rig.pipe.table().len(), 10);
+    let c = rig.pipe.counters();
+    assert_eq!((c.pressure_episodes, c.pressure_workers), (1, 0));
+}
+
+#[test]
+fn a_full_table_of_established_connections_refuses() {
+    let mut rig = pressure_rig(10, 0);
+    for p in 0..10 {
+        establish(&mut rig, 41000 + p);
+    }
+    assert_eq!(
+        rig.feed(EXT, &client_syn(42000, V_NAT).wire()),
+        Verdict::Drop(Drop::ConnTableFull)
+    );
+    assert_eq!(rig.pipe.table().len(), 10);
+}
+
+#[test]
+fn under_pressure_one_prefix_is_rate_limited_others_are_not() {
+    let mut rig = pressure_rig(100, 10);
+    for n in 0..95 {
+        let syn = client_syn(1, V_NAT).src(flood_src(n), 1024 + n as u16);
+        rig.feed(EXT, &syn.wire());
+    }
+    assert!(rig.pipe.table().under_pressure());
+    // CLIENT's /24: a burst of 10, then refused until the bucket refills (10 per second).
+    let mut ok = 0;
+    for p in 0..30 {
+        if matches!(
+            rig.feed(EXT, &client_syn(44000 + p, V_NAT).wire()),
+            Verdict::Transmit { .. }
+        ) {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10);
+    assert_eq!(rig.drops(Drop::PrefixRateLimit), 20);
+    // Another /24 is not affected.
+    let far = client_syn(1, V_NAT).src(ip(203, 0, 114, 9), 5000);
+    assert!(matches!(
+        rig.feed(EXT, &far.wire()),
+        Verdict::Transmit { .. }
+    ));
+    // 100 ms later: one more from CLIENT's /24.
+    rig.world.now_ms += 100;
+    assert!(matches!(
+        rig.feed(EXT, &client_syn(44100, V_NAT).wire()),
+        Verdict::Transmit { .. }
+    ));
+    assert_eq!(
+        rig.feed(EXT, &client_syn(44101, V_NAT).wire()),
+        Verdict::Drop(Drop::PrefixRateLimit)
+    );
 }

@@ -109,6 +109,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "SYNPROXY: TIME_WAIT/CLOSE connections replaced by a valid-cookie ACK.",
     ),
     (
+        "tapvs_connections_evicted_total",
+        "Connections evicted under table pressure, by class (embryonic, udp_unreplied, closing).",
+    ),
+    (
+        "tapvs_table_pressure_episodes_total",
+        "Times a worker's connection table came under pressure (above [defence] pressure_high).",
+    ),
+    (
         "tapvs_drops_total",
         "Frames dropped by the data path, by reason.",
     ),
@@ -162,6 +170,10 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     ("tapvs_connections", "Live connections by IPVS state."),
     (
+        "tapvs_table_pressure_workers",
+        "Workers whose connection table is under pressure now.",
+    ),
+    (
         "tapvs_steering_fallback",
         "1 when eBPF steering failed and the ports fell back to the kernel's flow steering (the log says why), else 0.",
     ),
@@ -183,10 +195,13 @@ const GAUGES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The data-path scalars as exported: metric name, `direction` label, value. The exhaustive
+/// A metric's one label: name and value.
+type Label = (&'static str, &'static str);
+
+/// The data-path scalars as exported: metric name, label (`direction` or `class`) and value. The exhaustive
 /// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
 /// until it is exported.
-fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 27] {
+fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 31] {
     let Traffic {
         rx_frames,
         rx_bytes,
@@ -215,20 +230,28 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 27] {
         synproxy_server_rst,
         synproxy_timeouts,
         synproxy_reused,
+        conns_evicted_embryonic,
+        conns_evicted_udp,
+        conns_evicted_closing,
+        pressure_episodes,
+        // A gauge, recorded by `record_datapath`.
+        pressure_workers: _,
     } = *t;
+    let dir = |d| Some(("direction", d));
+    let class = |c| Some(("class", c));
     [
-        ("tapvs_frames_total", Some("in"), rx_frames),
-        ("tapvs_frames_total", Some("out"), tx_frames),
-        ("tapvs_frame_bytes_total", Some("in"), rx_bytes),
-        ("tapvs_frame_bytes_total", Some("out"), tx_bytes),
+        ("tapvs_frames_total", dir("in"), rx_frames),
+        ("tapvs_frames_total", dir("out"), tx_frames),
+        ("tapvs_frame_bytes_total", dir("in"), rx_bytes),
+        ("tapvs_frame_bytes_total", dir("out"), tx_bytes),
         ("tapvs_gso_frames_received_total", None, rx_gso),
         (
             "tapvs_partial_checksum_frames_received_total",
             None,
             rx_partial_csum,
         ),
-        ("tapvs_forwarded_packets_total", Some("in"), fwd_in),
-        ("tapvs_forwarded_packets_total", Some("out"), fwd_out),
+        ("tapvs_forwarded_packets_total", dir("in"), fwd_in),
+        ("tapvs_forwarded_packets_total", dir("out"), fwd_out),
         ("tapvs_redirected_frames_total", None, redirected),
         ("tapvs_arp_replies_sent_total", None, arp_replies),
         ("tapvs_icmp_echo_replies_sent_total", None, echo_replies),
@@ -264,6 +287,26 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<&'static str>, u64); 27] {
         ),
         ("tapvs_synproxy_timeouts_total", None, synproxy_timeouts),
         ("tapvs_synproxy_reused_total", None, synproxy_reused),
+        (
+            "tapvs_connections_evicted_total",
+            class("embryonic"),
+            conns_evicted_embryonic,
+        ),
+        (
+            "tapvs_connections_evicted_total",
+            class("udp_unreplied"),
+            conns_evicted_udp,
+        ),
+        (
+            "tapvs_connections_evicted_total",
+            class("closing"),
+            conns_evicted_closing,
+        ),
+        (
+            "tapvs_table_pressure_episodes_total",
+            None,
+            pressure_episodes,
+        ),
     ]
 }
 
@@ -290,10 +333,11 @@ fn record_datapath(total: &Counters) {
     .set(1.0);
     for (name, direction, v) in scalars(&total.traffic) {
         match direction {
-            Some(d) => counter!(name, "direction" => d).absolute(v),
+            Some((l, d)) => counter!(name, l => d).absolute(v),
             None => counter!(name).absolute(v),
         }
     }
+    gauge!("tapvs_table_pressure_workers").set(total.pressure_workers as f64);
     for d in Drop::ALL {
         counter!("tapvs_drops_total", "reason" => d.as_str()).absolute(total.drops[d as usize]);
     }
@@ -688,13 +732,13 @@ mod tests {
         let json = serde_json::to_value(Traffic::default()).unwrap();
         assert_eq!(
             json.as_object().unwrap().len(),
-            scalars(&Traffic::default()).len(),
-            "one series per field of the exit JSON's scalars"
+            scalars(&Traffic::default()).len() + 1,
+            "one series per field of the exit JSON's scalars (pressure_workers: a gauge)"
         );
         let text = datapath_text(&Counters::default());
         for (name, direction, _) in scalars(&Traffic::default()) {
             let series = match direction {
-                Some(d) => format!("{name}{{direction=\"{d}\"}} 0\n"),
+                Some((l, d)) => format!("{name}{{{l}=\"{d}\"}} 0\n"),
                 None => format!("{name} 0\n"),
             };
             assert!(text.contains(&series), "{series} missing:\n{text}");
@@ -712,6 +756,7 @@ mod tests {
             assert!(text.contains(&s), "{s} missing:\n{text}");
         }
         assert!(text.contains("tapvs_build_info{"), "{text}");
+        assert!(text.contains("tapvs_table_pressure_workers 0\n"), "{text}");
         assert!(
             !text.contains("\"rx\"") && !text.contains("\"tx\""),
             "{text}"

@@ -42,7 +42,7 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
     fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
-    let fields: [(&'static str, bool); 14] = [
+    let fields: [(&'static str, bool); 15] = [
         ("workers", old.workers != new.workers),
         ("steering", old.steering != new.steering),
         (
@@ -50,6 +50,13 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
             old.max_connections != new.max_connections,
         ),
         ("neighbour", differ(&old.neighbour, &new.neighbour)),
+        // The ICMP limits apply live (`Table::set_defence`); the table-pressure settings are
+        // the workers' own, set at start.
+        (
+            "defence.pressure_*",
+            crate::datapath::conn::PressureConfig::from(&old.defence)
+                != crate::datapath::conn::PressureConfig::from(&new.defence),
+        ),
         ("control.socket", old.control.socket != new.control.socket),
         (
             "control.sloppy_tcp",

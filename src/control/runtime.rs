@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::control::estimator::{Estimator, ESTIMATOR_INTERVAL};
 use crate::control::shared::{fold, published, Shared, REDIRECT_POOL_PER_WORKER};
 use crate::control::table::Table;
+use crate::datapath::conn::PressureConfig;
 use crate::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
 use crate::datapath::service::Snapshot;
@@ -170,7 +171,13 @@ impl Daemon {
         let mut threads = Vec::new();
         for w in 0..workers {
             let queues: Vec<Arc<TapQueue>> = port_queues.iter().map(|q| q[w].clone()).collect();
-            let worker = Worker::new(w, queues, shared.dp.clone(), per_worker_conns);
+            let worker = Worker::new(
+                w,
+                queues,
+                shared.dp.clone(),
+                per_worker_conns,
+                PressureConfig::from(&cfg.defence),
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tapvs-w{w}"))

@@ -14,8 +14,16 @@
 //! itself holds, as the kernel's IPVS table chains through its connections. A lookup thus reads
 //! one index cache line and the connection's. Two index entries per connection (client side and
 //! reply side) then cost about 16 bytes at 1 million connections instead of 130 with stored
-//! keys. Entries leave the table through the timer wheel, `remove` or `clear`; a generation
-//! number guards the wheel's references to reused slots.
+//! keys. Entries leave the table through the timer wheel, `remove`, `clear` or eviction; a
+//! generation number guards the wheel's references to reused slots.
+//!
+//! Table pressure (IPVS's `drop_entry` and `secure_tcp` in spirit, config `[defence]`): above a
+//! high-water mark of its bound a table is "under pressure" until it falls below a low-water
+//! mark. Under pressure (or when full) each new connection first evicts one victim found by a
+//! clock hand that looks at a bounded number of slots: an embryonic TCP entry (before
+//! ESTABLISHED), a UDP entry that has seen no reply ([`Conn::replied`]), or a TIME_WAIT/CLOSE
+//! one; an ESTABLISHED entry is never evicted. Embryonic and unreplied entries then live a short
+//! timeout, and new connections per client prefix are rate-limited ([`PrefixLimiter`]).
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
@@ -133,8 +141,8 @@ pub struct Conn {
     pub in_pkts: u8,
     /// Second (table-relative, modulo 2^16) of its last sync update (IPVS's `sync_endtime`).
     pub synced_at: u16,
-    /// The slot's generation (low 28 bits), [`LIVE`], [`ONE_PACKET`] and [`SYNPROXY`]: packed so that an
-    /// entry stays at 64 bytes.
+    /// The slot's generation (low 28 bits), [`LIVE`], [`ONE_PACKET`], [`SYNPROXY`] and
+    /// [`REPLIED`]: packed so that an entry stays at 64 bytes.
     bits: u32,
 }
 
@@ -149,6 +157,9 @@ const ONE_PACKET: u32 = 1 << 30;
 /// [`Conn::bits`]: a SYNPROXY connection (its sequence deltas live in the pipeline's side
 /// store, indexed by slot).
 const SYNPROXY: u32 = 1 << 29;
+/// [`Conn::bits`]: the entry has seen a packet from the server side (or, in DR and TUN, whose
+/// replies bypass the director, a second client packet): see [`Conn::replied`].
+const REPLIED: u32 = 1 << 28;
 /// [`Conn::bits`]: the generation (bits 0..=27).
 const GEN_MASK: u32 = (1 << 28) - 1;
 
@@ -157,6 +168,14 @@ impl Conn {
     #[inline]
     pub fn one_packet(&self) -> bool {
         self.bits & ONE_PACKET != 0
+    }
+
+    /// Whether the entry has seen a packet from the server side; in DR and TUN, where replies
+    /// bypass the director, whether it has seen a second client packet. A UDP entry without it
+    /// is the first to be evicted under table pressure.
+    #[inline]
+    pub fn replied(&self) -> bool {
+        self.bits & REPLIED != 0
     }
 
     /// Whether the slot holds a connection (not a freed slot).
@@ -521,6 +540,230 @@ pub struct TableCounts {
     pub created: u64,
     /// Entries expired since start.
     pub expired: u64,
+    /// Entries evicted under table pressure, by [`Evict`] class.
+    pub evicted: [u64; EVICT_CLASSES],
+    /// Times the table came under pressure.
+    pub pressure_episodes: u64,
+}
+
+/// Which kind of entry an eviction took (the index into [`TableCounts::evicted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// A TCP entry before ESTABLISHED (NONE, SYN_RECV, SYN_SENT, SYNACK, LISTEN).
+    Embryonic = 0,
+    /// A UDP entry that has seen no reply, or a one-packet-scheduling entry.
+    UdpUnreplied,
+    /// A TCP entry in TIME_WAIT or CLOSE.
+    Closing,
+}
+
+/// Number of [`Evict`] classes.
+pub const EVICT_CLASSES: usize = 3;
+
+impl Evict {
+    /// Every class, in index order.
+    pub const ALL: [Evict; EVICT_CLASSES] = [Evict::Embryonic, Evict::UdpUnreplied, Evict::Closing];
+
+    /// Stable snake_case name (metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Evict::Embryonic => "embryonic",
+            Evict::UdpUnreplied => "udp_unreplied",
+            Evict::Closing => "closing",
+        }
+    }
+
+    /// The class of `c` if it may be evicted (never an ESTABLISHED entry, nor one that is
+    /// closing with data possibly still flowing: FIN_WAIT, CLOSE_WAIT, LAST_ACK).
+    #[inline]
+    fn of(c: &Conn) -> Option<Evict> {
+        if c.one_packet() {
+            return Some(Evict::UdpUnreplied);
+        }
+        match c.state {
+            State::Udp => (!c.replied()).then_some(Evict::UdpUnreplied),
+            State::None | State::SynRecv | State::SynSent | State::SynAck | State::Listen => {
+                Some(Evict::Embryonic)
+            }
+            State::TimeWait | State::Close => Some(Evict::Closing),
+            State::Established | State::FinWait | State::CloseWait | State::LastAck => None,
+        }
+    }
+}
+
+/// Whether an entry in `state` (with `bits`) gets the short timeout under pressure: an
+/// embryonic TCP entry or an unreplied UDP one.
+#[inline]
+fn short_lived(state: State, bits: u32) -> bool {
+    match state {
+        State::Udp => bits & REPLIED == 0,
+        State::None | State::SynRecv | State::SynSent | State::SynAck | State::Listen => true,
+        _ => false,
+    }
+}
+
+/// Table-pressure settings (`[defence]`), the same for every worker's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PressureConfig {
+    /// Percent of the table's bound at which it comes under pressure; 0 turns the defences off
+    /// (a full table then refuses new connections, as before).
+    pub high_pct: u8,
+    /// Percent of the bound below which the pressure ends (hysteresis), below `high_pct`.
+    pub low_pct: u8,
+    /// Seconds an embryonic TCP or unreplied UDP entry lives under pressure (instead of
+    /// SYN_RECV's 60 or UDP's 300).
+    pub timeout: u32,
+    /// Client prefix length the rate limit counts by (24: per /24).
+    pub prefix_len: u8,
+    /// New connections per second per client prefix (per worker) admitted under pressure; 0 = no
+    /// limit.
+    pub prefix_rate: u32,
+}
+
+impl PressureConfig {
+    /// No defences: a full table refuses, nothing is evicted, timeouts are never shortened.
+    pub const OFF: PressureConfig = PressureConfig {
+        high_pct: 0,
+        low_pct: 0,
+        timeout: 0,
+        prefix_len: 24,
+        prefix_rate: 0,
+    };
+}
+
+impl From<&crate::config::DefenceConfig> for PressureConfig {
+    fn from(d: &crate::config::DefenceConfig) -> Self {
+        PressureConfig {
+            high_pct: d.pressure_high.min(100) as u8,
+            low_pct: d.pressure_low.min(100) as u8,
+            timeout: d.pressure_timeout,
+            prefix_len: d.pressure_prefix.min(32) as u8,
+            prefix_rate: d.pressure_prefix_rate,
+        }
+    }
+}
+
+impl Default for PressureConfig {
+    /// The daemon's defaults: pressure from 90 % to below 80 %, 5 s, 1000 per second per /24.
+    fn default() -> Self {
+        PressureConfig {
+            high_pct: 90,
+            low_pct: 80,
+            timeout: 5,
+            prefix_len: 24,
+            prefix_rate: 1000,
+        }
+    }
+}
+
+/// Slots the eviction hand looks at, at most, for one new connection.
+pub const EVICT_SCAN: usize = 64;
+
+/// Buckets of a [`PrefixLimiter`] (a power of two).
+const LIMITER_BUCKETS: usize = 4096;
+
+/// One token bucket of a [`PrefixLimiter`].
+#[derive(Debug, Clone, Copy, Default)]
+struct PrefixBucket {
+    /// The prefix it counts for, plus one (0: unused).
+    prefix: u64,
+    /// Tokens in thousandths.
+    milli: u64,
+    /// Millisecond of the last refill.
+    last_ms: u64,
+}
+
+/// New connections per client prefix: a fixed array of token buckets (rate and burst
+/// `rate` per second) indexed by a hash of the prefix. A prefix that finds its bucket taken by
+/// another takes it over with a full bucket, so a collision can only let more through, never
+/// refuse a prefix below its rate. No allocation after construction.
+#[derive(Debug)]
+pub struct PrefixLimiter {
+    buckets: Box<[PrefixBucket]>,
+    mask: u32,
+    rate: u64,
+}
+
+impl PrefixLimiter {
+    /// `rate` new connections per second per prefix of `prefix_len` bits (0 rate: no buckets).
+    pub fn new(prefix_len: u8, rate: u32) -> PrefixLimiter {
+        let n = if rate == 0 { 0 } else { LIMITER_BUCKETS };
+        PrefixLimiter {
+            buckets: vec![PrefixBucket::default(); n].into_boxed_slice(),
+            mask: match prefix_len.min(32) {
+                0 => 0,
+                l => u32::MAX << (32 - u32::from(l)),
+            },
+            rate: u64::from(rate),
+        }
+    }
+
+    /// Takes a token for a new connection from `src` at millisecond `now_ms`; false when its
+    /// prefix is over the rate.
+    #[inline]
+    pub fn admit(&mut self, src: Ipv4Addr, now_ms: u64) -> bool {
+        if self.buckets.is_empty() {
+            return true;
+        }
+        let prefix = u32::from(src) & self.mask;
+        let i = (prefix.wrapping_mul(0x9E37_79B1) >> 20) as usize & (LIMITER_BUCKETS - 1);
+        let full = self.rate * 1000;
+        let Some(b) = self.buckets.get_mut(i) else {
+            return true;
+        };
+        if b.prefix != u64::from(prefix) + 1 {
+            *b = PrefixBucket {
+                prefix: u64::from(prefix) + 1,
+                milli: full,
+                last_ms: now_ms,
+            };
+        } else {
+            let refill = now_ms.saturating_sub(b.last_ms).saturating_mul(self.rate);
+            b.milli = (b.milli + refill).min(full);
+            b.last_ms = now_ms;
+        }
+        if b.milli >= 1000 {
+            b.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A table's pressure state.
+#[derive(Debug)]
+struct Pressure {
+    cfg: PressureConfig,
+    /// Entries at which pressure starts (`usize::MAX`: never).
+    high: usize,
+    /// Entries at or below which it ends.
+    low: usize,
+    /// Under pressure now.
+    on: bool,
+    /// The eviction hand: the slot looked at last.
+    hand: usize,
+    limiter: PrefixLimiter,
+}
+
+impl Pressure {
+    fn new(cfg: PressureConfig, max: usize) -> Pressure {
+        let (high, low) = if cfg.high_pct == 0 {
+            (usize::MAX, 0)
+        } else {
+            let high = (max * usize::from(cfg.high_pct.min(100)) / 100).max(1);
+            let low = (max * usize::from(cfg.low_pct) / 100).min(high - 1);
+            (high, low)
+        };
+        Pressure {
+            cfg,
+            high,
+            low,
+            on: false,
+            hand: 0,
+            limiter: PrefixLimiter::new(cfg.prefix_len, cfg.prefix_rate),
+        }
+    }
 }
 
 /// One worker's connection table.
@@ -537,6 +780,7 @@ pub struct ConnTable {
     timeouts: Timeouts,
     counts: TableCounts,
     local_ports: LocalPorts,
+    pressure: Pressure,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -717,7 +961,62 @@ impl ConnTable {
             timeouts,
             counts: TableCounts::default(),
             local_ports: LocalPorts::new(worker, workers),
+            pressure: Pressure::new(PressureConfig::OFF, max),
         }
+    }
+
+    /// Sets the table-pressure defences (off in a new table). Pressure is re-evaluated at the
+    /// next insertion or removal.
+    pub fn set_pressure(&mut self, cfg: PressureConfig) {
+        let hand = self.pressure.hand;
+        let on = self.pressure.on;
+        self.pressure = Pressure::new(cfg, self.max);
+        self.pressure.hand = hand;
+        self.pressure.on = on && cfg.high_pct != 0;
+    }
+
+    /// Whether the table is under pressure (above its high-water mark, not yet back below the
+    /// low-water mark).
+    #[inline]
+    pub fn under_pressure(&self) -> bool {
+        self.pressure.on
+    }
+
+    /// Admits a new connection from `src` at millisecond `now_ms`: always when the table is not
+    /// under pressure, else within its prefix's rate.
+    #[inline]
+    pub fn admit(&mut self, src: Ipv4Addr, now_ms: u64) -> bool {
+        !self.pressure.on || self.pressure.limiter.admit(src, now_ms)
+    }
+
+    /// Evicts one entry of an evictable class, looking at no more than [`EVICT_SCAN`] slots
+    /// from the hand on; returns whether one was evicted.
+    fn evict_one(&mut self) -> bool {
+        let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
+        let mut i = self.pressure.hand;
+        for _ in 0..EVICT_SCAN.min(n) {
+            i += 1;
+            if i >= n {
+                i = 0;
+            }
+            let Some(c) = self.slots.get(i) else {
+                break;
+            };
+            if !c.live() {
+                continue;
+            }
+            if let Some(class) = Evict::of(c) {
+                self.pressure.hand = i;
+                self.free_slot(i as u32);
+                self.counts.evicted[class as usize] += 1;
+                return true;
+            }
+        }
+        self.pressure.hand = i;
+        false
     }
 
     /// Number of live connections.
@@ -860,6 +1159,11 @@ impl ConnTable {
         given: Option<(Ipv4Addr, u16)>,
         now: u32,
     ) -> Result<u32, InsertError> {
+        // Under pressure (or full, with the defences on) make room first: one victim.
+        let defended = self.pressure.cfg.high_pct != 0;
+        if defended && (self.pressure.on || self.len >= self.max) {
+            self.evict_one();
+        }
         if self.len >= self.max {
             return Err(InsertError::Full);
         }
@@ -870,6 +1174,10 @@ impl ConnTable {
         };
         let timeout = if c.one_packet {
             OPS_TIMEOUT
+        } else if self.pressure.on && state == State::Udp {
+            self.timeouts
+                .of(state)
+                .min(self.pressure.cfg.timeout.max(1))
         } else {
             self.timeouts.of(state)
         };
@@ -956,6 +1264,10 @@ impl ConnTable {
         }
         self.wheel.schedule(slot, gen, now + timeout);
         self.len += 1;
+        if !self.pressure.on && self.len >= self.pressure.high {
+            self.pressure.on = true;
+            self.counts.pressure_episodes += 1;
+        }
         self.counts.created += 1;
         self.counts.per_state[state as usize] += 1;
         Ok(slot)
@@ -974,16 +1286,25 @@ impl ConnTable {
                 c.in_pkts + 1
             };
         }
+        if c.bits & REPLIED == 0
+            && (dir == Dir::Output || (dir == Dir::InputOnly && c.in_pkts != 1))
+        {
+            c.bits |= REPLIED;
+        }
         let new = tcp_state::next(old, dir, tcp_flags);
         if new != old {
             Self::change_state(&mut self.counts, c, old, new);
         }
-        c.expires = now
-            + if c.one_packet() {
-                OPS_TIMEOUT
-            } else {
-                self.timeouts.of(new)
-            };
+        let mut timeout = if c.one_packet() {
+            OPS_TIMEOUT
+        } else {
+            self.timeouts.of(new)
+        };
+        if self.pressure.on && short_lived(new, c.bits) {
+            // IPVS secure_tcp in spirit: embryonic and unreplied entries go sooner.
+            timeout = timeout.min(self.pressure.cfg.timeout.max(1));
+        }
+        c.expires = now + timeout;
         c
     }
 
@@ -1040,9 +1361,17 @@ impl ConnTable {
         }
     }
 
-    /// Takes live connection `slot` out of the index, its real server's counters, its
-    /// template and its local port, and frees the slot.
+    /// Takes live connection `slot` out of the table ([`ConnTable::free_slot`]) and counts it
+    /// expired.
     fn release(&mut self, slot: u32) {
+        self.free_slot(slot);
+        self.counts.expired += 1;
+    }
+
+    /// Takes live connection `slot` out of the index, its real server's counters, its
+    /// template and its local port, and frees the slot; ends the pressure at the low-water
+    /// mark.
+    fn free_slot(&mut self, slot: u32) {
         let c = &self.slots[slot as usize];
         let client_side = !c.one_packet();
         let reply_side = matches!(c.fwd(), Forward::Nat | Forward::FullNat);
@@ -1067,11 +1396,13 @@ impl ConnTable {
             self.local_ports.release(ip, p);
         }
         self.counts.per_state[c.state as usize] -= 1;
-        self.counts.expired += 1;
         // A free slot's `expires` links to the next free one.
         self.slots[slot as usize].expires = self.free;
         self.free = slot;
         self.len -= 1;
+        if self.pressure.on && self.len <= self.pressure.low {
+            self.pressure.on = false;
+        }
     }
 
     /// Advances the wheel to second `now`, expiring all due entries; returns how many expired.
@@ -1664,5 +1995,147 @@ mod tests {
         assert_eq!(t.expire(299), 0);
         assert_eq!(t.len(), 2);
         assert_eq!(t.expire(300), 2);
+    }
+
+    fn pressure(high: u8, low: u8) -> PressureConfig {
+        PressureConfig {
+            high_pct: high,
+            low_pct: low,
+            timeout: 5,
+            prefix_len: 24,
+            prefix_rate: 0,
+        }
+    }
+
+    #[test]
+    fn pressure_has_hysteresis_and_counts_episodes() {
+        let d = dest();
+        let mut t = ConnTable::new(10, Timeouts::default());
+        t.set_pressure(pressure(90, 50));
+        let mut slots = Vec::new();
+        for p in 0..8 {
+            let s = t.insert(new_conn(p, &d, 6, Forward::Nat), 0).unwrap();
+            t.on_packet(s, Dir::Input, SYN, 0);
+            slots.push(s);
+        }
+        assert!(!t.under_pressure());
+        slots.push(t.insert(new_conn(8, &d, 6, Forward::Nat), 0).unwrap());
+        assert!(t.under_pressure(), "9 of 10 is 90 %");
+        assert_eq!(t.counts().pressure_episodes, 1);
+        // Under pressure each new entry evicts one: the table stays at 9.
+        t.insert(new_conn(9, &d, 6, Forward::Nat), 0).unwrap();
+        assert_eq!(
+            (t.len(), t.counts().evicted[Evict::Embryonic as usize]),
+            (9, 1)
+        );
+        // Down to 6, 5: pressure ends at the low-water mark (5).
+        for s in slots.iter().skip(1).take(4) {
+            t.remove(*s);
+        }
+        assert!(t.len() <= 5 && !t.under_pressure(), "len {}", t.len());
+        assert_eq!(t.counts().pressure_episodes, 1);
+    }
+
+    #[test]
+    fn eviction_takes_unreplied_udp_and_embryonic_never_established() {
+        let d = dest();
+        let mut t = ConnTable::new(4, Timeouts::default());
+        t.set_pressure(pressure(100, 50));
+        // Two ESTABLISHED, one answered UDP, one unanswered UDP.
+        for p in 0..2 {
+            let s = t.insert(new_conn(p, &d, 6, Forward::Nat), 0).unwrap();
+            t.on_packet(s, Dir::Input, SYN, 0);
+            t.on_packet(s, Dir::Output, SYN | ACK, 0);
+            t.on_packet(s, Dir::Input, ACK, 0);
+            assert_eq!(t.get(s).state, State::Established);
+        }
+        let answered = t.insert(new_conn(10, &d, 17, Forward::Nat), 0).unwrap();
+        t.on_packet(answered, Dir::Input, 0, 0);
+        t.on_packet(answered, Dir::Output, 0, 0);
+        assert!(t.get(answered).replied());
+        let lone = t.insert(new_conn(11, &d, 17, Forward::Nat), 0).unwrap();
+        t.on_packet(lone, Dir::Input, 0, 0);
+        assert!(!t.get(lone).replied());
+        // Full: the new one takes the unanswered datagram's place.
+        let s = t.insert(new_conn(12, &d, 17, Forward::Nat), 0).unwrap();
+        assert_eq!(s, lone, "the unanswered entry's slot");
+        assert_eq!(t.counts().evicted[Evict::UdpUnreplied as usize], 1);
+        t.on_packet(s, Dir::Input, 0, 0);
+        t.on_packet(s, Dir::Output, 0, 0);
+        // Now everything is established or answered: refused.
+        assert_eq!(
+            t.insert(new_conn(13, &d, 6, Forward::Nat), 0),
+            Err(InsertError::Full)
+        );
+        assert_eq!(t.len(), 4);
+        // A closing entry may go.
+        t.on_packet(0, Dir::Input, FIN | ACK, 0);
+        t.on_packet(0, Dir::Output, FIN | ACK, 0);
+        t.on_packet(0, Dir::Input, ACK, 0);
+        assert_eq!(t.get(0).state, State::TimeWait);
+        assert!(t.insert(new_conn(13, &d, 6, Forward::Nat), 0).is_ok());
+        assert_eq!(t.counts().evicted[Evict::Closing as usize], 1);
+    }
+
+    #[test]
+    fn dr_udp_counts_as_replied_from_its_second_packet() {
+        let d = dest();
+        let mut t = ConnTable::new(10, Timeouts::default());
+        let s = t.insert(new_conn(1, &d, 17, Forward::Dr), 0).unwrap();
+        t.on_packet(s, Dir::InputOnly, 0, 0);
+        assert!(!t.get(s).replied());
+        t.on_packet(s, Dir::InputOnly, 0, 0);
+        assert!(t.get(s).replied());
+    }
+
+    #[test]
+    fn short_timeouts_only_under_pressure() {
+        let d = dest();
+        let mut t = ConnTable::new(10, Timeouts::default());
+        t.set_pressure(pressure(50, 20));
+        let s = t.insert(new_conn(1, &d, 6, Forward::Nat), 0).unwrap();
+        assert_eq!(t.on_packet(s, Dir::Input, SYN, 0).expires, 60);
+        for p in 2..6 {
+            t.insert(new_conn(p, &d, 6, Forward::Nat), 0).unwrap();
+        }
+        assert!(t.under_pressure());
+        assert_eq!(
+            t.on_packet(s, Dir::Input, SYN, 1).expires,
+            6,
+            "SYN_RECV: 5 s"
+        );
+        let u = t.insert(new_conn(7, &d, 17, Forward::Nat), 1).unwrap();
+        assert_eq!(
+            t.on_packet(u, Dir::Input, 0, 1).expires,
+            6,
+            "unanswered UDP: 5 s"
+        );
+        assert_eq!(
+            t.on_packet(u, Dir::Output, 0, 1).expires,
+            301,
+            "answered: 300 s"
+        );
+        // An unanswered datagram's entry made under pressure leaves the table at 6, the
+        // answered one stays.
+        let v = t.insert(new_conn(8, &d, 17, Forward::Nat), 1).unwrap();
+        t.on_packet(v, Dir::Input, 0, 1);
+        t.expire(6);
+        assert!(!t.get(v).live() && t.get(u).live());
+    }
+
+    #[test]
+    fn prefix_limiter_bursts_refills_and_separates_prefixes() {
+        let mut l = PrefixLimiter::new(24, 5);
+        let a = ip("10.1.2.3");
+        let a2 = ip("10.1.2.99");
+        let b = ip("10.1.3.3");
+        let ok = (0..10).filter(|_| l.admit(a, 1000)).count();
+        assert_eq!(ok, 5, "burst of 5");
+        assert!(!l.admit(a2, 1000), "the same /24");
+        assert!(l.admit(b, 1000), "another /24");
+        assert!(!l.admit(a, 1100));
+        assert!(l.admit(a, 1200), "one token per 200 ms");
+        assert!(!l.admit(a, 1200));
+        assert!(PrefixLimiter::new(24, 0).admit(a, 0), "rate 0: no limit");
     }
 }

@@ -81,11 +81,14 @@ pub enum Drop {
     SynproxyStoreFull,
     /// SYNPROXY: a valid ACK found every handshake store of the worker in use.
     SynproxyPoolFull,
+    /// A new connection over its client prefix's rate while the table is under pressure
+    /// (`[defence] pressure_prefix_rate`).
+    PrefixRateLimit,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 30] = [
+    pub const ALL: [Drop; 31] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -116,6 +119,7 @@ impl Drop {
         Drop::SynproxyAckStorm,
         Drop::SynproxyStoreFull,
         Drop::SynproxyPoolFull,
+        Drop::PrefixRateLimit,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -151,6 +155,7 @@ impl Drop {
             Drop::SynproxyAckStorm => "synproxy_ack_storm",
             Drop::SynproxyStoreFull => "synproxy_store_full",
             Drop::SynproxyPoolFull => "synproxy_pool_full",
+            Drop::PrefixRateLimit => "prefix_rate_limit",
         }
     }
 }
@@ -215,6 +220,16 @@ pub struct Traffic {
     pub synproxy_timeouts: u64,
     /// SYNPROXY: TIME_WAIT/CLOSE connections replaced by a valid-cookie ACK.
     pub synproxy_reused: u64,
+    /// Connections evicted under table pressure: embryonic TCP.
+    pub conns_evicted_embryonic: u64,
+    /// Connections evicted under table pressure: UDP without a reply (and one-packet entries).
+    pub conns_evicted_udp: u64,
+    /// Connections evicted under table pressure: TCP in TIME_WAIT or CLOSE.
+    pub conns_evicted_closing: u64,
+    /// Times a worker's table came under pressure.
+    pub pressure_episodes: u64,
+    /// Workers whose table is under pressure now (a gauge: 0 or 1 per worker).
+    pub pressure_workers: u64,
 }
 
 impl Traffic {
@@ -248,6 +263,11 @@ impl Traffic {
             synproxy_server_rst,
             synproxy_timeouts,
             synproxy_reused,
+            conns_evicted_embryonic,
+            conns_evicted_udp,
+            conns_evicted_closing,
+            pressure_episodes,
+            pressure_workers,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -280,6 +300,11 @@ impl Traffic {
             (&mut self.synproxy_server_rst, synproxy_server_rst),
             (&mut self.synproxy_timeouts, synproxy_timeouts),
             (&mut self.synproxy_reused, synproxy_reused),
+            (&mut self.conns_evicted_embryonic, conns_evicted_embryonic),
+            (&mut self.conns_evicted_udp, conns_evicted_udp),
+            (&mut self.conns_evicted_closing, conns_evicted_closing),
+            (&mut self.pressure_episodes, pressure_episodes),
+            (&mut self.pressure_workers, pressure_workers),
         ] {
             *a += b;
         }

@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
 use crate::datapath::capture::{CaptureShared, Filter, Tap};
+use crate::datapath::conn::PressureConfig;
 use crate::datapath::ha::{HaShared, Standby};
 use crate::datapath::neigh::{NeighEvent, NeighTable};
 use crate::datapath::persist::Templates;
@@ -192,13 +193,16 @@ impl Worker {
         queues: Vec<Arc<TapQueue>>,
         shared: Arc<WorkerShared>,
         max_conns: usize,
+        pressure: PressureConfig,
     ) -> Worker {
         let workers = shared.redirect.len();
         let timeouts = *shared.timeouts.load_full();
+        let mut pipeline = Pipeline::new(id, workers, max_conns, timeouts);
+        pipeline.set_pressure(pressure);
         Worker {
             id,
             queues,
-            pipeline: Pipeline::new(id, workers, max_conns, timeouts),
+            pipeline,
             rx: vec![0u8; MAX_FRAME].into_boxed_slice(),
             wake: vec![false; workers],
             capture: None,

@@ -69,6 +69,7 @@ pub fn scrape(lab: &Lab) -> (u16, String) {
 }
 
 pub mod appliance;
+pub mod flood;
 pub mod stream;
 pub mod tls;
 pub mod tshark;

@@ -26,7 +26,9 @@ use modes::packet::{self, DropReason, Kind, Packet};
 use modes::reply;
 use modes::wire::vnet::VnetHdr;
 
-use crate::datapath::conn::{ConnTable, FlowKey, InsertError, NewConn, Toa, Xmit};
+use crate::datapath::conn::{
+    ConnTable, Evict, FlowKey, InsertError, NewConn, PressureConfig, Toa, Xmit,
+};
 use modes::Forward;
 mod egress;
 mod sync;
@@ -219,6 +221,11 @@ impl Pipeline {
         &self.table
     }
 
+    /// Sets the table-pressure defences (`[defence]`; off in a new pipeline).
+    pub fn set_pressure(&mut self, cfg: PressureConfig) {
+        self.table.set_pressure(cfg);
+    }
+
     /// The connection table, mutably (expiry, timeouts, shutdown).
     pub fn table_mut(&mut self) -> &mut ConnTable {
         &mut self.table
@@ -230,6 +237,11 @@ impl Pipeline {
         self.c.conn_states = counts.per_state;
         self.c.conns_created = counts.created;
         self.c.conns_expired = counts.expired;
+        self.c.conns_evicted_embryonic = counts.evicted[Evict::Embryonic as usize];
+        self.c.conns_evicted_udp = counts.evicted[Evict::UdpUnreplied as usize];
+        self.c.conns_evicted_closing = counts.evicted[Evict::Closing as usize];
+        self.c.pressure_episodes = counts.pressure_episodes;
+        self.c.pressure_workers = u64::from(self.table.under_pressure());
         &self.c
     }
 
@@ -777,6 +789,11 @@ impl Pipeline {
             if let Err(why) = self.admit(svc, pkt.src) {
                 return Err(self.refuse(env, sink, port, frame, f, why));
             }
+        }
+        // Under table pressure, new connections per client prefix are rate-limited (dropped
+        // without an answer: a flood gets nothing back, a real client retransmits).
+        if !self.table.admit(pkt.src, self.now_ms) {
+            return Err(self.drop(Drop::PrefixRateLimit));
         }
         let input = sched::Input {
             proto: pkt.proto,
