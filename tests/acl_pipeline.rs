@@ -210,6 +210,23 @@ fn deny_is_checked_first_and_refused_with_rst() {
     assert_eq!(rig.pipe.counters().rst_sent, 1);
 }
 
+/// With SYNPROXY the lists refuse the SYN itself: a denied client gets a RST, not a cookie,
+/// and an allowed one its SYN/ACK from the director (nothing to the real server yet).
+#[test]
+fn synproxy_service_refuses_a_denied_syn_before_any_cookie() {
+    let svc = service("tcp", 80, "synproxy = true\ndeny = [\"10.0.0.0/29\"]");
+    let mut rig = Rig::new(&svc, "");
+    let v = rig.feed(&tcp(client(2), 40000, 80, "S", 64));
+    assert_eq!(v, Verdict::Drop(Drop::AclDenied));
+    answered(&mut rig, client(2), "RST");
+    assert_eq!(rig.pipe.counters().synproxy_syn_cookies_sent, 0);
+    let v = rig.feed(&tcp(client(20), 40000, 80, "S", 64));
+    assert_eq!(v, Verdict::Answer);
+    answered(&mut rig, client(20), "FWD");
+    assert_eq!(rig.pipe.counters().synproxy_syn_cookies_sent, 1);
+    assert!(rig.pipe.table().is_empty(), "a SYN makes no connection");
+}
+
 #[test]
 fn allow_list_refuses_everyone_else() {
     let svc = service("tcp", 81, "allow = [\"10.0.0.16/28\"]")

@@ -203,6 +203,11 @@ impl Pipeline {
         let fl = pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST);
         let frame = &buf[VNET_HDR_LEN..f.len];
         if fl == flags::SYN {
+            // The deny and allow lists refuse before any cookie is sent, as DPVS checks its
+            // blacklist before the SYN proxy (the limits are checked at the ACK, in `new_conn`).
+            if let Err(why) = svc.access.check_lists(pkt.src) {
+                return Some(self.refuse(env, sink, port, frame, f, why));
+            }
             let info = &env.snap.ports[port];
             let fullnat_toa = svc.toa && svc.forward.contains(&modes::Forward::FullNat);
             let mss = info
