@@ -9,18 +9,22 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use crate::config::Config;
 use crate::control::table::Table;
 use crate::datapath::ha::NO_STANDBY;
 use crate::datapath::neigh::{NeighCache, NeighTable};
 use crate::datapath::persist::Templates;
 use crate::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
 use crate::datapath::service::Snapshot;
+use crate::datapath::stats::Counters;
 use crate::datapath::tcp_state::Timeouts;
 use crate::sys::tap::MAX_FRAME;
 
 /// The config the pipeline harness runs: an external and an internal port, and a service per
 /// forwarding method (NAT TCP and UDP, DR, TUN, FullNAT with TOA, a persistent one, a
-/// one-packet UDP one) on VIP 192.0.2.1.
+/// one-packet UDP one) on VIP 192.0.2.1. The NAT TCP service on port 88 is the one to
+/// exercise the SYN proxy: uncommenting its `synproxy = true` line is all it takes once
+/// `[[service]]` has that key (the other services keep the handshake passing through).
 pub const PIPELINE_CONFIG: &str = r#"
 [[port]]
 name = "ext"
@@ -99,7 +103,19 @@ forward = "nat"
 [[service.real]]
 address = "172.16.0.6:87"
 forward = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "192.0.2.1:88"
+scheduler = "rr"
+# synproxy = true
+[[service.real]]
+address = "172.16.0.2:88"
+forward = "nat"
 "#;
+
+/// The rig's clock at the start of an input (milliseconds).
+const START_MS: u64 = 1_000;
 
 /// Drops what the pipeline emits (it has been built and checksummed by then).
 struct Discard;
@@ -108,6 +124,34 @@ impl Sink for Discard {
     fn send(&mut self, _port: usize, frame: &[u8]) -> bool {
         !frame.is_empty()
     }
+}
+
+/// The parsed [`PIPELINE_CONFIG`] and the neighbour table (every real server, the client
+/// 10.0.0.2 and a few others), built once per process.
+fn world() -> &'static (Config, NeighTable) {
+    static WORLD: std::sync::OnceLock<(Config, NeighTable)> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| {
+        let cfg = crate::config::parse(PIPELINE_CONFIG, Path::new("fuzz.toml"))
+            .unwrap_or_else(|e| panic!("the harness's own config: {e}"));
+        let mut cache = NeighCache::new(64, 3600);
+        for (last, port) in [(2, 0), (3, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)] {
+            let a = if port == 0 {
+                Ipv4Addr::new(10, 0, 0, last)
+            } else {
+                Ipv4Addr::new(172, 16, 0, last)
+            };
+            let o = a.octets();
+            cache.learn(a, [0x02, 0x5e, o[0], o[1], o[2], o[3]], port, 0);
+        }
+        (cfg, cache.take_update().unwrap_or_default())
+    })
+}
+
+/// A fresh snapshot of `cfg`: new schedulers and real servers (about 40 µs).
+fn snapshot(cfg: &Config) -> Snapshot {
+    Table::from_config(cfg)
+        .unwrap_or_else(|e| panic!("table: {e}"))
+        .1
 }
 
 /// A pipeline with [`PIPELINE_CONFIG`] and its world, kept across the frames of one input.
@@ -130,34 +174,29 @@ impl PipelineRig {
     /// A fresh rig: empty connection table (1,024 entries), every real server, the client
     /// 10.0.0.2 and a few others already in the neighbour table, so frames are sent, not held.
     pub fn new() -> PipelineRig {
-        // The config, table and neighbours are built once per process; each rig gets its own
-        // connection table, templates and clock. (The schedulers' and real servers' counters
-        // in the shared snapshot carry over from one input to the next.)
-        static WORLD: std::sync::OnceLock<(Snapshot, NeighTable)> = std::sync::OnceLock::new();
-        let (snap, neigh) = WORLD.get_or_init(|| {
-            let cfg = crate::config::parse(PIPELINE_CONFIG, Path::new("fuzz.toml"))
-                .unwrap_or_else(|e| panic!("the harness's own config: {e}"));
-            let (_, snap) = Table::from_config(&cfg).unwrap_or_else(|e| panic!("table: {e}"));
-            let mut cache = NeighCache::new(64, 3600);
-            for (last, port) in [(2, 0), (3, 0), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)] {
-                let a = if port == 0 {
-                    Ipv4Addr::new(10, 0, 0, last)
-                } else {
-                    Ipv4Addr::new(172, 16, 0, last)
-                };
-                let o = a.octets();
-                cache.learn(a, [0x02, 0x5e, o[0], o[1], o[2], o[3]], port, 0);
-            }
-            (snap, cache.take_update().unwrap_or_default())
-        });
+        let (cfg, neigh) = world();
         PipelineRig {
-            snap: snap.clone(),
+            snap: snapshot(cfg),
             neigh: neigh.clone(),
             templates: Templates::default(),
             pipeline: Pipeline::new(0, 1, 1024, Timeouts::default()),
-            now_ms: 1_000,
+            now_ms: START_MS,
             buf: vec![0u8; MAX_FRAME].into_boxed_slice(),
         }
+    }
+
+    /// Back to the state [`PipelineRig::new`] gives, keeping the frame buffers (most of what
+    /// building a rig costs): the pipeline reset (its connections released), no templates,
+    /// the clock at its start; and, if the last input made a connection, a fresh snapshot,
+    /// since scheduling it moved a scheduler's state (such as a round robin's position) and
+    /// the real servers' counters. Without connections nothing in the snapshot changed.
+    pub fn reset(&mut self) {
+        if self.pipeline.table().counts().created > 0 {
+            self.snap = snapshot(&world().0);
+        }
+        self.pipeline.reset();
+        self.templates = Templates::default();
+        self.now_ms = START_MS;
     }
 
     /// Runs `data` as a sequence of records: a control byte (bit 0: the port, bit 1: the frame
@@ -201,15 +240,28 @@ impl PipelineRig {
         last
     }
 
+    /// The pipeline's counters (frames, drops by reason, connections made and expired).
+    pub fn counters(&mut self) -> Counters {
+        *self.pipeline.counters()
+    }
+
     /// Runs `data` ([`PipelineRig::run`]); whether its last frame was transmitted.
     pub fn forwards(&mut self, data: &[u8]) -> bool {
         matches!(self.run(data), Some(Verdict::Transmit { .. }))
     }
 }
 
-/// One input through a fresh [`PipelineRig`].
+/// One input through a [`PipelineRig`] as good as fresh: each thread keeps one rig and
+/// [resets](PipelineRig::reset) it per input, since building one (its pipeline's frame buffers)
+/// costs far more than running a typical input.
 pub fn pipeline(data: &[u8]) {
-    let _ = PipelineRig::new().run(data);
+    thread_local! {
+        static RIG: std::cell::RefCell<PipelineRig> = std::cell::RefCell::new(PipelineRig::new());
+    }
+    RIG.with_borrow_mut(|rig| {
+        rig.reset();
+        let _ = rig.run(data);
+    });
 }
 
 /// The config parser, and the table and snapshot a valid config gives.

@@ -254,3 +254,28 @@ fn the_pipeline_harness_forwards_its_seeds() {
     }
     assert!(rig.forwards(&record(0, &udp_in(53))));
 }
+
+/// The pipeline harness reuses one rig, reset, for every input: a reset rig, after any other
+/// inputs, ends an input with the same last verdict and counters as a fresh one (nothing of a
+/// previous input's connections, templates, held frames or clock is left).
+#[test]
+fn a_reset_pipeline_rig_runs_an_input_as_a_fresh_one() {
+    let mut inputs: Vec<Vec<u8>> = pipeline_seeds();
+    for e in std::fs::read_dir(corpus("pipeline")).expect("corpus") {
+        inputs.push(std::fs::read(e.expect("entry").path()).expect("input"));
+    }
+    let mut reused = tapvs::fuzz::PipelineRig::new();
+    // Each input twice in a row, then in order: the second run follows its own connections.
+    for data in inputs.iter().flat_map(|d| [d, d]) {
+        let mut fresh = tapvs::fuzz::PipelineRig::new();
+        let want = fresh.run(data).map(|v| std::mem::discriminant(&v));
+        reused.reset();
+        let got = reused.run(data).map(|v| std::mem::discriminant(&v));
+        assert_eq!(got, want, "last verdict of {data:02x?}");
+        assert_eq!(
+            reused.counters(),
+            fresh.counters(),
+            "counters of {data:02x?}"
+        );
+    }
+}
