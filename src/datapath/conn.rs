@@ -281,6 +281,9 @@ pub struct LocalPorts {
     workers: u16,
     free: HashMap<Ipv4Addr, Vec<u16>, foldhash::fast::RandomState>,
     next: usize,
+    /// The whole port space ([`port_space`]), made on first use and copied for each local
+    /// address.
+    all: Vec<u16>,
 }
 
 impl LocalPorts {
@@ -291,6 +294,7 @@ impl LocalPorts {
             workers: workers.max(1) as u16,
             free: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             next: 0,
+            all: Vec::new(),
         }
     }
 
@@ -298,8 +302,7 @@ impl LocalPorts {
     pub fn alloc(&mut self, pool: &[Ipv4Addr]) -> Option<(Ipv4Addr, u16)> {
         for k in 0..pool.len() {
             let ip = pool[(self.next + k) % pool.len()];
-            let (w, n) = (self.worker, self.workers);
-            let ports = self.free.entry(ip).or_insert_with(|| port_space(w, n));
+            let ports = self.ports(ip);
             if let Some(p) = ports.pop() {
                 self.next = (self.next + k + 1) % pool.len();
                 return Some((ip, p));
@@ -314,8 +317,7 @@ impl LocalPorts {
         if !pool.contains(&ip) || port < 1024 || port % self.workers != self.worker {
             return false;
         }
-        let (w, n) = (self.worker, self.workers);
-        let ports = self.free.entry(ip).or_insert_with(|| port_space(w, n));
+        let ports = self.ports(ip);
         match ports.iter().rposition(|&p| p == port) {
             Some(i) => {
                 ports.swap_remove(i);
@@ -332,9 +334,26 @@ impl LocalPorts {
         }
     }
 
-    /// Every port free again, as when new.
+    /// The free ports of `ip` (all of them on first use).
+    fn ports(&mut self, ip: Ipv4Addr) -> &mut Vec<u16> {
+        let (all, w, n) = (&mut self.all, self.worker, self.workers);
+        self.free.entry(ip).or_insert_with(|| {
+            if all.is_empty() {
+                *all = port_space(w, n);
+            }
+            all.clone()
+        })
+    }
+
+    /// Every port free again, as when new: each address's list put back in order where it
+    /// changed, in place (no allocation).
     fn reset(&mut self) {
-        self.free.clear();
+        for v in self.free.values_mut() {
+            if *v != self.all {
+                v.clear();
+                v.extend_from_slice(&self.all);
+            }
+        }
         self.next = 0;
     }
 }
@@ -500,9 +519,10 @@ impl Wheel {
         self.pending_pos = 0;
     }
 
-    /// Empty again, the clock at 0; the chunks go to the pool.
-    fn reset(&mut self) {
-        for i in 0..self.buckets.len() {
+    /// Empty again, the clock at 0; the chunks go to the pool. `scheduled`: whether anything
+    /// was scheduled since the wheel was new or last reset (if not, no bucket holds a chunk).
+    fn reset(&mut self, scheduled: bool) {
+        for i in 0..if scheduled { self.buckets.len() } else { 0 } {
             while let Some(c) = self.buckets[i].chunks.pop() {
                 self.give_back(c);
             }
@@ -1130,11 +1150,15 @@ impl ConnTable {
     /// keeping its allocations, and releasing the real servers' counters as [`ConnTable::clear`] does.
     /// Not for the datapath: the fuzz harness reuses one table across inputs this way.
     pub fn reset(&mut self) {
+        // Only a connection made since the last reset can have touched the index and wheel.
+        let used = self.counts.created > 0;
         self.clear();
-        self.index.reset();
+        if used {
+            self.index.reset();
+        }
         self.slots.clear();
         self.free = NO_SLOT;
-        self.wheel.reset();
+        self.wheel.reset(used);
         self.len = 0;
         self.counts = TableCounts::default();
         self.local_ports.reset();
