@@ -10,6 +10,7 @@ use etherparse::PacketBuilder;
 use modes::wire::ipvs_sync::{MessageBuilder, SyncConn};
 use modes::wire::vnet::VNET_HDR_LEN;
 use modes::wire::vrrp::{VrrpPacket, VrrpRepr};
+use tapvs::datapath::pipeline::Verdict;
 
 /// A harness of `tapvs::fuzz`.
 type Harness = fn(&[u8]);
@@ -69,6 +70,29 @@ fn tcp_back(src: [u8; 4], sport: u16, syn: bool) -> Vec<u8> {
     f
 }
 
+/// A SYNPROXY handshake on the port-88 service: the client's SYN (ISN 1, answered with a
+/// cookie), its ACK (control bit 7: the harness puts the cookie + 1 in it), the real server's
+/// SYN/ACK (acking the client's ISN), then a request and the server's answer.
+fn synproxy_seed() -> Vec<u8> {
+    let mut s = record(0, &tcp_in(88, 1, true, false, b""));
+    s.extend(record(0x80, &tcp_in(88, 2, false, false, b"")));
+    let mut syn_ack = Vec::new();
+    PacketBuilder::ethernet2([0x02, 0x5e, 172, 16, 0, 2], INT_MAC)
+        .ipv4([172, 16, 0, 2], CLIENT, 64)
+        .tcp(88, 40000, 5000, 64240)
+        .syn()
+        .ack(2)
+        .write(&mut syn_ack, b"")
+        .expect("frame");
+    s.extend(record(1, &syn_ack));
+    s.extend(record(
+        0x80,
+        &tcp_in(88, 2, false, false, b"GET / HTTP/1.0\r\n\r\n"),
+    ));
+    s.extend(record(1, &tcp_back([172, 16, 0, 2], 88, false)));
+    s
+}
+
 fn udp_in(dport: u16) -> Vec<u8> {
     let mut f = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, EXT_MAC)
@@ -93,6 +117,7 @@ fn pipeline_seeds() -> Vec<Vec<u8>> {
         s.extend(record(0x0c, &tcp_in(dport, 20, false, true, b"")));
         seeds.push(s);
     }
+    seeds.push(synproxy_seed());
     let mut s = record(0, &udp_in(53));
     s.extend(record(4, &udp_in(54)));
     seeds.push(s);
@@ -253,4 +278,37 @@ fn the_pipeline_harness_forwards_its_seeds() {
         );
     }
     assert!(rig.forwards(&record(0, &udp_in(53))));
+    // The SYNPROXY seed completes both handshakes and forwards its data both ways.
+    let mut rig = tapvs::fuzz::PipelineRig::new();
+    let last = rig.run(&synproxy_seed());
+    assert!(matches!(last, Some(Verdict::Transmit { .. })), "{last:?}");
+    let c = rig.counters();
+    assert_eq!((c.synproxy_syn_cookies_sent, c.synproxy_ack_valid), (1, 1));
+    assert_eq!(c.synproxy_established, 1);
+    assert!(c.fwd_in >= 2 && c.fwd_out >= 1, "{c:?}");
+}
+
+/// The pipeline harness reuses one rig, reset, for every input: a reset rig, after any other
+/// inputs, ends an input with the same last verdict and counters as a fresh one (nothing of a
+/// previous input's connections, templates, held frames or clock is left).
+#[test]
+fn a_reset_pipeline_rig_runs_an_input_as_a_fresh_one() {
+    let mut inputs: Vec<Vec<u8>> = pipeline_seeds();
+    for e in std::fs::read_dir(corpus("pipeline")).expect("corpus") {
+        inputs.push(std::fs::read(e.expect("entry").path()).expect("input"));
+    }
+    let mut reused = tapvs::fuzz::PipelineRig::new();
+    // Each input twice in a row, then in order: the second run follows its own connections.
+    for data in inputs.iter().flat_map(|d| [d, d]) {
+        let mut fresh = tapvs::fuzz::PipelineRig::new();
+        let want = fresh.run(data).map(|v| std::mem::discriminant(&v));
+        reused.reset();
+        let got = reused.run(data).map(|v| std::mem::discriminant(&v));
+        assert_eq!(got, want, "last verdict of {data:02x?}");
+        assert_eq!(
+            reused.counters(),
+            fresh.counters(),
+            "counters of {data:02x?}"
+        );
+    }
 }

@@ -321,6 +321,9 @@ pub struct LocalPorts {
     workers: u16,
     free: HashMap<Ipv4Addr, Vec<u16>, foldhash::fast::RandomState>,
     next: usize,
+    /// The whole port space ([`port_space`]), made on first use and copied for each local
+    /// address.
+    all: Vec<u16>,
 }
 
 impl LocalPorts {
@@ -331,6 +334,7 @@ impl LocalPorts {
             workers: workers.max(1) as u16,
             free: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             next: 0,
+            all: Vec::new(),
         }
     }
 
@@ -338,11 +342,7 @@ impl LocalPorts {
     pub fn alloc(&mut self, pool: &[Ipv4Addr]) -> Option<(Ipv4Addr, u16)> {
         for k in 0..pool.len() {
             let ip = pool[(self.next + k) % pool.len()];
-            let (w, n) = (self.worker, self.workers);
-            let ports = self.free.entry(ip).or_insert_with(|| {
-                // Highest first, so pop() hands out low ports first.
-                (1024..=65535u16).rev().filter(|p| p % n == w).collect()
-            });
+            let ports = self.ports(ip);
             if let Some(p) = ports.pop() {
                 self.next = (self.next + k + 1) % pool.len();
                 return Some((ip, p));
@@ -357,11 +357,7 @@ impl LocalPorts {
         if !pool.contains(&ip) || port < 1024 || port % self.workers != self.worker {
             return false;
         }
-        let (w, n) = (self.worker, self.workers);
-        let ports = self
-            .free
-            .entry(ip)
-            .or_insert_with(|| (1024..=65535u16).rev().filter(|p| p % n == w).collect());
+        let ports = self.ports(ip);
         match ports.iter().rposition(|&p| p == port) {
             Some(i) => {
                 ports.swap_remove(i);
@@ -377,6 +373,45 @@ impl LocalPorts {
             v.push(port);
         }
     }
+
+    /// The free ports of `ip` (all of them on first use).
+    fn ports(&mut self, ip: Ipv4Addr) -> &mut Vec<u16> {
+        let (all, w, n) = (&mut self.all, self.worker, self.workers);
+        self.free.entry(ip).or_insert_with(|| {
+            if all.is_empty() {
+                *all = port_space(w, n);
+            }
+            all.clone()
+        })
+    }
+
+    /// Every port free again, as when new: each address's list put back in order where it
+    /// changed, in place (no allocation).
+    fn reset(&mut self) {
+        for v in self.free.values_mut() {
+            if *v != self.all {
+                v.clear();
+                v.extend_from_slice(&self.all);
+            }
+        }
+        self.next = 0;
+    }
+}
+
+/// The local ports `p` in 1024..=65535 with `p % workers == worker`, highest first, so pop()
+/// hands out low ports first. (Stepped, not filtered: a division per port made a new local
+/// address's first connection cost half a millisecond.)
+fn port_space(worker: u16, workers: u16) -> Vec<u16> {
+    let (w, n) = (u32::from(worker), u32::from(workers.max(1)));
+    if w >= n {
+        return Vec::new();
+    }
+    let lowest = 1024 + (w + n - 1024 % n) % n;
+    (lowest..65536)
+        .step_by(n as usize)
+        .rev()
+        .map(|p| p as u16)
+        .collect()
 }
 
 /// Parameters of a new connection.
@@ -522,6 +557,23 @@ impl Wheel {
         // Keep the (empty) chunk list of the worked-off bucket for the one now free.
         self.buckets[b].chunks = std::mem::replace(&mut self.pending, due).chunks;
         self.pending_pos = 0;
+    }
+
+    /// Empty again, the clock at 0; the chunks go to the pool. `scheduled`: whether anything
+    /// was scheduled since the wheel was new or last reset (if not, no bucket holds a chunk).
+    fn reset(&mut self, scheduled: bool) {
+        for i in 0..if scheduled { self.buckets.len() } else { 0 } {
+            while let Some(c) = self.buckets[i].chunks.pop() {
+                self.give_back(c);
+            }
+            self.buckets[i].last_len = 0;
+        }
+        while let Some(c) = self.pending.chunks.pop() {
+            self.give_back(c);
+        }
+        self.pending.last_len = 0;
+        self.pending_pos = 0;
+        self.now = 0;
     }
 
     fn give_back(&mut self, c: Chunk) {
@@ -846,6 +898,13 @@ impl Index {
             live: 0,
             used: 0,
         }
+    }
+
+    /// Empty again (the same size).
+    fn reset(&mut self) {
+        self.entries.fill(EMPTY);
+        self.live = 0;
+        self.used = 0;
     }
 
     /// The bucket after `i`, wrapping.
@@ -1457,6 +1516,24 @@ impl ConnTable {
         }
     }
 
+    /// Empties the table back to its state when new (same size and timeouts, clock at 0),
+    /// keeping its allocations, and releasing the real servers' counters as [`ConnTable::clear`] does.
+    /// Not for the datapath: the fuzz harness reuses one table across inputs this way.
+    pub fn reset(&mut self) {
+        // Only a connection made since the last reset can have touched the index and wheel.
+        let used = self.counts.created > 0;
+        self.clear();
+        if used {
+            self.index.reset();
+        }
+        self.slots.clear();
+        self.free = NO_SLOT;
+        self.wheel.reset(used);
+        self.len = 0;
+        self.counts = TableCounts::default();
+        self.local_ports.reset();
+    }
+
     /// Seconds until connection `c` expires, as of second `now`.
     pub fn expires_in(c: &Conn, now: u32) -> u32 {
         c.expires.saturating_sub(now)
@@ -1702,6 +1779,74 @@ mod tests {
         assert!(t
             .lookup(&FlowKey::new(6, ip("172.16.0.2"), 8080, lip, lport))
             .is_none());
+    }
+
+    #[test]
+    fn a_workers_port_space_is_its_residue_class_highest_first() {
+        for (w, n) in [
+            (0u16, 1u16),
+            (0, 2),
+            (1, 2),
+            (2, 3),
+            (5, 7),
+            (15, 16),
+            (3, 1000),
+        ] {
+            let want: Vec<u16> = (1024..=65535u16).rev().filter(|p| p % n == w).collect();
+            assert_eq!(port_space(w, n), want, "worker {w} of {n}");
+        }
+        assert!(port_space(2, 2).is_empty(), "no such worker");
+    }
+
+    #[test]
+    fn a_reset_table_is_as_good_as_new() {
+        let d = dest();
+        let pool: Arc<[Ipv4Addr]> = vec![ip("172.16.9.100")].into();
+        let mut long = Timeouts::default();
+        long.0[State::SynRecv as usize] = 1000;
+        let mut t = ConnTable::new(4, long);
+        for (cport, fwd) in [
+            (1, Forward::Nat),
+            (2, Forward::FullNat),
+            (3, Forward::FullNat),
+        ] {
+            let mut nc = new_conn(cport, &d, 6, fwd);
+            nc.local_pool = Some(pool.clone());
+            let s = t.insert(nc, 0).unwrap();
+            t.on_packet(s, Dir::Input, SYN, 0);
+        }
+        assert_eq!(t.expire(500), 0);
+        assert_eq!(d.active_conns() + d.inactive_conns(), 3);
+        t.reset();
+        assert_eq!((t.len(), *t.counts()), (0, TableCounts::default()));
+        assert_eq!(
+            (d.active_conns(), d.inactive_conns()),
+            (0, 0),
+            "counters released"
+        );
+        assert!(t
+            .lookup(&FlowKey::new(6, ip("10.0.0.2"), 1, ip("192.0.2.1"), 80))
+            .is_none());
+        // The first local port is handed out again (not the last one given back), and the
+        // clock is back at 0: a connection made at second 0 expires on time (a wheel left at
+        // second 500 would hold it until then).
+        let mut nc = new_conn(2, &d, 6, Forward::FullNat);
+        nc.local_pool = Some(pool.clone());
+        let s = t.insert(nc, 0).unwrap();
+        assert_eq!(t.get(s).local(), Some((pool[0], 1024)));
+        let timeout = ConnTable::expires_in(t.get(s), 0);
+        assert_eq!(timeout, long.of(State::None));
+        assert_eq!(t.expire(timeout - 1), 0);
+        assert_eq!(t.expire(timeout), 1);
+        // Full at `max`, as when new.
+        for cport in 10..14 {
+            t.insert(new_conn(cport, &d, 6, Forward::Nat), timeout)
+                .unwrap();
+        }
+        assert!(matches!(
+            t.insert(new_conn(20, &d, 6, Forward::Nat), timeout),
+            Err(InsertError::Full)
+        ));
     }
 
     #[test]

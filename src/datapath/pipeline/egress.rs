@@ -76,6 +76,13 @@ pub(crate) struct Held {
     deadline_ms: u64,
 }
 
+impl Held {
+    /// The buffer, given back to the spares when the frame is dropped unsent.
+    pub(super) fn into_buf(self) -> Box<[u8]> {
+        self.buf
+    }
+}
+
 impl Pipeline {
     /// Answers a packet whose TTL would expire here with ICMP time exceeded (from the ingress
     /// port's address) and drops it; `None` when the TTL allows forwarding.

@@ -143,6 +143,16 @@ impl Synproxy {
         }
     }
 
+    /// Back to the state of a new one (no deltas, every handshake store free), keeping the
+    /// stores and the key; for [`Pipeline::reset`].
+    pub(crate) fn reset(&mut self) {
+        self.conns.clear();
+        self.active.clear();
+        self.free.clear();
+        self.free.extend((0..HANDSHAKES as u16).rev());
+        self.injecting = false;
+    }
+
     /// Handshakes pending now.
     pub(crate) fn pending(&self) -> usize {
         self.active.len()
