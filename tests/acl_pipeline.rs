@@ -8,19 +8,15 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use rig::{Rig, EXT, EXT_MAC, INT};
 use tapvs::control::table::Table;
-use tapvs::datapath::ha::Standby;
-use tapvs::datapath::neigh::{NeighCache, NeighTable};
-use tapvs::datapath::persist::Templates;
-use tapvs::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
+use tapvs::datapath::pipeline::Verdict;
 use tapvs::datapath::service::Snapshot;
 use tapvs::datapath::stats::Drop;
-use tapvs::datapath::tcp_state::Timeouts;
-use tapvs::sys::tap::MAX_FRAME;
 
-const EXT: usize = 0;
-const INT: usize = 1;
-const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+#[path = "common/rig.rs"]
+mod rig;
+
 const CLIENT_MAC: [u8; 6] = [2, 0x5e, 10, 0, 0, 2];
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const RS: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 2);
@@ -31,24 +27,7 @@ fn client(last: u8) -> Ipv4Addr {
 
 /// The world's config: two ports, then `services` and `defence` as given.
 fn config(services: &str, defence: &str) -> String {
-    format!(
-        r#"
-[[port]]
-name = "ext"
-tap = "tp0"
-mac = "02:00:00:00:00:01"
-addresses = ["10.0.0.1/24"]
-
-[[port]]
-name = "int"
-tap = "tp1"
-mac = "02:00:00:00:00:02"
-addresses = ["172.16.0.1/24"]
-
-[defence]
-{defence}
-{services}"#
-    )
+    rig::config(&format!("\n[defence]\n{defence}\n{services}"))
 }
 
 /// A TCP service on VIP:`vport` (NAT to RS:8080) with `settings`.
@@ -59,73 +38,11 @@ fn service(proto: &str, vport: u16, settings: &str) -> String {
     )
 }
 
-#[derive(Default)]
-struct Collect(Vec<(usize, Vec<u8>)>);
-
-impl Sink for Collect {
-    fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
-
-struct Rig {
-    snap: Snapshot,
-    neigh: NeighTable,
-    templates: Templates,
-    standby: Standby,
-    now_ms: u64,
-    pipe: Pipeline,
-    sink: Collect,
-}
-
-impl Rig {
-    fn new(services: &str, defence: &str) -> Rig {
-        let cfg = tapvs::config::parse(&config(services, defence), std::path::Path::new("t.toml"))
-            .expect("config");
-        let (_, snap) = Table::from_config(&cfg).expect("snapshot");
-        let mut cache = NeighCache::new(256, 3600);
-        cache.learn(RS, [2, 0x5e, 172, 16, 0, 2], INT, 10);
-        for i in 2..=40 {
-            cache.learn(client(i), CLIENT_MAC, EXT, 10);
-        }
-        let neigh = cache.take_update().expect("neighbour table");
-        let mut pipe = Pipeline::new(0, 1, 4096, Timeouts::default());
-        pipe.reserve_dests(snap.dest_id_bound() as usize);
-        Rig {
-            snap,
-            neigh,
-            templates: Templates::default(),
-            standby: Standby::default(),
-            now_ms: 10_000,
-            pipe,
-            sink: Collect::default(),
-        }
-    }
-
-    fn feed(&mut self, wire: &[u8]) -> Verdict {
-        let mut buf = vec![0u8; MAX_FRAME];
-        buf[..wire.len()].copy_from_slice(wire);
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: self.now_ms,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe
-            .process(&env, EXT, &mut buf, wire.len(), false, &mut self.sink)
-    }
-
-    fn sent(&mut self) -> Vec<(usize, Vec<u8>)> {
-        std::mem::take(&mut self.sink.0)
-    }
-
-    fn drops(&mut self, d: Drop) -> u64 {
-        self.pipe.counters().drops[d as usize]
-    }
+/// The rig with `services` and `defence`, knowing the real server and clients .2 to .40.
+fn acl_rig(services: &str, defence: &str) -> Rig {
+    let mut neighbours = vec![(RS, [2, 0x5e, 172, 16, 0, 2], INT)];
+    neighbours.extend((2..=40).map(|i| (client(i), CLIENT_MAC, EXT)));
+    Rig::new(&config(services, defence), 4096, &neighbours)
 }
 
 /// A client's TCP segment to VIP:`vport`: `flags` "S" (SYN), "A" (ACK), "R" (RST + ACK).
@@ -139,7 +56,7 @@ fn tcp(src: Ipv4Addr, sport: u16, vport: u16, flags: &str, ttl: u8) -> Vec<u8> {
         "R" => b.rst().ack(1),
         _ => unreachable!(),
     };
-    let mut out = vec![0u8; 12];
+    let mut out = Vec::new();
     b.write(&mut out, &[]).unwrap();
     out
 }
@@ -148,7 +65,7 @@ fn udp(src: Ipv4Addr, sport: u16, vport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, EXT_MAC)
         .ipv4(src.octets(), VIP.octets(), 64)
         .udp(sport, vport);
-    let mut out = vec![0u8; 12];
+    let mut out = Vec::new();
     b.write(&mut out, b"query").unwrap();
     out
 }
@@ -157,14 +74,14 @@ fn echo(src: Ipv4Addr, seq: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, EXT_MAC)
         .ipv4(src.octets(), VIP.octets(), 64)
         .icmpv4_echo_request(7, seq);
-    let mut out = vec![0u8; 12];
+    let mut out = Vec::new();
     b.write(&mut out, b"ping").unwrap();
     out
 }
 
 /// What an emitted frame is: (destination, "RST" / "ICMP t/c" / "ECHO" / "FWD").
 fn kind(frame: &[u8]) -> (Ipv4Addr, String) {
-    let p = SlicedPacket::from_ethernet(&frame[12..]).expect("parse");
+    let p = SlicedPacket::from_ethernet(frame).expect("parse");
     let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
         panic!("not IPv4")
     };
@@ -196,14 +113,14 @@ fn deny_is_checked_first_and_refused_with_rst() {
         80,
         "allow = [\"10.0.0.0/24\"]\ndeny = [\"10.0.0.0/29\", \"198.51.100.0/24\"]",
     );
-    let mut rig = Rig::new(&svc, "");
+    let mut rig = acl_rig(&svc, "");
     // In both lists: deny wins.
-    let v = rig.feed(&tcp(client(2), 40000, 80, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(2), 40000, 80, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::AclDenied));
     answered(&mut rig, client(2), "RST");
     assert!(rig.pipe.table().is_empty(), "no connection made");
     // Allowed and not denied: forwarded.
-    let v = rig.feed(&tcp(client(20), 40000, 80, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(20), 40000, 80, "S", 64));
     assert!(matches!(v, Verdict::Transmit { port: INT, .. }), "{v:?}");
     assert_eq!(kind(&rig.sent()[0].1), (RS, "FWD".to_string()));
     assert_eq!(rig.drops(Drop::AclDenied), 1);
@@ -215,12 +132,12 @@ fn deny_is_checked_first_and_refused_with_rst() {
 #[test]
 fn synproxy_service_refuses_a_denied_syn_before_any_cookie() {
     let svc = service("tcp", 80, "synproxy = true\ndeny = [\"10.0.0.0/29\"]");
-    let mut rig = Rig::new(&svc, "");
-    let v = rig.feed(&tcp(client(2), 40000, 80, "S", 64));
+    let mut rig = acl_rig(&svc, "");
+    let v = rig.feed(EXT, &tcp(client(2), 40000, 80, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::AclDenied));
     answered(&mut rig, client(2), "RST");
     assert_eq!(rig.pipe.counters().synproxy_syn_cookies_sent, 0);
-    let v = rig.feed(&tcp(client(20), 40000, 80, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(20), 40000, 80, "S", 64));
     assert_eq!(v, Verdict::Answer);
     answered(&mut rig, client(20), "FWD");
     assert_eq!(rig.pipe.counters().synproxy_syn_cookies_sent, 1);
@@ -231,19 +148,19 @@ fn synproxy_service_refuses_a_denied_syn_before_any_cookie() {
 fn allow_list_refuses_everyone_else() {
     let svc = service("tcp", 81, "allow = [\"10.0.0.16/28\"]")
         + &service("udp", 53, "allow = [\"10.0.0.16/28\"]");
-    let mut rig = Rig::new(&svc, "");
-    let v = rig.feed(&tcp(client(2), 40000, 81, "S", 64));
+    let mut rig = acl_rig(&svc, "");
+    let v = rig.feed(EXT, &tcp(client(2), 40000, 81, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::AclNotAllowed));
     answered(&mut rig, client(2), "RST");
     // UDP: ICMP port unreachable.
-    let v = rig.feed(&udp(client(2), 40000, 53));
+    let v = rig.feed(EXT, &udp(client(2), 40000, 53));
     assert_eq!(v, Verdict::Drop(Drop::AclNotAllowed));
     answered(&mut rig, client(2), "ICMP 3/3");
     for (last, proto) in [(17, "tcp"), (31, "udp")] {
         let v = if proto == "tcp" {
-            rig.feed(&tcp(client(last), 40000, 81, "S", 64))
+            rig.feed(EXT, &tcp(client(last), 40000, 81, "S", 64))
         } else {
-            rig.feed(&udp(client(last), 40000, 53))
+            rig.feed(EXT, &udp(client(last), 40000, 53))
         };
         assert!(matches!(v, Verdict::Transmit { port: INT, .. }), "{v:?}");
         rig.sent();
@@ -253,28 +170,28 @@ fn allow_list_refuses_everyone_else() {
 
 #[test]
 fn conn_limit_counts_open_connections_only() {
-    let mut rig = Rig::new(&service("tcp", 82, "conn_limit = 2"), "");
+    let mut rig = acl_rig(&service("tcp", 82, "conn_limit = 2"), "");
     for port in [40000, 40001] {
-        let v = rig.feed(&tcp(client(2), port, 82, "S", 64));
+        let v = rig.feed(EXT, &tcp(client(2), port, 82, "S", 64));
         assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     }
     rig.sent();
-    let v = rig.feed(&tcp(client(3), 40002, 82, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(3), 40002, 82, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::ConnLimit));
     answered(&mut rig, client(3), "RST");
     // Packets of the connections that exist are not new connections: forwarded.
     for port in [40000, 40001] {
-        let v = rig.feed(&tcp(client(2), port, 82, "A", 64));
+        let v = rig.feed(EXT, &tcp(client(2), port, 82, "A", 64));
         assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     }
     rig.sent();
     // One closes (ESTABLISHED + RST: CLOSE, in the table for its timeout): its place is free.
-    let v = rig.feed(&tcp(client(2), 40001, 82, "R", 64));
+    let v = rig.feed(EXT, &tcp(client(2), 40001, 82, "R", 64));
     assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     assert_eq!(rig.pipe.table().len(), 2, "the closed entry lingers");
-    let v = rig.feed(&tcp(client(3), 40003, 82, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(3), 40003, 82, "S", 64));
     assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
-    let v = rig.feed(&tcp(client(3), 40004, 82, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(3), 40004, 82, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::ConnLimit));
     assert_eq!(rig.drops(Drop::ConnLimit), 2);
     let open: u32 = rig
@@ -299,40 +216,40 @@ fn conn_limit_counts_open_connections_only() {
 fn conn_rate_is_per_client_prefix_and_refills() {
     let svc = service("tcp", 83, "conn_rate = 2\nconn_rate_prefix = 28")
         + &service("udp", 54, "conn_rate = 1");
-    let mut rig = Rig::new(&svc, "");
+    let mut rig = acl_rig(&svc, "");
     // 10.0.0.2 and 10.0.0.3 share 10.0.0.0/28: two per second between them.
     for (last, port) in [(2, 40000), (3, 40000)] {
-        let v = rig.feed(&tcp(client(last), port, 83, "S", 64));
+        let v = rig.feed(EXT, &tcp(client(last), port, 83, "S", 64));
         assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     }
     rig.sent();
-    let v = rig.feed(&tcp(client(4), 40000, 83, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(4), 40000, 83, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::RateLimited));
     answered(&mut rig, client(4), "RST");
     // Another /28 has its own bucket.
-    let v = rig.feed(&tcp(client(20), 40000, 83, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(20), 40000, 83, "S", 64));
     assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     rig.sent();
     // Half a second later: one more (2 per second).
     rig.now_ms += 499;
-    let v = rig.feed(&tcp(client(5), 40000, 83, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(5), 40000, 83, "S", 64));
     assert_eq!(v, Verdict::Drop(Drop::RateLimited));
     rig.now_ms += 1;
-    let v = rig.feed(&tcp(client(5), 40001, 83, "S", 64));
+    let v = rig.feed(EXT, &tcp(client(5), 40001, 83, "S", 64));
     assert!(matches!(v, Verdict::Transmit { .. }), "{v:?}");
     // UDP: the second new flow within the second gets port unreachable; the first flow's
     // datagrams go on.
     rig.sent();
     assert!(matches!(
-        rig.feed(&udp(client(2), 5000, 54)),
+        rig.feed(EXT, &udp(client(2), 5000, 54)),
         Verdict::Transmit { .. }
     ));
     assert_eq!(
-        rig.feed(&udp(client(2), 5001, 54)),
+        rig.feed(EXT, &udp(client(2), 5001, 54)),
         Verdict::Drop(Drop::RateLimited)
     );
     assert!(matches!(
-        rig.feed(&udp(client(2), 5000, 54)),
+        rig.feed(EXT, &udp(client(2), 5000, 54)),
         Verdict::Transmit { .. }
     ));
     assert_eq!(rig.drops(Drop::RateLimited), 3);
@@ -341,10 +258,10 @@ fn conn_rate_is_per_client_prefix_and_refills() {
 #[test]
 fn icmp_errors_per_host_burst_then_one_per_interval() {
     // No global limit here: only the per-host bucket (1000 ms, burst 6).
-    let mut rig = Rig::new(&service("tcp", 80, ""), "icmp_msgs_per_sec = 0");
+    let mut rig = acl_rig(&service("tcp", 80, ""), "icmp_msgs_per_sec = 0");
     for i in 0..100 {
         assert_eq!(
-            rig.feed(&udp(client(2), 1000 + i, 9999)),
+            rig.feed(EXT, &udp(client(2), 1000 + i, 9999)),
             Verdict::Drop(Drop::NoService)
         );
     }
@@ -355,17 +272,17 @@ fn icmp_errors_per_host_burst_then_one_per_interval() {
         .all(|(p, f)| *p == EXT && kind(f) == (client(2), "ICMP 3/3".to_string())));
     // Time exceeded counts against the same host's bucket.
     assert_eq!(
-        rig.feed(&tcp(client(2), 2000, 80, "S", 1)),
+        rig.feed(EXT, &tcp(client(2), 2000, 80, "S", 1)),
         Verdict::Drop(Drop::TtlExceeded)
     );
     assert!(rig.sent().is_empty());
     // Another host is not held back.
-    rig.feed(&tcp(client(3), 2000, 80, "S", 1));
+    rig.feed(EXT, &tcp(client(3), 2000, 80, "S", 1));
     answered(&mut rig, client(3), "ICMP 11/0");
     // One interval later: one more.
     rig.now_ms += 1000;
-    rig.feed(&udp(client(2), 999, 9999));
-    rig.feed(&udp(client(2), 998, 9999));
+    rig.feed(EXT, &udp(client(2), 999, 9999));
+    rig.feed(EXT, &udp(client(2), 998, 9999));
     answered(&mut rig, client(2), "ICMP 3/3");
     let k = *rig.pipe.counters();
     assert_eq!(k.icmp_errors_sent, 8);
@@ -377,20 +294,20 @@ fn icmp_errors_per_host_burst_then_one_per_interval() {
     );
     // Echo replies are not limited.
     for seq in 0..50 {
-        assert_eq!(rig.feed(&echo(client(2), seq)), Verdict::Answer);
+        assert_eq!(rig.feed(EXT, &echo(client(2), seq)), Verdict::Answer);
     }
     assert_eq!(rig.sent().len(), 50);
 }
 
 #[test]
 fn icmp_errors_global_burst_then_rate() {
-    let mut rig = Rig::new(
+    let mut rig = acl_rig(
         &service("tcp", 80, ""),
         "icmp_ratelimit_ms = 0\nicmp_msgs_per_sec = 10\nicmp_msgs_burst = 4",
     );
     // 30 hosts, one datagram each: the global burst only.
     for last in 2..32 {
-        rig.feed(&udp(client(last), 1000, 9999));
+        rig.feed(EXT, &udp(client(last), 1000, 9999));
     }
     assert_eq!(rig.sent().len(), 4);
     // 10 per second: one per 100 ms.
@@ -398,7 +315,7 @@ fn icmp_errors_global_burst_then_rate() {
     for _ in 0..10 {
         rig.now_ms += 50;
         for last in 2..6 {
-            rig.feed(&udp(client(last), 1001, 9999));
+            rig.feed(EXT, &udp(client(last), 1001, 9999));
         }
         sent += rig.sent().len();
     }
@@ -409,12 +326,12 @@ fn icmp_errors_global_burst_then_rate() {
 
 #[test]
 fn limits_off_send_every_error() {
-    let mut rig = Rig::new(
+    let mut rig = acl_rig(
         &service("tcp", 80, ""),
         "icmp_ratelimit_ms = 0\nicmp_msgs_per_sec = 0",
     );
     for i in 0..200 {
-        rig.feed(&udp(client(2), 1000 + i, 9999));
+        rig.feed(EXT, &udp(client(2), 1000 + i, 9999));
     }
     assert_eq!(rig.sent().len(), 200);
     assert_eq!(rig.pipe.counters().icmp_ratelimited, 0);

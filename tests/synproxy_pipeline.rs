@@ -11,23 +11,16 @@ use std::net::Ipv4Addr;
 use etherparse::{PacketBuilder, TcpOptionElement};
 use modes::packet::{parse, Packet};
 use modes::synproxy::options;
-use tapvs::control::table::Table;
+use rig::{Rig, EXT, EXT_MAC, INT, INT_MAC};
 use tapvs::datapath::conn::FlowKey;
-use tapvs::datapath::ha::Standby;
-use tapvs::datapath::neigh::{NeighCache, NeighTable};
-use tapvs::datapath::persist::Templates;
-use tapvs::datapath::pipeline::{
-    Env, Pipeline, Sink, Verdict, SYNPROXY_DUP_ACKS, SYNPROXY_SYN_RETRIES,
-};
-use tapvs::datapath::service::Snapshot;
+use tapvs::datapath::pipeline::{Verdict, SYNPROXY_DUP_ACKS, SYNPROXY_SYN_RETRIES};
 use tapvs::datapath::stats::Drop;
-use tapvs::datapath::tcp_state::{State, Timeouts};
-use tapvs::sys::tap::{MAX_FRAME, VNET_HDR_LEN};
+use tapvs::datapath::tcp_state::State;
+use tapvs::sys::tap::VNET_HDR_LEN;
 
-const EXT: usize = 0;
-const INT: usize = 1;
-const EXT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const INT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+#[path = "common/rig.rs"]
+mod rig;
+
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const CLIENT_MAC: [u8; 6] = [2, 0x5e, 10, 0, 0, 2];
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -41,20 +34,8 @@ const ISN: u32 = 1_000_000;
 const CLIENT_TS: u32 = 5555;
 
 fn config(extra: &str) -> String {
-    format!(
+    rig::config(&format!(
         r#"
-[[port]]
-name = "ext"
-tap = "tp0"
-mac = "02:00:00:00:00:01"
-addresses = ["10.0.0.1/24"]
-
-[[port]]
-name = "int"
-tap = "tp1"
-mac = "02:00:00:00:00:02"
-addresses = ["172.16.0.1/24"]
-
 [[service]]
 protocol = "tcp"
 address = "{VIP}:{V_NAT}"
@@ -73,131 +54,20 @@ address = "{RS}:8083"
 forward = "fullnat"
 {extra}
 "#
+    ))
+}
+
+/// The rig with the SYNPROXY services, knowing the client and the real server.
+fn synproxy_rig() -> Rig {
+    Rig::new(
+        &config(""),
+        1024,
+        &[(CLIENT, CLIENT_MAC, EXT), (RS, RS_MAC, INT)],
     )
 }
 
-struct Collect(Vec<(usize, Vec<u8>)>);
-
-impl Sink for Collect {
-    fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-        self.0.push((port, frame[VNET_HDR_LEN..].to_vec()));
-        true
-    }
-}
-
-struct Rig {
-    snap: Snapshot,
-    neigh: NeighTable,
-    templates: Templates,
-    standby: Standby,
-    now_ms: u64,
-    pipe: Pipeline,
-    sink: Collect,
-}
-
 impl Rig {
-    fn new() -> Rig {
-        let cfg = tapvs::config::parse(&config(""), std::path::Path::new("t.toml")).unwrap();
-        let (_, snap) = Table::from_config(&cfg).unwrap();
-        let mut cache = NeighCache::new(64, 3600);
-        cache.learn(CLIENT, CLIENT_MAC, EXT, 10);
-        cache.learn(RS, RS_MAC, INT, 10);
-        let neigh = cache.take_update().unwrap();
-        let mut pipe = Pipeline::new(0, 1, 1024, Timeouts::default());
-        pipe.reserve_dests(snap.dest_id_bound() as usize);
-        Rig {
-            snap,
-            neigh,
-            templates: Templates::default(),
-            standby: Standby::default(),
-            now_ms: 10_000,
-            pipe,
-            sink: Collect(Vec::new()),
-        }
-    }
-
-    fn feed(&mut self, port: usize, frame: &[u8]) -> Verdict {
-        let mut buf = vec![0u8; MAX_FRAME];
-        buf[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(frame);
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: self.now_ms,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe.process(
-            &env,
-            port,
-            &mut buf,
-            VNET_HDR_LEN + frame.len(),
-            false,
-            &mut self.sink,
-        )
-    }
-
-    /// Feeds `frame` with the virtio-net header `hdr`; returns the verdict and what was sent
-    /// with its header.
-    fn feed_vnet(
-        &mut self,
-        port: usize,
-        hdr: &modes::wire::vnet::VnetHdr,
-        frame: &[u8],
-    ) -> (Verdict, Vec<(usize, Vec<u8>)>) {
-        let mut buf = vec![0u8; MAX_FRAME];
-        hdr.write(&mut buf[..VNET_HDR_LEN]);
-        buf[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(frame);
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: self.now_ms,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        struct Raw(Vec<(usize, Vec<u8>)>);
-        impl Sink for Raw {
-            fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-                self.0.push((port, frame.to_vec()));
-                true
-            }
-        }
-        let mut raw = Raw(Vec::new());
-        let v = self.pipe.process(
-            &env,
-            port,
-            &mut buf,
-            VNET_HDR_LEN + frame.len(),
-            false,
-            &mut raw,
-        );
-        (v, raw.0)
-    }
-
-    fn tick(&mut self) {
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: self.now_ms,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe.tick(&env, &mut self.sink);
-    }
-
-    fn sent(&mut self) -> Vec<(usize, Vec<u8>)> {
-        std::mem::take(&mut self.sink.0)
-    }
-
-    fn drops(&mut self, d: Drop) -> u64 {
-        self.pipe.counters().drops[d as usize]
-    }
-
+    /// The client's connection to VIP:`vport`, if any.
     fn conn(&self, vport: u16) -> Option<tapvs::datapath::conn::Conn> {
         let t = self.pipe.table();
         t.lookup(&FlowKey::new(6, CLIENT, CPORT, VIP, vport))
@@ -253,6 +123,74 @@ fn syn_opts() -> Vec<TcpOptionElement> {
     ]
 }
 
+/// The client's SYN to VIP:`vport`, with [`syn_opts`].
+fn client_syn(vport: u16) -> Vec<u8> {
+    tcp(
+        client(vport),
+        vip(vport),
+        true,
+        ISN,
+        None,
+        false,
+        &syn_opts(),
+        &[],
+    )
+}
+
+/// NOP, NOP and the timestamps `(tsval, tsecr)`: the options of a segment after the handshake.
+fn ts_opts(tsval: u32, tsecr: u32) -> [TcpOptionElement; 3] {
+    [
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(tsval, tsecr),
+    ]
+}
+
+/// The client's segment to VIP:`vport` with the ACK flag.
+fn from_client(vport: u16, seq: u32, ack: u32, opts: &[TcpOptionElement], data: &[u8]) -> Vec<u8> {
+    tcp(
+        client(vport),
+        vip(vport),
+        false,
+        seq,
+        Some(ack),
+        false,
+        opts,
+        data,
+    )
+}
+
+/// The real server's segment from RS:`rport` to `to`, with the ACK flag.
+fn from_server(
+    rport: u16,
+    to: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    opts: &[TcpOptionElement],
+    data: &[u8],
+) -> Vec<u8> {
+    tcp(
+        (RS, rport, RS_MAC),
+        (to.0, to.1, INT_MAC),
+        false,
+        seq,
+        Some(ack),
+        false,
+        opts,
+        data,
+    )
+}
+
+/// `f` with the FIN flag set and its TCP checksum computed again.
+fn with_fin(mut f: Vec<u8>) -> Vec<u8> {
+    let p = parse(&f).unwrap();
+    f[p.l4 + 13] |= 0x01;
+    f[p.l4 + 16..p.l4 + 18].fill(0);
+    let c = modes::checksum::l4_checksum_v4(p.src, p.dst, 6, &f[p.l4..p.ip_end()]);
+    f[p.l4 + 16..p.l4 + 18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 fn u32_at(f: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
 }
@@ -285,18 +223,23 @@ fn assert_checksums(f: &[u8]) -> Packet {
     p
 }
 
+/// Asserts that the first frame of `sent` goes from VIP:`vport` to the client with good
+/// checksums and the sequence number the client knows (after `cookie`); returns it.
+#[track_caller]
+fn assert_to_client(sent: &[(usize, Vec<u8>)], vport: u16, cookie: u32) -> &[u8] {
+    let f = &sent[0].1;
+    let p = assert_checksums(f);
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (VIP, vport, CLIENT, CPORT)
+    );
+    assert_eq!(seq_of(f), cookie.wrapping_add(1));
+    f
+}
+
 /// The client's SYN to `vport`; returns the SYN/ACK's cookie and TSval.
 fn handshake_cookie(rig: &mut Rig, vport: u16) -> (u32, u32) {
-    let syn = tcp(
-        client(vport),
-        vip(vport),
-        true,
-        ISN,
-        None,
-        false,
-        &syn_opts(),
-        &[],
-    );
+    let syn = client_syn(vport);
     assert_eq!(rig.feed(EXT, &syn), Verdict::Answer);
     let sent = rig.sent();
     assert_eq!(sent.len(), 1, "one SYN/ACK");
@@ -318,18 +261,11 @@ fn handshake_cookie(rig: &mut Rig, vport: u16) -> (u32, u32) {
 
 /// The client's ACK completing the cookie handshake.
 fn client_ack(vport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
-    tcp(
-        client(vport),
-        vip(vport),
-        false,
+    from_client(
+        vport,
         ISN + 1,
-        Some(cookie.wrapping_add(1)),
-        false,
-        &[
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::Timestamp(CLIENT_TS + 1, tsval),
-        ],
+        cookie.wrapping_add(1),
+        &ts_opts(CLIENT_TS + 1, tsval),
         &[],
     )
 }
@@ -371,23 +307,14 @@ fn open(rig: &mut Rig, vport: u16) -> (u32, u32, Vec<u8>) {
 
 #[test]
 fn a_syn_gets_a_cookie_and_creates_nothing() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval) = handshake_cookie(&mut rig, V_NAT);
     assert_eq!(rig.pipe.table().len(), 0, "no connection for a SYN");
     assert_eq!(rig.pipe.synproxy_pending(), 0);
     assert_eq!(rig.pipe.counters().synproxy_syn_cookies_sent, 1);
     // Options: the port's MSS, SACK, window scale, and the client's wscale/SACK in TSval.
     let o = {
-        let syn = tcp(
-            client(V_NAT),
-            vip(V_NAT),
-            true,
-            ISN,
-            None,
-            false,
-            &syn_opts(),
-            &[],
-        );
+        let syn = client_syn(V_NAT);
         rig.feed(EXT, &syn);
         let s = rig.sent();
         opts_of(&s[0].1)
@@ -401,7 +328,7 @@ fn a_syn_gets_a_cookie_and_creates_nothing() {
 
 #[test]
 fn a_bad_ack_is_refused_and_counted() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval) = handshake_cookie(&mut rig, V_NAT);
     let bad = client_ack(V_NAT, cookie ^ 0x100, tsval);
     assert_eq!(rig.feed(EXT, &bad), Verdict::Drop(Drop::SynproxyAckBad));
@@ -421,7 +348,7 @@ fn a_bad_ack_is_refused_and_counted() {
 
 #[test]
 fn a_good_ack_opens_the_server_handshake_with_the_clients_isn_and_options() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (_, _, syn) = open(&mut rig, V_NAT);
     let p = assert_checksums(&syn);
     assert_eq!((p.src, p.sport, p.dst, p.dport), (CLIENT, CPORT, RS, 8080));
@@ -447,21 +374,14 @@ fn a_good_ack_opens_the_server_handshake_with_the_clients_isn_and_options() {
 
 #[test]
 fn the_servers_syn_ack_releases_the_stored_ack_and_data_is_shifted_both_ways() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, our_ts, _) = open(&mut rig, V_NAT);
     // Early data while the server's handshake is pending: stored.
-    let early = tcp(
-        client(V_NAT),
-        vip(V_NAT),
-        false,
+    let early = from_client(
+        V_NAT,
         ISN + 1,
-        Some(cookie + 1),
-        false,
-        &[
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::Timestamp(CLIENT_TS + 2, our_ts),
-        ],
+        cookie + 1,
+        &ts_opts(CLIENT_TS + 2, our_ts),
         b"GET / HTTP/1.0\r\n\r\n",
     );
     assert!(matches!(rig.feed(EXT, &early), Verdict::Hold { .. }));
@@ -496,18 +416,12 @@ fn the_servers_syn_ack_releases_the_stored_ack_and_data_is_shifted_both_ways() {
     assert_eq!(rig.conn(V_NAT).unwrap().state, State::Established);
     assert_eq!(rig.pipe.counters().synproxy_established, 1);
     // Server data: seq and TSval back in the client's view, from the VIP.
-    let reply = tcp(
-        (RS, 8080, RS_MAC),
-        (CLIENT, CPORT, INT_MAC),
-        false,
+    let reply = from_server(
+        8080,
+        (CLIENT, CPORT),
         SRV_ISN + 1,
-        Some(ISN + 19),
-        false,
-        &[
-            TcpOptionElement::Noop,
-            TcpOptionElement::Noop,
-            TcpOptionElement::Timestamp(SRV_TS + 10, CLIENT_TS + 2),
-        ],
+        ISN + 19,
+        &ts_opts(SRV_TS + 10, CLIENT_TS + 2),
         b"HTTP/1.0 200 OK\r\n",
     );
     assert!(matches!(
@@ -515,23 +429,14 @@ fn the_servers_syn_ack_releases_the_stored_ack_and_data_is_shifted_both_ways() {
         Verdict::Transmit { port: EXT, .. }
     ));
     let sent = rig.sent();
-    let f = &sent[0].1;
-    let p = assert_checksums(f);
-    assert_eq!(
-        (p.src, p.sport, p.dst, p.dport),
-        (VIP, V_NAT, CLIENT, CPORT)
-    );
-    assert_eq!(seq_of(f), cookie.wrapping_add(1));
+    let f = assert_to_client(&sent, V_NAT, cookie);
     assert_eq!(ack_of(f), ISN + 19);
     assert_eq!(opts_of(f).ts.map(|t| t.0), Some(our_ts + 10));
     // Client SACK: blocks moved into the server's sequence space.
-    let sack = tcp(
-        client(V_NAT),
-        vip(V_NAT),
-        false,
+    let sack = from_client(
+        V_NAT,
         ISN + 19,
-        Some(cookie + 1),
-        false,
+        cookie + 1,
         &[
             TcpOptionElement::Noop,
             TcpOptionElement::Noop,
@@ -558,7 +463,7 @@ fn the_servers_syn_ack_releases_the_stored_ack_and_data_is_shifted_both_ways() {
 
 #[test]
 fn a_server_rst_during_the_handshake_reaches_the_client_in_its_sequence_space() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, _, _) = open(&mut rig, V_NAT);
     let rst = tcp(
         (RS, 8080, RS_MAC),
@@ -588,7 +493,7 @@ fn a_server_rst_during_the_handshake_reaches_the_client_in_its_sequence_space() 
 
 #[test]
 fn the_syn_is_retransmitted_then_the_handshake_given_up() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (_, _, first) = open(&mut rig, V_NAT);
     rig.now_ms += 500;
     rig.tick();
@@ -612,7 +517,7 @@ fn the_syn_is_retransmitted_then_the_handshake_given_up() {
 
 #[test]
 fn duplicate_acks_while_pending_are_dropped_and_a_storm_counted() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval, _) = open(&mut rig, V_NAT);
     let dup = client_ack(V_NAT, cookie, tsval);
     for _ in 0..SYNPROXY_DUP_ACKS + 3 {
@@ -631,7 +536,7 @@ fn duplicate_acks_while_pending_are_dropped_and_a_storm_counted() {
 
 #[test]
 fn fullnat_releases_the_ack_with_toa_from_the_local_address() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, _, syn) = open(&mut rig, V_FNAT);
     let p = assert_checksums(&syn);
     assert_eq!((p.src, p.dst, p.dport), (LIP, RS, 8083));
@@ -652,90 +557,31 @@ fn fullnat_releases_the_ack_with_toa_from_the_local_address() {
     assert_eq!(&opts[toa.0 + 4..toa.0 + 8], &CLIENT.octets());
     assert_eq!(rig.pipe.counters().toa_added, 1);
     // The server's data goes back from the VIP with the client's sequence numbers.
-    let reply = tcp(
-        (RS, 8083, RS_MAC),
-        (LIP, lport, INT_MAC),
-        false,
-        SRV_ISN + 1,
-        Some(ISN + 1),
-        false,
-        &[],
-        b"hi",
-    );
+    let reply = from_server(8083, (LIP, lport), SRV_ISN + 1, ISN + 1, &[], b"hi");
     rig.feed(INT, &reply);
     let sent = rig.sent();
-    let f = &sent[0].1;
-    let p = assert_checksums(f);
-    assert_eq!(
-        (p.src, p.sport, p.dst, p.dport),
-        (VIP, V_FNAT, CLIENT, CPORT)
-    );
-    assert_eq!(seq_of(f), cookie.wrapping_add(1));
+    assert_to_client(&sent, V_FNAT, cookie);
 }
 
 #[test]
 fn a_valid_cookie_ack_reuses_a_time_wait_connection() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval, _) = open(&mut rig, V_NAT);
     rig.feed(INT, &server_syn_ack(8080, (CLIENT, CPORT)));
     rig.sent();
     // Close: client FIN, server FIN, client ACK → TIME_WAIT (as IPVS tracks it).
-    let fin = |seq, ack| {
-        let mut f = tcp(
-            client(V_NAT),
-            vip(V_NAT),
-            false,
-            seq,
-            Some(ack),
-            false,
-            &[],
-            &[],
-        );
-        let p = parse(&f).unwrap();
-        f[p.l4 + 13] |= 0x01;
-        let c = modes::checksum::l4_checksum_v4(p.src, p.dst, 6, &{
-            let mut s = f[p.l4..p.ip_end()].to_vec();
-            s[16] = 0;
-            s[17] = 0;
-            s
-        });
-        f[p.l4 + 16..p.l4 + 18].copy_from_slice(&c.to_be_bytes());
-        f
-    };
+    let fin = |seq, ack| with_fin(from_client(V_NAT, seq, ack, &[], &[]));
     rig.feed(EXT, &fin(ISN + 1, cookie + 1));
-    let mut sfin = tcp(
-        (RS, 8080, RS_MAC),
-        (CLIENT, CPORT, INT_MAC),
-        false,
+    let sfin = with_fin(from_server(
+        8080,
+        (CLIENT, CPORT),
         SRV_ISN + 1,
-        Some(ISN + 2),
-        false,
+        ISN + 2,
         &[],
         &[],
-    );
-    {
-        let p = parse(&sfin).unwrap();
-        sfin[p.l4 + 13] |= 0x01;
-        let mut s = sfin[p.l4..p.ip_end()].to_vec();
-        s[16] = 0;
-        s[17] = 0;
-        let c = modes::checksum::l4_checksum_v4(p.src, p.dst, 6, &s);
-        sfin[p.l4 + 16..p.l4 + 18].copy_from_slice(&c.to_be_bytes());
-    }
+    ));
     rig.feed(INT, &sfin);
-    rig.feed(
-        EXT,
-        &tcp(
-            client(V_NAT),
-            vip(V_NAT),
-            false,
-            ISN + 2,
-            Some(cookie + 2),
-            false,
-            &[],
-            &[],
-        ),
-    );
+    rig.feed(EXT, &from_client(V_NAT, ISN + 2, cookie + 2, &[], &[]));
     rig.sent();
     let st = rig.conn(V_NAT).unwrap().state;
     assert!(matches!(st, State::TimeWait | State::Close), "{st:?}");
@@ -757,15 +603,20 @@ fn a_valid_cookie_ack_reuses_a_time_wait_connection() {
     assert_eq!(rig.pipe.counters().synproxy_reused, 1);
 }
 
+/// The error of the config with the SYNPROXY services and `extra`, read as `t.toml`.
+fn config_error(extra: &str) -> String {
+    tapvs::config::parse(&config(extra), std::path::Path::new("t.toml"))
+        .expect_err("refused")
+        .to_string()
+}
+
 #[test]
 fn synproxy_is_refused_for_direct_routing_tunnels_and_udp() {
     for (fwd, extra_port) in [("dr", 90), ("tun", 91)] {
         let extra = format!(
             "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{extra_port}\"\nsynproxy = true\n[[service.real]]\naddress = \"{RS}:{extra_port}\"\nforward = \"{fwd}\"\n"
         );
-        let e = tapvs::config::parse(&config(&extra), std::path::Path::new("t.toml"))
-            .expect_err("refused")
-            .to_string();
+        let e = config_error(&extra);
         assert!(e.contains("t.toml"), "{e}");
         assert!(e.contains("service[2].real[0].forward"), "{e}");
         assert!(e.contains("synproxy"), "{e}");
@@ -773,29 +624,20 @@ fn synproxy_is_refused_for_direct_routing_tunnels_and_udp() {
     let extra = format!(
         "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:53\"\nsynproxy = true\n[[service.real]]\naddress = \"{RS}:53\"\n"
     );
-    let e = tapvs::config::parse(&config(&extra), std::path::Path::new("t.toml"))
-        .expect_err("refused")
-        .to_string();
+    let e = config_error(&extra);
     assert!(e.contains("service[2].synproxy"), "{e}");
 }
 
 #[test]
 fn the_store_is_bounded_and_so_is_the_handshake_pool() {
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval, _) = open(&mut rig, V_NAT);
     let data = |seq: u32| {
-        tcp(
-            client(V_NAT),
-            vip(V_NAT),
-            false,
+        from_client(
+            V_NAT,
             seq,
-            Some(cookie + 1),
-            false,
-            &[
-                TcpOptionElement::Noop,
-                TcpOptionElement::Noop,
-                TcpOptionElement::Timestamp(CLIENT_TS + 2, tsval),
-            ],
+            cookie + 1,
+            &ts_opts(CLIENT_TS + 2, tsval),
             &[b'x'; 100],
         )
     };
@@ -815,7 +657,7 @@ fn the_store_is_bounded_and_so_is_the_handshake_pool() {
     rig.feed(INT, &server_syn_ack(8080, (CLIENT, CPORT)));
     assert_eq!(rig.sent().len(), 3);
     // Every store in use: a further valid ACK is dropped, nothing created for it.
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let n = tapvs::datapath::pipeline::SYNPROXY_HANDSHAKES;
     let mut last = Verdict::Answer;
     for i in 0..=n {
@@ -856,38 +698,14 @@ fn mangled_handshake_frames_never_panic() {
         x
     };
     for round in 0..2000 {
-        let mut rig = Rig::new();
+        let mut rig = synproxy_rig();
         let (cookie, tsval) = handshake_cookie(&mut rig, V_NAT);
         let frames = [
-            (
-                EXT,
-                tcp(
-                    client(V_NAT),
-                    vip(V_NAT),
-                    true,
-                    ISN,
-                    None,
-                    false,
-                    &syn_opts(),
-                    &[],
-                ),
-            ),
+            (EXT, client_syn(V_NAT)),
             (EXT, client_ack(V_NAT, cookie, tsval)),
             (EXT, client_ack(V_NAT, cookie, tsval)),
             (INT, server_syn_ack(8080, (CLIENT, CPORT))),
-            (
-                EXT,
-                tcp(
-                    client(V_NAT),
-                    vip(V_NAT),
-                    false,
-                    ISN + 1,
-                    Some(cookie + 1),
-                    false,
-                    &[],
-                    b"data",
-                ),
-            ),
+            (EXT, from_client(V_NAT, ISN + 1, cookie + 1, &[], b"data")),
         ];
         for (i, (port, f)) in frames.iter().enumerate() {
             let mut f = f.clone();
@@ -921,18 +739,15 @@ fn mangled_handshake_frames_never_panic() {
 fn a_partial_checksum_gso_frame_is_shifted_without_touching_its_sum() {
     use modes::checksum::pseudo_header_v4;
     use modes::wire::vnet::{VnetHdr, GSO_TCPV4, NEEDS_CSUM};
-    let mut rig = Rig::new();
+    let mut rig = synproxy_rig();
     let (cookie, tsval, _) = open(&mut rig, V_NAT);
     rig.feed(INT, &server_syn_ack(8080, (CLIENT, CPORT)));
     rig.sent();
     let data = vec![7u8; 4000];
-    let mut f = tcp(
-        client(V_NAT),
-        vip(V_NAT),
-        false,
+    let mut f = from_client(
+        V_NAT,
         ISN + 1,
-        Some(cookie + 1),
-        false,
+        cookie + 1,
         &[
             TcpOptionElement::Noop,
             TcpOptionElement::Noop,
@@ -959,8 +774,9 @@ fn a_partial_checksum_gso_frame_is_shifted_without_touching_its_sum() {
         csum_offset: 16,
         num_buffers: 0,
     };
-    let (v, sent) = rig.feed_vnet(EXT, &hdr, &f);
+    let v = rig.feed_vnet(EXT, &hdr, &f);
     assert!(matches!(v, Verdict::Transmit { port: INT, .. }), "{v:?}");
+    let sent = rig.sent_vnet();
     assert_eq!(sent.len(), 1);
     let out = &sent[0].1;
     assert_eq!(VnetHdr::parse(&out[..VNET_HDR_LEN]), Some(hdr));

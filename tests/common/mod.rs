@@ -1,6 +1,7 @@
 //! Helpers shared by the netns integration tests: tapvs in the lab topology ([`lab`], the same
 //! glue `tapvs demo` uses), starting HTTP servers in the lab's real servers and waiting for the
-//! daemon's counters.
+//! daemon's counters. `rig.rs` beside this file is not declared here: the root-less pipeline
+//! tests include it by `#[path]`, without this harness.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
