@@ -71,7 +71,8 @@ pub enum Drop {
     /// SYNPROXY: a client segment to a service's VIP with no connection whose ack − 1 is not
     /// a valid cookie (answered with RST as any stray segment).
     SynproxyAckBad,
-    /// SYNPROXY: a pure duplicate ACK while the real server's handshake is pending.
+    /// SYNPROXY: a pure duplicate ACK while the real server's handshake is pending, or a
+    /// frame released from a handshake's store that would start another handshake.
     SynproxyPending,
     /// SYNPROXY: more than [`crate::datapath::pipeline::SYNPROXY_DUP_ACKS`] pure duplicate
     /// ACKs in one pending handshake (ACK-storm guard).

@@ -300,6 +300,12 @@ impl Pipeline {
     /// Builds the SYN of handshake `i` from its stored ACK and runs it through the pipeline.
     fn synproxy_send_syn<S: Sink>(&mut self, env: &Env, sink: &mut S, i: u16) -> Verdict {
         let mut scratch = std::mem::take(&mut self.sp.scratch);
+        if scratch.len() < MAX_FRAME {
+            // Re-entered while stored frames are being released (the scratch buffer is in
+            // use): a released frame may not start another handshake.
+            self.sp.scratch = scratch;
+            return self.drop(Drop::SynproxyPending);
+        }
         let Some(p) = self.sp.pool.get(usize::from(i)) else {
             self.sp.scratch = scratch;
             return self.drop(Drop::SynproxyPoolFull);
@@ -443,7 +449,12 @@ impl Pipeline {
             else {
                 continue;
             };
-            scratch[..len].copy_from_slice(src);
+            // The scratch buffer is empty when this runs re-entered (a released frame's path
+            // led here again): nothing is released then.
+            let Some(dst) = scratch.get_mut(..len) else {
+                continue;
+            };
+            dst.copy_from_slice(src);
             self.process(env, port, &mut scratch, len, true, sink);
         }
         self.sp.scratch = scratch;
