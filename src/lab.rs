@@ -90,21 +90,18 @@ impl Lab {
     pub fn start(&mut self, config_text: &str) -> io::Result<Config> {
         let cfg = config::parse(config_text, Path::new("lab.toml"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let c = cfg.clone();
-        let d = self
-            .net
-            .director
-            .try_run(move || Daemon::start(&c))?
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.daemon = Some(d);
-        self.socket = cfg.control.socket.clone();
-        Ok(cfg)
+        self.launch(cfg)
     }
 
     /// [`Lab::start`] with the config read from `path`, so [`Daemon::reload`] reads it again.
     pub fn start_file(&mut self, path: &Path) -> io::Result<Config> {
         let cfg = config::load(path)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        self.launch(cfg)
+    }
+
+    /// Starts tapvs with a validated `cfg` inside the director namespace.
+    fn launch(&mut self, cfg: Config) -> io::Result<Config> {
         let c = cfg.clone();
         let d = self
             .net
