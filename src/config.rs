@@ -203,6 +203,37 @@ impl Default for DefenceConfig {
     }
 }
 
+/// `[io]`: how the workers read and write their TAP queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoConfig {
+    /// `auto` (the default: io_uring where the kernel offers what it needs, else `poll`),
+    /// `uring` (io_uring or refuse to start) or `poll` (`poll(2)` with one `read` or `write`
+    /// per frame).
+    pub backend: IoBackend,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig {
+            backend: IoBackend::Auto,
+        }
+    }
+}
+
+/// The workers' I/O method (`[io] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    /// io_uring where available, else poll.
+    Auto,
+    /// io_uring: multishot reads into provided buffers, batched writes, one
+    /// `io_uring_enter` per round.
+    Uring,
+    /// `poll(2)` and one `read`/`write` per frame.
+    Poll,
+}
+
 /// A service's access control (`allow`, `deny`, `conn_limit`, `conn_rate`,
 /// `conn_rate_prefix`), checked for new connections only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,6 +521,8 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<crate::vrrp::config::SyncGroupConfig>,
     /// The IPVS connection-sync daemon (`[sync]`), see [`crate::syncd`].
     pub sync: crate::syncd::SyncConfig,
+    /// The workers' I/O (`[io]`).
+    pub io: IoConfig,
 }
 
 #[derive(Deserialize)]
@@ -523,6 +556,8 @@ struct RawConfig {
     vrrp_sync_group: Vec<crate::vrrp::config::RawSyncGroup>,
     #[serde(default)]
     sync: crate::syncd::RawSync,
+    #[serde(default)]
+    io: IoConfig,
 }
 
 #[derive(Deserialize)]
@@ -1303,6 +1338,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         vrrp_sync_groups,
         sync,
         defence: validate_defence(raw.defence).map_err(|(k, m)| err(k, m))?,
+        io: raw.io,
     })
 }
 
@@ -1774,6 +1810,29 @@ weight = 3
             "scheduler = \"rr\"\npersistent = true",
         );
         assert_eq!(parse_str(&flag).unwrap().services[0].persistent, Some(300));
+    }
+
+    #[test]
+    fn io_backend_parses_and_a_bad_one_names_the_field() {
+        assert_eq!(parse_str(GOOD).unwrap().io.backend, IoBackend::Auto);
+        for (word, want) in [
+            ("auto", IoBackend::Auto),
+            ("uring", IoBackend::Uring),
+            ("poll", IoBackend::Poll),
+        ] {
+            let text = format!("{GOOD}\n[io]\nbackend = \"{word}\"\n");
+            assert_eq!(parse_str(&text).unwrap().io.backend, want);
+        }
+        expect_err(
+            &format!("{GOOD}\n[io]\nbackend = \"epoll\"\n"),
+            "io.backend",
+            "epoll",
+        );
+        expect_err(
+            &format!("{GOOD}\n[io]\nqueue = 3\n"),
+            "io.queue",
+            "unknown field",
+        );
     }
 
     #[test]

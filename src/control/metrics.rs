@@ -117,6 +117,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Times a worker's connection table came under pressure (above [defence] pressure_high).",
     ),
     (
+        "tapvs_worker_syscalls_total",
+        "System calls the workers made for their I/O (poll, read, write, io_uring_enter, doorbells).",
+    ),
+    (
+        "tapvs_worker_wakeups_total",
+        "Rounds of the workers' loops, each after one wait for work.",
+    ),
+    (
         "tapvs_drops_total",
         "Frames dropped by the data path, by reason.",
     ),
@@ -201,7 +209,7 @@ type Label = (&'static str, &'static str);
 /// The data-path scalars as exported: metric name, label (`direction` or `class`) and value. The exhaustive
 /// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
 /// until it is exported.
-fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 31] {
+fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 33] {
     let Traffic {
         rx_frames,
         rx_bytes,
@@ -236,6 +244,8 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 31] {
         pressure_episodes,
         // A gauge, recorded by `record_datapath`.
         pressure_workers: _,
+        syscalls,
+        wakeups,
     } = *t;
     let dir = |d| Some(("direction", d));
     let class = |c| Some(("class", c));
@@ -307,6 +317,8 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 31] {
             None,
             pressure_episodes,
         ),
+        ("tapvs_worker_syscalls_total", None, syscalls),
+        ("tapvs_worker_wakeups_total", None, wakeups),
     ]
 }
 

@@ -42,7 +42,7 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
     fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
-    let fields: [(&'static str, bool); 15] = [
+    let fields: [(&'static str, bool); 16] = [
         ("workers", old.workers != new.workers),
         ("steering", old.steering != new.steering),
         (
@@ -73,6 +73,7 @@ fn restart_needed(old: &Config, new: &Config, checks_running: bool) -> Option<&'
             differ(&old.vrrp_sync_groups, &new.vrrp_sync_groups),
         ),
         ("sync", differ(&old.sync, &new.sync)),
+        ("io", old.io != new.io),
     ];
     if let Some((f, _)) = fields.iter().find(|(_, d)| *d) {
         return Some(f);

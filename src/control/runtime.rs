@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use crate::config::Config;
+use crate::config::IoBackend;
 use crate::control::estimator::{Estimator, ESTIMATOR_INTERVAL};
 use crate::control::shared::{fold, published, Shared, REDIRECT_POOL_PER_WORKER};
 use crate::control::table::Table;
@@ -50,6 +51,34 @@ pub enum StartError {
     Sys(std::io::Error),
 }
 
+/// The workers' I/O method: `[io] backend`, with `auto` settled by making a small ring here
+/// (workers make their own on their threads). `uring` where no ring can be made refuses to
+/// start, naming the field.
+fn io_backend(cfg: &Config) -> Result<IoBackend, StartError> {
+    if cfg.io.backend == IoBackend::Poll {
+        return Ok(IoBackend::Poll);
+    }
+    let probe = crate::sys::uring::RingConfig {
+        rx_bufs: 1,
+        tx_bufs: 1,
+        buf_size: 4096,
+    };
+    match crate::sys::uring::Ring::new(probe) {
+        Ok(_) => {
+            tracing::info!("worker I/O: io_uring");
+            Ok(IoBackend::Uring)
+        }
+        Err(e) if cfg.io.backend == IoBackend::Uring => Err(StartError::Config(format!(
+            "{}: io.backend: \"uring\", but this kernel refuses it: {e}",
+            cfg.file.display()
+        ))),
+        Err(e) => {
+            tracing::info!(error = %e, "worker I/O: poll (no io_uring)");
+            Ok(IoBackend::Poll)
+        }
+    }
+}
+
 /// A running appliance. Dropping it stops it.
 pub struct Daemon {
     shared: Arc<Shared>,
@@ -77,6 +106,7 @@ impl Daemon {
     pub fn start_from(cfg: &Config, file_socket: String) -> Result<Daemon, StartError> {
         let (table, snapshot) = Table::from_config(cfg).map_err(StartError::Config)?;
         let workers = cfg.workers;
+        let backend = io_backend(cfg)?;
         let control_socket = if cfg.control.socket.is_empty() {
             None
         } else {
@@ -177,6 +207,7 @@ impl Daemon {
                 shared.dp.clone(),
                 per_worker_conns,
                 PressureConfig::from(&cfg.defence),
+                backend,
             );
             threads.push(
                 std::thread::Builder::new()

@@ -231,6 +231,11 @@ pub struct Traffic {
     pub pressure_episodes: u64,
     /// Workers whose table is under pressure now (a gauge: 0 or 1 per worker).
     pub pressure_workers: u64,
+    /// System calls the workers made for their I/O: `poll`, `read`, `write`, `io_uring_enter`
+    /// and doorbell reads.
+    pub syscalls: u64,
+    /// Rounds of the workers' loops, each after one wait for work.
+    pub wakeups: u64,
 }
 
 impl Traffic {
@@ -269,6 +274,8 @@ impl Traffic {
             conns_evicted_closing,
             pressure_episodes,
             pressure_workers,
+            syscalls,
+            wakeups,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -306,6 +313,8 @@ impl Traffic {
             (&mut self.conns_evicted_closing, conns_evicted_closing),
             (&mut self.pressure_episodes, pressure_episodes),
             (&mut self.pressure_workers, pressure_workers),
+            (&mut self.syscalls, syscalls),
+            (&mut self.wakeups, wakeups),
         ] {
             *a += b;
         }

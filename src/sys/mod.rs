@@ -1,6 +1,7 @@
 //! The system-call layer: this module and its children wrap the system calls the crate makes,
 //! so that the rest of it is safe code. [`tap`] opens TAP ports and [`tun`] is the
-//! `/dev/net/tun` driver both TAP ports and TUN devices are made with; this module holds the
+//! `/dev/net/tun` driver both TAP ports and TUN devices are made with; [`uring`] is the
+//! workers' io_uring (provided receive buffers, batched writes); this module holds the
 //! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
 //! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
 //! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
@@ -16,6 +17,7 @@
 pub mod notify;
 pub mod tap;
 pub mod tun;
+pub mod uring;
 
 use std::io;
 use std::net::Ipv4Addr;
