@@ -1,14 +1,16 @@
 //! Internet checksum arithmetic (RFC 1071): byte sums, folding, the IPv4
-//! pseudo-header, RFC 1624 incremental updates for full checksums and their
+//! and IPv6 (RFC 8200 §8.1) pseudo-headers, RFC 1624 incremental updates
+//! (16-bit fields, 4-byte and 16-byte addresses) for full checksums and their
 //! inverted-sense variants for *partial* checksums (virtio `NEEDS_CSUM`: the
 //! L4 checksum field holds the uncomplemented pseudo-header sum and the
-//! device finishes it) and the UDP zero rules. Finishing a partial checksum
+//! device finishes it) and the UDP zero rules (over IPv6 a UDP checksum of
+//! 0 is invalid, so the `udp6_*` updates never keep it). Finishing a partial checksum
 //! in a frame is [`crate::offload::complete_partial`].
 //!
 //! Vocabulary: a *sum* is a folded, uncomplemented one's-complement sum; a
 //! *checksum* is the complemented value stored in a header.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Folds a wide accumulator of 16-bit one's-complement words to 16 bits
 /// (end-around carry). Not complemented.
@@ -110,6 +112,35 @@ pub fn l4_checksum_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -
     )
 }
 
+/// Unfolded sum of the eight 16-bit words of an IPv6 address.
+#[inline(always)]
+fn words128(a: Ipv6Addr) -> u64 {
+    a.segments().iter().map(|&w| u64::from(w)).sum()
+}
+
+/// Folded sum of the IPv6 pseudo-header (RFC 8200 §8.1: source,
+/// destination, 32-bit upper-layer length, three zero bytes, next header).
+/// `next_header` is the upper-layer protocol (TCP, UDP, ICMPv6), not the
+/// first extension header, and `l4_len` the upper-layer packet length
+/// (extension headers excluded). Also what a partial (`NEEDS_CSUM`)
+/// TCP/UDP checksum field holds over IPv6.
+#[inline]
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4_len: u32) -> u16 {
+    fold(words128(src) + words128(dst) + u64::from(l4_len) + u64::from(next_header))
+}
+
+/// Full upper-layer checksum over IPv6 of a whole `segment` (TCP, UDP or
+/// ICMPv6, its checksum field included as it is; zero it first to compute a
+/// fresh one). Does not apply the UDP zero rule (see [`udp_finish`]).
+/// `segment` longer than `u32::MAX` bytes has its length truncated.
+#[inline]
+pub fn l4_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, segment: &[u8]) -> u16 {
+    !add(
+        pseudo_header_v6(src, dst, next_header, segment.len() as u32),
+        sum(segment),
+    )
+}
+
 /// The unfolded RFC 1624 delta `~m + m'` of a 16-bit field changing from `old` to `new`.
 /// Deltas of several fields add up; `!fold(!HC + deltas)` is the updated checksum.
 #[inline(always)]
@@ -125,6 +156,17 @@ pub fn delta32(old: u32, new: u32) -> u64 {
     u64::from(!old) + u64::from(new)
 }
 
+/// [`delta16`] of a 16-byte field (an IPv6 address): the eight word deltas
+/// added, unfolded (at most 8 × 0x1fffe, far from overflowing a `u64`).
+#[inline(always)]
+pub fn delta128(old: Ipv6Addr, new: Ipv6Addr) -> u64 {
+    old.segments()
+        .iter()
+        .zip(new.segments().iter())
+        .map(|(&o, &n)| delta16(o, n))
+        .sum()
+}
+
 /// RFC 1624 eqn. 3 for one 16-bit field: `HC' = ~(~HC + ~m + m')`.
 #[inline]
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
@@ -135,6 +177,13 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
 #[inline]
 pub fn update32(csum: u16, old: u32, new: u32) -> u16 {
     !fold(u64::from(!csum) + delta32(old, new))
+}
+
+/// RFC 1624 eqn. 3 for a 16-byte field, an IPv6 address (eight 16-bit
+/// words).
+#[inline]
+pub fn update128(csum: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    !fold(u64::from(!csum) + delta128(old, new))
 }
 
 /// Update of a *partial* checksum field (the uncomplemented pseudo-header
@@ -150,6 +199,13 @@ pub fn update16_partial(partial: u16, old: u16, new: u16) -> u16 {
 #[inline]
 pub fn update32_partial(partial: u16, old: u32, new: u32) -> u16 {
     !update32(!partial, old, new)
+}
+
+/// Update of a *partial* checksum field for a 16-byte change (an IPv6
+/// address in the pseudo-header): `P' = ~update128(~P, old, new)`.
+#[inline]
+pub fn update128_partial(partial: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    !update128(!partial, old, new)
 }
 
 /// [`update16`] with the UDP rules: 0 ("no checksum") stays 0, and a
@@ -171,6 +227,21 @@ pub fn udp_update32(csum: u16, old: u32, new: u32) -> u16 {
     } else {
         udp_finish(update32(csum, old, new))
     }
+}
+
+/// [`update16`] for UDP over IPv6, where a checksum is mandatory
+/// (RFC 8200 §8.1): a stored 0 is invalid and is updated like any other
+/// value (the caller should have dropped the datagram), and a result of 0
+/// is sent as `0xffff`.
+#[inline]
+pub fn udp6_update16(csum: u16, old: u16, new: u16) -> u16 {
+    udp_finish(update16(csum, old, new))
+}
+
+/// [`update128`] for UDP over IPv6 (see [`udp6_update16`]).
+#[inline]
+pub fn udp6_update128(csum: u16, old: Ipv6Addr, new: Ipv6Addr) -> u16 {
+    udp_finish(update128(csum, old, new))
 }
 
 /// Maps a computed UDP checksum of 0 to `0xffff` (0 means "none").
@@ -266,6 +337,47 @@ mod tests {
         assert_eq!(p2, pseudo_header_v4(a, c, 6, 1500));
         let p3 = update16_partial(p2, 1500, 40);
         assert_eq!(p3, pseudo_header_v4(a, c, 6, 40));
+    }
+
+    #[test]
+    fn pseudo_header_v6_matches_byte_sum() {
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "fe80::ffff:1:2:3".parse().unwrap();
+        for (len, nh) in [(0u32, 6u8), (20, 17), (70_000, 58), (u32::MAX, 6)] {
+            let mut ph = Vec::new();
+            ph.extend_from_slice(&a.octets());
+            ph.extend_from_slice(&b.octets());
+            ph.extend_from_slice(&len.to_be_bytes());
+            ph.extend_from_slice(&[0, 0, 0, nh]);
+            assert_eq!(pseudo_header_v6(a, b, nh, len), sum(&ph), "{len} {nh}");
+        }
+    }
+
+    #[test]
+    fn update128_full_and_partial_track_recomputation() {
+        let (a, b, c) = (
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap(),
+            "2001:db8:ffff::ffff".parse::<Ipv6Addr>().unwrap(),
+            "::".parse::<Ipv6Addr>().unwrap(),
+        );
+        let seg = [0x12u8, 0x34, 0, 80, 0, 0, 0, 1, 0xff, 0xfe, 7];
+        let full = l4_checksum_v6(a, b, 6, &seg);
+        assert_eq!(update128(full, b, c), l4_checksum_v6(a, c, 6, &seg));
+        assert_eq!(update128(full, a, a), full);
+        let p = pseudo_header_v6(a, b, 6, 1500);
+        assert_eq!(update128_partial(p, b, c), pseudo_header_v6(a, c, 6, 1500));
+        assert_eq!(update128_partial(p, a, c), pseudo_header_v6(c, b, 6, 1500));
+    }
+
+    #[test]
+    fn udp6_rules_never_keep_zero() {
+        // The RFC 1624 example yields 0: over IPv6 it is sent as 0xffff,
+        // and a stored 0 is updated, not kept.
+        assert_eq!(udp6_update16(0xdd2f, 0x5555, 0x3285), 0xffff);
+        assert_ne!(udp6_update16(0, 1, 2), 0);
+        let (a, b) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+        assert_eq!(udp6_update128(0xfffe, a, b), 0xffff);
+        assert_ne!(udp6_update128(0, b, a), 0);
     }
 
     #[test]

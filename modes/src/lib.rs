@@ -3,10 +3,13 @@
 //!
 //! * [`kind`] — the two kinds config, data path and tapvsadm share:
 //!   [`Protocol`] (TCP/UDP) and [`Forward`] (NAT, DR, TUN, FullNAT).
-//! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, TCP, UDP,
-//!   ICMPv4, VRRP, IPVS sync v1) and the virtio-net header.
-//! * [`checksum`] — Internet checksum sums and RFC 1624 incremental updates,
-//!   for full and partial (`NEEDS_CSUM`) checksums.
+//! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, IPv6 with its
+//!   bounded extension-header walk, TCP, UDP, ICMPv4, ICMPv6 with Neighbor
+//!   Discovery, VRRP, IPVS sync v1) and the virtio-net header. IPv6 is wire
+//!   groundwork only: [`packet::parse`] still accepts ARP and IPv4 alone.
+//! * [`checksum`] — Internet checksum sums, the IPv4 and IPv6
+//!   pseudo-headers and RFC 1624 incremental updates (16-bit fields, IPv4
+//!   and IPv6 addresses), for full and partial (`NEEDS_CSUM`) checksums.
 //! * [`offload`] — finishing a partial checksum in software, as a device
 //!   would.
 //! * [`packet`] — the fast-path classifier [`packet::parse`] and its
@@ -15,7 +18,7 @@
 //! * [`dr`] — direct routing (MAC rewrite only).
 //! * [`tun`] — IP tunnelling (IPIP encapsulation, decapsulation, MSS
 //!   clamping).
-//! * [`gso`] — software TCPv4 segmentation of GSO super-frames.
+//! * [`gso`] — software TCPv4 and TCPv6 segmentation of GSO super-frames.
 //! * [`fullnat`] — FullNAT (both ends rewritten) and [`toa`], the TCP
 //!   option that carries the client address to the real server.
 //! * [`icmp_nat`] — NAT of ICMP errors that quote a connection's packet.

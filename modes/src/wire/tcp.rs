@@ -5,7 +5,7 @@
 use super::{get_u16, get_u32, get_u8, set_u16, set_u32, set_u8, sub, sub_mut, Error};
 use crate::checksum;
 use crate::wire::ipv4::PROTO_TCP;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Length of a header without options.
 pub const MIN_HEADER_LEN: usize = 20;
@@ -247,6 +247,14 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         checksum::l4_checksum_v4(src, dst, PROTO_TCP, self.buffer.as_ref()) == 0
     }
+
+    /// [`verify_checksum`](Self::verify_checksum) over the IPv6
+    /// pseudo-header (the buffer is the whole segment, extension headers
+    /// excluded).
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        checksum::l4_checksum_v6(src, dst, PROTO_TCP, self.buffer.as_ref()) == 0
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
@@ -331,6 +339,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let c = checksum::l4_checksum_v4(src, dst, PROTO_TCP, self.buffer.as_ref());
+        self.set_checksum(c);
+    }
+
+    /// [`fill_checksum`](Self::fill_checksum) over the IPv6 pseudo-header.
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let c = checksum::l4_checksum_v6(src, dst, PROTO_TCP, self.buffer.as_ref());
         self.set_checksum(c);
     }
 }

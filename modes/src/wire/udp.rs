@@ -5,7 +5,7 @@
 use super::{get_u16, set_u16, sub, sub_mut, Error};
 use crate::checksum;
 use crate::wire::ipv4::PROTO_UDP;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
@@ -105,6 +105,18 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         let d = sub(self.buffer.as_ref(), 0, usize::from(self.len()));
         checksum::l4_checksum_v4(src, dst, PROTO_UDP, d) == 0
     }
+
+    /// True if the checksum is correct over the IPv6 pseudo-header and the
+    /// datagram (as bounded by the length field). A checksum of 0 is
+    /// invalid over IPv6 (RFC 8200 §8.1): false.
+    #[inline]
+    pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        if self.checksum() == 0 {
+            return false;
+        }
+        let d = sub(self.buffer.as_ref(), 0, usize::from(self.len()));
+        checksum::l4_checksum_v6(src, dst, PROTO_UDP, d) == 0
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
@@ -149,6 +161,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         let c = checksum::udp_finish(checksum::l4_checksum_v4(src, dst, PROTO_UDP, d));
         self.set_checksum(c);
     }
+
+    /// [`fill_checksum`](Self::fill_checksum) over the IPv6 pseudo-header
+    /// (a computed 0 is stored as `0xffff`; 0 is never sent over IPv6).
+    #[inline]
+    pub fn fill_checksum_v6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let ulen = usize::from(self.len());
+        let d = sub(self.buffer.as_ref(), 0, ulen);
+        let c = checksum::udp_finish(checksum::l4_checksum_v6(src, dst, PROTO_UDP, d));
+        self.set_checksum(c);
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +197,27 @@ mod tests {
         z[6] = 0;
         z[7] = 0;
         assert!(UdpPacket::new_unchecked(&z[..]).verify_checksum(s, s));
+    }
+
+    #[test]
+    fn v6_checksum_and_zero_is_invalid() {
+        let (s, d): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let mut b = [0u8; 12];
+        let mut u = UdpPacket::new_unchecked(&mut b[..]);
+        u.set_src_port(53);
+        u.set_len(12);
+        u.payload_mut().copy_from_slice(b"abcd");
+        u.fill_checksum_v6(s, d);
+        let u = UdpPacket::new_unchecked(&b[..]);
+        assert!(u.verify_checksum_v6(s, d) && !u.verify_checksum_v6(d, d));
+        assert!(!u.verify_checksum(Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8)));
+        let mut z = b;
+        z[6] = 0;
+        z[7] = 0;
+        assert!(!UdpPacket::new_unchecked(&z[..]).verify_checksum_v6(s, d));
     }
 
     #[test]
