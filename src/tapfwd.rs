@@ -86,20 +86,29 @@ impl Forwarder {
         let qa = open_tap(&opts.a, n, opts.bridge_a.as_deref())?;
         let qb = open_tap(&opts.b, n, opts.bridge_b.as_deref())?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::with_capacity(n);
+        let mut fwd = Forwarder {
+            stop,
+            threads: Vec::with_capacity(n),
+        };
         for (i, (a, b)) in qa.into_iter().zip(qb).enumerate() {
-            let stop = stop.clone();
-            let t = std::thread::Builder::new()
+            let stop = fwd.stop.clone();
+            match std::thread::Builder::new()
                 .name(format!("tapfwd-{i}"))
                 .spawn(move || forward(&a, &b, &stop))
-                .map_err(|e| TapError::Sys {
-                    name: opts.a.clone(),
-                    op: "spawn forwarding thread",
-                    source: e,
-                })?;
-            threads.push(t);
+            {
+                Ok(t) => fwd.threads.push(t),
+                Err(e) => {
+                    // The threads already started stop before the error is returned.
+                    fwd.stop();
+                    return Err(TapError::Sys {
+                        name: opts.a.clone(),
+                        op: "spawn forwarding thread",
+                        source: e,
+                    });
+                }
+            }
         }
-        Ok(Forwarder { stop, threads })
+        Ok(fwd)
     }
 
     /// Stops the threads (within one poll timeout) and returns their summed counters. The
