@@ -5,7 +5,10 @@
 #
 # metrics.tsv (tab-separated) gives the rows; RESULTS.csv (round,figure,peer,metric,value) the
 # values. Table 1: per metric and peer, median over rounds with (min–max). Table 2: each tapvs
-# mode's median as a ratio of each non-tapvs peer's median. Written for POSIX awk (mawk).
+# mode's median as a ratio of each non-tapvs peer's median (tapfwd included). Table 3 ("per-frame
+# cost", the metrics.tsv rows whose direction is "frame"): system calls, context switches and
+# process CPU per frame for tapvs and tapfwd, each tapvs median also as a multiple of tapfwd's.
+# Written for POSIX awk (mawk).
 
 BEGIN {
     np = split(peers, P, " ")
@@ -15,6 +18,7 @@ BEGIN {
     name["nftables"] = "nftables DNAT"
     name["haproxy"] = "HAProxy tcp"
     name["nginx"] = "nginx stream"
+    name["tapfwd"] = "bare TAP fwd"
     name["tapvs-nat"] = "tapvs NAT"
     name["tapvs-dr"] = "tapvs DR"
     name["tapvs-fullnat"] = "tapvs FullNAT"
@@ -64,6 +68,9 @@ function cell(m, p,    k, n) {
 
 function is_tapvs(p) { return p ~ /^tapvs-/ }
 
+# Peers with a per-frame cost: tapvs in every mode and the bare forwarder.
+function has_frames(p) { return is_tapvs(p) || p == "tapfwd" }
+
 END {
     for (k in cnt) { sortk(k, cnt[k]); med[k] = median(k, cnt[k]) }
 
@@ -74,6 +81,7 @@ END {
     for (i = 1; i <= np; i++) printf "---:|"
     printf "\n"
     for (m = 1; m <= nm; m++) {
+        if (mbetter[m] == "frame") continue
         printf "| %s |", mlabel[m]
         for (i = 1; i <= np; i++) printf " %s |", cell(m, P[i])
         printf "\n"
@@ -90,7 +98,7 @@ END {
         for (j = 1; j <= no; j++) printf "---:|"
         printf "\n"
         for (m = 1; m <= nm; m++) {
-            if (mbetter[m] == "-") continue
+            if (mbetter[m] == "-" || mbetter[m] == "frame") continue
             for (t = 1; t <= nt; t++) {
                 kt = mfig[m] SUBSEP T[t] SUBSEP mkey[m]
                 printf "| %s | %s |", mlabel[m], substr(name[T[t]], 7)
@@ -101,6 +109,34 @@ END {
                 }
                 printf "\n"
             }
+        }
+    }
+
+    # Table 3: per-frame cost of tapvs and tapfwd; tapvs cells also as a multiple of tapfwd.
+    nq = 0; fwd = 0
+    for (i = 1; i <= np; i++) if (has_frames(P[i])) { Q[++nq] = P[i]; if (P[i] == "tapfwd") fwd = 1 }
+    nfr = 0
+    for (m = 1; m <= nm; m++) if (mbetter[m] == "frame") nfr++
+    if (nq > 0 && nfr > 0) {
+        printf "\nper-frame cost (frames = frames the process read from its TAPs; lower is better"
+        if (fwd) printf "; ×N = tapvs median ÷ bare TAP fwd median"
+        printf ")\n\n| figure |"
+        for (j = 1; j <= nq; j++) printf " %s |", name[Q[j]]
+        printf "\n|---|"
+        for (j = 1; j <= nq; j++) printf "---:|"
+        printf "\n"
+        for (m = 1; m <= nm; m++) {
+            if (mbetter[m] != "frame") continue
+            kf = mfig[m] SUBSEP "tapfwd" SUBSEP mkey[m]
+            printf "| %s |", mlabel[m]
+            for (j = 1; j <= nq; j++) {
+                kt = mfig[m] SUBSEP Q[j] SUBSEP mkey[m]
+                printf " %s", cell(m, Q[j])
+                if (fwd && is_tapvs(Q[j]) && cnt[kt] > 0 && cnt[kf] > 0 && med[kf] > 0)
+                    printf " (×%.1f)", med[kt] / med[kf]
+                printf " |"
+            }
+            printf "\n"
         }
     }
 

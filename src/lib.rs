@@ -3,7 +3,8 @@
 //! The crate holds the daemon, in folders by role: the data path ([`datapath`]: workers,
 //! pipeline, connection table, neighbours, routes, steering), the control plane ([`control`]:
 //! runtime, live table, control socket, metrics, host stack), the configuration ([`config`]),
-//! health checks ([`health`]), every system call ([`sys`]), the real-server helpers ([`rs`]) and the
+//! health checks ([`health`]), every system call ([`sys`]), the bare benchmark forwarder
+//! ([`tapfwd`]), the real-server helpers ([`rs`]) and the
 //! keepalived.conf importer ([`import`]).
 //! Packet views and rewrites, and the protocol and forwarding-method types every layer shares,
 //! live in the `modes` crate, schedulers in the `sched` crate, and tapvsadm's parser, listing
@@ -23,4 +24,5 @@ pub mod rs;
 pub mod scaleout;
 pub mod syncd;
 pub mod sys;
+pub mod tapfwd;
 pub mod vrrp;

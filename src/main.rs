@@ -1,6 +1,6 @@
 //! The `tapvs` command: `run` the daemon from a config file, `check` a config, `reload` or
 //! `capture` from the running daemon, convert a keepalived.conf (`import-keepalived`), run the
-//! self-contained `demo`, and the real-server tools.
+//! self-contained `demo`, the real-server tools, and the hidden `tapfwd` benchmark forwarder.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -124,6 +124,26 @@ enum Cmd {
         /// The TUN device to create.
         #[arg(long, default_value = tapvs::rs::DEFAULT_DECAP_TUN)]
         tun: String,
+    },
+    /// Benchmark reference (bench/run's `tapfwd` peer): copy frames verbatim between two TAPs,
+    /// no parsing, until SIGTERM or SIGINT; prints its counters as one JSON line at exit.
+    #[command(hide = true)]
+    Tapfwd {
+        /// The first TAP device.
+        #[arg(long)]
+        a: String,
+        /// The second TAP device.
+        #[arg(long)]
+        b: String,
+        /// Forwarding threads (one queue of each TAP per thread).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
+        /// Bridge to attach the first TAP to.
+        #[arg(long, value_name = "BR", requires = "bridge_b")]
+        bridge_a: Option<String>,
+        /// Bridge to attach the second TAP to.
+        #[arg(long, value_name = "BR", requires = "bridge_a")]
+        bridge_b: Option<String>,
     },
 }
 
@@ -254,6 +274,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Tapfwd {
+            a,
+            b,
+            threads,
+            bridge_a,
+            bridge_b,
+        } => tapfwd(tapvs::tapfwd::Options {
+            a,
+            b,
+            threads: usize::from(threads),
+            bridge_a,
+            bridge_b,
+        }),
         Cmd::Demo { requests } => match demo::run(requests) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -262,6 +295,27 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `tapvs tapfwd`: forwards until SIGTERM/SIGINT, then prints the counters as JSON.
+fn tapfwd(opts: tapvs::tapfwd::Options) -> ExitCode {
+    // Blocked before the threads exist, so only the main thread's sigwait takes them.
+    tapvs::sys::block_termination_signals();
+    let fwd = match tapvs::tapfwd::Forwarder::start(&opts) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("tapvs tapfwd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("tapfwd ready");
+    let _ = tapvs::sys::wait_for_termination();
+    let totals = fwd.stop();
+    match serde_json::to_string(&totals) {
+        Ok(j) => println!("{j}"),
+        Err(e) => eprintln!("tapvs tapfwd: cannot encode counters: {e}"),
+    }
+    ExitCode::SUCCESS
 }
 
 fn import_keepalived(
