@@ -207,7 +207,7 @@ impl Daemon {
                 shared.dp.clone(),
                 per_worker_conns,
                 PressureConfig::from(&cfg.defence),
-                backend,
+                crate::config::IoConfig { backend },
             );
             threads.push(
                 std::thread::Builder::new()

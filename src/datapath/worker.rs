@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 
-use crate::config::IoBackend;
+use crate::config::{IoBackend, IoConfig};
 use crate::datapath::capture::{CaptureShared, Filter, Tap};
 use crate::datapath::conn::PressureConfig;
 use crate::datapath::ha::{HaShared, Standby};
@@ -253,8 +253,8 @@ pub struct Worker {
     queues: Vec<Arc<TapQueue>>,
     shared: Arc<WorkerShared>,
     pipeline: Pipeline,
-    /// The I/O method asked for.
-    backend: IoBackend,
+    /// The I/O method asked for (settled: `auto` is `uring` or `poll`), and its settings.
+    io: IoConfig,
     /// Workers to ring after this round's hand-overs.
     wake: Vec<bool>,
     /// The running capture's filter, read once per round.
@@ -269,7 +269,7 @@ impl Worker {
         shared: Arc<WorkerShared>,
         max_conns: usize,
         pressure: PressureConfig,
-        backend: IoBackend,
+        io: IoConfig,
     ) -> Worker {
         let workers = shared.redirect.len();
         let timeouts = *shared.timeouts.load_full();
@@ -279,7 +279,7 @@ impl Worker {
             id,
             queues,
             pipeline,
-            backend,
+            io,
             wake: vec![false; workers],
             capture: None,
             shared,
@@ -291,7 +291,7 @@ impl Worker {
     fn make_io(&self) -> Io {
         let fd = |q: &Arc<TapQueue>| std::os::fd::AsRawFd::as_raw_fd(&**q);
         let doorbell = std::os::fd::AsRawFd::as_raw_fd(&self.shared.wake[self.id]);
-        if self.backend != IoBackend::Poll {
+        if self.io.backend != IoBackend::Poll {
             let armed = Ring::new(ring_config()).and_then(|mut ring| {
                 let (_, io) = ring.parts();
                 let mut ok = io.arm_poll(doorbell, DOORBELL);
@@ -314,7 +314,7 @@ impl Worker {
                         retry_at: None,
                     };
                 }
-                Err(e) if self.backend == IoBackend::Uring => {
+                Err(e) if self.io.backend == IoBackend::Uring => {
                     tracing::error!(worker = self.id, error = %e, "io_uring failed: poll instead")
                 }
                 Err(e) => tracing::info!(worker = self.id, error = %e, "no io_uring: poll"),
@@ -406,6 +406,7 @@ impl Worker {
                 events,
                 rearm,
                 retry_at,
+                ..
             } => {
                 for ev in events.iter() {
                     match *ev {
