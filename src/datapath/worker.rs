@@ -437,8 +437,10 @@ impl Worker {
                         }
                         Event::TxFailed { .. } => self.pipeline.counters_mut().drop(Drop::TxError),
                         Event::ReadEnded { port, errno } => {
-                            if errno != libc::ENOBUFS {
-                                // A failing queue is retried after a pause, not in a loop.
+                            // Out of buffers, or ended with its last frame (errno 0): armed
+                            // again at the round's end. A failing queue is retried after a
+                            // pause, not in a loop.
+                            if errno != libc::ENOBUFS && errno != 0 {
                                 self.pipeline.counters_mut().drop(Drop::TxError);
                                 *retry_at = Some(Instant::now() + Duration::from_millis(100));
                             }
