@@ -11,6 +11,9 @@
 //! request: dropping a ring cancels all requests and waits for their completions before the
 //! memory is freed (and leaks it rather than free it under a request that never completed).
 //!
+//! The ring runs the kernel's completion work only inside `io_uring_enter`
+//! (`DEFER_TASKRUN`, where the kernel has it), so one call per round does all of it.
+//!
 //! Setup fails (and the worker falls back to `poll(2)` + `read`/`write`) when the kernel lacks
 //! io_uring, multishot reads (6.7) or provided-buffer rings (5.19).
 
@@ -331,12 +334,21 @@ impl Ring {
         }
         let stride = cfg.buf_size.div_ceil(PAGE) * PAGE;
         let cq = (u32::from(cfg.rx_bufs) + u32::from(cfg.tx_bufs) + 64).next_power_of_two();
-        let mut b = IoUring::builder();
-        b.setup_cqsize(cq.max(1024))
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag();
-        let ring = b.build(256)?;
+        // Deferred task work (6.1): the kernel's work for arrived frames and finished writes
+        // runs only inside the round's `io_uring_enter`, in one batch (measured: TCP 1 stream
+        // +12 %, less CPU per frame); without it, cooperative task work.
+        let build = |defer: bool| {
+            let mut b = IoUring::builder();
+            b.setup_cqsize(cq.max(1024))
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag();
+            if defer {
+                b.setup_defer_taskrun();
+            }
+            b.build(256)
+        };
+        let ring = build(true).or_else(|_| build(false))?;
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe)?;
         for code in [
