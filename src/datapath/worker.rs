@@ -211,8 +211,8 @@ impl Sink for Queues<'_, '_> {
 }
 
 /// Receive buffers per worker ring (each holds the largest frame). Few, so that bulk
-/// transfers cycle through buffers that stay in the cache (256 were 15 % slower on one TCP
-/// stream than 32); a burst that uses them all ends the read until the round's end.
+/// transfers cycle through buffers that stay in the cache (with 256, one TCP stream made 17.3
+/// against 21.9 Gbit/s); a burst that uses them all ends the read until the round's end.
 const RING_RX_BUFS: u16 = 32;
 /// Transmit (copy) buffers per worker ring.
 const RING_TX_BUFS: u16 = 128;
@@ -253,7 +253,7 @@ pub struct Worker {
     queues: Vec<Arc<TapQueue>>,
     shared: Arc<WorkerShared>,
     pipeline: Pipeline,
-    /// The I/O method asked for (settled: `auto` is `uring` or `poll`), and its settings.
+    /// The `[io]` settings, the backend settled (`auto` made `uring` or `poll`).
     io: IoConfig,
     /// Workers to ring after this round's hand-overs.
     wake: Vec<bool>,
@@ -262,7 +262,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker `id`, reading `queues` (one per port) with `backend`.
+    /// A worker `id`, reading `queues` (one per port) as `io` says.
     pub fn new(
         id: usize,
         queues: Vec<Arc<TapQueue>>,
@@ -309,7 +309,12 @@ impl Worker {
                     tracing::debug!(worker = self.id, "I/O through io_uring");
                     return Io::Uring {
                         ring: Box::new(ring),
-                        events: Vec::with_capacity(4 * usize::from(RING_RX_BUFS)),
+                        // A round's completions at most: every receive buffer's frame and
+                        // write, every transmit buffer's write, the doorbell and the reads'
+                        // ends; no growth on the data path.
+                        events: Vec::with_capacity(
+                            2 * usize::from(RING_RX_BUFS) + usize::from(RING_TX_BUFS) + 64,
+                        ),
                         rearm: Vec::with_capacity(self.queues.len()),
                         retry_at: None,
                     };
