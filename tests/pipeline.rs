@@ -2585,7 +2585,7 @@ fn malformed(r: DropReason) -> Vec<u8> {
         |proto: IpNumber, n: usize| Pkt::new(CLIENT, VIP, proto, L4::Raw).payload(vec![0; n]);
     match r {
         DropReason::TruncatedEthernet => good[..12 + 13].to_vec(),
-        DropReason::UnknownEthertype => patched(IP - 2, &[0x86, 0xdd]),
+        DropReason::UnknownEthertype => patched(IP - 2, &[0x81, 0x00]),
         DropReason::TruncatedIpv4 => good[..IP + 19].to_vec(),
         DropReason::BadIpVersion => patched(IP, &[0x65]),
         DropReason::BadIhl => patched(IP, &[0x44]),
@@ -2606,7 +2606,53 @@ fn malformed(r: DropReason) -> Vec<u8> {
         }
         DropReason::TruncatedIcmp => bare(IpNumber::ICMP, 7).wire(),
         DropReason::BadArp => arp_request(CLIENT, EXT_ADDR)[..12 + 14 + 27].to_vec(),
+        DropReason::Ipv6Truncated => v6_frame(6, &[0; 20])[..IP + 39].to_vec(),
+        DropReason::Ipv6BadVersion => {
+            let mut w = v6_frame(6, &[0; 20]);
+            w[IP] = 0x40;
+            w
+        }
+        DropReason::Ipv6BadPayloadLen => {
+            let mut w = v6_frame(6, &[0; 20]);
+            w[IP + 4..IP + 6].copy_from_slice(&100u16.to_be_bytes());
+            w
+        }
+        // A Fragment header (44) first.
+        DropReason::Ipv6Fragment => v6_frame(44, &[6, 0, 0, 1, 0, 0, 0, 7]),
+        // Nine Destination Options headers.
+        DropReason::Ipv6ExtChainTooLong => {
+            let mut ext = Vec::new();
+            for _ in 0..9 {
+                ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            v6_frame(60, &ext)
+        }
+        DropReason::Ipv6BogusNextHeader => v6_frame(59, &[0; 8]),
     }
+}
+
+/// An IPv6 frame (after a zero virtio-net header) from a client address to a VIP-like
+/// address with next header `nh` and payload `payload`.
+fn v6_frame(nh: u8, payload: &[u8]) -> Vec<u8> {
+    let mut w = vec![0u8; 12];
+    w.extend_from_slice(&[0x02, 0x74, 0x76, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd]);
+    w.extend_from_slice(&[0x60, 0, 0, 0]);
+    w.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    w.extend_from_slice(&[nh, 64]);
+    w.extend_from_slice(
+        &"2001:db8:c::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    w.extend_from_slice(
+        &"2001:db8:f::80"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    w.extend_from_slice(payload);
+    w
 }
 
 #[test]

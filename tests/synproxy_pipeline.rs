@@ -186,7 +186,7 @@ fn with_fin(mut f: Vec<u8>) -> Vec<u8> {
     let p = parse(&f).unwrap();
     f[p.l4 + 13] |= 0x01;
     f[p.l4 + 16..p.l4 + 18].fill(0);
-    let c = modes::checksum::l4_checksum_v4(p.src, p.dst, 6, &f[p.l4..p.ip_end()]);
+    let c = modes::checksum::l4_checksum_v4(p.src4(), p.dst4(), 6, &f[p.l4..p.ip_end()]);
     f[p.l4 + 16..p.l4 + 18].copy_from_slice(&c.to_be_bytes());
     f
 }
@@ -216,7 +216,7 @@ fn assert_checksums(f: &[u8]) -> Packet {
     let p = parse(f).expect("parses (IPv4 checksum included)");
     let seg = &f[p.l4..p.ip_end()];
     assert_eq!(
-        modes::checksum::l4_checksum_v4(p.src, p.dst, 6, seg),
+        modes::checksum::l4_checksum_v4(p.src4(), p.dst4(), 6, seg),
         0,
         "TCP checksum"
     );
@@ -230,7 +230,7 @@ fn assert_to_client(sent: &[(usize, Vec<u8>)], vport: u16, cookie: u32) -> &[u8]
     let f = &sent[0].1;
     let p = assert_checksums(f);
     assert_eq!(
-        (p.src, p.sport, p.dst, p.dport),
+        (p.src4(), p.sport, p.dst4(), p.dport),
         (VIP, vport, CLIENT, CPORT)
     );
     assert_eq!(seq_of(f), cookie.wrapping_add(1));
@@ -247,7 +247,7 @@ fn handshake_cookie(rig: &mut Rig, vport: u16) -> (u32, u32) {
     assert_eq!(*port, EXT);
     let p = assert_checksums(sa);
     assert_eq!(
-        (p.src, p.sport, p.dst, p.dport),
+        (p.src4(), p.sport, p.dst4(), p.dport),
         (VIP, vport, CLIENT, CPORT)
     );
     assert_eq!(p.tcp_flags, 0x12);
@@ -351,7 +351,10 @@ fn a_good_ack_opens_the_server_handshake_with_the_clients_isn_and_options() {
     let mut rig = synproxy_rig();
     let (_, _, syn) = open(&mut rig, V_NAT);
     let p = assert_checksums(&syn);
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (CLIENT, CPORT, RS, 8080));
+    assert_eq!(
+        (p.src4(), p.sport, p.dst4(), p.dport),
+        (CLIENT, CPORT, RS, 8080)
+    );
     assert_eq!(p.tcp_flags, 0x02, "a plain SYN");
     assert_eq!(seq_of(&syn), ISN, "the client's ISN");
     assert_eq!(&syn[0..6], &RS_MAC);
@@ -399,7 +402,7 @@ fn the_servers_syn_ack_releases_the_stored_ack_and_data_is_shifted_both_ways() {
     for (port, f) in &sent {
         assert_eq!(*port, INT);
         let p = assert_checksums(f);
-        assert_eq!((p.dst, p.dport), (RS, 8080));
+        assert_eq!((p.dst4(), p.dport), (RS, 8080));
         assert_eq!(ack_of(f), cookie.wrapping_add(1).wrapping_add(delta));
         assert_eq!(ack_of(f), SRV_ISN + 1);
         assert_eq!(
@@ -484,7 +487,7 @@ fn a_server_rst_during_the_handshake_reaches_the_client_in_its_sequence_space() 
     let f = &sent[0].1;
     let p = assert_checksums(f);
     assert_eq!(p.tcp_flags & 0x04, 0x04);
-    assert_eq!((p.src, p.sport), (VIP, V_NAT));
+    assert_eq!((p.src4(), p.sport), (VIP, V_NAT));
     assert_eq!(seq_of(f), cookie.wrapping_add(1));
     assert_eq!(rig.conn(V_NAT).unwrap().state, State::Close);
     assert_eq!(rig.pipe.synproxy_pending(), 0);
@@ -539,7 +542,7 @@ fn fullnat_releases_the_ack_with_toa_from_the_local_address() {
     let mut rig = synproxy_rig();
     let (cookie, _, syn) = open(&mut rig, V_FNAT);
     let p = assert_checksums(&syn);
-    assert_eq!((p.src, p.dst, p.dport), (LIP, RS, 8083));
+    assert_eq!((p.src4(), p.dst4(), p.dport), (LIP, RS, 8083));
     assert_eq!(seq_of(&syn), ISN);
     assert_eq!(opts_of(&syn).mss, Some(1452), "MSS clamped for TOA");
     let lport = p.sport;
@@ -548,7 +551,7 @@ fn fullnat_releases_the_ack_with_toa_from_the_local_address() {
     assert_eq!(sent.len(), 1);
     let f = &sent[0].1;
     let p = assert_checksums(f);
-    assert_eq!((p.src, p.sport, p.dst), (LIP, lport, RS));
+    assert_eq!((p.src4(), p.sport, p.dst4()), (LIP, lport, RS));
     assert_eq!(ack_of(f), SRV_ISN + 1);
     let opts = &f[p.l4 + 20..p.payload_offset()];
     let toa = modes::wire::tcp::find_option(opts, 254).expect("TOA on the released ACK");
@@ -782,7 +785,7 @@ fn a_partial_checksum_gso_frame_is_shifted_without_touching_its_sum() {
     assert_eq!(VnetHdr::parse(&out[..VNET_HDR_LEN]), Some(hdr));
     let g = &out[VNET_HDR_LEN..];
     let q = parse(g).unwrap();
-    assert_eq!((q.dst, q.dport), (RS, 8080));
+    assert_eq!((q.dst4(), q.dport), (RS, 8080));
     assert_eq!(
         u16::from_be_bytes([g[q.l4 + 16], g[q.l4 + 17]]),
         partial(CLIENT, RS),

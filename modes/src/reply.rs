@@ -162,7 +162,7 @@ fn answerable(req_frame: &[u8], pkt: &Packet) -> Option<EthernetAddress> {
         return None;
     }
     let to = eth.src_addr();
-    if !to.is_unicast() || !is_unicast_host(pkt.src) || !is_unicast_host(pkt.dst) {
+    if !to.is_unicast() || !is_unicast_host(pkt.src4()) || !is_unicast_host(pkt.dst4()) {
         return None;
     }
     Some(to)
@@ -202,8 +202,8 @@ pub fn icmp_echo_reply(
         ident: req_ip.ident(),
         dont_frag: false,
         proto: PROTO_ICMP,
-        src: pkt.dst,
-        dst: pkt.src,
+        src: pkt.dst4(),
+        dst: pkt.src4(),
     };
     write_ipv4(buf.get_mut(IP_OFF..)?, &ip, total);
     let body = buf.get_mut(L4_OFF..)?;
@@ -260,8 +260,8 @@ pub fn tcp_rst(
         ident: 0,
         dont_frag: true,
         proto: PROTO_TCP,
-        src: pkt.dst,
-        dst: pkt.src,
+        src: pkt.dst4(),
+        dst: pkt.src4(),
     };
     write_ipv4(buf.get_mut(IP_OFF..)?, &ip, IP_TOTAL as u16);
     let hdr = buf.get_mut(L4_OFF..)?;
@@ -276,7 +276,7 @@ pub fn tcp_rst(
     t.set_flags(out_flags);
     t.set_window_len(0);
     t.set_urgent_at(0);
-    t.fill_checksum(pkt.dst, pkt.src);
+    t.fill_checksum(pkt.dst4(), pkt.src4());
     Some(LEN)
 }
 
@@ -335,7 +335,7 @@ pub fn icmp_error(
         dont_frag: false,
         proto: PROTO_ICMP,
         src: src_ip,
-        dst: pkt.src,
+        dst: pkt.src4(),
     };
     // ip_total ≤ 576.
     write_ipv4(buf.get_mut(IP_OFF..)?, &ip, ip_total as u16);

@@ -215,9 +215,9 @@ pub fn answer_syn(
     let isn = get_u32(l4, tcp::field::SEQ);
     let o = options(opts_of(syn, pkt));
     let t = Tuple {
-        saddr: pkt.src,
+        saddr: pkt.src4(),
         sport: pkt.sport,
-        daddr: pkt.dst,
+        daddr: pkt.dst4(),
         dport: pkt.dport,
     };
     let idx = mss_index(o.mss.unwrap_or(536));
@@ -272,8 +272,8 @@ pub fn answer_syn(
         ip.set_dont_frag(true);
         ip.set_ttl(p.ttl);
         ip.set_protocol(PROTO_TCP);
-        ip.set_src_addr(pkt.dst);
-        ip.set_dst_addr(pkt.src);
+        ip.set_src_addr(pkt.dst4());
+        ip.set_dst_addr(pkt.src4());
         ip.fill_checksum();
     }
     let seg = buf.get_mut(ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN..)?;
@@ -287,7 +287,7 @@ pub fn answer_syn(
     t.set_window_len(u16::MAX);
     set_bytes(seg, tcp::field::OPTIONS, opt.get(..n)?);
     let mut t = TcpPacket::new_unchecked(seg);
-    t.fill_checksum(pkt.dst, pkt.src);
+    t.fill_checksum(pkt.dst4(), pkt.src4());
     Some((len, c))
 }
 
@@ -318,9 +318,9 @@ pub fn check_ack(frame: &[u8], pkt: &Packet, s: &Secret, now_ms: u64) -> Option<
     let client_isn = get_u32(l4, tcp::field::SEQ).wrapping_sub(1);
     let cookie_isn = get_u32(l4, tcp::field::ACK).wrapping_sub(1);
     let t = Tuple {
-        saddr: pkt.src,
+        saddr: pkt.src4(),
         sport: pkt.sport,
-        daddr: pkt.dst,
+        daddr: pkt.dst4(),
         dport: pkt.dport,
     };
     let idx = check_cookie(s, &t, client_isn, cookie_isn, now_ms)?;
@@ -408,7 +408,7 @@ pub fn ack_to_syn(out: &mut [u8], ack: &[u8], pkt: &Packet, h: &Handshake) -> Op
     t.set_window_len(window);
     set_bytes(seg, tcp::field::OPTIONS, opt.get(..n)?);
     let mut t = TcpPacket::new_unchecked(seg);
-    t.fill_checksum(pkt.src, pkt.dst);
+    t.fill_checksum(pkt.src4(), pkt.dst4());
     Some(len)
 }
 
@@ -598,7 +598,7 @@ mod tests {
         let p = parse(frame).unwrap();
         let ip = Ipv4Packet::new_checked(&frame[p.l3..]).unwrap();
         ip.verify_checksum()
-            && checksum::l4_checksum_v4(p.src, p.dst, 6, &frame[p.l4..p.ip_end()]) == 0
+            && checksum::l4_checksum_v4(p.src4(), p.dst4(), 6, &frame[p.l4..p.ip_end()]) == 0
     }
 
     fn params(now_ms: u64) -> SynAckParams {
@@ -660,7 +660,10 @@ mod tests {
         let f = &out[..n];
         assert!(tcp_ok(f));
         let q = parse(f).unwrap();
-        assert_eq!((q.src, q.dst, q.sport, q.dport), (p.dst, p.src, 80, 40000));
+        assert_eq!(
+            (q.src4(), q.dst4(), q.sport, q.dport),
+            (p.dst4(), p.src4(), 80, 40000)
+        );
         assert_eq!(q.tcp_flags, tcp::SYN | tcp::ACK);
         assert_eq!(q.ttl, 63);
         assert_eq!(&f[0..6], &syn[6..12]);

@@ -25,7 +25,7 @@ fn tcp_with_options_everywhere() {
     assert_eq!(p.kind, Kind::Ipv4);
     assert_eq!((p.l3, p.l4), (14, 14 + 28));
     assert_eq!(p.proto, PROTO_TCP);
-    assert_eq!((p.src, p.dst), (CLIENT, VIP));
+    assert_eq!((p.src4(), p.dst4()), (CLIENT, VIP));
     assert_eq!((p.sport, p.dport), (40001, 80));
     assert_eq!(p.tcp_flags, 0x18, "ACK|PSH");
     assert_eq!(p.ttl, 61);
@@ -85,7 +85,7 @@ fn arp() {
         .unwrap();
     let p = parse(&f).unwrap();
     assert_eq!(p.kind, Kind::Arp);
-    assert_eq!((p.src, p.dst, p.l3, p.l4), (CLIENT, VIP, 14, 14));
+    assert_eq!((p.src4(), p.dst4(), p.l3, p.l4), (CLIENT, VIP, 14, 14));
     assert_eq!((p.proto, p.ip_total_len, p.l4_len), (0, 0, 0));
     f.resize(60, 0); // padded
     assert!(parse(&f).is_ok());
@@ -127,9 +127,23 @@ fn every_drop_reason() {
     let mut vlan = tcp.clone();
     vlan[12..14].copy_from_slice(&[0x81, 0x00]);
     check(&vlan, DropReason::UnknownEthertype);
+    // An IPv4 packet under the IPv6 ethertype.
     let mut v6 = tcp.clone();
     v6[12..14].copy_from_slice(&[0x86, 0xdd]);
-    check(&v6, DropReason::UnknownEthertype);
+    check(&v6, DropReason::Ipv6BadVersion);
+    let good6 = v6_frame(6, &v6_tcp_syn());
+    assert!(parse(&good6).is_ok());
+    check(&good6[..14 + 39], DropReason::Ipv6Truncated);
+    let mut f = good6.clone();
+    f[18..20].copy_from_slice(&100u16.to_be_bytes());
+    check(&f, DropReason::Ipv6BadPayloadLen);
+    check(
+        &v6_frame(44, &[6, 0, 0, 1, 0, 0, 0, 7]),
+        DropReason::Ipv6Fragment,
+    );
+    let nine: Vec<u8> = (0..9).flat_map(|_| [60, 0, 1, 4, 0, 0, 0, 0]).collect();
+    check(&v6_frame(60, &nine), DropReason::Ipv6ExtChainTooLong);
+    check(&v6_frame(59, &[0; 8]), DropReason::Ipv6BogusNextHeader);
 
     check(&tcp[..14 + 19], DropReason::TruncatedIpv4);
 
@@ -228,8 +242,82 @@ fn drop_reason_names() {
             "bad_udp_length",
             "truncated_icmp",
             "bad_arp",
+            "ipv6_truncated",
+            "ipv6_bad_version",
+            "ipv6_bad_payload_len",
+            "ipv6_fragment",
+            "ipv6_ext_chain_too_long",
+            "ipv6_bogus_next_header",
         ]
     );
+}
+
+/// An Ethernet/IPv6 frame 2001:db8:c::2 → 2001:db8:f::80 with next header `nh`.
+fn v6_frame(nh: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd, 0x60, 0, 0, 0,
+    ];
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[nh, 64]);
+    f.extend_from_slice(
+        &"2001:db8:c::2"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    f.extend_from_slice(
+        &"2001:db8:f::80"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A bare TCP SYN header, 40000 → 80 (checksum not filled: parse does not check it).
+fn v6_tcp_syn() -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02;
+    t
+}
+
+#[test]
+fn ipv6_tcp_behind_extension_headers() {
+    // Hop-by-Hop (8 bytes of padding) then Destination Options, then TCP.
+    let mut payload = vec![60, 0, 1, 4, 0, 0, 0, 0, 6, 0, 1, 4, 0, 0, 0, 0];
+    payload.extend_from_slice(&v6_tcp_syn());
+    payload.extend_from_slice(b"hello");
+    let f = v6_frame(0, &payload);
+    let p = parse(&f).unwrap();
+    assert_eq!(p.kind, Kind::Ipv6);
+    assert!(p.is_tcp() && p.is_v6() && !p.is_icmp());
+    assert_eq!(
+        (p.src, p.dst),
+        (
+            "2001:db8:c::2".parse::<std::net::IpAddr>().unwrap(),
+            "2001:db8:f::80".parse::<std::net::IpAddr>().unwrap()
+        )
+    );
+    assert_eq!(
+        (p.sport, p.dport, p.tcp_flags, p.ttl),
+        (40000, 80, 0x02, 64)
+    );
+    assert_eq!((p.l3, p.l4), (14, 14 + 40 + 16));
+    assert_eq!((p.l4_len, p.payload_len), (25, 5));
+    assert_eq!(p.ip_total_len, 40 + 16 + 25);
+    assert_eq!(p.ip_end(), f.len());
+    // ICMPv6 needs its 8-byte header.
+    assert_eq!(
+        parse(&v6_frame(58, &[128, 0, 0, 0, 0, 1])),
+        Err(DropReason::TruncatedIcmp)
+    );
+    assert!(parse(&v6_frame(58, &[128, 0, 0, 0, 0, 1, 0, 1]))
+        .unwrap()
+        .is_icmpv6());
 }
 
 #[test]
@@ -238,6 +326,6 @@ fn addresses_are_read_from_the_frame() {
     spec.src = Ipv4Addr::new(1, 2, 3, 4);
     spec.dst = Ipv4Addr::new(255, 254, 253, 252);
     let p = parse(&spec.build()).unwrap();
-    assert_eq!((p.src, p.dst), (spec.src, spec.dst));
+    assert_eq!((p.src4(), p.dst4()), (spec.src, spec.dst));
     assert_eq!(p.payload_len, 0);
 }

@@ -376,6 +376,13 @@ fn check_accepted(frame: &[u8], p: &modes::Packet) -> Result<(), TestCaseError> 
             prop_assert_eq!(p.l4, 14);
             prop_assert_eq!(&frame[12..14], &[0x08, 0x06]);
         }
+        Kind::Ipv6 => {
+            prop_assert_eq!(&frame[12..14], &[0x86, 0xdd]);
+            prop_assert!(p.l4 >= 14 + 40);
+            prop_assert!(p.ip_end() <= frame.len());
+            prop_assert_eq!(p.l4 + usize::from(p.l4_len), p.ip_end());
+            prop_assert!(p.payload_len <= p.l4_len);
+        }
         Kind::Ipv4 => {
             let hl = usize::from(frame[14] & 0x0f) * 4;
             prop_assert!(hl >= 20);
@@ -397,8 +404,8 @@ fn check_accepted(frame: &[u8], p: &modes::Packet) -> Result<(), TestCaseError> 
                 let Some(NetSlice::Ipv4(ip)) = &ep.net else {
                     panic!("not ipv4")
                 };
-                prop_assert_eq!(ip.header().source_addr(), p.src);
-                prop_assert_eq!(ip.header().destination_addr(), p.dst);
+                prop_assert_eq!(ip.header().source_addr(), p.src4());
+                prop_assert_eq!(ip.header().destination_addr(), p.dst4());
                 prop_assert_eq!(ip.header().ttl(), p.ttl);
                 match (&ep.transport, p.proto) {
                     (Some(TransportSlice::Tcp(t)), 6) => {

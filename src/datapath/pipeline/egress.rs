@@ -112,8 +112,8 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
-        let src = info.source_for(pkt.src);
-        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src)) {
+        let src = info.source_for(pkt.src4());
+        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src4())) {
             let quote = &buf[VNET_HDR_LEN..f.len];
             if let Some(n) = reply::icmp_time_exceeded(
                 &mut self.tx[VNET_HDR_LEN..],
@@ -163,7 +163,7 @@ impl Pipeline {
         let ip_len = if f.vnet.is_gso() {
             (pkt.payload_offset() - pkt.l3) + usize::from(f.vnet.gso_size)
         } else {
-            usize::from(pkt.ip_total_len)
+            pkt.ip_total_len as usize
         };
         if ip_len + overhead > mtu {
             return Err(self.frag_needed(env, sink, in_port, buf, f, mtu - overhead.min(mtu)));
@@ -190,7 +190,7 @@ impl Pipeline {
         // the packet that asked for it).
         if modes::tun::dont_fragment(quote, pkt) {
             let inp = &env.snap.ports[in_port];
-            if let Some(src) = inp.source_for(pkt.src) {
+            if let Some(src) = inp.source_for(pkt.src4()) {
                 let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u16;
                 let (mac, out_buf) = (inp.mac.into(), &mut self.tx[VNET_HDR_LEN..]);
                 if let Some(n) =

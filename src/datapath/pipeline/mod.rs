@@ -350,9 +350,13 @@ impl Pipeline {
             Ok(p) => p,
             Err(r) => return self.malformed(r),
         };
+        if pkt.kind == Kind::Ipv6 {
+            // Well-formed IPv6 has no path through the pipeline yet.
+            return self.drop(Drop::UnsupportedProtocol);
+        }
         let snap = env.snap;
         // One lookup classifies the source (for ARP, the sender's address).
-        let source = snap.source_class(pkt.src);
+        let source = snap.source_class(pkt.src4());
         if pkt.kind == Kind::Ipv4 && source == Source::Vip {
             // Replies of DR/TUN real servers go straight to the client; count any reaching us.
             return self.drop(Drop::VipSourced);
@@ -368,12 +372,12 @@ impl Pipeline {
         if pkt.kind == Kind::Arp {
             // A martian sender is neither learnt nor answered; 0.0.0.0 is an address probe
             // (RFC 5227), answered as before.
-            if source != Source::Ordinary && !pkt.src.is_unspecified() {
+            if source != Source::Ordinary && !pkt.src4().is_unspecified() {
                 return self.drop(Drop::MartianSource);
             }
             // The host stack resolves its own next hops: it needs the replies to us.
             let verdict = self.arp(env, sink, port, len, buf);
-            return if snap.is_local(pkt.dst) && env.host_stack {
+            return if snap.is_local(pkt.dst4()) && env.host_stack {
                 Verdict::Host
             } else {
                 verdict
@@ -383,7 +387,7 @@ impl Pipeline {
             && pkt.kind == Kind::Ipv4
             && pkt.proto == packet::PROTO_UDP
             && pkt.dport == env.standby.sync_port
-            && (group || snap.is_local(pkt.dst))
+            && (group || snap.is_local(pkt.dst4()))
             && source == Source::Ordinary
         {
             // An IPVS sync message for the backup sync daemon (the HA thread).
@@ -407,8 +411,8 @@ impl Pipeline {
         }
         let rp_ok = match info.rp_filter {
             RpFilter::Off => true,
-            RpFilter::Strict => snap.router.lookup(pkt.src).is_some_and(|r| r.0 == port),
-            RpFilter::Loose => snap.router.lookup(pkt.src).is_some(),
+            RpFilter::Strict => snap.router.lookup(pkt.src4()).is_some_and(|r| r.0 == port),
+            RpFilter::Loose => snap.router.lookup(pkt.src4()).is_some(),
         };
         if !rp_ok {
             return self.drop(Drop::RpFilter);
@@ -427,8 +431,8 @@ impl Pipeline {
             csum: Csum::from_vnet(&vnet, &pkt),
             vnet,
         };
-        if snap.is_vip(pkt.dst) {
-            if env.standby.is_down(pkt.dst) {
+        if snap.is_vip(pkt.dst4()) {
+            if env.standby.is_down(pkt.dst4()) {
                 return self.drop(Drop::Standby);
             }
             return self.vip(env, sink, port, buf, &f);
@@ -438,14 +442,14 @@ impl Pipeline {
             // client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
             let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
-                Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
+                Some(t) if !snap.is_local(pkt.dst4()) || snap.is_lip(t.1) => {
                     self.icmp_error(env, sink, port, buf, &f, t)
                 }
-                _ if snap.is_local(pkt.dst) => self.local(env, sink, port, buf, &f),
+                _ if snap.is_local(pkt.dst4()) => self.local(env, sink, port, buf, &f),
                 _ => self.drop(Drop::NoConnection),
             };
         }
-        if !snap.is_lip(pkt.dst) && snap.is_local(pkt.dst) {
+        if !snap.is_lip(pkt.dst4()) && snap.is_local(pkt.dst4()) {
             return self.local(env, sink, port, buf, &f);
         }
         self.transit(env, sink, port, buf, &f)
@@ -598,9 +602,9 @@ impl Pipeline {
                     }
                 }
             }
-        } else if self.icmp_allowed(env, pkt.src) {
+        } else if self.icmp_allowed(env, pkt.src4()) {
             let out = &mut self.tx[VNET_HDR_LEN..];
-            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst, 3) {
+            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst4(), 3) {
                 if self.send_tx(sink, port, n) {
                     self.c.icmp_errors_sent += 1;
                 }
@@ -675,13 +679,13 @@ impl Pipeline {
             1 => return self.host(env, sink, port, buf, f),
             _ => return self.drop(Drop::UnsupportedProtocol),
         }
-        if let Some(v) = self.elsewhere(owner_of(pkt.src, pkt.sport, self.workers)) {
+        if let Some(v) = self.elsewhere(owner_of(pkt.src4(), pkt.sport, self.workers)) {
             return v;
         }
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
@@ -797,7 +801,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let snap = env.snap;
         let frame = &buf[VNET_HDR_LEN..f.len];
-        let Some(svc) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
+        let Some(svc) = snap.service(pkt.proto, pkt.dst4(), pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
         // Only a SYN starts a TCP connection, unless the service is sloppy (IPVS
@@ -807,20 +811,20 @@ impl Pipeline {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoConnectionTcp));
         }
         if !svc.access.is_none() {
-            if let Err(why) = self.admit(svc, pkt.src) {
+            if let Err(why) = self.admit(svc, pkt.src4()) {
                 return Err(self.refuse(env, sink, port, frame, f, why));
             }
         }
         // Under table pressure, new connections per client prefix are rate-limited (dropped
         // without an answer: a flood gets nothing back, a real client retransmits).
-        if !self.table.admit(pkt.src, self.now_ms) {
+        if !self.table.admit(pkt.src4(), self.now_ms) {
             return Err(self.drop(Drop::PrefixRateLimit));
         }
         let input = sched::Input {
             proto: pkt.proto,
-            src: IpAddr::V4(pkt.src),
+            src: IpAddr::V4(pkt.src4()),
             src_port: pkt.sport,
-            dst: IpAddr::V4(pkt.dst),
+            dst: IpAddr::V4(pkt.dst4()),
             dst_port: pkt.dport,
             now_secs: u64::from(self.now),
         };
@@ -830,8 +834,8 @@ impl Pipeline {
             Some(timeout) => {
                 let key = TemplateKey {
                     proto: pkt.proto,
-                    client: Ipv4Addr::from(u32::from(pkt.src) & svc.netmask),
-                    vaddr: pkt.dst,
+                    client: Ipv4Addr::from(u32::from(pkt.src4()) & svc.netmask),
+                    vaddr: pkt.dst4(),
                     vport: svc.vport,
                 };
                 let t = env.templates.get_or_schedule(key, self.now, timeout, || {
@@ -878,9 +882,9 @@ impl Pipeline {
         };
         let nc = NewConn {
             proto: pkt.proto,
-            caddr: pkt.src,
+            caddr: pkt.src4(),
             cport: pkt.sport,
-            vaddr: pkt.dst,
+            vaddr: pkt.dst4(),
             vport: pkt.dport,
             daddr,
             // Real port 0 (all-ports service): the port the client asked for.
@@ -951,8 +955,7 @@ impl Pipeline {
             return;
         }
         // A frame that is not GSO must still fit the egress MTU with the option.
-        let fits =
-            f.vnet.is_gso() || u32::from(pkt.ip_total_len) + modes::toa::TOA_LEN as u32 <= mtu;
+        let fits = f.vnet.is_gso() || pkt.ip_total_len + modes::toa::TOA_LEN as u32 <= mtu;
         let inserted = fits
             && match modes::toa::insert_toa_with(
                 &mut buf[VNET_HDR_LEN..],
@@ -997,10 +1000,10 @@ impl Pipeline {
             return self.drop(Drop::NoConnection);
         }
         // FullNAT local ports encode their worker; NAT replies carry the client as destination.
-        let owner = if env.snap.is_lip(pkt.dst) {
+        let owner = if env.snap.is_lip(pkt.dst4()) {
             usize::from(pkt.dport) % self.workers
         } else {
-            owner_of(pkt.dst, pkt.dport, self.workers)
+            owner_of(pkt.dst4(), pkt.dport, self.workers)
         };
         if let Some(v) = self.elsewhere(owner) {
             return v;
@@ -1008,7 +1011,7 @@ impl Pipeline {
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
         let Some(fd) = self.table.lookup(&key).filter(|fd| fd.dir == Dir::Output) else {
             return self.drop(Drop::NoConnection);
         };
