@@ -367,7 +367,9 @@ fn announcements(
     snap: &Snapshot,
     announced: &mut std::collections::HashSet<std::net::Ipv4Addr>,
 ) -> Vec<(usize, std::net::Ipv4Addr)> {
-    let sets = snap.address_sets();
+    let mut virtuals: Vec<_> = snap.vips().chain(snap.lips()).collect();
+    virtuals.sort_unstable();
+    virtuals.dedup();
     let mut out = Vec::new();
     for (i, p) in snap.ports.iter().enumerate() {
         for a in &p.addresses {
@@ -376,7 +378,7 @@ fn announcements(
             }
         }
     }
-    for ip in sets.vips.iter().chain(&sets.lips) {
+    for ip in &virtuals {
         if !announced.contains(ip) {
             out.extend((0..snap.ports.len()).map(|i| (i, *ip)));
         }

@@ -345,14 +345,14 @@ impl Snapshot {
 
     /// The addresses eBPF steering classifies frames by, sorted.
     pub fn address_sets(&self) -> crate::datapath::steer::AddressSets {
-        let sorted = |mut v: Vec<Ipv4Addr>| {
+        let sorted = |mut v: Vec<std::net::IpAddr>| {
             v.sort_unstable();
             v
         };
         crate::datapath::steer::AddressSets {
-            vips: sorted(self.vips().collect()),
-            lips: sorted(self.lips().collect()),
-            locals: sorted(self.locals().collect()),
+            vips: sorted(self.vips().map(std::net::IpAddr::from).collect()),
+            lips: sorted(self.lips().map(std::net::IpAddr::from).collect()),
+            locals: sorted(self.locals().map(std::net::IpAddr::from).collect()),
         }
     }
 

@@ -534,16 +534,16 @@ impl AsRawFd for BpfMap {
 }
 
 impl BpfMap {
-    /// Creates a hash map from `u32` to `u32` holding up to `max_entries` elements, allocated
-    /// as they are inserted.
-    pub fn new_hash_u32(max_entries: u32, name: &str) -> io::Result<BpfMap> {
+    /// Creates a hash map from 16-byte keys to `u32` values holding up to `max_entries`
+    /// elements, allocated as they are inserted.
+    pub fn new_hash_key16(max_entries: u32, name: &str) -> io::Result<BpfMap> {
         let mut map_name = [0u8; 16];
         for (d, s) in map_name.iter_mut().zip(name.bytes().take(15)) {
             *d = s;
         }
         let mut attr = MapCreateAttr {
             map_type: BPF_MAP_TYPE_HASH,
-            key_size: 4,
+            key_size: 16,
             value_size: 4,
             max_entries,
             map_flags: BPF_F_NO_PREALLOC,
@@ -557,28 +557,28 @@ impl BpfMap {
     }
 
     /// Sets `key` to `value` (inserting or replacing).
-    pub fn set(&self, key: u32, value: u32) -> io::Result<()> {
+    pub fn set(&self, key: &[u8; 16], value: u32) -> io::Result<()> {
         let mut attr = MapElemAttr {
             map_fd: self.0.as_raw_fd() as u32,
-            key: (&key as *const u32) as u64,
+            key: key.as_ptr() as u64,
             value: (&value as *const u32) as u64,
             ..Default::default()
         };
-        // SAFETY: MapElemAttr is BPF_MAP_UPDATE_ELEM's layout; `key` and `value` point to live
-        // 4-byte locals, the map's key and value sizes.
+        // SAFETY: MapElemAttr is BPF_MAP_UPDATE_ELEM's layout; `key` points to 16 live bytes
+        // and `value` to a live 4-byte local, the map's key and value sizes.
         unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr)? };
         Ok(())
     }
 
     /// Removes `key`; a missing key is not an error.
-    pub fn remove(&self, key: u32) -> io::Result<()> {
+    pub fn remove(&self, key: &[u8; 16]) -> io::Result<()> {
         let mut attr = MapElemAttr {
             map_fd: self.0.as_raw_fd() as u32,
-            key: (&key as *const u32) as u64,
+            key: key.as_ptr() as u64,
             ..Default::default()
         };
-        // SAFETY: MapElemAttr is BPF_MAP_DELETE_ELEM's layout; `key` points to a live 4-byte
-        // local, the map's key size.
+        // SAFETY: MapElemAttr is BPF_MAP_DELETE_ELEM's layout; `key` points to 16 live bytes,
+        // the map's key size.
         match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r.map(|_| ()),

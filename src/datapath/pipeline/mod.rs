@@ -64,14 +64,28 @@ pub const EXPIRE_BUDGET: usize = 512;
 
 /// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
 /// steering program ([`crate::datapath::steer::program`]) computes exactly this; change both
-/// together.
+/// together. An IPv6 address enters as the XOR of its four 32-bit words (as IPVS folds IPv6
+/// addresses for hashing), an IPv4 address as its one word.
 #[inline]
-pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
+pub fn owner_of(ip: impl Into<IpAddr>, port: u16, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let h = (u32::from(ip) ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
+    let h = (fold_addr(ip.into()) ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
     ((u64::from(h) * n as u64) >> 32) as usize
+}
+
+/// An address as one 32-bit word: IPv4 as is, IPv6 its four words XORed (each read in
+/// network byte order).
+#[inline]
+pub fn fold_addr(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let w = a.to_bits();
+            (w >> 96) as u32 ^ (w >> 64) as u32 ^ (w >> 32) as u32 ^ w as u32
+        }
+    }
 }
 
 /// What the pipeline reads besides the frame: the published state and the time.
