@@ -599,7 +599,18 @@ fn tunnel6() -> Tunnel6 {
             "{actions:?}"
         );
     }
+    // New devices start without IPv6 here (a host that enables it per interface): the
+    // decapsulator must turn it on for its TUN device, or the kernel drops the inner packets.
+    real.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
     let decap = Decapper::start(&real, rs::DEFAULT_DECAP_TUN);
+    assert_eq!(
+        sysctl(
+            &real,
+            &format!("net.ipv6.conf.{}.disable_ipv6", rs::DEFAULT_DECAP_TUN)
+        ),
+        "0"
+    );
     let (echo4, echo6) = real.run(|| {
         (
             UdpEcho::start(SocketAddr::from((VIP, ECHO_PORT)), "rs4").expect("echo on VIP"),

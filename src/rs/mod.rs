@@ -742,7 +742,7 @@ fn inner_packet6(buf: &[u8]) -> Result<&[u8], Malformed6> {
 /// `tun_name` (`IFF_TUN | IFF_NO_PI`, removed again when this returns; the kernel tells the
 /// families apart by the version nibble), turns `rp_filter` off on it and on `all` (the inner
 /// source is the client, which the real server does not route via the TUN), turns IPv6 on for
-/// it, sets it up, then reads every IPIP packet delivered to this host from a raw
+/// it unless `net.ipv6.conf.all.disable_ipv6` is 1, sets it up, then reads every IPIP packet delivered to this host from a raw
 /// `IPPROTO_IPIP` socket, validates it with `modes::tun::decapsulate` and writes the inner IPv4
 /// packet to the TUN device, and every IPv6-in-IPv6 packet (next header 41) from a raw IPv6
 /// socket, which hands over the inner packet, checks its fixed header (reasons:
@@ -776,7 +776,10 @@ fn decap_with(
     let mut actions = Vec::new();
     set_conf("all", "rp_filter", "0", &mut actions)?;
     set_conf(tun_name, "rp_filter", "0", &mut actions)?;
-    if raw6.is_some() {
+    // The device starts with `default`'s disable_ipv6; where IPv6 is on (`all`), it must be on
+    // for the device too, or the kernel drops the inner IPv6 packets written to it.
+    let (all6, _) = conf_path("ipv6", "all", "disable_ipv6");
+    if raw6.is_some() && fs::read_to_string(all6).is_ok_and(|v| v.trim() == "0") {
         set_conf6(tun_name, "disable_ipv6", "0", &mut actions)?;
     }
     crate::sys::tap::set_link_up(tun_name)?;
