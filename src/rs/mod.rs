@@ -1056,7 +1056,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_vips_are_refused_before_anything_changes() {
+    fn unusable_ipv6_vips_are_refused() {
         for (vip, what) in [
             ("::", "unspecified"),
             ("::1", "loopback"),
@@ -1065,11 +1065,14 @@ mod tests {
             ("::ffff:10.0.0.1", "IPv4-mapped"),
         ] {
             let vip: IpAddr = vip.parse().unwrap();
-            // 192.0.2.1 first: the check of every VIP comes before any change.
-            let e =
-                setup_vips(RsMode::Dr, &["192.0.2.1".parse().unwrap(), vip], false).unwrap_err();
+            let e = check_vip(vip).unwrap_err();
             assert!(e.to_string().contains(what), "{vip}: {e}");
         }
+        for ok in ["2001:db8:f::80", "fd00::1", "10.0.0.1"] {
+            assert!(check_vip(ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        // (That setup_vips checks every VIP before changing anything is a namespace test:
+        // tests/rs_tools.rs, rs_setup_command_takes_both_families_and_refuses_bad_vips.)
         assert!(matches!(
             setup_vips(RsMode::Tun, &[], false),
             Err(RsError::NoVip)
