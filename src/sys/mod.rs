@@ -4,7 +4,7 @@
 //! workers' io_uring (provided receive buffers, batched writes); this module holds the
 //! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
 //! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
-//! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
+//! the calling thread, raw `AF_PACKET`, IPv4 and IPv6 sockets, and loading and test-running eBPF
 //! programs. [`notify`] sends systemd readiness notifications.
 //!
 //! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
@@ -20,7 +20,7 @@ pub mod tun;
 pub mod uring;
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct ifreq` as the TUN and socket interface ioctls read it: a name and a 24-byte union, of
@@ -389,9 +389,11 @@ impl PacketSocket {
     }
 }
 
-/// A raw IPv4 socket (`AF_INET`, `SOCK_RAW`) of one IP protocol in the calling thread's
-/// network namespace: it receives every packet of that protocol delivered to the host, outer
-/// IPv4 header included (see `raw(7)`).
+/// A raw IP socket (`SOCK_RAW`) of one IP protocol in the calling thread's network namespace:
+/// it receives every packet of that protocol delivered to the host. An IPv4 socket
+/// ([`RawIpSocket::open`]) receives the packet with its IPv4 header (see `raw(7)`); an IPv6
+/// one ([`RawIpSocket::open6`]) receives only what follows the IPv6 header and the extension
+/// headers the kernel processed, e.g. the inner packet of IPv6-in-IPv6 (see `raw(7)`, `ipv6(7)`).
 #[derive(Debug)]
 pub struct RawIpSocket(OwnedFd);
 
@@ -402,6 +404,25 @@ impl RawIpSocket {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let fd =
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and has no other owner.
+        Ok(RawIpSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Opens a raw IPv6 socket for next header `protocol` (e.g. `IPPROTO_IPV6`, 41, for
+    /// IPv6-in-IPv6; `IPPROTO_RAW` for a send-only socket whose packets carry their own IPv6
+    /// header). Needs `CAP_NET_RAW`; `EAFNOSUPPORT` when the kernel runs without IPv6.
+    pub fn open6(protocol: libc::c_int) -> io::Result<RawIpSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET6,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -465,6 +486,37 @@ impl RawIpSocket {
                 0,
                 (&addr as *const libc::sockaddr_in).cast(),
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl RawIpSocket {
+    /// Sends `packet` to `dst` from a socket made by [`RawIpSocket::open6`] and returns the
+    /// number of bytes sent.
+    pub fn send_to6(&self, packet: &[u8], dst: Ipv6Addr) -> io::Result<usize> {
+        let addr = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: dst.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: `packet` and `addr` are valid for the sizes passed for the whole call.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
             )
         };
         if n < 0 {
