@@ -963,9 +963,9 @@ impl State {
             Tag::Netmask => {
                 self.set(Opt::Netmask)?;
                 self.netmask = Some(v);
-                // Checked now when the service is known (ipvsadm's order of errors), else at
-                // the end, against the service's family.
-                if let Some(svc) = self.service {
+                // Checked now when the service's family is known (ipvsadm's order of errors),
+                // else at the end (a fwmark service may still get -6).
+                if let Some(svc @ ServiceSpec::Addr { .. }) = self.service {
                     self.netmask(&svc)?;
                 }
             }
@@ -1977,6 +1977,16 @@ mod tests {
             p("-A -p -M 64 -t 2001:db8:f::80"),
             Ok(Command::AddService(o.clone()))
         );
+        // -6 after -M makes the fwmark service IPv6: -M is a prefix length.
+        let mut f = svc(
+            ServiceSpec::Fwmark {
+                mark: 2,
+                ipv6: true,
+            },
+            "wlc",
+        );
+        (f.persistent, f.netmask) = (Some(300), Netmask::V6(64));
+        assert_eq!(p("-A -f 2 -M 64 -p -6"), Ok(Command::AddService(f)));
         o.netmask = Netmask::V6(1);
         assert_eq!(
             p("-A -t 2001:db8:f::80 -p --netmask=1"),
