@@ -101,6 +101,24 @@ pub fn parse_hosts(text: &str) -> Vec<(IpAddr, Vec<String>)> {
         .collect()
 }
 
+/// An address as glibc's `inet_ntop` writes it (what ipvsadm prints). Rust's `Display` agrees
+/// but for the IPv4-compatible addresses (`::/96` with a non-zero seventh group), which glibc
+/// writes with a dotted tail (`::1.2.3.4`, where Rust writes `::102:304`).
+pub fn ntop(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            if s[..6] == [0; 6] && s[6] != 0 {
+                let [_, _, _, _, _, _, _, _, _, _, _, _, b0, b1, b2, b3] = a.octets();
+                format!("::{}", Ipv4Addr::new(b0, b1, b2, b3))
+            } else {
+                a.to_string()
+            }
+        }
+        IpAddr::V4(a) => a.to_string(),
+    }
+}
+
 /// The longest `addr:port` text ipvsadm prints (its buffer is 60 bytes with the NUL).
 const ADDR_PORT_MAX: usize = 59;
 
@@ -144,11 +162,7 @@ impl Names {
     /// name when there is one, else the number; at most 59 bytes (ipvsadm's
     /// `addrport_to_anyname` and its 60-byte buffer).
     pub fn addr_port(&self, addr: IpAddr, port: u16, proto: Protocol) -> String {
-        let host = self
-            .hosts
-            .get(&addr)
-            .cloned()
-            .unwrap_or_else(|| addr.to_string());
+        let host = self.hosts.get(&addr).cloned().unwrap_or_else(|| ntop(addr));
         let map = match proto {
             Protocol::Tcp => &self.tcp,
             Protocol::Udp => &self.udp,
@@ -251,6 +265,19 @@ mod tests {
             Names::default().addr_port("2001:db8:5::2".parse().unwrap(), 80, Protocol::Tcp),
             "[2001:db8:5::2]:80"
         );
+        // inet_ntop's dotted tail for IPv4-compatible addresses only.
+        for (a, want) in [
+            ("::1.2.3.4", "::1.2.3.4"),
+            ("::0.1.0.0", "::0.1.0.0"),
+            ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+            ("::1", "::1"),
+            ("::", "::"),
+            ("::0.0.1.2", "::102"),
+            ("1::1.2.3.4", "1::102:304"),
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+        ] {
+            assert_eq!(ntop(a.parse().unwrap()), want, "{a}");
+        }
         // ipvsadm's 60-byte buffer: at most 59 bytes, even for a long name.
         let long = Names::parse(&format!("2001:db8::9 {}\n", "h".repeat(70)), "");
         let s = long.addr_port("2001:db8::9".parse().unwrap(), 8080, Protocol::Tcp);
