@@ -49,6 +49,41 @@ bridge = "{INT_BRIDGE}"
     )
 }
 
+/// [`base_config`] for the dual-stack lab ([`Lab::build_dual`]): each port also holds its IPv6
+/// address (`EXT6`, `INT6`, /64).
+pub fn base_config_dual(workers: usize) -> String {
+    base_config(workers)
+        .replace(
+            &format!("addresses = [\"{EXT_ADDR}/24\"]"),
+            &format!("addresses = [\"{EXT_ADDR}/24\", \"{EXT6}/{PREFIX6_LEN}\"]"),
+        )
+        .replace(
+            &format!("addresses = [\"{INT_ADDR}/24\"]"),
+            &format!("addresses = [\"{INT_ADDR}/24\", \"{INT6}/{PREFIX6_LEN}\"]"),
+        )
+}
+
+/// A `[[service]]` section on `[VIP6]:vport` with `reals` real servers `(index, port,
+/// weight)` (their IPv6 addresses) forwarded by `forward`.
+pub fn service6(
+    proto: &str,
+    vport: u16,
+    sched: &str,
+    forward: &str,
+    reals: &[(usize, u16, u32)],
+) -> String {
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"{proto}\"\naddress = \"[{VIP6}]:{vport}\"\nscheduler = \"{sched}\"\n"
+    );
+    for &(i, port, weight) in reals {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:{port}\"\nweight = {weight}\nforward = \"{forward}\"\n",
+            real_addr6(i)
+        ));
+    }
+    s
+}
+
 /// A `[[service]]` section with `reals` real servers `(index, port, weight)` in NAT mode.
 pub fn nat_service(proto: &str, vport: u16, sched: &str, reals: &[(usize, u16, u32)]) -> String {
     let mut s = format!(
