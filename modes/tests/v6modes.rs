@@ -1,0 +1,499 @@
+//! IPv6 in the per-mode rewrites and host replies, against etherparse as
+//! the oracle: NAT (full and partial checksums, UDPv6 zero rule, hop
+//! limit), ICMPv6 echo, Neighbor Discovery, RSTs and ICMPv6 errors; and no
+//! panic on arbitrary bytes.
+
+use etherparse::{Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use modes::checksum;
+use modes::nat::{self, Csum};
+use modes::offload::complete_partial;
+use modes::packet::{parse, Packet};
+use modes::reply;
+use modes::wire::EthernetAddress;
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const CMAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const OMAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+fn a(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn tcp6(src: Ipv6Addr, dst: Ipv6Addr, sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .tcp(sp, dp, 1000, 4000)
+        .ack(77)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sp: u16, dp: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .udp(sp, dp)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+fn echo6(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv6(src.octets(), dst.octets(), hop)
+        .icmpv6_echo_request(9, 3)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// Turns the frame's L4 checksum into a partial one (the pseudo-header
+/// sum) and returns its (csum_start, csum_offset).
+fn make_partial(frame: &mut [u8]) -> (usize, usize) {
+    let p = parse(frame).unwrap();
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (p.src, p.dst) else {
+        panic!()
+    };
+    let off = if p.proto == 6 { 16 } else { 6 };
+    let ph = checksum::pseudo_header_v6(s, d, p.proto, u32::from(p.l4_len));
+    frame[p.l4 + off..p.l4 + off + 2].copy_from_slice(&ph.to_be_bytes());
+    (p.l4, off)
+}
+
+/// The upper-layer checksum of a v6 frame verifies.
+fn l4_ok(frame: &[u8]) -> bool {
+    let p = parse(frame).unwrap();
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (p.src, p.dst) else {
+        return false;
+    };
+    let seg = &frame[p.l4..p.ip_end()];
+    checksum::l4_checksum_v6(s, d, p.proto, seg) == 0
+}
+
+#[test]
+fn dnat_snat_v6_equal_rebuilt_frames() {
+    let (c, v, r) = (a("2001:db8:c::2"), a("2001:db8:f::80"), a("2001:db8:5::2"));
+    for len in [0usize, 1, 7, 100, 1400] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+        for udp in [false, true] {
+            let mk = |s, d, sp, dp| {
+                if udp {
+                    udp6(s, d, sp, dp, &data)
+                } else {
+                    tcp6(s, d, sp, dp, &data)
+                }
+            };
+            // Request: CIP:40000 -> VIP:80 becomes CIP:40000 -> RIP:8080.
+            let mut f = mk(c, v, 40000, 80);
+            let p = parse(&f).unwrap();
+            nat::dnat(&mut f, &p, Csum::Full, r, 8080);
+            assert_eq!(f, mk(c, r, 40000, 8080), "dnat udp={udp} len={len}");
+            assert!(l4_ok(&f));
+            // Reply: RIP:8080 -> CIP becomes VIP:80 -> CIP.
+            let mut f = mk(r, c, 8080, 40000);
+            let p = parse(&f).unwrap();
+            nat::snat(&mut f, &p, Csum::Full, IpAddr::V6(v), 80);
+            assert_eq!(f, mk(v, c, 80, 40000), "snat udp={udp} len={len}");
+            // Partial: rewritten, completed, equal to the rebuilt frame.
+            let mut f = mk(c, v, 40000, 80);
+            let (start, off) = make_partial(&mut f);
+            let p = parse(&f).unwrap();
+            nat::dnat(&mut f, &p, Csum::Partial, r, 8080);
+            assert!(complete_partial(&mut f, start, off));
+            assert_eq!(f, mk(c, r, 40000, 8080), "partial udp={udp} len={len}");
+        }
+    }
+    // An address of the other family changes nothing.
+    let mut f = tcp6(c, v, 1, 2, b"x");
+    let before = f.clone();
+    let p = parse(&f).unwrap();
+    nat::dnat(&mut f, &p, Csum::Full, Ipv4Addr::new(10, 0, 0, 1), 9);
+    assert_eq!(f, before);
+}
+
+#[test]
+fn icmpv6_dnat_updates_its_checksum() {
+    let (c, v, r) = (a("2001:db8:c::2"), a("2001:db8:f::80"), a("2001:db8:5::2"));
+    let mut f = echo6(c, v, 64, b"hello");
+    let p = parse(&f).unwrap();
+    nat::dnat(&mut f, &p, Csum::Full, r, 0);
+    assert_eq!(f, echo6(c, r, 64, b"hello"));
+}
+
+#[test]
+fn udp6_checksum_is_never_zero() {
+    // Search for a destination whose rewrite makes the checksum 0 before
+    // the UDP rule: the field must then read 0xffff.
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let f0 = udp6(c, v, 1000, 53, b"q");
+    let p = parse(&f0).unwrap();
+    let want_zero = {
+        // The checksum for RIP differs from the one for VIP by the
+        // address delta; pick the last word of RIP to make it 0xffff.
+        let stored = u16::from_be_bytes([f0[p.l4 + 6], f0[p.l4 + 7]]);
+        // sum(VIP-version) = !stored; changing the last word w of the
+        // destination from 0x80 to x adds (x - 0x80).
+        let s = !stored;
+        // want new sum 0xffff  => x = 0x80 + (0xffff - s) (one's complement)
+        checksum::add(0x80, !s)
+    };
+    let r = Ipv6Addr::from((u128::from(v) & !0xffff) | u128::from(want_zero));
+    let mut f = f0.clone();
+    nat::dnat(&mut f, &p, Csum::Full, r, 53);
+    assert_eq!(u16::from_be_bytes([f[p.l4 + 6], f[p.l4 + 7]]), 0xffff);
+    assert!(l4_ok(&f));
+}
+
+#[test]
+fn hop_limit_decrement() {
+    let mut f = echo6(a("2001:db8:c::2"), a("2001:db8:f::80"), 2, b"");
+    let p = parse(&f).unwrap();
+    assert!(nat::decrement_ttl(&mut f, &p));
+    assert_eq!(f[14 + 7], 1);
+    let p = parse(&f).unwrap();
+    let before = f.clone();
+    assert!(!nat::decrement_ttl(&mut f, &p));
+    assert_eq!(f, before);
+    assert!(!nat::decrement_ttl(&mut f[..20], &p));
+}
+
+fn mac(b: [u8; 6]) -> EthernetAddress {
+    EthernetAddress(b)
+}
+
+#[test]
+fn echo_reply_v6() {
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let f = echo6(c, v, 64, b"abcdefgh");
+    let p = parse(&f).unwrap();
+    let mut out = [0u8; 200];
+    let n = reply::icmp_echo_reply(&mut out, &f, &p, mac(OMAC)).unwrap();
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(OMAC, CMAC)
+        .ipv6(v.octets(), c.octets(), 64)
+        .icmpv6_echo_reply(9, 3)
+        .write(&mut want, b"abcdefgh")
+        .unwrap();
+    assert_eq!(&out[..n], &want[..]);
+    // Not to multicast, not from ::, not with too small a buffer.
+    for (s, d) in [(c, a("ff02::1")), (Ipv6Addr::UNSPECIFIED, v)] {
+        let f = echo6(s, d, 64, b"x");
+        let p = parse(&f).unwrap();
+        assert_eq!(reply::icmp_echo_reply(&mut out, &f, &p, mac(OMAC)), None);
+    }
+    assert_eq!(
+        reply::icmp_echo_reply(&mut out[..60], &f, &p, mac(OMAC)),
+        None
+    );
+}
+
+fn ns_frame(src: Ipv6Addr, dst: Ipv6Addr, target: Ipv6Addr, sll: Option<[u8; 6]>) -> Vec<u8> {
+    use modes::wire::icmpv6::{Icmpv6Packet, Icmpv6Repr};
+    let r = Icmpv6Repr::NeighborSolicit {
+        target,
+        source_ll: sll.map(EthernetAddress),
+    };
+    let mut body = vec![0u8; r.buffer_len()];
+    r.emit(src, dst, &mut Icmpv6Packet::new_unchecked(&mut body[..]))
+        .unwrap();
+    let mut v = Vec::new();
+    let eth_dst = if dst.is_multicast() {
+        reply::ipv6_multicast_mac(dst).0
+    } else {
+        OMAC
+    };
+    let mut h = vec![];
+    h.extend_from_slice(&eth_dst);
+    h.extend_from_slice(&CMAC);
+    h.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[58, 255]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    v.extend_from_slice(&h);
+    v.extend_from_slice(&body);
+    v
+}
+
+/// Parses an NA with etherparse, returns (eth dst, ip src, ip dst, hop,
+/// flags byte, target).
+fn read_na(frame: &[u8]) -> ([u8; 6], Ipv6Addr, Ipv6Addr, u8, u8, Ipv6Addr) {
+    let s = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        panic!()
+    };
+    let h = ip.header();
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+        panic!()
+    };
+    let (src, dst) = (h.source_addr(), h.destination_addr());
+    let body = icmp.slice();
+    assert_eq!((body[0], body[1]), (136, 0));
+    assert_eq!(
+        checksum::l4_checksum_v6(src, dst, 58, body),
+        0,
+        "NA checksum"
+    );
+    let eth: [u8; 6] = frame[..6].try_into().unwrap();
+    (
+        eth,
+        src,
+        dst,
+        h.hop_limit(),
+        body[4],
+        Ipv6Addr::from(<[u8; 16]>::try_from(&body[8..24]).unwrap()),
+    )
+}
+
+#[test]
+fn neighbour_discovery() {
+    let (c, vip) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let sn = reply::solicited_node(vip);
+    assert_eq!(sn, a("ff02::1:ff00:80"));
+    let mut out = [0u8; 128];
+    // Solicitation to the solicited-node address with a source LL option.
+    let f = ns_frame(c, sn, vip, Some([2, 9, 9, 9, 9, 9]));
+    let p = parse(&f).unwrap();
+    assert_eq!(reply::ns_target(&f, &p), Some(vip));
+    let n = reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip).unwrap();
+    assert_eq!(n, 14 + 40 + 32);
+    let (eth, s, d, hop, flags, t) = read_na(&out[..n]);
+    assert_eq!(
+        (eth, s, d, hop, flags, t),
+        ([2, 9, 9, 9, 9, 9], vip, c, 255, 0x60, vip)
+    );
+    assert_eq!(&out[n - 8..n], &[2, 1, 2, 0, 0, 0, 0, 2]);
+    let q = parse(&out[..n]).unwrap();
+    assert_eq!(reply::na_info(&out[..n], &q), Some((vip, Some(mac(OMAC)))));
+    // Unicast NS without option: to the frame's Ethernet source.
+    let f = ns_frame(c, vip, vip, None);
+    let p = parse(&f).unwrap();
+    let n = reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip).unwrap();
+    assert_eq!(read_na(&out[..n]).0, CMAC);
+    // DAD probe: to all-nodes, no S flag.
+    let f = ns_frame(Ipv6Addr::UNSPECIFIED, sn, vip, None);
+    let p = parse(&f).unwrap();
+    let n = reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip).unwrap();
+    let (eth, _, d, _, flags, _) = read_na(&out[..n]);
+    assert_eq!(
+        (eth, d, flags),
+        ([0x33, 0x33, 0, 0, 0, 1], reply::ALL_NODES, 0x20)
+    );
+    // Refusals: another target, DAD with an LL option, wrong hop limit,
+    // bad checksum, dst neither target nor its solicited-node group.
+    let f = ns_frame(c, sn, vip, None);
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), c),
+        None
+    );
+    let f = ns_frame(Ipv6Addr::UNSPECIFIED, sn, vip, Some([2, 1, 1, 1, 1, 1]));
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip),
+        None
+    );
+    let mut f = ns_frame(c, sn, vip, None);
+    f[14 + 7] = 64;
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip),
+        None
+    );
+    let mut f = ns_frame(c, sn, vip, None);
+    f[14 + 40 + 10] ^= 1;
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip),
+        None
+    );
+    let f = ns_frame(c, a("ff02::1"), vip, None);
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::neighbour_advert(&mut out, &f, &p, mac(OMAC), vip),
+        None
+    );
+    assert_eq!(
+        reply::neighbour_advert(
+            &mut out[..80],
+            &ns_frame(c, sn, vip, None),
+            &parse(&ns_frame(c, sn, vip, None)).unwrap(),
+            mac(OMAC),
+            vip
+        ),
+        None
+    );
+
+    // Unsolicited NA and NS.
+    let n = reply::unsolicited_na(&mut out, mac(OMAC), vip).unwrap();
+    let (eth, s, d, hop, flags, t) = read_na(&out[..n]);
+    assert_eq!(
+        (eth, s, d, hop, flags, t),
+        (
+            [0x33, 0x33, 0, 0, 0, 1],
+            vip,
+            reply::ALL_NODES,
+            255,
+            0x20,
+            vip
+        )
+    );
+    let rs = a("2001:db8:5::2");
+    let int6 = a("2001:db8:5::1");
+    let n = reply::neighbour_solicit(&mut out, mac(OMAC), int6, rs).unwrap();
+    let f = out[..n].to_vec();
+    assert_eq!(&f[..6], &[0x33, 0x33, 0xff, 0, 0, 2]);
+    let p = parse(&f).unwrap();
+    assert_eq!(p.dst, IpAddr::V6(a("ff02::1:ff00:2")));
+    assert_eq!(reply::ns_target(&f, &p), Some(rs));
+    // The solicitation we send is one we would answer.
+    assert!(reply::neighbour_advert(&mut [0u8; 128], &f, &p, mac(CMAC), rs).is_some());
+    assert_eq!(
+        reply::neighbour_solicit(&mut out[..85], mac(OMAC), int6, rs),
+        None
+    );
+}
+
+#[test]
+fn rst_v6() {
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let f = tcp6(c, v, 40000, 81, b"data");
+    let p = parse(&f).unwrap();
+    let mut out = [0u8; 100];
+    let n = reply::tcp_rst(&mut out, &f, &p, mac(OMAC)).unwrap();
+    assert_eq!(n, 74);
+    let q = parse(&out[..n]).unwrap();
+    assert_eq!(
+        (q.src, q.dst, q.sport, q.dport),
+        (IpAddr::V6(v), IpAddr::V6(c), 81, 40000)
+    );
+    assert_eq!(q.tcp_flags, 0x04);
+    assert!(l4_ok(&out[..n]));
+    assert_eq!(&out[58..62], &77u32.to_be_bytes()); // seq = SEG.ACK
+}
+
+#[test]
+fn icmpv6_errors() {
+    let (c, v, me) = (a("2001:db8:c::2"), a("2001:db8:f::80"), a("2001:db8:c::1"));
+    let big: Vec<u8> = (0..1400).map(|i| i as u8).collect();
+    let f = tcp6(c, v, 40000, 80, &big);
+    let p = parse(&f).unwrap();
+    let mut out = [0u8; 2000];
+    let n = reply::packet_too_big(&mut out, &f, &p, Csum::Full, mac(OMAC), me, 1400).unwrap();
+    assert_eq!(n, 14 + 1280);
+    {
+        let s = SlicedPacket::from_ethernet(&out[..n]).unwrap();
+        let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+            panic!()
+        };
+        assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1400 });
+        assert_eq!(checksum::l4_checksum_v6(me, c, 58, icmp.slice()), 0);
+        assert_eq!(&icmp.slice()[8..], &f[14..14 + 1232]);
+    }
+    // Unreachable (port) and time exceeded, short packet quoted whole.
+    let f = udp6(c, v, 5, 53, b"abc");
+    let p = parse(&f).unwrap();
+    let n = reply::icmp_unreachable(&mut out, &f, &p, Csum::Full, mac(OMAC), me, 3).unwrap();
+    assert_eq!(n, 14 + 40 + 8 + (f.len() - 14));
+    assert_eq!((out[54], out[55]), (1, 4));
+    assert_eq!(&out[62..n], &f[14..]);
+    let n = reply::icmp_time_exceeded(&mut out, &f, &p, Csum::Full, mac(OMAC), me).unwrap();
+    assert_eq!((out[54], out[55]), (3, 0));
+    assert!(l4_ok(&out[..n]));
+    // Partial checksum completed in the quote.
+    let mut g = f.clone();
+    make_partial(&mut g);
+    let p = parse(&g).unwrap();
+    let n = reply::icmp_time_exceeded(&mut out, &g, &p, Csum::Partial, mac(OMAC), me).unwrap();
+    assert_eq!(&out[62..n], &f[14..]);
+    // Never about an ICMPv6 error, nor to ::/multicast, nor with v4 source.
+    let q = out[..n].to_vec();
+    let qp = parse(&q).unwrap();
+    assert_eq!(
+        reply::icmp_time_exceeded(&mut out, &q, &qp, Csum::Full, mac(OMAC), me),
+        None
+    );
+    let f = udp6(Ipv6Addr::UNSPECIFIED, v, 5, 53, b"abc");
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::icmp_unreachable(&mut out, &f, &p, Csum::Full, mac(OMAC), me, 3),
+        None
+    );
+    let f = udp6(c, a("ff0e::1"), 5, 53, b"abc");
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::icmp_unreachable(&mut out, &f, &p, Csum::Full, mac(OMAC), me, 3),
+        None
+    );
+    let f = udp6(c, v, 5, 53, b"abc");
+    let p = parse(&f).unwrap();
+    assert_eq!(
+        reply::icmp_unreachable(
+            &mut out,
+            &f,
+            &p,
+            Csum::Full,
+            mac(OMAC),
+            Ipv4Addr::LOCALHOST,
+            3
+        ),
+        None
+    );
+    // An echo request (a query) does get an error.
+    let f = echo6(c, v, 1, b"x");
+    let p = parse(&f).unwrap();
+    assert!(reply::icmp_time_exceeded(&mut out, &f, &p, Csum::Full, mac(OMAC), me).is_some());
+}
+
+/// Every v6 entry point on `frame` (parsed, or a fabricated packet whose
+/// offsets may lie): no panic.
+fn exercise(frame: &[u8], pkt: &Packet) {
+    let me = a("2001:db8:c::1");
+    let mut f = frame.to_vec();
+    for csum in [Csum::Full, Csum::Partial] {
+        nat::dnat(&mut f, pkt, csum, me, 1);
+        nat::snat(&mut f, pkt, csum, me, 2);
+    }
+    nat::decrement_ttl(&mut f, pkt);
+    let mut out = vec![0u8; 1600];
+    let m = mac(OMAC);
+    let _ = reply::icmp_echo_reply(&mut out, frame, pkt, m);
+    let _ = reply::tcp_rst(&mut out, frame, pkt, m);
+    let _ = reply::icmp_unreachable(&mut out, frame, pkt, Csum::Partial, m, me, 3);
+    let _ = reply::icmp_time_exceeded(&mut out, frame, pkt, Csum::Full, m, me);
+    let _ = reply::packet_too_big(&mut out, frame, pkt, Csum::Partial, m, me, 1280);
+    let _ = reply::neighbour_advert(&mut out, frame, pkt, m, me);
+    let _ = reply::ns_target(frame, pkt);
+    let _ = reply::na_info(frame, pkt);
+}
+
+proptest! {
+    #[test]
+    fn v6_functions_never_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..200),
+        proto in prop_oneof![Just(6u8), Just(17), Just(58), any::<u8>()],
+        cut in 0usize..300,
+        l4 in 0usize..400,
+        tl in 0u32..70000,
+    ) {
+        let mut f = vec![0u8; 14 + 40];
+        f[12] = 0x86;
+        f[13] = 0xdd;
+        f[14] = 0x60;
+        f[14 + 4..14 + 6].copy_from_slice(&(tail.len() as u16).to_be_bytes());
+        f[14 + 6] = proto;
+        f[14 + 7] = 255;
+        f.extend_from_slice(&tail);
+        if let Ok(p) = parse(&f) {
+            exercise(&f, &p);
+            let short = &f[..cut.min(f.len())];
+            exercise(short, &p);
+            let lie = Packet { l4, ip_total_len: tl, ..p };
+            exercise(&f, &lie);
+        }
+    }
+}
