@@ -469,6 +469,11 @@ fn exercise(frame: &[u8], pkt: &Packet) {
     let _ = reply::neighbour_advert(&mut out, frame, pkt, m, me);
     let _ = reply::ns_target(frame, pkt);
     let _ = reply::na_info(frame, pkt);
+    let mut b = frame.to_vec();
+    b.resize(frame.len() + 40, 0);
+    let _ = modes::tun::encapsulate(&mut b, frame.len(), pkt, me, me, 64);
+    let _ = modes::tun::decapsulate(frame.get(14..).unwrap_or_default());
+    let _ = modes::tun::mss_clamp(&mut b, pkt, Csum::Full, 1000);
 }
 
 proptest! {
@@ -495,5 +500,107 @@ proptest! {
             let lie = Packet { l4, ip_total_len: tl, ..p };
             exercise(&f, &lie);
         }
+    }
+}
+
+#[test]
+fn tun_6in6_round_trip() {
+    use modes::tun;
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let (lo, rs) = (a("2001:db8:5::1"), a("2001:db8:5::2"));
+    for len in [0usize, 1, 1000] {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut f = tcp6(c, v, 40000, 80, &data);
+        f[14 + 1] = 0x0a; // a flow label to copy
+        let orig = f.clone();
+        let p = parse(&f).unwrap();
+        let n0 = f.len();
+        f.resize(n0 + tun::OVERHEAD6, 0);
+        let n = tun::encapsulate(&mut f, n0, &p, lo, rs, 64).unwrap();
+        assert_eq!(n, n0 + 40);
+        let s = SlicedPacket::from_ethernet(&f[..n]).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &s.net else {
+            panic!()
+        };
+        let h = ip.header();
+        assert_eq!(
+            (
+                h.source_addr(),
+                h.destination_addr(),
+                h.next_header().0,
+                h.hop_limit()
+            ),
+            (lo, rs, 41, 64)
+        );
+        assert_eq!(usize::from(h.payload_length()), n0 - 14);
+        assert_eq!(&f[14..18], &orig[14..18]);
+        assert_eq!(&f[54..n], &orig[14..]);
+        let q = parse(&f[..n]).unwrap();
+        assert_eq!(q.proto, 41);
+        assert_eq!(tun::decapsulate(&f[14..n]), Some((40, n0 - 14)));
+        assert_eq!(tun::inner_ipv6(&f[54..n]), Some(n0 - 14));
+        // Truncated outer or inner, wrong next header: refused.
+        assert_eq!(tun::decapsulate(&f[14..n - 1]), None);
+        let mut g = f.clone();
+        g[14 + 6] = 4;
+        assert_eq!(tun::decapsulate(&g[14..n]), None);
+        let mut g = f.clone();
+        g[54] = 0x40;
+        assert_eq!(tun::decapsulate(&g[14..n]), None);
+        // No room, mixed families: nothing changed.
+        let mut g = orig.clone();
+        assert_eq!(tun::encapsulate(&mut g, n0, &p, lo, rs, 64), None);
+        let mut g = orig.clone();
+        g.resize(n0 + 40, 0);
+        assert_eq!(
+            tun::encapsulate(&mut g, n0, &p, Ipv4Addr::LOCALHOST, rs, 64),
+            None
+        );
+        assert_eq!(&g[..n0], &orig[..]);
+    }
+    let f = tcp6(c, v, 1, 2, b"");
+    let p = parse(&f).unwrap();
+    assert!(tun::dont_fragment(&f, &p));
+    assert_eq!(tun::max_mss(&p, 1500), 1400);
+    assert_eq!(tun::overhead(&p), 40);
+}
+
+#[test]
+fn mss_clamp_v6() {
+    use modes::tun;
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let syn = |mss: u16, odd: bool| {
+        let mut opts = vec![];
+        if odd {
+            opts.push(1);
+        }
+        opts.extend_from_slice(&[2, 4]);
+        opts.extend_from_slice(&mss.to_be_bytes());
+        while opts.len() % 4 != 0 {
+            opts.push(1);
+        }
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(CMAC, OMAC)
+            .ipv6(c.octets(), v.octets(), 64)
+            .tcp(40000, 80, 5, 1000)
+            .syn()
+            .options_raw(&opts)
+            .unwrap()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    };
+    for odd in [false, true] {
+        let mut f = syn(1440, odd);
+        let p = parse(&f).unwrap();
+        assert!(tun::mss_clamp(
+            &mut f,
+            &p,
+            Csum::Full,
+            tun::max_mss(&p, 1500)
+        ));
+        assert_eq!(f, syn(1400, odd));
+        let p = parse(&f).unwrap();
+        assert!(!tun::mss_clamp(&mut f, &p, Csum::Full, 1400));
     }
 }
