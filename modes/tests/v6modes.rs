@@ -474,6 +474,15 @@ fn exercise(frame: &[u8], pkt: &Packet) {
     let _ = modes::tun::encapsulate(&mut b, frame.len(), pkt, me, me, 64);
     let _ = modes::tun::decapsulate(frame.get(14..).unwrap_or_default());
     let _ = modes::tun::mss_clamp(&mut b, pkt, Csum::Full, 1000);
+    let mut f = frame.to_vec();
+    for csum in [Csum::Full, Csum::Partial] {
+        modes::fullnat::fnat_in(&mut f, pkt, csum, me, 1, me, 2);
+        modes::fullnat::fnat_out(&mut f, pkt, csum, me, 1, me, 2);
+    }
+    let mut b = frame.to_vec();
+    b.resize(frame.len() + 20, 0);
+    let _ = modes::toa::insert_toa_with(&mut b, frame.len(), pkt, Csum::Partial, None, me, 1);
+    let _ = modes::toa::parse_toa(frame.get(54..).unwrap_or_default());
 }
 
 proptest! {
@@ -603,4 +612,163 @@ fn mss_clamp_v6() {
         let p = parse(&f).unwrap();
         assert!(!tun::mss_clamp(&mut f, &p, Csum::Full, 1400));
     }
+}
+
+fn tcp6_opts(src: Ipv6Addr, dst: Ipv6Addr, sp: u16, dp: u16, opts: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .tcp(sp, dp, 1000, 4000)
+        .ack(77)
+        .options_raw(opts)
+        .unwrap()
+        .write(&mut v, data)
+        .unwrap();
+    v
+}
+
+fn tcp4_opts(src: Ipv4Addr, dst: Ipv4Addr, opts: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(40000, 80, 1000, 4000)
+        .ack(77)
+        .options_raw(opts)
+        .unwrap()
+        .write(&mut v, data)
+        .unwrap();
+    v
+}
+
+#[test]
+fn fullnat_v6_equal_rebuilt_frames() {
+    use modes::fullnat;
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let (l, r) = (a("2001:db8:5::100"), a("2001:db8:5::2"));
+    for len in [0usize, 3, 900] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        for udp in [false, true] {
+            let mk = |s, d, sp, dp| {
+                if udp {
+                    udp6(s, d, sp, dp, &data)
+                } else {
+                    tcp6(s, d, sp, dp, &data)
+                }
+            };
+            for csum in [Csum::Full, Csum::Partial] {
+                let mut f = mk(c, v, 40000, 80);
+                let part = (csum == Csum::Partial).then(|| make_partial(&mut f));
+                let p = parse(&f).unwrap();
+                fullnat::fnat_in(&mut f, &p, csum, l, 5000, r, 8080);
+                if let Some((s, o)) = part {
+                    assert!(complete_partial(&mut f, s, o));
+                }
+                assert_eq!(f, mk(l, r, 5000, 8080), "in udp={udp} {csum:?}");
+                let mut f = mk(r, l, 8080, 5000);
+                let p = parse(&f).unwrap();
+                fullnat::fnat_out(&mut f, &p, Csum::Full, v, 80, c, 40000);
+                assert_eq!(f, mk(v, c, 80, 40000), "out udp={udp}");
+            }
+        }
+    }
+    // Mixed families: nothing changes.
+    let mut f = tcp6(c, v, 1, 2, b"");
+    let before = f.clone();
+    let p = parse(&f).unwrap();
+    fullnat::fnat_in(&mut f, &p, Csum::Full, Ipv4Addr::LOCALHOST, 1, r, 2);
+    assert_eq!(f, before);
+}
+
+#[test]
+fn toa_v6_insert_and_parse() {
+    use modes::toa::{self, ToaError};
+    use modes::wire::vnet::{VnetHdr, GSO_TCPV6};
+    let c = a("2001:db8:c::2");
+    let (l, r) = (a("2001:db8:5::100"), a("2001:db8:5::2"));
+    let opt6 = toa::toa6_option(c, 40000);
+    assert_eq!(opt6[..4], [253, 20, 0x9c, 0x40]);
+    assert_eq!(toa::parse_toa(&opt6), Some((IpAddr::V6(c), 40000)));
+    let ts = [1u8, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+    for existing in [&[][..], &ts[..]] {
+        for csum in [Csum::Full, Csum::Partial] {
+            let data = b"GET / HTTP/1.0\r\n\r\n";
+            let mut f = tcp6_opts(l, r, 40000, 80, existing, data);
+            let part = (csum == Csum::Partial).then(|| make_partial(&mut f));
+            let p = parse(&f).unwrap();
+            let n0 = f.len();
+            f.resize(n0 + 20, 0);
+            let n = toa::insert_toa_with(&mut f, n0, &p, csum, None, c, 40000).unwrap();
+            assert_eq!(n, n0 + 20);
+            if let Some((s, o)) = part {
+                assert!(complete_partial(&mut f, s, o));
+            }
+            let mut opts = opt6.to_vec();
+            opts.extend_from_slice(existing);
+            assert_eq!(f, tcp6_opts(l, r, 40000, 80, &opts, data), "{csum:?}");
+            let q = parse(&f).unwrap();
+            assert_eq!(
+                toa::parse_toa(&f[q.l4 + 20..q.payload_offset()]),
+                Some((IpAddr::V6(c), 40000))
+            );
+        }
+    }
+    // The IPv6 TOA in an IPv4 segment (NAT64), and the IPv4 TOA in an IPv6 one.
+    let (l4a, r4a) = (Ipv4Addr::new(10, 0, 5, 100), Ipv4Addr::new(10, 0, 5, 2));
+    let mut f = tcp4_opts(l4a, r4a, &[], b"x");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    f.resize(n0 + 20, 0);
+    let n = toa::insert_toa(&mut f, n0, &p, None, c, 40000).unwrap();
+    assert_eq!(&f[..n], &tcp4_opts(l4a, r4a, &opt6, b"x")[..]);
+    let mut f = tcp6_opts(l, r, 40000, 80, &[], b"y");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    f.resize(n0 + 8, 0);
+    let n = toa::insert_toa(&mut f, n0, &p, None, Ipv4Addr::new(192, 0, 2, 7), 9).unwrap();
+    let opt4 = toa::toa_option(Ipv4Addr::new(192, 0, 2, 7), 9);
+    assert_eq!(&f[..n], &tcp6_opts(l, r, 40000, 80, &opt4, b"y")[..]);
+    // 24 bytes of options + 20 > 40: no room; nothing changed.
+    let long = [1u8; 24];
+    let mut f = tcp6_opts(l, r, 1, 2, &long, b"");
+    let before = f.clone();
+    let p = parse(&f).unwrap();
+    f.resize(before.len() + 20, 0);
+    assert_eq!(
+        toa::insert_toa(&mut f, before.len(), &p, None, c, 1),
+        Err(ToaError::NoRoom)
+    );
+    assert_eq!(&f[..before.len()], &before[..]);
+    // But 20 + 20 fits exactly (data offset 15).
+    let mut f = tcp6_opts(l, r, 1, 2, &long[..20], b"");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    f.resize(n0 + 20, 0);
+    assert!(toa::insert_toa(&mut f, n0, &p, None, c, 1).is_ok());
+    assert_eq!(f[54 + 12] >> 4, 15);
+    // No room in the buffer.
+    let mut f = tcp6_opts(l, r, 1, 2, &[], b"");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    assert_eq!(
+        toa::insert_toa(&mut f, n0, &p, None, c, 1),
+        Err(ToaError::TooBig)
+    );
+    // GSO: gso_size and hdr_len follow the 20 bytes.
+    let data = vec![7u8; 3000];
+    let mut f = tcp6_opts(l, r, 1, 2, &[], &data);
+    let (s, o) = make_partial(&mut f);
+    let p = parse(&f).unwrap();
+    let mut h = VnetHdr {
+        flags: modes::wire::vnet::NEEDS_CSUM,
+        gso_type: GSO_TCPV6,
+        hdr_len: 74,
+        gso_size: 1440,
+        csum_start: s as u16,
+        csum_offset: o as u16,
+        ..VnetHdr::default()
+    };
+    let n0 = f.len();
+    f.resize(n0 + 20, 0);
+    assert!(toa::insert_toa(&mut f, n0, &p, Some(&mut h), c, 1).is_ok());
+    assert_eq!((h.hdr_len, h.gso_size), (94, 1420));
 }
