@@ -483,6 +483,21 @@ fn exercise(frame: &[u8], pkt: &Packet) {
     b.resize(frame.len() + 20, 0);
     let _ = modes::toa::insert_toa_with(&mut b, frame.len(), pkt, Csum::Partial, None, me, 1);
     let _ = modes::toa::parse_toa(frame.get(54..).unwrap_or_default());
+    let mut b = frame.to_vec();
+    b.resize(frame.len() + 20, 0);
+    let v4 = (Ipv4Addr::new(10, 0, 0, 1), 1);
+    for csum in [Csum::Full, Csum::Partial] {
+        let _ = modes::nat64::to_v4(&mut b.clone(), frame.len(), pkt, csum, None, v4, v4);
+        let _ = modes::nat64::to_v6(
+            &mut b.clone(),
+            frame.len(),
+            pkt,
+            csum,
+            None,
+            (me, 1),
+            (me, 2),
+        );
+    }
 }
 
 proptest! {
@@ -771,4 +786,180 @@ fn toa_v6_insert_and_parse() {
     f.resize(n0 + 20, 0);
     assert!(toa::insert_toa(&mut f, n0, &p, Some(&mut h), c, 1).is_ok());
     assert_eq!((h.hdr_len, h.gso_size), (94, 1420));
+}
+
+fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sp, dp)
+        .write(&mut v, data)
+        .unwrap();
+    v
+}
+
+fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sp, dp, 1000, 4000)
+        .ack(77)
+        .write(&mut v, data)
+        .unwrap();
+    v
+}
+
+#[test]
+fn nat64_translates_both_ways() {
+    use modes::nat64;
+    use modes::wire::vnet::{VnetHdr, GSO_TCPV4, GSO_TCPV6, NEEDS_CSUM};
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let (l, r) = (Ipv4Addr::new(10, 0, 5, 100), Ipv4Addr::new(10, 0, 5, 2));
+    for len in [0usize, 1, 500, 1400] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 3 + 1) as u8).collect();
+        for udp in [false, true] {
+            for csum in [Csum::Full, Csum::Partial] {
+                let mk6 = |s, d, sp, dp| {
+                    if udp {
+                        udp6(s, d, sp, dp, &data)
+                    } else {
+                        tcp6(s, d, sp, dp, &data)
+                    }
+                };
+                let mk4 = |s, d, sp, dp| {
+                    if udp {
+                        udp4(s, d, sp, dp, &data)
+                    } else {
+                        tcp4(s, d, sp, dp, &data)
+                    }
+                };
+                // Request: [c]:40000 -> [v]:80 becomes l:5000 -> r:8080.
+                let mut f = mk6(c, v, 40000, 80);
+                let part = (csum == Csum::Partial).then(|| make_partial(&mut f));
+                let p = parse(&f).unwrap();
+                let n0 = f.len();
+                let n = nat64::to_v4(&mut f, n0, &p, csum, None, (l, 5000), (r, 8080)).unwrap();
+                assert_eq!(n, n0 - 20);
+                f.truncate(n);
+                if let Some((_, o)) = part {
+                    assert!(complete_partial(&mut f, 34, o));
+                }
+                let want = mk4(l, r, 5000, 8080);
+                let q = parse(&f).expect("valid IPv4 (header checksum too)");
+                assert_eq!(q.ttl, 64);
+                assert_eq!(f[14 + 6] & 0x40, 0x40, "DF");
+                assert_eq!(&f[34..], &want[34..], "L4 udp={udp} {csum:?} len={len}");
+                assert_eq!(&f[..14], &want[..14]);
+                // Reply: r:8080 -> l:5000 becomes [v]:80 -> [c]:40000.
+                let mut g = mk4(r, l, 8080, 5000);
+                let part = (csum == Csum::Partial).then(|| make_partial4(&mut g));
+                let p = parse(&g).unwrap();
+                let n0 = g.len();
+                g.resize(n0 + 20, 0);
+                let n = nat64::to_v6(&mut g, n0, &p, csum, None, (v, 80), (c, 40000)).unwrap();
+                assert_eq!(n, n0 + 20);
+                if let Some((_, o)) = part {
+                    assert!(complete_partial(&mut g, 54, o));
+                }
+                assert_eq!(
+                    g,
+                    mk6(v, c, 80, 40000),
+                    "reply udp={udp} {csum:?} len={len}"
+                );
+            }
+        }
+    }
+    // UDP without a checksum over IPv4 gets one over IPv6.
+    let mut g = udp4(r, l, 53, 5000, b"abc");
+    g[34 + 6] = 0;
+    g[34 + 7] = 0;
+    let p = parse(&g).unwrap();
+    let n0 = g.len();
+    g.resize(n0 + 20, 0);
+    nat64::to_v6(&mut g, n0, &p, Csum::Full, None, (v, 53), (c, 40000)).unwrap();
+    assert_eq!(g, udp6(v, c, 53, 40000, b"abc"));
+    // GSO: offsets and type follow.
+    let data = vec![1u8; 4000];
+    let mut f = tcp6(c, v, 40000, 80, &data);
+    make_partial(&mut f);
+    let p = parse(&f).unwrap();
+    let mut h = VnetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV6,
+        hdr_len: 74,
+        gso_size: 1440,
+        csum_start: 54,
+        csum_offset: 16,
+        ..VnetHdr::default()
+    };
+    let n0 = f.len();
+    let n = nat64::to_v4(&mut f, n0, &p, Csum::Partial, Some(&mut h), (l, 1), (r, 2)).unwrap();
+    assert_eq!(
+        (h.gso_type, h.hdr_len, h.csum_start, h.gso_size),
+        (GSO_TCPV4, 54, 34, 1440)
+    );
+    let q = parse(&f[..n]).unwrap();
+    assert_eq!(Csum::from_vnet(&h, &q), Csum::Partial);
+    // Refusals: ICMPv6, no room, wrong family.
+    let mut f = echo6(c, v, 64, b"x");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    assert_eq!(
+        nat64::to_v4(&mut f, n0, &p, Csum::Full, None, (l, 1), (r, 2)),
+        None
+    );
+    let mut g = tcp4(r, l, 1, 2, b"");
+    let p = parse(&g).unwrap();
+    let n0 = g.len();
+    assert_eq!(
+        nat64::to_v6(&mut g, n0, &p, Csum::Full, None, (v, 1), (c, 2)),
+        None
+    );
+    let mut f = tcp6(c, v, 1, 2, b"");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    assert_eq!(
+        nat64::to_v6(&mut f, n0, &p, Csum::Full, None, (v, 1), (c, 2)),
+        None
+    );
+}
+
+#[test]
+fn nat64_with_toa_v6() {
+    use modes::{nat64, toa};
+    let (c, v) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let (l, r) = (Ipv4Addr::new(10, 0, 5, 100), Ipv4Addr::new(10, 0, 5, 2));
+    let mut f = tcp6(c, v, 40000, 80, b"GET /");
+    let p = parse(&f).unwrap();
+    let n0 = f.len();
+    let n = nat64::to_v4(&mut f, n0, &p, Csum::Full, None, (l, 5000), (r, 8080)).unwrap();
+    let q = parse(&f[..n]).unwrap();
+    let n = toa::insert_toa(&mut f, n, &q, None, c, 40000).unwrap();
+    let q = parse(&f[..n]).unwrap();
+    assert_eq!(
+        toa::parse_toa(&f[q.l4 + 20..q.payload_offset()]),
+        Some((IpAddr::V6(c), 40000))
+    );
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(CMAC, OMAC)
+        .ipv4(l.octets(), r.octets(), 64)
+        .tcp(5000, 8080, 1000, 4000)
+        .ack(77)
+        .options_raw(&toa::toa6_option(c, 40000))
+        .unwrap()
+        .write(&mut want, b"GET /")
+        .unwrap();
+    assert_eq!(&f[34..n], &want[34..]);
+}
+
+/// [`make_partial`] for IPv4.
+fn make_partial4(frame: &mut [u8]) -> (usize, usize) {
+    let p = parse(frame).unwrap();
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (p.src, p.dst) else {
+        panic!()
+    };
+    let off = if p.proto == 6 { 16 } else { 6 };
+    let ph = checksum::pseudo_header_v4(s, d, p.proto, p.l4_len);
+    frame[p.l4 + off..p.l4 + off + 2].copy_from_slice(&ph.to_be_bytes());
+    (p.l4, off)
 }
