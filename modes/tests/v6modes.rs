@@ -485,6 +485,11 @@ fn exercise(frame: &[u8], pkt: &Packet) {
     let _ = modes::toa::parse_toa(frame.get(54..).unwrap_or_default());
     let mut b = frame.to_vec();
     b.resize(frame.len() + 20, 0);
+    let _ = modes::icmp_nat::quoted_tuple(frame, pkt);
+    let mut b2 = frame.to_vec();
+    let _ = modes::icmp_nat::nat_out(&mut b2, pkt, me, 1);
+    let _ = modes::icmp_nat::nat_in(&mut b2, pkt, me, 1);
+    let _ = modes::icmp_nat::set_outer_addrs(&mut b2, pkt, me, me);
     let v4 = (Ipv4Addr::new(10, 0, 0, 1), 1);
     for csum in [Csum::Full, Csum::Partial] {
         let _ = modes::nat64::to_v4(&mut b.clone(), frame.len(), pkt, csum, None, v4, v4);
@@ -962,4 +967,93 @@ fn make_partial4(frame: &mut [u8]) -> (usize, usize) {
     let ph = checksum::pseudo_header_v4(s, d, p.proto, p.l4_len);
     frame[p.l4 + off..p.l4 + off + 2].copy_from_slice(&ph.to_be_bytes());
     (p.l4, off)
+}
+
+#[test]
+fn icmpv6_error_nat_both_ways() {
+    use modes::icmp_nat;
+    let (c, v, r) = (a("2001:db8:c::2"), a("2001:db8:f::80"), a("2001:db8:5::2"));
+    let m = mac(OMAC);
+    let err = |quoted: &[u8], from: Ipv6Addr, udp: bool| {
+        let p = parse(quoted).unwrap();
+        let mut out = vec![0u8; 1400];
+        let n = if udp {
+            reply::icmp_unreachable(&mut out, quoted, &p, Csum::Full, m, from, 3)
+        } else {
+            reply::packet_too_big(&mut out, quoted, &p, Csum::Full, m, from, 1280)
+        }
+        .unwrap();
+        out.truncate(n);
+        out
+    };
+    for udp in [false, true] {
+        for len in [0usize, 20, 1300] {
+            let data = vec![0x5au8; len];
+            let mk = |s, d, sp, dp| {
+                if udp {
+                    udp6(s, d, sp, dp, &data)
+                } else {
+                    tcp6(s, d, sp, dp, &data)
+                }
+            };
+            // The real server's error about CIP -> RIP:8080 becomes one from
+            // the VIP about CIP -> VIP:80.
+            let mut e = err(&mk(c, r, 40000, 8080), r, udp);
+            let p = parse(&e).unwrap();
+            let proto = if udp { 17 } else { 6 };
+            assert_eq!(
+                icmp_nat::quoted_tuple(&e, &p),
+                Some((proto, c.into(), 40000, r.into(), 8080))
+            );
+            assert!(icmp_nat::nat_out(&mut e, &p, v, 80));
+            assert_eq!(
+                e,
+                err(&mk(c, v, 40000, 80), v, udp),
+                "out udp={udp} len={len}"
+            );
+            // The client's error about VIP:80 -> CIP goes to the real server
+            // about RIP:8080 -> CIP.
+            let mut e = err(&mk(v, c, 80, 40000), c, udp);
+            let p = parse(&e).unwrap();
+            assert!(icmp_nat::nat_in(&mut e, &p, r, 8080));
+            let mut want = err(&mk(v, c, 80, 40000), c, udp);
+            let wp = parse(&want).unwrap();
+            // Outer destination r; the quote as rebuilt from r:8080.
+            let q = err(&mk(r, c, 8080, 40000), c, udp);
+            want[14 + 24..14 + 40].copy_from_slice(&r.octets());
+            want[62..].copy_from_slice(&q[62..]);
+            let ck = checksum::l4_checksum_v6(c, r, 58, &{
+                let mut b = want[wp.l4..].to_vec();
+                b[2] = 0;
+                b[3] = 0;
+                b
+            });
+            want[wp.l4 + 2..wp.l4 + 4].copy_from_slice(&ck.to_be_bytes());
+            assert_eq!(e, want, "in udp={udp} len={len}");
+            assert!(l4_ok(&e));
+        }
+    }
+    // Refusals: an echo (not an error), a quote with an extension header,
+    // a quote too short for the ports, mixed families.
+    let mut f = echo6(c, v, 64, b"12345678");
+    let p = parse(&f).unwrap();
+    assert_eq!(icmp_nat::quoted_tuple(&f, &p), None);
+    assert!(!icmp_nat::nat_out(&mut f, &p, v, 80));
+    let mut e = err(&tcp6(c, r, 1, 2, b""), r, false);
+    let before = e.clone();
+    e[62 + 6] = 60; // quoted next header: Destination Options
+    let p = parse(&e).unwrap();
+    assert_eq!(icmp_nat::quoted_tuple(&e, &p), None);
+    let mut e = before.clone();
+    let p = parse(&e).unwrap();
+    assert!(!icmp_nat::nat_out(&mut e, &p, Ipv4Addr::LOCALHOST, 80));
+    assert!(!icmp_nat::rewrite_inner(
+        &mut e,
+        &p,
+        c,
+        1,
+        Ipv4Addr::LOCALHOST,
+        2
+    ));
+    assert_eq!(e, before);
 }
