@@ -5,8 +5,7 @@
 //!   [`Protocol`] (TCP/UDP) and [`Forward`] (NAT, DR, TUN, FullNAT).
 //! * [`wire`] — zero-copy header views (Ethernet, ARP, IPv4, IPv6 with its
 //!   bounded extension-header walk, TCP, UDP, ICMPv4, ICMPv6 with Neighbor
-//!   Discovery, VRRP, IPVS sync v1) and the virtio-net header. IPv6 is wire
-//!   groundwork only: [`packet::parse`] still accepts ARP and IPv4 alone.
+//!   Discovery, VRRP, IPVS sync v1) and the virtio-net header.
 //! * [`checksum`] — Internet checksum sums, the IPv4 and IPv6
 //!   pseudo-headers and RFC 1624 incremental updates (16-bit fields, IPv4
 //!   and IPv6 addresses), for full and partial (`NEEDS_CSUM`) checksums.
@@ -16,8 +15,8 @@
 //!   [`packet::DropReason`]s.
 //! * [`nat`] — NAT (masquerading) rewrites: DNAT, SNAT, TTL, MACs.
 //! * [`dr`] — direct routing (MAC rewrite only).
-//! * [`tun`] — IP tunnelling (IPIP encapsulation, decapsulation, MSS
-//!   clamping).
+//! * [`tun`] — IP tunnelling (IPIP and IPv6-in-IPv6 encapsulation,
+//!   decapsulation, MSS clamping).
 //! * [`gso`] — software TCPv4 and TCPv6 segmentation of GSO super-frames.
 //! * [`fullnat`] — FullNAT (both ends rewritten) and [`toa`], the TCP
 //!   option that carries the client address to the real server.
@@ -28,8 +27,11 @@
 //! * [`advert`] — VRRP advertisement frames (the view is [`wire::vrrp`]).
 //! * [`synproxy`] — SYNPROXY: syncookie SYN/ACKs, the ACK check, the SYN to the real
 //!   server and the sequence shifts between the two handshakes.
-//! * [`reply`] — frames the appliance originates as a host: ARP, ICMP echo
-//!   replies and errors, TCP RST.
+//! * [`reply`] — frames the appliance originates as a host: ARP, Neighbor
+//!   Discovery, ICMP/ICMPv6 echo replies and errors, TCP RST.
+//!
+//! The rewrites and replies serve both families: addresses are taken as
+//! `impl Into<IpAddr>` and must match the packet's family.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
