@@ -365,9 +365,8 @@ impl Drop for Daemon {
 /// bridges learn at once where they live (as after a failover).
 fn announcements(
     snap: &Snapshot,
-    announced: &mut std::collections::HashSet<std::net::Ipv4Addr>,
-) -> Vec<(usize, std::net::Ipv4Addr)> {
-    let sets = snap.address_sets();
+    announced: &mut std::collections::HashSet<std::net::IpAddr>,
+) -> Vec<(usize, std::net::IpAddr)> {
     let mut out = Vec::new();
     for (i, p) in snap.ports.iter().enumerate() {
         for a in &p.addresses {
@@ -376,9 +375,12 @@ fn announcements(
             }
         }
     }
-    for ip in sets.vips.iter().chain(&sets.lips) {
-        if !announced.contains(ip) {
-            out.extend((0..snap.ports.len()).map(|i| (i, *ip)));
+    let mut shared: Vec<std::net::IpAddr> = snap.vips().chain(snap.lips()).collect();
+    shared.sort_unstable();
+    shared.dedup();
+    for ip in shared {
+        if !announced.contains(&ip) {
+            out.extend((0..snap.ports.len()).map(|i| (i, ip)));
         }
     }
     announced.extend(out.iter().map(|&(_, ip)| ip));
@@ -434,6 +436,9 @@ impl ControlThread {
                         continue;
                     }
                     let mac = snap.ports[port].mac.into();
+                    let std::net::IpAddr::V4(ip) = ip else {
+                        continue;
+                    };
                     if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
                     {
                         buf[..VNET_HDR_LEN].fill(0);
@@ -465,6 +470,9 @@ impl ControlThread {
             probes.clear();
             self.cache.tick(now, &mut probes);
             for &(ip, port) in &probes {
+                let std::net::IpAddr::V4(ip) = ip else {
+                    continue;
+                };
                 let info = &snap.ports[port];
                 let src = info
                     .source_for(ip)
@@ -491,7 +499,6 @@ impl ControlThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn announcements_cover_own_addresses_vips_and_lips_once() {
@@ -524,7 +531,7 @@ forward = "fullnat"
         let mut announced = std::collections::HashSet::new();
         let mut got = announcements(&snap, &mut announced);
         got.sort();
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         assert_eq!(
             got,
             vec![

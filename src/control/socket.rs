@@ -12,7 +12,7 @@
 //! (rates come from [`crate::control::estimator`]), and `-Z`.
 
 use std::io::Write;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -228,17 +228,23 @@ fn connections(
             each(
                 conns
                     .into_iter()
-                    .map(|c| adm::ConnEntry {
-                        proto: if c.proto == 17 {
-                            modes::Protocol::Udp
-                        } else {
-                            modes::Protocol::Tcp
-                        },
-                        expire_secs: c.expire_secs,
-                        state: c.state.to_string(),
-                        client: c.client,
-                        vip: c.vip,
-                        dest: c.dest,
+                    // The listing speaks IPv4 (tapvsadm's IPv6 listing comes with its syntax).
+                    .filter_map(|c| match (c.client, c.vip, c.dest) {
+                        (SocketAddr::V4(client), SocketAddr::V4(vip), SocketAddr::V4(dest)) => {
+                            Some(adm::ConnEntry {
+                                proto: if c.proto == 17 {
+                                    modes::Protocol::Udp
+                                } else {
+                                    modes::Protocol::Tcp
+                                },
+                                expire_secs: c.expire_secs,
+                                state: c.state.to_string(),
+                                client,
+                                vip,
+                                dest,
+                            })
+                        }
+                        _ => None,
                     })
                     .collect(),
             )?;

@@ -33,7 +33,7 @@ pub fn svc_key(proto: Protocol, vip: SocketAddrV4) -> SvcKey {
 /// Settings the config file can give a service that ipvsadm has no option for.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Extras {
-    local_addresses: Vec<Ipv4Addr>,
+    local_addresses: Vec<IpAddr>,
     toa: bool,
     toa_on_syn: bool,
     mh_table_size: Option<u32>,
@@ -111,8 +111,26 @@ impl std::fmt::Debug for Table {
 }
 
 /// The snapshot key of a service key.
-fn snap_key(key: SvcKey) -> u64 {
-    crate::datapath::service::svc_key(key.0.number(), *key.1.ip(), key.1.port())
+fn snap_key(key: SvcKey) -> crate::datapath::service::SvcKey {
+    crate::datapath::service::svc_key(key.0.number(), IpAddr::V4(*key.1.ip()), key.1.port())
+}
+
+/// A service's place in ipvsadm's sorted listing: protocol, address, port.
+fn sort_key(key: SvcKey) -> u64 {
+    (u64::from(key.0.number()) << 48)
+        | (u64::from(u32::from(*key.1.ip())) << 16)
+        | u64::from(key.1.port())
+}
+
+/// The IPv4 form of a configured service's or real server's address: the table speaks
+/// tapvsadm's model, IPv4 until its IPv6 form lands, so an IPv6 one is refused by name.
+fn v4_addr(what: &str, a: std::net::SocketAddr) -> Result<SocketAddrV4, String> {
+    match a {
+        std::net::SocketAddr::V4(a) => Ok(a),
+        std::net::SocketAddr::V6(_) => Err(format!(
+            "{what} {a}: IPv6 services are not served by the control table yet"
+        )),
+    }
 }
 
 fn sched_error(e: sched::SchedError) -> AdmError {
@@ -165,7 +183,12 @@ impl Table {
             routes: cfg.routes.clone(),
         };
         for s in &cfg.services {
-            let key = (s.proto, s.vip);
+            let vip = v4_addr("service", s.vip)?;
+            let key = (s.proto, vip);
+            let mut reals = Vec::with_capacity(s.reals.len());
+            for r in &s.reals {
+                reals.push((r, v4_addr("real server", r.addr)?));
+            }
             t.extras.insert(
                 key,
                 Extras {
@@ -179,23 +202,25 @@ impl Table {
             );
             let entry = adm::ServiceEntry {
                 proto: s.proto,
-                addr: *s.vip.ip(),
-                port: s.vip.port(),
+                addr: *vip.ip(),
+                port: vip.port(),
                 sched: s.scheduler.name.clone(),
                 flags: s.scheduler.flags.clone(),
                 persistent: s.persistent,
-                netmask: (s.netmask != Ipv4Addr::BROADCAST).then_some(s.netmask),
+                netmask: match s.netmask {
+                    IpAddr::V4(m) => (m != Ipv4Addr::BROADCAST).then_some(m),
+                    IpAddr::V6(_) => None,
+                },
                 ops: s.ops,
                 synproxy: s.synproxy,
                 stats: adm::Stats::default(),
                 rate: adm::Rate::default(),
-                dests: s
-                    .reals
+                dests: reals
                     .iter()
-                    .map(|r| adm::DestEntry {
+                    .map(|(r, addr)| adm::DestEntry {
                         u_threshold: r.u_threshold,
                         l_threshold: r.l_threshold,
-                        ..adm::DestEntry::new(r.addr, r.forward, r.weight)
+                        ..adm::DestEntry::new(*addr, r.forward, r.weight)
                     })
                     .collect(),
                 access: None,
@@ -217,7 +242,7 @@ impl Table {
             None => {
                 self.next_seq += 1;
                 self.order.insert(self.next_seq, key);
-                self.by_addr.insert(snap_key(key), key);
+                self.by_addr.insert(sort_key(key), key);
                 self.next_seq
             }
         };
@@ -227,7 +252,7 @@ impl Table {
     fn remove_entry(&mut self, key: SvcKey) -> Option<adm::ServiceEntry> {
         let e = self.entries.remove(&key)?;
         self.order.remove(&e.seq);
-        self.by_addr.remove(&snap_key(key));
+        self.by_addr.remove(&sort_key(key));
         Some(e.svc)
     }
 
@@ -551,7 +576,7 @@ impl Table {
                     &self.routes,
                     |a| self.snap.is_vip(a),
                     |a| self.snap.is_lip(a),
-                    *o.server.ip(),
+                    IpAddr::V4(*o.server.ip()),
                 );
                 problem.map_or(Ok(()), |m| Err(invalid(m)))
             }
@@ -559,7 +584,7 @@ impl Table {
                 let adm::ServiceSpec::Addr { addr, .. } = &o.service else {
                     return Ok(());
                 };
-                let ip = *addr.ip();
+                let ip = IpAddr::V4(*addr.ip());
                 if let Some(why) = crate::config::not_unicast(ip) {
                     return Err(invalid(format!("{ip} is {why}, not a virtual address")));
                 }
@@ -680,14 +705,14 @@ impl Table {
         });
         self.snap.with_service(Arc::new(Service {
             proto: s.proto,
-            vip: s.addr,
+            vip: IpAddr::V4(s.addr),
             vport: s.port,
             dests,
             dest_ids: ids,
             forward,
             sched,
             persistent: s.persistent,
-            netmask: u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST)),
+            netmask: u128::from(u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST))),
             ops: s.ops,
             local_addresses: extras.local_addresses.clone().into(),
             toa: extras.toa,

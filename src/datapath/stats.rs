@@ -236,6 +236,11 @@ pub struct Traffic {
     pub syscalls: u64,
     /// Rounds of the workers' loops, each after one wait for work.
     pub wakeups: u64,
+    /// IPv6 Neighbour Advertisements sent (answers to solicitations).
+    pub nd_replies: u64,
+    /// Connection updates the sync master did not send because they are IPv6 (the IPVS
+    /// sync protocol version 1 this daemon speaks carries IPv4 here).
+    pub sync_skipped_v6: u64,
 }
 
 impl Traffic {
@@ -276,6 +281,8 @@ impl Traffic {
             pressure_workers,
             syscalls,
             wakeups,
+            nd_replies,
+            sync_skipped_v6,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -315,6 +322,8 @@ impl Traffic {
             (&mut self.pressure_workers, pressure_workers),
             (&mut self.syscalls, syscalls),
             (&mut self.wakeups, wakeups),
+            (&mut self.nd_replies, nd_replies),
+            (&mut self.sync_skipped_v6, sync_skipped_v6),
         ] {
             *a += b;
         }

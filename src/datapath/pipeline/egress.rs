@@ -11,7 +11,7 @@
 //! and released by the sender's ARP frame as soon as the pipeline sees it, or by the published
 //! neighbour table on the next tick.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use modes::nat;
 use modes::packet;
@@ -30,10 +30,10 @@ pub(crate) enum Target {
         /// Egress port.
         port: usize,
         /// Next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// Looked up in the routing table for this destination (replies to clients).
-    Lookup(Ipv4Addr),
+    Lookup(IpAddr),
 }
 
 /// The encapsulation applied in the last step.
@@ -64,7 +64,7 @@ impl Encap {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Path {
     port: usize,
-    hop: Ipv4Addr,
+    hop: IpAddr,
     encap: Encap,
 }
 
@@ -113,7 +113,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
         let src = info.source_for(pkt.src4());
-        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src4())) {
+        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src)) {
             let quote = &buf[VNET_HDR_LEN..f.len];
             if let Some(n) = reply::icmp_time_exceeded(
                 &mut self.tx[VNET_HDR_LEN..],
@@ -339,7 +339,7 @@ impl Pipeline {
         &mut self,
         env: &Env,
         sink: &mut S,
-        seen: Option<(Ipv4Addr, usize, [u8; 6])>,
+        seen: Option<(IpAddr, usize, [u8; 6])>,
     ) {
         let mut i = 0;
         while i < self.held.len() {

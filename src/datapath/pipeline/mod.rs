@@ -65,13 +65,32 @@ pub const EXPIRE_BUDGET: usize = 512;
 /// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
 /// steering program ([`crate::datapath::steer::program`]) computes exactly this; change both
 /// together.
+/// An IPv6 address is folded to 32 bits (its four words XORed) first; the steering program
+/// sees IPv4 only, so IPv6 frames are handed over to their owner when they land elsewhere.
 #[inline]
-pub fn owner_of(ip: Ipv4Addr, port: u16, n: usize) -> usize {
+pub fn owner_of(ip: impl Into<IpAddr>, port: u16, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let h = (u32::from(ip) ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
+    let ip = match ip.into() {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let b = u128::from(a);
+            (b as u32) ^ ((b >> 32) as u32) ^ ((b >> 64) as u32) ^ ((b >> 96) as u32)
+        }
+    };
+    let h = (ip ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
     ((u64::from(h) * n as u64) >> 32) as usize
+}
+
+/// The IPv4 address in `ip`, on the IPv4 paths where the byte rewrites of `modes` take an
+/// IPv4 address (an IPv6 address never reaches them: it gives 0.0.0.0).
+#[inline]
+pub(crate) fn v4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
 }
 
 /// What the pipeline reads besides the frame: the published state and the time.
@@ -111,7 +130,7 @@ pub enum Verdict {
         /// Egress port.
         port: usize,
         /// Next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// Rewritten and held until `hop` on `port` is resolved (then sent, or dropped after
     /// [`HELD_TTL_MS`]); or, for a SYNPROXY connection whose real server has not answered
@@ -120,7 +139,7 @@ pub enum Verdict {
         /// Egress port.
         port: usize,
         /// The unresolved next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// The frame belongs to another worker's connection: the caller hands it to `owner`.
     Redirect {
@@ -356,7 +375,7 @@ impl Pipeline {
         }
         let snap = env.snap;
         // One lookup classifies the source (for ARP, the sender's address).
-        let source = snap.source_class(pkt.src4());
+        let source = snap.source_class(pkt.src);
         if pkt.kind == Kind::Ipv4 && source == Source::Vip {
             // Replies of DR/TUN real servers go straight to the client; count any reaching us.
             return self.drop(Drop::VipSourced);
@@ -377,7 +396,7 @@ impl Pipeline {
             }
             // The host stack resolves its own next hops: it needs the replies to us.
             let verdict = self.arp(env, sink, port, len, buf);
-            return if snap.is_local(pkt.dst4()) && env.host_stack {
+            return if snap.is_local(pkt.dst) && env.host_stack {
                 Verdict::Host
             } else {
                 verdict
@@ -387,7 +406,7 @@ impl Pipeline {
             && pkt.kind == Kind::Ipv4
             && pkt.proto == packet::PROTO_UDP
             && pkt.dport == env.standby.sync_port
-            && (group || snap.is_local(pkt.dst4()))
+            && (group || snap.is_local(pkt.dst))
             && source == Source::Ordinary
         {
             // An IPVS sync message for the backup sync daemon (the HA thread).
@@ -411,8 +430,8 @@ impl Pipeline {
         }
         let rp_ok = match info.rp_filter {
             RpFilter::Off => true,
-            RpFilter::Strict => snap.router.lookup(pkt.src4()).is_some_and(|r| r.0 == port),
-            RpFilter::Loose => snap.router.lookup(pkt.src4()).is_some(),
+            RpFilter::Strict => snap.router.lookup(pkt.src).is_some_and(|r| r.0 == port),
+            RpFilter::Loose => snap.router.lookup(pkt.src).is_some(),
         };
         if !rp_ok {
             return self.drop(Drop::RpFilter);
@@ -431,8 +450,8 @@ impl Pipeline {
             csum: Csum::from_vnet(&vnet, &pkt),
             vnet,
         };
-        if snap.is_vip(pkt.dst4()) {
-            if env.standby.is_down(pkt.dst4()) {
+        if snap.is_vip(pkt.dst) {
+            if env.standby.is_down(pkt.dst) {
                 return self.drop(Drop::Standby);
             }
             return self.vip(env, sink, port, buf, &f);
@@ -442,14 +461,14 @@ impl Pipeline {
             // client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
             let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
-                Some(t) if !snap.is_local(pkt.dst4()) || snap.is_lip(t.1) => {
+                Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
                     self.icmp_error(env, sink, port, buf, &f, t)
                 }
-                _ if snap.is_local(pkt.dst4()) => self.local(env, sink, port, buf, &f),
+                _ if snap.is_local(pkt.dst) => self.local(env, sink, port, buf, &f),
                 _ => self.drop(Drop::NoConnection),
             };
         }
-        if !snap.is_lip(pkt.dst4()) && snap.is_local(pkt.dst4()) {
+        if !snap.is_lip(pkt.dst) && snap.is_local(pkt.dst) {
             return self.local(env, sink, port, buf, &f);
         }
         self.transit(env, sink, port, buf, &f)
@@ -500,26 +519,27 @@ impl Pipeline {
         let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
         let snap = env.snap;
         let info = &snap.ports[port];
+        let (tpa6, spa6) = (IpAddr::V4(tpa), IpAddr::V4(spa));
         let owned =
-            info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa) || snap.is_lip(tpa);
-        let for_us = (owned && !env.standby.is_down(tpa)) || env.standby.is_floating(port, tpa);
-        let on_link = info.addresses.iter().any(|c| c.contains(spa));
+            info.addresses.iter().any(|c| c.addr == tpa6) || snap.is_vip(tpa6) || snap.is_lip(tpa6);
+        let for_us = (owned && !env.standby.is_down(tpa6)) || env.standby.is_floating(port, tpa);
+        let on_link = info.addresses.iter().any(|c| c.contains(spa6));
         // Learn the sender when the frame concerns us (a request to us or any reply to us), or
         // refresh an entry we already hold; never from frames for other hosts otherwise.
         if on_link && !spa.is_unspecified() && sha.0[0] & 1 == 0 {
-            let known = env.neigh.entry(spa);
+            let known = env.neigh.entry(spa6);
             let fresh = known.is_some_and(|n| {
                 n.mac == sha.0 && n.port == port && self.now.saturating_sub(n.confirmed) < 30
             });
             if (for_us || op == 2 || known.is_some()) && !fresh {
                 self.event(NeighEvent::Learned {
-                    ip: spa,
+                    ip: spa6,
                     mac: sha.0,
                     port,
                 });
             }
             if (for_us || op == 2) && !self.held.is_empty() {
-                self.release_held(env, sink, Some((spa, port, sha.0)));
+                self.release_held(env, sink, Some((spa6, port, sha.0)));
             }
         }
         if op == 1 && for_us && spa != tpa {
@@ -602,7 +622,7 @@ impl Pipeline {
                     }
                 }
             }
-        } else if self.icmp_allowed(env, pkt.src4()) {
+        } else if self.icmp_allowed(env, pkt.src) {
             let out = &mut self.tx[VNET_HDR_LEN..];
             if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst4(), 3) {
                 if self.send_tx(sink, port, n) {
@@ -616,7 +636,7 @@ impl Pipeline {
     /// Whether an ICMP error to `dst` is within the `[defence]` limits now (every ICMP error
     /// the pipeline sends asks first; echo replies do not, as the kernel's default
     /// `icmp_ratemask`); counts `icmp_ratelimited` when not.
-    pub(crate) fn icmp_allowed(&mut self, env: &Env, dst: Ipv4Addr) -> bool {
+    pub(crate) fn icmp_allowed(&mut self, env: &Env, dst: IpAddr) -> bool {
         if self.icmp.allow(&env.snap.icmp_limits, dst, self.now_ms) {
             true
         } else {
@@ -628,7 +648,7 @@ impl Pipeline {
     /// The service's access control on a new connection from `src` (only called when the
     /// service has some): the deny and allow lists, `conn_limit`, then `conn_rate` (a token is
     /// taken only from a connection the rest admits). The refusal's reason when refused.
-    fn admit(&mut self, svc: &Service, src: Ipv4Addr) -> Result<(), Drop> {
+    fn admit(&mut self, svc: &Service, src: IpAddr) -> Result<(), Drop> {
         let a = &svc.access;
         a.check_lists(src)?;
         if a.conn_limit > 0 {
@@ -639,8 +659,16 @@ impl Pipeline {
         }
         if a.conn_rate > 0 {
             let key = crate::datapath::service::svc_key(svc.proto.number(), svc.vip, svc.vport);
-            let prefix = u32::from(src) & a.rate_mask;
-            if !self.rates.admit(key, prefix, a.conn_rate, self.now_ms) {
+            let mask = if src.is_ipv6() {
+                a.rate_mask6
+            } else {
+                a.rate_mask
+            };
+            let prefix = crate::config::ip_bits(src) & mask;
+            if !self
+                .rates
+                .admit(key.digest(), prefix, a.conn_rate, self.now_ms)
+            {
                 return Err(Drop::RateLimited);
             }
         }
@@ -679,13 +707,13 @@ impl Pipeline {
             1 => return self.host(env, sink, port, buf, f),
             _ => return self.drop(Drop::UnsupportedProtocol),
         }
-        if let Some(v) = self.elsewhere(owner_of(pkt.src4(), pkt.sport, self.workers)) {
+        if let Some(v) = self.elsewhere(owner_of(pkt.src, pkt.sport, self.workers)) {
             return v;
         }
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
@@ -748,7 +776,10 @@ impl Pipeline {
                     let mss = mtu.saturating_sub(modes::tun::OVERHEAD + 40) as u16;
                     modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, mss);
                 }
-                Encap::Ipip { src, dst: daddr }
+                Encap::Ipip {
+                    src: v4(src),
+                    dst: v4(daddr),
+                }
             }
             _ => Encap::None,
         };
@@ -771,11 +802,17 @@ impl Pipeline {
         }
         self.c.fwd_in += 1;
         match xmit {
-            Xmit::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, daddr, dport),
+            Xmit::Nat => nat::dnat(
+                &mut buf[VNET_HDR_LEN..f.len],
+                &pkt,
+                f.csum,
+                v4(daddr),
+                dport,
+            ),
             Xmit::Dr | Xmit::Tun { .. } => {}
             Xmit::FullNat { lip, lport, toa } => {
                 let frame = &mut buf[VNET_HDR_LEN..f.len];
-                modes::fullnat::fnat_in(frame, &pkt, f.csum, lip, lport, daddr, dport);
+                modes::fullnat::fnat_in(frame, &pkt, f.csum, v4(lip), lport, v4(daddr), dport);
                 if pkt.proto == 6 && toa != Toa::Off {
                     // The option changes the frame's length (and its GSO header).
                     let mut f = *f;
@@ -801,7 +838,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let snap = env.snap;
         let frame = &buf[VNET_HDR_LEN..f.len];
-        let Some(svc) = snap.service(pkt.proto, pkt.dst4(), pkt.dport) else {
+        let Some(svc) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
         // Only a SYN starts a TCP connection, unless the service is sloppy (IPVS
@@ -811,20 +848,20 @@ impl Pipeline {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoConnectionTcp));
         }
         if !svc.access.is_none() {
-            if let Err(why) = self.admit(svc, pkt.src4()) {
+            if let Err(why) = self.admit(svc, pkt.src) {
                 return Err(self.refuse(env, sink, port, frame, f, why));
             }
         }
         // Under table pressure, new connections per client prefix are rate-limited (dropped
         // without an answer: a flood gets nothing back, a real client retransmits).
-        if !self.table.admit(pkt.src4(), self.now_ms) {
+        if !self.table.admit(pkt.src, self.now_ms) {
             return Err(self.drop(Drop::PrefixRateLimit));
         }
         let input = sched::Input {
             proto: pkt.proto,
-            src: IpAddr::V4(pkt.src4()),
+            src: pkt.src,
             src_port: pkt.sport,
-            dst: IpAddr::V4(pkt.dst4()),
+            dst: pkt.dst,
             dst_port: pkt.dport,
             now_secs: u64::from(self.now),
         };
@@ -834,8 +871,11 @@ impl Pipeline {
             Some(timeout) => {
                 let key = TemplateKey {
                     proto: pkt.proto,
-                    client: Ipv4Addr::from(u32::from(pkt.src4()) & svc.netmask),
-                    vaddr: pkt.dst4(),
+                    client: crate::config::ip_from_bits(
+                        pkt.src,
+                        crate::config::ip_bits(pkt.src) & svc.netmask,
+                    ),
+                    vaddr: pkt.dst,
                     vport: svc.vport,
                 };
                 let t = env.templates.get_or_schedule(key, self.now, timeout, || {
@@ -859,16 +899,14 @@ impl Pipeline {
         let fwd = svc.forward[i];
         // The output route to the real server (and a tunnel's source), bound in the
         // connection.
-        let route = match dest.addr() {
-            IpAddr::V4(daddr) => snap.router.lookup(daddr).and_then(|(out, hop)| {
-                let tun_src = match fwd {
-                    Forward::Tun => snap.ports[out].source_for(daddr)?,
-                    _ => Ipv4Addr::UNSPECIFIED,
-                };
-                Some((daddr, out, hop, tun_src))
-            }),
-            IpAddr::V6(_) => None,
-        };
+        let daddr = dest.addr();
+        let route = snap.router.lookup(daddr).and_then(|(out, hop)| {
+            let tun_src = match fwd {
+                Forward::Tun => snap.ports[out].source_for_ip(daddr)?,
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            Some((daddr, out, hop, tun_src))
+        });
         let Some((daddr, out, hop, tun_src)) = route else {
             if let Some(t) = template {
                 t.release();
@@ -882,9 +920,9 @@ impl Pipeline {
         };
         let nc = NewConn {
             proto: pkt.proto,
-            caddr: pkt.src4(),
+            caddr: pkt.src,
             cport: pkt.sport,
-            vaddr: pkt.dst4(),
+            vaddr: pkt.dst,
             vport: pkt.dport,
             daddr,
             // Real port 0 (all-ports service): the port the client asked for.
@@ -963,7 +1001,7 @@ impl Pipeline {
                 &pkt,
                 f.csum,
                 Some(&mut f.vnet),
-                caddr,
+                v4(caddr),
                 cport,
             ) {
                 Ok(n) => {
@@ -1000,10 +1038,10 @@ impl Pipeline {
             return self.drop(Drop::NoConnection);
         }
         // FullNAT local ports encode their worker; NAT replies carry the client as destination.
-        let owner = if env.snap.is_lip(pkt.dst4()) {
+        let owner = if env.snap.is_lip(pkt.dst) {
             usize::from(pkt.dport) % self.workers
         } else {
-            owner_of(pkt.dst4(), pkt.dport, self.workers)
+            owner_of(pkt.dst, pkt.dport, self.workers)
         };
         if let Some(v) = self.elsewhere(owner) {
             return v;
@@ -1011,7 +1049,7 @@ impl Pipeline {
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let Some(fd) = self.table.lookup(&key).filter(|fd| fd.dir == Dir::Output) else {
             return self.drop(Drop::NoConnection);
         };
@@ -1052,9 +1090,9 @@ impl Pipeline {
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
-            modes::fullnat::fnat_out(frame, &pkt, f.csum, vaddr, vport, caddr, cport);
+            modes::fullnat::fnat_out(frame, &pkt, f.csum, v4(vaddr), vport, v4(caddr), cport);
         } else {
-            nat::snat(frame, &pkt, f.csum, vaddr, vport);
+            nat::snat(frame, &pkt, f.csum, v4(vaddr), vport);
         }
         self.c.fwd_out += 1;
         self.transmit(env, sink, buf, f, path)
@@ -1101,10 +1139,10 @@ impl Pipeline {
             };
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         let done = if let Xmit::FullNat { .. } = xmit {
-            icmp_nat::rewrite_inner(frame, &pkt, caddr, cport, vaddr, vport)
-                && icmp_nat::set_outer_addrs(frame, &pkt, vaddr, caddr)
+            icmp_nat::rewrite_inner(frame, &pkt, v4(caddr), cport, v4(vaddr), vport)
+                && icmp_nat::set_outer_addrs(frame, &pkt, v4(vaddr), v4(caddr))
         } else {
-            icmp_nat::nat_out(frame, &pkt, vaddr, vport)
+            icmp_nat::nat_out(frame, &pkt, v4(vaddr), vport)
         };
         if !done {
             return self.drop(Drop::NoConnection);
