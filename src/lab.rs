@@ -85,6 +85,16 @@ impl Lab {
         })
     }
 
+    /// [`Lab::build`] dual-stack ([`Topology::build_dual`]): the IPv6 plan of
+    /// `tapvs_lab::topology` on the client and the real servers too.
+    pub fn build_dual(n_reals: usize) -> io::Result<Lab> {
+        Ok(Lab {
+            daemon: None,
+            socket: String::new(),
+            net: Topology::build_dual(n_reals)?,
+        })
+    }
+
     /// Validates `config_text` (as if read from `lab.toml`) and starts tapvs in-process inside
     /// the director namespace. Returns once the ports are up and the workers run.
     pub fn start(&mut self, config_text: &str) -> io::Result<Config> {

@@ -105,21 +105,23 @@ enum Cmd {
         requests: u32,
     },
     /// Configure this host (or network namespace) as an LVS real server for DR or TUN:
-    /// VIP/32 on lo, arp_ignore=1, arp_announce=2, rp_filter=0 (tunl0 for TUN when the kernel
-    /// has ipip; otherwise run `tapvs rs-decap`).
+    /// an IPv4 VIP as /32 on lo with arp_ignore=1, arp_announce=2, rp_filter=0; an IPv6 VIP as
+    /// /128 on lo (nodad); for TUN tunl0 / ip6tnl0 when the kernel has them, otherwise run
+    /// `tapvs rs-decap`.
     RsSetup {
         /// Forwarding method: dr or tun.
         #[arg(long)]
         mode: tapvs::rs::RsMode,
-        /// The virtual IP address.
-        #[arg(long)]
-        vip: std::net::Ipv4Addr,
+        /// The virtual IP address (IPv4 or IPv6); repeat the option, or separate with commas,
+        /// for several.
+        #[arg(long, required = true, value_delimiter = ',')]
+        vip: Vec<std::net::IpAddr>,
         /// Remove the VIP and reset arp_ignore/arp_announce to 0 (rp_filter stays 0).
         #[arg(long)]
         undo: bool,
     },
-    /// Decapsulate IPIP in user space into a TUN device (for kernels without the ipip
-    /// module), until SIGINT or SIGTERM.
+    /// Decapsulate IPIP and IPv6-in-IPv6 in user space into a TUN device (for kernels without
+    /// the ipip and ip6_tunnel modules), until SIGINT or SIGTERM.
     RsDecap {
         /// The TUN device to create.
         #[arg(long, default_value = tapvs::rs::DEFAULT_DECAP_TUN)]
@@ -255,7 +257,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup(mode, vip, undo) {
+        Cmd::RsSetup { mode, vip, undo } => match tapvs::rs::setup_vips(mode, &vip, undo) {
             Ok(actions) => {
                 for a in actions {
                     println!("rs-setup: {a}");

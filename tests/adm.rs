@@ -281,6 +281,35 @@ fn tapvsadm_drives_the_daemon() {
             2,
             "not supported",
         ),
+        // IPv6: ipvsadm's syntax and rules in tapvsadm; the daemon refuses IPv6 services
+        // until it serves them.
+        (
+            "-A -t [2001:db8:f::80]:80 -s rr",
+            1,
+            "IPv6 services are not supported yet by the tapvs daemon",
+        ),
+        (
+            "-a -t [2001:db8:f::80]:80 -r 172.16.0.2:80 -b",
+            1,
+            "IPv6 services are not supported yet by the tapvs daemon",
+        ),
+        ("-L -n -t [2001:db8:f::80]:80", 1, "No such service"),
+        (
+            "-A -t [2001:db8:f::80] -s rr",
+            2,
+            "illegal virtual server address",
+        ),
+        (
+            &format!("-a -t [2001:db8:f::80]:80 -r {rs2}:80 -m"),
+            2,
+            "Different address family is allowed only for FullNAT servers",
+        ),
+        ("-A -6 -f 1", 2, "-6 used before -f"),
+        (
+            "-A -f 1 -6 -s rr",
+            2,
+            "fwmark services (-f) is not supported yet",
+        ),
     ] {
         let o = adm(&lab, args);
         assert_eq!(o.status.code(), Some(code), "{args}: {o:?}");

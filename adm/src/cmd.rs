@@ -10,11 +10,16 @@
 //! server port forced to the service port for `-g`/`-i`, list conflicts). Defaults are
 //! ipvsadm's: scheduler `wlc`, forwarding `-g`, weight 1, netmask /32. On `-a`/`-e`/`-d` the
 //! short `-b` means FullNAT forwarding (as in DPVS); elsewhere it is `--sched-flags`.
-//! [`parse`] takes IPv4 literals, `localhost` and port numbers; host and service names are
-//! turned into numbers before, by [`resolve`] through a [`Resolver`] (tapvsadm's asks the
-//! system), so the parser itself does no lookup. IPv6 is refused.
+//! [`parse`] takes IPv4 literals, `localhost`, IPv6 literals as ipvsadm writes them
+//! (`[2001:db8::1]:80`, or a bare `2001:db8::1` for port 0) and port numbers; host and service
+//! names are turned into numbers before, by [`resolve`] through a [`Resolver`] (tapvsadm's asks
+//! the system), so the parser itself does no lookup. A service's family decides what `-M`
+//! means (a dotted netmask for IPv4, a prefix length 1..=128 for IPv6, whatever the option
+//! order); `-6` (after `-f`) makes a fwmark service IPv6. A real server's family must be the
+//! service's, except an IPv4 FullNAT (`-b`) real server of an IPv6 service (NAT64).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
@@ -55,19 +60,26 @@ pub enum ServiceSpec {
     Addr {
         /// Protocol of the service.
         proto: Protocol,
-        /// Virtual address and port.
-        addr: SocketAddrV4,
+        /// Virtual address and port (IPv4 or IPv6).
+        addr: SocketAddr,
     },
-    /// `-f mark` (parsed; tapvs does not implement fwmark services yet).
-    Fwmark(u32),
+    /// `-f mark [-6]`: a firewall-mark service (the daemon does not implement them yet).
+    Fwmark {
+        /// The mark, 1..=4294967295.
+        mark: u32,
+        /// `-6`: the service is IPv6 (its real servers are IPv6 addresses).
+        ipv6: bool,
+    },
 }
 
 impl ServiceSpec {
-    /// The service as a rule fragment: `-t 10.0.0.1:80`, `-u ...`, `-f 5`.
+    /// The service as a rule fragment: `-t 10.0.0.1:80`, `-u [2001:db8::1]:53`, `-f 5`,
+    /// `-f 5 -6`.
     pub fn rule(&self) -> String {
         match self {
             ServiceSpec::Addr { proto, addr } => format!("{} {}", proto_switch(*proto), addr),
-            ServiceSpec::Fwmark(m) => format!("-f {m}"),
+            ServiceSpec::Fwmark { mark, ipv6: false } => format!("-f {mark}"),
+            ServiceSpec::Fwmark { mark, ipv6: true } => format!("-f {mark} -6"),
         }
     }
 
@@ -75,7 +87,53 @@ impl ServiceSpec {
     pub fn port(&self) -> u16 {
         match self {
             ServiceSpec::Addr { addr, .. } => addr.port(),
-            ServiceSpec::Fwmark(_) => 0,
+            ServiceSpec::Fwmark { .. } => 0,
+        }
+    }
+
+    /// Whether the service is IPv6 (its address, or `-6` for a fwmark service).
+    pub fn is_ipv6(&self) -> bool {
+        match self {
+            ServiceSpec::Addr { addr, .. } => addr.is_ipv6(),
+            ServiceSpec::Fwmark { ipv6, .. } => *ipv6,
+        }
+    }
+}
+
+/// A persistence granularity (`-M`): a dotted netmask for an IPv4 service, a prefix length
+/// for an IPv6 one (as ipvsadm takes and prints them). It serialises as the dotted string or
+/// the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Netmask {
+    /// IPv4 netmask (`255.255.255.0`).
+    V4(Ipv4Addr),
+    /// IPv6 prefix length, 1..=128.
+    V6(u8),
+}
+
+impl Netmask {
+    /// The default: one client per template (`255.255.255.255`, or 128 for IPv6).
+    pub fn full(ipv6: bool) -> Netmask {
+        if ipv6 {
+            Netmask::V6(128)
+        } else {
+            Netmask::V4(Ipv4Addr::BROADCAST)
+        }
+    }
+
+    /// Whether this is the default [`Netmask::full`] of its family (listings leave it out).
+    pub fn is_full(self) -> bool {
+        matches!(self, Netmask::V6(128)) || self == Netmask::V4(Ipv4Addr::BROADCAST)
+    }
+}
+
+/// As ipvsadm prints it: `255.255.255.0` or `64`.
+impl fmt::Display for Netmask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Netmask::V4(m) => write!(f, "{m}"),
+            Netmask::V6(len) => write!(f, "{len}"),
         }
     }
 }
@@ -92,8 +150,8 @@ pub struct ServiceOpts {
     pub sched_flags: Vec<String>,
     /// Persistence timeout (`-p [timeout]`).
     pub persistent: Option<u32>,
-    /// Persistence granularity (`-M`, default 255.255.255.255).
-    pub netmask: Ipv4Addr,
+    /// Persistence granularity (`-M`, default 255.255.255.255, or 128 for IPv6).
+    pub netmask: Netmask,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
     /// SYNPROXY (`-j enable|disable`, as DPVS's ipvsadm; default disable).
@@ -107,8 +165,9 @@ pub struct ServerOpts {
     /// The service.
     pub service: ServiceSpec,
     /// Real server; its port is the service port when omitted, and always the service port
-    /// with `-g` or `-i` (as ipvsadm; not for fwmark services).
-    pub server: SocketAddrV4,
+    /// with `-g` or `-i` (as ipvsadm; not for fwmark services). Its family is the service's,
+    /// or IPv4 for a FullNAT server of an IPv6 service.
+    pub server: SocketAddr,
     /// Forwarding method (`-g` default, `-m`, `-i`, `-b`).
     pub forward: Forward,
     /// Weight (`-w`, 0..=65535, default 1).
@@ -175,7 +234,7 @@ pub enum Command {
         /// The service.
         service: ServiceSpec,
         /// The real server (port = service port when omitted).
-        server: SocketAddrV4,
+        server: SocketAddr,
     },
     /// `-L`/`-l` (also a bare `ipvsadm`).
     List(ListOpts),
@@ -727,19 +786,30 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Why an address argument was refused.
-enum AddrError {
-    Invalid,
-    Ipv6,
-}
+/// An address argument that is not a literal `host[:port]`.
+struct AddrError;
 
-/// ipvsadm's `host[:port]`: an IPv4 literal or `localhost`, port 0..=65535 (or none).
-fn parse_host_port(s: &str) -> Result<(Ipv4Addr, Option<u16>), AddrError> {
+/// ipvsadm's `host[:port]`: an IPv4 literal or `localhost` with an optional `:port`, an IPv6
+/// literal in brackets with a compulsory `:port` (`[2001:db8::1]:80`), or a bare IPv6 literal
+/// (port omitted); port 0..=65535.
+fn parse_host_port(s: &str) -> Result<(IpAddr, Option<u16>), AddrError> {
     if s.is_empty() || s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AddrError::Invalid);
+        return Err(AddrError);
     }
-    if s.starts_with('[') || s.parse::<Ipv6Addr>().is_ok() {
-        return Err(AddrError::Ipv6);
+    let port_of = |p: &str| {
+        number(p, 0, u16::MAX.into())
+            .map(|n| n as u16)
+            .ok_or(AddrError)
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        // As ipvsadm: the brackets need a port after them.
+        let (host, after) = rest.split_once(']').ok_or(AddrError)?;
+        let port = after.strip_prefix(':').ok_or(AddrError)?;
+        let addr: Ipv6Addr = host.parse().map_err(|_| AddrError)?;
+        return Ok((IpAddr::V6(addr), Some(port_of(port)?)));
+    }
+    if let Ok(a) = s.parse::<Ipv6Addr>() {
+        return Ok((IpAddr::V6(a), None));
     }
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -748,17 +818,13 @@ fn parse_host_port(s: &str) -> Result<(Ipv4Addr, Option<u16>), AddrError> {
     let addr = if host == "localhost" {
         Ipv4Addr::LOCALHOST
     } else {
-        host.parse().map_err(|_| AddrError::Invalid)?
+        host.parse().map_err(|_| AddrError)?
     };
     let port = match port {
-        Some(p) => Some(
-            number(p, 0, u16::MAX.into())
-                .map(|n| n as u16)
-                .ok_or(AddrError::Invalid)?,
-        ),
+        Some(p) => Some(port_of(p)?),
         None => None,
     };
-    Ok((addr, port))
+    Ok((IpAddr::V4(addr), port))
 }
 
 /// A decimal number in `min..=max` (strtol-like: optional sign, nothing after the digits).
@@ -811,8 +877,9 @@ struct State {
     service: Option<ServiceSpec>,
     scheduler: Option<String>,
     persistent: Option<u32>,
-    netmask: Ipv4Addr,
-    server: Option<(Ipv4Addr, Option<u16>)>,
+    /// `-M` as written: its meaning depends on the service's family, known at the end.
+    netmask: Option<String>,
+    server: Option<(IpAddr, Option<u16>)>,
     forward: Forward,
     weight: u32,
     u_threshold: u32,
@@ -829,7 +896,7 @@ impl State {
             service: None,
             scheduler: None,
             persistent: None,
-            netmask: Ipv4Addr::BROADCAST,
+            netmask: None,
             server: None,
             forward: Forward::Dr,
             weight: 1,
@@ -867,14 +934,11 @@ impl State {
                 } else {
                     Protocol::Udp
                 };
-                let (ip, port) = match parse_host_port(&v) {
-                    Ok(a) => a,
-                    Err(AddrError::Ipv6) => return unsupported("IPv6 (virtual service address)"),
-                    Err(AddrError::Invalid) => return Err(AdmError::IllegalVirtualServer),
-                };
+                let (ip, port) =
+                    parse_host_port(&v).map_err(|AddrError| AdmError::IllegalVirtualServer)?;
                 self.service = Some(ServiceSpec::Addr {
                     proto,
-                    addr: SocketAddrV4::new(ip, port.unwrap_or(0)),
+                    addr: SocketAddr::new(ip, port.unwrap_or(0)),
                 });
             }
             Tag::Sctp => return unsupported("SCTP (--sctp-service)"),
@@ -882,7 +946,7 @@ impl State {
                 self.set(Opt::Service)?;
                 let mark = number(&v, 1, u32::MAX.into())
                     .ok_or_else(|| AdmError::InvalidFwmark(v.clone()))?;
-                self.service = Some(ServiceSpec::Fwmark(mark));
+                self.service = Some(ServiceSpec::Fwmark { mark, ipv6: false });
             }
             Tag::Scheduler => {
                 self.set(Opt::Scheduler)?;
@@ -898,15 +962,17 @@ impl State {
             }
             Tag::Netmask => {
                 self.set(Opt::Netmask)?;
-                self.netmask = v.parse().map_err(|_| AdmError::IllegalNetmask)?;
+                self.netmask = Some(v);
+                // Checked now when the service's family is known (ipvsadm's order of errors),
+                // else at the end (a fwmark service may still get -6).
+                if let Some(svc @ ServiceSpec::Addr { .. }) = self.service {
+                    self.netmask(&svc)?;
+                }
             }
             Tag::Real => {
                 self.set(Opt::Server)?;
-                self.server = Some(match parse_host_port(&v) {
-                    Ok(a) => a,
-                    Err(AddrError::Ipv6) => return unsupported("IPv6 (real server address)"),
-                    Err(AddrError::Invalid) => return Err(AdmError::IllegalRealServer),
-                });
+                self.server =
+                    Some(parse_host_port(&v).map_err(|AddrError| AdmError::IllegalRealServer)?);
             }
             Tag::Masq | Tag::Ipip | Tag::Gate | Tag::FullNat => {
                 self.set(Opt::Forward)?;
@@ -942,7 +1008,11 @@ impl State {
             Tag::Exact => self.set(Opt::Exact)?,
             Tag::Ops => self.set(Opt::Ops)?,
             Tag::TunInfo => self.set(Opt::TunInfo)?,
-            Tag::Ipv6 => return unsupported("IPv6 (-6)"),
+            // Not an option of the table (ipvsadm records none): valid after -f only.
+            Tag::Ipv6 => match &mut self.service {
+                Some(ServiceSpec::Fwmark { ipv6, .. }) => *ipv6 = true,
+                _ => return Err(AdmError::Ipv6BeforeFwmark),
+            },
             Tag::Pe => return unsupported("persistence engines (--pe)"),
             Tag::SchedFlags => {
                 self.set(Opt::SchedFlags)?;
@@ -999,15 +1069,35 @@ impl State {
     }
 
     /// The real server with ipvsadm's port rules applied.
-    fn server(&self, service: &ServiceSpec, forced: bool) -> SocketAddrV4 {
-        let (ip, port) = self.server.unwrap_or((Ipv4Addr::UNSPECIFIED, None));
-        let fwmark = matches!(service, ServiceSpec::Fwmark(_));
+    fn server(&self, service: &ServiceSpec, forced: bool) -> SocketAddr {
+        let (ip, port) = self
+            .server
+            .unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), None));
+        let fwmark = matches!(service, ServiceSpec::Fwmark { .. });
         let port = if forced && !fwmark && matches!(self.forward, Forward::Dr | Forward::Tun) {
             service.port()
         } else {
             port.unwrap_or(service.port())
         };
-        SocketAddrV4::new(ip, port)
+        SocketAddr::new(ip, port)
+    }
+
+    /// `-M` for `service`: a dotted netmask (IPv4) or a prefix length 1..=128 (IPv6); the
+    /// family's full mask when absent.
+    fn netmask(&self, service: &ServiceSpec) -> Result<Netmask, AdmError> {
+        let ipv6 = service.is_ipv6();
+        let Some(v) = self.netmask.as_deref() else {
+            return Ok(Netmask::full(ipv6));
+        };
+        if ipv6 {
+            number(v, 1, 128)
+                .map(|n| Netmask::V6(n as u8))
+                .ok_or(AdmError::IllegalIpv6Netmask)
+        } else {
+            v.parse()
+                .map(Netmask::V4)
+                .map_err(|_| AdmError::IllegalNetmask)
+        }
     }
 
     fn build(mut self, positional: Vec<String>) -> Result<Command, AdmError> {
@@ -1061,7 +1151,7 @@ impl State {
                     scheduler,
                     sched_flags: flags,
                     persistent,
-                    netmask: self.netmask,
+                    netmask: self.netmask(&service)?,
                     ops: self.has(Opt::Ops),
                     synproxy: self.synproxy,
                 };
@@ -1075,12 +1165,19 @@ impl State {
             Cmd::Flush => Command::Clear,
             Cmd::AddDest | Cmd::EditDest => {
                 let service = svc()?;
+                let server = self.server(&service, true);
+                // ipvsadm allows another family for tunnels; tapvs for NAT64 in FullNAT.
+                let nat64 =
+                    service.is_ipv6() && server.is_ipv4() && self.forward == Forward::FullNat;
+                if server.is_ipv6() != service.is_ipv6() && !nat64 {
+                    return Err(AdmError::FamilyMismatch);
+                }
                 if self.has(Opt::TunType) && self.forward != Forward::Tun {
                     return Err(AdmError::TunnelOptionConflict);
                 }
                 let o = ServerOpts {
                     service,
-                    server: self.server(&service, true),
+                    server,
                     forward: self.forward,
                     weight: self.weight,
                     u_threshold: self.u_threshold,
@@ -1215,16 +1312,39 @@ pub fn resolve(args: &[String], names: &dyn Resolver) -> Result<Vec<String>, Adm
 }
 
 /// `host[:service]` as numbers when names had to be looked up; `None` when the value parses
-/// as it is (or is refused for another reason, which [`parse`] reports).
+/// as it is (or is refused for another reason, which [`parse`] reports). A name in brackets
+/// (`[name]:service`) is looked up for an IPv6 address ([`Resolver::host6`]), a bare one for
+/// an IPv4 address, as ipvsadm.
 fn resolve_host_port(v: &str, proto: Protocol, names: &dyn Resolver) -> Result<Option<String>, ()> {
-    match parse_host_port(v) {
-        Ok(_) | Err(AddrError::Ipv6) => return Ok(None),
-        Err(AddrError::Invalid) => {}
-    }
-    if v.is_empty() || v.bytes().all(|b| b.is_ascii_digit()) {
+    if parse_host_port(v).is_ok() || v.is_empty() || v.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
-    let (host, port) = match v.rsplit_once(':') {
+    let port = |p: &str| -> Result<u16, ()> {
+        match number(p, 0, u16::MAX.into()) {
+            Some(n) => Ok(n as u16),
+            None if p.is_empty() || p.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
+                Err(())
+            }
+            None => names.service(p, proto).ok_or(()),
+        }
+    };
+    if let Some(rest) = v.strip_prefix('[') {
+        let Some((host, p)) = rest
+            .split_once(']')
+            .and_then(|(h, after)| Some((h, after.strip_prefix(':')?)))
+        else {
+            return Ok(None);
+        };
+        let addr = match host.parse::<Ipv6Addr>() {
+            Ok(a) => a,
+            // An IPv4 literal or anything with a colon is no name.
+            Err(_) if host.contains(':') || host.parse::<Ipv4Addr>().is_ok() => return Err(()),
+            Err(_) if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') => return Err(()),
+            Err(_) => names.host6(host).ok_or(())?,
+        };
+        return Ok(Some(format!("[{addr}]:{}", port(p)?)));
+    }
+    let (host, p) = match v.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (v, None),
     };
@@ -1234,20 +1354,13 @@ fn resolve_host_port(v: &str, proto: Protocol, names: &dyn Resolver) -> Result<O
         // Not a dotted quad but digits and dots (`1.2.3`): malformed, not a name (getaddrinfo
         // would take it as 1.2.0.3, the old inet_aton forms).
         Err(_) if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') => return Err(()),
+        // Colons left: a malformed IPv6 literal, not a name.
+        Err(_) if host.contains(':') => return Err(()),
         Err(_) => names.host(host).ok_or(())?,
     };
-    Ok(Some(match port {
+    Ok(Some(match p {
         None => addr.to_string(),
-        Some(p) => {
-            let port = match number(p, 0, u16::MAX.into()) {
-                Some(n) => n as u16,
-                None if p.is_empty() || p.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
-                    return Err(())
-                }
-                None => names.service(p, proto).ok_or(())?,
-            };
-            format!("{addr}:{port}")
-        }
+        Some(p) => format!("{addr}:{}", port(p)?),
     }))
 }
 
@@ -1301,7 +1414,7 @@ mod tests {
             scheduler: sched.into(),
             sched_flags: vec![],
             persistent: None,
-            netmask: Ipv4Addr::BROADCAST,
+            netmask: Netmask::full(service.is_ipv6()),
             ops: false,
             synproxy: false,
         }
@@ -1385,11 +1498,17 @@ mod tests {
         );
         assert_eq!(
             p("-D -f 7"),
-            Ok(Command::DeleteService(ServiceSpec::Fwmark(7)))
+            Ok(Command::DeleteService(ServiceSpec::Fwmark {
+                mark: 7,
+                ipv6: false
+            }))
         );
         assert_eq!(
             p("-D --fwmark-service=4294967295"),
-            Ok(Command::DeleteService(ServiceSpec::Fwmark(u32::MAX)))
+            Ok(Command::DeleteService(ServiceSpec::Fwmark {
+                mark: u32::MAX,
+                ipv6: false
+            }))
         );
         assert_eq!(
             p("-D -t localhost:80"),
@@ -1403,7 +1522,7 @@ mod tests {
         let mut o = svc(u, "sh");
         o.sched_flags = vec!["sh-fallback".into(), "sh-port".into()];
         o.persistent = Some(60);
-        o.netmask = Ipv4Addr::new(255, 255, 255, 0);
+        o.netmask = Netmask::V4(Ipv4Addr::new(255, 255, 255, 0));
         o.ops = true;
         assert_eq!(
             p("-A -u 10.0.0.1:53 -s sh -b sh-port,sh-fallback -p 60 -M 255.255.255.0 -o"),
@@ -1498,7 +1617,10 @@ mod tests {
         assert_eq!(
             p("-a -f 1 -r 172.16.0.2:8080 -g"),
             Ok(Command::AddServer(srv(
-                ServiceSpec::Fwmark(1),
+                ServiceSpec::Fwmark {
+                    mark: 1,
+                    ipv6: false
+                },
                 "172.16.0.2:8080",
                 Forward::Dr
             )))
@@ -1764,6 +1886,10 @@ mod tests {
             (name == "web").then_some(Ipv4Addr::new(10, 0, 0, 5))
         }
 
+        fn host6(&self, name: &str) -> Option<Ipv6Addr> {
+            (name == "web6").then(|| "2001:db8::5".parse().unwrap())
+        }
+
         fn service(&self, name: &str, proto: Protocol) -> Option<u16> {
             match (name, proto) {
                 ("http", Protocol::Tcp) => Some(80),
@@ -1776,6 +1902,205 @@ mod tests {
     fn resolved(line: &str) -> Result<String, AdmError> {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         resolve(&args, &Fake).map(|a| a.join(" "))
+    }
+
+    #[test]
+    fn ipv6_names_are_resolved_in_brackets() {
+        for (line, want) in [
+            ("-A -t [web6]:http -s rr", "-A -t [2001:db8::5]:80 -s rr"),
+            ("-A -t[web6]:http", "-A -t[2001:db8::5]:80"),
+            (
+                "-A --udp-service=[web6]:domain",
+                "-A --udp-service=[2001:db8::5]:53",
+            ),
+            (
+                "-a -t [2001:db8::1]:80 -r [web6]:http -m",
+                "-a -t [2001:db8::1]:80 -r [2001:db8::5]:80 -m",
+            ),
+            ("-A -t [2001:db8::1]:http", "-A -t [2001:db8::1]:80"),
+            // An IPv4 real server of an IPv6 FullNAT service: a bare name is IPv4.
+            (
+                "-a -t [2001:db8::1]:80 -r web:http -b",
+                "-a -t [2001:db8::1]:80 -r 10.0.0.5:80 -b",
+            ),
+            // Literals, and what parse reports itself, are left alone.
+            ("-A -t [2001:db8::1]:80", "-A -t [2001:db8::1]:80"),
+            ("-A -t 2001:db8::1 -p", "-A -t 2001:db8::1 -p"),
+            ("-A -t [web6]", "-A -t [web6]"),
+            ("-A -t [web6]80", "-A -t [web6]80"),
+        ] {
+            assert_eq!(resolved(line), Ok(want.to_string()), "{line}");
+        }
+        for (line, err) in [
+            // IPv4 names are not looked up for brackets, nor IPv6 names without them.
+            ("-A -t [web]:80", AdmError::IllegalVirtualServer),
+            ("-A -t web6:80", AdmError::IllegalVirtualServer),
+            ("-A -t [web6]:nosuch", AdmError::IllegalVirtualServer),
+            ("-A -t [1.2.3.4]:80", AdmError::IllegalVirtualServer),
+            ("-A -t [2001:db8::zz]:80", AdmError::IllegalVirtualServer),
+            ("-A -t 2001:db8::zz:80", AdmError::IllegalVirtualServer),
+            (
+                "-a -t [2001:db8::1]:80 -r [nosuch]:80",
+                AdmError::IllegalRealServer,
+            ),
+        ] {
+            assert_eq!(resolved(line), Err(err), "{line}");
+        }
+    }
+
+    #[test]
+    fn ipv6_syntax() {
+        let t6 = tcp("[2001:db8:f::80]:80");
+        assert_eq!(
+            p("-A -t [2001:db8:f::80]:80 -s rr"),
+            Ok(Command::AddService(svc(t6, "rr")))
+        );
+        // The address is compared, not its spelling.
+        assert_eq!(
+            p("-A -t [2001:DB8:F:0:0:0:0:80]:80 -s rr"),
+            Ok(Command::AddService(svc(t6, "rr")))
+        );
+        // A bare address is port 0 (persistent services only); -M is a prefix length.
+        let mut o = svc(tcp("[2001:db8:f::80]:0"), "wlc");
+        (o.persistent, o.netmask) = (Some(300), Netmask::V6(128));
+        assert_eq!(
+            p("-A -t 2001:db8:f::80 -p"),
+            Ok(Command::AddService(o.clone()))
+        );
+        o.netmask = Netmask::V6(64);
+        assert_eq!(
+            p("-A -t 2001:db8:f::80 -p -M 64"),
+            Ok(Command::AddService(o.clone()))
+        );
+        // Whatever the order of -M and -t.
+        assert_eq!(
+            p("-A -p -M 64 -t 2001:db8:f::80"),
+            Ok(Command::AddService(o.clone()))
+        );
+        // -6 after -M makes the fwmark service IPv6: -M is a prefix length.
+        let mut f = svc(
+            ServiceSpec::Fwmark {
+                mark: 2,
+                ipv6: true,
+            },
+            "wlc",
+        );
+        (f.persistent, f.netmask) = (Some(300), Netmask::V6(64));
+        assert_eq!(p("-A -f 2 -M 64 -p -6"), Ok(Command::AddService(f)));
+        o.netmask = Netmask::V6(1);
+        assert_eq!(
+            p("-A -t 2001:db8:f::80 -p --netmask=1"),
+            Ok(Command::AddService(o))
+        );
+        let u6 = udp("[2001:db8:f::80]:53");
+        let mut o = svc(u6, "sh");
+        o.ops = true;
+        assert_eq!(
+            p("-A -u [2001:db8:f::80]:53 -s sh -o"),
+            Ok(Command::AddService(o))
+        );
+        // Real servers: same family; -g and -i force the service port.
+        assert_eq!(
+            p("-a -t [2001:db8:f::80]:80 -r [2001:db8:5::2]:8080 -m"),
+            Ok(Command::AddServer(srv(
+                t6,
+                "[2001:db8:5::2]:8080",
+                Forward::Nat
+            )))
+        );
+        assert_eq!(
+            p("-a -t [2001:db8:f::80]:80 -r 2001:db8:5::2"),
+            Ok(Command::AddServer(srv(
+                t6,
+                "[2001:db8:5::2]:80",
+                Forward::Dr
+            )))
+        );
+        assert_eq!(
+            p("-a -t [2001:db8:f::80]:80 -r [2001:db8:5::2]:8080 -i"),
+            Ok(Command::AddServer(srv(
+                t6,
+                "[2001:db8:5::2]:80",
+                Forward::Tun
+            )))
+        );
+        // NAT64: an IPv4 FullNAT real server of an IPv6 service.
+        assert_eq!(
+            p("-a -t [2001:db8:f::80]:80 -r 172.16.0.2:8080 -b"),
+            Ok(Command::AddServer(srv(
+                t6,
+                "172.16.0.2:8080",
+                Forward::FullNat
+            )))
+        );
+        assert_eq!(
+            p("-e -t [2001:db8:f::80]:80 -r 172.16.0.2 --fullnat -w 3"),
+            Ok(Command::EditServer(ServerOpts {
+                weight: 3,
+                ..srv(t6, "172.16.0.2:80", Forward::FullNat)
+            }))
+        );
+        // -d looks the server up whatever its family (runtime: "No such destination").
+        assert_eq!(
+            p("-d -t [2001:db8:f::80]:80 -r 172.16.0.2"),
+            Ok(Command::DeleteServer {
+                service: t6,
+                server: "172.16.0.2:80".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            p("-L -n -t [2001:db8:f::80]:80 --stats"),
+            Ok(Command::List(ListOpts {
+                service: Some(t6),
+                numeric: true,
+                stats: true,
+                ..list()
+            }))
+        );
+        // -6 after -f: an IPv6 fwmark service; its real servers are IPv6, ports kept.
+        let f6 = ServiceSpec::Fwmark {
+            mark: 7,
+            ipv6: true,
+        };
+        let mut o = svc(f6, "rr");
+        (o.persistent, o.netmask) = (Some(60), Netmask::V6(48));
+        assert_eq!(
+            p("-A -f 7 -6 -s rr -p 60 -M 48"),
+            Ok(Command::AddService(o.clone()))
+        );
+        assert_eq!(
+            p("-A -f7 --ipv6 -s rr -p 60 -M 48 -6"),
+            Ok(Command::AddService(o))
+        );
+        assert_eq!(
+            p("-a -f 7 -6 -r [2001:db8:5::2]:8080 -g"),
+            Ok(Command::AddServer(srv(
+                f6,
+                "[2001:db8:5::2]:8080",
+                Forward::Dr
+            )))
+        );
+        assert_eq!(p("-D -f 7 -6"), Ok(Command::DeleteService(f6)));
+        assert_eq!(p("-Z -f 7 -6"), Ok(Command::Zero(Some(f6))));
+        assert_eq!(f6.rule(), "-f 7 -6");
+        assert_eq!(t6.rule(), "-t [2001:db8:f::80]:80");
+        assert!(t6.is_ipv6() && f6.is_ipv6());
+        // Restore lines take the same syntax.
+        assert_eq!(
+            parse_restore_line("ipvsadm -A -t [2001:db8:f::80]:80 -s rr"),
+            Ok(Some(Command::AddService(svc(t6, "rr"))))
+        );
+        // The netmask serialises as ipvsadm writes it: dotted, or a number.
+        assert_eq!(
+            serde_json::to_string(&[Netmask::V4(Ipv4Addr::new(255, 255, 0, 0)), Netmask::V6(64)])
+                .unwrap(),
+            r#"["255.255.0.0",64]"#
+        );
+        let back: Vec<Netmask> = serde_json::from_str(r#"["255.255.0.0",64]"#).unwrap();
+        assert_eq!(
+            back,
+            [Netmask::V4(Ipv4Addr::new(255, 255, 0, 0)), Netmask::V6(64)]
+        );
     }
 
     #[test]
@@ -1906,10 +2231,32 @@ mod tests {
             ("-A -t 1.2.3.4:80 -- extra", "unexpected argument extra".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -m --tun-type ipip", "Tunnel options conflict with forward method".into()),
             ("-a -t 1.2.3.4:80 -r 1.1.1.1 -i --tun-type foo", "illegal tunnel type specified".into()),
-            ("-A -t [::1]:80", "IPv6 (virtual service address) is not supported yet by tapvs".into()),
-            ("-A -t ::1", "IPv6 (virtual service address) is not supported yet by tapvs".into()),
-            ("-a -t 1.2.3.4:80 -r [2001:db8::1]:80", "IPv6 (real server address) is not supported yet by tapvs".into()),
-            ("-A -f 1 -6", "IPv6 (-6) is not supported yet by tapvs".into()),
+            // IPv6, as ipvsadm: brackets need a port, a bare address has none.
+            ("-A -t [2001:db8::1]", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [2001:db8::1]80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [2001:db8::1]:", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [2001:db8::1]:65536", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [2001:db8::zz]:80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [1.2.3.4]:80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t [2001:db8::1:80", "illegal virtual server address[:port] specified".into()),
+            ("-A -t 2001:db8::1", "Zero port specified for non-persistent service".into()),
+            ("-a -t [2001:db8::1]:80 -r [2001:db8:5::2", "illegal real server address[:port] specified".into()),
+            ("-A -6 -f 1", "-6 used before -f".into()),
+            ("-A -t [2001:db8::1]:80 -6", "-6 used before -f".into()),
+            ("-L -6", "-6 used before -f".into()),
+            ("-A -t [2001:db8::1]:80 -p -M 129", "illegal ipv6 netmask specified".into()),
+            ("-A -t [2001:db8::1]:80 -p -M 0", "illegal ipv6 netmask specified".into()),
+            ("-A -t [2001:db8::1]:80 -p -M 255.255.255.0", "illegal ipv6 netmask specified".into()),
+            ("-A -M 64 -p -t [2001:db8::1]:80 -s rr -w 1", "Illegal 'weight' option with the 'add-service' command".into()),
+            ("-A -M 64 -p -t 1.2.3.4:80", "illegal virtual server persistent mask specified".into()),
+            ("-A -f 1 -6 -p -M 255.255.0.0", "illegal ipv6 netmask specified".into()),
+            ("-A -t 1.2.3.4:80 -p -M 64", "illegal virtual server persistent mask specified".into()),
+            ("-a -t [2001:db8::1]:80 -r 10.0.0.2 -m", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
+            ("-a -t [2001:db8::1]:80 -r 10.0.0.2 -i", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
+            ("-e -t [2001:db8::1]:80 -r 10.0.0.2", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
+            ("-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -b", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
+            ("-a -f 1 -r [2001:db8::2]:80 -m", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
+            ("-a -f 1 -6 -r 10.0.0.2 -m", "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into()),
             ("-A --sctp-service 1.2.3.4:80", "SCTP (--sctp-service) is not supported yet by tapvs".into()),
             ("--start-daemon primary", "illegal start-daemon parameter specified".into()),
             ("--stop-daemon x", "illegal stop-daemon parameter specified".into()),

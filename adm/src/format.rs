@@ -4,12 +4,18 @@
 //! The layouts follow ipvsadm's published format strings: service names are `%-4s %s`
 //! (protocol, `addr:port`) cut at 33 characters, real servers `%-28s` after `"  -> "` cut at 28,
 //! counters go through [`print_largenum`] (9 columns, K/M/G/T above 10^8, or exact with
-//! `--exact`). Services are sorted by protocol number, address and port, real servers by
-//! address and port, unless `--nosort`. Without `-n` the `_with` variants print host and
-//! service names from the [`Names`] they are given (`localhost:http`), each part falling back
-//! to its number, as ipvsadm's `addrport_to_anyname`; the plain functions print numbers.
+//! `--exact`). IPv6 addresses are written `[addr]:port` and never cut (they overflow the
+//! columns, as ipvsadm's do); a fwmark service is `FWM  mark` (`FWM  mark IPv6`), saved as
+//! `-f mark` (`-f mark -6`); an IPv6 persistence mask is a prefix length (`mask 64`, `-M 64`).
+//! Services are sorted as libipvs sorts them: address services before fwmark ones (by mark),
+//! IPv4 before IPv6, then by protocol number, address and port; real servers by family,
+//! address and port; unless `--nosort`. Without `-n` the `_with` variants print host and
+//! service names from the [`Names`] they are given (`localhost:http`, `[ip6-localhost]:http`),
+//! each part falling back to its number, as ipvsadm's `addrport_to_anyname`; the plain
+//! functions print numbers.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use modes::Forward;
 
@@ -120,10 +126,32 @@ fn title(out: &mut String, layout: Layout) {
     }
 }
 
-/// `s` cut to at most `n` bytes (ipvsadm truncates IPv4 names in listings).
-fn cut(mut s: String, n: usize) -> String {
-    s.truncate(n);
+/// `s` cut to at most `n` bytes (ipvsadm truncates IPv4 names in listings; IPv6 ones are
+/// left whole), at a character boundary.
+fn cut(mut s: String, n: usize, addr: IpAddr) -> String {
+    if addr.is_ipv4() && s.len() > n {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
     s
+}
+
+/// An address as a sort key: IPv4 before IPv6, each by value.
+fn addr_key(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(v4) => (false, u32::from(v4).into()),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+/// libipvs's service order: fwmark (address services, mark 0, first), family, protocol,
+/// address, port.
+fn service_key(s: &ServiceEntry) -> (u32, bool, u8, u128, u16) {
+    let (v6, a) = addr_key(s.addr);
+    (s.fwmark.unwrap_or(0), v6, s.proto.number(), a, s.port)
 }
 
 fn sorted_services<'a>(listing: &'a Listing, opts: &ListOpts) -> Vec<&'a ServiceEntry> {
@@ -133,7 +161,7 @@ fn sorted_services<'a>(listing: &'a Listing, opts: &ListOpts) -> Vec<&'a Service
         .filter(|s| opts.service.as_ref().is_none_or(|spec| s.matches(spec)))
         .collect();
     if !opts.nosort {
-        v.sort_by_key(|s| (s.proto.number(), u32::from(s.addr), s.port));
+        v.sort_by_key(|s| service_key(s));
     }
     v
 }
@@ -141,7 +169,7 @@ fn sorted_services<'a>(listing: &'a Listing, opts: &ListOpts) -> Vec<&'a Service
 fn sorted_dests(s: &ServiceEntry, nosort: bool) -> Vec<&DestEntry> {
     let mut v: Vec<&DestEntry> = s.dests.iter().collect();
     if !nosort {
-        v.sort_by_key(|d| (u32::from(d.addr), d.port));
+        v.sort_by_key(|d| (addr_key(d.addr), d.port));
     }
     v
 }
@@ -149,15 +177,39 @@ fn sorted_dests(s: &ServiceEntry, nosort: bool) -> Vec<&DestEntry> {
 /// No names: numbers only.
 static NUMERIC: std::sync::LazyLock<Names> = std::sync::LazyLock::new(Names::default);
 
-fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool, names: &Names) {
-    let name = cut(
-        format!(
-            "{:<4} {}",
-            s.proto.name(),
+/// A service's name in listings: `TCP  addr:port` (cut at 33 for IPv4), `FWM  mark`,
+/// `FWM  mark IPv6`.
+fn service_name(s: &ServiceEntry, names: &Names) -> String {
+    match s.fwmark {
+        Some(mark) if s.addr.is_ipv6() => format!("FWM  {mark} IPv6"),
+        Some(mark) => format!("FWM  {mark}"),
+        None => cut(
+            format!(
+                "{:<4} {}",
+                s.proto.name(),
+                names.addr_port(s.addr, s.port, s.proto)
+            ),
+            33,
+            s.addr,
+        ),
+    }
+}
+
+/// A service in `-S` lines: `-t addr:port`, `-f mark`, `-f mark -6`.
+fn service_rule(s: &ServiceEntry, names: &Names) -> String {
+    match s.fwmark {
+        Some(mark) if s.addr.is_ipv6() => format!("-f {mark} -6"),
+        Some(mark) => format!("-f {mark}"),
+        None => format!(
+            "{} {}",
+            proto_switch(s.proto),
             names.addr_port(s.addr, s.port, s.proto)
         ),
-        33,
-    );
+    }
+}
+
+fn service_row(out: &mut String, s: &ServiceEntry, layout: Layout, exact: bool, names: &Names) {
+    let name = service_name(s, names);
     match layout {
         Layout::Stats | Layout::Rate => {
             let _ = write!(out, "{name:<33}");
@@ -229,7 +281,7 @@ fn dest_row(
     exact: bool,
     names: &Names,
 ) {
-    let name = cut(names.addr_port(d.addr, d.port, proto), 28);
+    let name = cut(names.addr_port(d.addr, d.port, proto), 28, d.addr);
     let _ = match layout {
         Layout::Stats => {
             let t = &d.stats;
@@ -345,9 +397,9 @@ fn conn_row(out: &mut String, c: &ConnEntry, names: &Names) {
         "{:<3} {expire:<6} {:<11} {:<18} {:<18} {}",
         c.proto.name(),
         c.state,
-        names.addr_port(*c.client.ip(), c.client.port(), c.proto),
-        names.addr_port(*c.vip.ip(), c.vip.port(), c.proto),
-        names.addr_port(*c.dest.ip(), c.dest.port(), c.proto)
+        names.addr_port(c.client.ip(), c.client.port(), c.proto),
+        names.addr_port(c.vip.ip(), c.vip.port(), c.proto),
+        names.addr_port(c.dest.ip(), c.dest.port(), c.proto)
     );
 }
 
@@ -394,7 +446,8 @@ pub fn timeouts(t: (u32, u32, u32)) -> String {
 
 /// The table as `ipvsadm -S [-n]` prints it, in restore format and sorted: per service
 /// `-A -t addr:port -s sched[ -p T[ -M mask]][ -o][ -b flags]`, then per real server
-/// `-a -t addr:port -r addr:port -m|-g|-i|-b -w W` (`-i` adds ` --tun-type ipip`).
+/// `-a -t addr:port -r addr:port -m|-g|-i|-b -w W` (`-i` adds ` --tun-type ipip`); IPv6
+/// addresses as `[addr]:port`, fwmark services as `-f mark[ -6]`, an IPv6 mask as `-M len`.
 /// Thresholds are not saved, as ipvsadm. Addresses are numeric (`-S -n`); `numeric` is kept
 /// for the callers' clarity, [`save_with`] prints names.
 pub fn save(listing: &Listing, numeric: bool) -> String {
@@ -407,11 +460,7 @@ pub fn save(listing: &Listing, numeric: bool) -> String {
 pub fn save_with(listing: &Listing, names: &Names) -> String {
     let mut out = String::new();
     for s in sorted_services(listing, &ListOpts::default()) {
-        let svc = format!(
-            "{} {}",
-            proto_switch(s.proto),
-            names.addr_port(s.addr, s.port, s.proto)
-        );
+        let svc = service_rule(s, names);
         let _ = write!(out, "-A {svc} -s {}", s.sched);
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
@@ -495,20 +544,21 @@ pub fn usage() -> String {
          \x20 --help            -h        print this help\n\
          \x20 --version         -v        print the version\n\
          \nvirtual-service:\n\
-         \x20 --tcp-service|-t host[:port]     TCP service (IPv4 address or host name, port or service name)\n\
+         \x20 --tcp-service|-t host[:port]     TCP service (IPv4 address or host name, port or service name;\n\
+         \x20                                  IPv6 as [addr]:port or [name]:port, or a bare addr for port 0)\n\
          \x20 --udp-service|-u addr[:port]     UDP service\n\
          \x20 --sctp-service addr[:port]       SCTP service (not supported)\n\
          \x20 --fwmark-service|-f mark         firewall-mark service (not supported)\n\
          \nOptions:\n\
-         \x20 --ipv6          -6              IPv6 fwmark service (not supported)\n\
+         \x20 --ipv6          -6              after -f: IPv6 fwmark service (not supported)\n\
          \x20 --scheduler     -s NAME         rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos (default wlc)\n\
          \x20 --pe            ENGINE          persistence engine such as sip (not supported)\n\
          \x20 --persistent    -p [SECS]       persistent service (default 300)\n\
-         \x20 --netmask       -M MASK         persistence granularity (default 255.255.255.255)\n\
+         \x20 --netmask       -M MASK         persistence granularity (default 255.255.255.255; IPv6: prefix length, default 128)\n\
          \x20 --sched-flags   -b LIST         on -A/-E: sh-fallback,sh-port,mh-fallback,mh-port,flag-1..3\n\
          \x20 --ops           -o              one-packet scheduling (UDP)\n\
          \x20 --synproxy      -j enable|disable on -A/-E: SYN proxy with syncookies (TCP; -m/-b real servers)\n\
-         \x20 --real-server   -r ADDR[:PORT]  real server\n\
+         \x20 --real-server   -r ADDR[:PORT]  real server (the service's family; -b: IPv4 for an IPv6 service)\n\
          \x20 --gatewaying    -g              direct routing (default)\n\
          \x20 --masquerading  -m              NAT\n\
          \x20 --ipip          -i              IPIP tunnel\n\
@@ -548,7 +598,8 @@ pub fn usage() -> String {
 mod tests {
     use super::super::cmd::{parse, Command, ServerOpts, ServiceOpts, ServiceSpec};
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::cmd::Netmask;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
     // The expected files were produced by adm/tests/golden/gen.py, an independent rendering of the
     // same data with ipvsadm's printf format strings (see its docstring).
@@ -792,7 +843,7 @@ mod tests {
     /// The commands `-S` output stands for, built from the listing (not from the text).
     fn expected_commands(l: &Listing) -> Vec<Command> {
         let mut svcs: Vec<&ServiceEntry> = l.services.iter().collect();
-        svcs.sort_by_key(|s| (s.proto.number(), u32::from(s.addr), s.port));
+        svcs.sort_by_key(|s| service_key(s));
         let mut out = Vec::new();
         for s in svcs {
             out.push(Command::AddService(ServiceOpts {
@@ -800,16 +851,16 @@ mod tests {
                 scheduler: s.sched.clone(),
                 sched_flags: s.flags.clone(),
                 persistent: s.persistent,
-                netmask: s.netmask.unwrap_or(Ipv4Addr::BROADCAST),
+                netmask: s.netmask.unwrap_or(Netmask::full(s.addr.is_ipv6())),
                 ops: s.ops,
                 synproxy: s.synproxy,
             }));
             let mut ds: Vec<&DestEntry> = s.dests.iter().collect();
-            ds.sort_by_key(|d| (u32::from(d.addr), d.port));
+            ds.sort_by_key(|d| (addr_key(d.addr), d.port));
             for d in ds {
                 out.push(Command::AddServer(ServerOpts {
                     service: s.spec(),
-                    server: SocketAddrV4::new(d.addr, d.port),
+                    server: SocketAddr::new(d.addr, d.port),
                     // Local is saved as -g; thresholds are not saved (as ipvsadm).
                     forward: if d.local { Forward::Dr } else { d.forward },
                     weight: d.weight,
@@ -901,14 +952,21 @@ mod tests {
     }
 
     /// Forward lookups from the same texts the names came from (for the `-S` round trip).
-    struct FromTexts(Vec<(Ipv4Addr, Vec<String>)>, crate::names::Services);
+    struct FromTexts(Vec<(IpAddr, Vec<String>)>, crate::names::Services);
 
     impl crate::names::Resolver for FromTexts {
         fn host(&self, name: &str) -> Option<Ipv4Addr> {
-            self.0
-                .iter()
-                .find(|(_, n)| n.iter().any(|x| x == name))
-                .map(|e| e.0)
+            self.0.iter().find_map(|(a, n)| match a {
+                IpAddr::V4(a) if n.iter().any(|x| x == name) => Some(*a),
+                _ => None,
+            })
+        }
+
+        fn host6(&self, name: &str) -> Option<Ipv6Addr> {
+            self.0.iter().find_map(|(a, n)| match a {
+                IpAddr::V6(a) if n.iter().any(|x| x == name) => Some(*a),
+                _ => None,
+            })
         }
 
         fn service(&self, name: &str, proto: modes::Protocol) -> Option<u16> {
@@ -987,6 +1045,272 @@ mod tests {
             assert_eq!(parse(&resolved), parse(&want), "{named}");
         }
         assert_eq!(text.lines().count(), numeric.lines().count());
+    }
+
+    /// The dual-stack fixture: IPv4 and IPv6 services, a NAT64 FullNAT real server, fwmark
+    /// services of both families, addresses too long for ipvsadm's columns.
+    fn fixture6() -> Listing {
+        serde_json::from_str(include_str!("../tests/golden/listing6.json")).unwrap()
+    }
+
+    fn conns6() -> Vec<ConnEntry> {
+        serde_json::from_str(include_str!("../tests/golden/conns6.json")).unwrap()
+    }
+
+    fn list_spec(line: &str) -> ServiceSpec {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match parse(&args) {
+            Ok(Command::List(o)) => o.service.unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn golden_ipv6_listings() {
+        let l = fixture6();
+        let g = |f: fn(&mut ListOpts)| list(&l, &opts(f));
+        for (got, want) in [
+            (g(|_| {}), include_str!("../tests/golden/list6_plain.txt")),
+            (
+                g(|o| o.nosort = true),
+                include_str!("../tests/golden/list6_nosort.txt"),
+            ),
+            (
+                g(|o| o.stats = true),
+                include_str!("../tests/golden/list6_stats.txt"),
+            ),
+            (
+                g(|o| {
+                    o.stats = true;
+                    o.exact = true
+                }),
+                include_str!("../tests/golden/list6_stats_exact.txt"),
+            ),
+            (
+                g(|o| o.rate = true),
+                include_str!("../tests/golden/list6_rate.txt"),
+            ),
+            (
+                g(|o| o.thresholds = true),
+                include_str!("../tests/golden/list6_thresholds.txt"),
+            ),
+            (
+                g(|o| o.persistent_conn = true),
+                include_str!("../tests/golden/list6_persistent_conn.txt"),
+            ),
+            (
+                g(|o| o.tun_info = true),
+                include_str!("../tests/golden/list6_tun_info.txt"),
+            ),
+        ] {
+            same(&got, want);
+        }
+        // One service: by address, and an IPv6 fwmark service by -f 7 -6 (not the IPv4 one).
+        let one = |line: &str| {
+            let spec = list_spec(line);
+            assert!(l.service(&spec).is_some(), "{line}");
+            list(&l, &opts(|o| o.service = Some(spec)))
+        };
+        same(
+            &one("-L -t [2001:db8:f::80]:80"),
+            include_str!("../tests/golden/list6_service.txt"),
+        );
+        same(
+            &one("-L -f 7 -6"),
+            include_str!("../tests/golden/list6_fwmark6.txt"),
+        );
+        assert!(
+            l.service(&list_spec("-L -f 3")).is_none(),
+            "-f 3 is IPv6 only"
+        );
+        assert!(l.service(&list_spec("-L -u [2001:db8:f::80]:80")).is_none());
+        // The widths overflow for long IPv6 addresses, as ipvsadm's do (never cut).
+        let plain = g(|_| {});
+        assert!(plain.contains(
+            "\n  -> [2001:db8:5:ffff:ffff:ffff:ffff:fffe]:80 Route   65535  4294967295 0 "
+        ));
+        assert!(plain.contains("\nTCP  [ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535 wrr"));
+    }
+
+    #[test]
+    fn golden_ipv6_conns_and_save() {
+        same(
+            &list_conns(&conns6()),
+            include_str!("../tests/golden/conns6.txt"),
+        );
+        same(
+            &list_conns_persistent(&conns6()),
+            include_str!("../tests/golden/conns6_persistent.txt"),
+        );
+        same(
+            &save(&fixture6(), true),
+            include_str!("../tests/golden/save6.txt"),
+        );
+    }
+
+    /// -S, then -R of its output into an empty table, then -S again: the same text, for a
+    /// table mixing IPv4 and IPv6 (NAT64 and fwmark services included); and the commands
+    /// are the ones the listing stands for.
+    #[test]
+    fn ipv6_save_restore_save_round_trip() {
+        let l = fixture6();
+        let text = save(&l, true);
+        let mut rebuilt = Listing::default();
+        let mut parsed = Vec::new();
+        for line in text.lines() {
+            let c = super::super::cmd::parse_restore_line(&format!("ipvsadm {line}"))
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+                .unwrap();
+            rebuilt.apply(&c).unwrap_or_else(|e| panic!("{line}: {e}"));
+            parsed.push(c);
+        }
+        assert_eq!(parsed, expected_commands(&l));
+        same(&save(&rebuilt, true), &text);
+        // The rebuilt table lists as the original but for counters and thresholds.
+        let strip = |mut l: Listing| {
+            for s in &mut l.services {
+                (s.stats, s.rate) = (Default::default(), Default::default());
+                for d in &mut s.dests {
+                    (d.stats, d.rate) = (Default::default(), Default::default());
+                    (d.active, d.inactive, d.persist) = (0, 0, 0);
+                    (d.u_threshold, d.l_threshold) = (0, 0);
+                }
+            }
+            l
+        };
+        same(
+            &list(&strip(rebuilt.clone()), &opts(|_| {})),
+            &list(&strip(l.clone()), &opts(|_| {})),
+        );
+        // Deleting by the spelling -S uses finds every service and server.
+        for s in &l.services {
+            for d in &s.dests {
+                let line = format!(
+                    "-d {} -r {}",
+                    s.spec().rule(),
+                    Names::default().addr_port(d.addr, d.port, s.proto)
+                );
+                let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+                rebuilt
+                    .apply(&parse(&args).unwrap())
+                    .unwrap_or_else(|e| panic!("{line}: {e}"));
+            }
+            let args: Vec<String> = format!("-D {}", s.spec().rule())
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            rebuilt.apply(&parse(&args).unwrap()).unwrap();
+        }
+        assert!(rebuilt.services.is_empty());
+    }
+
+    #[test]
+    fn ipv6_runtime_rules_in_memory() {
+        let mut l = Listing::default();
+        let run = |l: &mut Listing, line: &str| {
+            let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+            l.apply(&parse(&args).unwrap())
+        };
+        run(&mut l, "-A -t [2001:db8:f::80]:80 -s rr").unwrap();
+        // The same address and port in IPv4 and IPv6, and TCP and UDP, are distinct services.
+        run(&mut l, "-A -u [2001:db8:f::80]:80 -s rr").unwrap();
+        run(&mut l, "-A -f 1 -s rr").unwrap();
+        run(&mut l, "-A -f 1 -6 -s rr").unwrap();
+        assert_eq!(
+            run(&mut l, "-A -t [2001:db8:f:0::80]:80"),
+            Err(crate::AdmError::ServiceExists)
+        );
+        assert_eq!(
+            run(&mut l, "-A -f 1 -6"),
+            Err(crate::AdmError::ServiceExists)
+        );
+        run(&mut l, "-a -t [2001:db8:f::80]:80 -r [2001:db8:5::2]:80 -m").unwrap();
+        run(&mut l, "-a -t [2001:db8:f::80]:80 -r 172.16.0.2:80 -b").unwrap();
+        assert_eq!(
+            run(
+                &mut l,
+                "-a -t [2001:db8:f::80]:80 -r [2001:db8:5:0::2]:80 -b"
+            ),
+            Err(crate::AdmError::DestExists)
+        );
+        assert_eq!(
+            run(&mut l, "-d -t [2001:db8:f::80]:80 -r [2001:db8:5::3]:80"),
+            Err(crate::AdmError::NoSuchDest)
+        );
+        assert_eq!(
+            run(&mut l, "-a -t [2001:db8:f::81]:80 -r [2001:db8:5::3]:80"),
+            Err(crate::AdmError::ServiceNotDefined)
+        );
+        assert_eq!(
+            run(&mut l, "-D -f 2 -6"),
+            Err(crate::AdmError::NoSuchService)
+        );
+        run(&mut l, "-E -t [2001:db8:f::80]:80 -s rr -p 60 -M 64").unwrap();
+        let s = l.service(&list_spec("-L -t [2001:db8:f::80]:80")).unwrap();
+        assert_eq!(s.netmask, Some(Netmask::V6(64)));
+        assert_eq!(s.dests.len(), 2);
+        // -M 128 is the default: not kept, not listed.
+        run(&mut l, "-E -t [2001:db8:f::80]:80 -s rr -p 60 -M 128").unwrap();
+        let s = l.service(&list_spec("-L -t [2001:db8:f::80]:80")).unwrap();
+        assert_eq!(s.netmask, None);
+        run(&mut l, "-d -t [2001:db8:f::80]:80 -r 172.16.0.2:80").unwrap();
+        run(&mut l, "-D -f 1").unwrap();
+        assert!(l.service(&list_spec("-L -f 1 -6")).is_some());
+        assert!(l.service(&list_spec("-L -f 1")).is_none());
+    }
+
+    const HOSTS6: &str = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n\
+                          2001:db8:5::2 rs6\n2001:db8:f::80 web6\n172.16.0.2 rs1\n";
+
+    #[test]
+    fn ipv6_names_without_numeric() {
+        let l = fixture6();
+        let names = Names::parse(HOSTS6, SERVICES);
+        let named = list_with(&l, &opts(|o| o.numeric = false), &names);
+        let lines: Vec<&str> = named.lines().collect();
+        for want in [
+            "TCP  [web6]:http rr".to_string(),
+            format!("  -> {:<28} Masq    1      0          1 ", "[rs6]:http"),
+            format!("  -> {:<28} FullNat 1      0          0 ", "rs1:http-alt"),
+            format!("  -> {:<28} Masq    1      0          9 ", "[rs6]:5353"),
+            "  -> [2001:db8:5:ffff:ffff:ffff:ffff:fffe]:http Route ".to_string(),
+            "UDP  [web6]:domain sh (sh-port) persistent 600 mask 64 ops".to_string(),
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(&want)),
+                "{want:?} not in\n{named}"
+            );
+        }
+        assert_eq!(
+            named.lines().count(),
+            list(&l, &opts(|_| {})).lines().count()
+        );
+        let c = list_conns_with(&conns6(), &names);
+        assert!(
+            c.contains(
+                "\nTCP 14:59  ESTABLISHED [2001:db8:c::2]:41234 [web6]:http        [rs6]:http\n"
+            ),
+            "{c}"
+        );
+        // -S with names, resolved back (brackets: IPv6 lookups), gives the numeric commands.
+        let text = save_with(&l, &names);
+        assert!(text.contains("-A -t [web6]:http -s rr\n"), "{text}");
+        assert!(
+            text.contains("-a -t [web6]:http -r rs1:http-alt -b -w 1\n"),
+            "{text}"
+        );
+        let back = FromTexts(
+            crate::names::parse_hosts(HOSTS6),
+            crate::names::Services::parse(SERVICES),
+        );
+        let numeric = save(&l, true);
+        assert_eq!(text.lines().count(), numeric.lines().count());
+        for (named, plain) in text.lines().zip(numeric.lines()) {
+            let words: Vec<String> = named.split_whitespace().map(String::from).collect();
+            let resolved = crate::cmd::resolve(&words, &back).unwrap();
+            let want: Vec<String> = plain.split_whitespace().map(String::from).collect();
+            assert_eq!(parse(&resolved), parse(&want), "{named}");
+        }
     }
 
     #[test]

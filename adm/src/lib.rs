@@ -26,8 +26,8 @@ pub mod names;
 use std::fmt;
 
 pub use cmd::{
-    parse, parse_restore_line, resolve, Command, DaemonOpts, DaemonRole, ListOpts, ServerOpts,
-    ServiceOpts, ServiceSpec,
+    parse, parse_restore_line, resolve, Command, DaemonOpts, DaemonRole, ListOpts, Netmask,
+    ServerOpts, ServiceOpts, ServiceSpec,
 };
 pub use message::{Request, Response, DEFAULT_SOCKET};
 pub use model::{AccessEntry, ConnEntry, DestEntry, Listing, Rate, ServiceEntry, Stats};
@@ -59,9 +59,9 @@ pub enum AdmError {
     InvalidOption(String),
     /// The same option (by ipvsadm option name) given twice.
     MultipleOption(&'static str),
-    /// `-t`/`-u` value not an IPv4 `host[:port]`.
+    /// `-t`/`-u` value not a `host[:port]` (IPv4, `[IPv6]:port` or bare IPv6).
     IllegalVirtualServer,
-    /// `-r` value not an IPv4 `host[:port]`.
+    /// `-r` value not a `host[:port]` (IPv4, `[IPv6]:port` or bare IPv6).
     IllegalRealServer,
     /// `-w` not in 0..=65535.
     IllegalWeight,
@@ -71,7 +71,7 @@ pub enum AdmError {
     IllegalLThreshold,
     /// `-p` or `--set` value not a number in range.
     InvalidTimeout(String),
-    /// `-M` not an IPv4 address.
+    /// `-M` of an IPv4 service not an IPv4 address.
     IllegalNetmask,
     /// `-f` not an integer in 1..=4294967295.
     InvalidFwmark(String),
@@ -119,7 +119,7 @@ pub enum AdmError {
     UnexpectedArgument(String),
     /// `-R` inside restore input.
     NestedRestore,
-    /// Valid ipvsadm syntax tapvs does not implement yet (IPv6, SCTP, ...).
+    /// Valid ipvsadm syntax tapvs does not implement yet (SCTP, GUE, ...).
     Unsupported(String),
     /// A bad `--start-daemon`/`--stop-daemon` value: what (`syncid`, `start-daemon
     /// parameter`, ...).
@@ -153,6 +153,13 @@ pub enum AdmError {
     /// Runtime: SYNPROXY with a direct-routing or tunnelling real server (replies would bypass
     /// the director).
     SynproxyForward,
+    /// `-6` without a fwmark service before it.
+    Ipv6BeforeFwmark,
+    /// `-M` of an IPv6 service not a prefix length 1..=128.
+    IllegalIpv6Netmask,
+    /// `-a`/`-e` with a real server of another family than the service's (allowed only for
+    /// an IPv4 FullNAT real server of an IPv6 service).
+    FamilyMismatch,
 }
 
 impl AdmError {
@@ -225,6 +232,12 @@ impl AdmError {
             SynproxyForward => (
                 r,
                 "SYNPROXY needs replies through the director: real servers must be -m or -b, not -g or -i".into(),
+            ),
+            Ipv6BeforeFwmark => (u, "-6 used before -f".into()),
+            IllegalIpv6Netmask => (u, "illegal ipv6 netmask specified".into()),
+            FamilyMismatch => (
+                u,
+                "Different address family is allowed only for FullNAT servers (-b: an IPv4 real server of an IPv6 service)".into(),
             ),
         }
     }

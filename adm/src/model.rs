@@ -4,13 +4,16 @@
 //! [`crate::format`] renders them. [`Listing::apply`] executes a parsed [`Command`] against a
 //! listing in memory with the kernel's semantics and runtime errors ("Service already exists",
 //! "No such destination", ...), which is what restore round trips and tests rely on.
+//!
+//! Addresses are IPv4 or IPv6 (`IpAddr`); a fwmark service (`-f mark [-6]`) is kept as IPVS
+//! keeps it: [`ServiceEntry::fwmark`] set, the unspecified address of its family, port 0.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use modes::{Forward, Protocol};
 use serde::{Deserialize, Serialize};
 
-use super::cmd::{Command, ServerOpts, ServiceOpts, ServiceSpec};
+use super::cmd::{Command, Netmask, ServerOpts, ServiceOpts, ServiceSpec};
 use super::AdmError;
 
 /// The Forward column of a real server listed as [`DestEntry::local`] (whatever its method).
@@ -70,8 +73,8 @@ pub struct Rate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "DestRecord", try_from = "DestRecord")]
 pub struct DestEntry {
-    /// Real server address.
-    pub addr: Ipv4Addr,
+    /// Real server address (IPv4 or IPv6).
+    pub addr: IpAddr,
     /// Real server port.
     pub port: u16,
     /// Forwarding method.
@@ -99,9 +102,9 @@ pub struct DestEntry {
 
 impl DestEntry {
     /// A real server with no connections or counters yet and no thresholds.
-    pub fn new(addr: SocketAddrV4, forward: Forward, weight: u32) -> DestEntry {
+    pub fn new(addr: SocketAddr, forward: Forward, weight: u32) -> DestEntry {
         DestEntry {
-            addr: *addr.ip(),
+            addr: addr.ip(),
             port: addr.port(),
             forward,
             local: false,
@@ -120,7 +123,7 @@ impl DestEntry {
 /// [`DestEntry`] as serialised: the forwarding method by its listing name.
 #[derive(Serialize, Deserialize)]
 struct DestRecord {
-    addr: Ipv4Addr,
+    addr: IpAddr,
     port: u16,
     forward: String,
     weight: u32,
@@ -189,18 +192,23 @@ impl TryFrom<DestRecord> for DestEntry {
 pub struct ServiceEntry {
     /// Protocol.
     pub proto: Protocol,
-    /// Virtual address.
-    pub addr: Ipv4Addr,
-    /// Virtual port (0 = all ports, persistent services only).
+    /// Virtual address (IPv4 or IPv6; for a fwmark service the unspecified address of its
+    /// family).
+    pub addr: IpAddr,
+    /// Virtual port (0 = all ports, persistent services only; 0 for fwmark services).
     pub port: u16,
+    /// The firewall mark of a fwmark service (`-f`); `None` for an address service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
     /// Scheduler name (`rr`, `wlc`, ...).
     pub sched: String,
     /// Scheduler flags by their listing names (`sh-fallback`, `sh-port`, `flag-1`, ...).
     pub flags: Vec<String>,
     /// Persistence timeout in seconds when the service is persistent.
     pub persistent: Option<u32>,
-    /// Persistence granularity mask; `None` (or 255.255.255.255) means /32.
-    pub netmask: Option<Ipv4Addr>,
+    /// Persistence granularity: a netmask (IPv4) or prefix length (IPv6); `None` (or the
+    /// full mask, 255.255.255.255 or 128) means one client per template.
+    pub netmask: Option<Netmask>,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
     /// SYNPROXY (`-j enable`).
@@ -251,11 +259,11 @@ pub struct ConnEntry {
     /// State name as IPVS spells it (`ESTABLISHED`, `SYN_RECV`, `UDP`, ...).
     pub state: String,
     /// Client address and port.
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// Virtual address and port.
-    pub vip: SocketAddrV4,
-    /// Real server address and port.
-    pub dest: SocketAddrV4,
+    pub vip: SocketAddr,
+    /// Real server address and port (an IPv4 one for an IPv6 client in NAT64).
+    pub dest: SocketAddr,
 }
 
 /// Everything `-L`, `-S` and `--timeout` print.
@@ -281,11 +289,17 @@ impl Default for Listing {
 }
 
 impl ServiceEntry {
-    /// The `-t`/`-u` spec naming this service.
+    /// The `-t`/`-u`/`-f` spec naming this service.
     pub fn spec(&self) -> ServiceSpec {
-        ServiceSpec::Addr {
-            proto: self.proto,
-            addr: SocketAddrV4::new(self.addr, self.port),
+        match self.fwmark {
+            Some(mark) => ServiceSpec::Fwmark {
+                mark,
+                ipv6: self.addr.is_ipv6(),
+            },
+            None => ServiceSpec::Addr {
+                proto: self.proto,
+                addr: SocketAddr::new(self.addr, self.port),
+            },
         }
     }
 
@@ -293,29 +307,34 @@ impl ServiceEntry {
     pub fn matches(&self, spec: &ServiceSpec) -> bool {
         match spec {
             ServiceSpec::Addr { proto, addr } => {
-                *proto == self.proto && *addr.ip() == self.addr && addr.port() == self.port
+                self.fwmark.is_none()
+                    && *proto == self.proto
+                    && addr.ip() == self.addr
+                    && addr.port() == self.port
             }
-            ServiceSpec::Fwmark(_) => false,
+            ServiceSpec::Fwmark { mark, ipv6 } => {
+                self.fwmark == Some(*mark) && self.addr.is_ipv6() == *ipv6
+            }
         }
     }
 
     /// The real server at `addr`, if any.
-    pub fn dest(&self, addr: SocketAddrV4) -> Option<&DestEntry> {
+    pub fn dest(&self, addr: SocketAddr) -> Option<&DestEntry> {
         self.dests
             .iter()
-            .find(|d| d.addr == *addr.ip() && d.port == addr.port())
+            .find(|d| d.addr == addr.ip() && d.port == addr.port())
     }
 
-    /// The persistence mask when it is not /32.
-    pub fn effective_netmask(&self) -> Option<Ipv4Addr> {
-        self.netmask.filter(|m| *m != Ipv4Addr::BROADCAST)
+    /// The persistence mask when it is not the full one (/32, /128).
+    pub fn effective_netmask(&self) -> Option<Netmask> {
+        self.netmask.filter(|m| !m.is_full())
     }
 
     fn configure(&mut self, o: &ServiceOpts) {
         self.sched = o.scheduler.clone();
         self.flags = o.sched_flags.clone();
         self.persistent = o.persistent;
-        self.netmask = Some(o.netmask).filter(|m| *m != Ipv4Addr::BROADCAST);
+        self.netmask = Some(o.netmask).filter(|m| !m.is_full());
         self.ops = o.ops;
         self.synproxy = o.synproxy;
     }
@@ -337,9 +356,6 @@ impl Listing {
     }
 
     fn service_mut(&mut self, spec: &ServiceSpec) -> Result<&mut ServiceEntry, AdmError> {
-        if let ServiceSpec::Fwmark(_) = spec {
-            return Err(AdmError::Unsupported("fwmark services (-f)".into()));
-        }
         self.services
             .iter_mut()
             .find(|s| s.matches(spec))
@@ -349,22 +365,34 @@ impl Listing {
     /// Applies a configuration command in memory with IPVS semantics.
     ///
     /// Listing, saving, help and restore commands change nothing and succeed. Errors are the
-    /// runtime ones ipvsadm reports (exit status 1), plus [`AdmError::Unsupported`] for fwmark
-    /// services. `-E` and `-e` replace every setting with the command's (ipvsadm sends the
-    /// whole service or server, defaults included); `--set` keeps a timeout given as 0.
+    /// runtime ones ipvsadm reports (exit status 1). `-E` and `-e` replace every setting with
+    /// the command's (ipvsadm sends the whole service or server, defaults included); `--set`
+    /// keeps a timeout given as 0. IPv6 and fwmark services are kept like the others (the
+    /// daemon decides what it serves).
     pub fn apply(&mut self, cmd: &Command) -> Result<(), AdmError> {
         match cmd {
             Command::AddService(o) => {
-                let ServiceSpec::Addr { proto, addr } = o.service else {
-                    return Err(AdmError::Unsupported("fwmark services (-f)".into()));
-                };
                 if self.service(&o.service).is_some() {
                     return Err(AdmError::ServiceExists);
                 }
+                // A fwmark service is TCP with the unspecified address of its family, as IPVS
+                // keeps it.
+                let (proto, addr, port, fwmark) = match o.service {
+                    ServiceSpec::Addr { proto, addr } => (proto, addr.ip(), addr.port(), None),
+                    ServiceSpec::Fwmark { mark, ipv6 } => {
+                        let any = if ipv6 {
+                            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                        } else {
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                        };
+                        (Protocol::Tcp, any, 0, Some(mark))
+                    }
+                };
                 let mut s = ServiceEntry {
                     proto,
-                    addr: *addr.ip(),
-                    port: addr.port(),
+                    addr,
+                    port,
+                    fwmark,
                     sched: String::new(),
                     flags: Vec::new(),
                     persistent: None,
@@ -397,7 +425,7 @@ impl Listing {
                 }
                 s.synproxy_ok(s.synproxy, Some(o.forward))?;
                 s.dests.push(DestEntry {
-                    addr: *o.server.ip(),
+                    addr: o.server.ip(),
                     port: o.server.port(),
                     forward: o.forward,
                     local: false,
@@ -417,7 +445,7 @@ impl Listing {
                 let d = s
                     .dests
                     .iter_mut()
-                    .find(|d| d.addr == *o.server.ip() && d.port == o.server.port())
+                    .find(|d| d.addr == o.server.ip() && d.port == o.server.port())
                     .ok_or(AdmError::NoSuchDest)?;
                 if s.synproxy && matches!(o.forward, Forward::Dr | Forward::Tun) {
                     return Err(AdmError::SynproxyForward);
@@ -434,7 +462,7 @@ impl Listing {
                     return Err(AdmError::NoSuchDest);
                 }
                 s.dests
-                    .retain(|d| !(d.addr == *server.ip() && d.port == server.port()));
+                    .retain(|d| !(d.addr == server.ip() && d.port == server.port()));
             }
             Command::Zero(spec) => {
                 let zero = |s: &mut ServiceEntry| {
@@ -563,7 +591,10 @@ mod tests {
         let mut l = Listing::default();
         run(&mut l, "-A -t 10.0.0.1:80 -s rr -p 60 -M 255.255.255.0").unwrap();
         assert_eq!(l.services[0].persistent, Some(60));
-        assert_eq!(l.services[0].netmask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(
+            l.services[0].netmask,
+            Some(Netmask::V4(Ipv4Addr::new(255, 255, 255, 0)))
+        );
         run(&mut l, "-E -t 10.0.0.1:80").unwrap();
         let s = &l.services[0];
         assert_eq!(
@@ -583,7 +614,7 @@ mod tests {
     #[test]
     fn serialises_with_ipvsadm_names() {
         let d = DestEntry {
-            addr: Ipv4Addr::new(1, 2, 3, 4),
+            addr: Ipv4Addr::new(1, 2, 3, 4).into(),
             port: 80,
             forward: Forward::FullNat,
             local: false,

@@ -10,15 +10,21 @@
 //! ipvsadm's `getnameinfo` may.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use modes::Protocol;
 use serde::{Deserialize, Serialize};
 
-/// Forward lookups for the command line (`-t host:service`, `-r host:service`).
+/// Forward lookups for the command line (`-t host:service`, `-r host:service`,
+/// `-t [host]:service` for IPv6).
 pub trait Resolver {
     /// The first IPv4 address of host `name`.
     fn host(&self, name: &str) -> Option<Ipv4Addr>;
+    /// The first IPv6 address of host `name` (a name in brackets); none by default.
+    fn host6(&self, name: &str) -> Option<Ipv6Addr> {
+        let _ = name;
+        None
+    }
     /// The port of service `name` (or one of its aliases) for `proto`.
     fn service(&self, name: &str, proto: Protocol) -> Option<u16>;
 }
@@ -81,19 +87,40 @@ impl Services {
     }
 }
 
-/// Parses `/etc/hosts`: `address name [aliases...] [# comment]`, IPv4 lines only; (address,
-/// names) in file order.
-pub fn parse_hosts(text: &str) -> Vec<(Ipv4Addr, Vec<String>)> {
+/// Parses `/etc/hosts`: `address name [aliases...] [# comment]`, IPv4 and IPv6 lines;
+/// (address, names) in file order.
+pub fn parse_hosts(text: &str) -> Vec<(IpAddr, Vec<String>)> {
     text.lines()
         .filter_map(|line| {
             let line = line.split('#').next().unwrap_or("");
             let mut words = line.split_whitespace();
-            let addr: Ipv4Addr = words.next()?.parse().ok()?;
+            let addr: IpAddr = words.next()?.parse().ok()?;
             let names: Vec<String> = words.map(str::to_string).collect();
             (!names.is_empty()).then_some((addr, names))
         })
         .collect()
 }
+
+/// An address as glibc's `inet_ntop` writes it (what ipvsadm prints). Rust's `Display` agrees
+/// but for the IPv4-compatible addresses (`::/96` with a non-zero seventh group), which glibc
+/// writes with a dotted tail (`::1.2.3.4`, where Rust writes `::102:304`).
+pub fn ntop(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            if s[..6] == [0; 6] && s[6] != 0 {
+                let [_, _, _, _, _, _, _, _, _, _, _, _, b0, b1, b2, b3] = a.octets();
+                format!("::{}", Ipv4Addr::new(b0, b1, b2, b3))
+            } else {
+                a.to_string()
+            }
+        }
+        IpAddr::V4(a) => a.to_string(),
+    }
+}
+
+/// The longest `addr:port` text ipvsadm prints (its buffer is 60 bytes with the NUL).
+const ADDR_PORT_MAX: usize = 59;
 
 /// Names for listings without `-n`: host names by address and service names by port, as
 /// `tapvsadm` read them (it sends them with the request, so names are the client's, as with
@@ -101,9 +128,9 @@ pub fn parse_hosts(text: &str) -> Vec<(Ipv4Addr, Vec<String>)> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Names {
-    /// Host name by IPv4 address (as a number).
+    /// Host name by address (IPv4 or IPv6).
     #[serde(default)]
-    pub hosts: HashMap<u32, String>,
+    pub hosts: HashMap<IpAddr, String>,
     /// TCP service name by port.
     #[serde(default)]
     pub tcp: HashMap<u16, String>,
@@ -118,7 +145,7 @@ impl Names {
         let mut n = Names::default();
         for (addr, names) in parse_hosts(hosts) {
             if let Some(first) = names.into_iter().next() {
-                n.hosts.entry(u32::from(addr)).or_insert(first);
+                n.hosts.entry(addr).or_insert(first);
             }
         }
         for (name, _, port, proto) in Services::parse(services).entries {
@@ -131,22 +158,28 @@ impl Names {
         n
     }
 
-    /// `host:service` for `addr:port` of `proto`, each part a name when there is one, else
-    /// the number (ipvsadm's `addrport_to_anyname`).
-    pub fn addr_port(&self, addr: Ipv4Addr, port: u16, proto: Protocol) -> String {
-        let host = self
-            .hosts
-            .get(&u32::from(addr))
-            .cloned()
-            .unwrap_or_else(|| addr.to_string());
+    /// `host:service` for `addr:port` of `proto` (`[host]:service` for IPv6), each part a
+    /// name when there is one, else the number; at most 59 bytes (ipvsadm's
+    /// `addrport_to_anyname` and its 60-byte buffer).
+    pub fn addr_port(&self, addr: IpAddr, port: u16, proto: Protocol) -> String {
+        let host = self.hosts.get(&addr).cloned().unwrap_or_else(|| ntop(addr));
         let map = match proto {
             Protocol::Tcp => &self.tcp,
             Protocol::Udp => &self.udp,
         };
-        match map.get(&port) {
-            Some(s) => format!("{host}:{s}"),
-            None => format!("{host}:{port}"),
+        let (open, close) = if addr.is_ipv6() { ("[", "]") } else { ("", "") };
+        let mut s = match map.get(&port) {
+            Some(svc) => format!("{open}{host}{close}:{svc}"),
+            None => format!("{open}{host}{close}:{port}"),
+        };
+        if s.len() > ADDR_PORT_MAX {
+            let mut end = ADDR_PORT_MAX;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
         }
+        s
     }
 
     /// Whether there is no name at all (the listing is numeric).
@@ -185,9 +218,16 @@ mod tests {
     #[test]
     fn hosts_and_reverse_names() {
         let h = parse_hosts(HOSTS);
-        assert_eq!(h.len(), 3);
+        assert_eq!(h.len(), 4);
         assert_eq!(
             h[2],
+            (
+                "::1".parse().unwrap(),
+                vec!["localhost".into(), "ip6-localhost".into()]
+            )
+        );
+        assert_eq!(
+            h[3],
             (
                 "10.0.0.5".parse().unwrap(),
                 vec!["web".into(), "web.example".into()]
@@ -195,11 +235,11 @@ mod tests {
         );
         let n = Names::parse(HOSTS, SERVICES);
         assert_eq!(
-            n.addr_port(Ipv4Addr::LOCALHOST, 80, Protocol::Tcp),
+            n.addr_port(Ipv4Addr::LOCALHOST.into(), 80, Protocol::Tcp),
             "localhost:http"
         );
         assert_eq!(
-            n.addr_port(Ipv4Addr::LOCALHOST, 80, Protocol::Udp),
+            n.addr_port(Ipv4Addr::LOCALHOST.into(), 80, Protocol::Udp),
             "localhost:80"
         );
         assert_eq!(
@@ -212,8 +252,41 @@ mod tests {
         );
         assert!(!n.is_empty());
         assert!(Names::default().is_empty());
+        // IPv6: in brackets, names from IPv6 lines, numbers compressed as inet_ntop does.
         assert_eq!(
-            Names::default().addr_port(Ipv4Addr::LOCALHOST, 80, Protocol::Tcp),
+            n.addr_port("::1".parse().unwrap(), 80, Protocol::Tcp),
+            "[localhost]:http"
+        );
+        assert_eq!(
+            n.addr_port("2001:db8:0:0:0:0:0:5".parse().unwrap(), 53, Protocol::Udp),
+            "[2001:db8::5]:domain"
+        );
+        assert_eq!(
+            Names::default().addr_port("2001:db8:5::2".parse().unwrap(), 80, Protocol::Tcp),
+            "[2001:db8:5::2]:80"
+        );
+        // inet_ntop's dotted tail for IPv4-compatible addresses only.
+        for (a, want) in [
+            ("::1.2.3.4", "::1.2.3.4"),
+            ("::0.1.0.0", "::0.1.0.0"),
+            ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+            ("::1", "::1"),
+            ("::", "::"),
+            ("::0.0.1.2", "::102"),
+            ("1::1.2.3.4", "1::102:304"),
+            ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),
+        ] {
+            assert_eq!(ntop(a.parse().unwrap()), want, "{a}");
+        }
+        // ipvsadm's 60-byte buffer: at most 59 bytes, even for a long name.
+        let long = Names::parse(&format!("2001:db8::9 {}\n", "h".repeat(70)), "");
+        let s = long.addr_port("2001:db8::9".parse().unwrap(), 8080, Protocol::Tcp);
+        assert_eq!(s, format!("[{}", "h".repeat(58)));
+        // The names travel as JSON with the request: addresses as keys, both families.
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(serde_json::from_str::<Names>(&json).unwrap(), n);
+        assert_eq!(
+            Names::default().addr_port(Ipv4Addr::LOCALHOST.into(), 80, Protocol::Tcp),
             "127.0.0.1:80"
         );
     }

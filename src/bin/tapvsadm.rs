@@ -13,7 +13,7 @@
 //! library, so the binary carries none of the data path.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -27,8 +27,8 @@ const HOSTS: &str = "/etc/hosts";
 const SERVICES: &str = "/etc/services";
 
 /// Forward lookups as ipvsadm's: hosts through the system resolver (getaddrinfo: the hosts
-/// file, DNS, ... as nsswitch says; the first IPv4 address), services from `/etc/services`
-/// (read on first use).
+/// file, DNS, ... as nsswitch says; the first IPv4 address, or the first IPv6 address for a
+/// name in brackets), services from `/etc/services` (read on first use).
 struct System {
     services: OnceLock<Services>,
 }
@@ -38,6 +38,13 @@ impl Resolver for System {
         (name, 0).to_socket_addrs().ok()?.find_map(|a| match a {
             SocketAddr::V4(v) => Some(*v.ip()),
             SocketAddr::V6(_) => None,
+        })
+    }
+
+    fn host6(&self, name: &str) -> Option<Ipv6Addr> {
+        (name, 0).to_socket_addrs().ok()?.find_map(|a| match a {
+            SocketAddr::V6(v) => Some(*v.ip()),
+            SocketAddr::V4(_) => None,
         })
     }
 

@@ -80,7 +80,11 @@ fn state(table: &Table, cmd: &Command) -> String {
         Command::DeleteServer { service, .. } => *service,
         _ => return String::new(),
     };
-    let ServiceSpec::Addr { proto, addr } = spec else {
+    let ServiceSpec::Addr {
+        proto,
+        addr: std::net::SocketAddr::V4(addr),
+    } = spec
+    else {
         return "-".into();
     };
     let one: Option<&adm::ServiceEntry> = table.service((proto, addr));

@@ -14,7 +14,7 @@
 //! crate's counters are integers; CPU seconds are not).
 
 use std::io::Write;
-use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use modes::packet::DropReason;
 
 use crate::control::shared::Shared;
 use crate::control::socket;
+use crate::control::table::v4_sock;
 use crate::datapath::stats::{Counters, Drop, Traffic};
 use crate::datapath::tcp_state::State;
 
@@ -380,9 +381,9 @@ fn record_table(shared: &Shared) {
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
     // Real servers taken out by health checks are absent from the listing: still report them.
     for s in &table.listing().services {
-        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        let key = (s.proto, v4_sock(s.addr, s.port));
         for d in &s.dests {
-            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let daddr = v4_sock(d.addr, d.port);
             let (Some(h), flips) = table.health(key, daddr) else {
                 continue;
             };
@@ -400,7 +401,7 @@ fn record_table(shared: &Shared) {
     for s in &listing.services {
         let proto = s.proto.name().to_ascii_lowercase();
         let svc = format!("{}:{}", s.addr, s.port);
-        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        let key = (s.proto, v4_sock(s.addr, s.port));
         let sl = [("protocol", proto.clone()), ("service", svc.clone())];
         counter!("tapvs_service_connections_total", &sl).absolute(s.stats.conns);
         let sdir = |d: &'static str| {
@@ -433,7 +434,7 @@ fn record_table(shared: &Shared) {
             gauge!("tapvs_real_active_connections", &l).set(f64::from(d.active));
             gauge!("tapvs_real_inactive_connections", &l).set(f64::from(d.inactive));
             gauge!("tapvs_real_weight", &l).set(f64::from(d.weight));
-            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let daddr = v4_sock(d.addr, d.port);
             let available = table.dest(key, daddr).is_some_and(|x| x.is_available());
             let (health, flips) = table.health(key, daddr);
             let up = available && health.is_none_or(|h| !h.down);

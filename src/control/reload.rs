@@ -8,7 +8,7 @@
 //! its file, field and problem; a refused reload changes nothing. Every change is logged
 //! through [`crate::control::changelog`] as made by `reload`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use tapvs_adm::{self as adm, Command, Response, ServerOpts, ServiceOpts};
 
 use crate::config::Config;
 use crate::control::shared::Shared;
-use crate::control::table::{SvcKey, Table};
+use crate::control::table::{v4_sock, SvcKey, Table};
 
 /// The control-socket request that asks for a reload (`args` of a [`adm::Request`]); no
 /// ipvsadm command line looks like it.
@@ -114,7 +114,7 @@ fn service_opts(s: &adm::ServiceEntry) -> ServiceOpts {
         scheduler: s.sched.clone(),
         sched_flags: s.flags.clone(),
         persistent: s.persistent,
-        netmask: s.netmask.unwrap_or(Ipv4Addr::BROADCAST),
+        netmask: s.netmask.unwrap_or(adm::Netmask::full(s.addr.is_ipv6())),
         ops: s.ops,
         synproxy: s.synproxy,
     }
@@ -123,7 +123,7 @@ fn service_opts(s: &adm::ServiceEntry) -> ServiceOpts {
 fn server_opts(s: &adm::ServiceEntry, d: &adm::DestEntry) -> ServerOpts {
     ServerOpts {
         service: s.spec(),
-        server: SocketAddrV4::new(d.addr, d.port),
+        server: SocketAddr::new(d.addr, d.port),
         forward: d.forward,
         weight: d.weight,
         u_threshold: d.u_threshold,
@@ -132,7 +132,7 @@ fn server_opts(s: &adm::ServiceEntry, d: &adm::DestEntry) -> ServerOpts {
 }
 
 fn key_of(s: &adm::ServiceEntry) -> SvcKey {
-    (s.proto, SocketAddrV4::new(s.addr, s.port))
+    (s.proto, v4_sock(s.addr, s.port))
 }
 
 /// The ipvsadm edits that turn the configured table `have` into `want`: deletions first,
@@ -158,7 +158,7 @@ pub fn plan(have: &adm::Listing, want: &adm::Listing) -> Vec<Command> {
             out.push(Command::EditService(service_opts(w)));
         }
         for hd in &h.dests {
-            let a = SocketAddrV4::new(hd.addr, hd.port);
+            let a = SocketAddr::new(hd.addr, hd.port);
             if w.dest(a).is_none() {
                 out.push(Command::DeleteServer {
                     service: w.spec(),
@@ -167,7 +167,7 @@ pub fn plan(have: &adm::Listing, want: &adm::Listing) -> Vec<Command> {
             }
         }
         for wd in &w.dests {
-            match h.dest(SocketAddrV4::new(wd.addr, wd.port)) {
+            match h.dest(SocketAddr::new(wd.addr, wd.port)) {
                 None => out.push(Command::AddServer(server_opts(w, wd))),
                 Some(hd) if server_opts(h, hd) != server_opts(w, wd) => {
                     out.push(Command::EditServer(server_opts(w, wd)))

@@ -12,7 +12,6 @@
 //! (rates come from [`crate::control::estimator`]), and `-Z`.
 
 use std::io::Write;
-use std::net::{SocketAddr, SocketAddrV4};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -25,6 +24,7 @@ use tapvs_adm::{
 };
 
 use crate::control::shared::Shared;
+use crate::control::table::v4_sock;
 use crate::datapath::stats::DestCounters;
 use crate::datapath::tcp_state::Timeouts;
 
@@ -99,11 +99,11 @@ impl CounterView {
         let base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
         let est = shared.estimator.lock().unwrap_or_else(|e| e.into_inner());
         for s in services {
-            let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+            let key = (s.proto, v4_sock(s.addr, s.port));
             let mut ssum = DestCounters::default();
             let mut srate = adm::Rate::default();
             for d in &mut s.dests {
-                let daddr = SocketAddrV4::new(d.addr, d.port);
+                let daddr = v4_sock(d.addr, d.port);
                 let (Some(id), Some(dest)) = (table.dest_id(key, daddr), table.dest(key, daddr))
                 else {
                     continue;
@@ -228,23 +228,17 @@ fn connections(
             each(
                 conns
                     .into_iter()
-                    // The listing speaks IPv4 (tapvsadm's IPv6 listing comes with its syntax).
-                    .filter_map(|c| match (c.client, c.vip, c.dest) {
-                        (SocketAddr::V4(client), SocketAddr::V4(vip), SocketAddr::V4(dest)) => {
-                            Some(adm::ConnEntry {
-                                proto: if c.proto == 17 {
-                                    modes::Protocol::Udp
-                                } else {
-                                    modes::Protocol::Tcp
-                                },
-                                expire_secs: c.expire_secs,
-                                state: c.state.to_string(),
-                                client,
-                                vip,
-                                dest,
-                            })
-                        }
-                        _ => None,
+                    .map(|c| adm::ConnEntry {
+                        proto: if c.proto == 17 {
+                            modes::Protocol::Udp
+                        } else {
+                            modes::Protocol::Tcp
+                        },
+                        expire_secs: c.expire_secs,
+                        state: c.state.to_string(),
+                        client: c.client,
+                        vip: c.vip,
+                        dest: c.dest,
                     })
                     .collect(),
             )?;
@@ -293,7 +287,11 @@ fn list(
         return Response::out(format::timeouts(meta(shared).timeouts));
     }
     if let Some(spec) = &o.service {
-        let adm::ServiceSpec::Addr { proto, addr } = spec else {
+        let adm::ServiceSpec::Addr {
+            proto,
+            addr: std::net::SocketAddr::V4(addr),
+        } = spec
+        else {
             return Response::err(&AdmError::NoSuchService);
         };
         let mut l = meta(shared);
@@ -416,9 +414,9 @@ pub fn execute_streamed(
                 .iter()
                 .filter(|s| spec.as_ref().is_none_or(|sp| s.matches(sp)))
             {
-                let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+                let key = (s.proto, v4_sock(s.addr, s.port));
                 for d in &s.dests {
-                    if let Some(id) = table.dest_id(key, SocketAddrV4::new(d.addr, d.port)) {
+                    if let Some(id) = table.dest_id(key, v4_sock(d.addr, d.port)) {
                         base.insert(id, totals.get(id as usize).copied().unwrap_or_default());
                     }
                 }

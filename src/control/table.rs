@@ -30,6 +30,27 @@ pub fn svc_key(proto: Protocol, vip: SocketAddrV4) -> SvcKey {
     (proto, vip)
 }
 
+/// An address of the table's `adm` entries as IPv4. The daemon serves IPv4 only until it is
+/// widened: [`Table::apply_quiet`] refuses a command naming an IPv6 service (nothing
+/// changes, [`ipv6_refused`]), so every address the table holds is IPv4; an IPv6 one, which
+/// cannot be there, would read as 0.0.0.0.
+pub fn v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// [`v4`]`(a):port`.
+pub fn v4_sock(a: IpAddr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(v4(a), port)
+}
+
+/// How the daemon refuses a command naming an IPv6 service (exit status 1, nothing changed).
+pub fn ipv6_refused() -> AdmError {
+    AdmError::Other("IPv6 services are not supported yet by the tapvs daemon".into())
+}
+
 /// Settings the config file can give a service that ipvsadm has no option for.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Extras {
@@ -202,13 +223,14 @@ impl Table {
             );
             let entry = adm::ServiceEntry {
                 proto: s.proto,
-                addr: *vip.ip(),
+                addr: IpAddr::V4(*vip.ip()),
                 port: vip.port(),
+                fwmark: None,
                 sched: s.scheduler.name.clone(),
                 flags: s.scheduler.flags.clone(),
                 persistent: s.persistent,
                 netmask: match s.netmask {
-                    IpAddr::V4(m) => (m != Ipv4Addr::BROADCAST).then_some(m),
+                    IpAddr::V4(m) => (m != Ipv4Addr::BROADCAST).then_some(adm::Netmask::V4(m)),
                     IpAddr::V6(_) => None,
                 },
                 ops: s.ops,
@@ -220,7 +242,7 @@ impl Table {
                     .map(|(r, addr)| adm::DestEntry {
                         u_threshold: r.u_threshold,
                         l_threshold: r.l_threshold,
-                        ..adm::DestEntry::new(*addr, r.forward, r.weight)
+                        ..adm::DestEntry::new(std::net::SocketAddr::V4(*addr), r.forward, r.weight)
                     })
                     .collect(),
                 access: None,
@@ -278,14 +300,14 @@ impl Table {
     /// quorum, its real servers replaced by its sorry server.
     fn effective_service(&self, s: &adm::ServiceEntry) -> adm::ServiceEntry {
         let mut s = s.clone();
-        let key = (s.proto, SocketAddrV4::new(s.addr, s.port));
+        let key = (s.proto, v4_sock(s.addr, s.port));
         s.access = self
             .extras
             .get(&key)
             .map(|e| access_entry(&e.access))
             .filter(|a| !a.is_empty());
         s.dests.retain_mut(|d| {
-            let Some(h) = self.health.get(&(key, SocketAddrV4::new(d.addr, d.port))) else {
+            let Some(h) = self.health.get(&(key, v4_sock(d.addr, d.port))) else {
                 return true;
             };
             if let Some(w) = h.weight {
@@ -300,7 +322,7 @@ impl Table {
         // keepalived: without quorum, all real servers go and the sorry server serves.
         if self.sorry_active.contains(&key) {
             if let Some(&(addr, forward)) = self.sorry.get(&key) {
-                s.dests = vec![adm::DestEntry::new(addr, forward, 1)];
+                s.dests = vec![adm::DestEntry::new(addr.into(), forward, 1)];
             }
         }
         s
@@ -526,11 +548,13 @@ impl Table {
             | Command::StopDaemon(_) => return Ok(false),
         };
         let key = match spec {
-            ServiceSpec::Addr { proto, addr } => (*proto, *addr),
-            ServiceSpec::Fwmark(_) => {
-                // Refused by the listing as ipvsadm refuses it.
-                Listing::default().apply(cmd)?;
-                return Ok(false);
+            ServiceSpec::Addr {
+                proto,
+                addr: std::net::SocketAddr::V4(addr),
+            } => (*proto, *addr),
+            ServiceSpec::Addr { .. } => return Err(ipv6_refused()),
+            ServiceSpec::Fwmark { .. } => {
+                return Err(AdmError::Unsupported("fwmark services (-f)".into()))
             }
         };
         // The command runs with IPVS semantics against a listing of just the service it
@@ -576,7 +600,7 @@ impl Table {
                     &self.routes,
                     |a| self.snap.is_vip(a),
                     |a| self.snap.is_lip(a),
-                    IpAddr::V4(*o.server.ip()),
+                    o.server.ip(),
                 );
                 problem.map_or(Ok(()), |m| Err(invalid(m)))
             }
@@ -584,7 +608,7 @@ impl Table {
                 let adm::ServiceSpec::Addr { addr, .. } = &o.service else {
                     return Ok(());
                 };
-                let ip = IpAddr::V4(*addr.ip());
+                let ip = addr.ip();
                 if let Some(why) = crate::config::not_unicast(ip) {
                     return Err(invalid(format!("{ip} is {why}, not a virtual address")));
                 }
@@ -655,13 +679,13 @@ impl Table {
         let mut ids = Vec::with_capacity(s.dests.len());
         let mut forward = Vec::with_capacity(s.dests.len());
         for d in &s.dests {
-            let daddr = SocketAddrV4::new(d.addr, d.port);
+            let daddr = v4_sock(d.addr, d.port);
             let live = self.dests.entry((key, daddr)).or_insert_with(|| {
                 let id = self.next_id;
                 self.next_id += 1;
                 LiveDest {
                     id,
-                    dest: Arc::new(Dest::new(IpAddr::V4(d.addr), d.port, d.weight)),
+                    dest: Arc::new(Dest::new(d.addr, d.port, d.weight)),
                 }
             });
             live.dest.set_weight(d.weight);
@@ -685,11 +709,8 @@ impl Table {
         // Real servers that left: unavailable (templates stop pointing at them; their
         // connections follow expire_nodest_conn).
         if let Some(old) = self.snap.service_by_key(skey) {
-            let now: std::collections::HashSet<SocketAddrV4> = s
-                .dests
-                .iter()
-                .map(|d| SocketAddrV4::new(d.addr, d.port))
-                .collect();
+            let now: std::collections::HashSet<SocketAddrV4> =
+                s.dests.iter().map(|d| v4_sock(d.addr, d.port)).collect();
             for d in &old.dests {
                 let IpAddr::V4(ip) = d.addr() else { continue };
                 let daddr = SocketAddrV4::new(ip, d.port());
@@ -705,14 +726,19 @@ impl Table {
         });
         self.snap.with_service(Arc::new(Service {
             proto: s.proto,
-            vip: IpAddr::V4(s.addr),
+            vip: s.addr,
             vport: s.port,
             dests,
             dest_ids: ids,
             forward,
             sched,
             persistent: s.persistent,
-            netmask: u128::from(u32::from(s.netmask.unwrap_or(Ipv4Addr::BROADCAST))),
+            netmask: match s.netmask {
+                Some(adm::Netmask::V4(m)) => u128::from(u32::from(m)),
+                Some(adm::Netmask::V6(len)) => crate::config::prefix_mask(128, len),
+                None if s.addr.is_ipv6() => u128::MAX,
+                None => u128::from(u32::MAX),
+            },
             ops: s.ops,
             local_addresses: extras.local_addresses.clone().into(),
             toa: extras.toa,
@@ -829,6 +855,38 @@ address = "172.16.0.3:80"
             Err(AdmError::ThresholdRange)
         ));
         assert_eq!(format!("{:?}", t.listing()), before);
+    }
+
+    #[test]
+    fn ipv6_and_fwmark_services_are_refused_until_served() {
+        let mut t = table();
+        let before = format!("{:?}", t.listing());
+        let snap = format!("{:?}", t.snapshot().services().count());
+        for line in [
+            "-A -t [2001:db8:f::80]:80 -s rr",
+            "-E -t [2001:db8:f::80]:80 -s rr",
+            "-a -t [2001:db8:f::80]:80 -r [2001:db8:5::2]:80 -m",
+            "-a -t [2001:db8:f::80]:80 -r 172.16.0.2:80 -b",
+            "-D -t [2001:db8:f::80]:80",
+            "-Z -u [2001:db8:f::80]:53",
+        ] {
+            let e = t.apply(&cmd(line)).unwrap_err();
+            assert_eq!(e, ipv6_refused(), "{line}");
+            assert_eq!(
+                (e.to_string().as_str(), e.exit_code()),
+                ("IPv6 services are not supported yet by the tapvs daemon", 1)
+            );
+        }
+        for line in ["-A -f 1 -s rr", "-A -f 1 -6 -s rr", "-D -f 1"] {
+            let e = t.apply(&cmd(line)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "fwmark services (-f) is not supported yet by tapvs",
+                "{line}"
+            );
+        }
+        assert_eq!(format!("{:?}", t.listing()), before, "nothing changed");
+        assert_eq!(format!("{:?}", t.snapshot().services().count()), snap);
     }
 
     #[test]

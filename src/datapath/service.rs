@@ -406,23 +406,16 @@ impl Snapshot {
         self.local.iter().copied()
     }
 
-    /// The IPv4 addresses eBPF steering classifies frames by, sorted (IPv6 frames are
-    /// steered by the kernel's flow hash).
+    /// The addresses eBPF steering classifies frames by, sorted.
     pub fn address_sets(&self) -> crate::datapath::steer::AddressSets {
-        let sorted = |it: &mut dyn Iterator<Item = IpAddr>| {
-            let mut v: Vec<Ipv4Addr> = it
-                .filter_map(|a| match a {
-                    IpAddr::V4(a) => Some(a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect();
+        let sorted = |mut v: Vec<std::net::IpAddr>| {
             v.sort_unstable();
             v
         };
         crate::datapath::steer::AddressSets {
-            vips: sorted(&mut self.vips()),
-            lips: sorted(&mut self.lips()),
-            locals: sorted(&mut self.locals()),
+            vips: sorted(self.vips().collect()),
+            lips: sorted(self.lips().collect()),
+            locals: sorted(self.locals().collect()),
         }
     }
 

@@ -8,13 +8,19 @@
 //! the frame across (see [`crate::datapath::worker`]). For short connections that was about 40% of all
 //! frames. The program here computes [`crate::datapath::pipeline::owner_of`] in the kernel instead:
 //!
-//! - IPv4 TCP/UDP to a virtual address: the owner of the source (client address and port);
+//! - TCP/UDP to a virtual address: the owner of the source (client address and port);
 //! - to a FullNAT local address: destination port modulo the worker count (local ports are
 //!   allocated so that this names the owning worker);
-//! - to one of the appliance's own addresses, and anything else (ARP, ICMP, IPv6): queue 0;
-//! - any other IPv4 TCP/UDP (a NAT reply): the owner of the destination (the client).
+//! - to one of the appliance's own addresses, and anything else (ARP, ICMP, ICMPv6, IPv6 with
+//!   extension headers): queue 0;
+//! - any other TCP/UDP (a NAT reply): the owner of the destination (the client).
 //!
-//! The address sets live in a BPF hash map (address → class), which the program looks up with
+//! IPv4 and IPv6 are classified alike: an IPv6 packet whose next header is TCP or UDP has its
+//! ports at offset 40, and its addresses enter the owner's hash folded to one word
+//! ([`crate::datapath::pipeline::fold_addr`]).
+//!
+//! The address sets live in a BPF hash map (address → class; 16-byte keys, an IPv4 address in
+//! its IPv4-mapped IPv6 form, see [`map_key`]), which the program looks up with
 //! `bpf_map_lookup_elem` (the map's descriptor is patched into the instructions as a
 //! `BPF_PSEUDO_MAP_FD` load). The program is loaded and attached once; a configuration change
 //! that alters the sets only inserts and deletes map elements in place, so the table's size
@@ -28,7 +34,7 @@
 //! `BPF_PROG_TEST_RUN` agree. The instruction encoding assumes a little-endian host.
 
 use crate::config::SteeringMode;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::sys::tap::TapQueue;
@@ -46,11 +52,28 @@ const CLASS_LOCAL: u32 = 3;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AddressSets {
     /// Virtual addresses.
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     /// FullNAT local addresses.
-    pub lips: Vec<Ipv4Addr>,
+    pub lips: Vec<IpAddr>,
     /// The ports' own addresses.
-    pub locals: Vec<Ipv4Addr>,
+    pub locals: Vec<IpAddr>,
+}
+
+/// The map's key for `ip`: the four 32-bit words of its IPv6 form (an IPv4 address mapped,
+/// `::ffff:a.b.c.d`), each as the program's loads produce it (the word read in network order,
+/// stored in host order).
+pub fn map_key(ip: IpAddr) -> [u8; 16] {
+    let v6 = match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    let o = v6.octets();
+    let mut k = [0u8; 16];
+    for (d, w) in k.chunks_exact_mut(4).zip(o.chunks_exact(4)) {
+        let word = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
+        d.copy_from_slice(&word.to_ne_bytes());
+    }
+    k
 }
 
 /// `SKF_LL_OFF`: classic-BPF load offsets from here on are relative to the link-layer header.
@@ -63,6 +86,7 @@ const MIX: u32 = 0x9E37_79B1;
 // Instruction classes, sizes, modes and operations (linux/bpf_common.h, linux/bpf.h).
 const LD: u8 = 0x00;
 const LDX: u8 = 0x01;
+const ST: u8 = 0x02;
 const STX: u8 = 0x03;
 const ALU: u8 = 0x04;
 const JMP: u8 = 0x05;
@@ -95,8 +119,9 @@ const JEQ: u8 = 0x10;
 const JNE: u8 = 0x50;
 const EXIT: u8 = 0x90;
 
-/// Registers: r0 result, r1 context on entry, r6 context for the loads, r7 address, r8 IP
-/// header length, r9 port.
+/// Registers: r0 result, r1 context on entry, r6 context for the loads, r7 address (an IPv6
+/// one folded to a word), r8 IP header length (40 for IPv6), r9 port. The stack holds the map
+/// key (16 bytes at r10 − 16) and the family (4 or 6, at r10 − 20).
 const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
@@ -110,8 +135,12 @@ const R10: u8 = 10;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Label {
     Queue0,
+    Ipv6,
     Transport,
+    Transport6,
+    Lookup,
     FromSource,
+    FromSource6,
     LocalPort,
     Reply,
     Hash,
@@ -182,6 +211,7 @@ pub fn program(map_fd: i32, workers: u32) -> Vec<u64> {
     let mut a = Asm::new();
     a.raw(ALU64 | MOV | X, R6, R1, 0, 0);
     a.load(H, 12);
+    a.jump(JMP | JEQ | K, R0, 0x86dd, Label::Ipv6);
     a.jump(JMP | JNE | K, R0, 0x0800, Label::Queue0);
     a.load(B, ETH);
     a.raw(ALU64 | MOV | X, R8, R0, 0, 0);
@@ -192,13 +222,37 @@ pub fn program(map_fd: i32, workers: u32) -> Vec<u64> {
     a.jump(JMP | JEQ | K, R0, 17, Label::Transport);
     a.jump(JMP | JA, 0, 0, Label::Queue0);
 
+    // IPv4: the key is the destination, mapped (::ffff:a.b.c.d).
     a.label(Label::Transport);
+    a.raw(ST | MEM | W, R10, 0, -20, 4);
     a.load(W, ETH + 16);
     a.raw(ALU | MOV | X, R7, R0, 0, 0);
-    // class = map[destination]: the key on the stack, the map, the helper.
+    a.raw(ST | MEM | W, R10, 0, -16, 0);
+    a.raw(ST | MEM | W, R10, 0, -12, 0);
+    a.raw(ST | MEM | W, R10, 0, -8, 0xffff);
     a.raw(STX | MEM | W, R10, R7, -4, 0);
+    a.jump(JMP | JA, 0, 0, Label::Lookup);
+
+    // IPv6: TCP or UDP right after the fixed header; the key is the destination, r7 its fold.
+    a.label(Label::Ipv6);
+    a.load(B, ETH + 6);
+    a.jump(JMP | JEQ | K, R0, 6, Label::Transport6);
+    a.jump(JMP | JEQ | K, R0, 17, Label::Transport6);
+    a.jump(JMP | JA, 0, 0, Label::Queue0);
+    a.label(Label::Transport6);
+    a.raw(ST | MEM | W, R10, 0, -20, 6);
+    a.raw(ALU64 | MOV | K, R8, 0, 0, 40);
+    a.raw(ALU64 | MOV | K, R7, 0, 0, 0);
+    for (i, off) in [-16i16, -12, -8, -4].into_iter().enumerate() {
+        a.load(W, ETH + 24 + 4 * i as i32);
+        a.raw(STX | MEM | W, R10, R0, off, 0);
+        a.raw(ALU | XOR | X, R7, R0, 0, 0);
+    }
+
+    // class = map[destination]: the key on the stack, the map, the helper.
+    a.label(Label::Lookup);
     a.raw(ALU64 | MOV | X, R2, R10, 0, 0);
-    a.raw(ALU64 | ADD | K, R2, 0, 0, -4);
+    a.raw(ALU64 | ADD | K, R2, 0, 0, -16);
     a.raw(LD | IMM | DW, R1, PSEUDO_MAP_FD, 0, map_fd);
     a.raw(0, 0, 0, 0, 0);
     a.raw(JMP | CALL, 0, 0, 0, HELPER_MAP_LOOKUP);
@@ -215,8 +269,20 @@ pub fn program(map_fd: i32, workers: u32) -> Vec<u64> {
     a.jump(JMP | JA, 0, 0, Label::Hash);
 
     a.label(Label::FromSource);
+    a.raw(LDX | MEM | W, R0, R10, -20, 0);
+    a.jump(JMP | JEQ | K, R0, 6, Label::FromSource6);
     a.load(W, ETH + 12);
     a.raw(ALU | MOV | X, R7, R0, 0, 0);
+    a.load_ind(H, ETH);
+    a.raw(ALU | MOV | X, R9, R0, 0, 0);
+    a.jump(JMP | JA, 0, 0, Label::Hash);
+
+    a.label(Label::FromSource6);
+    a.raw(ALU64 | MOV | K, R7, 0, 0, 0);
+    for i in 0..4 {
+        a.load(W, ETH + 8 + 4 * i);
+        a.raw(ALU | XOR | X, R7, R0, 0, 0);
+    }
     a.load_ind(H, ETH);
     a.raw(ALU | MOV | X, R9, R0, 0, 0);
 
@@ -246,13 +312,13 @@ pub struct Classifier {
     /// The program (attach it to the ports).
     pub prog: BpfProg,
     map: BpfMap,
-    current: hashbrown::HashMap<u32, u32>,
+    current: hashbrown::HashMap<[u8; 16], u32>,
 }
 
 impl Classifier {
     /// Creates the map and loads the program for `workers` queues; the map starts empty.
     pub fn load(workers: u32) -> std::io::Result<Classifier> {
-        let map = BpfMap::new_hash_u32(MAP_CAPACITY, "tapvs_addrs")?;
+        let map = BpfMap::new_hash_key16(MAP_CAPACITY, "tapvs_addrs")?;
         let insns = program(std::os::fd::AsRawFd::as_raw_fd(&map), workers);
         let prog = sys::bpf_load_socket_filter(&insns, "tapvs_steer")?;
         Ok(Classifier {
@@ -266,7 +332,7 @@ impl Classifier {
     /// a local address that is also an own address as a local address), changing only the
     /// elements that differ. Returns how many elements changed.
     pub fn sync(&mut self, sets: &AddressSets) -> std::io::Result<usize> {
-        let mut want: hashbrown::HashMap<u32, u32> = hashbrown::HashMap::with_capacity(
+        let mut want: hashbrown::HashMap<[u8; 16], u32> = hashbrown::HashMap::with_capacity(
             sets.vips.len() + sets.lips.len() + sets.locals.len(),
         );
         for (list, class) in [
@@ -275,24 +341,24 @@ impl Classifier {
             (&sets.vips, CLASS_VIP),
         ] {
             for ip in list {
-                want.insert(u32::from(*ip), class);
+                want.insert(map_key(*ip), class);
             }
         }
         let mut changed = 0;
-        let gone: Vec<u32> = self
+        let gone: Vec<[u8; 16]> = self
             .current
             .keys()
             .filter(|k| !want.contains_key(*k))
             .copied()
             .collect();
         for k in gone {
-            self.map.remove(k)?;
+            self.map.remove(&k)?;
             self.current.remove(&k);
             changed += 1;
         }
         for (&k, &v) in &want {
             if self.current.get(&k) != Some(&v) {
-                self.map.set(k, v)?;
+                self.map.set(&k, v)?;
                 self.current.insert(k, v);
                 changed += 1;
             }
@@ -390,6 +456,52 @@ mod tests {
     use super::*;
     use crate::datapath::pipeline::owner_of;
     use etherparse::PacketBuilder;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4s(v: &[Ipv4Addr]) -> Vec<IpAddr> {
+        v.iter().map(|&a| IpAddr::V4(a)).collect()
+    }
+
+    /// An Ethernet/IPv6 TCP or UDP frame; `ext` puts a Destination Options header first.
+    fn frame6(
+        proto: u8,
+        src: Ipv6Addr,
+        sport: u16,
+        dst: Ipv6Addr,
+        dport: u16,
+        ext: bool,
+    ) -> Vec<u8> {
+        let mut l4 = if proto == 6 {
+            let mut t = vec![0u8; 20];
+            t[12] = 5 << 4;
+            t[13] = 0x10;
+            t
+        } else {
+            let mut u = vec![0u8; 8];
+            u[4..6].copy_from_slice(&9u16.to_be_bytes());
+            u
+        };
+        l4[0..2].copy_from_slice(&sport.to_be_bytes());
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        l4.push(b'x');
+        let mut payload = Vec::new();
+        let nh = if ext {
+            payload.extend_from_slice(&[proto, 0, 1, 4, 0, 0, 0, 0]);
+            60
+        } else {
+            proto
+        };
+        payload.extend_from_slice(&l4);
+        let mut f = vec![
+            2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0,
+        ];
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[nh, 64]);
+        f.extend_from_slice(&src.octets());
+        f.extend_from_slice(&dst.octets());
+        f.extend_from_slice(&payload);
+        f
+    }
 
     fn frame(
         proto: u8,
@@ -424,7 +536,7 @@ mod tests {
     #[test]
     fn jumps_are_patched_forward() {
         let sets = AddressSets {
-            vips: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            vips: v4s(&[Ipv4Addr::new(10, 0, 0, 1)]),
             ..Default::default()
         };
         let _ = sets;
@@ -449,11 +561,17 @@ mod tests {
         let vip = Ipv4Addr::new(207, 175, 44, 110);
         let lip = Ipv4Addr::new(172, 16, 9, 100);
         let local = Ipv4Addr::new(172, 16, 0, 1);
-        let sets = AddressSets {
-            vips: vec![Ipv4Addr::new(10, 9, 9, 9), vip],
-            lips: vec![lip],
-            locals: vec![Ipv4Addr::new(10, 0, 0, 1), local],
+        let vip6: Ipv6Addr = "2001:db8:f::80".parse().unwrap();
+        let lip6: Ipv6Addr = "2001:db8:5::100".parse().unwrap();
+        let local6: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
+        let mut sets = AddressSets {
+            vips: v4s(&[Ipv4Addr::new(10, 9, 9, 9), vip]),
+            lips: v4s(&[lip]),
+            locals: v4s(&[Ipv4Addr::new(10, 0, 0, 1), local]),
         };
+        sets.vips.push(IpAddr::V6(vip6));
+        sets.lips.push(IpAddr::V6(lip6));
+        sets.locals.push(IpAddr::V6(local6));
         for workers in [2u32, 3, 4, 7] {
             let c = load(&sets, workers).expect("load");
             let prog = &c.prog;
@@ -482,8 +600,29 @@ mod tests {
                 // To the appliance itself.
                 let f = frame(proto, rs, 8080, local, cport, opts);
                 assert_eq!(sys::bpf_test_run(prog, &f).expect("run"), 0, "local");
+
+                // The same over IPv6.
+                let client6 = Ipv6Addr::from(
+                    0x2001_0db8_000c_0000_0000_0000_0000_0000u128 | u128::from(h) << 17 | 2,
+                );
+                let rs6 = Ipv6Addr::from(0x2001_0db8_0005_u128 << 80 | u128::from(2 + i % 5));
+                let f = frame6(proto, client6, cport, vip6, 80, false);
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
+                assert_eq!(q, owner_of(client6, cport, n), "to VIP6, {workers} workers");
+                seen[q] += 1;
+                let f = frame6(proto, rs6, 8080, client6, cport, false);
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
+                assert_eq!(q, owner_of(client6, cport, n), "NAT reply (v6)");
+                let f = frame6(proto, rs6, 8080, lip6, cport, false);
+                let q = sys::bpf_test_run(prog, &f).expect("run") as usize;
+                assert_eq!(q, usize::from(cport) % n, "FullNAT reply (v6)");
+                let f = frame6(proto, rs6, 8080, local6, cport, false);
+                assert_eq!(sys::bpf_test_run(prog, &f).expect("run"), 0, "local (v6)");
+                // Extension headers: queue 0 (the workers hand such frames over).
+                let f = frame6(proto, client6, cport, vip6, 80, true);
+                assert_eq!(sys::bpf_test_run(prog, &f).expect("run"), 0, "ext (v6)");
             }
-            assert!(seen.iter().all(|&s| s > 400 / n / 2), "{seen:?}");
+            assert!(seen.iter().all(|&s| s > 800 / n / 2), "{seen:?}");
         }
         // ARP, ICMP and truncated frames go to queue 0.
         let c = load(&sets, 4).expect("load");
@@ -497,6 +636,13 @@ mod tests {
         assert_eq!(sys::bpf_test_run(prog, &icmp).unwrap(), 0);
         let short = &frame(6, Ipv4Addr::new(1, 2, 3, 4), 1, vip, 80, false)[..36];
         assert_eq!(sys::bpf_test_run(prog, short).unwrap(), 0);
+        // ICMPv6, and IPv6 cut short before the ports: queue 0.
+        let c6: Ipv6Addr = "2001:db8:c::2".parse().unwrap();
+        let mut icmp6 = frame6(6, c6, 1, vip6, 80, false);
+        icmp6[14 + 6] = 58;
+        assert_eq!(sys::bpf_test_run(prog, &icmp6).unwrap(), 0);
+        let short6 = &frame6(6, c6, 1, vip6, 80, false)[..14 + 40 + 1];
+        assert_eq!(sys::bpf_test_run(prog, short6).unwrap(), 0);
     }
 
     /// The map is updated in place: a VIP added or removed changes the program's answer
@@ -513,7 +659,7 @@ mod tests {
         // 10,000 VIPs (as many services' addresses): one sync, then single changes.
         let many = AddressSets {
             vips: (1..=10_000u32)
-                .map(|i| Ipv4Addr::from(0xC612_0000 + i))
+                .map(|i| IpAddr::V4(Ipv4Addr::from(0xC612_0000 + i)))
                 .collect(),
             ..Default::default()
         };
@@ -525,7 +671,7 @@ mod tests {
             "a VIP: steered by the client"
         );
         let mut fewer = many.clone();
-        fewer.vips.retain(|&v| v != vip);
+        fewer.vips.retain(|&v| v != IpAddr::V4(vip));
         assert_eq!(c.sync(&fewer).expect("sync"), 1, "one element removed");
         let q = sys::bpf_test_run(&c.prog, &f).expect("run") as usize;
         assert_eq!(
@@ -568,7 +714,7 @@ mod tests {
             let vip = Ipv4Addr::new(10, 7, 0, 9);
             let mut st = Steering::new(SteeringMode::Ebpf, 2, vec![queues[0].clone()]);
             st.update(&AddressSets {
-                vips: vec![vip],
+                vips: v4s(&[vip]),
                 ..Default::default()
             })
             .expect("attach");

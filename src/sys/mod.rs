@@ -4,7 +4,7 @@
 //! workers' io_uring (provided receive buffers, batched writes); this module holds the
 //! small wrappers besides: an eventfd to wake a sleeping thread, `poll(2)` over raw
 //! descriptors, blocking of termination signals for `sigwait`, a private network namespace for
-//! the calling thread, raw `AF_PACKET` and IPv4 sockets, and loading and test-running eBPF
+//! the calling thread, raw `AF_PACKET`, IPv4 and IPv6 sockets, and loading and test-running eBPF
 //! programs. [`notify`] sends systemd readiness notifications.
 //!
 //! A wrapper is a safe function when its argument types (owned or borrowed descriptors,
@@ -20,7 +20,7 @@ pub mod tun;
 pub mod uring;
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// `struct ifreq` as the TUN and socket interface ioctls read it: a name and a 24-byte union, of
@@ -389,9 +389,11 @@ impl PacketSocket {
     }
 }
 
-/// A raw IPv4 socket (`AF_INET`, `SOCK_RAW`) of one IP protocol in the calling thread's
-/// network namespace: it receives every packet of that protocol delivered to the host, outer
-/// IPv4 header included (see `raw(7)`).
+/// A raw IP socket (`SOCK_RAW`) of one IP protocol in the calling thread's network namespace:
+/// it receives every packet of that protocol delivered to the host. An IPv4 socket
+/// ([`RawIpSocket::open`]) receives the packet with its IPv4 header (see `raw(7)`); an IPv6
+/// one ([`RawIpSocket::open6`]) receives only what follows the IPv6 header and the extension
+/// headers the kernel processed, e.g. the inner packet of IPv6-in-IPv6 (see `raw(7)`, `ipv6(7)`).
 #[derive(Debug)]
 pub struct RawIpSocket(OwnedFd);
 
@@ -402,6 +404,25 @@ impl RawIpSocket {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let fd =
             unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and has no other owner.
+        Ok(RawIpSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Opens a raw IPv6 socket for next header `protocol` (e.g. `IPPROTO_IPV6`, 41, for
+    /// IPv6-in-IPv6; `IPPROTO_RAW` for a send-only socket whose packets carry their own IPv6
+    /// header). Needs `CAP_NET_RAW`; `EAFNOSUPPORT` when the kernel runs without IPv6.
+    pub fn open6(protocol: libc::c_int) -> io::Result<RawIpSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET6,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -474,6 +495,37 @@ impl RawIpSocket {
     }
 }
 
+impl RawIpSocket {
+    /// Sends `packet` to `dst` from a socket made by [`RawIpSocket::open6`] and returns the
+    /// number of bytes sent.
+    pub fn send_to6(&self, packet: &[u8], dst: Ipv6Addr) -> io::Result<usize> {
+        let addr = libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: 0,
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: dst.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        // SAFETY: `packet` and `addr` are valid for the sizes passed for the whole call.
+        let n = unsafe {
+            libc::sendto(
+                self.0.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
 impl AsFd for RawIpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
@@ -534,16 +586,16 @@ impl AsRawFd for BpfMap {
 }
 
 impl BpfMap {
-    /// Creates a hash map from `u32` to `u32` holding up to `max_entries` elements, allocated
-    /// as they are inserted.
-    pub fn new_hash_u32(max_entries: u32, name: &str) -> io::Result<BpfMap> {
+    /// Creates a hash map from 16-byte keys to `u32` values holding up to `max_entries`
+    /// elements, allocated as they are inserted.
+    pub fn new_hash_key16(max_entries: u32, name: &str) -> io::Result<BpfMap> {
         let mut map_name = [0u8; 16];
         for (d, s) in map_name.iter_mut().zip(name.bytes().take(15)) {
             *d = s;
         }
         let mut attr = MapCreateAttr {
             map_type: BPF_MAP_TYPE_HASH,
-            key_size: 4,
+            key_size: 16,
             value_size: 4,
             max_entries,
             map_flags: BPF_F_NO_PREALLOC,
@@ -557,28 +609,28 @@ impl BpfMap {
     }
 
     /// Sets `key` to `value` (inserting or replacing).
-    pub fn set(&self, key: u32, value: u32) -> io::Result<()> {
+    pub fn set(&self, key: &[u8; 16], value: u32) -> io::Result<()> {
         let mut attr = MapElemAttr {
             map_fd: self.0.as_raw_fd() as u32,
-            key: (&key as *const u32) as u64,
+            key: key.as_ptr() as u64,
             value: (&value as *const u32) as u64,
             ..Default::default()
         };
-        // SAFETY: MapElemAttr is BPF_MAP_UPDATE_ELEM's layout; `key` and `value` point to live
-        // 4-byte locals, the map's key and value sizes.
+        // SAFETY: MapElemAttr is BPF_MAP_UPDATE_ELEM's layout; `key` points to 16 live bytes
+        // and `value` to a live 4-byte local, the map's key and value sizes.
         unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr)? };
         Ok(())
     }
 
     /// Removes `key`; a missing key is not an error.
-    pub fn remove(&self, key: u32) -> io::Result<()> {
+    pub fn remove(&self, key: &[u8; 16]) -> io::Result<()> {
         let mut attr = MapElemAttr {
             map_fd: self.0.as_raw_fd() as u32,
-            key: (&key as *const u32) as u64,
+            key: key.as_ptr() as u64,
             ..Default::default()
         };
-        // SAFETY: MapElemAttr is BPF_MAP_DELETE_ELEM's layout; `key` points to a live 4-byte
-        // local, the map's key size.
+        // SAFETY: MapElemAttr is BPF_MAP_DELETE_ELEM's layout; `key` points to 16 live bytes,
+        // the map's key size.
         match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r.map(|_| ()),

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Independent oracle for the tapvsadm golden files.
 
-Renders listing.json / conns.json with the ipvsadm 1.31 printf format strings quoted in
-/work/shared/reference/lvs.md section 1.6 (Python's % operator has C printf semantics;
-%llu/%u become %d). It shares no code with adm/src/format.rs. Run from this directory:
+Renders listing.json / conns.json (IPv4) and listing6.json / conns6.json (dual stack) with the
+ipvsadm 1.31 printf format strings quoted in /work/shared/reference/lvs.md section 1.6
+(Python's % operator has C printf semantics; %llu/%u become %d), and ipvsadm's IPv6 rules:
+addresses as "[addr]:port" (inet_ntop form) never cut at 33/28 columns, fwmark services as
+"FWM  %d" (+ " IPv6"), saved as "-f %d" (+ " -6"), an IPv6 persistence mask as a number
+(left out when 128), services sorted as libipvs's ipvs_cmp_services (fwmark, family,
+protocol, address, port). It shares no code with adm/src/format.rs. Run from this directory:
     python3 gen.py
 """
 import ipaddress
@@ -32,13 +36,26 @@ def largenum(i, exact):
 
 
 def ip(a):
-    return int(ipaddress.IPv4Address(a))
+    """Sort key of an address: AF_INET (2) before AF_INET6 (10), then by value."""
+    a = ipaddress.ip_address(a)
+    return (2 if a.version == 4 else 10, int(a))
+
+
+def v6(a):
+    return ipaddress.ip_address(a).version == 6
+
+
+def addrport(a, port):
+    """ipvsadm's addrport_to_anyname with FMT_NUMERIC: "%s%s%s:%u", brackets for IPv6."""
+    a = ipaddress.ip_address(a)
+    return ("[%s]:%d" if a.version == 6 else "%s:%d") % (a.compressed, port)
 
 
 def services(sort=True, only=None):
-    v = [s for s in L["services"] if only is None or (s["proto"], s["addr"], s["port"]) == only]
+    v = [s for s in L["services"] if only is None or only(s)]
     if sort:
-        v.sort(key=lambda s: (PROTO[s["proto"]], ip(s["addr"]), s["port"]))
+        v.sort(key=lambda s: (s.get("fwmark") or 0, ip(s["addr"])[0], PROTO[s["proto"]],
+                              ip(s["addr"])[1], s["port"]))
     return v
 
 
@@ -47,6 +64,21 @@ def dests(s, sort=True):
     if sort:
         v.sort(key=lambda d: (ip(d["addr"]), d["port"]))
     return v
+
+
+def svc_name(s):
+    if s.get("fwmark"):
+        return "FWM  %d" % s["fwmark"] + (" IPv6" if v6(s["addr"]) else "")
+    name = "%-4s %s" % (s["proto"], addrport(s["addr"], s["port"]))
+    return name if v6(s["addr"]) else name[:33]
+
+
+def mask(s):
+    """The mask ipvsadm prints, or None for the full one."""
+    m = s["netmask"]
+    if m is None or m in ("255.255.255.255", 128):
+        return None
+    return "%d" % m if isinstance(m, int) else m
 
 
 def title(fmt):
@@ -75,7 +107,7 @@ def listing(fmt, exact=False, sort=True, only=None):
         out += "IP Virtual Server version %d.%d.%d (size=%d)\n" % (1, 2, 1, L["conn_table_size"])
     out += title(fmt)
     for s in services(sort, only):
-        svc = ("%-4s %s" % (s["proto"], "%s:%d" % (s["addr"], s["port"])))[:33]
+        svc = svc_name(s)
         if fmt in ("stats", "rate"):
             k = s["stats"] if fmt == "stats" else s["rate"]
             keys = (["conns", "inpkts", "outpkts", "inbytes", "outbytes"] if fmt == "stats"
@@ -87,13 +119,14 @@ def listing(fmt, exact=False, sort=True, only=None):
                 out += " (" + ",".join(s["flags"]) + ")"
             if s["persistent"] is not None:
                 out += " persistent %d" % s["persistent"]
-                if s["netmask"] not in (None, "255.255.255.255"):
-                    out += " mask %s" % s["netmask"]
+                if mask(s):
+                    out += " mask %s" % mask(s)
             if s["ops"]:
                 out += " ops"
         out += "\n"
         for d in dests(s, sort):
-            dn = ("%s:%d" % (d["addr"], d["port"]))[:28]
+            dn = addrport(d["addr"], d["port"])
+            dn = dn if v6(d["addr"]) else dn[:28]
             if fmt == "stats":
                 st = d["stats"]
                 out += "  -> %-28s" % dn + "".join(
@@ -118,6 +151,12 @@ def listing(fmt, exact=False, sort=True, only=None):
     return out
 
 
+def sock(text):
+    """A JSON socket address ("a.b.c.d:p" or "[v6]:p") as ipvsadm prints it."""
+    a, p = text.rsplit(":", 1)
+    return addrport(a.strip("[]"), int(p))
+
+
 def conns(pe):
     out = "IPVS connection entries\n"
     if pe:
@@ -128,26 +167,30 @@ def conns(pe):
     for c in C:
         e = c["expire_secs"]
         exp = "%02d:%02d" % (e // 60, e % 60)
-        out += "%-3s %-6s %-11s %-18s %-18s %s\n" % (c["proto"], exp, c["state"], c["client"], c["vip"], c["dest"])
+        out += "%-3s %-6s %-11s %-18s %-18s %s\n" % (c["proto"], exp, c["state"], sock(c["client"]),
+                                                   sock(c["vip"]), sock(c["dest"]))
     return out
 
 
 def save():
     out = ""
     for s in services():
-        svc = "%s %s" % (SWITCH[s["proto"]], "%s:%d" % (s["addr"], s["port"]))
+        if s.get("fwmark"):
+            svc = "-f %d" % s["fwmark"] + (" -6" if v6(s["addr"]) else "")
+        else:
+            svc = "%s %s" % (SWITCH[s["proto"]], addrport(s["addr"], s["port"]))
         out += "-A %s -s %s" % (svc, s["sched"])
         if s["persistent"] is not None:
             out += " -p %d" % s["persistent"]
-            if s["netmask"] not in (None, "255.255.255.255"):
-                out += " -M %s" % s["netmask"]
+            if mask(s):
+                out += " -M %s" % mask(s)
         if s["ops"]:
             out += " -o"
         if s["flags"]:
             out += " -b " + ",".join(s["flags"])
         out += "\n"
         for d in dests(s):
-            dn = "%s:%d" % (d["addr"], d["port"])
+            dn = addrport(d["addr"], d["port"])
             if d["forward"] == "Tunnel":
                 out += "-a %s -r %s %s -w %d --tun-type %s\n" % (svc, dn, FWD_SWITCH[d["forward"]], d["weight"], "ipip")
             else:
@@ -165,12 +208,34 @@ FILES = {
     "list_thresholds.txt": listing("thresholds"),
     "list_persistent_conn.txt": listing("pc"),
     "list_tun_info.txt": listing("tun"),
-    "list_service.txt": listing("plain", only=("TCP", "207.175.44.110", 80)),
-    "list_service_stats.txt": listing("stats", only=("TCP", "207.175.44.110", 80)),
+    "list_service.txt": listing("plain", only=lambda s: (s["proto"], s["addr"], s["port"]) == ("TCP", "207.175.44.110", 80)),
+    "list_service_stats.txt": listing("stats", only=lambda s: (s["proto"], s["addr"], s["port"]) == ("TCP", "207.175.44.110", 80)),
     "conns.txt": conns(False),
     "conns_persistent.txt": conns(True),
     "timeout.txt": "Timeout (tcp tcpfin udp): %d %d %d\n" % tuple(L["timeouts"]),
     "save.txt": save(),
 }
 for name, text in FILES.items():
+    open(name, "w").write(text)
+
+# Dual stack: IPv4 and IPv6 services, NAT64 FullNAT real servers, fwmark services of both
+# families.
+L = json.load(open("listing6.json"))
+C = json.load(open("conns6.json"))
+FILES6 = {
+    "list6_plain.txt": listing("plain"),
+    "list6_nosort.txt": listing("plain", sort=False),
+    "list6_stats.txt": listing("stats"),
+    "list6_stats_exact.txt": listing("stats", exact=True),
+    "list6_rate.txt": listing("rate"),
+    "list6_thresholds.txt": listing("thresholds"),
+    "list6_persistent_conn.txt": listing("pc"),
+    "list6_tun_info.txt": listing("tun"),
+    "list6_service.txt": listing("plain", only=lambda s: (s["proto"], s["addr"], s["port"]) == ("TCP", "2001:db8:f::80", 80) and not s.get("fwmark")),
+    "list6_fwmark6.txt": listing("plain", only=lambda s: s.get("fwmark") == 7 and v6(s["addr"])),
+    "conns6.txt": conns(False),
+    "conns6_persistent.txt": conns(True),
+    "save6.txt": save(),
+}
+for name, text in FILES6.items():
     open(name, "w").write(text)

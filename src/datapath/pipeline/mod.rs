@@ -64,23 +64,28 @@ pub const EXPIRE_BUDGET: usize = 512;
 
 /// The worker owning the connection of client `ip`:`port` among `n` workers. The eBPF
 /// steering program ([`crate::datapath::steer::program`]) computes exactly this; change both
-/// together.
-/// An IPv6 address is folded to 32 bits (its four words XORed) first; the steering program
-/// sees IPv4 only, so IPv6 frames are handed over to their owner when they land elsewhere.
+/// together. An IPv6 address enters as the XOR of its four 32-bit words (as IPVS folds IPv6
+/// addresses for hashing), an IPv4 address as its one word.
 #[inline]
 pub fn owner_of(ip: impl Into<IpAddr>, port: u16, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    let ip = match ip.into() {
+    let h = (fold_addr(ip.into()) ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
+    ((u64::from(h) * n as u64) >> 32) as usize
+}
+
+/// An address as one 32-bit word: IPv4 as is, IPv6 its four words XORed (each read in
+/// network byte order).
+#[inline]
+pub fn fold_addr(ip: IpAddr) -> u32 {
+    match ip {
         IpAddr::V4(a) => u32::from(a),
         IpAddr::V6(a) => {
-            let b = u128::from(a);
-            (b as u32) ^ ((b >> 32) as u32) ^ ((b >> 64) as u32) ^ ((b >> 96) as u32)
+            let w = a.to_bits();
+            (w >> 96) as u32 ^ (w >> 64) as u32 ^ (w >> 32) as u32 ^ w as u32
         }
-    };
-    let h = (ip ^ u32::from(port).rotate_left(16)).wrapping_mul(0x9E37_79B1);
-    ((u64::from(h) * n as u64) >> 32) as usize
+    }
 }
 
 /// The IPv4 address in `ip`, on the IPv4 paths where the byte rewrites of `modes` take an
