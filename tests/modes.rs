@@ -271,8 +271,12 @@ fn ack_toa(frame: &[u8], port: u16) -> Option<Toa> {
     let Some(etherparse::TransportSlice::Tcp(t)) = p.transport else {
         return None;
     };
-    (t.destination_port() == port && t.ack() && !t.syn())
-        .then(|| modes::toa::parse_toa(t.options()))
+    (t.destination_port() == port && t.ack() && !t.syn()).then(|| {
+        match modes::toa::parse_toa(t.options()) {
+            Some((std::net::IpAddr::V4(a), port)) => Some((a, port)),
+            _ => None,
+        }
+    })
 }
 
 #[test]

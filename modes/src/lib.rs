@@ -21,6 +21,9 @@
 //! * [`gso`] — software TCPv4 and TCPv6 segmentation of GSO super-frames.
 //! * [`fullnat`] — FullNAT (both ends rewritten) and [`toa`], the TCP
 //!   option that carries the client address to the real server.
+//! * [`nat64`] — NAT64 for FullNAT: IPv6 client packets to IPv4 real
+//!   servers and back (header replaced, checksums moved between
+//!   pseudo-headers, offloads kept).
 //! * [`icmp_nat`] — NAT of ICMP errors that quote a connection's packet.
 //! * [`advert`] — VRRP advertisement frames (the view is [`wire::vrrp`]).
 //! * [`synproxy`] — SYNPROXY: syncookie SYN/ACKs, the ACK check, the SYN to the real
@@ -50,6 +53,7 @@ pub mod gso;
 pub mod icmp_nat;
 pub mod kind;
 pub mod nat;
+pub mod nat64;
 pub mod offload;
 pub mod packet;
 pub mod reply;

@@ -6,14 +6,24 @@
 //! for partial ones ([`Csum::Partial`], virtio `NEEDS_CSUM`, GSO
 //! super-frames included). Header lengths, `csum_start` and `csum_offset`
 //! never change, so the frame's vnet header stays valid as it is. Also the
-//! TTL decrement and the MAC rewrite.
+//! TTL (IPv6: hop limit) decrement and the MAC rewrite.
+//!
+//! Both families go through the same functions: the new address is an
+//! `impl Into<IpAddr>` ([`Ipv4Addr`] or [`Ipv6Addr`] or [`IpAddr`]) and must
+//! be of the packet's family (otherwise nothing changes). IPv6 has no header
+//! checksum; its 16-byte addresses enter the TCP/UDP/ICMPv6 checksum through
+//! the pseudo-header (RFC 8200 §8.1), and a UDP checksum over IPv6 is never
+//! left or made 0 (a result of 0 is sent as `0xffff`). With a Routing
+//! header the pseudo-header holds the final destination, not the IPv6
+//! destination field: such packets are rewritten as if it were the final
+//! destination (tapvs does not forward source-routed traffic).
 
-use crate::checksum::{delta16, delta32, fold, udp_finish};
-use crate::packet::{Kind, Packet, PROTO_TCP, PROTO_UDP};
+use crate::checksum::{delta128, delta16, delta32, fold, udp_finish};
+use crate::packet::{Kind, Packet, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::wire::ethernet::{self, EthernetAddress};
 use crate::wire::vnet::VnetHdr;
-use crate::wire::{get_array, get_u8, ipv4, set_bytes, set_u8, tcp, udp};
-use std::net::Ipv4Addr;
+use crate::wire::{get_array, get_u8, icmpv6, ipv4, ipv6, set_bytes, set_u8, tcp, udp};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What the frame's TCP/UDP checksum field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -37,8 +47,9 @@ impl Csum {
             return Csum::Full;
         }
         let expected = match (pkt.kind, pkt.proto) {
-            (Kind::Ipv4, PROTO_TCP) => tcp::field::CHECKSUM,
-            (Kind::Ipv4, PROTO_UDP) => udp::field::CHECKSUM,
+            (Kind::Ipv4 | Kind::Ipv6, PROTO_TCP) => tcp::field::CHECKSUM,
+            (Kind::Ipv4 | Kind::Ipv6, PROTO_UDP) => udp::field::CHECKSUM,
+            (Kind::Ipv6, PROTO_ICMPV6) => icmpv6::field::CHECKSUM,
             _ => return Csum::Partial,
         };
         if usize::from(hdr.csum_offset) == expected {
@@ -197,31 +208,118 @@ fn rewrite(
     }
 }
 
+/// IPv6: rewrites the source or destination address and, for TCP/UDP, the
+/// matching port; the TCP/UDP/ICMPv6 checksum follows (full or partial),
+/// a UDP one is never 0 afterwards.
+#[inline(never)]
+fn rewrite6(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    end: End,
+    new_addr: Ipv6Addr,
+    new_port: u16,
+) {
+    if pkt.kind != Kind::Ipv6 {
+        return;
+    }
+    let Some((head, l4)) = frame.split_at_mut_checked(pkt.l4) else {
+        return;
+    };
+    let Some(ip) = head
+        .get_mut(pkt.l3..)
+        .and_then(|h| h.first_chunk_mut::<{ ipv6::HEADER_LEN }>())
+    else {
+        return;
+    };
+    let addr_field = match end {
+        End::Src => ipv6::field::SRC,
+        End::Dst => ipv6::field::DST,
+    };
+    let old = Ipv6Addr::from(get_array::<16>(ip, addr_field));
+    // (checksum offset in the L4 header, port carried, UDP)
+    let (ck, port, is_udp) = match pkt.proto {
+        PROTO_TCP => (tcp::field::CHECKSUM, true, false),
+        PROTO_UDP => (udp::field::CHECKSUM, true, true),
+        PROTO_ICMPV6 => (icmpv6::field::CHECKSUM, false, false),
+        _ => {
+            set_bytes(ip, addr_field, &new_addr.octets());
+            return;
+        }
+    };
+    let Some(h) = l4.get_mut(..ck + 2) else {
+        return;
+    };
+    set_bytes(ip, addr_field, &new_addr.octets());
+    let addr_delta = delta128(old, new_addr);
+    let port_delta = if port {
+        let old_port = u16::from_be_bytes(get_array::<2>(h, end.port_field()));
+        set_bytes(h, end.port_field(), &new_port.to_be_bytes());
+        delta16(old_port, new_port)
+    } else {
+        0
+    };
+    let c = u16::from_be_bytes(get_array::<2>(h, ck));
+    let c = match csum {
+        Csum::Partial => !apply(!c, addr_delta),
+        Csum::Full => {
+            let c = apply(c, addr_delta + port_delta);
+            if is_udp {
+                udp_finish(c)
+            } else {
+                c
+            }
+        }
+    };
+    set_bytes(h, ck, &c.to_be_bytes());
+}
+
 /// Request direction: rewrites the destination address to `new_dst` and,
 /// for TCP/UDP, the destination port to `new_dport` (ignored for other
 /// protocols), updating the IPv4 header checksum and the TCP/UDP checksum
-/// incrementally according to `csum`. A UDP checksum of 0 stays 0. Does
-/// nothing for ARP or if `frame` is shorter than `pkt` says.
+/// incrementally according to `csum`. Over IPv4 a UDP checksum of 0 stays
+/// 0; over IPv6 the TCP/UDP/ICMPv6 checksum is updated for the
+/// pseudo-header and a UDP result of 0 is sent as `0xffff`. Does nothing
+/// for ARP, for an address of the other family, or if `frame` is shorter
+/// than `pkt` says.
 #[inline]
-pub fn dnat(frame: &mut [u8], pkt: &Packet, csum: Csum, new_dst: Ipv4Addr, new_dport: u16) {
-    rewrite(frame, pkt, csum, End::Dst, new_dst, new_dport);
+pub fn dnat(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    new_dst: impl Into<IpAddr>,
+    new_dport: u16,
+) {
+    match new_dst.into() {
+        IpAddr::V4(a) => rewrite(frame, pkt, csum, End::Dst, a, new_dport),
+        IpAddr::V6(a) => rewrite6(frame, pkt, csum, End::Dst, a, new_dport),
+    }
 }
 
 /// Reply direction: rewrites the source address to `new_src` and, for
 /// TCP/UDP, the source port to `new_sport`; otherwise as [`dnat`].
 #[inline]
-pub fn snat(frame: &mut [u8], pkt: &Packet, csum: Csum, new_src: Ipv4Addr, new_sport: u16) {
-    rewrite(frame, pkt, csum, End::Src, new_src, new_sport);
+pub fn snat(
+    frame: &mut [u8],
+    pkt: &Packet,
+    csum: Csum,
+    new_src: impl Into<IpAddr>,
+    new_sport: u16,
+) {
+    match new_src.into() {
+        IpAddr::V4(a) => rewrite(frame, pkt, csum, End::Src, a, new_sport),
+        IpAddr::V6(a) => rewrite6(frame, pkt, csum, End::Src, a, new_sport),
+    }
 }
 
-/// Decrements the IPv4 TTL with an incremental header checksum update.
-/// Returns false, changing nothing, if the TTL is ≤ 1 (the caller drops the
-/// packet or sends ICMP time exceeded), for ARP, or if the frame is too
-/// short.
+/// Decrements the IPv4 TTL with an incremental header checksum update, or
+/// the IPv6 hop limit (no header checksum). Returns false, changing
+/// nothing, if the TTL/hop limit is ≤ 1 (the caller drops the packet or
+/// sends ICMP time exceeded), for ARP, or if the frame is too short.
 #[inline]
 pub fn decrement_ttl(frame: &mut [u8], pkt: &Packet) -> bool {
     if pkt.kind != Kind::Ipv4 {
-        return false;
+        return decrement_hop_limit(frame, pkt);
     }
     let Some(ip) = frame
         .get_mut(pkt.l3..)
@@ -243,6 +341,22 @@ pub fn decrement_ttl(frame: &mut [u8], pkt: &Packet) -> bool {
     let c = apply(c, u64::from(DELTA));
     set_bytes(ip, ipv4::field::CHECKSUM, &c.to_ne_bytes());
     true
+}
+
+/// The IPv6 half of [`decrement_ttl`].
+#[inline(never)]
+fn decrement_hop_limit(frame: &mut [u8], pkt: &Packet) -> bool {
+    if pkt.kind != Kind::Ipv6 {
+        return false;
+    }
+    let at = pkt.l3.saturating_add(ipv6::field::HOP_LIMIT);
+    match frame.get_mut(at) {
+        Some(h) if *h > 1 => {
+            *h -= 1;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Sets the Ethernet source and destination MACs (no-op on a frame shorter

@@ -1,27 +1,62 @@
-//! IP tunnelling (`ipvsadm -i`, IPIP, RFC 2003): [`encapsulate`] puts a
-//! 20-byte outer IPv4 header (protocol 4) in front of the client's packet,
-//! in place; [`decapsulate`] finds the inner packet again (for the
-//! user-space decapsulator on a real server); [`mss_clamp`] lowers the MSS
-//! a SYN announces so that segments still fit the path MTU once the outer
-//! header is added.
+//! IP tunnelling (`ipvsadm -i`, IPIP, RFC 2003; IPv6-in-IPv6, RFC 2473):
+//! [`encapsulate`] puts a 20-byte outer IPv4 header (protocol 4) in front
+//! of the client's IPv4 packet, or a 40-byte outer IPv6 header (next header
+//! 41) in front of an IPv6 one, in place; [`decapsulate`] finds the inner
+//! packet again (for the user-space decapsulator on a real server);
+//! [`mss_clamp`] lowers the MSS a SYN announces so that segments still fit
+//! the path MTU once the outer header is added ([`max_mss`]). The outer
+//! header is of the inner packet's family (no 4in6 or 6in4).
 //!
 //! Offloads: virtio-net has no GSO type for IP-in-IP and no way to describe
 //! a partial checksum behind an outer header, so a frame must be turned
 //! into plain, fully checksummed packets *before* [`encapsulate`]: a GSO
 //! super-frame with [`crate::gso::segment_tcp4`], a single partial
 //! (`NEEDS_CSUM`) frame with [`crate::offload::complete_partial`]. The
-//! encapsulated frame is then written with an all-zero vnet header.
+//! encapsulated frame is then written with an all-zero vnet header. The
+//! same holds for IPv6-in-IPv6: a TCPv6 super-frame is cut with
+//! [`crate::gso::segment_tcp6`] first.
 
 use crate::checksum::update16;
 use crate::nat::Csum;
 use crate::packet::{Kind, Packet};
 use crate::wire::ipv4::{self, Ipv4Packet, PROTO_IPIP};
+use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::tcp;
-use crate::wire::{get_u16, get_u8, set_u16};
-use std::net::Ipv4Addr;
+use crate::wire::{get_u16, get_u32, get_u8, set_u16, set_u32};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Bytes [`encapsulate`] adds: one option-less IPv4 header.
+/// Bytes [`encapsulate`] adds to an IPv4 packet: one option-less IPv4
+/// header.
 pub const OVERHEAD: usize = ipv4::MIN_HEADER_LEN;
+/// Bytes [`encapsulate`] adds to an IPv6 packet: one IPv6 header.
+pub const OVERHEAD6: usize = ipv6::HEADER_LEN;
+
+/// The outer header's size for `pkt`'s family ([`OVERHEAD`] or
+/// [`OVERHEAD6`]).
+#[inline]
+pub const fn overhead(pkt: &Packet) -> usize {
+    match pkt.kind {
+        Kind::Ipv6 => OVERHEAD6,
+        _ => OVERHEAD,
+    }
+}
+
+/// The largest MSS a tunnelled TCP SYN of `pkt`'s family may announce for
+/// a path MTU `mtu`: `mtu` − outer − inner IP header − 20 (IPv4: − 60,
+/// IPv6: − 100), 0 if the MTU is smaller.
+#[inline]
+pub const fn max_mss(pkt: &Packet, mtu: u32) -> u16 {
+    let ip = match pkt.kind {
+        Kind::Ipv6 => ipv6::HEADER_LEN,
+        _ => ipv4::MIN_HEADER_LEN,
+    };
+    let m = mtu.saturating_sub((overhead(pkt) + ip + tcp::MIN_HEADER_LEN) as u32);
+    if m > u16::MAX as u32 {
+        u16::MAX
+    } else {
+        m as u16
+    }
+}
 
 /// Encapsulates the IPv4 packet of the Ethernet frame `buf[..frame_len]`
 /// (classified as `pkt`) in IPIP: the inner packet moves right by
@@ -38,7 +73,68 @@ pub const OVERHEAD: usize = ipv4::MIN_HEADER_LEN;
 /// Returns the new frame length, or `None`, changing nothing, if `pkt` is
 /// not IPv4 inside `buf[..frame_len]`, `buf` has no room for 20 more bytes
 /// or the outer packet would exceed 65535 bytes.
+///
+/// IPv6 (`pkt` and both outer addresses IPv6): the inner packet moves right
+/// by [`OVERHEAD6`] and the outer header gets version 6, the inner traffic
+/// class and flow label, payload length = the inner packet's length (40 +
+/// its payload length, at most 65535), next header 41, hop limit
+/// `outer_ttl`. Addresses of mixed families give `None`.
+#[inline]
 pub fn encapsulate(
+    buf: &mut [u8],
+    frame_len: usize,
+    pkt: &Packet,
+    outer_src: impl Into<IpAddr>,
+    outer_dst: impl Into<IpAddr>,
+    outer_ttl: u8,
+) -> Option<usize> {
+    match (outer_src.into(), outer_dst.into()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => encapsulate4(buf, frame_len, pkt, s, d, outer_ttl),
+        (IpAddr::V6(s), IpAddr::V6(d)) => encapsulate6(buf, frame_len, pkt, s, d, outer_ttl),
+        _ => None,
+    }
+}
+
+/// The IPv6-in-IPv6 half of [`encapsulate`].
+fn encapsulate6(
+    buf: &mut [u8],
+    frame_len: usize,
+    pkt: &Packet,
+    outer_src: Ipv6Addr,
+    outer_dst: Ipv6Addr,
+    outer_ttl: u8,
+) -> Option<usize> {
+    let (l3, end) = (pkt.l3, pkt.ip_end());
+    if pkt.kind != Kind::Ipv6 || frame_len > buf.len() || end > frame_len {
+        return None;
+    }
+    let inner_len = end.checked_sub(l3)?;
+    if inner_len < ipv6::HEADER_LEN {
+        return None;
+    }
+    let plen = u16::try_from(inner_len).ok()?;
+    let new_end = end + OVERHEAD6;
+    if new_end > buf.len() {
+        return None;
+    }
+    // Version, traffic class and flow label of the inner header.
+    let vtf = get_u32(buf, l3 + ipv6::field::VER_TC_FLOW);
+    if vtf >> 28 != 6 {
+        return None;
+    }
+    buf.copy_within(l3..end, l3 + OVERHEAD6);
+    set_u32(buf, l3 + ipv6::field::VER_TC_FLOW, vtf);
+    let mut outer = Ipv6Packet::new_unchecked(buf.get_mut(l3..l3 + OVERHEAD6)?);
+    outer.set_payload_len(plen);
+    outer.set_next_header(ipv6::NH_IPV6);
+    outer.set_hop_limit(outer_ttl);
+    outer.set_src_addr(outer_src);
+    outer.set_dst_addr(outer_dst);
+    Some(new_end)
+}
+
+/// The IPIP half of [`encapsulate`].
+fn encapsulate4(
     buf: &mut [u8],
     frame_len: usize,
     pkt: &Packet,
@@ -81,7 +177,17 @@ pub fn encapsulate(
 /// complete IPv4 header (version, IHL, checksum) whose total length fits
 /// the outer payload. Returns the inner packet's offset in `buf` (the outer
 /// header length) and its total length, or `None`.
+///
+/// An IPv6 outer header (version 6) is IPv6-in-IPv6: the outer payload
+/// length must fit `buf`, its next header (after any extension headers,
+/// walked as [`crate::packet::parse`] does; fragments refused) must be 41,
+/// and the inner packet must pass [`inner_ipv6`] within the outer payload.
+/// The inner packet is then at the returned offset (40 plus the outer
+/// extension headers).
 pub fn decapsulate(buf: &[u8]) -> Option<(usize, usize)> {
+    if get_u8(buf, 0) >> 4 == 6 {
+        return decapsulate6(buf);
+    }
     let outer = Ipv4Packet::new_checked(buf).ok()?;
     if !outer.verify_checksum() || outer.protocol() != PROTO_IPIP || outer.is_fragment() {
         return None;
@@ -93,6 +199,31 @@ pub fn decapsulate(buf: &[u8]) -> Option<(usize, usize)> {
     Some((outer.header_len(), usize::from(inner.total_len())))
 }
 
+/// The IPv6-in-IPv6 half of [`decapsulate`].
+fn decapsulate6(buf: &[u8]) -> Option<(usize, usize)> {
+    let (nh, off) = ipv6::upper_layer(buf).ok()?;
+    if nh != ipv6::NH_IPV6 {
+        return None;
+    }
+    let end = ipv6::HEADER_LEN + usize::from(get_u16(buf, ipv6::field::PAYLOAD_LEN));
+    let len = inner_ipv6(buf.get(off..end)?)?;
+    Some((off, len))
+}
+
+/// Validates an IPv6 packet at `buf[0]` as a tunnel's inner packet:
+/// version 6, a whole header, and 40 + payload length ≤ `buf.len()`.
+/// Returns its length (40 + payload length). A raw IPv6 socket of
+/// protocol 41 delivers the inner packet without the outer header; this is
+/// the check for that case.
+pub fn inner_ipv6(buf: &[u8]) -> Option<usize> {
+    let h = buf.first_chunk::<{ ipv6::HEADER_LEN }>()?;
+    if get_u8(h, 0) >> 4 != 6 {
+        return None;
+    }
+    let len = ipv6::HEADER_LEN + usize::from(get_u16(h, ipv6::field::PAYLOAD_LEN));
+    (len <= buf.len()).then_some(len)
+}
+
 /// Lowers the MSS option of a TCP SYN (or SYN/ACK) to `max_mss` if it
 /// announces more, updating the TCP checksum incrementally: a full checksum
 /// by RFC 1624 (the option may sit at an odd offset; that is handled), a
@@ -102,7 +233,9 @@ pub fn decapsulate(buf: &[u8]) -> Option<(usize, usize)> {
 /// option, an MSS already ≤ `max_mss`, or a `pkt` that does not fit
 /// `frame`.
 ///
-/// For TUN mode: `max_mss` = path MTU − 20 (outer) − 20 (IP) − 20 (TCP).
+/// For TUN mode: `max_mss` = path MTU − 20 (outer) − 20 (IP) − 20 (TCP),
+/// over IPv6 path MTU − 40 − 40 − 20 ([`max_mss`]). The option is found
+/// the same way in either family (from `pkt.l4`).
 pub fn mss_clamp(frame: &mut [u8], pkt: &Packet, csum: Csum, max_mss: u16) -> bool {
     if !pkt.is_tcp() || pkt.tcp_flags & tcp::SYN == 0 {
         return false;
@@ -139,8 +272,13 @@ pub fn mss_clamp(frame: &mut [u8], pkt: &Packet, csum: Csum, max_mss: u16) -> bo
 /// True if the frame's IPv4 packet has the DF flag (false for anything
 /// that is not IPv4 in `frame`). With DF, a packet that no longer fits the
 /// MTU once encapsulated gets an ICMP "fragmentation needed" with
-/// MTU − [`OVERHEAD`] instead of being tunnelled.
+/// MTU − [`OVERHEAD`] instead of being tunnelled. Always true for IPv6
+/// (routers never fragment it: a packet too big for the tunnel gets a
+/// Packet Too Big with MTU − [`OVERHEAD6`]).
 pub fn dont_fragment(frame: &[u8], pkt: &Packet) -> bool {
+    if pkt.kind == Kind::Ipv6 {
+        return true;
+    }
     pkt.kind == Kind::Ipv4
         && frame.len() >= pkt.l3.saturating_add(ipv4::MIN_HEADER_LEN)
         && get_u8(frame, pkt.l3 + ipv4::field::FLAGS_FRAG) & 0x40 != 0

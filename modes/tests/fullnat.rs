@@ -159,7 +159,7 @@ fn toa_on_ack_with_data_golden() {
     let Some(TransportSlice::Tcp(t)) = &p.transport else {
         panic!()
     };
-    assert_eq!(parse_toa(t.options()), Some((CLIENT, 40001)));
+    assert_eq!(parse_toa(t.options()), Some((CLIENT.into(), 40001)));
     assert_eq!(t.payload(), &spec.payload[..]);
 }
 
@@ -292,7 +292,7 @@ fn toa_on_partial_gso_super_frame() {
         let Some(TransportSlice::Tcp(t)) = &p.transport else {
             panic!()
         };
-        assert_eq!(parse_toa(t.options()), Some((CLIENT, 40001)));
+        assert_eq!(parse_toa(t.options()), Some((CLIENT.into(), 40001)));
         count += 1;
     })
     .unwrap();
@@ -335,7 +335,7 @@ fn toa_non_gso_vnet_header_keeps_gso_size() {
 fn parse_toa_cases() {
     assert_eq!(
         parse_toa(&[1, 1, 0xfe, 8, 0, 80, 10, 0, 0, 1]),
-        Some((Ipv4Addr::new(10, 0, 0, 1), 80))
+        Some((Ipv4Addr::new(10, 0, 0, 1).into(), 80))
     );
     assert_eq!(parse_toa(&[0xfe, 20, 0, 80, 10, 0, 0, 1]), None);
     assert_eq!(parse_toa(&[0xfe, 8, 0, 80, 10, 0, 0]), None);
