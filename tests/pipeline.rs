@@ -2288,6 +2288,22 @@ fn provoke(d: Drop) -> Option<Rig> {
         | Drop::SynproxyAckStorm
         | Drop::SynproxyStoreFull
         | Drop::SynproxyPoolFull => return None,
+        Drop::NdIgnored => {
+            // A Neighbour Solicitation (IPv6) for an address the appliance does not have.
+            let (src, target): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+                ("fe80::2".parse().unwrap(), "2001:db8::9".parse().unwrap());
+            let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+            msg.extend_from_slice(&target.octets());
+            let dst: std::net::Ipv6Addr = "ff02::1:ff00:9".parse().unwrap();
+            let sum = modes::checksum::l4_checksum_v6(src, dst, 58, &msg);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut ns = vec![0u8; 12];
+            etherparse::PacketBuilder::ethernet2(CLIENT_MAC, [0x33, 0x33, 0xff, 0, 0, 9])
+                .ipv6(src.octets(), dst.octets(), 255)
+                .write(&mut ns, IpNumber::IPV6_ICMP, &msg)
+                .unwrap();
+            rig.feed(EXT, &ns)
+        }
         Drop::PrefixRateLimit => {
             // Pressure from 5 of 10 entries; then one new connection per second per /24.
             rig = Setup {

@@ -436,11 +436,13 @@ impl ControlThread {
                         continue;
                     }
                     let mac = snap.ports[port].mac.into();
-                    let std::net::IpAddr::V4(ip) = ip else {
-                        continue;
+                    let out = &mut buf[VNET_HDR_LEN..];
+                    // Gratuitous ARP, or for IPv6 an unsolicited Neighbour Advertisement.
+                    let sent = match ip {
+                        std::net::IpAddr::V4(ip) => modes::reply::gratuitous_arp(out, mac, ip),
+                        std::net::IpAddr::V6(ip) => modes::reply::unsolicited_na(out, mac, ip),
                     };
-                    if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
-                    {
+                    if let Some(n) = sent {
                         buf[..VNET_HDR_LEN].fill(0);
                         let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
                     }
@@ -470,10 +472,26 @@ impl ControlThread {
             probes.clear();
             self.cache.tick(now, &mut probes);
             for &(ip, port) in &probes {
-                let std::net::IpAddr::V4(ip) = ip else {
-                    continue;
-                };
                 let info = &snap.ports[port];
+                let ip = match ip {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(ip) => {
+                        // A Neighbour Solicitation from the port's address on the target's
+                        // network (else its link-local one).
+                        let src = match info.source_for_ip(ip.into()) {
+                            Some(std::net::IpAddr::V6(s)) => s,
+                            _ => crate::datapath::pipeline::link_local(info.mac),
+                        };
+                        let out = &mut buf[VNET_HDR_LEN..];
+                        if let Some(n) =
+                            modes::reply::neighbour_solicit(out, info.mac.into(), src, ip)
+                        {
+                            buf[..VNET_HDR_LEN].fill(0);
+                            let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
+                        }
+                        continue;
+                    }
+                };
                 let src = info
                     .source_for(ip)
                     .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);

@@ -85,11 +85,14 @@ pub enum Drop {
     /// A new connection over its client prefix's rate while the table is under pressure
     /// (`[defence] pressure_prefix_rate`).
     PrefixRateLimit,
+    /// An IPv6 Neighbour Discovery message not for the appliance, or not valid (hop limit
+    /// other than 255, bad checksum or options); advertisements after their learning.
+    NdIgnored,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 31] = [
+    pub const ALL: [Drop; 32] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -121,6 +124,7 @@ impl Drop {
         Drop::SynproxyStoreFull,
         Drop::SynproxyPoolFull,
         Drop::PrefixRateLimit,
+        Drop::NdIgnored,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -157,6 +161,7 @@ impl Drop {
             Drop::SynproxyStoreFull => "synproxy_store_full",
             Drop::SynproxyPoolFull => "synproxy_pool_full",
             Drop::PrefixRateLimit => "prefix_rate_limit",
+            Drop::NdIgnored => "nd_ignored",
         }
     }
 }

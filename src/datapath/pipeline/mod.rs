@@ -31,6 +31,8 @@ use crate::datapath::conn::{
 };
 use modes::Forward;
 mod egress;
+mod nd;
+pub use nd::link_local;
 mod sync;
 mod synproxy;
 pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
@@ -374,14 +376,10 @@ impl Pipeline {
             Ok(p) => p,
             Err(r) => return self.malformed(r),
         };
-        if pkt.kind == Kind::Ipv6 {
-            // Well-formed IPv6 has no path through the pipeline yet.
-            return self.drop(Drop::UnsupportedProtocol);
-        }
         let snap = env.snap;
         // One lookup classifies the source (for ARP, the sender's address).
         let source = snap.source_class(pkt.src);
-        if pkt.kind == Kind::Ipv4 && source == Source::Vip {
+        if pkt.kind != Kind::Arp && source == Source::Vip {
             // Replies of DR/TUN real servers go straight to the client; count any reaching us.
             return self.drop(Drop::VipSourced);
         }
@@ -424,6 +422,14 @@ impl Pipeline {
             } else {
                 self.drop(Drop::UnsupportedProtocol)
             };
+        }
+        if pkt.kind == Kind::Ipv6 && pkt.proto == packet::PROTO_ICMPV6 {
+            // Neighbour Discovery (to solicited-node groups too) and echo; a solicitation from
+            // `::` (duplicate address detection) is the one unspecified source answered.
+            if source != Source::Ordinary && !pkt.src.is_unspecified() {
+                return self.drop(Drop::MartianSource);
+            }
+            return self.icmp6(env, sink, port, &buf[VNET_HDR_LEN..len], &pkt, group);
         }
         if group {
             return self.drop(Drop::NotForUs);
@@ -571,7 +577,8 @@ impl Pipeline {
         f: &Frame,
     ) -> Verdict {
         let pkt = &f.pkt;
-        if env.host_stack {
+        // The host stack (health checks) speaks IPv4.
+        if env.host_stack && pkt.kind == Kind::Ipv4 {
             let echo = pkt.is_icmp() && buf.get(VNET_HDR_LEN + pkt.l4).copied() == Some(8);
             if !echo {
                 return Verdict::Host;
@@ -629,7 +636,7 @@ impl Pipeline {
             }
         } else if self.icmp_allowed(env, pkt.src) {
             let out = &mut self.tx[VNET_HDR_LEN..];
-            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst4(), 3) {
+            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst, 3) {
                 if self.send_tx(sink, port, n) {
                     self.c.icmp_errors_sent += 1;
                 }
@@ -807,17 +814,11 @@ impl Pipeline {
         }
         self.c.fwd_in += 1;
         match xmit {
-            Xmit::Nat => nat::dnat(
-                &mut buf[VNET_HDR_LEN..f.len],
-                &pkt,
-                f.csum,
-                v4(daddr),
-                dport,
-            ),
+            Xmit::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, daddr, dport),
             Xmit::Dr | Xmit::Tun { .. } => {}
             Xmit::FullNat { lip, lport, toa } => {
                 let frame = &mut buf[VNET_HDR_LEN..f.len];
-                modes::fullnat::fnat_in(frame, &pkt, f.csum, v4(lip), lport, v4(daddr), dport);
+                modes::fullnat::fnat_in(frame, &pkt, f.csum, lip, lport, daddr, dport);
                 if pkt.proto == 6 && toa != Toa::Off {
                     // The option changes the frame's length (and its GSO header).
                     let mut f = *f;
@@ -902,6 +903,15 @@ impl Pipeline {
         };
         let dest = &svc.dests[i];
         let fwd = svc.forward[i];
+        if (pkt.kind == Kind::Ipv6 || dest.addr().is_ipv6())
+            && matches!(fwd, Forward::Tun | Forward::FullNat)
+        {
+            // IPv6 tunnels, IPv6 FullNAT and NAT64 have no transmitter yet.
+            if let Some(t) = template {
+                t.release();
+            }
+            return Err(self.drop(Drop::UnsupportedProtocol));
+        }
         // The output route to the real server (and a tunnel's source), bound in the
         // connection.
         let daddr = dest.addr();
@@ -1095,9 +1105,9 @@ impl Pipeline {
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
-            modes::fullnat::fnat_out(frame, &pkt, f.csum, v4(vaddr), vport, v4(caddr), cport);
+            modes::fullnat::fnat_out(frame, &pkt, f.csum, vaddr, vport, caddr, cport);
         } else {
-            nat::snat(frame, &pkt, f.csum, v4(vaddr), vport);
+            nat::snat(frame, &pkt, f.csum, vaddr, vport);
         }
         self.c.fwd_out += 1;
         self.transmit(env, sink, buf, f, path)
