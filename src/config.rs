@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use modes::{Forward, Protocol};
@@ -51,50 +51,96 @@ pub enum SteeringMode {
     Flow,
 }
 
-/// An IPv4 prefix such as `10.0.0.1/24` (the address keeps its host bits).
+/// An IPv4 or IPv6 prefix such as `10.0.0.1/24` or `2001:db8:c::1/64` (the address keeps its
+/// host bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
     /// The address.
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32.
+    pub addr: IpAddr,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix: u8,
 }
 
+/// An address as an integer of its own width (an IPv4 address in the low 32 bits).
+pub fn ip_bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address of `ip`'s family whose integer form (as [`ip_bits`]) is `bits`.
+pub fn ip_from_bits(like: IpAddr, bits: u128) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(bits as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(bits)),
+    }
+}
+
+/// The width in bits of `ip`'s family (32 or 128).
+pub fn ip_width(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+/// The mask of a `prefix`-bit prefix in a `width`-bit family, as an integer of that width.
+pub fn prefix_mask(width: u8, prefix: u8) -> u128 {
+    let ones = if width >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
+    if prefix == 0 {
+        0
+    } else {
+        ones & !(ones >> prefix.min(width))
+    }
+}
+
 impl Cidr {
-    /// The network mask as a host-order integer.
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        }
+    /// The network mask as an integer of the address's width (see [`ip_bits`]).
+    pub fn mask(&self) -> u128 {
+        prefix_mask(ip_width(self.addr), self.prefix)
     }
 
-    /// Whether `ip` is inside this prefix.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
+    /// Whether `ip` is inside this prefix (never for the other family).
+    pub fn contains(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
+        ip.is_ipv4() == self.addr.is_ipv4() && (ip_bits(ip) ^ ip_bits(self.addr)) & self.mask() == 0
     }
 
-    /// Parses `a.b.c.d/len`; a bare address is a /32. `default` is 0.0.0.0/0.
+    /// The prefix's network address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        ip_from_bits(self.addr, ip_bits(self.addr) & self.mask())
+    }
+
+    /// Parses `a.b.c.d/len` or `v6addr/len`; a bare address is a /32 (/128). `default` is
+    /// 0.0.0.0/0, `default6` is ::/0.
     pub fn parse(s: &str) -> Result<Cidr, String> {
-        if s == "default" {
-            return Ok(Cidr {
-                addr: Ipv4Addr::UNSPECIFIED,
-                prefix: 0,
-            });
+        if s == "default" || s == "default6" {
+            let addr = if s == "default" {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            };
+            return Ok(Cidr { addr, prefix: 0 });
         }
         let (a, p) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: Ipv4Addr = a
+        let addr: IpAddr = a
             .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 address or prefix"))?;
+            .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address or prefix"))?;
+        let width = ip_width(addr);
         let prefix = match p {
-            None => 32,
+            None => width,
             Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= 32 => n,
-                _ => return Err(format!("{s:?}: prefix length must be 0..=32")),
+                Ok(n) if n <= width => n,
+                _ => return Err(format!("{s:?}: prefix length must be 0..={width}")),
             },
         };
         Ok(Cidr { addr, prefix })
@@ -265,15 +311,15 @@ impl Default for AccessConfig {
 /// Most prefixes in a service's `allow` or `deny` list.
 pub const MAX_ACL_PREFIXES: usize = 65_536;
 
-/// Parses a client prefix of an access list: `a.b.c.d/len` (or a bare address, a /32) with no
-/// host bits set.
+/// Parses a client prefix of an access list: `a.b.c.d/len` or `v6addr/len` (or a bare
+/// address, a /32 or /128) with no host bits set.
 pub fn parse_client_prefix(s: &str) -> Result<Cidr, String> {
     if s == "default" {
         return Err(format!("{s:?} is not a prefix (use \"0.0.0.0/0\")"));
     }
     let c = Cidr::parse(s)?;
-    if u32::from(c.addr) & !c.mask() != 0 {
-        let net = Ipv4Addr::from(u32::from(c.addr) & c.mask());
+    if c.network() != c.addr {
+        let net = c.network();
         return Err(format!(
             "{s:?} has host bits set (the prefix is {net}/{})",
             c.prefix
@@ -421,15 +467,15 @@ impl RpFilter {
 pub struct RouteConfig {
     /// Destination prefix.
     pub to: Cidr,
-    /// Next-hop gateway (must be on a connected network).
-    pub via: Ipv4Addr,
+    /// Next-hop gateway (must be on a connected network, of the prefix's family).
+    pub via: IpAddr,
 }
 
 /// A real server of a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RealConfig {
     /// Address and port (port 0 for an all-ports service: the packet's destination port).
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Weight 0..=65535; 0 quiesces.
     pub weight: u32,
     /// Forwarding method.
@@ -454,17 +500,18 @@ pub struct ServiceConfig {
     /// Protocol.
     pub proto: Protocol,
     /// Virtual address and port.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// Scheduler name and flags.
     pub scheduler: sched::SchedSpec,
     /// Persistence timeout in seconds (`-p`), if persistent.
     pub persistent: Option<u32>,
-    /// Netmask applied to the client address for persistence (`-M`), default /32.
-    pub netmask: Ipv4Addr,
+    /// Netmask applied to the client address for persistence (`-M`), default /32; for an
+    /// IPv6 service the mask of its prefix length (`netmask = 64`), default /128.
+    pub netmask: IpAddr,
     /// One-packet scheduling (`-o`, UDP only): every datagram is scheduled on its own.
     pub ops: bool,
     /// FullNAT local addresses (DPVS `--add-laddr`), required when a real server is `fullnat`.
-    pub local_addresses: Vec<Ipv4Addr>,
+    pub local_addresses: Vec<IpAddr>,
     /// FullNAT: insert the TOA option (client address) into the handshake-completing ACK.
     pub toa: bool,
     /// FullNAT: also insert TOA into the client's SYN.
@@ -472,7 +519,7 @@ pub struct ServiceConfig {
     /// Health-check settings of the service (delay_loop, quorum, sorry server, ...).
     pub health: crate::health::config::ServiceHealthConfig,
     /// The sorry server (used while quorum is lost), with the service port when none given.
-    pub sorry_server: Option<SocketAddrV4>,
+    pub sorry_server: Option<SocketAddr>,
     /// `sloppy_tcp` for this service (absent: `control.sloppy_tcp`).
     pub sloppy_tcp: Option<bool>,
     /// Real servers.
@@ -482,6 +529,33 @@ pub struct ServiceConfig {
     /// SYNPROXY (DPVS `-j enable`): the director answers SYNs with syncookies and opens the
     /// connection to the real server only after the client's ACK (TCP, NAT and FullNAT only).
     pub synproxy: bool,
+}
+
+fn sock4(a: SocketAddr) -> Option<std::net::SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl ServiceConfig {
+    /// The virtual address and port when IPv4 (the parts of the daemon that speak IPv4 only:
+    /// the control table, health checks, VRRP tracking).
+    pub fn vip4(&self) -> Option<std::net::SocketAddrV4> {
+        sock4(self.vip)
+    }
+
+    /// The sorry server when IPv4.
+    pub fn sorry4(&self) -> Option<std::net::SocketAddrV4> {
+        self.sorry_server.and_then(sock4)
+    }
+}
+
+impl RealConfig {
+    /// The address and port when IPv4.
+    pub fn addr4(&self) -> Option<std::net::SocketAddrV4> {
+        sock4(self.addr)
+    }
 }
 
 /// A validated configuration.
@@ -591,7 +665,7 @@ struct RawService {
     flags: Vec<String>,
     mh_table_size: Option<u32>,
     persistent: Option<Persistent>,
-    netmask: Option<String>,
+    netmask: Option<Netmask>,
     #[serde(default)]
     ops: bool,
     #[serde(default)]
@@ -646,6 +720,15 @@ enum Persistent {
     Secs(u32),
 }
 
+/// `netmask = "255.255.255.0"` (IPv4 service), or a prefix length for an IPv6 service
+/// (`netmask = 64` or `"64"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Netmask {
+    Text(String),
+    Len(u32),
+}
+
 /// ipvsadm's persistence timeout when `-p` is given without a value.
 pub const DEFAULT_PERSISTENCE: u32 = 300;
 
@@ -698,9 +781,14 @@ pub const MAX_PORTS: usize = 64;
 pub const MAX_PORT_NAME: usize = 15;
 
 /// Why `ip` cannot be a unicast host (a VIP, a real server, a port address), if it cannot:
-/// the ranges the data path treats as martian (0.0.0.0/8, 127.0.0.0/8, multicast, class E and
-/// the limited broadcast).
-pub fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
+/// the ranges the data path treats as martian (IPv4: 0.0.0.0/8, 127.0.0.0/8, multicast, class
+/// E and the limited broadcast; IPv6: ::, ::1, multicast ff00::/8, link-local fe80::/10 and
+/// IPv4-mapped ::ffff:0:0/96).
+pub fn not_unicast(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => return not_unicast6(ip),
+    };
     let top = u32::from(ip) >> 24;
     if ip.is_unspecified() {
         Some("the unspecified address")
@@ -719,16 +807,35 @@ pub fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-/// Whether `ip` is the network or the broadcast address of the prefix `c` (a /31 or /32 has
-/// neither): which one, if so.
-pub fn subnet_special(c: &Cidr, ip: Ipv4Addr) -> Option<&'static str> {
-    if c.prefix > 30 || !c.contains(ip) {
+/// [`not_unicast`] for IPv6.
+pub fn not_unicast6(ip: Ipv6Addr) -> Option<&'static str> {
+    let seg = ip.segments();
+    if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_loopback() {
+        Some("the loopback address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if seg[0] & 0xffc0 == 0xfe80 {
+        Some("a link-local address")
+    } else if ip.to_ipv4_mapped().is_some() {
+        Some("an IPv4-mapped address")
+    } else {
+        None
+    }
+}
+
+/// Whether `ip` is the network or the broadcast address of the IPv4 prefix `c` (a /31 or /32
+/// has neither; IPv6 has no broadcast and its subnet-router anycast is not refused): which
+/// one, if so.
+pub fn subnet_special(c: &Cidr, ip: IpAddr) -> Option<&'static str> {
+    if !c.addr.is_ipv4() || c.prefix > 30 || !c.contains(ip) {
         return None;
     }
-    let host = u32::from(ip) & !c.mask();
+    let host = ip_bits(ip) & !c.mask() & u128::from(u32::MAX);
     if host == 0 {
         Some("network")
-    } else if host == !c.mask() {
+    } else if host == !c.mask() & u128::from(u32::MAX) {
         Some("broadcast")
     } else {
         None
@@ -983,7 +1090,9 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             for (k, q) in ports.iter().enumerate() {
                 for o in &q.addresses {
                     let mask = c.mask() & o.mask();
-                    if (u32::from(c.addr) ^ u32::from(o.addr)) & mask == 0 {
+                    if c.addr.is_ipv4() == o.addr.is_ipv4()
+                        && (ip_bits(c.addr) ^ ip_bits(o.addr)) & mask == 0
+                    {
                         return Err(err(
                             format!("port[{i}].addresses[{j}]"),
                             format!(
@@ -1038,12 +1147,18 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     let mut routes = Vec::new();
     for (i, r) in raw.route.iter().enumerate() {
         let to = Cidr::parse(&r.to).map_err(|m| err(format!("route[{i}].to"), m))?;
-        let via: Ipv4Addr = r.via.parse().map_err(|_| {
+        let via: IpAddr = r.via.parse().map_err(|_| {
             err(
                 format!("route[{i}].via"),
-                format!("{:?} is not an IPv4 address", r.via),
+                format!("{:?} is not an IPv4 or IPv6 address", r.via),
             )
         })?;
+        if via.is_ipv4() != to.addr.is_ipv4() {
+            return Err(err(
+                format!("route[{i}].via"),
+                format!("gateway {via} is not of the family of {}", to),
+            ));
+        }
         let connected = ports
             .iter()
             .any(|p| p.addresses.iter().any(|a| a.contains(via)));
@@ -1087,15 +1202,16 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 "port 0 (all ports) is only valid for a persistent service".into(),
             ));
         }
-        let netmask = match &s.netmask {
-            None => Ipv4Addr::BROADCAST,
-            Some(m) => {
-                if s.persistent.is_none() {
-                    return Err(err(
-                        f("netmask"),
-                        "only applies to a persistent service".into(),
-                    ));
-                }
+        if s.netmask.is_some() && s.persistent.is_none() {
+            return Err(err(
+                f("netmask"),
+                "only applies to a persistent service".into(),
+            ));
+        }
+        let netmask = match (&s.netmask, vip) {
+            (None, SocketAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
+            (None, SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+            (Some(Netmask::Text(m)), SocketAddr::V4(_)) => {
                 let ip: Ipv4Addr = m
                     .parse()
                     .map_err(|_| err(f("netmask"), format!("{m:?} is not a netmask")))?;
@@ -1106,7 +1222,28 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                         format!("{m:?} is not a contiguous netmask"),
                     ));
                 }
-                ip
+                IpAddr::V4(ip)
+            }
+            (Some(Netmask::Len(_)), SocketAddr::V4(_)) => {
+                return Err(err(
+                    f("netmask"),
+                    "an IPv4 service takes a dotted netmask (\"255.255.255.0\")".into(),
+                ))
+            }
+            (Some(m), SocketAddr::V6(_)) => {
+                let len = match m {
+                    Netmask::Len(n) => Some(*n),
+                    Netmask::Text(t) => t.trim_start_matches('/').parse::<u32>().ok(),
+                };
+                match len {
+                    Some(n) if n <= 128 => IpAddr::V6(Ipv6Addr::from(prefix_mask(128, n as u8))),
+                    _ => {
+                        return Err(err(
+                            f("netmask"),
+                            "an IPv6 service takes a prefix length 0..=128".into(),
+                        ))
+                    }
+                }
             }
         };
         if s.ops && proto != Protocol::Udp {
@@ -1121,19 +1258,19 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         if s.ops && persistent.is_some() {
             return Err(err(f("ops"), "cannot be combined with persistence".into()));
         }
-        if let Some(why) = not_unicast(*vip.ip()) {
+        if let Some(why) = not_unicast(vip.ip()) {
             return Err(err(
                 f("address"),
                 format!("{} is {why}, not a virtual address", vip.ip()),
             ));
         }
-        if own.contains(vip.ip()) {
+        if own.contains(&vip.ip()) {
             return Err(err(
                 f("address"),
                 format!("{} is a port address of the appliance, not a VIP", vip.ip()),
             ));
         }
-        if let Some((k, which)) = port_special(&ports, *vip.ip()) {
+        if let Some((k, which)) = port_special(&ports, vip.ip()) {
             return Err(err(
                 f("address"),
                 format!(
@@ -1177,6 +1314,20 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 return Err(err(
                     g("address"),
                     format!("real server {addr} is listed twice"),
+                ));
+            }
+            if addr.is_ipv6() && vip.is_ipv4() {
+                return Err(err(
+                    g("address"),
+                    format!(
+                        "real server {addr} is IPv6 behind the IPv4 service {vip}: not supported"
+                    ),
+                ));
+            }
+            if addr.is_ipv6() && !r.check.is_empty() {
+                return Err(err(
+                    g("check"),
+                    "health checks of an IPv6 real server are not supported yet".into(),
                 ));
             }
             for (name, v) in [
@@ -1223,18 +1374,44 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                 }
                 Forward::FullNat => {}
             }
+            if addr.is_ipv4() != vip.is_ipv4() {
+                // NAT64: an IPv4 real behind an IPv6 VIP, FullNAT only, with IPv4 local
+                // addresses to speak from.
+                if forward != Forward::FullNat {
+                    return Err(err(
+                        g("address"),
+                        format!(
+                            "real server {addr} is IPv4 behind the IPv6 service {vip}: only a fullnat real server can be (NAT64)"
+                        ),
+                    ));
+                }
+                if !s
+                    .local_addresses
+                    .iter()
+                    .any(|a| a.parse::<Ipv4Addr>().is_ok())
+                {
+                    return Err(err(
+                        f("local_addresses"),
+                        format!(
+                            "the IPv4 real server {addr} of an IPv6 service needs an IPv4 local address"
+                        ),
+                    ));
+                }
+            }
             // Build the checks once to validate them (errors name the field).
             let mut rng = crate::health::engine::SplitMix64::new(0);
-            crate::health::config::real_server_health(
-                &s.health,
-                &r.health,
-                &r.check,
-                addr,
-                r.weight,
-                std::time::Instant::now(),
-                &mut rng,
-            )
-            .map_err(|(f, m)| err(g(&f), m))?;
+            if let SocketAddr::V4(addr) = addr {
+                crate::health::config::real_server_health(
+                    &s.health,
+                    &r.health,
+                    &r.check,
+                    addr,
+                    r.weight,
+                    std::time::Instant::now(),
+                    &mut rng,
+                )
+                .map_err(|(f, m)| err(g(&f), m))?;
+            }
             reals.push(RealConfig {
                 addr,
                 weight: r.weight,
@@ -1249,12 +1426,18 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         }
         let mut local_addresses = Vec::new();
         for (j, a) in s.local_addresses.iter().enumerate() {
-            let ip: Ipv4Addr = a.parse().map_err(|_| {
+            let ip: IpAddr = a.parse().map_err(|_| {
                 err(
                     format!("service[{i}].local_addresses[{j}]"),
-                    format!("{a:?} is not an IPv4 address"),
+                    format!("{a:?} is not an IPv4 or IPv6 address"),
                 )
             })?;
+            if let Some(why) = not_unicast(ip) {
+                return Err(err(
+                    format!("service[{i}].local_addresses[{j}]"),
+                    format!("{ip} is {why}, not a local address"),
+                ));
+            }
             if own.contains(&ip) || local_addresses.contains(&ip) {
                 return Err(err(
                     format!("service[{i}].local_addresses[{j}]"),
@@ -1270,7 +1453,13 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             .health
             .sorry_server()
             .map_err(|(fld, m)| err(f(&format!("health.{fld}")), m))?
-            .map(|(ip, port)| SocketAddrV4::new(ip, port.unwrap_or(vip.port())));
+            .map(|(ip, port)| SocketAddr::new(ip.into(), port.unwrap_or(vip.port())));
+        if sorry_server.is_some() && vip.is_ipv6() {
+            return Err(err(
+                f("health.sorry_server"),
+                "a sorry server of an IPv6 service is not supported yet".into(),
+            ));
+        }
         services.push(ServiceConfig {
             proto,
             vip,
@@ -1285,7 +1474,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             sorry_server,
             sloppy_tcp: s.sloppy_tcp,
             reals,
-            access: access_config(s).map_err(|(k, m)| err(f(&k), m))?,
+            access: access_config(s, vip).map_err(|(k, m)| err(f(&k), m))?,
             synproxy: s.synproxy,
         });
     }
@@ -1303,13 +1492,25 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         .map(|p| {
             (
                 p.name.clone(),
-                p.addresses.iter().map(|c| (c.addr, c.prefix)).collect(),
+                // VRRP's addresses are IPv4.
+                p.addresses
+                    .iter()
+                    .filter_map(|c| match c.addr {
+                        IpAddr::V4(a) => Some((a, c.prefix)),
+                        IpAddr::V6(_) => None,
+                    })
+                    .collect(),
             )
         })
         .collect();
     let tracked: Vec<crate::vrrp::config::ServiceRef> = services
         .iter()
-        .map(|s| (s.proto, s.vip, s.reals.iter().any(|r| !r.checks.is_empty())))
+        .filter_map(|s| match s.vip {
+            SocketAddr::V4(vip) => {
+                Some((s.proto, vip, s.reals.iter().any(|r| !r.checks.is_empty())))
+            }
+            SocketAddr::V6(_) => None,
+        })
         .collect();
     let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs, &tracked)
         .map_err(|(f, m)| err(f, m))?;
@@ -1344,7 +1545,8 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
 
 /// A service's access settings, validated; errors name the field (under the service) and
 /// the problem.
-fn access_config(s: &RawService) -> Result<AccessConfig, (String, String)> {
+fn access_config(s: &RawService, vip: SocketAddr) -> Result<AccessConfig, (String, String)> {
+    let width = ip_width(vip.ip());
     let list = |name: &str, v: &[String]| -> Result<Vec<Cidr>, (String, String)> {
         if v.len() > MAX_ACL_PREFIXES {
             return Err((
@@ -1357,24 +1559,33 @@ fn access_config(s: &RawService) -> Result<AccessConfig, (String, String)> {
         }
         v.iter()
             .enumerate()
-            .map(|(j, p)| parse_client_prefix(p).map_err(|m| (format!("{name}[{j}]"), m)))
+            .map(|(j, p)| {
+                let c = parse_client_prefix(p).map_err(|m| (format!("{name}[{j}]"), m))?;
+                if ip_width(c.addr) != width {
+                    return Err((
+                        format!("{name}[{j}]"),
+                        format!("{p:?} is not of the service's address family"),
+                    ));
+                }
+                Ok(c)
+            })
             .collect()
     };
     let allow = list("allow", &s.allow)?;
     let deny = list("deny", &s.deny)?;
     let conn_rate_prefix = match s.conn_rate_prefix {
-        None => 32,
+        None => width,
         Some(_) if s.conn_rate.unwrap_or(0) == 0 => {
             return Err((
                 "conn_rate_prefix".into(),
                 "only applies with a conn_rate".into(),
             ))
         }
-        Some(p) if p <= 32 => p as u8,
+        Some(p) if p <= u32::from(width) => p as u8,
         Some(p) => {
             return Err((
                 "conn_rate_prefix".into(),
-                format!("{p} is not a prefix length (0..=32)"),
+                format!("{p} is not a prefix length (0..={width})"),
             ))
         }
     };
@@ -1405,7 +1616,7 @@ fn validate_defence(d: DefenceConfig) -> Result<DefenceConfig, (String, String)>
 }
 
 /// The port whose network has `ip` as its network or broadcast address, and which.
-fn port_special(ports: &[PortConfig], ip: Ipv4Addr) -> Option<(usize, &'static str)> {
+fn port_special(ports: &[PortConfig], ip: IpAddr) -> Option<(usize, &'static str)> {
     ports.iter().enumerate().find_map(|(k, p)| {
         p.addresses
             .iter()
@@ -1421,9 +1632,9 @@ fn port_special(ports: &[PortConfig], ip: Ipv4Addr) -> Option<(usize, &'static s
 pub fn real_server_problem(
     ports: &[PortConfig],
     routes: &[RouteConfig],
-    is_vip: impl Fn(Ipv4Addr) -> bool,
-    is_lip: impl Fn(Ipv4Addr) -> bool,
-    ip: Ipv4Addr,
+    is_vip: impl Fn(IpAddr) -> bool,
+    is_lip: impl Fn(IpAddr) -> bool,
+    ip: IpAddr,
 ) -> Option<String> {
     if let Some(why) = not_unicast(ip) {
         return Some(format!("{ip} is {why}, not a real server address"));
@@ -1469,8 +1680,8 @@ fn check_real_addresses(
     routes: &[RouteConfig],
     services: &[ServiceConfig],
 ) -> Result<(), (String, String)> {
-    let vips: HashSet<Ipv4Addr> = services.iter().map(|s| *s.vip.ip()).collect();
-    let lips: HashSet<Ipv4Addr> = services
+    let vips: HashSet<IpAddr> = services.iter().map(|s| s.vip.ip()).collect();
+    let lips: HashSet<IpAddr> = services
         .iter()
         .flat_map(|s| s.local_addresses.iter().copied())
         .collect();
@@ -1485,11 +1696,11 @@ fn check_real_addresses(
     };
     for (i, s) in services.iter().enumerate() {
         for (j, r) in s.reals.iter().enumerate() {
-            if let Some(m) = problem(*r.addr.ip()) {
+            if let Some(m) = problem(r.addr.ip()) {
                 return Err((format!("service[{i}].real[{j}].address"), m));
             }
         }
-        if let Some(m) = s.sorry_server.and_then(|a| problem(*a.ip())) {
+        if let Some(m) = s.sorry_server.and_then(|a| problem(a.ip())) {
             return Err((format!("service[{i}].health.sorry_server"), m));
         }
     }
@@ -1504,15 +1715,22 @@ fn script(s: &Option<String>) -> Result<Option<String>, String> {
     }
 }
 
-fn parse_sockaddr(s: &str) -> Result<SocketAddrV4, String> {
+fn parse_sockaddr(s: &str) -> Result<SocketAddr, String> {
     match s.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(a)) => Ok(a),
-        Ok(SocketAddr::V6(_)) => Err(format!("{s:?}: IPv6 is not supported yet")),
-        Err(_) => match s.parse::<Ipv4Addr>() {
-            Ok(ip) => Ok(SocketAddrV4::new(ip, 0)),
-            Err(_) => Err(format!(
-                "{s:?} is not an IPv4 address with a port (a.b.c.d:port)"
-            )),
+        Ok(a) => Ok(a),
+        Err(_) => match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(SocketAddr::new(ip, 0)),
+            // `[v6addr]` without a port.
+            Err(_) => match s
+                .strip_prefix('[')
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
+            {
+                Some(ip) => Ok(SocketAddr::new(IpAddr::V6(ip), 0)),
+                None => Err(format!(
+                    "{s:?} is not an IPv4 address with a port (a.b.c.d:port) nor an IPv6 one ([v6addr]:port)"
+                )),
+            },
         },
     }
 }
@@ -2075,11 +2293,170 @@ weight = 3
         );
     }
 
+    /// GOOD with IPv6 addresses on both ports, an IPv6 default route and an IPv6 service.
+    fn dual() -> String {
+        GOOD.replace(
+            "addresses = [\"10.0.0.1/24\"]",
+            "addresses = [\"10.0.0.1/24\", \"2001:db8:c::1/64\"]",
+        )
+        .replace(
+            "addresses = [\"172.16.0.1/24\"]",
+            "addresses = [\"172.16.0.1/24\", \"2001:db8:5::1/64\"]",
+        ) + r#"
+[[route]]
+to = "default6"
+via = "2001:db8:c::fe"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::80]:80"
+scheduler = "sh"
+persistent = 300
+netmask = 64
+allow = ["2001:db8:c::/48"]
+local_addresses = ["2001:db8:5::100", "172.16.0.100"]
+
+[[service.real]]
+address = "[2001:db8:5::2]:8080"
+
+[[service.real]]
+address = "[2001:db8:5::3]"
+forward = "dr"
+
+[[service.real]]
+address = "172.16.0.4:80"
+forward = "fullnat"
+"#
+    }
+
+    #[test]
+    fn ipv6_addresses_services_and_routes_parse() {
+        let c = parse_str(&dual()).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(c.ports[0].addresses[1].addr, ip("2001:db8:c::1"));
+        assert_eq!(c.ports[0].addresses[1].prefix, 64);
+        assert_eq!(c.routes[1].via, ip("2001:db8:c::fe"));
+        assert_eq!(c.routes[1].to.prefix, 0);
+        let s = &c.services[1];
+        assert_eq!(s.vip, "[2001:db8:f::80]:80".parse().unwrap());
+        assert_eq!(s.netmask, ip("ffff:ffff:ffff:ffff::"));
+        assert_eq!(s.access.conn_rate_prefix, 128);
+        assert_eq!(s.reals[0].addr, "[2001:db8:5::2]:8080".parse().unwrap());
+        // A bare IPv6 real server takes the service port.
+        assert_eq!(s.reals[1].addr, "[2001:db8:5::3]:80".parse().unwrap());
+        assert_eq!(
+            s.local_addresses,
+            vec![ip("2001:db8:5::100"), ip("172.16.0.100")]
+        );
+        assert!(s.vip4().is_none() && c.services[0].vip4().is_some());
+        // The default IPv6 persistence mask is /128.
+        let c = parse_str(&dual().replace("netmask = 64\n", "")).unwrap();
+        assert_eq!(c.services[1].netmask, IpAddr::V6(Ipv6Addr::from(u128::MAX)));
+        let p = Cidr::parse("2001:db8:c::1/64").unwrap();
+        assert!(p.contains(ip("2001:db8:c::ffff")));
+        assert!(!p.contains(ip("2001:db8:d::1")));
+        assert!(!p.contains(ip("10.0.0.1")));
+        assert_eq!(p.network(), ip("2001:db8:c::"));
+    }
+
+    #[test]
+    fn ipv6_mistakes_name_the_field() {
+        let d = dual();
+        // An IPv6 real server behind an IPv4 VIP.
+        expect_err(
+            &d.replace("\"172.16.0.3\"", "\"[2001:db8:5::9]\""),
+            "service[0].real[1].address",
+            "is IPv6 behind the IPv4 service",
+        );
+        // An IPv4 real behind an IPv6 VIP is NAT64: fullnat only ...
+        expect_err(
+            &d.replace(
+                "address = \"172.16.0.4:80\"\nforward = \"fullnat\"",
+                "address = \"172.16.0.4:80\"\nforward = \"nat\"",
+            ),
+            "service[1].real[2].address",
+            "only a fullnat real server can be (NAT64)",
+        );
+        // ... with an IPv4 local address.
+        expect_err(
+            &d.replace(", \"172.16.0.100\"]", "]"),
+            "service[1].local_addresses",
+            "needs an IPv4 local address",
+        );
+        // Martians as VIP, real server, port address.
+        for (bad, what) in [
+            ("[::1]:80", "the loopback address"),
+            ("[ff02::1]:80", "a multicast address"),
+            ("[fe80::1]:80", "a link-local address"),
+            ("[::]:80", "the unspecified address"),
+        ] {
+            expect_err(
+                &d.replace("[2001:db8:f::80]:80", bad),
+                "service[1].address",
+                what,
+            );
+        }
+        expect_err(
+            &d.replace("[2001:db8:5::2]:8080", "[fe80::2]:8080"),
+            "service[1].real[0].address",
+            "a link-local address",
+        );
+        expect_err(
+            &d.replace("2001:db8:c::1/64", "ff02::1/64"),
+            "port[0].addresses[1]",
+            "not a usable host address",
+        );
+        // Unreachable: no port on that network and no route of its family.
+        expect_err(
+            &d.replace("to = \"default6\"", "to = \"2001:db8:99::/48\"")
+                .replace("[2001:db8:5::3]", "[2001:db8:77::3]"),
+            "service[1].real[1].address",
+            "is unreachable",
+        );
+        // A gateway of the other family.
+        expect_err(
+            &d.replace("via = \"2001:db8:c::fe\"", "via = \"10.0.0.254\""),
+            "route[1].via",
+            "is not of the family of ::/0",
+        );
+        // Netmask: a prefix length for IPv6, a dotted mask for IPv4.
+        expect_err(
+            &d.replace("netmask = 64", "netmask = 129"),
+            "service[1].netmask",
+            "prefix length 0..=128",
+        );
+        expect_err(
+            &d.replace("netmask = 64", "netmask = \"255.255.255.0\""),
+            "service[1].netmask",
+            "prefix length 0..=128",
+        );
+        // An access prefix of the other family, and host bits set.
+        expect_err(
+            &d.replace("allow = [\"2001:db8:c::/48\"]", "allow = [\"10.0.0.0/8\"]"),
+            "service[1].allow[0]",
+            "not of the service's address family",
+        );
+        expect_err(
+            &d.replace("2001:db8:c::/48", "2001:db8:c::1/48"),
+            "service[1].allow[0]",
+            "host bits set",
+        );
+        // Health checks of an IPv6 real server are not there yet.
+        expect_err(
+            &d.replace(
+                "address = \"[2001:db8:5::2]:8080\"",
+                "address = \"[2001:db8:5::2]:8080\"\ncheck = [{ type = \"tcp\" }]",
+            ),
+            "service[1].real[0].check",
+            "not supported yet",
+        );
+    }
+
     #[test]
     fn cidr_contains() {
         let c = Cidr::parse("10.1.2.3/16").unwrap();
-        assert!(c.contains("10.1.200.1".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(c.contains("10.1.200.1".parse::<IpAddr>().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse::<IpAddr>().unwrap()));
         assert!(Cidr::parse("default")
             .unwrap()
             .contains(Ipv4Addr::BROADCAST));

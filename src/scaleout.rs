@@ -6,7 +6,7 @@
 //! process that withdraws when tapvs dies, are in `control::announce`.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use modes::Forward;
 use serde::Deserialize;
@@ -41,7 +41,7 @@ fn default_interval() -> u64 {
 /// its address and the forwarding method of each real server. Errors are (field, problem).
 pub fn validate(
     so: &ScaleOutConfig,
-    services: &[(SocketAddrV4, Vec<Forward>)],
+    services: &[(std::net::SocketAddr, Vec<Forward>)],
 ) -> Result<(), (String, String)> {
     if !so.bird_include.starts_with('/') {
         return Err((

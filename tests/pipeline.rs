@@ -302,7 +302,7 @@ impl Setup {
             .clone();
         noroute.vip.set_port(V_NOROUTE);
         noroute.reals.truncate(1);
-        noroute.reals[0].addr = std::net::SocketAddrV4::new(RS_NOWHERE, V_NOROUTE);
+        noroute.reals[0].addr = std::net::SocketAddr::new(RS_NOWHERE.into(), V_NOROUTE);
         cfg.services.insert(at, noroute);
         let (_, snap) = Table::from_config(&cfg).expect("snapshot");
         let mut world = World {
@@ -852,7 +852,7 @@ fn nat_tcp_rewrites_to_the_real_server_and_back() {
         v,
         Verdict::Transmit {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
     let out = syn.clone().dst(RS_NAT, 8080).hop(INT_MAC, mac_of(RS_NAT));
@@ -865,7 +865,7 @@ fn nat_tcp_rewrites_to_the_real_server_and_back() {
         v,
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     let back = synack.clone().src(VIP, V_NAT).hop(EXT_MAC, CLIENT_MAC);
@@ -881,7 +881,7 @@ fn nat_tcp_rewrites_to_the_real_server_and_back() {
     assert_sent(&mut rig, &[(INT, out.wire())]);
 
     let c = rig.conn(6, 40000, V_NAT).expect("connection");
-    assert_eq!((c.daddr, c.dport), (RS_NAT, 8080));
+    assert_eq!((c.daddr, c.dport), (RS_NAT.into(), 8080));
     let dest = rig.pipe.dest_counters()[c.dest_id as usize];
     assert_eq!((dest.conns, dest.in_pkts, dest.out_pkts), (1, 2, 1));
     let k = *rig.pipe.counters();
@@ -898,7 +898,7 @@ fn nat_udp_rewrites_to_the_real_server_and_back() {
         rig.feed(EXT, &q.wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
     let out = q.dst(RS_NAT, 5353).hop(INT_MAC, mac_of(RS_NAT));
@@ -911,7 +911,7 @@ fn nat_udp_rewrites_to_the_real_server_and_back() {
         rig.feed(INT, &r.wire()),
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     let back = r.src(VIP, V_UDP).hop(EXT_MAC, CLIENT_MAC);
@@ -957,7 +957,7 @@ fn nat_forwards_a_gso_superframe_whole() {
         rig.feed(EXT, &w),
         Verdict::Transmit {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
     // The kernel segments it: same virtio-net header, partial sum for the real server.
@@ -972,7 +972,10 @@ fn a_real_server_behind_a_gateway_is_reached_through_it() {
     let syn = client_syn(40000, V_GW);
     assert_eq!(
         rig.feed(EXT, &syn.wire()),
-        Verdict::Transmit { port: INT, hop: GW }
+        Verdict::Transmit {
+            port: INT,
+            hop: GW.into()
+        }
     );
     let out = syn.clone().dst(RS_FAR, 8089).hop(INT_MAC, mac_of(GW));
     assert_sent(&mut rig, &[(INT, out.wire())]);
@@ -1038,7 +1041,7 @@ fn nat_icmp_error_from_the_real_server_goes_back_to_the_client_as_from_the_vip()
         rig.feed(INT, &err.wire()),
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     // The client sees the error come from the VIP about the datagram it sent (as it arrived).
@@ -1064,7 +1067,7 @@ fn dr_rewrites_the_macs_only() {
         rig.feed(EXT, &syn.wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_DR
+            hop: RS_DR.into()
         }
     );
     assert_sent(&mut rig, &[(INT, syn.hop(INT_MAC, mac_of(RS_DR)).wire())]);
@@ -1073,7 +1076,7 @@ fn dr_rewrites_the_macs_only() {
     assert_sent(&mut rig, &[(INT, data.hop(INT_MAC, mac_of(RS_DR)).wire())]);
     // The real server answers the client directly; nothing comes back through the director.
     let c = rig.conn(6, 40000, V_DR).expect("connection");
-    assert_eq!((c.daddr, c.dport), (RS_DR, V_DR));
+    assert_eq!((c.daddr, c.dport), (RS_DR.into(), V_DR));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,7 +1090,7 @@ fn tun_encapsulates_from_the_port_address_and_clamps_the_syn_mss() {
         rig.feed(EXT, &syn.wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_TUN
+            hop: RS_TUN.into()
         }
     );
     // MSS 1460 → 1500 − 20 (outer) − 40 = 1440.
@@ -1164,7 +1167,7 @@ fn tun_segments_a_gso_superframe_and_encapsulates_each_segment() {
         rig.feed(EXT, &w),
         Verdict::Transmit {
             port: INT,
-            hop: RS_TUN
+            hop: RS_TUN.into()
         }
     );
     let want = tun_segments(&p, RS_TUN);
@@ -1211,14 +1214,18 @@ fn fullnat_syn_from_local_address_handshake_ack_carries_toa_reply_translated_bac
         rig.feed(EXT, &syn.wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_FNAT
+            hop: RS_FNAT.into()
         }
     );
     let (lip, lport) = rig
         .conn(6, 40000, V_FNAT)
         .and_then(|c| c.local())
         .expect("local address");
-    assert_eq!((lip, lport), (LIP, 1024), "the first port of worker 0");
+    assert_eq!(
+        (lip, lport),
+        (LIP.into(), 1024),
+        "the first port of worker 0"
+    );
     // MSS 1460 → 1500 − 40 − 8 (room for TOA) = 1452; no TOA on the SYN.
     let out = syn
         .clone()
@@ -1233,7 +1240,7 @@ fn fullnat_syn_from_local_address_handshake_ack_carries_toa_reply_translated_bac
         rig.feed(INT, &synack.wire()),
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     let back = synack
@@ -1369,7 +1376,7 @@ fn fullnat_icmp_error_to_the_local_address_goes_back_to_the_client() {
         rig.feed(INT, &err.wire()),
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     // The client sees it from the VIP about its own SYN (as it arrived, with the clamped MSS).
@@ -1508,7 +1515,7 @@ fn arp_frames_teach_the_sender_when_they_concern_us() {
         ),
     );
     let learned = |a: Ipv4Addr, port| NeighEvent::Learned {
-        ip: a,
+        ip: a.into(),
         mac: mac_of(a),
         port,
     };
@@ -1518,7 +1525,7 @@ fn arp_frames_teach_the_sender_when_they_concern_us() {
             learned(RS_NAT, INT),
             learned(RS_DR, INT),
             NeighEvent::Learned {
-                ip: CLIENT,
+                ip: CLIENT.into(),
                 mac: new_mac,
                 port: EXT
             }
@@ -1648,11 +1655,23 @@ fn held_then_released_by_arp(
 ) {
     let mut rig = Rig::unresolved();
     for f in frames {
-        assert_eq!(rig.feed(EXT, f), Verdict::Hold { port: INT, hop });
+        assert_eq!(
+            rig.feed(EXT, f),
+            Verdict::Hold {
+                port: INT,
+                hop: hop.into()
+            }
+        );
     }
     assert_sent(&mut rig, &[]);
     assert!(rig.pipe.has_held());
-    assert_eq!(rig.events(), [NeighEvent::Wanted { ip: hop, port: INT }]);
+    assert_eq!(
+        rig.events(),
+        [NeighEvent::Wanted {
+            ip: hop.into(),
+            port: INT
+        }]
+    );
     assert_eq!(
         rig.feed(INT, &arp_reply_from(hop, INT_MAC, INT_ADDR)),
         Verdict::Drop(Drop::ArpIgnored)
@@ -1662,7 +1681,7 @@ fn held_then_released_by_arp(
     assert_eq!(
         rig.events(),
         [NeighEvent::Learned {
-            ip: hop,
+            ip: hop.into(),
             mac: mac_of(hop),
             port: INT
         }]
@@ -1728,7 +1747,7 @@ fn held_frame_is_released_by_tick_once_the_table_is_published() {
         rig.feed(EXT, &syn.wire()),
         Verdict::Hold {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
     rig.world.now_ms += 100;
@@ -1750,7 +1769,7 @@ fn held_frame_is_released_by_tick_once_the_table_is_published() {
         rig.feed(EXT, &data.wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
 }
@@ -1782,7 +1801,7 @@ fn held_frames_are_bounded() {
             v,
             Verdict::Hold {
                 port: INT,
-                hop: RS_NAT
+                hop: RS_NAT.into()
             }
         );
     }
@@ -1796,7 +1815,7 @@ fn held_frames_are_bounded() {
         v,
         Verdict::Hold {
             port: INT,
-            hop: RS_DR
+            hop: RS_DR.into()
         }
     );
 }
@@ -1850,7 +1869,7 @@ fn frames_of_another_workers_connection_are_redirected_to_it() {
         w1.process(INT, &synack.wire(), true),
         Verdict::Transmit {
             port: EXT,
-            hop: CLIENT
+            hop: CLIENT.into()
         }
     );
     let back = synack.src(VIP, V_NAT).hop(EXT_MAC, CLIENT_MAC);
@@ -2099,7 +2118,7 @@ fn sink_refusals_are_counted_as_tx_errors() {
         rig.feed(EXT, &client_syn(40000, V_NAT).wire()),
         Verdict::Transmit {
             port: INT,
-            hop: RS_NAT
+            hop: RS_NAT.into()
         }
     );
     let k = *rig.pipe.counters();
@@ -2269,6 +2288,22 @@ fn provoke(d: Drop) -> Option<Rig> {
         | Drop::SynproxyAckStorm
         | Drop::SynproxyStoreFull
         | Drop::SynproxyPoolFull => return None,
+        Drop::NdIgnored => {
+            // A Neighbour Solicitation (IPv6) for an address the appliance does not have.
+            let (src, target): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+                ("fe80::2".parse().unwrap(), "2001:db8::9".parse().unwrap());
+            let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+            msg.extend_from_slice(&target.octets());
+            let dst: std::net::Ipv6Addr = "ff02::1:ff00:9".parse().unwrap();
+            let sum = modes::checksum::l4_checksum_v6(src, dst, 58, &msg);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+            let mut ns = vec![0u8; 12];
+            etherparse::PacketBuilder::ethernet2(CLIENT_MAC, [0x33, 0x33, 0xff, 0, 0, 9])
+                .ipv6(src.octets(), dst.octets(), 255)
+                .write(&mut ns, IpNumber::IPV6_ICMP, &msg)
+                .unwrap();
+            rig.feed(EXT, &ns)
+        }
         Drop::PrefixRateLimit => {
             // Pressure from 5 of 10 entries; then one new connection per second per /24.
             rig = Setup {
@@ -2708,14 +2743,14 @@ fn synced_entries_become_connections_without_scheduling() {
     let c = rig.pipe.table().get(0);
     assert_eq!(
         (c.daddr, c.dport, c.state),
-        (RS_NAT, 8080, State::Established)
+        (RS_NAT.into(), 8080, State::Established)
     );
     assert_eq!(rig.pipe.table().len(), 1);
     // Mid-connection data from the client: forwarded (no SYN needed), DNAT to the server.
     let data = from_client(40000, V_NAT).payload(pattern(100));
     assert!(matches!(
         rig.feed(EXT, &data.wire()),
-        Verdict::Transmit { hop: RS_NAT, .. }
+        Verdict::Transmit { hop, .. } if hop == std::net::IpAddr::V4(RS_NAT)
     ));
     // An update (FIN_WAIT) refreshes the same entry.
     let env = rig.world.env();
@@ -2739,10 +2774,10 @@ fn synced_entries_become_connections_without_scheduling() {
     assert!(matches!(
         rig.pipe.table().get(fd.slot).xmit,
         tapvs::datapath::conn::Xmit::FullNat {
-            lip: LIP,
+            lip,
             lport: 5000,
             ..
-        }
+        } if lip == std::net::IpAddr::V4(LIP)
     ));
     // The same local port again (another client): not free.
     let mut g = f;

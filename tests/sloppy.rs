@@ -148,7 +148,7 @@ impl Instance {
         (v, std::mem::take(&mut self.sink.0))
     }
 
-    fn conn(&self, client: (Ipv4Addr, u16), vport: u16) -> Option<(Ipv4Addr, State, Xmit)> {
+    fn conn(&self, client: (Ipv4Addr, u16), vport: u16) -> Option<(std::net::IpAddr, State, Xmit)> {
         let key = FlowKey::new(6, client.0, client.1, VIP, vport);
         self.pipes.iter().find_map(|p| {
             let t = p.table();

@@ -104,7 +104,11 @@ pub fn served_vips(snap: &Snapshot) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> = snap
         .services()
         .filter(|s| s.dests.iter().any(|d| d.is_available() && d.weight() > 0))
-        .map(|s| s.vip)
+        // BIRD's include announces IPv4 routes (IPv6 VIPs are not announced yet).
+        .filter_map(|s| match s.vip {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
         .collect();
     v.sort_unstable();
     v.dedup();

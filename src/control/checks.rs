@@ -79,16 +79,19 @@ impl Checks {
         let mut reals = Vec::new();
         let mut services = Vec::new();
         for s in &cfg.services {
-            let key = crate::control::table::svc_key(s.proto, s.vip);
+            // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
+            // config).
+            let Some(vip) = s.vip4() else { continue };
+            let key = crate::control::table::svc_key(s.proto, vip);
             let mut static_weight = 0u64;
             let first = reals.len();
             for r in &s.reals {
-                if r.checks.is_empty() {
+                let Some(raddr) = r.addr4().filter(|_| !r.checks.is_empty()) else {
                     static_weight += u64::from(r.weight);
                     continue;
-                }
+                };
                 let health = crate::health::config::real_server_health(
-                    &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
+                    &s.health, &r.health, &r.checks, raddr, r.weight, now, &mut rng,
                 )
                 .map_err(|(f, m)| format!("service {}: real {}: {f}: {m}", s.vip, r.addr))?;
                 let inhibit = r
@@ -98,7 +101,7 @@ impl Checks {
                     .unwrap_or(false);
                 reals.push(Real {
                     svc: services.len(),
-                    addr: r.addr,
+                    addr: raddr,
                     weight: r.weight,
                     inhibit,
                     health,
@@ -119,7 +122,7 @@ impl Checks {
                 quorum_up: s.health.quorum_up.clone(),
                 quorum_down: s.health.quorum_down.clone(),
             });
-            if let Some(sorry) = s.sorry_server {
+            if let Some(sorry) = s.sorry4() {
                 let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
                 let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
                 t.set_sorry_server(key, sorry, fwd);
@@ -161,17 +164,20 @@ impl Checks {
         let old_services: Vec<SvcKey> = self.services.drain(..).map(|s| s.key).collect();
         let mut kept = 0usize;
         for s in &cfg.services {
-            let key = crate::control::table::svc_key(s.proto, s.vip);
+            // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
+            // config).
+            let Some(vip) = s.vip4() else { continue };
+            let key = crate::control::table::svc_key(s.proto, vip);
             let mut static_weight = 0u64;
             let first = self.reals.len();
             for r in &s.reals {
-                if r.checks.is_empty() {
+                let Some(raddr) = r.addr4().filter(|_| !r.checks.is_empty()) else {
                     static_weight += u64::from(r.weight);
                     continue;
-                }
+                };
                 let conf = fingerprint(s, r);
                 let svc = self.services.len();
-                match old.remove(&(key, r.addr)) {
+                match old.remove(&(key, raddr)) {
                     Some(mut o) if o.conf == conf => {
                         o.svc = svc;
                         o.notify_up = r.notify_up.clone();
@@ -185,7 +191,7 @@ impl Checks {
                         }
                         // Validated by the reload before it changed anything.
                         let Ok(health) = crate::health::config::real_server_health(
-                            &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
+                            &s.health, &r.health, &r.checks, raddr, r.weight, now, &mut rng,
                         ) else {
                             continue;
                         };
@@ -196,13 +202,13 @@ impl Checks {
                             .unwrap_or(false);
                         // A fresh start: the table forgets the old verdict first.
                         let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Ok(snap) = t.clear_health(key, r.addr) {
+                        if let Ok(snap) = t.clear_health(key, raddr) {
                             Self::publish(shared, snap);
                         }
                         drop(t);
                         self.reals.push(Real {
                             svc,
-                            addr: r.addr,
+                            addr: raddr,
                             weight: r.weight,
                             inhibit,
                             health,
@@ -226,7 +232,7 @@ impl Checks {
                 quorum_down: s.health.quorum_down.clone(),
             });
             let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-            match s.sorry_server {
+            match s.sorry4() {
                 Some(sorry) => {
                     let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
                     t.set_sorry_server(key, sorry, fwd);

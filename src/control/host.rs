@@ -65,7 +65,7 @@ impl HostIcmp {
         }
         let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        self.limiter.allow(&self.limits, dst, now_ms)
+        self.limiter.allow(&self.limits, dst.into(), now_ms)
     }
 }
 
@@ -196,13 +196,17 @@ impl HostNet {
                 cfg.random_seed = seed ^ i as u64;
                 let mut iface = Interface::new(cfg, &mut dev, now);
                 iface.update_ip_addrs(|a| {
+                    // The host stack speaks IPv4 (health checks of IPv6 real servers are
+                    // refused by the config).
                     for c in &p.addresses {
-                        let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4(c.addr)), c.prefix));
+                        if let std::net::IpAddr::V4(addr) = c.addr {
+                            let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4(addr)), c.prefix));
+                        }
                     }
                 });
                 for r in router.routes() {
                     if r.port == i && r.to.prefix == 0 {
-                        if let Some(gw) = r.via {
+                        if let Some(std::net::IpAddr::V4(gw)) = r.via {
                             let _ = iface.routes_mut().add_default_ipv4_route(v4(gw));
                         }
                     }

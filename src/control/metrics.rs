@@ -126,6 +126,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Rounds of the workers' loops, each after one wait for work.",
     ),
     (
+        "tapvs_nd_replies_sent_total",
+        "IPv6 Neighbour Advertisements sent in answer to solicitations.",
+    ),
+    (
+        "tapvs_sync_skipped_ipv6_total",
+        "IPv6 connection updates the sync master did not send (IPv4 sync only).",
+    ),
+    (
         "tapvs_drops_total",
         "Frames dropped by the data path, by reason.",
     ),
@@ -210,7 +218,7 @@ type Label = (&'static str, &'static str);
 /// The data-path scalars as exported: metric name, label (`direction` or `class`) and value. The exhaustive
 /// destructuring makes a new field of [`Traffic`] (and so of the exit JSON) a compile error here
 /// until it is exported.
-fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 33] {
+fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 35] {
     let Traffic {
         rx_frames,
         rx_bytes,
@@ -247,6 +255,8 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 33] {
         pressure_workers: _,
         syscalls,
         wakeups,
+        nd_replies,
+        sync_skipped_v6,
     } = *t;
     let dir = |d| Some(("direction", d));
     let class = |c| Some(("class", c));
@@ -320,6 +330,8 @@ fn scalars(t: &Traffic) -> [(&'static str, Option<Label>, u64); 33] {
         ),
         ("tapvs_worker_syscalls_total", None, syscalls),
         ("tapvs_worker_wakeups_total", None, wakeups),
+        ("tapvs_nd_replies_sent_total", None, nd_replies),
+        ("tapvs_sync_skipped_ipv6_total", None, sync_skipped_v6),
     ]
 }
 

@@ -91,8 +91,9 @@ fn validate_checks(cfg: &Config) -> Result<(), String> {
     let now = std::time::Instant::now();
     for s in &cfg.services {
         for r in s.reals.iter().filter(|r| !r.checks.is_empty()) {
+            let Some(raddr) = r.addr4() else { continue };
             crate::health::config::real_server_health(
-                &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
+                &s.health, &r.health, &r.checks, raddr, r.weight, now, &mut rng,
             )
             .map_err(|(f, m)| {
                 format!(
@@ -230,7 +231,8 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     let cmds = plan(&have, &want);
     let mut extras_changed = Vec::new();
     for s in &new.services {
-        let key = (s.proto, s.vip);
+        let Some(vip) = s.vip4() else { continue };
+        let key = (s.proto, vip);
         if table.set_extras(key, s) && have.services.iter().any(|h| key_of(h) == key) {
             extras_changed.push(key);
         }

@@ -365,11 +365,8 @@ impl Drop for Daemon {
 /// bridges learn at once where they live (as after a failover).
 fn announcements(
     snap: &Snapshot,
-    announced: &mut std::collections::HashSet<std::net::Ipv4Addr>,
-) -> Vec<(usize, std::net::Ipv4Addr)> {
-    let mut virtuals: Vec<_> = snap.vips().chain(snap.lips()).collect();
-    virtuals.sort_unstable();
-    virtuals.dedup();
+    announced: &mut std::collections::HashSet<std::net::IpAddr>,
+) -> Vec<(usize, std::net::IpAddr)> {
     let mut out = Vec::new();
     for (i, p) in snap.ports.iter().enumerate() {
         for a in &p.addresses {
@@ -378,9 +375,12 @@ fn announcements(
             }
         }
     }
-    for ip in &virtuals {
-        if !announced.contains(ip) {
-            out.extend((0..snap.ports.len()).map(|i| (i, *ip)));
+    let mut shared: Vec<std::net::IpAddr> = snap.vips().chain(snap.lips()).collect();
+    shared.sort_unstable();
+    shared.dedup();
+    for ip in shared {
+        if !announced.contains(&ip) {
+            out.extend((0..snap.ports.len()).map(|i| (i, ip)));
         }
     }
     announced.extend(out.iter().map(|&(_, ip)| ip));
@@ -436,8 +436,13 @@ impl ControlThread {
                         continue;
                     }
                     let mac = snap.ports[port].mac.into();
-                    if let Some(n) = modes::reply::gratuitous_arp(&mut buf[VNET_HDR_LEN..], mac, ip)
-                    {
+                    let out = &mut buf[VNET_HDR_LEN..];
+                    // Gratuitous ARP, or for IPv6 an unsolicited Neighbour Advertisement.
+                    let sent = match ip {
+                        std::net::IpAddr::V4(ip) => modes::reply::gratuitous_arp(out, mac, ip),
+                        std::net::IpAddr::V6(ip) => modes::reply::unsolicited_na(out, mac, ip),
+                    };
+                    if let Some(n) = sent {
                         buf[..VNET_HDR_LEN].fill(0);
                         let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
                     }
@@ -468,6 +473,25 @@ impl ControlThread {
             self.cache.tick(now, &mut probes);
             for &(ip, port) in &probes {
                 let info = &snap.ports[port];
+                let ip = match ip {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(ip) => {
+                        // A Neighbour Solicitation from the port's address on the target's
+                        // network (else its link-local one).
+                        let src = match info.source_for_ip(ip.into()) {
+                            Some(std::net::IpAddr::V6(s)) => s,
+                            _ => crate::datapath::pipeline::link_local(info.mac),
+                        };
+                        let out = &mut buf[VNET_HDR_LEN..];
+                        if let Some(n) =
+                            modes::reply::neighbour_solicit(out, info.mac.into(), src, ip)
+                        {
+                            buf[..VNET_HDR_LEN].fill(0);
+                            let _ = self.queues[port].write(&buf[..VNET_HDR_LEN + n]);
+                        }
+                        continue;
+                    }
+                };
                 let src = info
                     .source_for(ip)
                     .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
@@ -493,7 +517,6 @@ impl ControlThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn announcements_cover_own_addresses_vips_and_lips_once() {
@@ -526,7 +549,7 @@ forward = "fullnat"
         let mut announced = std::collections::HashSet::new();
         let mut got = announcements(&snap, &mut announced);
         got.sort();
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         assert_eq!(
             got,
             vec![

@@ -236,9 +236,9 @@ fn connections(
                         },
                         expire_secs: c.expire_secs,
                         state: c.state.to_string(),
-                        client: c.client.into(),
-                        vip: c.vip.into(),
-                        dest: c.dest.into(),
+                        client: c.client,
+                        vip: c.vip,
+                        dest: c.dest,
                     })
                     .collect(),
             )?;

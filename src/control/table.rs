@@ -54,7 +54,7 @@ pub fn ipv6_refused() -> AdmError {
 /// Settings the config file can give a service that ipvsadm has no option for.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Extras {
-    local_addresses: Vec<Ipv4Addr>,
+    local_addresses: Vec<IpAddr>,
     toa: bool,
     toa_on_syn: bool,
     mh_table_size: Option<u32>,
@@ -132,8 +132,26 @@ impl std::fmt::Debug for Table {
 }
 
 /// The snapshot key of a service key.
-fn snap_key(key: SvcKey) -> u64 {
-    crate::datapath::service::svc_key(key.0.number(), *key.1.ip(), key.1.port())
+fn snap_key(key: SvcKey) -> crate::datapath::service::SvcKey {
+    crate::datapath::service::svc_key(key.0.number(), IpAddr::V4(*key.1.ip()), key.1.port())
+}
+
+/// A service's place in ipvsadm's sorted listing: protocol, address, port.
+fn sort_key(key: SvcKey) -> u64 {
+    (u64::from(key.0.number()) << 48)
+        | (u64::from(u32::from(*key.1.ip())) << 16)
+        | u64::from(key.1.port())
+}
+
+/// The IPv4 form of a configured service's or real server's address: the table speaks
+/// tapvsadm's model, IPv4 until its IPv6 form lands, so an IPv6 one is refused by name.
+fn v4_addr(what: &str, a: std::net::SocketAddr) -> Result<SocketAddrV4, String> {
+    match a {
+        std::net::SocketAddr::V4(a) => Ok(a),
+        std::net::SocketAddr::V6(_) => Err(format!(
+            "{what} {a}: IPv6 services are not served by the control table yet"
+        )),
+    }
 }
 
 fn sched_error(e: sched::SchedError) -> AdmError {
@@ -186,7 +204,12 @@ impl Table {
             routes: cfg.routes.clone(),
         };
         for s in &cfg.services {
-            let key = (s.proto, s.vip);
+            let vip = v4_addr("service", s.vip)?;
+            let key = (s.proto, vip);
+            let mut reals = Vec::with_capacity(s.reals.len());
+            for r in &s.reals {
+                reals.push((r, v4_addr("real server", r.addr)?));
+            }
             t.extras.insert(
                 key,
                 Extras {
@@ -200,24 +223,26 @@ impl Table {
             );
             let entry = adm::ServiceEntry {
                 proto: s.proto,
-                addr: IpAddr::V4(*s.vip.ip()),
-                port: s.vip.port(),
+                addr: IpAddr::V4(*vip.ip()),
+                port: vip.port(),
                 fwmark: None,
                 sched: s.scheduler.name.clone(),
                 flags: s.scheduler.flags.clone(),
                 persistent: s.persistent,
-                netmask: (s.netmask != Ipv4Addr::BROADCAST).then_some(adm::Netmask::V4(s.netmask)),
+                netmask: match s.netmask {
+                    IpAddr::V4(m) => (m != Ipv4Addr::BROADCAST).then_some(adm::Netmask::V4(m)),
+                    IpAddr::V6(_) => None,
+                },
                 ops: s.ops,
                 synproxy: s.synproxy,
                 stats: adm::Stats::default(),
                 rate: adm::Rate::default(),
-                dests: s
-                    .reals
+                dests: reals
                     .iter()
-                    .map(|r| adm::DestEntry {
+                    .map(|(r, addr)| adm::DestEntry {
                         u_threshold: r.u_threshold,
                         l_threshold: r.l_threshold,
-                        ..adm::DestEntry::new(r.addr.into(), r.forward, r.weight)
+                        ..adm::DestEntry::new(std::net::SocketAddr::V4(*addr), r.forward, r.weight)
                     })
                     .collect(),
                 access: None,
@@ -239,7 +264,7 @@ impl Table {
             None => {
                 self.next_seq += 1;
                 self.order.insert(self.next_seq, key);
-                self.by_addr.insert(snap_key(key), key);
+                self.by_addr.insert(sort_key(key), key);
                 self.next_seq
             }
         };
@@ -249,7 +274,7 @@ impl Table {
     fn remove_entry(&mut self, key: SvcKey) -> Option<adm::ServiceEntry> {
         let e = self.entries.remove(&key)?;
         self.order.remove(&e.seq);
-        self.by_addr.remove(&snap_key(key));
+        self.by_addr.remove(&sort_key(key));
         Some(e.svc)
     }
 
@@ -575,7 +600,7 @@ impl Table {
                     &self.routes,
                     |a| self.snap.is_vip(a),
                     |a| self.snap.is_lip(a),
-                    v4(o.server.ip()),
+                    o.server.ip(),
                 );
                 problem.map_or(Ok(()), |m| Err(invalid(m)))
             }
@@ -583,7 +608,7 @@ impl Table {
                 let adm::ServiceSpec::Addr { addr, .. } = &o.service else {
                     return Ok(());
                 };
-                let ip = v4(addr.ip());
+                let ip = addr.ip();
                 if let Some(why) = crate::config::not_unicast(ip) {
                     return Err(invalid(format!("{ip} is {why}, not a virtual address")));
                 }
@@ -701,7 +726,7 @@ impl Table {
         });
         self.snap.with_service(Arc::new(Service {
             proto: s.proto,
-            vip: v4(s.addr),
+            vip: s.addr,
             vport: s.port,
             dests,
             dest_ids: ids,
@@ -709,8 +734,10 @@ impl Table {
             sched,
             persistent: s.persistent,
             netmask: match s.netmask {
-                Some(adm::Netmask::V4(m)) => u32::from(m),
-                _ => u32::MAX,
+                Some(adm::Netmask::V4(m)) => u128::from(u32::from(m)),
+                Some(adm::Netmask::V6(len)) => crate::config::prefix_mask(128, len),
+                None if s.addr.is_ipv6() => u128::MAX,
+                None => u128::from(u32::MAX),
             },
             ops: s.ops,
             local_addresses: extras.local_addresses.clone().into(),

@@ -541,10 +541,10 @@ impl VrrpThread {
                 match neigh.entry(peer) {
                     Some(n) => dests.push((peer, EthernetAddress(n.mac))),
                     None => {
-                        let _ = self
-                            .shared
-                            .learn
-                            .push(NeighEvent::Wanted { ip: peer, port });
+                        let _ = self.shared.learn.push(NeighEvent::Wanted {
+                            ip: peer.into(),
+                            port,
+                        });
                         self.shared.control_wake.notify();
                     }
                 }

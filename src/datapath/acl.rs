@@ -11,39 +11,42 @@
 //! rounded down to zero), which is exact when traffic spreads over the workers and never
 //! lets more than the configured rate through in all.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
+
+use crate::config::{ip_bits, prefix_mask};
 
 use crate::config::{AccessConfig, Cidr, DefenceConfig};
 use crate::datapath::stats::Drop;
 
-/// A set of IPv4 prefixes, grouped by length: per length, the sorted network numbers. A
-/// lookup is one binary search per distinct length (at most 33).
+/// A set of IPv4 and IPv6 prefixes, grouped by family and length: per group, the sorted
+/// network numbers. A lookup is one binary search per distinct length of the address's family
+/// (at most 33, or 129).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrefixSet {
-    /// (mask, sorted networks), longest prefixes first.
-    groups: Vec<(u32, Vec<u32>)>,
+    /// (IPv6, mask, sorted networks), longest prefixes first.
+    groups: Vec<(bool, u128, Vec<u128>)>,
     len: usize,
 }
 
 impl PrefixSet {
     /// The set of `prefixes` (host bits are ignored; duplicates count once).
     pub fn new(prefixes: &[Cidr]) -> PrefixSet {
-        let mut groups: Vec<(u32, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<(bool, u128, Vec<u128>)> = Vec::new();
         for c in prefixes {
-            let mask = c.mask();
-            let net = u32::from(c.addr) & mask;
-            match groups.iter_mut().find(|(m, _)| *m == mask) {
-                Some((_, nets)) => nets.push(net),
-                None => groups.push((mask, vec![net])),
+            let (v6, mask) = (c.addr.is_ipv6(), c.mask());
+            let net = ip_bits(c.addr) & mask;
+            match groups.iter_mut().find(|(f, m, _)| *f == v6 && *m == mask) {
+                Some((_, _, nets)) => nets.push(net),
+                None => groups.push((v6, mask, vec![net])),
             }
         }
         let mut len = 0;
-        for (_, nets) in &mut groups {
+        for (_, _, nets) in &mut groups {
             nets.sort_unstable();
             nets.dedup();
             len += nets.len();
         }
-        groups.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
+        groups.sort_unstable_by_key(|g| std::cmp::Reverse((g.0, g.1)));
         PrefixSet { groups, len }
     }
 
@@ -59,11 +62,12 @@ impl PrefixSet {
 
     /// Whether `ip` is inside one of the prefixes.
     #[inline]
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let a = u32::from(ip);
+    pub fn contains(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
+        let (v6, a) = (ip.is_ipv6(), ip_bits(ip));
         self.groups
             .iter()
-            .any(|(mask, nets)| nets.binary_search(&(a & mask)).is_ok())
+            .any(|(f, mask, nets)| *f == v6 && nets.binary_search(&(a & mask)).is_ok())
     }
 }
 
@@ -89,23 +93,22 @@ pub struct Access {
     pub conn_limit: u32,
     /// New connections per second per client prefix (0: no limit).
     pub conn_rate: u32,
-    /// The mask giving a client's prefix for `conn_rate` (from `conn_rate_prefix`).
-    pub rate_mask: u32,
+    /// The mask giving an IPv4 client's prefix for `conn_rate` (from `conn_rate_prefix`).
+    pub rate_mask: u128,
+    /// The same for an IPv6 client.
+    pub rate_mask6: u128,
 }
 
 impl Access {
     /// The compiled form of a service's `access` settings.
     pub fn new(c: &AccessConfig) -> Access {
-        let prefix = Cidr {
-            addr: Ipv4Addr::UNSPECIFIED,
-            prefix: c.conn_rate_prefix.min(32),
-        };
         Access {
             deny: PrefixSet::new(&c.deny),
             allow: PrefixSet::new(&c.allow),
             conn_limit: c.conn_limit,
             conn_rate: c.conn_rate,
-            rate_mask: prefix.mask(),
+            rate_mask: prefix_mask(32, c.conn_rate_prefix.min(32)),
+            rate_mask6: prefix_mask(128, c.conn_rate_prefix),
         }
     }
 
@@ -117,7 +120,8 @@ impl Access {
 
     /// The lists' verdict on client `ip`: refused by `deny`, or not in a non-empty `allow`.
     #[inline]
-    pub fn check_lists(&self, ip: Ipv4Addr) -> Result<(), Drop> {
+    pub fn check_lists(&self, ip: impl Into<IpAddr>) -> Result<(), Drop> {
+        let ip = ip.into();
         if self.deny.contains(ip) {
             return Err(Drop::AclDenied);
         }
@@ -134,9 +138,10 @@ pub const RATE_BUCKETS: usize = 4096;
 /// One token bucket: its key and its tokens (see [`RateTable::admit`] for the units).
 #[derive(Debug, Clone, Copy, Default)]
 struct RateBucket {
-    /// Service key (`service::svc_key`); 0 marks an unused bucket (no service has key 0).
+    /// Service key digest (`service::SvcKey::digest`); 0 marks an unused bucket (no digest
+    /// is 0).
     svc: u64,
-    prefix: u32,
+    prefix: u128,
     tokens: u64,
     last_ms: u64,
 }
@@ -170,11 +175,11 @@ impl RateTable {
     /// millisecond, so each worker admits `rate / workers` per second without rounding. A
     /// bucket holds one second's worth (`rate × 1000`), at least one connection.
     #[inline]
-    pub fn admit(&mut self, svc: u64, prefix: u32, rate: u32, now_ms: u64) -> bool {
+    pub fn admit(&mut self, svc: u64, prefix: u128, rate: u32, now_ms: u64) -> bool {
         let cost = self.workers * 1000;
         let cap = u64::from(rate).max(self.workers) * 1000;
-        let h = (svc ^ u64::from(prefix).rotate_left(29) ^ self.seed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let p = (prefix as u64) ^ ((prefix >> 64) as u64).rotate_left(17);
+        let h = (svc ^ p.rotate_left(29) ^ self.seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let b = &mut self.buckets[(h >> 52) as usize % RATE_BUCKETS];
         if b.svc != svc || b.prefix != prefix {
             *b = RateBucket {
@@ -243,7 +248,7 @@ impl IcmpLimits {
 /// `inet_peer.rate_tokens`).
 #[derive(Debug, Clone, Copy, Default)]
 struct HostBucket {
-    ip: u32,
+    ip: u128,
     used: bool,
     tokens: u64,
     last_ms: u64,
@@ -282,11 +287,12 @@ impl IcmpLimiter {
 
     /// Whether an ICMP error to `dst` may be sent at `now_ms` under `lim`; takes its tokens
     /// when it may.
-    pub fn allow(&mut self, lim: &IcmpLimits, dst: Ipv4Addr, now_ms: u64) -> bool {
+    pub fn allow(&mut self, lim: &IcmpLimits, dst: IpAddr, now_ms: u64) -> bool {
         // Per host: tokens are milliseconds, capped at XRLIM_BURST_FACTOR × the interval.
-        let ip = u32::from(dst);
+        let ip = ip_bits(dst) | u128::from(dst.is_ipv6()) << 127;
+        let folded = (ip as u32) ^ ((ip >> 32) as u32) ^ ((ip >> 64) as u32) ^ ((ip >> 96) as u32);
         let timeout = u64::from(lim.ratelimit_ms);
-        let slot = ((ip ^ self.seed).wrapping_mul(0x9E37_79B1) >> 22) as usize % ICMP_HOSTS;
+        let slot = ((folded ^ self.seed).wrapping_mul(0x9E37_79B1) >> 22) as usize % ICMP_HOSTS;
         let host_tokens = if timeout == 0 {
             0
         } else {
@@ -353,7 +359,7 @@ mod tests {
         Cidr::parse(s).unwrap()
     }
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -445,7 +451,13 @@ mod tests {
         let mut l = IcmpLimiter::new(2);
         // Each host once: only the global bucket applies (25 for this worker).
         let n = (0..200u32)
-            .filter(|i| l.allow(&lim, Ipv4Addr::from(0x0a00_0000 + i), 1000))
+            .filter(|i| {
+                l.allow(
+                    &lim,
+                    IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+                    1000,
+                )
+            })
             .count();
         assert_eq!(n, 25);
         // 500 per second for this worker: one per 2 ms, 50 in 100 ms.

@@ -26,7 +26,7 @@
 //! timeout, and new connections per client prefix are rate-limited ([`PrefixLimiter`]).
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -36,32 +36,69 @@ use sched::Dest;
 use crate::datapath::persist::Template;
 use crate::datapath::tcp_state::{self, Dir, State, Timeouts, STATE_COUNT};
 
-/// A packed 5-tuple: protocol, source, source port, destination, destination port. The
-/// addresses are packed as their octets read in native byte order (no byte swap); the packing
-/// is private and only ever compared and hashed whole.
+/// A packed 5-tuple: protocol, source, source port, destination, destination port. An IPv4
+/// tuple packs whole into `a` (its addresses' octets read in native byte order, no byte swap)
+/// with `b` and `c` zero, so IPv4 keys hash as one `u128`; an IPv6 tuple has its source in `a`,
+/// its destination in `b` and protocol and ports in `c` (with the top bit set, so it never
+/// equals an IPv4 key). The packing is private and only ever compared and hashed whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowKey(u128);
+pub struct FlowKey {
+    a: u128,
+    b: u128,
+    c: u64,
+}
 
 impl FlowKey {
-    /// Packs a tuple as seen in a packet.
+    /// Packs a tuple as seen in a packet (both addresses of one family; a mixed tuple packs
+    /// as IPv6 with the IPv4 address in its mapped form).
     #[inline]
-    pub fn new(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowKey {
-        let src = u32::from_ne_bytes(src.octets());
-        let dst = u32::from_ne_bytes(dst.octets());
-        FlowKey(
-            (u128::from(proto) << 96)
-                | (u128::from(src) << 64)
-                | (u128::from(sport) << 48)
-                | (u128::from(dst) << 16)
-                | u128::from(dport),
-        )
+    pub fn new(
+        proto: u8,
+        src: impl Into<IpAddr>,
+        sport: u16,
+        dst: impl Into<IpAddr>,
+        dport: u16,
+    ) -> FlowKey {
+        match (src.into(), dst.into()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let src = u32::from_ne_bytes(src.octets());
+                let dst = u32::from_ne_bytes(dst.octets());
+                FlowKey {
+                    a: (u128::from(proto) << 96)
+                        | (u128::from(src) << 64)
+                        | (u128::from(sport) << 48)
+                        | (u128::from(dst) << 16)
+                        | u128::from(dport),
+                    b: 0,
+                    c: 0,
+                }
+            }
+            (src, dst) => {
+                let wide = |ip: IpAddr| match ip {
+                    IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+                    IpAddr::V6(a) => u128::from(a),
+                };
+                FlowKey {
+                    a: wide(src),
+                    b: wide(dst),
+                    c: (1 << 63)
+                        | (u64::from(proto) << 32)
+                        | (u64::from(sport) << 16)
+                        | u64::from(dport),
+                }
+            }
+        }
     }
 }
 
 impl Hash for FlowKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(self.0);
+        state.write_u128(self.a);
+        if self.c != 0 {
+            state.write_u128(self.b);
+            state.write_u64(self.c);
+        }
     }
 }
 
@@ -95,9 +132,19 @@ impl KeyHasher {
         }
     }
 
+    /// An IPv4 key is one `u128` (two seeded folded multiplies); an IPv6 key first folds
+    /// its destination and ports into the source with a seeded folded multiply per 64 bits,
+    /// then hashes that `u128` the same way.
     #[inline]
     fn hash_one(&self, key: impl std::borrow::Borrow<FlowKey>) -> u64 {
-        let k = key.borrow().0;
+        let key = key.borrow();
+        let k = if key.c == 0 {
+            key.a
+        } else {
+            let m1 = folded_multiply(key.b as u64 ^ self.fin, key.c ^ self.lo);
+            let m2 = folded_multiply((key.b >> 64) as u64 ^ self.hi, m1 ^ self.fin);
+            key.a ^ (u128::from(m2) << 64 | u128::from(m1))
+        };
         let h = folded_multiply(k as u64 ^ self.lo, (k >> 64) as u64 ^ self.hi);
         folded_multiply(h ^ self.fin, 0x9e37_79b9_7f4a_7c15)
     }
@@ -107,15 +154,15 @@ impl KeyHasher {
 #[derive(Debug, Clone)]
 pub struct Conn {
     /// Client address and port.
-    pub caddr: Ipv4Addr,
+    pub caddr: IpAddr,
     /// Client port.
     pub cport: u16,
     /// Virtual address.
-    pub vaddr: Ipv4Addr,
+    pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
     /// Real server address.
-    pub daddr: Ipv4Addr,
+    pub daddr: IpAddr,
     /// Real server port.
     pub dport: u16,
     /// IP protocol.
@@ -127,7 +174,7 @@ pub struct Conn {
     /// The egress port towards the real server, bound at creation.
     pub out: u8,
     /// The next hop towards the real server on `out`, bound at creation.
-    pub hop: Ipv4Addr,
+    pub hop: IpAddr,
     /// Stable id of the real server (index of its traffic counters).
     pub dest_id: u32,
     /// The real server (its counters follow the connection's state).
@@ -142,7 +189,8 @@ pub struct Conn {
     /// Second (table-relative, modulo 2^16) of its last sync update (IPVS's `sync_endtime`).
     pub synced_at: u16,
     /// The slot's generation (low 28 bits), [`LIVE`], [`ONE_PACKET`], [`SYNPROXY`] and
-    /// [`REPLIED`]: packed so that an entry stays at 64 bytes.
+    /// [`REPLIED`]: packed so that an entry stays at 128 bytes with its four IPv4-or-IPv6
+    /// addresses.
     bits: u32,
 }
 
@@ -231,12 +279,12 @@ pub enum Xmit {
     /// IPIP tunnel from `src` (the egress port's address) to the real server.
     Tun {
         /// Outer source address.
-        src: Ipv4Addr,
+        src: IpAddr,
     },
     /// FullNAT from a local address and port, with the TOA option as `toa` says.
     FullNat {
         /// The local address the real server sees as the client.
-        lip: Ipv4Addr,
+        lip: IpAddr,
         /// The local port.
         lport: u16,
         /// Whether (and where) the TOA option is still to be inserted.
@@ -266,7 +314,7 @@ impl Conn {
 
     /// FullNAT: the local address and port the real server sees as the client.
     #[inline]
-    pub fn local(&self) -> Option<(Ipv4Addr, u16)> {
+    pub fn local(&self) -> Option<(IpAddr, u16)> {
         match self.xmit {
             Xmit::FullNat { lip, lport, .. } => Some((lip, lport)),
             _ => None,
@@ -319,7 +367,7 @@ pub enum InsertError {
 pub struct LocalPorts {
     worker: u16,
     workers: u16,
-    free: HashMap<Ipv4Addr, Vec<u16>, foldhash::fast::RandomState>,
+    free: HashMap<IpAddr, Vec<u16>, foldhash::fast::RandomState>,
     next: usize,
     /// The whole port space ([`port_space`]), made on first use and copied for each local
     /// address.
@@ -339,9 +387,14 @@ impl LocalPorts {
     }
 
     /// Takes a free (address, port) from `pool`, trying its addresses round robin.
-    pub fn alloc(&mut self, pool: &[Ipv4Addr]) -> Option<(Ipv4Addr, u16)> {
+    /// Only addresses of the family `v6` says are taken (a NAT64 service's IPv4 reals are
+    /// reached from its IPv4 local addresses).
+    pub fn alloc(&mut self, pool: &[IpAddr], v6: bool) -> Option<(IpAddr, u16)> {
         for k in 0..pool.len() {
             let ip = pool[(self.next + k) % pool.len()];
+            if ip.is_ipv6() != v6 {
+                continue;
+            }
             let ports = self.ports(ip);
             if let Some(p) = ports.pop() {
                 self.next = (self.next + k + 1) % pool.len();
@@ -353,7 +406,7 @@ impl LocalPorts {
 
     /// Takes the given port of `ip` (a connection synced from a master), if it is this
     /// worker's and free.
-    pub fn claim(&mut self, pool: &[Ipv4Addr], ip: Ipv4Addr, port: u16) -> bool {
+    pub fn claim(&mut self, pool: &[IpAddr], ip: IpAddr, port: u16) -> bool {
         if !pool.contains(&ip) || port < 1024 || port % self.workers != self.worker {
             return false;
         }
@@ -368,14 +421,14 @@ impl LocalPorts {
     }
 
     /// Returns a port.
-    pub fn release(&mut self, ip: Ipv4Addr, port: u16) {
+    pub fn release(&mut self, ip: IpAddr, port: u16) {
         if let Some(v) = self.free.get_mut(&ip) {
             v.push(port);
         }
     }
 
     /// The free ports of `ip` (all of them on first use).
-    fn ports(&mut self, ip: Ipv4Addr) -> &mut Vec<u16> {
+    fn ports(&mut self, ip: IpAddr) -> &mut Vec<u16> {
         let (all, w, n) = (&mut self.all, self.worker, self.workers);
         self.free.entry(ip).or_insert_with(|| {
             if all.is_empty() {
@@ -420,15 +473,15 @@ pub struct NewConn {
     /// IP protocol.
     pub proto: u8,
     /// Client address.
-    pub caddr: Ipv4Addr,
+    pub caddr: IpAddr,
     /// Client port.
     pub cport: u16,
     /// Virtual address.
-    pub vaddr: Ipv4Addr,
+    pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
     /// Real server address.
-    pub daddr: Ipv4Addr,
+    pub daddr: IpAddr,
     /// Real server port.
     pub dport: u16,
     /// Forwarding method.
@@ -436,9 +489,9 @@ pub struct NewConn {
     /// The egress port towards the real server.
     pub out: u8,
     /// The next hop towards the real server.
-    pub hop: Ipv4Addr,
+    pub hop: IpAddr,
     /// TUN: the outer source address.
-    pub tun_src: Ipv4Addr,
+    pub tun_src: IpAddr,
     /// FullNAT: when to insert TOA.
     pub toa: Toa,
     /// Stable id of the real server.
@@ -450,7 +503,7 @@ pub struct NewConn {
     /// One-packet scheduling: no client-side key (every datagram is scheduled on its own).
     pub one_packet: bool,
     /// FullNAT: candidate local addresses; the table allocates one with a free port.
-    pub local_pool: Option<Arc<[Ipv4Addr]>>,
+    pub local_pool: Option<Arc<[IpAddr]>>,
 }
 
 const WHEEL_SLOTS: usize = 1024;
@@ -733,6 +786,7 @@ struct PrefixBucket {
 pub struct PrefixLimiter {
     buckets: Box<[PrefixBucket]>,
     mask: u32,
+    mask6: u128,
     rate: u64,
 }
 
@@ -746,6 +800,8 @@ impl PrefixLimiter {
                 0 => 0,
                 l => u32::MAX << (32 - u32::from(l)),
             },
+            // An IPv6 client's prefix is twice as long (a /24 groups IPv6 clients by /48).
+            mask6: crate::config::prefix_mask(128, prefix_len.min(64) * 2),
             rate: u64::from(rate),
         }
     }
@@ -753,11 +809,17 @@ impl PrefixLimiter {
     /// Takes a token for a new connection from `src` at millisecond `now_ms`; false when its
     /// prefix is over the rate.
     #[inline]
-    pub fn admit(&mut self, src: Ipv4Addr, now_ms: u64) -> bool {
+    pub fn admit(&mut self, src: IpAddr, now_ms: u64) -> bool {
         if self.buckets.is_empty() {
             return true;
         }
-        let prefix = u32::from(src) & self.mask;
+        let prefix = match src {
+            IpAddr::V4(a) => u32::from(a) & self.mask,
+            IpAddr::V6(a) => {
+                let p = u128::from(a) & self.mask6;
+                (p as u32) ^ ((p >> 32) as u32) ^ ((p >> 64) as u32) ^ ((p >> 96) as u32)
+            }
+        };
         let i = (prefix.wrapping_mul(0x9E37_79B1) >> 20) as usize & (LIMITER_BUCKETS - 1);
         let full = self.rate * 1000;
         let Some(b) = self.buckets.get_mut(i) else {
@@ -1044,7 +1106,7 @@ impl ConnTable {
     /// Admits a new connection from `src` at millisecond `now_ms`: always when the table is not
     /// under pressure, else within its prefix's rate.
     #[inline]
-    pub fn admit(&mut self, src: Ipv4Addr, now_ms: u64) -> bool {
+    pub fn admit(&mut self, src: IpAddr, now_ms: u64) -> bool {
         !self.pressure.on || self.pressure.limiter.admit(src, now_ms)
     }
 
@@ -1215,7 +1277,7 @@ impl ConnTable {
     pub fn insert_local(
         &mut self,
         c: NewConn,
-        given: Option<(Ipv4Addr, u16)>,
+        given: Option<(IpAddr, u16)>,
         now: u32,
     ) -> Result<u32, InsertError> {
         // Under pressure (or full, with the defences on) make room first: one victim.
@@ -1249,7 +1311,7 @@ impl ConnTable {
             }
             (Some(pool), None) => Some(
                 self.local_ports
-                    .alloc(pool)
+                    .alloc(pool, c.daddr.is_ipv6())
                     .ok_or(InsertError::NoLocalPort)?,
             ),
             (None, _) => None,
@@ -1568,7 +1630,7 @@ mod tests {
     use super::*;
     use crate::datapath::tcp_state::flags::*;
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -1583,8 +1645,8 @@ mod tests {
             dport: 8080,
             fwd,
             out: 0,
-            hop: Ipv4Addr::UNSPECIFIED,
-            tun_src: Ipv4Addr::UNSPECIFIED,
+            hop: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            tun_src: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             toa: Toa::Off,
             dest_id: 0,
             dest: dest.clone(),
@@ -1595,7 +1657,7 @@ mod tests {
     }
 
     fn dest() -> Arc<Dest> {
-        Arc::new(Dest::new(ip("172.16.0.2").into(), 8080, 1))
+        Arc::new(Dest::new(ip("172.16.0.2"), 8080, 1))
     }
 
     #[test]
@@ -1735,7 +1797,7 @@ mod tests {
     #[test]
     fn fullnat_local_ports_are_distinct_owned_and_recycled() {
         let d = dest();
-        let pool: Arc<[Ipv4Addr]> = vec![ip("172.16.9.100"), ip("172.16.9.101")].into();
+        let pool: Arc<[IpAddr]> = vec![ip("172.16.9.100"), ip("172.16.9.101")].into();
         let mut t = ConnTable::for_worker(100_000, Timeouts::default(), 1, 2);
         let mut seen = std::collections::HashSet::new();
         let mut slots = Vec::new();
@@ -1767,12 +1829,12 @@ mod tests {
         let mut lp = LocalPorts::new(0, 2);
         let one = [ip("10.1.1.1")];
         let mut n = 0;
-        while lp.alloc(&one).is_some() {
+        while lp.alloc(&one, false).is_some() {
             n += 1;
         }
         assert_eq!(n, (1024..=65535u32).filter(|p| p % 2 == 0).count());
         lp.release(one[0], 2048);
-        assert_eq!(lp.alloc(&one), Some((one[0], 2048)));
+        assert_eq!(lp.alloc(&one, false), Some((one[0], 2048)));
         // Removing a connection returns its port.
         let (lip, lport) = t.get(slots[0]).local().unwrap();
         t.remove(slots[0]);
@@ -1801,7 +1863,7 @@ mod tests {
     #[test]
     fn a_reset_table_is_as_good_as_new() {
         let d = dest();
-        let pool: Arc<[Ipv4Addr]> = vec![ip("172.16.9.100")].into();
+        let pool: Arc<[IpAddr]> = vec![ip("172.16.9.100")].into();
         let mut long = Timeouts::default();
         long.0[State::SynRecv as usize] = 1000;
         let mut t = ConnTable::new(4, long);
@@ -1861,10 +1923,11 @@ mod tests {
         assert_eq!(t.expire(3000), 1);
     }
 
-    /// An entry stays at 64 bytes (ten million in well under 1 GiB with the index and wheel).
+    /// An entry stays at 128 bytes: 64 until its addresses became IPv4-or-IPv6 (`IpAddr`,
+    /// 17 bytes each for the client, VIP, real server, next hop and the transmitter's own).
     #[test]
-    fn an_entry_is_64_bytes() {
-        assert_eq!(std::mem::size_of::<Conn>(), 64);
+    fn an_entry_is_128_bytes() {
+        assert_eq!(std::mem::size_of::<Conn>(), 128);
     }
 
     /// Thousands due in the same second (several wheel chunks) are worked off in rounds of at
@@ -1933,7 +1996,7 @@ mod tests {
         // tuple -> (slot, dir) the table must answer; live slot -> its tuples
         let mut model: Model<(u8, u32, u16), (u32, Dir)> = Model::new();
         let mut live: Model<u32, Vec<(u8, u32, u16)>> = Model::new();
-        let client = |a: u32| Ipv4Addr::from(0x0a00_0000 | a);
+        let client = |a: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | a));
         // A tuple as (proto, client address, client port); the VIP side is fixed, the reply
         // side is derived (see below).
         let fkey = |k: (u8, u32, u16), reply: bool| {
@@ -2048,11 +2111,11 @@ mod tests {
         let start = t.index.entries.len();
         let mk = |i: u32| {
             let mut nc = new_conn((i % 60_000) as u16, &d, 6, Forward::Nat);
-            nc.caddr = Ipv4Addr::from(0x0a00_0000 | (i / 60_000));
+            nc.caddr = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | (i / 60_000)));
             nc
         };
         let keys = |i: u32| {
-            let a = Ipv4Addr::from(0x0a00_0000 | (i / 60_000));
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | (i / 60_000)));
             let p = (i % 60_000) as u16;
             (
                 FlowKey::new(6, a, p, ip("192.0.2.1"), 80),
@@ -2093,7 +2156,15 @@ mod tests {
                 .map(|p| FlowKey::new(6, ip("10.0.0.2"), p as u16, vip, 80))
                 .collect(),
             (0..65536u32)
-                .map(|a| FlowKey::new(6, Ipv4Addr::from(0x0a00_0000 | a), 1000, vip, 80))
+                .map(|a| {
+                    FlowKey::new(
+                        6,
+                        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 | a)),
+                        1000,
+                        vip,
+                        80,
+                    )
+                })
                 .collect(),
         ];
         for _ in 0..20 {

@@ -60,8 +60,13 @@ pub static NO_STANDBY: Standby = Standby {
 impl Standby {
     /// Whether `ip` is a virtual address this appliance does not own now.
     #[inline]
-    pub fn is_down(&self, ip: Ipv4Addr) -> bool {
-        !self.down.is_empty() && self.down.contains(&ip)
+    pub fn is_down(&self, ip: impl Into<std::net::IpAddr>) -> bool {
+        // VRRP's virtual addresses are IPv4 (`[[vrrp]] virtual_ipaddress`).
+        !self.down.is_empty()
+            && match ip.into() {
+                std::net::IpAddr::V4(a) => self.down.contains(&a),
+                std::net::IpAddr::V6(_) => false,
+            }
     }
 
     /// Whether `ip` is a floating address this appliance answers ARP for on `port`.

@@ -1,4 +1,4 @@
-//! The neighbour (ARP) cache: a bounded, aging map from next-hop address to MAC and port.
+//! The neighbour (ARP and IPv6 Neighbour Discovery) cache: a bounded, aging map from next-hop address to MAC and port.
 //!
 //! The control thread owns the master [`NeighCache`]; workers read an immutable [`NeighTable`]
 //! it publishes (copy on write through `arc-swap`) and report what they learn from ARP frames
@@ -7,7 +7,7 @@
 //! gateways, next hops workers asked for). When the cache is full the oldest entry goes.
 
 use std::collections::HashMap as StdHashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use hashbrown::HashMap;
 
@@ -25,7 +25,7 @@ pub struct Neighbour {
 /// An immutable view of the cache for the data path.
 #[derive(Debug, Clone, Default)]
 pub struct NeighTable {
-    map: HashMap<Ipv4Addr, Neighbour, foldhash::fast::RandomState>,
+    map: HashMap<IpAddr, Neighbour, foldhash::fast::RandomState>,
     /// Bumped on every publication, so workers can tell the table changed.
     pub generation: u64,
 }
@@ -33,13 +33,16 @@ pub struct NeighTable {
 impl NeighTable {
     /// The MAC of `ip` on `port`, if resolved.
     #[inline]
-    pub fn get(&self, ip: Ipv4Addr, port: usize) -> Option<[u8; 6]> {
-        self.map.get(&ip).filter(|n| n.port == port).map(|n| n.mac)
+    pub fn get(&self, ip: impl Into<IpAddr>, port: usize) -> Option<[u8; 6]> {
+        self.map
+            .get(&ip.into())
+            .filter(|n| n.port == port)
+            .map(|n| n.mac)
     }
 
     /// The whole entry.
-    pub fn entry(&self, ip: Ipv4Addr) -> Option<&Neighbour> {
-        self.map.get(&ip)
+    pub fn entry(&self, ip: impl Into<IpAddr>) -> Option<&Neighbour> {
+        self.map.get(&ip.into())
     }
 
     /// Number of entries.
@@ -59,7 +62,7 @@ pub enum NeighEvent {
     /// An ARP frame showed `ip` at `mac` on `port`.
     Learned {
         /// Address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Hardware address.
         mac: [u8; 6],
         /// Port.
@@ -68,7 +71,7 @@ pub enum NeighEvent {
     /// A worker needs `ip` on `port` resolved (it holds frames for it).
     Wanted {
         /// Address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Port.
         port: usize,
     },
@@ -81,7 +84,7 @@ pub struct NeighCache {
     max: usize,
     timeout: u32,
     /// Addresses we keep resolved, with the second of the last probe sent.
-    wanted: StdHashMap<(Ipv4Addr, usize), Option<u32>>,
+    wanted: StdHashMap<(IpAddr, usize), Option<u32>>,
     dirty: bool,
 }
 
@@ -101,7 +104,8 @@ impl NeighCache {
     }
 
     /// Records a confirmation of `ip` at `mac` on `port` at second `now`.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], port: usize, now: u32) {
+    pub fn learn(&mut self, ip: impl Into<IpAddr>, mac: [u8; 6], port: usize, now: u32) {
+        let ip = ip.into();
         let new = Neighbour {
             mac,
             port,
@@ -133,18 +137,18 @@ impl NeighCache {
     }
 
     /// Asks that `ip` on `port` be kept resolved.
-    pub fn want(&mut self, ip: Ipv4Addr, port: usize) {
-        self.wanted.entry((ip, port)).or_insert(None);
+    pub fn want(&mut self, ip: impl Into<IpAddr>, port: usize) {
+        self.wanted.entry((ip.into(), port)).or_insert(None);
     }
 
     /// Stops keeping `ip` resolved (it still ages out normally).
-    pub fn unwant(&mut self, ip: Ipv4Addr, port: usize) {
-        self.wanted.remove(&(ip, port));
+    pub fn unwant(&mut self, ip: impl Into<IpAddr>, port: usize) {
+        self.wanted.remove(&(ip.into(), port));
     }
 
     /// Ages entries out and returns the (address, port) pairs to probe now: wanted addresses
     /// that are unresolved (at most once per second each) or older than half the timeout.
-    pub fn tick(&mut self, now: u32, probes: &mut Vec<(Ipv4Addr, usize)>) {
+    pub fn tick(&mut self, now: u32, probes: &mut Vec<(IpAddr, usize)>) {
         let timeout = self.timeout;
         let before = self.table.map.len();
         self.table
@@ -192,7 +196,7 @@ impl NeighCache {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 

@@ -15,7 +15,7 @@
 //! ([`Template::sync_due`]); a backup installs or refreshes it with [`Templates::install`], so a
 //! client's new connection after a failover goes to the same real server.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,10 +30,11 @@ const SHARDS: usize = 16;
 pub struct TemplateKey {
     /// IP protocol.
     pub proto: u8,
-    /// Client address after the netmask.
-    pub client: Ipv4Addr,
+    /// Client address after the netmask (`-M`: a dotted mask for IPv4, a prefix length for
+    /// IPv6).
+    pub client: IpAddr,
     /// Virtual address.
-    pub vaddr: Ipv4Addr,
+    pub vaddr: IpAddr,
     /// Virtual port, 0 for all-ports services.
     pub vport: u16,
 }
@@ -126,7 +127,9 @@ impl Templates {
         &self,
         key: &TemplateKey,
     ) -> &Mutex<HashMap<TemplateKey, Arc<Template>, foldhash::fast::RandomState>> {
-        let h = (u32::from(key.client) ^ u32::from(key.vport)).wrapping_mul(0x9E37_79B1);
+        let c = crate::config::ip_bits(key.client);
+        let folded = (c as u32) ^ ((c >> 32) as u32) ^ ((c >> 64) as u32) ^ ((c >> 96) as u32);
+        let h = (folded ^ u32::from(key.vport)).wrapping_mul(0x9E37_79B1);
         &self.shards[(h >> 28) as usize % SHARDS]
     }
 
@@ -218,7 +221,7 @@ mod tests {
 
     fn dest(last: u8) -> Arc<Dest> {
         Arc::new(Dest::new(
-            std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, last)),
             80,
             1,
         ))

@@ -3,7 +3,7 @@
 //! equal prefixes the connected route. The table is tiny and immutable once built (it lives in
 //! the service snapshot), so a lookup is a short linear scan without locks.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::config::{Cidr, PortConfig, RouteConfig};
 
@@ -15,7 +15,7 @@ pub struct Route {
     /// Egress port index.
     pub port: usize,
     /// Gateway, or `None` for a connected network (the destination is the next hop).
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
 }
 
 /// The routing table, sorted by descending prefix length.
@@ -32,7 +32,7 @@ impl Router {
         for (i, p) in ports.iter().enumerate() {
             for a in &p.addresses {
                 let net = Cidr {
-                    addr: Ipv4Addr::from(u32::from(a.addr) & a.mask()),
+                    addr: a.network(),
                     prefix: a.prefix,
                 };
                 routes.push(Route {
@@ -57,9 +57,10 @@ impl Router {
         Router { routes }
     }
 
-    /// The egress port and next hop for `dst`.
+    /// The egress port and next hop for `dst` (a route of its family).
     #[inline]
-    pub fn lookup(&self, dst: Ipv4Addr) -> Option<(usize, Ipv4Addr)> {
+    pub fn lookup(&self, dst: impl Into<IpAddr>) -> Option<(usize, IpAddr)> {
+        let dst = dst.into();
         self.routes
             .iter()
             .find(|r| r.to.contains(dst))
@@ -103,11 +104,45 @@ mod tests {
             },
         ];
         let r = Router::new(&ports, &statics);
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(r.lookup(ip("10.0.0.7")), Some((0, ip("10.0.0.7"))));
         assert_eq!(r.lookup(ip("172.16.0.2")), Some((1, ip("172.16.0.2"))));
         assert_eq!(r.lookup(ip("192.168.3.4")), Some((1, ip("172.16.0.9"))));
         assert_eq!(r.lookup(ip("8.8.8.8")), Some((0, ip("10.0.0.254"))));
         assert_eq!(Router::new(&ports, &[]).lookup(ip("8.8.8.8")), None);
+    }
+
+    #[test]
+    fn ipv6_longest_prefix_beside_ipv4() {
+        let mut ext = port("10.0.0.1/24");
+        ext.addresses.push(Cidr::parse("2001:db8:c::1/64").unwrap());
+        let int = port("2001:db8:5::1/64");
+        let statics = [
+            RouteConfig {
+                to: Cidr::parse("default6").unwrap(),
+                via: "2001:db8:c::fe".parse().unwrap(),
+            },
+            RouteConfig {
+                to: Cidr::parse("2001:db8:77::/48").unwrap(),
+                via: "2001:db8:5::9".parse().unwrap(),
+            },
+        ];
+        let r = Router::new(&[ext, int], &statics);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            r.lookup(ip("2001:db8:5::2")),
+            Some((1, ip("2001:db8:5::2")))
+        );
+        assert_eq!(
+            r.lookup(ip("2001:db8:77:1::5")),
+            Some((1, ip("2001:db8:5::9")))
+        );
+        assert_eq!(
+            r.lookup(ip("2001:4860::8888")),
+            Some((0, ip("2001:db8:c::fe")))
+        );
+        // No IPv4 default: an IPv4 destination off-link has no route, whatever the v6 ones.
+        assert_eq!(r.lookup(ip("8.8.8.8")), None);
+        assert_eq!(r.lookup(ip("10.0.0.9")), Some((0, ip("10.0.0.9"))));
     }
 }

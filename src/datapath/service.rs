@@ -4,7 +4,7 @@
 //! with `arc-swap`, and workers load it once per batch. Real servers' [`sched::Dest`] objects
 //! are shared between snapshots so their connection counters survive edits.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use hashbrown::HashSet;
@@ -31,18 +31,46 @@ pub struct PortInfo {
 }
 
 impl PortInfo {
-    /// The port's first address, used as the source of ARP probes and ICMP errors.
+    /// The port's first IPv4 address, used as the source of ARP probes and ICMP errors.
     pub fn primary(&self) -> Option<Ipv4Addr> {
-        self.addresses.first().map(|c| c.addr)
+        self.addresses.iter().find_map(|c| match c.addr {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
     }
 
-    /// The port address on the same network as `ip`, else the primary one.
+    /// The port's first (global) IPv6 address, the source of its Neighbour Solicitations
+    /// and ICMPv6 errors.
+    pub fn primary6(&self) -> Option<Ipv6Addr> {
+        self.addresses.iter().find_map(|c| match c.addr {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The IPv4 port address on the same network as `ip`, else the primary one.
     pub fn source_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
         self.addresses
             .iter()
-            .find(|c| c.contains(ip))
-            .map(|c| c.addr)
+            .find_map(|c| match c.addr {
+                IpAddr::V4(a) if c.contains(ip) => Some(a),
+                _ => None,
+            })
             .or_else(|| self.primary())
+    }
+
+    /// The port address of `ip`'s family on the same network as `ip`, else the first one of
+    /// that family.
+    pub fn source_for_ip(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(a) => self.source_for(a).map(IpAddr::V4),
+            IpAddr::V6(_) => self
+                .addresses
+                .iter()
+                .find(|c| c.contains(ip))
+                .map(|c| c.addr)
+                .or_else(|| self.primary6().map(IpAddr::V6)),
+        }
     }
 }
 
@@ -52,7 +80,7 @@ pub struct Service {
     /// Protocol.
     pub proto: Protocol,
     /// Virtual address.
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     /// Virtual port.
     pub vport: u16,
     /// Real servers as the scheduler sees them.
@@ -67,12 +95,12 @@ pub struct Service {
     pub sched: Arc<dyn Scheduler>,
     /// Persistence timeout (`-p`), if persistent.
     pub persistent: Option<u32>,
-    /// Persistence netmask (`-M`) as a host-order mask.
-    pub netmask: u32,
+    /// Persistence netmask (`-M`) as a mask of the VIP's width (`config::ip_bits` form).
+    pub netmask: u128,
     /// One-packet scheduling (`-o`).
     pub ops: bool,
     /// FullNAT local addresses.
-    pub local_addresses: Arc<[Ipv4Addr]>,
+    pub local_addresses: Arc<[IpAddr]>,
     /// FullNAT: insert TOA into the handshake-completing ACK.
     pub toa: bool,
     /// FullNAT: insert TOA into the SYN too.
@@ -87,7 +115,7 @@ pub struct Service {
     pub synproxy: bool,
 }
 
-/// What a packet's IPv4 source address says about it ([`Snapshot::source_class`]).
+/// What a packet's source address says about it ([`Snapshot::source_class`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// An address a packet may come from.
@@ -96,14 +124,38 @@ pub enum Source {
     Vip,
     /// A martian, as the kernel's `ip_route_input_slow` rules them: 0.0.0.0/8, 127.0.0.0/8,
     /// multicast, class E or the limited broadcast, a port subnet's broadcast address, or one
-    /// of the appliance's own addresses (port addresses, FullNAT local addresses).
+    /// of the appliance's own addresses (port addresses, FullNAT local addresses); for IPv6
+    /// ::, ::1, multicast and IPv4-mapped sources.
     Martian,
+}
+
+/// A service's key: protocol, virtual address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcKey {
+    /// IP protocol number.
+    pub proto: u8,
+    /// Virtual address.
+    pub vip: IpAddr,
+    /// Virtual port (0: all ports).
+    pub vport: u16,
+}
+
+impl SvcKey {
+    /// A 64-bit digest of the key (never 0), for fixed-size hashed tables.
+    #[inline]
+    pub fn digest(&self) -> u64 {
+        let a = crate::config::ip_bits(self.vip);
+        let h = (a as u64 ^ (a >> 64) as u64 ^ u64::from(self.vip.is_ipv6()) << 63)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (u64::from(self.proto) << 16 | u64::from(self.vport));
+        h | 1
+    }
 }
 
 /// Packs a service key.
 #[inline]
-pub fn svc_key(proto: u8, vip: Ipv4Addr, vport: u16) -> u64 {
-    (u64::from(proto) << 48) | (u64::from(u32::from(vip)) << 16) | u64::from(vport)
+pub fn svc_key(proto: u8, vip: IpAddr, vport: u16) -> SvcKey {
+    SvcKey { proto, vip, vport }
 }
 
 /// A persistent (structurally shared) hash map: a clone is O(1) and an insert or removal
@@ -125,8 +177,15 @@ const FILTER_BITS: u32 = 18;
 
 /// The word and bit of `ip` in the address filter.
 #[inline]
-fn filter_bit(ip: Ipv4Addr) -> (usize, u64) {
-    let h = u32::from(ip).wrapping_mul(0x9E37_79B1) >> (32 - FILTER_BITS);
+fn filter_bit(ip: IpAddr) -> (usize, u64) {
+    let x = match ip {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => {
+            let b = u128::from(a);
+            (b as u32) ^ ((b >> 32) as u32) ^ ((b >> 64) as u32) ^ ((b >> 96) as u32) ^ 0x5bd1_e995
+        }
+    };
+    let h = x.wrapping_mul(0x9E37_79B1) >> (32 - FILTER_BITS);
     ((h / 64) as usize, 1u64 << (h % 64))
 }
 
@@ -153,11 +212,11 @@ pub struct Snapshot {
     pub ports: Vec<PortInfo>,
     /// Routing table.
     pub router: Router,
-    services: PMap<u64, Arc<Service>>,
+    services: PMap<SvcKey, Arc<Service>>,
     /// Every address a packet's source or destination is classified by: VIPs and FullNAT
     /// local addresses (with how many services use them) and the ports' own addresses and
     /// subnet broadcasts, so classifying a source is one lookup.
-    addrs: PMap<Ipv4Addr, AddrInfo>,
+    addrs: PMap<IpAddr, AddrInfo>,
     /// A bit per address hash, set for every address in `addrs` (and for some that left):
     /// most packets' sources are in no set, and a clear bit says so without walking `addrs`,
     /// whose depth grows with the table. Shared until an address enters; rebuilt once the
@@ -165,7 +224,7 @@ pub struct Snapshot {
     filter: Arc<Vec<u64>>,
     /// Addresses that left `addrs` since `filter` was built.
     stale: usize,
-    local: Arc<HashSet<Ipv4Addr, foldhash::fast::RandomState>>,
+    local: Arc<HashSet<IpAddr, foldhash::fast::RandomState>>,
     dest_id_bound: u32,
     /// The ICMP error limits (`[defence]`), the kernel's defaults unless configured.
     pub icmp_limits: IcmpLimits,
@@ -189,7 +248,7 @@ impl Snapshot {
     /// A snapshot without services.
     pub fn empty(ports: Vec<PortInfo>, router: Router) -> Snapshot {
         let mut local = HashSet::with_hasher(foldhash::fast::RandomState::default());
-        let mut addrs: PMap<Ipv4Addr, AddrInfo> = pmap();
+        let mut addrs: PMap<IpAddr, AddrInfo> = pmap();
         let mut filter = vec![0u64; 1 << (FILTER_BITS - 6)];
         let own = AddrInfo {
             own: true,
@@ -198,15 +257,19 @@ impl Snapshot {
         for p in &ports {
             for a in &p.addresses {
                 local.insert(a.addr);
-                let mut mark = |ip: Ipv4Addr| {
+                let mut mark = |ip: IpAddr| {
                     addrs.insert(ip, own);
                     let (w, b) = filter_bit(ip);
                     filter[w] |= b;
                 };
                 mark(a.addr);
                 // /31 and /32 have no broadcast address.
-                if a.prefix <= 30 {
-                    mark(Ipv4Addr::from(u32::from(a.addr) | !a.mask()));
+                if let IpAddr::V4(v4) = a.addr {
+                    if a.prefix <= 30 {
+                        mark(IpAddr::V4(Ipv4Addr::from(
+                            u32::from(v4) | !(a.mask() as u32),
+                        )));
+                    }
                 }
             }
         }
@@ -258,7 +321,7 @@ impl Snapshot {
     }
 
     /// Removes the service with key `key` ([`svc_key`]), returning it. O(log n).
-    pub fn without_service(&mut self, key: u64) -> Option<Arc<Service>> {
+    pub fn without_service(&mut self, key: SvcKey) -> Option<Arc<Service>> {
         let old = self.services.remove(&key)?;
         self.count(old.vip, -1, 0);
         for &l in old.local_addresses.iter() {
@@ -268,7 +331,7 @@ impl Snapshot {
     }
 
     /// Counts a service more or less on `ip` as a VIP and as a local address.
-    fn count(&mut self, ip: Ipv4Addr, vips: i32, lips: i32) {
+    fn count(&mut self, ip: IpAddr, vips: i32, lips: i32) {
         let old = self.addrs.get(&ip).copied();
         let mut a = old.unwrap_or_default();
         a.vips = a.vips.saturating_add_signed(vips);
@@ -312,7 +375,7 @@ impl Snapshot {
     }
 
     /// The service with key `key` ([`svc_key`]).
-    pub fn service_by_key(&self, key: u64) -> Option<&Arc<Service>> {
+    pub fn service_by_key(&self, key: SvcKey) -> Option<&Arc<Service>> {
         self.services.get(&key)
     }
 
@@ -323,7 +386,7 @@ impl Snapshot {
     }
 
     /// The virtual addresses, in no particular order.
-    pub fn vips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.addrs
             .iter()
             .filter(|(_, a)| a.vips > 0)
@@ -331,7 +394,7 @@ impl Snapshot {
     }
 
     /// The FullNAT local addresses, in no particular order.
-    pub fn lips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn lips(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.addrs
             .iter()
             .filter(|(_, a)| a.lips > 0)
@@ -339,7 +402,7 @@ impl Snapshot {
     }
 
     /// The ports' own addresses, in no particular order.
-    pub fn locals(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn locals(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.local.iter().copied()
     }
 
@@ -350,9 +413,9 @@ impl Snapshot {
             v
         };
         crate::datapath::steer::AddressSets {
-            vips: sorted(self.vips().map(std::net::IpAddr::from).collect()),
-            lips: sorted(self.lips().map(std::net::IpAddr::from).collect()),
-            locals: sorted(self.locals().map(std::net::IpAddr::from).collect()),
+            vips: sorted(self.vips().collect()),
+            lips: sorted(self.lips().collect()),
+            locals: sorted(self.locals().collect()),
         }
     }
 
@@ -363,24 +426,38 @@ impl Snapshot {
 
     /// Whether `ip` is a FullNAT local address (replies from real servers come back to it).
     #[inline]
-    pub fn is_lip(&self, ip: Ipv4Addr) -> bool {
+    pub fn is_lip(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
         self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.lips > 0)
     }
 
     /// Whether `ip` is a virtual address.
     #[inline]
-    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
+    pub fn is_vip(&self, ip: impl Into<IpAddr>) -> bool {
+        let ip = ip.into();
         self.maybe(ip) && self.addrs.get(&ip).is_some_and(|a| a.vips > 0)
     }
 
     /// What a packet from `ip` is: a few integer compares for the fixed martian ranges, then
     /// one lookup for VIPs, own addresses, subnet broadcasts and local addresses.
     #[inline]
-    pub fn source_class(&self, ip: Ipv4Addr) -> Source {
-        // 0.0.0.0/8, 127.0.0.0/8, and 224.0.0.0/3 (multicast, class E, 255.255.255.255).
-        let top = u32::from(ip) >> 24;
-        if top == 0 || top == 127 || top >= 224 {
-            return Source::Martian;
+    pub fn source_class(&self, ip: impl Into<IpAddr>) -> Source {
+        let ip = ip.into();
+        match ip {
+            IpAddr::V4(v4) => {
+                // 0.0.0.0/8, 127.0.0.0/8, and 224.0.0.0/3 (multicast, class E, 255.255.255.255).
+                let top = u32::from(v4) >> 24;
+                if top == 0 || top == 127 || top >= 224 {
+                    return Source::Martian;
+                }
+            }
+            IpAddr::V6(v6) => {
+                // ::, ::1, ff00::/8, ::ffff:0:0/96 (link-local sources are on-link, fine).
+                let b = u128::from(v6);
+                if b <= 1 || b >> 120 == 0xff || b >> 32 == 0xffff {
+                    return Source::Martian;
+                }
+            }
         }
         // A VIP keeps its own reason even if it is also an own address.
         if !self.maybe(ip) {
@@ -395,21 +472,22 @@ impl Snapshot {
 
     /// Whether `ip` may be in the address map (false: certainly not).
     #[inline]
-    fn maybe(&self, ip: Ipv4Addr) -> bool {
+    fn maybe(&self, ip: IpAddr) -> bool {
         let (w, b) = filter_bit(ip);
         self.filter.get(w).is_some_and(|x| x & b != 0)
     }
 
     /// Whether `ip` is one of the ports' own addresses.
     #[inline]
-    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
-        self.local.contains(&ip)
+    pub fn is_local(&self, ip: impl Into<IpAddr>) -> bool {
+        self.local.contains(&ip.into())
     }
 
     /// The service for a protocol, address and port: an exact match, else the address's
     /// all-ports (port 0) service.
     #[inline]
-    pub fn service(&self, proto: u8, vip: Ipv4Addr, vport: u16) -> Option<&Service> {
+    pub fn service(&self, proto: u8, vip: impl Into<IpAddr>, vport: u16) -> Option<&Service> {
+        let vip = vip.into();
         self.services
             .get(&svc_key(proto, vip, vport))
             .or_else(|| self.services.get(&svc_key(proto, vip, 0)))
@@ -417,14 +495,12 @@ impl Snapshot {
     }
 
     /// The next hops the appliance should keep resolved: real servers and gateways.
-    pub fn wanted_neighbours(&self) -> Vec<(Ipv4Addr, usize)> {
+    pub fn wanted_neighbours(&self) -> Vec<(IpAddr, usize)> {
         let mut out = Vec::new();
         for s in self.services.values() {
             for d in &s.dests {
-                if let IpAddr::V4(ip) = d.addr() {
-                    if let Some(hop) = self.router.lookup(ip) {
-                        out.push((hop.1, hop.0));
-                    }
+                if let Some(hop) = self.router.lookup(d.addr()) {
+                    out.push((hop.1, hop.0));
                 }
             }
         }

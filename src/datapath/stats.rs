@@ -85,11 +85,14 @@ pub enum Drop {
     /// A new connection over its client prefix's rate while the table is under pressure
     /// (`[defence] pressure_prefix_rate`).
     PrefixRateLimit,
+    /// An IPv6 Neighbour Discovery message not for the appliance, or not valid (hop limit
+    /// other than 255, bad checksum or options); advertisements after their learning.
+    NdIgnored,
 }
 
 impl Drop {
     /// Every reason, in index order.
-    pub const ALL: [Drop; 31] = [
+    pub const ALL: [Drop; 32] = [
         Drop::NotForUs,
         Drop::NoConnection,
         Drop::ConnTableFull,
@@ -121,6 +124,7 @@ impl Drop {
         Drop::SynproxyStoreFull,
         Drop::SynproxyPoolFull,
         Drop::PrefixRateLimit,
+        Drop::NdIgnored,
     ];
 
     /// Stable snake_case name (metrics label).
@@ -157,6 +161,7 @@ impl Drop {
             Drop::SynproxyStoreFull => "synproxy_store_full",
             Drop::SynproxyPoolFull => "synproxy_pool_full",
             Drop::PrefixRateLimit => "prefix_rate_limit",
+            Drop::NdIgnored => "nd_ignored",
         }
     }
 }
@@ -236,6 +241,11 @@ pub struct Traffic {
     pub syscalls: u64,
     /// Rounds of the workers' loops, each after one wait for work.
     pub wakeups: u64,
+    /// IPv6 Neighbour Advertisements sent (answers to solicitations).
+    pub nd_replies: u64,
+    /// Connection updates the sync master did not send because they are IPv6 (the IPVS
+    /// sync protocol version 1 this daemon speaks carries IPv4 here).
+    pub sync_skipped_v6: u64,
 }
 
 impl Traffic {
@@ -276,6 +286,8 @@ impl Traffic {
             pressure_workers,
             syscalls,
             wakeups,
+            nd_replies,
+            sync_skipped_v6,
         } = *o;
         for (a, b) in [
             (&mut self.rx_frames, rx_frames),
@@ -315,6 +327,8 @@ impl Traffic {
             (&mut self.pressure_workers, pressure_workers),
             (&mut self.syscalls, syscalls),
             (&mut self.wakeups, wakeups),
+            (&mut self.nd_replies, nd_replies),
+            (&mut self.sync_skipped_v6, sync_skipped_v6),
         ] {
             *a += b;
         }

@@ -16,7 +16,7 @@
 //! and neighbour table, the hand-over queues and doorbells, and the published counters. The
 //! control plane creates it; nothing here depends on the control plane.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -92,11 +92,11 @@ pub struct ConnInfo {
     /// TCP state name (or UDP).
     pub state: &'static str,
     /// The client.
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// The virtual service.
-    pub vip: SocketAddrV4,
+    pub vip: SocketAddr,
     /// The real server.
-    pub dest: SocketAddrV4,
+    pub dest: SocketAddr,
 }
 
 /// What the workers share with the control plane.
@@ -737,9 +737,9 @@ impl Worker {
                 proto: c.proto,
                 expire_secs: crate::datapath::conn::ConnTable::expires_in(c, now),
                 state: c.state.name(),
-                client: SocketAddrV4::new(c.caddr, c.cport),
-                vip: SocketAddrV4::new(c.vaddr, c.vport),
-                dest: SocketAddrV4::new(c.daddr, c.dport),
+                client: SocketAddr::new(c.caddr, c.cport),
+                vip: SocketAddr::new(c.vaddr, c.vport),
+                dest: SocketAddr::new(c.daddr, c.dport),
             });
         });
         let _ = gen;

@@ -11,7 +11,7 @@
 //! and released by the sender's ARP frame as soon as the pipeline sees it, or by the published
 //! neighbour table on the next tick.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use modes::nat;
 use modes::packet;
@@ -30,10 +30,10 @@ pub(crate) enum Target {
         /// Egress port.
         port: usize,
         /// Next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// Looked up in the routing table for this destination (replies to clients).
-    Lookup(Ipv4Addr),
+    Lookup(IpAddr),
 }
 
 /// The encapsulation applied in the last step.
@@ -64,7 +64,7 @@ impl Encap {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Path {
     port: usize,
-    hop: Ipv4Addr,
+    hop: IpAddr,
     encap: Encap,
 }
 
@@ -112,8 +112,8 @@ impl Pipeline {
     ) -> Verdict {
         let pkt = &f.pkt;
         let info = &env.snap.ports[in_port];
-        let src = info.source_for(pkt.src4());
-        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src4())) {
+        let src = info.source_for_ip(pkt.src);
+        if let Some(src) = src.filter(|_| self.icmp_allowed(env, pkt.src)) {
             let quote = &buf[VNET_HDR_LEN..f.len];
             if let Some(n) = reply::icmp_time_exceeded(
                 &mut self.tx[VNET_HDR_LEN..],
@@ -188,13 +188,14 @@ impl Pipeline {
         // Not rate-limited, as the kernel exempts fragmentation needed from icmp_ratemask and
         // the global budget: path MTU discovery must not stall (and the answer is smaller than
         // the packet that asked for it).
-        if modes::tun::dont_fragment(quote, pkt) {
+        // IPv6 routers never fragment: every oversized packet gets Packet Too Big.
+        if pkt.kind == packet::Kind::Ipv6 || modes::tun::dont_fragment(quote, pkt) {
             let inp = &env.snap.ports[in_port];
-            if let Some(src) = inp.source_for(pkt.src4()) {
-                let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u16;
+            if let Some(src) = inp.source_for_ip(pkt.src) {
+                let next_mtu = next_mtu.min(usize::from(u16::MAX)) as u32;
                 let (mac, out_buf) = (inp.mac.into(), &mut self.tx[VNET_HDR_LEN..]);
                 if let Some(n) =
-                    reply::icmp_frag_needed(out_buf, quote, pkt, f.csum, mac, src, next_mtu)
+                    reply::packet_too_big(out_buf, quote, pkt, f.csum, mac, src, next_mtu)
                 {
                     if self.send_tx(sink, in_port, n) {
                         self.c.icmp_errors_sent += 1;
@@ -339,7 +340,7 @@ impl Pipeline {
         &mut self,
         env: &Env,
         sink: &mut S,
-        seen: Option<(Ipv4Addr, usize, [u8; 6])>,
+        seen: Option<(IpAddr, usize, [u8; 6])>,
     ) {
         let mut i = 0;
         while i < self.held.len() {

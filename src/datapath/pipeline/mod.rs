@@ -31,6 +31,8 @@ use crate::datapath::conn::{
 };
 use modes::Forward;
 mod egress;
+mod nd;
+pub use nd::link_local;
 mod sync;
 mod synproxy;
 pub use sync::{sync_state, template_entry, SyncDrop, SYNC_PERIOD, SYNC_THRESHOLD};
@@ -88,6 +90,16 @@ pub fn fold_addr(ip: IpAddr) -> u32 {
     }
 }
 
+/// The IPv4 address in `ip`, on the IPv4 paths where the byte rewrites of `modes` take an
+/// IPv4 address (an IPv6 address never reaches them: it gives 0.0.0.0).
+#[inline]
+pub(crate) fn v4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 /// What the pipeline reads besides the frame: the published state and the time.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
@@ -125,7 +137,7 @@ pub enum Verdict {
         /// Egress port.
         port: usize,
         /// Next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// Rewritten and held until `hop` on `port` is resolved (then sent, or dropped after
     /// [`HELD_TTL_MS`]); or, for a SYNPROXY connection whose real server has not answered
@@ -134,7 +146,7 @@ pub enum Verdict {
         /// Egress port.
         port: usize,
         /// The unresolved next hop.
-        hop: Ipv4Addr,
+        hop: IpAddr,
     },
     /// The frame belongs to another worker's connection: the caller hands it to `owner`.
     Redirect {
@@ -364,14 +376,10 @@ impl Pipeline {
             Ok(p) => p,
             Err(r) => return self.malformed(r),
         };
-        if pkt.kind == Kind::Ipv6 {
-            // Well-formed IPv6 has no path through the pipeline yet.
-            return self.drop(Drop::UnsupportedProtocol);
-        }
         let snap = env.snap;
         // One lookup classifies the source (for ARP, the sender's address).
-        let source = snap.source_class(pkt.src4());
-        if pkt.kind == Kind::Ipv4 && source == Source::Vip {
+        let source = snap.source_class(pkt.src);
+        if pkt.kind != Kind::Arp && source == Source::Vip {
             // Replies of DR/TUN real servers go straight to the client; count any reaching us.
             return self.drop(Drop::VipSourced);
         }
@@ -391,7 +399,7 @@ impl Pipeline {
             }
             // The host stack resolves its own next hops: it needs the replies to us.
             let verdict = self.arp(env, sink, port, len, buf);
-            return if snap.is_local(pkt.dst4()) && env.host_stack {
+            return if snap.is_local(pkt.dst) && env.host_stack {
                 Verdict::Host
             } else {
                 verdict
@@ -401,7 +409,7 @@ impl Pipeline {
             && pkt.kind == Kind::Ipv4
             && pkt.proto == packet::PROTO_UDP
             && pkt.dport == env.standby.sync_port
-            && (group || snap.is_local(pkt.dst4()))
+            && (group || snap.is_local(pkt.dst))
             && source == Source::Ordinary
         {
             // An IPVS sync message for the backup sync daemon (the HA thread).
@@ -415,6 +423,14 @@ impl Pipeline {
                 self.drop(Drop::UnsupportedProtocol)
             };
         }
+        if pkt.kind == Kind::Ipv6 && pkt.proto == packet::PROTO_ICMPV6 {
+            // Neighbour Discovery (to solicited-node groups too) and echo; a solicitation from
+            // `::` (duplicate address detection) is the one unspecified source answered.
+            if source != Source::Ordinary && !pkt.src.is_unspecified() {
+                return self.drop(Drop::MartianSource);
+            }
+            return self.icmp6(env, sink, port, &buf[VNET_HDR_LEN..len], &pkt, group);
+        }
         if group {
             return self.drop(Drop::NotForUs);
         }
@@ -425,8 +441,8 @@ impl Pipeline {
         }
         let rp_ok = match info.rp_filter {
             RpFilter::Off => true,
-            RpFilter::Strict => snap.router.lookup(pkt.src4()).is_some_and(|r| r.0 == port),
-            RpFilter::Loose => snap.router.lookup(pkt.src4()).is_some(),
+            RpFilter::Strict => snap.router.lookup(pkt.src).is_some_and(|r| r.0 == port),
+            RpFilter::Loose => snap.router.lookup(pkt.src).is_some(),
         };
         if !rp_ok {
             return self.drop(Drop::RpFilter);
@@ -445,8 +461,8 @@ impl Pipeline {
             csum: Csum::from_vnet(&vnet, &pkt),
             vnet,
         };
-        if snap.is_vip(pkt.dst4()) {
-            if env.standby.is_down(pkt.dst4()) {
+        if snap.is_vip(pkt.dst) {
+            if env.standby.is_down(pkt.dst) {
                 return self.drop(Drop::Standby);
             }
             return self.vip(env, sink, port, buf, &f);
@@ -456,14 +472,14 @@ impl Pipeline {
             // client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
             let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
-                Some(t) if !snap.is_local(pkt.dst4()) || snap.is_lip(t.1) => {
+                Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
                     self.icmp_error(env, sink, port, buf, &f, t)
                 }
-                _ if snap.is_local(pkt.dst4()) => self.local(env, sink, port, buf, &f),
+                _ if snap.is_local(pkt.dst) => self.local(env, sink, port, buf, &f),
                 _ => self.drop(Drop::NoConnection),
             };
         }
-        if !snap.is_lip(pkt.dst4()) && snap.is_local(pkt.dst4()) {
+        if !snap.is_lip(pkt.dst) && snap.is_local(pkt.dst) {
             return self.local(env, sink, port, buf, &f);
         }
         self.transit(env, sink, port, buf, &f)
@@ -514,26 +530,27 @@ impl Pipeline {
         let (op, spa, sha, tpa) = (a.op(), a.spa(), a.sha(), a.tpa());
         let snap = env.snap;
         let info = &snap.ports[port];
+        let (tpa6, spa6) = (IpAddr::V4(tpa), IpAddr::V4(spa));
         let owned =
-            info.addresses.iter().any(|c| c.addr == tpa) || snap.is_vip(tpa) || snap.is_lip(tpa);
-        let for_us = (owned && !env.standby.is_down(tpa)) || env.standby.is_floating(port, tpa);
-        let on_link = info.addresses.iter().any(|c| c.contains(spa));
+            info.addresses.iter().any(|c| c.addr == tpa6) || snap.is_vip(tpa6) || snap.is_lip(tpa6);
+        let for_us = (owned && !env.standby.is_down(tpa6)) || env.standby.is_floating(port, tpa);
+        let on_link = info.addresses.iter().any(|c| c.contains(spa6));
         // Learn the sender when the frame concerns us (a request to us or any reply to us), or
         // refresh an entry we already hold; never from frames for other hosts otherwise.
         if on_link && !spa.is_unspecified() && sha.0[0] & 1 == 0 {
-            let known = env.neigh.entry(spa);
+            let known = env.neigh.entry(spa6);
             let fresh = known.is_some_and(|n| {
                 n.mac == sha.0 && n.port == port && self.now.saturating_sub(n.confirmed) < 30
             });
             if (for_us || op == 2 || known.is_some()) && !fresh {
                 self.event(NeighEvent::Learned {
-                    ip: spa,
+                    ip: spa6,
                     mac: sha.0,
                     port,
                 });
             }
             if (for_us || op == 2) && !self.held.is_empty() {
-                self.release_held(env, sink, Some((spa, port, sha.0)));
+                self.release_held(env, sink, Some((spa6, port, sha.0)));
             }
         }
         if op == 1 && for_us && spa != tpa {
@@ -560,7 +577,8 @@ impl Pipeline {
         f: &Frame,
     ) -> Verdict {
         let pkt = &f.pkt;
-        if env.host_stack {
+        // The host stack (health checks) speaks IPv4.
+        if env.host_stack && pkt.kind == Kind::Ipv4 {
             let echo = pkt.is_icmp() && buf.get(VNET_HDR_LEN + pkt.l4).copied() == Some(8);
             if !echo {
                 return Verdict::Host;
@@ -616,9 +634,9 @@ impl Pipeline {
                     }
                 }
             }
-        } else if self.icmp_allowed(env, pkt.src4()) {
+        } else if self.icmp_allowed(env, pkt.src) {
             let out = &mut self.tx[VNET_HDR_LEN..];
-            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst4(), 3) {
+            if let Some(n) = reply::icmp_unreachable(out, frame, pkt, f.csum, mac, pkt.dst, 3) {
                 if self.send_tx(sink, port, n) {
                     self.c.icmp_errors_sent += 1;
                 }
@@ -630,7 +648,7 @@ impl Pipeline {
     /// Whether an ICMP error to `dst` is within the `[defence]` limits now (every ICMP error
     /// the pipeline sends asks first; echo replies do not, as the kernel's default
     /// `icmp_ratemask`); counts `icmp_ratelimited` when not.
-    pub(crate) fn icmp_allowed(&mut self, env: &Env, dst: Ipv4Addr) -> bool {
+    pub(crate) fn icmp_allowed(&mut self, env: &Env, dst: IpAddr) -> bool {
         if self.icmp.allow(&env.snap.icmp_limits, dst, self.now_ms) {
             true
         } else {
@@ -642,7 +660,7 @@ impl Pipeline {
     /// The service's access control on a new connection from `src` (only called when the
     /// service has some): the deny and allow lists, `conn_limit`, then `conn_rate` (a token is
     /// taken only from a connection the rest admits). The refusal's reason when refused.
-    fn admit(&mut self, svc: &Service, src: Ipv4Addr) -> Result<(), Drop> {
+    fn admit(&mut self, svc: &Service, src: IpAddr) -> Result<(), Drop> {
         let a = &svc.access;
         a.check_lists(src)?;
         if a.conn_limit > 0 {
@@ -653,8 +671,16 @@ impl Pipeline {
         }
         if a.conn_rate > 0 {
             let key = crate::datapath::service::svc_key(svc.proto.number(), svc.vip, svc.vport);
-            let prefix = u32::from(src) & a.rate_mask;
-            if !self.rates.admit(key, prefix, a.conn_rate, self.now_ms) {
+            let mask = if src.is_ipv6() {
+                a.rate_mask6
+            } else {
+                a.rate_mask
+            };
+            let prefix = crate::config::ip_bits(src) & mask;
+            if !self
+                .rates
+                .admit(key.digest(), prefix, a.conn_rate, self.now_ms)
+            {
                 return Err(Drop::RateLimited);
             }
         }
@@ -693,13 +719,13 @@ impl Pipeline {
             1 => return self.host(env, sink, port, buf, f),
             _ => return self.drop(Drop::UnsupportedProtocol),
         }
-        if let Some(v) = self.elsewhere(owner_of(pkt.src4(), pkt.sport, self.workers)) {
+        if let Some(v) = self.elsewhere(owner_of(pkt.src, pkt.sport, self.workers)) {
             return v;
         }
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let syn_only =
             pkt.proto == 6 && pkt.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         let mut found = self.table.lookup(&key);
@@ -762,7 +788,10 @@ impl Pipeline {
                     let mss = mtu.saturating_sub(modes::tun::OVERHEAD + 40) as u16;
                     modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, mss);
                 }
-                Encap::Ipip { src, dst: daddr }
+                Encap::Ipip {
+                    src: v4(src),
+                    dst: v4(daddr),
+                }
             }
             _ => Encap::None,
         };
@@ -815,7 +844,7 @@ impl Pipeline {
         let pkt = &f.pkt;
         let snap = env.snap;
         let frame = &buf[VNET_HDR_LEN..f.len];
-        let Some(svc) = snap.service(pkt.proto, pkt.dst4(), pkt.dport) else {
+        let Some(svc) = snap.service(pkt.proto, pkt.dst, pkt.dport) else {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoService));
         };
         // Only a SYN starts a TCP connection, unless the service is sloppy (IPVS
@@ -825,20 +854,20 @@ impl Pipeline {
             return Err(self.refuse(env, sink, port, frame, f, Drop::NoConnectionTcp));
         }
         if !svc.access.is_none() {
-            if let Err(why) = self.admit(svc, pkt.src4()) {
+            if let Err(why) = self.admit(svc, pkt.src) {
                 return Err(self.refuse(env, sink, port, frame, f, why));
             }
         }
         // Under table pressure, new connections per client prefix are rate-limited (dropped
         // without an answer: a flood gets nothing back, a real client retransmits).
-        if !self.table.admit(pkt.src4(), self.now_ms) {
+        if !self.table.admit(pkt.src, self.now_ms) {
             return Err(self.drop(Drop::PrefixRateLimit));
         }
         let input = sched::Input {
             proto: pkt.proto,
-            src: IpAddr::V4(pkt.src4()),
+            src: pkt.src,
             src_port: pkt.sport,
-            dst: IpAddr::V4(pkt.dst4()),
+            dst: pkt.dst,
             dst_port: pkt.dport,
             now_secs: u64::from(self.now),
         };
@@ -848,8 +877,11 @@ impl Pipeline {
             Some(timeout) => {
                 let key = TemplateKey {
                     proto: pkt.proto,
-                    client: Ipv4Addr::from(u32::from(pkt.src4()) & svc.netmask),
-                    vaddr: pkt.dst4(),
+                    client: crate::config::ip_from_bits(
+                        pkt.src,
+                        crate::config::ip_bits(pkt.src) & svc.netmask,
+                    ),
+                    vaddr: pkt.dst,
                     vport: svc.vport,
                 };
                 let t = env.templates.get_or_schedule(key, self.now, timeout, || {
@@ -871,18 +903,25 @@ impl Pipeline {
         };
         let dest = &svc.dests[i];
         let fwd = svc.forward[i];
+        if (pkt.kind == Kind::Ipv6 || dest.addr().is_ipv6())
+            && matches!(fwd, Forward::Tun | Forward::FullNat)
+        {
+            // IPv6 tunnels, IPv6 FullNAT and NAT64 have no transmitter yet.
+            if let Some(t) = template {
+                t.release();
+            }
+            return Err(self.drop(Drop::UnsupportedProtocol));
+        }
         // The output route to the real server (and a tunnel's source), bound in the
         // connection.
-        let route = match dest.addr() {
-            IpAddr::V4(daddr) => snap.router.lookup(daddr).and_then(|(out, hop)| {
-                let tun_src = match fwd {
-                    Forward::Tun => snap.ports[out].source_for(daddr)?,
-                    _ => Ipv4Addr::UNSPECIFIED,
-                };
-                Some((daddr, out, hop, tun_src))
-            }),
-            IpAddr::V6(_) => None,
-        };
+        let daddr = dest.addr();
+        let route = snap.router.lookup(daddr).and_then(|(out, hop)| {
+            let tun_src = match fwd {
+                Forward::Tun => snap.ports[out].source_for_ip(daddr)?,
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            Some((daddr, out, hop, tun_src))
+        });
         let Some((daddr, out, hop, tun_src)) = route else {
             if let Some(t) = template {
                 t.release();
@@ -896,9 +935,9 @@ impl Pipeline {
         };
         let nc = NewConn {
             proto: pkt.proto,
-            caddr: pkt.src4(),
+            caddr: pkt.src,
             cport: pkt.sport,
-            vaddr: pkt.dst4(),
+            vaddr: pkt.dst,
             vport: pkt.dport,
             daddr,
             // Real port 0 (all-ports service): the port the client asked for.
@@ -977,7 +1016,7 @@ impl Pipeline {
                 &pkt,
                 f.csum,
                 Some(&mut f.vnet),
-                caddr,
+                v4(caddr),
                 cport,
             ) {
                 Ok(n) => {
@@ -1014,10 +1053,10 @@ impl Pipeline {
             return self.drop(Drop::NoConnection);
         }
         // FullNAT local ports encode their worker; NAT replies carry the client as destination.
-        let owner = if env.snap.is_lip(pkt.dst4()) {
+        let owner = if env.snap.is_lip(pkt.dst) {
             usize::from(pkt.dport) % self.workers
         } else {
-            owner_of(pkt.dst4(), pkt.dport, self.workers)
+            owner_of(pkt.dst, pkt.dport, self.workers)
         };
         if let Some(v) = self.elsewhere(owner) {
             return v;
@@ -1025,7 +1064,7 @@ impl Pipeline {
         if let Some(v) = self.ttl_expired(env, sink, port, buf, f) {
             return v;
         }
-        let key = FlowKey::new(pkt.proto, pkt.src4(), pkt.sport, pkt.dst4(), pkt.dport);
+        let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
         let Some(fd) = self.table.lookup(&key).filter(|fd| fd.dir == Dir::Output) else {
             return self.drop(Drop::NoConnection);
         };
@@ -1115,10 +1154,10 @@ impl Pipeline {
             };
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         let done = if let Xmit::FullNat { .. } = xmit {
-            icmp_nat::rewrite_inner(frame, &pkt, caddr, cport, vaddr, vport)
-                && icmp_nat::set_outer_addrs(frame, &pkt, vaddr, caddr)
+            icmp_nat::rewrite_inner(frame, &pkt, v4(caddr), cport, v4(vaddr), vport)
+                && icmp_nat::set_outer_addrs(frame, &pkt, v4(vaddr), v4(caddr))
         } else {
-            icmp_nat::nat_out(frame, &pkt, vaddr, vport)
+            icmp_nat::nat_out(frame, &pkt, v4(vaddr), vport)
         };
         if !done {
             return self.drop(Drop::NoConnection);

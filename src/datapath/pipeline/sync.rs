@@ -65,6 +65,11 @@ impl Pipeline {
         if !needed {
             return;
         }
+        let (IpAddr::V4(caddr), IpAddr::V4(vaddr), IpAddr::V4(daddr)) = (c.caddr, c.vaddr, c.daddr)
+        else {
+            self.c.sync_skipped_v6 += 1;
+            return;
+        };
         let (fwd, fullnat) = fwd_flags(c.xmit);
         let entry = SyncConn {
             protocol: c.proto,
@@ -75,9 +80,9 @@ impl Pipeline {
             dport: c.dport,
             fwmark: 0,
             timeout: self.table.timeouts().of(c.state),
-            caddr: c.caddr,
-            vaddr: c.vaddr,
-            daddr: c.daddr,
+            caddr,
+            vaddr,
+            daddr,
             fullnat,
         };
         let template = c.template.as_ref().filter(|t| t.sync_due(now)).cloned();
@@ -102,7 +107,10 @@ impl Pipeline {
     }
 
     fn push_template(&mut self, t: &Template, fwd: u32) {
-        let IpAddr::V4(daddr) = t.dest.addr() else {
+        let (IpAddr::V4(daddr), IpAddr::V4(_), IpAddr::V4(_)) =
+            (t.dest.addr(), t.key.client, t.key.vaddr)
+        else {
+            self.c.sync_skipped_v6 += 1;
             return;
         };
         if self.sync_out.len() >= SYNC_OUT_MAX {
@@ -127,7 +135,7 @@ fn fwd_flags(x: Xmit) -> (u32, Option<(std::net::Ipv4Addr, u16)>) {
         Xmit::Nat => (flags::MASQ, None),
         Xmit::Dr => (flags::DROUTE, None),
         Xmit::Tun { .. } => (flags::TUNNEL, None),
-        Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((lip, lport))),
+        Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((super::v4(lip), lport))),
     }
 }
 
@@ -150,8 +158,8 @@ pub fn template_entry(
         dport,
         fwmark: 0,
         timeout,
-        caddr: key.client,
-        vaddr: key.vaddr,
+        caddr: super::v4(key.client),
+        vaddr: super::v4(key.vaddr),
         daddr,
         fullnat: None,
     }
@@ -208,15 +216,16 @@ impl Pipeline {
                 .source_for(e.daddr)
                 .ok_or(SyncDrop::NoRoute)?,
             _ => std::net::Ipv4Addr::UNSPECIFIED,
-        };
+        }
+        .into();
         let fullnat = want == modes::Forward::FullNat;
         let nc = crate::datapath::conn::NewConn {
             proto: e.protocol,
-            caddr: e.caddr,
+            caddr: e.caddr.into(),
             cport: e.cport,
-            vaddr: e.vaddr,
+            vaddr: e.vaddr.into(),
             vport: e.vport,
-            daddr: e.daddr,
+            daddr: e.daddr.into(),
             dport: e.dport,
             fwd: want,
             out: out as u8,
@@ -231,7 +240,8 @@ impl Pipeline {
             local_pool: fullnat.then(|| svc.local_addresses.clone()),
         };
         let given = if fullnat {
-            Some(e.fullnat.ok_or(SyncDrop::Unsupported)?)
+            let (ip, port) = e.fullnat.ok_or(SyncDrop::Unsupported)?;
+            Some((ip.into(), port))
         } else {
             None
         };
@@ -252,8 +262,8 @@ impl Pipeline {
         }
         let key = TemplateKey {
             proto: e.protocol,
-            client: e.caddr,
-            vaddr: e.vaddr,
+            client: e.caddr.into(),
+            vaddr: e.vaddr.into(),
             vport: svc.vport,
         };
         env.templates

@@ -206,7 +206,7 @@ impl Pipeline {
         reuse: Option<u32>,
     ) -> Option<Verdict> {
         let pkt = f.pkt;
-        let svc = env.snap.service(pkt.proto, pkt.dst4(), pkt.dport)?;
+        let svc = env.snap.service(pkt.proto, pkt.dst, pkt.dport)?;
         if !svc.synproxy {
             return None;
         }
@@ -215,7 +215,7 @@ impl Pipeline {
         if fl == flags::SYN {
             // The deny and allow lists refuse before any cookie is sent, as DPVS checks its
             // blacklist before the SYN proxy (the limits are checked at the ACK, in `new_conn`).
-            if let Err(why) = svc.access.check_lists(pkt.src4()) {
+            if let Err(why) = svc.access.check_lists(pkt.src) {
                 return Some(self.refuse(env, sink, port, frame, f, why));
             }
             let info = &env.snap.ports[port];
