@@ -4,7 +4,8 @@
 //! ICMPv6 echo answered, a NAT service's TCP SYN rewritten to the real server (checksum equal
 //! to a full recomputation) and its reply rewritten back, DR rewriting the MACs only, hop
 //! limit 1 answered with time exceeded, a packet over the egress MTU answered with Packet Too
-//! Big, martian sources and malformed frames counted by reason.
+//! Big, martian sources and malformed frames counted by reason, FullNAT with an IPv6 local
+//! address and the IPv6 TOA.
 //!
 //! The snapshot is built from the config's ports and routes and hand-made services: the
 //! control table (tapvsadm's model) does not hold IPv6 services yet.
@@ -52,6 +53,12 @@ fn rs_nat() -> Ipv6Addr {
 }
 fn rs_dr() -> Ipv6Addr {
     ip("2001:db8:5::3")
+}
+fn rs_fnat() -> Ipv6Addr {
+    ip("2001:db8:5::5")
+}
+fn lip6() -> Ipv6Addr {
+    ip("2001:db8:5::100")
 }
 
 /// A real server's MAC, derived from its address.
@@ -128,16 +135,20 @@ impl Rig {
         let cfg = tapvs::config::parse(CONFIG, std::path::Path::new("t6.toml")).unwrap();
         let ports = Snapshot::ports_of(&cfg);
         let router = Router::new(&cfg.ports, &cfg.routes);
+        let mut fnat = service(82, rs_fnat(), 8082, Forward::FullNat, 2);
+        fnat.local_addresses = Arc::from(vec![IpAddr::V6(lip6())]);
+        fnat.toa = true;
         let snap = Snapshot::new(
             ports,
             router,
             vec![
                 service(80, rs_nat(), 8080, Forward::Nat, 0),
                 service(81, rs_dr(), 81, Forward::Dr, 1),
+                fnat,
             ],
         );
         let mut pipe = Pipeline::new(0, 1, 1000, Timeouts::new(900, 120, 300));
-        pipe.reserve_dests(2);
+        pipe.reserve_dests(3);
         let mut r = Rig {
             pipe,
             snap,
@@ -585,4 +596,93 @@ fn martian_sources_and_malformed_frames_are_counted_by_reason() {
     let pl = (with_frag.len() - 54) as u16;
     with_frag[18..20].copy_from_slice(&pl.to_be_bytes());
     assert!(matches!(rig.feed(EXT, &with_frag), Verdict::Malformed(_)));
+}
+
+#[test]
+fn fullnat_rewrites_both_ends_and_the_handshake_ack_carries_the_ipv6_toa() {
+    let mut rig = Rig::new();
+    rig.learn(rs_fnat(), INT, mac_of(rs_fnat()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40010),
+        (vip6(), 82),
+        64,
+        true,
+        &[],
+    );
+    assert_eq!(
+        rig.feed(EXT, &syn),
+        Verdict::Transmit {
+            port: INT,
+            hop: IpAddr::V6(rs_fnat())
+        }
+    );
+    let t = rig.pipe.table();
+    let fd = t
+        .lookup(&tapvs::datapath::conn::FlowKey::new(
+            6,
+            IpAddr::V6(client()),
+            40010,
+            IpAddr::V6(vip6()),
+            82,
+        ))
+        .expect("connection");
+    let (lip, lport) = t.get(fd.slot).local().expect("a local address");
+    assert_eq!(lip, IpAddr::V6(lip6()));
+    let want = tcp(
+        (mac_of(rs_fnat()), INT_MAC),
+        (lip6(), lport),
+        (rs_fnat(), 8082),
+        63,
+        true,
+        &[],
+    );
+    assert_eq!(rig.sent(), vec![(INT, want)]);
+    // The server's answer to LIP:lport goes back to the client from VIP:82.
+    let back = tcp(
+        (INT_MAC, mac_of(rs_fnat())),
+        (rs_fnat(), 8082),
+        (lip6(), lport),
+        64,
+        false,
+        &[],
+    );
+    assert!(matches!(
+        rig.feed(INT, &back),
+        Verdict::Transmit { port: EXT, .. }
+    ));
+    let want = tcp(
+        (CLIENT_MAC, EXT_MAC),
+        (vip6(), 82),
+        (client(), 40010),
+        63,
+        false,
+        &[],
+    );
+    assert_eq!(rig.sent(), vec![(EXT, want)]);
+    // The client's ACK carries the IPv6 TOA (kind 253: port, address) to the server.
+    let ack = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40010),
+        (vip6(), 82),
+        64,
+        false,
+        &[],
+    );
+    assert!(matches!(
+        rig.feed(EXT, &ack),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    let sent = rig.sent();
+    let f = &sent[0].1;
+    let mut toa = vec![253, 20];
+    toa.extend_from_slice(&40010u16.to_be_bytes());
+    toa.extend_from_slice(&client().octets());
+    assert!(f[54..].windows(20).any(|w| w == toa), "TOA6 in {f:02x?}");
+    assert_eq!(&f[14 + 8..14 + 24], &lip6().octets());
+    assert_eq!(rig.pipe.counters().traffic.toa_added, 1);
+    // The checksum still holds over the grown segment.
+    let seg = &f[54..];
+    let sum = modes::checksum::l4_checksum_v6(lip6(), rs_fnat(), 6, seg);
+    assert!(sum == 0 || sum == 0xffff, "checksum {sum:#x}");
 }

@@ -564,4 +564,66 @@ forward = "fullnat"
         );
         assert!(announcements(&snap, &mut announced).is_empty());
     }
+
+    /// IPv6 port addresses and VIPs are announced too (as unsolicited Neighbour
+    /// Advertisements), and the frame the control thread sends for one is a valid NA.
+    #[test]
+    fn ipv6_addresses_and_vips_are_announced() {
+        let cfg = crate::config::parse(
+            r#"
+[[port]]
+name = "ext"
+tap = "t0"
+addresses = ["10.0.0.1/24", "2001:db8:c::1/64"]
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let (_, mut snap) = Table::from_config(&cfg).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // A VIP6 enters the snapshot (the control table does not hold IPv6 services yet).
+        let dests = vec![std::sync::Arc::new(sched::Dest::new(
+            ip("2001:db8:c::9"),
+            80,
+            1,
+        ))];
+        snap.with_service(std::sync::Arc::new(crate::datapath::service::Service {
+            proto: modes::Protocol::Tcp,
+            vip: ip("2001:db8:f::80"),
+            vport: 80,
+            dests: dests.clone(),
+            dest_ids: vec![0],
+            forward: vec![modes::Forward::Dr],
+            sched: sched::build(&sched::SchedSpec::new("rr".to_string()), &dests)
+                .unwrap()
+                .into(),
+            persistent: None,
+            netmask: u128::MAX,
+            ops: false,
+            local_addresses: std::sync::Arc::from(Vec::new()),
+            toa: false,
+            toa_on_syn: false,
+            sloppy_tcp: false,
+            access: Default::default(),
+            synproxy: false,
+        }));
+        let mut got = announcements(&snap, &mut std::collections::HashSet::new());
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (0, ip("10.0.0.1")),
+                (0, ip("2001:db8:c::1")),
+                (0, ip("2001:db8:f::80"))
+            ]
+        );
+        let mut buf = [0u8; 128];
+        let mac = [2, 0, 0, 0, 0, 1];
+        let std::net::IpAddr::V6(v) = got[2].1 else {
+            unreachable!()
+        };
+        let n = modes::reply::unsolicited_na(&mut buf, mac.into(), v).unwrap();
+        let pkt = modes::packet::parse(&buf[..n]).unwrap();
+        assert_eq!(modes::reply::na_info(&buf[..n], &pkt).unwrap().0, v);
+    }
 }

@@ -903,10 +903,11 @@ impl Pipeline {
         };
         let dest = &svc.dests[i];
         let fwd = svc.forward[i];
-        if (pkt.kind == Kind::Ipv6 || dest.addr().is_ipv6())
-            && matches!(fwd, Forward::Tun | Forward::FullNat)
+        let v6 = pkt.kind == Kind::Ipv6;
+        if (v6 || dest.addr().is_ipv6())
+            && (fwd == Forward::Tun || (fwd == Forward::FullNat && dest.addr().is_ipv6() != v6))
         {
-            // IPv6 tunnels, IPv6 FullNAT and NAT64 have no transmitter yet.
+            // IPv6 tunnels and NAT64 have no transmitter yet.
             if let Some(t) = template {
                 t.release();
             }
@@ -998,8 +999,16 @@ impl Pipeline {
         let c = self.table.get(slot);
         let (caddr, cport) = (c.caddr, c.cport);
         let mtu = env.snap.ports[usize::from(c.out)].mtu;
+        // IP and TCP headers, and the option: kind 254 (8 bytes) for an IPv4 client, kind 253
+        // (20 bytes) for an IPv6 one.
+        let (headers, toa_len) = match (pkt.kind, caddr) {
+            (Kind::Ipv6, IpAddr::V6(_)) => (60, modes::toa::TOA6_LEN as u32),
+            (_, IpAddr::V6(_)) => (40, modes::toa::TOA6_LEN as u32),
+            (Kind::Ipv6, IpAddr::V4(_)) => (60, modes::toa::TOA_LEN as u32),
+            _ => (40, modes::toa::TOA_LEN as u32),
+        };
         if syn {
-            let mss = mtu.saturating_sub(40 + modes::toa::TOA_LEN as u32) as u16;
+            let mss = mtu.saturating_sub(headers + toa_len) as u16;
             modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, mss);
             if toa != Toa::OnSynAndAck {
                 return;
@@ -1008,7 +1017,7 @@ impl Pipeline {
             return;
         }
         // A frame that is not GSO must still fit the egress MTU with the option.
-        let fits = f.vnet.is_gso() || pkt.ip_total_len + modes::toa::TOA_LEN as u32 <= mtu;
+        let fits = f.vnet.is_gso() || pkt.ip_total_len + toa_len <= mtu;
         let inserted = fits
             && match modes::toa::insert_toa_with(
                 &mut buf[VNET_HDR_LEN..],
@@ -1016,7 +1025,7 @@ impl Pipeline {
                 &pkt,
                 f.csum,
                 Some(&mut f.vnet),
-                v4(caddr),
+                caddr,
                 cport,
             ) {
                 Ok(n) => {
