@@ -7,7 +7,8 @@
 //! Big, martian sources and malformed frames counted by reason, FullNAT with an IPv6 local
 //! address and the IPv6 TOA, TUN as IPv6-in-IPv6 (MSS clamp, Packet Too Big for the outer
 //! header, GSO super-frames segmented), NAT64 (an IPv4 FullNAT real server behind the IPv6
-//! VIP: both directions translated, TOA kind 253 in the IPv4 segment, GSO super-frames).
+//! VIP: both directions translated, TOA kind 253 in the IPv4 segment, GSO super-frames),
+//! ICMPv6 errors from the servers' side about NAT and FullNAT connections translated back.
 //!
 //! The snapshot is built from the config's ports and routes and hand-made services: the
 //! control table (tapvsadm's model) does not hold IPv6 services yet.
@@ -986,6 +987,18 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
     assert!(sum_ok(modes::checksum::l4_checksum_v4(LIP4, RS64, 6, seg)));
     // MSS clamped for the IPv4 side with the 20-byte IPv6 TOA: 1400 − 20 − 20 − 20.
     assert_eq!(mss_of(seg, 0), Some(1340));
+    // An ICMP error about the IPv4 side is not translated to ICMPv6: counted and dropped.
+    let mut msg = vec![3, 4, 0, 0, 0, 0, 0x04, 0xb0];
+    msg.extend_from_slice(&f[14..14 + 28]);
+    let sum = modes::checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2([0x02, 0x44, 0, 0, 0, 6], INT_MAC)
+        .ipv4(RS64.octets(), LIP4.octets(), 64)
+        .write(&mut err, etherparse::IpNumber::ICMP, &msg)
+        .unwrap();
+    assert_eq!(rig.feed(INT, &err), Verdict::Drop(Drop::IcmpIgnored));
+    assert!(rig.sent().is_empty());
     // The server's reply to LIP:lport becomes IPv6 from VIP:84 to the client.
     let b = PacketBuilder::ethernet2([0x02, 0x44, 0, 0, 0, 6], INT_MAC)
         .ipv4(RS64.octets(), LIP4.octets(), 64)
@@ -1084,4 +1097,124 @@ fn nat64_keeps_a_gso_superframe_whole_as_tcpv4() {
     let partial = modes::checksum::pseudo_header_v4(LIP4, RS64, 6, seg.len() as u16);
     assert_eq!(u16::from_be_bytes([seg[16], seg[17]]), partial);
     assert_eq!(&seg[20..], &frame[74..]);
+}
+
+/// A router on the servers' side, sending ICMPv6 errors.
+fn router6() -> Ipv6Addr {
+    ip("2001:db8:5::fe")
+}
+
+/// A Packet Too Big (MTU 1280) from `router6` to `dst`, quoting `quoted` (an IPv6 packet).
+fn ptb_from_router(dst: Ipv6Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut body = 1280u32.to_be_bytes().to_vec();
+    body.extend_from_slice(quoted);
+    icmp6((INT_MAC, mac_of(router6())), router6(), dst, 64, 2, &body)
+}
+
+/// Checks an ICMPv6 Packet Too Big sent to the client from the VIP, quoting `want_quote`.
+fn assert_ptb_to_client(sent: &[(usize, Vec<u8>)], want_quote: &[u8]) {
+    assert_eq!(sent.len(), 1);
+    let (port, f) = &sent[0];
+    assert_eq!(*port, EXT);
+    assert_eq!(&f[..6], &CLIENT_MAC);
+    assert_eq!(
+        &f[14 + 8..14 + 24],
+        &vip6().octets(),
+        "outer source: the VIP"
+    );
+    assert_eq!(&f[14 + 24..14 + 40], &client().octets());
+    assert_eq!(f[14 + 7], 63);
+    let msg = &f[54..];
+    assert_eq!(&msg[..2], &[2, 0]);
+    assert_eq!(&msg[4..8], &1280u32.to_be_bytes());
+    assert!(sum_ok(modes::checksum::l4_checksum_v6(
+        vip6(),
+        client(),
+        58,
+        msg
+    )));
+    assert_eq!(&msg[8..], want_quote);
+}
+
+#[test]
+fn icmpv6_errors_about_a_nat_connection_go_back_to_the_client_from_the_vip() {
+    let mut rig = Rig::new();
+    rig.learn(rs_nat(), INT, mac_of(rs_nat()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40040),
+        (vip6(), 80),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    let fwd = rig.sent().remove(0).1;
+    // The server-side path's error quotes the SYN as forwarded (client → RIP:8080).
+    let ptb = ptb_from_router(client(), &fwd[14..]);
+    assert_eq!(
+        rig.feed(INT, &ptb),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    // The client sees its own SYN (client → VIP:80, checksum still valid) quoted.
+    let want = tcp(
+        (mac_of(rs_nat()), INT_MAC),
+        (client(), 40040),
+        (vip6(), 80),
+        63,
+        true,
+        &[],
+    );
+    assert_ptb_to_client(&rig.sent(), &want[14..]);
+    // An error quoting a flow the appliance does not know is dropped.
+    let stranger = tcp(
+        (mac_of(rs_nat()), INT_MAC),
+        (client(), 40041),
+        (rs_nat(), 8080),
+        63,
+        true,
+        &[],
+    );
+    let ptb = ptb_from_router(client(), &stranger[14..]);
+    assert_eq!(rig.feed(INT, &ptb), Verdict::Drop(Drop::NoConnection));
+    assert!(rig.sent().is_empty());
+}
+
+#[test]
+fn icmpv6_errors_about_a_fullnat_connection_are_translated_on_both_ends() {
+    let mut rig = Rig::new();
+    rig.learn(rs_fnat(), INT, mac_of(rs_fnat()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40042),
+        (vip6(), 82),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    let fwd = rig.sent().remove(0).1;
+    assert_eq!(&fwd[14 + 8..14 + 24], &lip6().octets());
+    // The error goes to the local address, quoting LIP:lport → RIP:8082.
+    let ptb = ptb_from_router(lip6(), &fwd[14..]);
+    assert_eq!(
+        rig.feed(INT, &ptb),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    // The quote as the client sent it (the MSS-clamped SYN: its option is what the server saw).
+    let mut want = fwd[14..].to_vec();
+    want[8..24].copy_from_slice(&client().octets());
+    want[24..40].copy_from_slice(&vip6().octets());
+    want[40..42].copy_from_slice(&40042u16.to_be_bytes());
+    want[42..44].copy_from_slice(&82u16.to_be_bytes());
+    want[56..58].fill(0);
+    let sum = modes::checksum::l4_checksum_v6(client(), vip6(), 6, &want[40..]);
+    want[56..58].copy_from_slice(&sum.to_be_bytes());
+    assert_ptb_to_client(&rig.sent(), &want);
 }

@@ -101,6 +101,15 @@ pub(crate) fn v4(ip: IpAddr) -> Ipv4Addr {
     }
 }
 
+/// Whether the ICMPv6 `pkt` is an error about a connection's packet, for `icmp_error`: a
+/// quoted TCP/UDP tuple, and sent to a client (NAT) or to a local address (FullNAT), not to a
+/// VIP or the appliance's own address.
+fn conn_error(snap: &Snapshot, frame: &[u8], pkt: &Packet) -> bool {
+    !snap.is_vip(pkt.dst)
+        && icmp_nat::quoted_tuple(frame, pkt)
+            .is_some_and(|t| !snap.is_local(pkt.dst) || snap.is_lip(t.1))
+}
+
 /// What the pipeline reads besides the frame: the published state and the time.
 #[derive(Clone, Copy)]
 pub struct Env<'a> {
@@ -424,7 +433,9 @@ impl Pipeline {
                 self.drop(Drop::UnsupportedProtocol)
             };
         }
-        if pkt.kind == Kind::Ipv6 && pkt.proto == packet::PROTO_ICMPV6 {
+        // An ICMPv6 error quoting a packet this appliance sent to a real server takes the
+        // path of ICMP errors below; the rest of ICMPv6 is the host role.
+        if pkt.is_icmpv6() && (group || !conn_error(snap, &buf[VNET_HDR_LEN..len], &pkt)) {
             // Neighbour Discovery (to solicited-node groups too) and echo; a solicitation from
             // `::` (duplicate address detection) is the one unspecified source answered.
             if source != Source::Ordinary && !pkt.src.is_unspecified() {
@@ -468,10 +479,10 @@ impl Pipeline {
             }
             return self.vip(env, sink, port, buf, &f);
         }
-        if pkt.is_icmp() {
-            // An ICMP error quoting a packet this appliance sent to a real server (NAT:
-            // client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
-            let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
+        if pkt.is_icmp() || pkt.is_icmpv6() {
+            // An ICMP or ICMPv6 error quoting a packet this appliance sent to a real server
+            // (NAT: client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
+            let inner = icmp_nat::quoted_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
                 Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
                     self.icmp_error(env, sink, port, buf, &f, t)
@@ -1183,7 +1194,7 @@ impl Pipeline {
         port: usize,
         buf: &mut [u8],
         f: &Frame,
-        inner: (u8, Ipv4Addr, u16, Ipv4Addr, u16),
+        inner: (u8, IpAddr, u16, IpAddr, u16),
     ) -> Verdict {
         let pkt = f.pkt;
         let (proto, isrc, isport, idst, idport) = inner;
@@ -1206,7 +1217,7 @@ impl Pipeline {
         };
         let c = self.table.get(fd.slot);
         let (vaddr, vport, caddr, cport, xmit) = (c.vaddr, c.vport, c.caddr, c.cport, c.xmit);
-        if caddr.is_ipv6() {
+        if caddr.is_ipv6() != (pkt.kind == Kind::Ipv6) {
             // NAT64: an ICMP error about the IPv4 side is not translated to ICMPv6.
             return self.drop(Drop::IcmpIgnored);
         }
@@ -1217,10 +1228,10 @@ impl Pipeline {
             };
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         let done = if let Xmit::FullNat { .. } = xmit {
-            icmp_nat::rewrite_inner(frame, &pkt, v4(caddr), cport, v4(vaddr), vport)
-                && icmp_nat::set_outer_addrs(frame, &pkt, v4(vaddr), v4(caddr))
+            icmp_nat::rewrite_inner(frame, &pkt, caddr, cport, vaddr, vport)
+                && icmp_nat::set_outer_addrs(frame, &pkt, vaddr, caddr)
         } else {
-            icmp_nat::nat_out(frame, &pkt, v4(vaddr), vport)
+            icmp_nat::nat_out(frame, &pkt, vaddr, vport)
         };
         if !done {
             return self.drop(Drop::NoConnection);
