@@ -1218,3 +1218,41 @@ fn icmpv6_errors_about_a_fullnat_connection_are_translated_on_both_ends() {
     want[56..58].copy_from_slice(&sum.to_be_bytes());
     assert_ptb_to_client(&rig.sent(), &want);
 }
+
+#[test]
+fn nat64_mtu_check_counts_the_shorter_ipv4_header() {
+    let mut rig = Rig::new();
+    rig.learn(RS64, INT, [0x02, 0x44, 0, 0, 0, 6]);
+    let pkt = |syn: bool, n: usize| {
+        tcp(
+            (EXT_MAC, CLIENT_MAC),
+            (client(), 40032),
+            (vip6(), 84),
+            64,
+            syn,
+            &vec![5u8; n],
+        )
+    };
+    for f in [pkt(true, 0), pkt(false, 0)] {
+        assert!(matches!(rig.feed(EXT, &f), Verdict::Transmit { .. }));
+    }
+    rig.sent();
+    // 1420 bytes of IPv6 are 1400 of IPv4: they fit the 1400-byte MTU.
+    assert!(matches!(
+        rig.feed(EXT, &pkt(false, 1420 - 60)),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    let sent = rig.sent();
+    assert_eq!(sent[0].1.len() - 14, 1400);
+    assert_ipv4(&sent[0].1, LIP4, RS64, 63);
+    // One byte more: Packet Too Big with 1420, the IPv6 size that fits.
+    assert_eq!(
+        rig.feed(EXT, &pkt(false, 1421 - 60)),
+        Verdict::Drop(Drop::FragNeeded)
+    );
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 1);
+    let f = &sent[0].1;
+    assert_eq!(&f[54..56], &[2, 0]);
+    assert_eq!(u32::from_be_bytes([f[58], f[59], f[60], f[61]]), 1420);
+}
