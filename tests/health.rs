@@ -528,3 +528,44 @@ fn tcp_check_over_ipv6_removes_a_stopped_server_and_restores_it() {
     );
     assert!(metrics.contains(&up), "{up} missing:\n{metrics}");
 }
+
+#[test]
+fn ping_and_udp_checks_over_ipv6() {
+    if !precheck() {
+        return;
+    }
+    // rs1: ICMPv6 echo (answered by its kernel); rs2: UDP check on 5353 requiring "rs2:q".
+    let checks = [
+        "\n[[service.real.check]]\ntype = \"ping\"\n".to_string(),
+        "\n[[service.real.check]]\ntype = \"udp\"\nconnect_port = 5353\npayload = \"71\"\nrequire_reply = \"7273323a71\"\n".to_string(),
+    ];
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\nhealth = {{ {FAST}, alpha = true }}\n",
+        lab::VIP6
+    );
+    for (i, check) in checks.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{check}",
+            lab::real_addr6(i)
+        ));
+    }
+    let mut lab = Lab::build_dual(2).unwrap();
+    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
+        .expect("start tapvs");
+    assert!(
+        wait(10, || line6(&lab, 0).is_some()),
+        "PING_CHECK over ICMPv6 passed: {}",
+        listing(&lab)
+    );
+    assert!(line6(&lab, 1).is_none(), "no UDP responder yet");
+    let echo = lab.reals[1]
+        .run(|| traffic::UdpEcho::start("[::]:5353".parse().unwrap(), "rs2"))
+        .unwrap();
+    assert!(
+        wait(10, || line6(&lab, 1).is_some()),
+        "UDP_CHECK over IPv6 passed: {}",
+        listing(&lab)
+    );
+    drop(echo);
+    assert!(wait(10, || line6(&lab, 1).is_none()), "{}", listing(&lab));
+}
