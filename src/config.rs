@@ -1324,12 +1324,6 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
                     ),
                 ));
             }
-            if addr.is_ipv6() && !r.check.is_empty() {
-                return Err(err(
-                    g("check"),
-                    "health checks of an IPv6 real server are not supported yet".into(),
-                ));
-            }
             for (name, v) in [
                 ("weight", r.weight),
                 ("u_threshold", r.u_threshold),
@@ -1400,7 +1394,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             }
             // Build the checks once to validate them (errors name the field).
             let mut rng = crate::health::engine::SplitMix64::new(0);
-            if let SocketAddr::V4(addr) = addr {
+            {
                 crate::health::config::real_server_health(
                     &s.health,
                     &r.health,
@@ -2441,14 +2435,20 @@ forward = "fullnat"
             "service[1].allow[0]",
             "host bits set",
         );
-        // Health checks of an IPv6 real server are not there yet.
+        // Health checks of an IPv6 real server are built (and validated) as IPv4 ones.
+        let checked = d.replace(
+            "address = \"[2001:db8:5::2]:8080\"",
+            "address = \"[2001:db8:5::2]:8080\"\ncheck = [{ type = \"tcp\" }]",
+        );
+        let cfg = parse(&checked, Path::new("t.toml")).unwrap();
+        assert_eq!(cfg.services[1].reals[0].checks.len(), 1);
         expect_err(
             &d.replace(
                 "address = \"[2001:db8:5::2]:8080\"",
-                "address = \"[2001:db8:5::2]:8080\"\ncheck = [{ type = \"tcp\" }]",
+                "address = \"[2001:db8:5::2]:8080\"\ncheck = [{ type = \"tcp\", connect_timeout = 0 }]",
             ),
-            "service[1].real[0].check",
-            "not supported yet",
+            "service[1].real[0].check[0].connect_timeout",
+            "must be a number of seconds > 0",
         );
     }
 

@@ -465,3 +465,107 @@ fn serve_first_then_start(health: &str, real: &str) -> (Lab, HttpServer) {
     .expect("start tapvs");
     (lab, rs)
 }
+
+/// The listing line of real server `i`'s IPv6 address on port 80, if it is in the pool.
+fn line6(lab: &Lab, i: usize) -> Option<String> {
+    let addr = format!("[{}]:80", lab::real_addr6(i));
+    listing(lab)
+        .lines()
+        .find(|l| l.starts_with(&format!("  -> {addr} ")))
+        .map(String::from)
+}
+
+#[test]
+fn tcp_check_over_ipv6_removes_a_stopped_server_and_restores_it() {
+    if !precheck() {
+        return;
+    }
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\nhealth = {{ {FAST} }}\n",
+        lab::VIP6
+    );
+    for i in 0..2 {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{TCP}",
+            lab::real_addr6(i)
+        ));
+    }
+    let mut lab = Lab::build_dual(2).unwrap();
+    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
+        .expect("start tapvs");
+    let serve6 = |lab: &Lab, i: usize| {
+        let name = format!("rs{}", i + 1);
+        lab.reals[i]
+            .run(move || HttpServer::start("[::]:80".parse().unwrap(), &name))
+            .expect("http server")
+    };
+    let _rs1 = serve6(&lab, 0);
+    let rs2 = serve6(&lab, 1);
+    // Both pass their checks over IPv6 (smoltcp solicits the servers' addresses itself).
+    assert!(
+        wait(10, || line6(&lab, 0).is_some() && line6(&lab, 1).is_some()),
+        "{}",
+        listing(&lab)
+    );
+    // Stop rs2's listener: it leaves the pool.
+    drop(rs2);
+    assert!(wait(10, || line6(&lab, 1).is_none()), "{}", listing(&lab));
+    assert!(line6(&lab, 0).is_some(), "{}", listing(&lab));
+    let split6 = |lab: &Lab| {
+        lab.client
+            .run(|| traffic::http_split(lab::vip6(80), 6, Duration::from_secs(5)))
+            .expect("requests")
+    };
+    assert_eq!(split6(&lab).get("rs1"), Some(&6), "all to rs1");
+    // Start it again: back in the pool.
+    let _rs2 = serve6(&lab, 1);
+    assert!(wait(10, || line6(&lab, 1).is_some()), "{}", listing(&lab));
+    let metrics = scrape(&lab).1;
+    let up = format!(
+        "tapvs_real_up{{protocol=\"tcp\",service=\"[{}]:80\",real=\"[{}]:80\"}} 1",
+        lab::VIP6,
+        lab::real_addr6(1)
+    );
+    assert!(metrics.contains(&up), "{up} missing:\n{metrics}");
+}
+
+#[test]
+fn ping_and_udp_checks_over_ipv6() {
+    if !precheck() {
+        return;
+    }
+    // rs1: ICMPv6 echo (answered by its kernel); rs2: UDP check on 5353 requiring "rs2:q".
+    let checks = [
+        "\n[[service.real.check]]\ntype = \"ping\"\n".to_string(),
+        "\n[[service.real.check]]\ntype = \"udp\"\nconnect_port = 5353\npayload = \"71\"\nrequire_reply = \"7273323a71\"\n".to_string(),
+    ];
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\nhealth = {{ {FAST}, alpha = true }}\n",
+        lab::VIP6
+    );
+    for (i, check) in checks.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{check}",
+            lab::real_addr6(i)
+        ));
+    }
+    let mut lab = Lab::build_dual(2).unwrap();
+    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
+        .expect("start tapvs");
+    assert!(
+        wait(10, || line6(&lab, 0).is_some()),
+        "PING_CHECK over ICMPv6 passed: {}",
+        listing(&lab)
+    );
+    assert!(line6(&lab, 1).is_none(), "no UDP responder yet");
+    let echo = lab.reals[1]
+        .run(|| traffic::UdpEcho::start("[::]:5353".parse().unwrap(), "rs2"))
+        .unwrap();
+    assert!(
+        wait(10, || line6(&lab, 1).is_some()),
+        "UDP_CHECK over IPv6 passed: {}",
+        listing(&lab)
+    );
+    drop(echo);
+    assert!(wait(10, || line6(&lab, 1).is_none()), "{}", listing(&lab));
+}

@@ -7,7 +7,7 @@
 //! of a failed server then follow IPVS semantics (`expire_nodest_conn`). Checks never block
 //! the data path: workers only hand this thread the frames addressed to the appliance.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::sys::tap::TapQueue;
 
 struct Real {
     svc: usize,
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     weight: u32,
     inhibit: bool,
     health: RealServerHealth,
@@ -79,14 +79,11 @@ impl Checks {
         let mut reals = Vec::new();
         let mut services = Vec::new();
         for s in &cfg.services {
-            // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
-            // config).
-            let Some(vip) = s.vip4() else { continue };
-            let key = crate::control::table::svc_key(s.proto, vip.into());
+            let key = crate::control::table::svc_key(s.proto, s.vip);
             let mut static_weight = 0u64;
             let first = reals.len();
             for r in &s.reals {
-                let Some(raddr) = r.addr4().filter(|_| !r.checks.is_empty()) else {
+                let Some(raddr) = Some(r.addr).filter(|_| !r.checks.is_empty()) else {
                     static_weight += u64::from(r.weight);
                     continue;
                 };
@@ -156,7 +153,7 @@ impl Checks {
                 .map_or(7, |d| d.as_nanos() as u64),
         );
         let now = Instant::now();
-        let mut old: std::collections::HashMap<(SvcKey, SocketAddrV4), Real> =
+        let mut old: std::collections::HashMap<(SvcKey, SocketAddr), Real> =
             std::mem::take(&mut self.reals)
                 .into_iter()
                 .map(|r| ((self.services[r.svc].key, r.addr), r))
@@ -164,14 +161,11 @@ impl Checks {
         let old_services: Vec<SvcKey> = self.services.drain(..).map(|s| s.key).collect();
         let mut kept = 0usize;
         for s in &cfg.services {
-            // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
-            // config).
-            let Some(vip) = s.vip4() else { continue };
-            let key = crate::control::table::svc_key(s.proto, vip.into());
+            let key = crate::control::table::svc_key(s.proto, s.vip);
             let mut static_weight = 0u64;
             let first = self.reals.len();
             for r in &s.reals {
-                let Some(raddr) = r.addr4().filter(|_| !r.checks.is_empty()) else {
+                let Some(raddr) = Some(r.addr).filter(|_| !r.checks.is_empty()) else {
                     static_weight += u64::from(r.weight);
                     continue;
                 };
@@ -202,7 +196,7 @@ impl Checks {
                             .unwrap_or(false);
                         // A fresh start: the table forgets the old verdict first.
                         let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Ok(snap) = t.clear_health(key, raddr.into()) {
+                        if let Ok(snap) = t.clear_health(key, raddr) {
                             Self::publish(shared, snap);
                         }
                         drop(t);
@@ -247,7 +241,7 @@ impl Checks {
         for ((key, addr), mut o) in old {
             o.health.shutdown(&mut self.net);
             let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(snap) = t.clear_health(key, addr.into()) {
+            if let Ok(snap) = t.clear_health(key, addr) {
                 Self::publish(shared, snap);
             }
         }
@@ -286,7 +280,7 @@ impl Checks {
         };
         let key = self.services[r.svc].key;
         let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-        match t.set_health(key, r.addr.into(), h) {
+        match t.set_health(key, r.addr, h) {
             Ok(snap) => Self::publish(shared, snap),
             Err(e) => tracing::warn!(real = %r.addr, error = %e, "health change not applied"),
         }
@@ -367,7 +361,7 @@ impl Checks {
                 }
                 let before = {
                     let t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                    match t.health(svc, r.addr.into()).0 {
+                    match t.health(svc, r.addr).0 {
                         Some(h) if h.down => "down".to_string(),
                         Some(h) => format!("up weight {}", h.weight.unwrap_or(r.weight)),
                         None => "unchecked".to_string(),
@@ -377,7 +371,7 @@ impl Checks {
                     Event::Down { reason } => format!("down ({reason})"),
                     _ => format!("up weight {}", r.health.weight()),
                 };
-                crate::control::changelog::health(svc.1, r.addr.into(), &before, &after);
+                crate::control::changelog::health(svc.1, r.addr, &before, &after);
                 let hook = match &ev {
                     Event::Up { .. } => r.notify_up.as_deref().map(|s| (s, "UP")),
                     Event::Down { .. } => r.notify_down.as_deref().map(|s| (s, "DOWN")),

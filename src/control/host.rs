@@ -13,7 +13,7 @@
 //! health thread; nothing here touches the data path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr,
+    IpAddress, IpCidr, Ipv4Address,
 };
 
 use crate::datapath::acl::{IcmpLimiter, IcmpLimits};
@@ -196,18 +197,22 @@ impl HostNet {
                 cfg.random_seed = seed ^ i as u64;
                 let mut iface = Interface::new(cfg, &mut dev, now);
                 iface.update_ip_addrs(|a| {
-                    // The host stack speaks IPv4 (health checks of IPv6 real servers are
-                    // refused by the config).
+                    // Both families: IPv6 neighbours are solicited by smoltcp (the pipeline
+                    // hands it the advertisements to its addresses).
                     for c in &p.addresses {
-                        if let std::net::IpAddr::V4(addr) = c.addr {
-                            let _ = a.push(IpCidr::new(IpAddress::Ipv4(v4(addr)), c.prefix));
-                        }
+                        let _ = a.push(IpCidr::new(IpAddress::from(c.addr), c.prefix));
                     }
                 });
                 for r in router.routes() {
                     if r.port == i && r.to.prefix == 0 {
-                        if let Some(std::net::IpAddr::V4(gw)) = r.via {
-                            let _ = iface.routes_mut().add_default_ipv4_route(v4(gw));
+                        match r.via {
+                            Some(IpAddr::V4(gw)) => {
+                                let _ = iface.routes_mut().add_default_ipv4_route(v4(gw));
+                            }
+                            Some(IpAddr::V6(gw)) => {
+                                let _ = iface.routes_mut().add_default_ipv6_route(gw);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -250,7 +255,11 @@ impl HostNet {
         if hdr.is_gso() {
             let mut seg = vec![0u8; 65536 + 256];
             let rx = &mut stack.dev.rx;
-            modes::gso::segment_tcp4(frame, &hdr, &pkt, &mut seg, |s| rx.push_back(s.to_vec()));
+            if pkt.kind == modes::packet::Kind::Ipv6 {
+                modes::gso::segment_tcp6(frame, &hdr, &mut seg, |s| rx.push_back(s.to_vec()));
+            } else {
+                modes::gso::segment_tcp4(frame, &hdr, &pkt, &mut seg, |s| rx.push_back(s.to_vec()));
+            }
             return;
         }
         let mut f = frame.to_vec();
@@ -284,7 +293,14 @@ impl HostNet {
                     };
                     let sock = stack.sockets.get_mut::<icmp::Socket>(*h);
                     let mut buf = [0u8; 1500];
-                    while let Ok((n, _)) = sock.recv_slice(&mut buf) {
+                    while let Ok((n, from)) = sock.recv_slice(&mut buf) {
+                        if matches!(from, IpAddress::Ipv6(_)) {
+                            // ICMPv6 echo reply (129) carrying our identifier.
+                            *replied |= n >= 8
+                                && buf[0] == 129
+                                && u16::from_be_bytes([buf[4], buf[5]]) == *ident;
+                            continue;
+                        }
                         let Ok(p) = Icmpv4Packet::new_checked(&buf[..n]) else {
                             continue;
                         };
@@ -336,7 +352,7 @@ impl HostNet {
             .min()
     }
 
-    fn stack_for(&mut self, dst: Ipv4Addr) -> Result<usize, String> {
+    fn stack_for(&mut self, dst: IpAddr) -> Result<usize, String> {
         let (port, _) = self
             .router
             .lookup(dst)
@@ -364,8 +380,8 @@ impl HostNet {
     }
 
     /// Starts a TCP connection to `dst`.
-    pub fn tcp_connect(&mut self, dst: SocketAddrV4) -> Result<SockId, String> {
-        let port = self.stack_for(*dst.ip())?;
+    pub fn tcp_connect(&mut self, dst: SocketAddr) -> Result<SockId, String> {
+        let port = self.stack_for(dst.ip())?;
         let local = self.local_port();
         let Some(Some(stack)) = self.ports.get_mut(port) else {
             return Err("no stack".into());
@@ -376,7 +392,7 @@ impl HostNet {
         );
         sock.connect(
             stack.iface.context(),
-            (IpAddress::Ipv4(v4(*dst.ip())), dst.port()),
+            (IpAddress::from(dst.ip()), dst.port()),
             local,
         )
         .map_err(|e| format!("connect {dst}: {e}"))?;
@@ -446,8 +462,8 @@ impl HostNet {
     }
 
     /// Opens a UDP socket and sends `payload` to `dst`.
-    pub fn udp_send(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<SockId, String> {
-        let port = self.stack_for(*dst.ip())?;
+    pub fn udp_send(&mut self, dst: SocketAddr, payload: &[u8]) -> Result<SockId, String> {
+        let port = self.stack_for(dst.ip())?;
         let local = self.local_port();
         self.unreachable.remove(&local);
         let Some(Some(stack)) = self.ports.get_mut(port) else {
@@ -458,7 +474,7 @@ impl HostNet {
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 65536]),
         );
         sock.bind(local).map_err(|e| format!("udp bind: {e}"))?;
-        sock.send_slice(payload, (IpAddress::Ipv4(v4(*dst.ip())), dst.port()))
+        sock.send_slice(payload, (IpAddress::from(dst.ip()), dst.port()))
             .map_err(|e| format!("udp send to {dst}: {e}"))?;
         let h = stack.sockets.add(sock);
         Ok(self.add(Sock::Udp { port, h, local }))
@@ -494,8 +510,8 @@ impl HostNet {
         }
     }
 
-    /// Sends an ICMP echo request to `dst`.
-    pub fn ping(&mut self, dst: Ipv4Addr) -> Result<SockId, String> {
+    /// Sends an ICMP (ICMPv6 for an IPv6 `dst`) echo request to `dst`.
+    pub fn ping(&mut self, dst: IpAddr) -> Result<SockId, String> {
         let port = self.stack_for(dst)?;
         self.next_ident = self.next_ident.wrapping_add(1).max(1);
         let ident = self.next_ident;
@@ -509,17 +525,38 @@ impl HostNet {
         sock.bind(icmp::Endpoint::Ident(ident))
             .map_err(|e| format!("icmp bind: {e}"))?;
         let data = b"tapvs-check";
-        let repr = Icmpv4Repr::EchoRequest {
-            ident,
-            seq_no: 1,
-            data,
+        let bytes = match dst {
+            IpAddr::V4(_) => {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: 1,
+                    data,
+                };
+                let mut bytes = vec![0u8; repr.buffer_len()];
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(&mut bytes[..]),
+                    &Default::default(),
+                );
+                bytes
+            }
+            IpAddr::V6(d) => {
+                // smoltcp fills in the source address and the checksum when it sends.
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no: 1,
+                    data,
+                };
+                let mut bytes = vec![0u8; repr.buffer_len()];
+                repr.emit(
+                    &std::net::Ipv6Addr::UNSPECIFIED,
+                    &d,
+                    &mut Icmpv6Packet::new_unchecked(&mut bytes[..]),
+                    &Default::default(),
+                );
+                bytes
+            }
         };
-        let mut bytes = vec![0u8; repr.buffer_len()];
-        repr.emit(
-            &mut Icmpv4Packet::new_unchecked(&mut bytes[..]),
-            &Default::default(),
-        );
-        sock.send_slice(&bytes, IpAddress::Ipv4(v4(dst)))
+        sock.send_slice(&bytes, IpAddress::from(dst))
             .map_err(|e| format!("ping {dst}: {e}"))?;
         let h = stack.sockets.add(sock);
         Ok(self.add(Sock::Ping {
@@ -546,7 +583,7 @@ impl HostNet {
 }
 
 impl Transport for HostNet {
-    fn tcp_connect(&mut self, dst: SocketAddrV4) -> Result<SockId, String> {
+    fn tcp_connect(&mut self, dst: SocketAddr) -> Result<SockId, String> {
         HostNet::tcp_connect(self, dst)
     }
     fn tcp_state(&self, s: SockId) -> TcpState {
@@ -561,7 +598,7 @@ impl Transport for HostNet {
     fn tcp_close(&mut self, s: SockId) {
         HostNet::tcp_close(self, s)
     }
-    fn udp_send(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<SockId, String> {
+    fn udp_send(&mut self, dst: SocketAddr, payload: &[u8]) -> Result<SockId, String> {
         HostNet::udp_send(self, dst, payload)
     }
     fn udp_recv(&mut self, s: SockId, buf: &mut [u8]) -> Option<usize> {
@@ -573,7 +610,7 @@ impl Transport for HostNet {
     fn udp_close(&mut self, s: SockId) {
         HostNet::udp_close(self, s)
     }
-    fn ping(&mut self, dst: Ipv4Addr) -> Result<SockId, String> {
+    fn ping(&mut self, dst: IpAddr) -> Result<SockId, String> {
         HostNet::ping(self, dst)
     }
     fn ping_replied(&self, s: SockId) -> bool {

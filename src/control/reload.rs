@@ -91,9 +91,8 @@ fn validate_checks(cfg: &Config) -> Result<(), String> {
     let now = std::time::Instant::now();
     for s in &cfg.services {
         for r in s.reals.iter().filter(|r| !r.checks.is_empty()) {
-            let Some(raddr) = r.addr4() else { continue };
             crate::health::config::real_server_health(
-                &s.health, &r.health, &r.checks, raddr, r.weight, now, &mut rng,
+                &s.health, &r.health, &r.checks, r.addr, r.weight, now, &mut rng,
             )
             .map_err(|(f, m)| {
                 format!(

@@ -9,7 +9,7 @@
 //! field relative to the validated value (`url[1].status_code`, `check[0].misc_path`,
 //! `health.quorum`), for the caller to prefix with its own path.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -141,7 +141,7 @@ impl ServiceHealthConfig {
     }
 
     /// The sorry server: address and optional port.
-    pub fn sorry_server(&self) -> Result<Option<(Ipv4Addr, Option<u16>)>, FieldError> {
+    pub fn sorry_server(&self) -> Result<Option<(std::net::Ipv4Addr, Option<u16>)>, FieldError> {
         let Some(s) = &self.sorry_server else {
             return Ok(None);
         };
@@ -151,13 +151,13 @@ impl ServiceHealthConfig {
                 format!("{s:?} is not an IPv4 address or address:port"),
             )
         };
-        if let Ok(sa) = s.parse::<SocketAddrV4>() {
+        if let Ok(sa) = s.parse::<std::net::SocketAddrV4>() {
             if sa.port() == 0 {
                 return Err(err());
             }
             return Ok(Some((*sa.ip(), Some(sa.port()))));
         }
-        s.parse::<Ipv4Addr>()
+        s.parse::<std::net::Ipv4Addr>()
             .map(|ip| Some((ip, None)))
             .map_err(|_| err())
     }
@@ -251,7 +251,7 @@ check_struct! {
     /// TCP_CHECK options.
     TcpCheckConfig {
         /// Address to connect to (default: the real server's).
-        connect_ip: Option<Ipv4Addr>,
+        connect_ip: Option<IpAddr>,
         /// Port to connect to (default: the real server's).
         connect_port: Option<u16>,
     }
@@ -261,7 +261,7 @@ check_struct! {
     /// HTTP_GET and SSL_GET options.
     HttpCheckConfig {
         /// Address to connect to (default: the real server's).
-        connect_ip: Option<Ipv4Addr>,
+        connect_ip: Option<IpAddr>,
         /// Port to connect to (default: the real server's).
         connect_port: Option<u16>,
         /// The URLs to fetch (at least one); all must pass.
@@ -277,7 +277,7 @@ check_struct! {
     /// UDP_CHECK options.
     UdpCheckConfig {
         /// Address to send to (default: the real server's).
-        connect_ip: Option<Ipv4Addr>,
+        connect_ip: Option<IpAddr>,
         /// Port to send to (default: the real server's).
         connect_port: Option<u16>,
         /// Datagram payload as hex (default: empty).
@@ -291,7 +291,7 @@ check_struct! {
     /// PING_CHECK options.
     PingCheckConfig {
         /// Address to ping (default: the real server's).
-        connect_ip: Option<Ipv4Addr>,
+        connect_ip: Option<IpAddr>,
     }
 }
 
@@ -429,7 +429,7 @@ impl CheckConfig {
                     return f("sni", "only valid for ssl_get".into());
                 }
                 if let Some(s) = &c.sni {
-                    ssl::server_name(Some(s), Ipv4Addr::UNSPECIFIED)
+                    ssl::server_name(Some(s), std::net::Ipv4Addr::UNSPECIFIED.into())
                         .map_err(|e| ("sni".into(), e))?;
                 }
                 if let Some(h) = &c.virtualhost {
@@ -509,10 +509,10 @@ impl CheckConfig {
 
     /// Builds the checker for the real server at `real` (validate first). Fails when the
     /// destination port would be 0 (all-ports service without `connect_port`).
-    pub fn build(&self, real: SocketAddrV4, r: &Resolved) -> Result<Box<dyn Checker>, FieldError> {
+    pub fn build(&self, real: SocketAddr, r: &Resolved) -> Result<Box<dyn Checker>, FieldError> {
         self.validate()?;
         let to = r.connect_timeout;
-        let dst = |ip: Option<Ipv4Addr>, port: Option<u16>| -> Result<SocketAddrV4, FieldError> {
+        let dst = |ip: Option<IpAddr>, port: Option<u16>| -> Result<SocketAddr, FieldError> {
             let port = port.unwrap_or(real.port());
             if port == 0 {
                 return Err((
@@ -520,7 +520,7 @@ impl CheckConfig {
                     "required: the real server has no port".into(),
                 ));
             }
-            Ok(SocketAddrV4::new(ip.unwrap_or(*real.ip()), port))
+            Ok(SocketAddr::new(ip.unwrap_or(real.ip()), port))
         };
         Ok(match self {
             CheckConfig::Tcp(c) => {
@@ -548,7 +548,7 @@ impl CheckConfig {
                     .collect();
                 if matches!(self, CheckConfig::SslGet(_)) {
                     let sni = c.sni.as_deref().or(c.virtualhost.as_deref());
-                    let sni = sni.filter(|s| s.parse::<Ipv4Addr>().is_err() && !s.contains(':'));
+                    let sni = sni.filter(|s| s.parse::<IpAddr>().is_err() && !s.contains(':'));
                     Box::new(ssl::ssl_get(d, to, urls, sni).map_err(|e| ("sni".to_string(), e))?)
                 } else {
                     Box::new(HttpGetChecker::new(d, to, urls))
@@ -570,7 +570,7 @@ impl CheckConfig {
                     .map_err(|e| ("require_reply".to_string(), e))?,
             )),
             CheckConfig::Ping(c) => {
-                Box::new(PingChecker::new(c.connect_ip.unwrap_or(*real.ip()), to))
+                Box::new(PingChecker::new(c.connect_ip.unwrap_or(real.ip()), to))
             }
             CheckConfig::Misc(c) => {
                 let argv = c
@@ -607,7 +607,7 @@ pub fn real_server_health(
     service: &ServiceHealthConfig,
     real: &RealHealthConfig,
     checks: &[CheckConfig],
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     weight: u32,
     now: Instant,
     rng: &mut SplitMix64,
@@ -715,7 +715,7 @@ delay_loop = 1.5
         let last = r.check[6].resolve(&s.health, &r.health);
         assert_eq!(last.schedule.delay_loop, Duration::from_millis(1500));
 
-        let addr: SocketAddrV4 = "172.16.0.2:80".parse().unwrap();
+        let addr: SocketAddr = "172.16.0.2:80".parse().unwrap();
         let mut rng = SplitMix64::new(1);
         let h = real_server_health(
             &s.health,
@@ -840,7 +840,7 @@ delay_loop = 1.5
             parse("[[real]]\n[[real.check]]\ntype = \"ping\"\n[[real.check]]\ntype = \"tcp\"\n")
                 .unwrap();
         let r = &s.real[0];
-        let addr: SocketAddrV4 = "172.16.0.2:0".parse().unwrap();
+        let addr: SocketAddr = "172.16.0.2:0".parse().unwrap();
         let e = real_server_health(
             &s.health,
             &r.health,

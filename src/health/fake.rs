@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::transport::{SockId, TcpState, Transport};
@@ -59,7 +59,7 @@ pub enum UdpBehaviour {
 }
 
 struct FakeTcp {
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     state: TcpState,
     to_client: VecDeque<u8>,
     from_client: Vec<u8>,
@@ -76,23 +76,23 @@ struct FakeUdp {
 /// are silent, unknown hosts do not answer pings.
 pub struct FakeTransport {
     /// Scripted TCP servers.
-    pub tcp_servers: HashMap<SocketAddrV4, TcpBehaviour>,
+    pub tcp_servers: HashMap<SocketAddr, TcpBehaviour>,
     /// Scripted UDP servers.
-    pub udp_servers: HashMap<SocketAddrV4, UdpBehaviour>,
+    pub udp_servers: HashMap<SocketAddr, UdpBehaviour>,
     /// Hosts that answer ICMP echo.
-    pub ping_hosts: HashSet<Ipv4Addr>,
+    pub ping_hosts: HashSet<IpAddr>,
     /// Most bytes one `tcp_send` takes (to exercise partial sends).
     pub send_limit: usize,
     /// Most bytes one `tcp_recv` returns (to exercise partial reads).
     pub recv_limit: usize,
     /// Every TCP connection attempt, in order.
-    pub connects: Vec<SocketAddrV4>,
+    pub connects: Vec<SocketAddr>,
     /// Per closed TCP connection: destination and everything the client sent.
-    pub transcripts: Vec<(SocketAddrV4, Vec<u8>)>,
+    pub transcripts: Vec<(SocketAddr, Vec<u8>)>,
     /// Every UDP datagram sent.
-    pub udp_sent: Vec<(SocketAddrV4, Vec<u8>)>,
+    pub udp_sent: Vec<(SocketAddr, Vec<u8>)>,
     /// Every echo request sent.
-    pub pings_sent: Vec<Ipv4Addr>,
+    pub pings_sent: Vec<IpAddr>,
     next_id: SockId,
     tcp: HashMap<SockId, FakeTcp>,
     udp: HashMap<SockId, FakeUdp>,
@@ -126,13 +126,13 @@ impl FakeTransport {
     }
 
     /// Scripts the TCP server at `addr`.
-    pub fn tcp(&mut self, addr: SocketAddrV4, b: TcpBehaviour) -> &mut Self {
+    pub fn tcp(&mut self, addr: SocketAddr, b: TcpBehaviour) -> &mut Self {
         self.tcp_servers.insert(addr, b);
         self
     }
 
     /// Scripts the UDP server at `addr`.
-    pub fn udp(&mut self, addr: SocketAddrV4, b: UdpBehaviour) -> &mut Self {
+    pub fn udp(&mut self, addr: SocketAddr, b: UdpBehaviour) -> &mut Self {
         self.udp_servers.insert(addr, b);
         self
     }
@@ -171,7 +171,7 @@ impl FakeTcp {
 }
 
 impl Transport for FakeTransport {
-    fn tcp_connect(&mut self, dst: SocketAddrV4) -> Result<SockId, String> {
+    fn tcp_connect(&mut self, dst: SocketAddr) -> Result<SockId, String> {
         self.connects.push(dst);
         let b = self
             .tcp_servers
@@ -239,7 +239,7 @@ impl Transport for FakeTransport {
         }
     }
 
-    fn udp_send(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<SockId, String> {
+    fn udp_send(&mut self, dst: SocketAddr, payload: &[u8]) -> Result<SockId, String> {
         self.udp_sent.push((dst, payload.to_vec()));
         let u = match self.udp_servers.get(&dst) {
             Some(UdpBehaviour::Reply(r)) => FakeUdp {
@@ -275,7 +275,7 @@ impl Transport for FakeTransport {
         self.udp.remove(&s);
     }
 
-    fn ping(&mut self, dst: Ipv4Addr) -> Result<SockId, String> {
+    fn ping(&mut self, dst: IpAddr) -> Result<SockId, String> {
         self.pings_sent.push(dst);
         let replied = self.ping_hosts.contains(&dst);
         let id = self.id();

@@ -15,7 +15,7 @@
 //! [`MAX_RESPONSE`] bytes, and its MD5 compared with the configured lowercase hex digest.
 
 use std::io::{Read, Write};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -339,7 +339,7 @@ impl Exchange {
 
 /// The HTTP_GET / SSL_GET checker.
 pub struct HttpGetChecker {
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     timeout: Duration,
     urls: Vec<UrlCheck>,
     tls: Option<TlsParams>,
@@ -361,7 +361,7 @@ impl std::fmt::Debug for HttpGetChecker {
 
 impl HttpGetChecker {
     /// HTTP_GET of `urls` (at least one) on `dst`, each exchange within `timeout`.
-    pub fn new(dst: SocketAddrV4, timeout: Duration, urls: Vec<UrlCheck>) -> HttpGetChecker {
+    pub fn new(dst: SocketAddr, timeout: Duration, urls: Vec<UrlCheck>) -> HttpGetChecker {
         HttpGetChecker {
             dst,
             timeout,
@@ -375,7 +375,7 @@ impl HttpGetChecker {
 
     /// SSL_GET: the same over TLS.
     pub fn with_tls(
-        dst: SocketAddrV4,
+        dst: SocketAddr,
         timeout: Duration,
         urls: Vec<UrlCheck>,
         tls: TlsParams,
@@ -540,7 +540,7 @@ mod tests {
     use super::*;
     use crate::health::fake::{FakeTransport, TcpBehaviour};
 
-    fn addr() -> SocketAddrV4 {
+    fn addr() -> SocketAddr {
         "172.16.0.2:80".parse().unwrap()
     }
 

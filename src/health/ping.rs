@@ -1,7 +1,7 @@
 //! PING_CHECK: the real server is up when it answers an ICMP echo request within
 //! `connect_timeout`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::transport::Transport;
@@ -10,14 +10,14 @@ use super::{Attempt, Checker, Outcome, Poll};
 /// An ICMP echo check.
 #[derive(Debug)]
 pub struct PingChecker {
-    dst: Ipv4Addr,
+    dst: IpAddr,
     timeout: Duration,
     attempt: Attempt,
 }
 
 impl PingChecker {
     /// Pings `dst`, waiting up to `timeout` for the reply.
-    pub fn new(dst: Ipv4Addr, timeout: Duration) -> PingChecker {
+    pub fn new(dst: IpAddr, timeout: Duration) -> PingChecker {
         PingChecker {
             dst,
             timeout,
@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn reply_and_no_reply() {
         let now = Instant::now();
-        let ip: Ipv4Addr = "172.16.0.2".parse().unwrap();
+        let ip: IpAddr = "172.16.0.2".parse().unwrap();
         let mut t = FakeTransport::new();
         t.ping_hosts.insert(ip);
         let mut c = PingChecker::new(ip, Duration::from_secs(5));

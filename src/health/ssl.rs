@@ -7,7 +7,7 @@
 //! server must hold the private key of the certificate it presents. SNI carries the `sni`
 //! option, else the virtual host; when neither is a DNS name none is sent.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -96,24 +96,24 @@ pub fn client_config() -> Arc<ClientConfig> {
 
 /// The server name for SNI: `sni` if given (a DNS name or an IP address), else the connect
 /// address (then no SNI is sent).
-pub fn server_name(sni: Option<&str>, ip: Ipv4Addr) -> Result<ServerName<'static>, String> {
+pub fn server_name(sni: Option<&str>, ip: IpAddr) -> Result<ServerName<'static>, String> {
     match sni {
         Some(s) => ServerName::try_from(s.to_string())
             .map_err(|_| format!("{s:?} is not a valid TLS server name")),
-        None => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
+        None => Ok(ServerName::IpAddress(ip.into())),
     }
 }
 
 /// An SSL_GET checker: `urls` over TLS on `dst`, SNI from `sni` (see [`server_name`]).
 pub fn ssl_get(
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     timeout: Duration,
     urls: Vec<UrlCheck>,
     sni: Option<&str>,
 ) -> Result<HttpGetChecker, String> {
     let tls = TlsParams {
         config: client_config(),
-        server_name: server_name(sni, *dst.ip())?,
+        server_name: server_name(sni, dst.ip())?,
     };
     Ok(HttpGetChecker::with_tls(dst, timeout, urls, tls))
 }
@@ -130,7 +130,7 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    fn addr() -> SocketAddrV4 {
+    fn addr() -> SocketAddr {
         "172.16.0.2:443".parse().unwrap()
     }
 
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn sni_must_be_a_name() {
-        assert!(server_name(Some("bad name!"), Ipv4Addr::LOCALHOST).is_err());
-        assert!(server_name(Some("ok.example"), Ipv4Addr::LOCALHOST).is_ok());
+        assert!(server_name(Some("bad name!"), std::net::Ipv4Addr::LOCALHOST.into()).is_err());
+        assert!(server_name(Some("ok.example"), std::net::Ipv4Addr::LOCALHOST.into()).is_ok());
     }
 }

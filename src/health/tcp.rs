@@ -1,7 +1,7 @@
 //! TCP_CHECK: the real server is up when a TCP connection to it completes within
 //! `connect_timeout`.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::transport::{TcpState, Transport};
@@ -10,14 +10,14 @@ use super::{Attempt, Checker, Outcome, Poll};
 /// A TCP connect check.
 #[derive(Debug)]
 pub struct TcpChecker {
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     timeout: Duration,
     attempt: Attempt,
 }
 
 impl TcpChecker {
     /// Checks that `dst` accepts a connection within `timeout`.
-    pub fn new(dst: SocketAddrV4, timeout: Duration) -> TcpChecker {
+    pub fn new(dst: SocketAddr, timeout: Duration) -> TcpChecker {
         TcpChecker {
             dst,
             timeout,
@@ -75,7 +75,7 @@ mod tests {
     use super::*;
     use crate::health::fake::{FakeTransport, TcpBehaviour};
 
-    fn addr() -> SocketAddrV4 {
+    fn addr() -> SocketAddr {
         "172.16.0.2:80".parse().unwrap()
     }
 

@@ -4,7 +4,7 @@
 //! checks leave from the appliance's address facing the real server. Every call is
 //! non-blocking; checkers poll the state of their sockets.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 /// A socket handle, valid until closed.
 pub type SockId = usize;
@@ -25,7 +25,7 @@ pub enum TcpState {
 /// Non-blocking TCP, UDP and ICMP echo for the checkers.
 pub trait Transport {
     /// Starts a TCP connection to `dst` (source: the appliance's address facing dst).
-    fn tcp_connect(&mut self, dst: SocketAddrV4) -> Result<SockId, String>;
+    fn tcp_connect(&mut self, dst: SocketAddr) -> Result<SockId, String>;
     /// The socket's state.
     fn tcp_state(&self, s: SockId) -> TcpState;
     /// Queues bytes for sending; returns how many were taken (may be fewer).
@@ -35,7 +35,7 @@ pub trait Transport {
     /// Closes (gracefully if open) and forgets the socket.
     fn tcp_close(&mut self, s: SockId);
     /// Opens a UDP socket and sends `payload` to `dst`.
-    fn udp_send(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<SockId, String>;
+    fn udp_send(&mut self, dst: SocketAddr, payload: &[u8]) -> Result<SockId, String>;
     /// A datagram received on the socket from `dst`, if any.
     fn udp_recv(&mut self, s: SockId, buf: &mut [u8]) -> Option<usize>;
     /// Whether an ICMP port/host unreachable came back for the socket's datagram.
@@ -43,7 +43,7 @@ pub trait Transport {
     /// Closes and forgets the UDP socket.
     fn udp_close(&mut self, s: SockId);
     /// Sends an ICMP echo request to `dst`.
-    fn ping(&mut self, dst: Ipv4Addr) -> Result<SockId, String>;
+    fn ping(&mut self, dst: IpAddr) -> Result<SockId, String>;
     /// Whether the echo reply arrived.
     fn ping_replied(&self, s: SockId) -> bool;
     /// Forgets the echo request.

@@ -6,7 +6,7 @@
 //! `connect_timeout` means up (a UDP service need not answer; only the ICMP error proves that
 //! nothing listens).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::http::hex;
@@ -16,7 +16,7 @@ use super::{Attempt, Checker, Outcome, Poll};
 /// A UDP check.
 #[derive(Debug)]
 pub struct UdpChecker {
-    dst: SocketAddrV4,
+    dst: SocketAddr,
     timeout: Duration,
     payload: Vec<u8>,
     require_reply: Option<Vec<u8>>,
@@ -26,7 +26,7 @@ pub struct UdpChecker {
 impl UdpChecker {
     /// Sends `payload` to `dst`; see the module documentation for the verdict.
     pub fn new(
-        dst: SocketAddrV4,
+        dst: SocketAddr,
         timeout: Duration,
         payload: Vec<u8>,
         require_reply: Option<Vec<u8>>,
@@ -131,7 +131,7 @@ mod tests {
     use super::*;
     use crate::health::fake::{FakeTransport, UdpBehaviour};
 
-    fn addr() -> SocketAddrV4 {
+    fn addr() -> SocketAddr {
         "172.16.0.2:53".parse().unwrap()
     }
 

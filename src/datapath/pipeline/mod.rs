@@ -589,9 +589,12 @@ impl Pipeline {
         f: &Frame,
     ) -> Verdict {
         let pkt = &f.pkt;
-        // The host stack (health checks) speaks IPv4.
-        if env.host_stack && pkt.kind == Kind::Ipv4 {
-            let echo = pkt.is_icmp() && buf.get(VNET_HDR_LEN + pkt.l4).copied() == Some(8);
+        // The host stack (health checks) speaks both families; echo requests to us are
+        // answered here (ICMPv6 never comes this way: `icmp6` has it).
+        if env.host_stack {
+            let echo = pkt.kind == Kind::Ipv4
+                && pkt.is_icmp()
+                && buf.get(VNET_HDR_LEN + pkt.l4).copied() == Some(8);
             if !echo {
                 return Verdict::Host;
             }

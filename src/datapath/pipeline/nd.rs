@@ -108,7 +108,11 @@ impl Pipeline {
                 if on_link6(info, target) && mac[0] & 1 == 0 {
                     self.learn6(env, sink, port, target, mac);
                 }
-                self.drop(Drop::NdIgnored)
+                // The host stack resolves its own next hops: it needs the answers to us.
+                match pkt.dst {
+                    IpAddr::V6(d) if env.host_stack && !group && own6(info, d) => Verdict::Host,
+                    _ => self.drop(Drop::NdIgnored),
+                }
             }
             icmpv6::TYPE_ECHO_REQUEST if !group => {
                 let IpAddr::V6(dst) = pkt.dst else {
@@ -133,6 +137,10 @@ impl Pipeline {
                 }
             }
             _ if group => self.drop(Drop::NotForUs),
+            // Echo replies and errors for the host stack's checks.
+            _ if env.host_stack && matches!(pkt.dst, IpAddr::V6(d) if own6(info, d)) => {
+                Verdict::Host
+            }
             _ => self.drop(Drop::IcmpIgnored),
         }
     }
