@@ -196,20 +196,12 @@ fn names_on_the_command_line_and_in_listings() {
     assert_eq!(ok(&lab, "-L -n"), numeric);
 
     // A name in brackets is looked up for IPv6 (the system resolver reads the hosts file):
-    // resolved by tapvsadm, the command reaches the daemon, which refuses IPv6 services for
-    // now (exit 1, nothing changed); the same name without brackets has no IPv4 address.
-    let o = adm_in(&lab, &format!("-A -t [{HOST6}]:http -s rr"), None);
-    assert_eq!(
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).trim().to_string()
-        ),
-        (
-            Some(1),
-            "IPv6 services are not supported yet by the tapvs daemon".to_string()
-        ),
-        "{o:?}"
-    );
+    // resolved by tapvsadm, the command reaches the daemon, which adds the IPv6 service and
+    // lists it numerically; the same name without brackets has no IPv4 address.
+    ok(&lab, &format!("-A -t [{HOST6}]:http -s rr"));
+    let listed = ok(&lab, "-L -n");
+    assert!(listed.contains(&format!("TCP  [{VIP6}]:80 rr")), "{listed}");
+    ok(&lab, &format!("-D -t [{HOST6}]:http"));
     let o = adm_in(&lab, &format!("-A -t {HOST6}:http -s rr"), None);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert_eq!(
