@@ -3,7 +3,8 @@
 //! queued as an IPv6 entry (type 1, 16-byte addresses) that survives the wire format, and
 //! nothing is counted as skipped. Backup: IPv6 NAT and FullNAT entries become connections
 //! without scheduling, with the synced real server and local address, and the client's next
-//! packets are forwarded to them.
+//! packets are forwarded to them. An independent decoder: tshark's IPVS dissector reads a
+//! message of IPv6 entries (NAT and FullNAT) with their addresses, ports and sizes.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -290,4 +291,93 @@ fn backup_installs_ipv6_entries_without_scheduling() {
     };
     assert!(rig.apply(&other).is_err());
     assert_eq!(rig.pipe.table().len(), 2);
+}
+
+/// The frame of a sync message `msg` as the master sends it: Ethernet, IPv4 from 172.16.0.11 to
+/// 224.0.0.81, UDP 8848 (checksum 0, "none", allowed over IPv4), in a one-frame pcap file.
+fn sync_pcap(msg: &[u8], path: &std::path::Path) {
+    let udp_len = 8 + msg.len();
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 1, 0, 0, 1, 17, 0, 0, 172, 16, 0, 11, 224, 0, 0, 81,
+    ];
+    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let mut frame = vec![
+        0x01, 0x00, 0x5e, 0, 0, 0x51, 0x02, 0x74, 0x76, 0, 1, 2, 0x08, 0,
+    ];
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&8848u16.to_be_bytes());
+    frame.extend_from_slice(&8848u16.to_be_bytes());
+    frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(msg);
+    let mut pcap = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1, 0, 0] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    // The header's version fields are two u16s (2, 4): little-endian u32 0x00040002 above.
+    pcap.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    pcap.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    pcap.extend_from_slice(&frame);
+    std::fs::write(path, pcap).unwrap();
+}
+
+/// An independent decoder: tshark's IPVS dissector reads the IPv6 entries (plain and FullNAT,
+/// whose option it skips by the entry size) with the right addresses, ports and sizes.
+#[test]
+fn tshark_decodes_the_ipv6_entries() {
+    let have = std::process::Command::new("tshark")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        tapvs_lab::netns::skip_or_fail("tshark is needed (scripts/deps)");
+        return;
+    }
+    let nat = entry(80, flags::MASQ, 40000);
+    let fnat = SyncConn {
+        fullnat: Some((lip6().into(), 5000)),
+        ..entry(82, flags::FULLNAT, 40001)
+    };
+    let mut buf = [0u8; 300];
+    let mut m = MessageBuilder::new(&mut buf, 9);
+    assert!(m.push(&nat) && m.push(&fnat));
+    let n = m.finish();
+    let path = std::env::temp_dir().join(format!("tapvs-sync6-{}.pcap", std::process::id()));
+    sync_pcap(&buf[..n], &path);
+    // The verbose tree: this dissector's IPv6 client and virtual address fields do not
+    // come out with `-T fields`.
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(&path)
+        .args(["-d", "udp.port==8848,ipvs", "-V"])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ipvs = text
+        .split("IP Virtual Services Sync Daemon")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no IPVS layer: {text}"));
+    let lines: Vec<&str> = ipvs.lines().map(str::trim).collect();
+    let count = |l: &str| lines.iter().filter(|x| **x == l).count();
+    assert_eq!(count("Connection Count: 2"), 1, "{ipvs}");
+    assert_eq!(count("Type: Unknown (1)"), 2, "{ipvs}");
+    assert_eq!(count("Client Address: 2001:db8:c::2"), 2, "{ipvs}");
+    assert_eq!(count("Virtual Address: 2001:db8:f::80"), 2, "{ipvs}");
+    assert_eq!(count("Destination Address: 2001:db8:5::2"), 2, "{ipvs}");
+    assert_eq!(count("Client Port: 40000"), 1, "{ipvs}");
+    assert_eq!(count("Client Port: 40001"), 1, "{ipvs}");
+    assert_eq!(count("Virtual Port: 82"), 1, "{ipvs}");
+    assert_eq!(count("Destination Port: 8080"), 2, "{ipvs}");
+    assert_eq!(count("Timeout: 900"), 2, "{ipvs}");
+    assert_eq!(count("Flags: 0x00000005"), 1, "FullNAT: {ipvs}");
+    assert!(lines.iter().any(|l| l.ends_with("= Size: 72")), "{ipvs}");
+    assert!(lines.iter().any(|l| l.ends_with("= Size: 92")), "{ipvs}");
+    assert!(!ipvs.contains("Malformed"), "{ipvs}");
 }
