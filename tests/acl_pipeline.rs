@@ -418,7 +418,7 @@ fn access_settings_survive_tapvsadm_edits_and_follow_the_config() {
     // A reload's new settings: set, then the service rebuilt.
     let text = config(&service("tcp", 80, "conn_limit = 7"), "icmp_msgs_burst = 9");
     let cfg = tapvs::config::parse(&text, std::path::Path::new("t.toml")).unwrap();
-    let key = (cfg.services[0].proto, cfg.services[0].vip4().unwrap());
+    let key = (cfg.services[0].proto, cfg.services[0].vip);
     assert!(table.set_extras(key, &cfg.services[0]));
     table.refresh(key).unwrap();
     assert!(table.set_defence(&cfg.defence));

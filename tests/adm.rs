@@ -2,7 +2,9 @@
 //! through the `tapvsadm` binary while traffic flows; listings, counters and rates are checked;
 //! a long transfer survives edits of other real servers and of its own server's weight; bad
 //! input changes nothing; `-S` fed to `-R` on a fresh daemon reproduces the listing; the
-//! Prometheus endpoint shows counters moving.
+//! Prometheus endpoint shows counters moving. In the dual-stack lab, a config with an IPv6
+//! service starts and reloads, tapvsadm edits and lists IPv6 services in ipvsadm's formats, and
+//! a mixed IPv4 + IPv6 `-S` restores with `-R` into an empty daemon to the same `-S`.
 
 mod common;
 
@@ -41,6 +43,177 @@ fn ok(lab: &Lab, args: &str) -> String {
 
 fn dest_line(addr: &str, fwd: &str, w: u32, a: u32, i: u32) -> String {
     format!("  -> {addr:<28} {fwd:<7} {w:<6} {a:<10} {i:<10}")
+}
+
+/// `[addr]:port` of real server `i`'s IPv6 address.
+fn real6(i: usize, port: u16) -> String {
+    format!("[{}]:{port}", lab::real_addr6(i))
+}
+
+/// The config of the IPv6 test: the dual lab's ports, an IPv4 NAT service on VIP:80 and an
+/// IPv6 NAT service on [VIP6]:80 with real servers 0 and 1 (`weight6` for real 1).
+fn dual_config(base: &str, weight6: u32) -> String {
+    format!(
+        "{base}{}{}",
+        lab::nat_service("tcp", 80, "rr", &[(0, 80, 1)]),
+        lab::service6("tcp", 80, "wrr", "nat", &[(0, 80, 1), (1, 80, weight6)])
+    )
+}
+
+#[test]
+fn ipv6_services_through_the_daemon() {
+    if !precheck() {
+        return;
+    }
+    let mut lab = Lab::build_dual(2).unwrap();
+    let base = lab::base_config_dual(1);
+    let path = std::env::temp_dir().join(format!("tapvs-adm-v6-{}.toml", std::process::id()));
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = Rm(path.clone());
+    // A config with an IPv6 service starts.
+    std::fs::write(&path, dual_config(&base, 1)).unwrap();
+    lab.start_file(&path).unwrap();
+    let vip6 = format!("[{}]", lab::VIP6);
+    let listing = ok(&lab, "-L -n");
+    assert!(
+        listing.contains(&format!(
+            "\nTCP  {vip6}:80 wrr\n{}\n{}\n",
+            dest_line(&real6(0, 80), "Masq", 1, 0, 0),
+            dest_line(&real6(1, 80), "Masq", 1, 0, 0)
+        )),
+        "{listing}"
+    );
+    // tapvsadm adds, edits and removes IPv6 services and real servers.
+    ok(&lab, &format!("-A -t {vip6}:8080 -s rr"));
+    ok(
+        &lab,
+        &format!("-a -t {vip6}:8080 -r {} -m -w 2", real6(0, 8080)),
+    );
+    ok(&lab, &format!("-a -t {vip6}:8080 -r {} -m", real6(1, 8080)));
+    ok(
+        &lab,
+        &format!("-e -t {vip6}:8080 -r {} -m -w 5", real6(1, 8080)),
+    );
+    ok(&lab, &format!("-A -u {vip6}:53 -s sh -p 60 -M 64"));
+    ok(&lab, &format!("-a -u {vip6}:53 -r {} -m", real6(1, 5353)));
+    let one = ok(&lab, &format!("-L -n -t {vip6}:8080"));
+    assert_eq!(
+        one.lines().skip(2).collect::<Vec<_>>(),
+        [
+            format!("TCP  {vip6}:8080 rr"),
+            dest_line(&real6(0, 8080), "Masq", 2, 0, 0),
+            dest_line(&real6(1, 8080), "Masq", 5, 0, 0),
+        ],
+        "{one}"
+    );
+    ok(&lab, &format!("-d -t {vip6}:8080 -r {}", real6(0, 8080)));
+    ok(&lab, &format!("-E -t {vip6}:8080 -s wlc"));
+    ok(&lab, &format!("-Z -t {vip6}:8080"));
+    // Traffic to the IPv6 service: its connection in -L -c, its counters in --stats.
+    let _servers: Vec<traffic::HttpServer> = lab
+        .reals
+        .iter()
+        .map(|rs| {
+            rs.run(|| traffic::HttpServer::start("[::]:8080".parse().unwrap(), "rs6"))
+                .expect("http server")
+        })
+        .collect();
+    let target = std::net::SocketAddr::new(lab::VIP6.into(), 8080);
+    let got = lab.client.run(move || {
+        let mut last = None;
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            last = Some(traffic::http_get(target, "/", Duration::from_secs(2)));
+            matches!(last, Some(Ok((200, _))))
+        });
+        last
+    });
+    assert!(matches!(got, Some(Ok((200, _)))), "{got:?}");
+    let conns = ok(&lab, "-L -n -c");
+    let row = conns
+        .lines()
+        .find(|l| l.starts_with("TCP ") && l.contains(&format!("{vip6}:8080")))
+        .unwrap_or_else(|| panic!("no IPv6 connection in:\n{conns}"));
+    assert!(
+        row.contains(&format!("[{}]:", lab::CLIENT6)) && row.contains(&real6(1, 8080)),
+        "{conns}"
+    );
+    // The counters reach the listing with the workers' next publication.
+    let conns_of = |stats: &str| -> Option<u64> {
+        let line = stats.lines().find(|l| l.starts_with("TCP "))?;
+        line.split_whitespace().nth(2)?.parse().ok()
+    };
+    let mut stats = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            stats = ok(&lab, &format!("-L -n --stats -t {vip6}:8080"));
+            conns_of(&stats).is_some_and(|n| n >= 1)
+        }),
+        "{stats}"
+    );
+    let rate = ok(&lab, &format!("-L -n --rate -t {vip6}:8080"));
+    assert!(rate.contains(&format!("TCP  {vip6}:8080")), "{rate}");
+    // Refused with IPVS's answers, nothing changed.
+    let before = ok(&lab, "-S -n");
+    for (args, code, msg) in [
+        (
+            format!("-A -t {vip6}:8080 -s rr"),
+            1,
+            "Service already exists",
+        ),
+        (
+            format!("-a -t {vip6}:8080 -r [2001:db8:99::2]:8080 -m"),
+            1,
+            "Invalid operation",
+        ),
+        (
+            format!("-a -t {vip6}:8080 -r {}:8080 -b", lab::real_addr(0)),
+            1,
+            "local address",
+        ),
+    ] {
+        let o = adm(&lab, &args);
+        assert_eq!(o.status.code(), Some(code), "{args}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(msg),
+            "{args}: {o:?}"
+        );
+    }
+    assert_eq!(ok(&lab, "-S -n"), before, "refusals changed nothing");
+    // -S of the mixed table restored into an empty daemon gives the same -S.
+    let saved = before;
+    assert!(
+        saved.contains(&format!("-A -t {vip6}:8080 -s wlc")),
+        "{saved}"
+    );
+    assert!(
+        saved.contains(&format!("-A -t {}:80 -s rr", lab::VIP)),
+        "{saved}"
+    );
+    let mut fresh = Lab::build_dual(0).unwrap();
+    fresh.start(&lab::base_config_dual(1)).unwrap();
+    let o = adm_in(&fresh, "-R", Some(&saved));
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(ok(&fresh, "-S -n"), saved, "save output round-trips");
+    drop(fresh);
+    // A reload with IPv6 services: the config's change applies, tapvsadm's services go (the
+    // config is the truth), the IPv4 service stays.
+    std::fs::write(&path, dual_config(&base, 7)).unwrap();
+    lab.daemon().reload().unwrap();
+    let after = ok(&lab, "-S -n");
+    assert!(
+        after.contains(&format!("-a -t {vip6}:80 -r {} -m -w 7", real6(1, 80))),
+        "{after}"
+    );
+    assert!(!after.contains(":8080"), "{after}");
+    assert!(
+        after.contains(&format!("-A -t {}:80 -s rr", lab::VIP)),
+        "{after}"
+    );
 }
 
 fn empty_lab(reals: usize) -> Lab {
@@ -281,18 +454,13 @@ fn tapvsadm_drives_the_daemon() {
             2,
             "not supported",
         ),
-        // IPv6: ipvsadm's syntax and rules in tapvsadm; the daemon refuses IPv6 services
-        // until it serves them.
-        (
-            "-A -t [2001:db8:f::80]:80 -s rr",
-            1,
-            "IPv6 services are not supported yet by the tapvs daemon",
-        ),
+        // IPv6: ipvsadm's syntax and rules in tapvsadm, IPVS's answers from the daemon.
         (
             "-a -t [2001:db8:f::80]:80 -r 172.16.0.2:80 -b",
             1,
-            "IPv6 services are not supported yet by the tapvs daemon",
+            "Service not defined",
         ),
+        ("-D -t [2001:db8:f::80]:80", 1, "No such service"),
         ("-L -n -t [2001:db8:f::80]:80", 1, "No such service"),
         (
             "-A -t [2001:db8:f::80] -s rr",

@@ -5,12 +5,15 @@
 //! to a full recomputation) and its reply rewritten back, DR rewriting the MACs only, hop
 //! limit 1 answered with time exceeded, a packet over the egress MTU answered with Packet Too
 //! Big, martian sources and malformed frames counted by reason, FullNAT with an IPv6 local
-//! address and the IPv6 TOA.
+//! address and the IPv6 TOA, TUN as IPv6-in-IPv6 (MSS clamp, Packet Too Big for the outer
+//! header, GSO super-frames segmented), NAT64 (an IPv4 FullNAT real server behind the IPv6
+//! VIP: both directions translated, TOA kind 253 in the IPv4 segment, GSO super-frames),
+//! ICMPv6 errors from the servers' side about NAT and FullNAT connections translated back.
 //!
 //! The snapshot is built from the config's ports and routes and hand-made services: the
 //! control table (tapvsadm's model) does not hold IPv6 services yet.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::PacketBuilder;
@@ -60,6 +63,12 @@ fn rs_fnat() -> Ipv6Addr {
 fn lip6() -> Ipv6Addr {
     ip("2001:db8:5::100")
 }
+fn rs_tun() -> Ipv6Addr {
+    ip("2001:db8:5::4")
+}
+/// NAT64's IPv4 real server and local address.
+const RS64: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 6);
+const LIP4: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 100);
 
 /// A real server's MAC, derived from its address.
 fn mac_of(a: Ipv6Addr) -> [u8; 6] {
@@ -85,8 +94,8 @@ addresses = ["172.16.0.1/24", "2001:db8:5::1/64"]
 mtu = 1400
 "#;
 
-fn service(vport: u16, real: Ipv6Addr, rport: u16, fwd: Forward, id: u32) -> Service {
-    let dests = vec![Arc::new(sched::Dest::new(IpAddr::V6(real), rport, 1))];
+fn service(vport: u16, real: impl Into<IpAddr>, rport: u16, fwd: Forward, id: u32) -> Service {
+    let dests = vec![Arc::new(sched::Dest::new(real.into(), rport, 1))];
     let sched: Arc<dyn sched::Scheduler> =
         sched::build(&sched::SchedSpec::new("rr".to_string()), &dests)
             .unwrap()
@@ -132,12 +141,21 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        let cfg = tapvs::config::parse(CONFIG, std::path::Path::new("t6.toml")).unwrap();
+        Rig::with_mtu(1400)
+    }
+
+    /// A rig whose server-side port has MTU `mtu`.
+    fn with_mtu(mtu: u32) -> Rig {
+        let config = CONFIG.replace("mtu = 1400", &format!("mtu = {mtu}"));
+        let cfg = tapvs::config::parse(&config, std::path::Path::new("t6.toml")).unwrap();
         let ports = Snapshot::ports_of(&cfg);
         let router = Router::new(&cfg.ports, &cfg.routes);
         let mut fnat = service(82, rs_fnat(), 8082, Forward::FullNat, 2);
         fnat.local_addresses = Arc::from(vec![IpAddr::V6(lip6())]);
         fnat.toa = true;
+        let mut nat64 = service(84, RS64, 8084, Forward::FullNat, 4);
+        nat64.local_addresses = Arc::from(vec![IpAddr::V4(LIP4)]);
+        nat64.toa = true;
         let snap = Snapshot::new(
             ports,
             router,
@@ -145,10 +163,12 @@ impl Rig {
                 service(80, rs_nat(), 8080, Forward::Nat, 0),
                 service(81, rs_dr(), 81, Forward::Dr, 1),
                 fnat,
+                service(83, rs_tun(), 83, Forward::Tun, 3),
+                nat64,
             ],
         );
         let mut pipe = Pipeline::new(0, 1, 1000, Timeouts::new(900, 120, 300));
-        pipe.reserve_dests(3);
+        pipe.reserve_dests(5);
         let mut r = Rig {
             pipe,
             snap,
@@ -161,7 +181,7 @@ impl Rig {
         r
     }
 
-    fn learn(&mut self, a: Ipv6Addr, port: usize, mac: [u8; 6]) {
+    fn learn(&mut self, a: impl Into<IpAddr>, port: usize, mac: [u8; 6]) {
         self.cache.learn(a, mac, port, 10);
         if let Some(t) = self.cache.take_update() {
             self.neigh = t;
@@ -169,7 +189,13 @@ impl Rig {
     }
 
     fn feed(&mut self, port: usize, frame: &[u8]) -> Verdict {
+        self.feed_vnet(port, [0; 12], frame)
+    }
+
+    /// Feeds `frame` behind the virtio-net header `vnet`.
+    fn feed_vnet(&mut self, port: usize, vnet: [u8; 12], frame: &[u8]) -> Verdict {
         let mut buf = vec![0u8; MAX_FRAME];
+        buf[..12].copy_from_slice(&vnet);
         buf[12..12 + frame.len()].copy_from_slice(frame);
         let env = Env {
             snap: &self.snap,
@@ -188,6 +214,11 @@ impl Rig {
             false,
             &mut self.sink,
         )
+    }
+
+    /// The frames sent since the last call, with their virtio-net headers.
+    fn sent_vnet(&mut self) -> Vec<(usize, Vec<u8>)> {
+        std::mem::take(&mut self.sink.0)
     }
 
     /// The frames sent since the last call, without their virtio-net headers.
@@ -685,4 +716,505 @@ fn fullnat_rewrites_both_ends_and_the_handshake_ack_carries_the_ipv6_toa() {
     let seg = &f[54..];
     let sum = modes::checksum::l4_checksum_v6(lip6(), rs_fnat(), 6, seg);
     assert!(sum == 0 || sum == 0xffff, "checksum {sum:#x}");
+}
+
+/// `tcp` with an MSS option on the SYN.
+fn tcp_mss(
+    eth: ([u8; 6], [u8; 6]),
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    hop: u8,
+    mss: u16,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(eth.1, eth.0)
+        .ipv6(src.0.octets(), dst.0.octets(), hop)
+        .tcp(src.1, dst.1, 1000, 64240)
+        .syn()
+        .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(mss)])
+        .unwrap();
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// The MSS option of the TCP header at `l4` in `f`.
+fn mss_of(f: &[u8], l4: usize) -> Option<u16> {
+    let end = l4 + usize::from(f[l4 + 12] >> 4) * 4;
+    let mut i = l4 + 20;
+    while i + 1 < end {
+        match f[i] {
+            0 => return None,
+            1 => i += 1,
+            2 => return Some(u16::from_be_bytes([f[i + 2], f[i + 3]])),
+            _ => i += usize::from(f[i + 1].max(2)),
+        }
+    }
+    None
+}
+
+/// Whether the one's-complement sum of a checksummed region verifies.
+fn sum_ok(sum: u16) -> bool {
+    sum == 0 || sum == 0xffff
+}
+
+/// A TCPv6 GSO super-frame (client → `vport`, 2500 bytes of data in segments of 1000,
+/// partial checksum) and its virtio-net header.
+fn gso6(cport: u16, vport: u16) -> ([u8; 12], Vec<u8>) {
+    let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+    let mut f = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), cport),
+        (vip6(), vport),
+        64,
+        false,
+        &data,
+    );
+    let ph = modes::checksum::pseudo_header_v6(client(), vip6(), 6, 20 + 2500);
+    f[14 + 40 + 16..14 + 40 + 18].copy_from_slice(&ph.to_be_bytes());
+    let mut h = [0u8; 12];
+    h[0] = 1; // NEEDS_CSUM
+    h[1] = 4; // GSO_TCPV6
+    h[2..4].copy_from_slice(&74u16.to_le_bytes());
+    h[4..6].copy_from_slice(&1000u16.to_le_bytes());
+    h[6..8].copy_from_slice(&54u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    (h, f)
+}
+
+#[test]
+fn tun_encapsulates_a_syn_in_ipv6_with_its_mss_clamped() {
+    let mut rig = Rig::new();
+    rig.learn(rs_tun(), INT, mac_of(rs_tun()));
+    let syn = tcp_mss(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40020),
+        (vip6(), 83),
+        64,
+        1460,
+    );
+    assert_eq!(
+        rig.feed(EXT, &syn),
+        Verdict::Transmit {
+            port: INT,
+            hop: IpAddr::V6(rs_tun())
+        }
+    );
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 1);
+    let (port, f) = &sent[0];
+    assert_eq!(*port, INT);
+    assert_eq!(&f[..6], &mac_of(rs_tun()));
+    assert_eq!(&f[6..12], &INT_MAC);
+    assert_eq!(&f[12..14], &[0x86, 0xdd]);
+    // Outer header: next header 41, payload the whole inner packet, the server-side port's
+    // address to the real server.
+    assert_eq!(f[14 + 6], 41, "next header IPv6");
+    let inner = &f[54..];
+    assert_eq!(usize::from(u16::from_be_bytes([f[18], f[19]])), inner.len());
+    assert_eq!(&f[14 + 8..14 + 24], &int6().octets());
+    assert_eq!(&f[14 + 24..14 + 40], &rs_tun().octets());
+    assert_eq!(f[14 + 7], 63);
+    // The inner packet as the client sent it, hop limit decremented and the MSS clamped to
+    // MTU − 40 − 40 − 20 (checksum as a full recomputation gives).
+    let want = tcp_mss(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40020),
+        (vip6(), 83),
+        63,
+        1300,
+    );
+    assert_eq!(inner, &want[14..]);
+    assert_eq!(mss_of(inner, 40), Some(1300));
+}
+
+#[test]
+fn tun_answers_packet_too_big_with_room_for_the_outer_header() {
+    let mut rig = Rig::with_mtu(1500);
+    rig.learn(rs_tun(), INT, mac_of(rs_tun()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40021),
+        (vip6(), 83),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    rig.sent();
+    let data = |n: usize| {
+        tcp(
+            (EXT_MAC, CLIENT_MAC),
+            (client(), 40021),
+            (vip6(), 83),
+            64,
+            false,
+            &vec![7u8; n],
+        )
+    };
+    // 1500 bytes of IPv6 do not fit a 1500-byte MTU with 40 more: Packet Too Big, 1460.
+    let big = data(1500 - 60);
+    assert_eq!(rig.feed(EXT, &big), Verdict::Drop(Drop::FragNeeded));
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 1);
+    let (port, f) = &sent[0];
+    assert_eq!(*port, EXT);
+    assert_eq!(&f[54..56], &[2, 0], "ICMPv6 Packet Too Big");
+    assert_eq!(u32::from_be_bytes([f[58], f[59], f[60], f[61]]), 1460);
+    assert_eq!(&f[14 + 24..14 + 40], &client().octets());
+    assert_eq!(&f[62..62 + 40], &big[14..54], "the quoted IPv6 header");
+    // 1460 bytes fit exactly: sent as 1500 bytes of outer packet.
+    let fits = data(1460 - 60);
+    assert!(matches!(rig.feed(EXT, &fits), Verdict::Transmit { .. }));
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.len() - 14, 1500);
+    assert_eq!(rig.drops(Drop::FragNeeded), 1);
+}
+
+#[test]
+fn tun_segments_an_ipv6_gso_superframe_before_encapsulating() {
+    let mut rig = Rig::new();
+    rig.learn(rs_tun(), INT, mac_of(rs_tun()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40022),
+        (vip6(), 83),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    rig.sent();
+    let (h, frame) = gso6(40022, 83);
+    assert_eq!(
+        rig.feed_vnet(EXT, h, &frame),
+        Verdict::Transmit {
+            port: INT,
+            hop: IpAddr::V6(rs_tun())
+        }
+    );
+    let sent = rig.sent_vnet();
+    assert_eq!(sent.len(), 3);
+    let mut data = Vec::new();
+    for (i, (port, w)) in sent.iter().enumerate() {
+        assert_eq!(*port, INT);
+        assert_eq!(
+            &w[..12],
+            &[0u8; 12],
+            "plain frames: no offload inside the tunnel"
+        );
+        let f = &w[12..];
+        assert_eq!(f[14 + 6], 41);
+        assert_eq!(&f[14 + 8..14 + 24], &int6().octets());
+        assert_eq!(&f[14 + 24..14 + 40], &rs_tun().octets());
+        let inner = &f[54..];
+        assert_eq!(usize::from(u16::from_be_bytes([f[18], f[19]])), inner.len());
+        assert_eq!(inner[7], 63, "inner hop limit");
+        let seg = &inner[40..];
+        let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
+        assert_eq!(seq, 1000 + 1000 * i as u32);
+        let plen = usize::from(u16::from_be_bytes([inner[4], inner[5]]));
+        assert_eq!(plen, seg.len());
+        assert!(
+            sum_ok(modes::checksum::l4_checksum_v6(client(), vip6(), 6, seg)),
+            "segment {i}"
+        );
+        data.extend_from_slice(&seg[20..]);
+    }
+    assert_eq!(data, frame[74..]);
+    assert_eq!(rig.pipe.counters().segments, 3);
+}
+
+/// The IPv4 header of frame `f` verifies and carries `src` → `dst`, protocol 6, DF.
+fn assert_ipv4(f: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) {
+    assert_eq!(&f[12..14], &[0x08, 0x00]);
+    let h = &f[14..34];
+    assert_eq!(h[0], 0x45);
+    assert!(
+        sum_ok(!modes::checksum::checksum(h)),
+        "IPv4 header checksum"
+    );
+    assert_eq!(usize::from(u16::from_be_bytes([h[2], h[3]])), f.len() - 14);
+    assert_eq!((h[8], h[9]), (ttl, 6));
+    assert_eq!(h[6] & 0x40, 0x40, "DF");
+    assert_eq!(&h[12..16], &src.octets());
+    assert_eq!(&h[16..20], &dst.octets());
+}
+
+#[test]
+fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
+    let mut rig = Rig::new();
+    rig.learn(RS64, INT, [0x02, 0x44, 0, 0, 0, 6]);
+    let syn = tcp_mss(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40030),
+        (vip6(), 84),
+        64,
+        1460,
+    );
+    assert_eq!(
+        rig.feed(EXT, &syn),
+        Verdict::Transmit {
+            port: INT,
+            hop: IpAddr::V4(RS64)
+        }
+    );
+    let t = rig.pipe.table();
+    let fd = t
+        .lookup(&tapvs::datapath::conn::FlowKey::new(
+            6,
+            IpAddr::V6(client()),
+            40030,
+            IpAddr::V6(vip6()),
+            84,
+        ))
+        .expect("connection");
+    let c = t.get(fd.slot);
+    assert_eq!(c.daddr, IpAddr::V4(RS64));
+    let (lip, lport) = c.local().expect("a local address");
+    assert_eq!(lip, IpAddr::V4(LIP4));
+    let sent = rig.sent();
+    assert_eq!(sent.len(), 1);
+    let (port, f) = &sent[0];
+    assert_eq!(*port, INT);
+    assert_eq!(&f[..6], &[0x02, 0x44, 0, 0, 0, 6]);
+    assert_ipv4(f, LIP4, RS64, 63);
+    let seg = &f[34..];
+    assert_eq!(
+        &seg[..4],
+        &[&lport.to_be_bytes()[..], &8084u16.to_be_bytes()].concat()[..]
+    );
+    assert!(sum_ok(modes::checksum::l4_checksum_v4(LIP4, RS64, 6, seg)));
+    // MSS clamped for the IPv4 side with the 20-byte IPv6 TOA: 1400 − 20 − 20 − 20.
+    assert_eq!(mss_of(seg, 0), Some(1340));
+    // An ICMP error about the IPv4 side is not translated to ICMPv6: counted and dropped.
+    let mut msg = vec![3, 4, 0, 0, 0, 0, 0x04, 0xb0];
+    msg.extend_from_slice(&f[14..14 + 28]);
+    let sum = modes::checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2([0x02, 0x44, 0, 0, 0, 6], INT_MAC)
+        .ipv4(RS64.octets(), LIP4.octets(), 64)
+        .write(&mut err, etherparse::IpNumber::ICMP, &msg)
+        .unwrap();
+    assert_eq!(rig.feed(INT, &err), Verdict::Drop(Drop::IcmpIgnored));
+    assert!(rig.sent().is_empty());
+    // The server's reply to LIP:lport becomes IPv6 from VIP:84 to the client.
+    let b = PacketBuilder::ethernet2([0x02, 0x44, 0, 0, 0, 6], INT_MAC)
+        .ipv4(RS64.octets(), LIP4.octets(), 64)
+        .tcp(8084, lport, 1000, 64240)
+        .ack(5000);
+    let mut back = Vec::new();
+    b.write(&mut back, b"hello").unwrap();
+    assert_eq!(
+        rig.feed(INT, &back),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    let want = tcp(
+        (CLIENT_MAC, EXT_MAC),
+        (vip6(), 84),
+        (client(), 40030),
+        63,
+        false,
+        b"hello",
+    );
+    assert_eq!(rig.sent(), vec![(EXT, want)]);
+    // The client's handshake ACK carries the IPv6 TOA (kind 253) in the IPv4 segment.
+    let ack = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40030),
+        (vip6(), 84),
+        64,
+        false,
+        &[],
+    );
+    assert!(matches!(
+        rig.feed(EXT, &ack),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    let sent = rig.sent();
+    let f = &sent[0].1;
+    assert_ipv4(f, LIP4, RS64, 63);
+    let seg = &f[34..];
+    let hl = usize::from(seg[12] >> 4) * 4;
+    assert_eq!(
+        modes::toa::parse_toa(&seg[20..hl]),
+        Some((IpAddr::V6(client()), 40030))
+    );
+    assert!(sum_ok(modes::checksum::l4_checksum_v4(LIP4, RS64, 6, seg)));
+    assert_eq!(rig.pipe.counters().traffic.toa_added, 1);
+}
+
+#[test]
+fn nat64_keeps_a_gso_superframe_whole_as_tcpv4() {
+    let mut rig = Rig::new();
+    rig.learn(RS64, INT, [0x02, 0x44, 0, 0, 0, 6]);
+    for syn in [true, false] {
+        let f = tcp(
+            (EXT_MAC, CLIENT_MAC),
+            (client(), 40031),
+            (vip6(), 84),
+            64,
+            syn,
+            &[],
+        );
+        assert!(matches!(rig.feed(EXT, &f), Verdict::Transmit { .. }));
+    }
+    rig.sent();
+    let fd = rig
+        .pipe
+        .table()
+        .lookup(&tapvs::datapath::conn::FlowKey::new(
+            6,
+            IpAddr::V6(client()),
+            40031,
+            IpAddr::V6(vip6()),
+            84,
+        ))
+        .unwrap();
+    let (_, lport) = rig.pipe.table().get(fd.slot).local().unwrap();
+    let (h, frame) = gso6(40031, 84);
+    assert!(matches!(
+        rig.feed_vnet(EXT, h, &frame),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    let sent = rig.sent_vnet();
+    assert_eq!(sent.len(), 1, "one super-frame");
+    let w = &sent[0].1;
+    // TCPv4 GSO, checksum still partial from the IPv4 header's end, headers 20 bytes shorter.
+    assert_eq!((w[0], w[1]), (1, 1));
+    assert_eq!(u16::from_le_bytes([w[2], w[3]]), 54);
+    assert_eq!(u16::from_le_bytes([w[4], w[5]]), 1000);
+    assert_eq!(u16::from_le_bytes([w[6], w[7]]), 34);
+    assert_eq!(u16::from_le_bytes([w[8], w[9]]), 16);
+    let f = &w[12..];
+    assert_ipv4(f, LIP4, RS64, 63);
+    let seg = &f[34..];
+    assert_eq!(&seg[..2], &lport.to_be_bytes());
+    let partial = modes::checksum::pseudo_header_v4(LIP4, RS64, 6, seg.len() as u16);
+    assert_eq!(u16::from_be_bytes([seg[16], seg[17]]), partial);
+    assert_eq!(&seg[20..], &frame[74..]);
+}
+
+/// A router on the servers' side, sending ICMPv6 errors.
+fn router6() -> Ipv6Addr {
+    ip("2001:db8:5::fe")
+}
+
+/// A Packet Too Big (MTU 1280) from `router6` to `dst`, quoting `quoted` (an IPv6 packet).
+fn ptb_from_router(dst: Ipv6Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut body = 1280u32.to_be_bytes().to_vec();
+    body.extend_from_slice(quoted);
+    icmp6((INT_MAC, mac_of(router6())), router6(), dst, 64, 2, &body)
+}
+
+/// Checks an ICMPv6 Packet Too Big sent to the client from the VIP, quoting `want_quote`.
+fn assert_ptb_to_client(sent: &[(usize, Vec<u8>)], want_quote: &[u8]) {
+    assert_eq!(sent.len(), 1);
+    let (port, f) = &sent[0];
+    assert_eq!(*port, EXT);
+    assert_eq!(&f[..6], &CLIENT_MAC);
+    assert_eq!(
+        &f[14 + 8..14 + 24],
+        &vip6().octets(),
+        "outer source: the VIP"
+    );
+    assert_eq!(&f[14 + 24..14 + 40], &client().octets());
+    assert_eq!(f[14 + 7], 63);
+    let msg = &f[54..];
+    assert_eq!(&msg[..2], &[2, 0]);
+    assert_eq!(&msg[4..8], &1280u32.to_be_bytes());
+    assert!(sum_ok(modes::checksum::l4_checksum_v6(
+        vip6(),
+        client(),
+        58,
+        msg
+    )));
+    assert_eq!(&msg[8..], want_quote);
+}
+
+#[test]
+fn icmpv6_errors_about_a_nat_connection_go_back_to_the_client_from_the_vip() {
+    let mut rig = Rig::new();
+    rig.learn(rs_nat(), INT, mac_of(rs_nat()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40040),
+        (vip6(), 80),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    let fwd = rig.sent().remove(0).1;
+    // The server-side path's error quotes the SYN as forwarded (client → RIP:8080).
+    let ptb = ptb_from_router(client(), &fwd[14..]);
+    assert_eq!(
+        rig.feed(INT, &ptb),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    // The client sees its own SYN (client → VIP:80, checksum still valid) quoted.
+    let want = tcp(
+        (mac_of(rs_nat()), INT_MAC),
+        (client(), 40040),
+        (vip6(), 80),
+        63,
+        true,
+        &[],
+    );
+    assert_ptb_to_client(&rig.sent(), &want[14..]);
+    // An error quoting a flow the appliance does not know is dropped.
+    let stranger = tcp(
+        (mac_of(rs_nat()), INT_MAC),
+        (client(), 40041),
+        (rs_nat(), 8080),
+        63,
+        true,
+        &[],
+    );
+    let ptb = ptb_from_router(client(), &stranger[14..]);
+    assert_eq!(rig.feed(INT, &ptb), Verdict::Drop(Drop::NoConnection));
+    assert!(rig.sent().is_empty());
+}
+
+#[test]
+fn icmpv6_errors_about_a_fullnat_connection_are_translated_on_both_ends() {
+    let mut rig = Rig::new();
+    rig.learn(rs_fnat(), INT, mac_of(rs_fnat()));
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40042),
+        (vip6(), 82),
+        64,
+        true,
+        &[],
+    );
+    assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
+    let fwd = rig.sent().remove(0).1;
+    assert_eq!(&fwd[14 + 8..14 + 24], &lip6().octets());
+    // The error goes to the local address, quoting LIP:lport → RIP:8082.
+    let ptb = ptb_from_router(lip6(), &fwd[14..]);
+    assert_eq!(
+        rig.feed(INT, &ptb),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    // The quote as the client sent it (the MSS-clamped SYN: its option is what the server saw).
+    let mut want = fwd[14..].to_vec();
+    want[8..24].copy_from_slice(&client().octets());
+    want[24..40].copy_from_slice(&vip6().octets());
+    want[40..42].copy_from_slice(&40042u16.to_be_bytes());
+    want[42..44].copy_from_slice(&82u16.to_be_bytes());
+    want[56..58].fill(0);
+    let sum = modes::checksum::l4_checksum_v6(client(), vip6(), 6, &want[40..]);
+    want[56..58].copy_from_slice(&sum.to_be_bytes());
+    assert_ptb_to_client(&rig.sent(), &want);
 }

@@ -3,7 +3,7 @@
 //! and its state before and after, in the daemon's log format (`[log] format = "json"` gives
 //! one JSON object per change). Only the control plane logs here, never the data path.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use tapvs_adm::{self as adm, format, AdmError, Command, Listing, ServiceSpec};
 
@@ -80,11 +80,7 @@ fn state(table: &Table, cmd: &Command) -> String {
         Command::DeleteServer { service, .. } => *service,
         _ => return String::new(),
     };
-    let ServiceSpec::Addr {
-        proto,
-        addr: std::net::SocketAddr::V4(addr),
-    } = spec
-    else {
+    let ServiceSpec::Addr { proto, addr } = spec else {
         return "-".into();
     };
     let one: Option<&adm::ServiceEntry> = table.service((proto, addr));
@@ -122,7 +118,7 @@ pub fn logged<T>(
 }
 
 /// Logs a health verdict of real server `real` of `service`.
-pub fn health(service: SocketAddrV4, real: SocketAddrV4, before: &str, after: &str) {
+pub fn health(service: SocketAddr, real: SocketAddr, before: &str, after: &str) {
     change(
         "health",
         &format!("real server {real} of {service}"),

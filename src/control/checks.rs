@@ -82,7 +82,7 @@ impl Checks {
             // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
             // config).
             let Some(vip) = s.vip4() else { continue };
-            let key = crate::control::table::svc_key(s.proto, vip);
+            let key = crate::control::table::svc_key(s.proto, vip.into());
             let mut static_weight = 0u64;
             let first = reals.len();
             for r in &s.reals {
@@ -125,7 +125,7 @@ impl Checks {
             if let Some(sorry) = s.sorry4() {
                 let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
                 let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                t.set_sorry_server(key, sorry, fwd);
+                t.set_sorry_server(key, sorry.into(), fwd);
             }
         }
         let checks = Checks {
@@ -167,7 +167,7 @@ impl Checks {
             // Health checks speak IPv4 (an IPv6 real server with checks is refused by the
             // config).
             let Some(vip) = s.vip4() else { continue };
-            let key = crate::control::table::svc_key(s.proto, vip);
+            let key = crate::control::table::svc_key(s.proto, vip.into());
             let mut static_weight = 0u64;
             let first = self.reals.len();
             for r in &s.reals {
@@ -202,7 +202,7 @@ impl Checks {
                             .unwrap_or(false);
                         // A fresh start: the table forgets the old verdict first.
                         let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Ok(snap) = t.clear_health(key, raddr) {
+                        if let Ok(snap) = t.clear_health(key, raddr.into()) {
                             Self::publish(shared, snap);
                         }
                         drop(t);
@@ -235,7 +235,7 @@ impl Checks {
             match s.sorry4() {
                 Some(sorry) => {
                     let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
-                    t.set_sorry_server(key, sorry, fwd);
+                    t.set_sorry_server(key, sorry.into(), fwd);
                 }
                 None => {
                     if let Ok(snap) = t.clear_sorry(key) {
@@ -247,7 +247,7 @@ impl Checks {
         for ((key, addr), mut o) in old {
             o.health.shutdown(&mut self.net);
             let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(snap) = t.clear_health(key, addr) {
+            if let Ok(snap) = t.clear_health(key, addr.into()) {
                 Self::publish(shared, snap);
             }
         }
@@ -286,7 +286,7 @@ impl Checks {
         };
         let key = self.services[r.svc].key;
         let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-        match t.set_health(key, r.addr, h) {
+        match t.set_health(key, r.addr.into(), h) {
             Ok(snap) => Self::publish(shared, snap),
             Err(e) => tracing::warn!(real = %r.addr, error = %e, "health change not applied"),
         }
@@ -367,7 +367,7 @@ impl Checks {
                 }
                 let before = {
                     let t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                    match t.health(svc, r.addr).0 {
+                    match t.health(svc, r.addr.into()).0 {
                         Some(h) if h.down => "down".to_string(),
                         Some(h) => format!("up weight {}", h.weight.unwrap_or(r.weight)),
                         None => "unchecked".to_string(),
@@ -377,7 +377,7 @@ impl Checks {
                     Event::Down { reason } => format!("down ({reason})"),
                     _ => format!("up weight {}", r.health.weight()),
                 };
-                crate::control::changelog::health(svc.1, r.addr, &before, &after);
+                crate::control::changelog::health(svc.1, r.addr.into(), &before, &after);
                 let hook = match &ev {
                     Event::Up { .. } => r.notify_up.as_deref().map(|s| (s, "UP")),
                     Event::Down { .. } => r.notify_down.as_deref().map(|s| (s, "DOWN")),

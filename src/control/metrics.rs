@@ -25,7 +25,7 @@ use modes::packet::DropReason;
 
 use crate::control::shared::Shared;
 use crate::control::socket;
-use crate::control::table::v4_sock;
+use crate::control::table::sock;
 use crate::datapath::stats::{Counters, Drop, Traffic};
 use crate::datapath::tcp_state::State;
 
@@ -379,19 +379,26 @@ fn record_datapath(total: &Counters) {
 fn record_table(shared: &Shared) {
     let listing = socket::listing(shared);
     let table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+    record_services(&listing, &table);
+}
+
+/// Records the services and real servers of `listing` (counters filled in) with the health
+/// and availability `table` knows of them. Addresses are labelled as `SocketAddr` prints
+/// them (`10.0.0.1:80`, `[2001:db8::1]:80`).
+fn record_services(listing: &tapvs_adm::Listing, table: &crate::control::table::Table) {
     // Real servers taken out by health checks are absent from the listing: still report them.
     for s in &table.listing().services {
-        let key = (s.proto, v4_sock(s.addr, s.port));
+        let key = (s.proto, sock(s.addr, s.port));
         for d in &s.dests {
-            let daddr = v4_sock(d.addr, d.port);
+            let daddr = sock(d.addr, d.port);
             let (Some(h), flips) = table.health(key, daddr) else {
                 continue;
             };
             if h.down && !h.inhibit_on_failure {
                 let l = [
                     ("protocol", s.proto.name().to_ascii_lowercase()),
-                    ("service", format!("{}:{}", s.addr, s.port)),
-                    ("real", format!("{}:{}", d.addr, d.port)),
+                    ("service", sock(s.addr, s.port).to_string()),
+                    ("real", sock(d.addr, d.port).to_string()),
                 ];
                 gauge!("tapvs_real_up", &l).set(0.0);
                 counter!("tapvs_real_health_transitions_total", &l).absolute(flips);
@@ -400,8 +407,8 @@ fn record_table(shared: &Shared) {
     }
     for s in &listing.services {
         let proto = s.proto.name().to_ascii_lowercase();
-        let svc = format!("{}:{}", s.addr, s.port);
-        let key = (s.proto, v4_sock(s.addr, s.port));
+        let svc = sock(s.addr, s.port).to_string();
+        let key = (s.proto, sock(s.addr, s.port));
         let sl = [("protocol", proto.clone()), ("service", svc.clone())];
         counter!("tapvs_service_connections_total", &sl).absolute(s.stats.conns);
         let sdir = |d: &'static str| {
@@ -416,7 +423,7 @@ fn record_table(shared: &Shared) {
         counter!("tapvs_service_bytes_total", &sdir("in")).absolute(s.stats.inbytes);
         counter!("tapvs_service_bytes_total", &sdir("out")).absolute(s.stats.outbytes);
         for d in &s.dests {
-            let real = format!("{}:{}", d.addr, d.port);
+            let real = sock(d.addr, d.port).to_string();
             let l = [
                 ("protocol", proto.clone()),
                 ("service", svc.clone()),
@@ -434,7 +441,7 @@ fn record_table(shared: &Shared) {
             gauge!("tapvs_real_active_connections", &l).set(f64::from(d.active));
             gauge!("tapvs_real_inactive_connections", &l).set(f64::from(d.inactive));
             gauge!("tapvs_real_weight", &l).set(f64::from(d.weight));
-            let daddr = v4_sock(d.addr, d.port);
+            let daddr = sock(d.addr, d.port);
             let available = table.dest(key, daddr).is_some_and(|x| x.is_available());
             let (health, flips) = table.health(key, daddr);
             let up = available && health.is_none_or(|h| !h.down);
@@ -868,6 +875,66 @@ mod tests {
         let (s, _) = l.accept().unwrap();
         drop(c);
         assert_eq!(read_head(&s, &mut buf, deadline()), Head::Gone);
+    }
+
+    #[test]
+    fn services_and_reals_of_both_families_are_labelled() {
+        let cfg = crate::config::parse(
+            r#"
+[[port]]
+name = "int"
+tap = "t0"
+addresses = ["172.16.0.1/24", "2001:db8:5::1/64"]
+
+[[service]]
+protocol = "tcp"
+address = "192.0.2.1:80"
+[[service.real]]
+address = "172.16.0.2:80"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::80]:80"
+[[service.real]]
+address = "[2001:db8:5::2]:8080"
+weight = 3
+[[service.real]]
+address = "[2001:db8:5::3]:8080"
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let (mut table, _) = crate::control::table::Table::from_config(&cfg).unwrap();
+        let svc6 = (modes::Protocol::Tcp, "[2001:db8:f::80]:80".parse().unwrap());
+        let down = crate::control::table::Health {
+            down: true,
+            ..Default::default()
+        };
+        table
+            .set_health(svc6, "[2001:db8:5::3]:8080".parse().unwrap(), down)
+            .unwrap();
+        let recorder = PrometheusBuilder::new().build_recorder();
+        with_local_recorder(&recorder, || {
+            describe();
+            record_services(&table.effective(), &table);
+        });
+        let text = recorder.handle().render();
+        let v6 = r#"protocol="tcp",service="[2001:db8:f::80]:80""#;
+        for series in [
+            format!("tapvs_service_connections_total{{{v6}}} 0\n"),
+            format!("tapvs_real_weight{{{v6},real=\"[2001:db8:5::2]:8080\"}} 3\n"),
+            format!("tapvs_real_up{{{v6},real=\"[2001:db8:5::2]:8080\"}} 1\n"),
+            // Taken out by its checks: absent from the listing, still reported down.
+            format!("tapvs_real_up{{{v6},real=\"[2001:db8:5::3]:8080\"}} 0\n"),
+            format!(
+                "tapvs_real_health_transitions_total{{{v6},real=\"[2001:db8:5::3]:8080\"}} 1\n"
+            ),
+            r#"tapvs_real_up{protocol="tcp",service="192.0.2.1:80",real="172.16.0.2:80"} 1"#
+                .to_string()
+                + "\n",
+        ] {
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
     }
 
     #[test]

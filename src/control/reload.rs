@@ -16,7 +16,7 @@ use tapvs_adm::{self as adm, Command, Response, ServerOpts, ServiceOpts};
 
 use crate::config::Config;
 use crate::control::shared::Shared;
-use crate::control::table::{v4_sock, SvcKey, Table};
+use crate::control::table::{sock, SvcKey, Table};
 
 /// The control-socket request that asks for a reload (`args` of a [`adm::Request`]); no
 /// ipvsadm command line looks like it.
@@ -132,7 +132,7 @@ fn server_opts(s: &adm::ServiceEntry, d: &adm::DestEntry) -> ServerOpts {
 }
 
 fn key_of(s: &adm::ServiceEntry) -> SvcKey {
-    (s.proto, v4_sock(s.addr, s.port))
+    (s.proto, sock(s.addr, s.port))
 }
 
 /// The ipvsadm edits that turn the configured table `have` into `want`: deletions first,
@@ -231,8 +231,7 @@ pub fn reload(shared: &Shared) -> Result<String, String> {
     let cmds = plan(&have, &want);
     let mut extras_changed = Vec::new();
     for s in &new.services {
-        let Some(vip) = s.vip4() else { continue };
-        let key = (s.proto, vip);
+        let key = (s.proto, s.vip);
         if table.set_extras(key, s) && have.services.iter().any(|h| key_of(h) == key) {
             extras_changed.push(key);
         }

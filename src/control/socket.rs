@@ -24,7 +24,7 @@ use tapvs_adm::{
 };
 
 use crate::control::shared::Shared;
-use crate::control::table::v4_sock;
+use crate::control::table::sock;
 use crate::datapath::stats::DestCounters;
 use crate::datapath::tcp_state::Timeouts;
 
@@ -99,11 +99,11 @@ impl CounterView {
         let base = shared.zero_base.lock().unwrap_or_else(|e| e.into_inner());
         let est = shared.estimator.lock().unwrap_or_else(|e| e.into_inner());
         for s in services {
-            let key = (s.proto, v4_sock(s.addr, s.port));
+            let key = (s.proto, sock(s.addr, s.port));
             let mut ssum = DestCounters::default();
             let mut srate = adm::Rate::default();
             for d in &mut s.dests {
-                let daddr = v4_sock(d.addr, d.port);
+                let daddr = sock(d.addr, d.port);
                 let (Some(id), Some(dest)) = (table.dest_id(key, daddr), table.dest(key, daddr))
                 else {
                     continue;
@@ -287,11 +287,7 @@ fn list(
         return Response::out(format::timeouts(meta(shared).timeouts));
     }
     if let Some(spec) = &o.service {
-        let adm::ServiceSpec::Addr {
-            proto,
-            addr: std::net::SocketAddr::V4(addr),
-        } = spec
-        else {
+        let adm::ServiceSpec::Addr { proto, addr } = spec else {
             return Response::err(&AdmError::NoSuchService);
         };
         let mut l = meta(shared);
@@ -414,9 +410,9 @@ pub fn execute_streamed(
                 .iter()
                 .filter(|s| spec.as_ref().is_none_or(|sp| s.matches(sp)))
             {
-                let key = (s.proto, v4_sock(s.addr, s.port));
+                let key = (s.proto, sock(s.addr, s.port));
                 for d in &s.dests {
-                    if let Some(id) = table.dest_id(key, v4_sock(d.addr, d.port)) {
+                    if let Some(id) = table.dest_id(key, sock(d.addr, d.port)) {
                         base.insert(id, totals.get(id as usize).copied().unwrap_or_default());
                     }
                 }

@@ -70,7 +70,7 @@ pub struct VrrpThread {
     insts: Vec<Inst>,
     groups: Vec<Group>,
     /// The services without quorum as last tracked (a new set is tracked at once).
-    quorum_seen: Arc<Vec<(modes::Protocol, std::net::SocketAddrV4)>>,
+    quorum_seen: Arc<Vec<(modes::Protocol, std::net::SocketAddr)>>,
     port_rejected: Vec<[u64; Reject::COUNT]>,
     buf: Vec<u8>,
     ident: u16,
@@ -381,7 +381,7 @@ impl VrrpThread {
                 delta += d;
             }
             for t in &cfg.track_services {
-                let ok = !lost.contains(&(t.proto, t.addr));
+                let ok = !lost.contains(&(t.proto, t.addr.into()));
                 let (f, d) = track_effect(t.weight, ok);
                 fault |= f;
                 delta += d;

@@ -8,7 +8,7 @@
 //! reads them a few times a second). No allocation per packet: a worker
 //! moves a pooled buffer; the pipeline's checks are a length test when VRRP is off.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -167,7 +167,7 @@ pub struct HaShared<R> {
     pub stats: Mutex<VrrpStats>,
     /// Services whose health-check quorum is lost now, published whole by the health thread
     /// on each change (read by the VRRP thread's `track_services`; never by workers).
-    pub quorum_lost: ArcSwap<Vec<(modes::Protocol, SocketAddrV4)>>,
+    pub quorum_lost: ArcSwap<Vec<(modes::Protocol, std::net::SocketAddr)>>,
 }
 
 impl<R> HaShared<R> {

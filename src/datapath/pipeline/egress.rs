@@ -11,7 +11,7 @@
 //! and released by the sender's ARP frame as soon as the pipeline sees it, or by the published
 //! neighbour table on the next tick.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use modes::nat;
 use modes::packet;
@@ -41,21 +41,31 @@ pub(crate) enum Target {
 pub(crate) enum Encap {
     /// None: the frame leaves as rewritten.
     None,
-    /// IPIP from `src` to `dst`.
+    /// IPIP (IPv4) or IPv6-in-IPv6 (IPv6) from `src` to `dst`, of the inner packet's family.
     Ipip {
         /// Outer source.
-        src: Ipv4Addr,
+        src: IpAddr,
         /// Outer destination (the real server).
-        dst: Ipv4Addr,
+        dst: IpAddr,
+    },
+    /// No encapsulation, but the mode's rewrite translates the packet between families
+    /// (NAT64): the IP header grows by `grow` bytes (−20 IPv6 → IPv4, +20 IPv4 → IPv6).
+    Translate {
+        /// The header length change.
+        grow: i8,
     },
 }
 
 impl Encap {
-    /// Bytes the encapsulation adds to the IP packet.
-    fn overhead(self) -> usize {
+    /// Bytes the encapsulation (or translation) adds to the IP packet.
+    fn overhead(self) -> isize {
         match self {
             Encap::None => 0,
-            Encap::Ipip { .. } => modes::tun::OVERHEAD,
+            Encap::Ipip {
+                src: IpAddr::V4(_), ..
+            } => modes::tun::OVERHEAD as isize,
+            Encap::Ipip { .. } => modes::tun::OVERHEAD6 as isize,
+            Encap::Translate { grow } => isize::from(grow),
         }
     }
 }
@@ -165,8 +175,10 @@ impl Pipeline {
         } else {
             pkt.ip_total_len as usize
         };
-        if ip_len + overhead > mtu {
-            return Err(self.frag_needed(env, sink, in_port, buf, f, mtu - overhead.min(mtu)));
+        let out_len = ip_len.saturating_add_signed(overhead);
+        if out_len > mtu {
+            let next_mtu = mtu.saturating_add_signed(-overhead);
+            return Err(self.frag_needed(env, sink, in_port, buf, f, next_mtu));
         }
         Ok(Path { port, hop, encap })
     }
@@ -244,6 +256,7 @@ impl Pipeline {
         dst_mac: [u8; 6],
     ) {
         let Encap::Ipip { src, dst } = path.encap else {
+            // Not a tunnel (a translation was applied by the mode's rewrite).
             nat::set_macs(
                 &mut buf[VNET_HDR_LEN..f.len],
                 src_mac.into(),
@@ -255,8 +268,8 @@ impl Pipeline {
         self.finish_tunnel(sink, buf, f, path.port, (src, dst), (src_mac, dst_mac));
     }
 
-    /// The last step of a tunnel: the IPIP header (segmenting a GSO super-frame first,
-    /// completing a partial checksum), MACs, write.
+    /// The last step of a tunnel: the IPIP or IPv6-in-IPv6 header (segmenting a GSO
+    /// super-frame first, completing a partial checksum), MACs, write.
     #[inline(never)]
     fn finish_tunnel<S: Sink>(
         &mut self,
@@ -264,7 +277,7 @@ impl Pipeline {
         buf: &mut [u8],
         f: &Frame,
         port: usize,
-        (src, dst): (Ipv4Addr, Ipv4Addr),
+        (src, dst): (IpAddr, IpAddr),
         (src_mac, dst_mac): ([u8; 6], [u8; 6]),
     ) {
         let (src_mac, dst_mac) = (src_mac.into(), dst_mac.into());
@@ -276,7 +289,7 @@ impl Pipeline {
             let mut enc = std::mem::take(&mut self.enc);
             let c = &mut self.c;
             let frame = &buf[VNET_HDR_LEN..len];
-            let n = modes::gso::segment_tcp4(frame, &f.vnet, &f.pkt, &mut seg, |s| {
+            let each = |s: &[u8]| {
                 let Ok(sp) = packet::parse(s) else { return };
                 enc[..VNET_HDR_LEN].fill(0);
                 enc[VNET_HDR_LEN..VNET_HDR_LEN + s.len()].copy_from_slice(s);
@@ -286,7 +299,12 @@ impl Pipeline {
                 };
                 nat::set_macs(&mut enc[VNET_HDR_LEN..VNET_HDR_LEN + m], src_mac, dst_mac);
                 Self::emit(c, sink, port, &enc[..VNET_HDR_LEN + m]);
-            });
+            };
+            let n = if f.pkt.kind == packet::Kind::Ipv6 {
+                modes::gso::segment_tcp6(frame, &f.vnet, &mut seg, each)
+            } else {
+                modes::gso::segment_tcp4(frame, &f.vnet, &f.pkt, &mut seg, each)
+            };
             self.seg = seg;
             self.enc = enc;
             self.c.segments += n.unwrap_or(0) as u64;

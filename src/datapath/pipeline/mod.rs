@@ -5,9 +5,10 @@
 //! the appliance itself, a packet of a known connection in either direction, a new flow to a
 //! VIP:port, an ICMP error about a connection, or noise), looks the connection up or schedules
 //! a real server and creates it, applies the connection's transmitter (NAT, DR, TUN, FullNAT
-//! with TOA; bound once when the connection was created) and hands the rewritten frame to the
-//! one output step in [`egress`]. A SYNPROXY service's handshakes go through `synproxy.rs`
-//! first (syncookie answers, the real server's handshake, sequence shifts). It returns a
+//! with TOA, NAT64 as FullNAT across families; bound once when the connection was created) and
+//! hands the rewritten frame to the one output step in [`egress`]. A SYNPROXY service's
+//! handshakes go through `synproxy.rs` first (syncookie answers, the real server's handshake,
+//! sequence shifts). It returns a
 //! [`Verdict`]; every frame it emits (the rewritten frame, TUN segments, answers such as ARP
 //! replies, echo replies, RSTs and ICMP errors, held frames released) goes to a [`Sink`] the
 //! caller provides. The worker loop ([`crate::datapath::worker`]) does the reads, writes and
@@ -98,6 +99,15 @@ pub(crate) fn v4(ip: IpAddr) -> Ipv4Addr {
         IpAddr::V4(a) => a,
         IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
     }
+}
+
+/// Whether the ICMPv6 `pkt` is an error about a connection's packet, for `icmp_error`: a
+/// quoted TCP/UDP tuple, and sent to a client (NAT) or to a local address (FullNAT), not to a
+/// VIP or the appliance's own address.
+fn conn_error(snap: &Snapshot, frame: &[u8], pkt: &Packet) -> bool {
+    !snap.is_vip(pkt.dst)
+        && icmp_nat::quoted_tuple(frame, pkt)
+            .is_some_and(|t| !snap.is_local(pkt.dst) || snap.is_lip(t.1))
 }
 
 /// What the pipeline reads besides the frame: the published state and the time.
@@ -423,7 +433,9 @@ impl Pipeline {
                 self.drop(Drop::UnsupportedProtocol)
             };
         }
-        if pkt.kind == Kind::Ipv6 && pkt.proto == packet::PROTO_ICMPV6 {
+        // An ICMPv6 error quoting a packet this appliance sent to a real server takes the
+        // path of ICMP errors below; the rest of ICMPv6 is the host role.
+        if pkt.is_icmpv6() && (group || !conn_error(snap, &buf[VNET_HDR_LEN..len], &pkt)) {
             // Neighbour Discovery (to solicited-node groups too) and echo; a solicitation from
             // `::` (duplicate address detection) is the one unspecified source answered.
             if source != Source::Ordinary && !pkt.src.is_unspecified() {
@@ -467,10 +479,10 @@ impl Pipeline {
             }
             return self.vip(env, sink, port, buf, &f);
         }
-        if pkt.is_icmp() {
-            // An ICMP error quoting a packet this appliance sent to a real server (NAT:
-            // client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
-            let inner = icmp_nat::inner_tuple(&buf[VNET_HDR_LEN..len], &pkt);
+        if pkt.is_icmp() || pkt.is_icmpv6() {
+            // An ICMP or ICMPv6 error quoting a packet this appliance sent to a real server
+            // (NAT: client → RIP; FullNAT: LIP → RIP) belongs to that connection's path.
+            let inner = icmp_nat::quoted_tuple(&buf[VNET_HDR_LEN..len], &pkt);
             return match inner {
                 Some(t) if !snap.is_local(pkt.dst) || snap.is_lip(t.1) => {
                     self.icmp_error(env, sink, port, buf, &f, t)
@@ -784,15 +796,16 @@ impl Pipeline {
         let encap = match xmit {
             Xmit::Tun { src } => {
                 if pkt.tcp_flags & flags::SYN != 0 {
-                    let mtu = env.snap.ports[usize::from(c.out)].mtu as usize;
-                    let mss = mtu.saturating_sub(modes::tun::OVERHEAD + 40) as u16;
+                    let mtu = env.snap.ports[usize::from(c.out)].mtu;
+                    let mss = modes::tun::max_mss(&pkt, mtu);
                     modes::tun::mss_clamp(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, mss);
                 }
-                Encap::Ipip {
-                    src: v4(src),
-                    dst: v4(daddr),
-                }
+                Encap::Ipip { src, dst: daddr }
             }
+            // NAT64: the IPv4 packet is 20 bytes shorter than the client's.
+            Xmit::FullNat {
+                lip: IpAddr::V4(_), ..
+            } if pkt.kind == Kind::Ipv6 => Encap::Translate { grow: -20 },
             _ => Encap::None,
         };
         let path = match self.output_route(env, sink, port, buf, f, to, encap) {
@@ -817,14 +830,24 @@ impl Pipeline {
             Xmit::Nat => nat::dnat(&mut buf[VNET_HDR_LEN..f.len], &pkt, f.csum, daddr, dport),
             Xmit::Dr | Xmit::Tun { .. } => {}
             Xmit::FullNat { lip, lport, toa } => {
-                let frame = &mut buf[VNET_HDR_LEN..f.len];
-                modes::fullnat::fnat_in(frame, &pkt, f.csum, lip, lport, daddr, dport);
+                let mut f = *f;
+                if let (IpAddr::V4(l4), IpAddr::V4(d4), Kind::Ipv6) = (lip, daddr, pkt.kind) {
+                    // NAT64: the client's IPv6 packet becomes an IPv4 one from LIP:lport.
+                    let to = |b: &mut [u8], n, p: &Packet, c, h: &mut VnetHdr| {
+                        modes::nat64::to_v4(b, n, p, c, Some(h), (l4, lport), (d4, dport))
+                    };
+                    if !Self::translate(buf, &mut f, to) {
+                        return self.drop(Drop::UnsupportedProtocol);
+                    }
+                } else {
+                    let frame = &mut buf[VNET_HDR_LEN..f.len];
+                    modes::fullnat::fnat_in(frame, &pkt, f.csum, lip, lport, daddr, dport);
+                }
                 if pkt.proto == 6 && toa != Toa::Off {
                     // The option changes the frame's length (and its GSO header).
-                    let mut f = *f;
                     self.fullnat_toa(env, buf, &mut f, slot, toa, syn_only);
-                    return self.transmit(env, sink, buf, &f, path);
                 }
+                return self.transmit(env, sink, buf, &f, path);
             }
         }
         self.transmit(env, sink, buf, f, path)
@@ -904,10 +927,8 @@ impl Pipeline {
         let dest = &svc.dests[i];
         let fwd = svc.forward[i];
         let v6 = pkt.kind == Kind::Ipv6;
-        if (v6 || dest.addr().is_ipv6())
-            && (fwd == Forward::Tun || (fwd == Forward::FullNat && dest.addr().is_ipv6() != v6))
-        {
-            // IPv6 tunnels and NAT64 have no transmitter yet.
+        // Only FullNAT crosses families (NAT64: an IPv4 real server behind an IPv6 VIP).
+        if dest.addr().is_ipv6() != v6 && !(fwd == Forward::FullNat && v6) {
             if let Some(t) = template {
                 t.release();
             }
@@ -1047,6 +1068,28 @@ impl Pipeline {
         }
     }
 
+    /// NAT64's rewrite of the frame in `buf` (`to`: [`modes::nat64::to_v4`] or `to_v6` with the
+    /// connection's addresses), then the frame's length, virtio-net header, classification
+    /// and checksum kind updated in `f`. False (the frame unchanged) when it cannot be
+    /// translated.
+    fn translate(
+        buf: &mut [u8],
+        f: &mut Frame,
+        to: impl FnOnce(&mut [u8], usize, &Packet, Csum, &mut VnetHdr) -> Option<usize>,
+    ) -> bool {
+        let frame = &mut buf[VNET_HDR_LEN..];
+        let Some(n) = to(frame, f.len - VNET_HDR_LEN, &f.pkt, f.csum, &mut f.vnet) else {
+            return false;
+        };
+        let Ok(p) = packet::parse(&buf[VNET_HDR_LEN..VNET_HDR_LEN + n]) else {
+            return false;
+        };
+        f.vnet.write(&mut buf[..VNET_HDR_LEN]);
+        f.len = VNET_HDR_LEN + n;
+        f.pkt = p;
+        true
+    }
+
     /// A packet to neither a VIP nor the appliance (or to a FullNAT local address): a NAT or
     /// FullNAT reply, or noise.
     fn transit<S: Sink>(
@@ -1086,12 +1129,19 @@ impl Pipeline {
                 return v;
             }
         }
-        let caddr = self.table.get(fd.slot).caddr;
-        let path =
-            match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
-                Ok(p) => p,
-                Err(v) => return v,
-            };
+        let c = self.table.get(fd.slot);
+        let caddr = c.caddr;
+        // NAT64: the reply becomes an IPv6 packet, 20 bytes longer than the server's.
+        let nat64 = caddr.is_ipv6() && pkt.kind == Kind::Ipv4;
+        let encap = if nat64 {
+            Encap::Translate { grow: 20 }
+        } else {
+            Encap::None
+        };
+        let path = match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), encap) {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
         let old = self.table.get(fd.slot).state;
         let c = self
             .table
@@ -1111,6 +1161,17 @@ impl Pipeline {
         }
         if spx {
             self.synproxy_out(buf, f, fd.slot);
+        }
+        if let (true, IpAddr::V6(v6), IpAddr::V6(c6)) = (nat64, vaddr, caddr) {
+            let mut f = *f;
+            let to = |b: &mut [u8], n, p: &Packet, c, h: &mut VnetHdr| {
+                modes::nat64::to_v6(b, n, p, c, Some(h), (v6, vport), (c6, cport))
+            };
+            if !Self::translate(buf, &mut f, to) {
+                return self.drop(Drop::UnsupportedProtocol);
+            }
+            self.c.fwd_out += 1;
+            return self.transmit(env, sink, buf, &f, path);
         }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         if let Xmit::FullNat { .. } = xmit {
@@ -1133,7 +1194,7 @@ impl Pipeline {
         port: usize,
         buf: &mut [u8],
         f: &Frame,
-        inner: (u8, Ipv4Addr, u16, Ipv4Addr, u16),
+        inner: (u8, IpAddr, u16, IpAddr, u16),
     ) -> Verdict {
         let pkt = f.pkt;
         let (proto, isrc, isport, idst, idport) = inner;
@@ -1156,6 +1217,10 @@ impl Pipeline {
         };
         let c = self.table.get(fd.slot);
         let (vaddr, vport, caddr, cport, xmit) = (c.vaddr, c.vport, c.caddr, c.cport, c.xmit);
+        if caddr.is_ipv6() != (pkt.kind == Kind::Ipv6) {
+            // NAT64: an ICMP error about the IPv4 side is not translated to ICMPv6.
+            return self.drop(Drop::IcmpIgnored);
+        }
         let path =
             match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
                 Ok(p) => p,
@@ -1163,10 +1228,10 @@ impl Pipeline {
             };
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         let done = if let Xmit::FullNat { .. } = xmit {
-            icmp_nat::rewrite_inner(frame, &pkt, v4(caddr), cport, v4(vaddr), vport)
-                && icmp_nat::set_outer_addrs(frame, &pkt, v4(vaddr), v4(caddr))
+            icmp_nat::rewrite_inner(frame, &pkt, caddr, cport, vaddr, vport)
+                && icmp_nat::set_outer_addrs(frame, &pkt, vaddr, caddr)
         } else {
-            icmp_nat::nat_out(frame, &pkt, v4(vaddr), vport)
+            icmp_nat::nat_out(frame, &pkt, vaddr, vport)
         };
         if !done {
             return self.drop(Drop::NoConnection);
