@@ -1,7 +1,8 @@
 //! Connection sync (IPVS sync v1) of IPv6 connections through the frame pipeline, frames in
 //! and entries out (no root, no TAP). Master: an IPv6 NAT connection entering ESTABLISHED is
 //! queued as an IPv6 entry (type 1, 16-byte addresses) that survives the wire format, and
-//! nothing is counted as skipped. Backup: IPv6 NAT and FullNAT entries become connections
+//! nothing is counted as skipped; a NAT64 connection (mixed families) is not queued and is
+//! counted. Backup: IPv6 NAT and FullNAT entries become connections
 //! without scheduling, with the synced real server and local address, and the client's next
 //! packets are forwarded to them. An independent decoder: tshark's IPVS dissector reads a
 //! message of IPv6 entries (NAT and FullNAT) with their addresses, ports and sizes.
@@ -380,4 +381,65 @@ fn tshark_decodes_the_ipv6_entries() {
     assert!(lines.iter().any(|l| l.ends_with("= Size: 72")), "{ipvs}");
     assert!(lines.iter().any(|l| l.ends_with("= Size: 92")), "{ipvs}");
     assert!(!ipvs.contains("Malformed"), "{ipvs}");
+}
+
+/// NAT64 (an IPv6 client and VIP, an IPv4 real server through an IPv4 local address): sync v1
+/// has one family per entry, so the master queues nothing for it and counts it skipped.
+#[test]
+fn master_skips_and_counts_nat64_connections() {
+    let mut rig = Rig::new(true);
+    let rs4 = std::net::Ipv4Addr::new(172, 16, 0, 5);
+    let lip4 = std::net::Ipv4Addr::new(172, 16, 0, 100);
+    let dests = vec![Arc::new(sched::Dest::new(IpAddr::V4(rs4), 8080, 1))];
+    let mut svc = service(83, Forward::FullNat, 2);
+    svc.sched = sched::build(&sched::SchedSpec::new("rr".to_string()), &dests)
+        .unwrap()
+        .into();
+    svc.dests = dests;
+    svc.local_addresses = Arc::from(vec![IpAddr::V4(lip4)]);
+    rig.snap.with_service(Arc::new(svc));
+    rig.pipe.reserve_dests(3);
+    let mut cache = NeighCache::new(100, 300);
+    cache.learn(client(), CLIENT_MAC, EXT, 10);
+    cache.learn(rs4, RS_MAC, INT, 10);
+    while let Some(t) = cache.take_update() {
+        rig.neigh = t;
+    }
+    let to_vip = (EXT_MAC, CLIENT_MAC);
+    let syn = tcp(to_vip, (client(), 40000), (vip6(), 83), "S");
+    assert!(matches!(
+        rig.feed(EXT, &syn),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    let key = FlowKey::new(6, IpAddr::V6(client()), 40000, IpAddr::V6(vip6()), 83);
+    let slot = rig
+        .pipe
+        .table()
+        .lookup(&key)
+        .expect("NAT64 connection")
+        .slot;
+    let Xmit::FullNat { lport, .. } = rig.pipe.table().get(slot).xmit else {
+        panic!("not FullNAT");
+    };
+    let mut synack = Vec::new();
+    PacketBuilder::ethernet2(RS_MAC, INT_MAC)
+        .ipv4(rs4.octets(), lip4.octets(), 64)
+        .tcp(8080, lport, 7000, 64240)
+        .syn()
+        .ack(1001)
+        .write(&mut synack, &[])
+        .unwrap();
+    assert!(matches!(
+        rig.feed(INT, &synack),
+        Verdict::Transmit { port: EXT, .. }
+    ));
+    let ack = tcp(to_vip, (client(), 40000), (vip6(), 83), "A");
+    assert!(matches!(
+        rig.feed(EXT, &ack),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    assert_eq!(rig.pipe.table().get(slot).state, State::Established);
+    let (q, lost) = rig.pipe.drain_sync();
+    assert_eq!((q.count(), lost), (0, 0));
+    assert_eq!(rig.pipe.counters().traffic.sync_skipped_v6, 1);
 }
