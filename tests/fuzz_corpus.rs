@@ -175,9 +175,9 @@ fn peer_seeds() -> Vec<Vec<u8>> {
             dport: 8080,
             fwmark: 0,
             timeout: 900,
-            caddr: Ipv4Addr::from(CLIENT),
-            vaddr: vip,
-            daddr: Ipv4Addr::new(172, 16, 0, 2),
+            caddr: Ipv4Addr::from(CLIENT).into(),
+            vaddr: vip.into(),
+            daddr: Ipv4Addr::new(172, 16, 0, 2).into(),
             fullnat: None,
         });
     }

@@ -4,7 +4,8 @@
 //! real servers' default route), and the IPVS sync daemon copying A's connections to B.
 //! tshark decodes A's sync datagrams as IPVS sync v1 (`-d udp.port==8848,ipvs`) with the right
 //! count, addresses, ports and state numbers; B's table holds the same connections, made without
-//! scheduling.
+//! scheduling. IPv6: connections to an IPv6 service through A (dual-stack lab, no VRRP) reach
+//! B's table as IPv6 sync entries.
 
 mod common;
 
@@ -358,6 +359,148 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
     eprintln!(
         "{} sync datagrams decoded by tshark; test took {:?}",
         rows.len(),
+        started.elapsed()
+    );
+}
+
+/// An appliance for [`ipv6_connections_are_synced_to_the_backup`]: dual-stack ports (`ext6`,
+/// `int6` its own IPv6 addresses), one IPv6 NAT service, the sync daemon (`sync` lines), no
+/// VRRP (the client's IPv6 route and the real server's default route point at A's own
+/// addresses, so A carries the traffic and B only listens).
+fn config6(tag: &str, ext: &str, int: &str, ext6: &str, int6: &str, sync: &str) -> String {
+    let socket = std::env::temp_dir().join(format!("tapvs-ha6-{tag}-{}.sock", std::process::id()));
+    let n = if tag == "a" { 1 } else { 2 };
+    format!(
+        r#"workers = 2
+max_connections = 10000
+
+[control]
+socket = "{socket}"
+
+[metrics]
+enabled = false
+
+[[port]]
+name = "ext"
+tap = "tx{tag}"
+mac = "02:74:76:00:0{n}:01"
+addresses = ["{ext}/24", "{ext6}/64"]
+bridge = "{eb}"
+
+[[port]]
+name = "int"
+tap = "ti{tag}"
+mac = "02:74:76:00:0{n}:02"
+addresses = ["{int}/24", "{int6}/64"]
+bridge = "{ib}"
+
+[[service]]
+protocol = "tcp"
+address = "[{vip6}]:80"
+scheduler = "rr"
+
+[[service.real]]
+address = "[{rs6}]:80"
+forward = "nat"
+
+[sync]
+mcast_interface = "int"
+syncid = 9
+{sync}
+"#,
+        socket = socket.display(),
+        eb = lab::EXT_BRIDGE,
+        ib = lab::INT_BRIDGE,
+        vip6 = lab::VIP6,
+        rs6 = lab::real_addr6(0),
+    )
+}
+
+/// IPv6 connections made through the master reach the backup's table by the sync daemon (IPv6
+/// entries): same client, VIP and real server, ESTABLISHED, then their closing states.
+#[test]
+fn ipv6_connections_are_synced_to_the_backup() {
+    if !precheck() {
+        return;
+    }
+    let _one = serial();
+    let started = Instant::now();
+    let mut lab = Lab::build_dual(1).expect("dual-stack lab");
+    let _server = lab.reals[0]
+        .run(|| tapvs_lab::traffic::HttpServer::start("[::]:80".parse().unwrap(), "rs6"))
+        .expect("http server");
+    let ext6 = lab::EXT6.to_string();
+    let int6 = lab::INT6.to_string();
+    lab.start(&config6("a", A_EXT, A_INT, &ext6, &int6, "master = true"))
+        .expect("start A");
+    let cfg_b = tapvs::config::parse(
+        &config6(
+            "b",
+            B_EXT,
+            B_INT,
+            "2001:db8:c::12",
+            "2001:db8:5::12",
+            "backup = true",
+        ),
+        std::path::Path::new("b.toml"),
+    )
+    .expect("config B");
+    let b = lab
+        .director
+        .try_run(move || Daemon::start(&cfg_b))
+        .expect("netns")
+        .expect("start B");
+
+    let vip = SocketAddr::new(lab::VIP6.into(), 80);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || lab
+            .client
+            .run(|| tapvs_lab::traffic::http_get(vip, "/", Duration::from_secs(1)))
+            .is_ok_and(|(s, _)| s == 200)),
+        "no service through the IPv6 VIP"
+    );
+    let streams: Vec<TcpStream> = lab
+        .client
+        .run(|| keep_alive(vip, 3, Duration::from_secs(5)))
+        .expect("keep-alive connections");
+    let ports: Vec<u16> = streams
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    let client = |p: u16| format!("[{}]:{p} ", lab::CLIENT6);
+    let vip6 = format!("[{}]:80", lab::VIP6);
+    let rs6 = format!("[{}]:80", lab::real_addr6(0));
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                l.lines().any(|x| {
+                    x.contains(&client(*p))
+                        && x.contains(&vip6)
+                        && x.contains(&rs6)
+                        && x.contains("ESTABLISHED")
+                })
+            })
+        }),
+        "B has A's IPv6 connections:\n{}",
+        conns(&b)
+    );
+    drop(streams);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let l = conns(&b);
+            ports.iter().all(|p| {
+                let mine: Vec<&str> = l.lines().filter(|x| x.contains(&client(*p))).collect();
+                !mine.is_empty() && mine.iter().all(|x| !x.contains("ESTABLISHED"))
+            })
+        }),
+        "B follows the closes:\n{}",
+        conns(&b)
+    );
+    drop(b);
+    eprintln!(
+        "{} IPv6 connections synced; test took {:?}",
+        ports.len(),
         started.elapsed()
     );
 }

@@ -2722,9 +2722,9 @@ fn synced(vport: u16, daddr: Ipv4Addr, dport: u16, flags: u32, state: u16) -> Sy
         dport,
         fwmark: 0,
         timeout: 900,
-        caddr: CLIENT,
-        vaddr: VIP,
-        daddr,
+        caddr: CLIENT.into(),
+        vaddr: VIP.into(),
+        daddr: daddr.into(),
         fullnat: None,
     }
 }
@@ -2764,7 +2764,7 @@ fn synced_entries_become_connections_without_scheduling() {
     // FullNAT: the local address and port come from the entry.
     let mut f = synced(V_FNAT, RS_FNAT, 8083, sync_flags::FULLNAT, 1);
     f.cport = 40001;
-    f.fullnat = Some((LIP, 5000));
+    f.fullnat = Some((LIP.into(), 5000));
     assert_eq!(rig.pipe.sync_apply(&env, &f), Ok(()));
     let fd = rig
         .pipe
@@ -2839,11 +2839,11 @@ fn master_queues_sync_updates_as_ipvs() {
     let e = got[0];
     assert_eq!(
         (e.caddr, e.cport, e.vaddr, e.vport),
-        (CLIENT, 40000, VIP, V_NAT)
+        (CLIENT.into(), 40000, VIP.into(), V_NAT)
     );
     assert_eq!(
         (e.daddr, e.dport, e.state, e.timeout),
-        (RS_NAT, 8080, 1, 900)
+        (RS_NAT.into(), 8080, 1, 900)
     );
     assert_eq!(e.flags, sync_flags::MASQ);
     // Client packets 3, 53, 103 ... (the SYN was 1, the ACK 2).
@@ -2885,9 +2885,9 @@ fn master_queues_persistence_templates() {
         dport: V_PERSIST,
         fwmark: 0,
         timeout: 300,
-        caddr: CLIENT,
-        vaddr: VIP,
-        daddr: rs,
+        caddr: CLIENT.into(),
+        vaddr: VIP.into(),
+        daddr: rs.into(),
         fullnat: None,
     };
     assert_eq!(got, vec![want], "the template, at its creation");

@@ -1,14 +1,16 @@
 //! Frames the appliance originates for high availability: the complete
-//! Ethernet/IPv4 frame of a VRRP advertisement ([`vrrp_advert`]) and of a UDP
+//! Ethernet/IPv4 frame of a VRRP advertisement ([`vrrp_advert`]), its
+//! Ethernet/IPv6 version 3 counterpart ([`vrrp_advert6`]), and of a UDP
 //! datagram whose payload the caller already wrote in place (IPVS sync
 //! messages, [`udp_in_place`]). Pure, no allocation: the caller's buffer
 //! receives the frame.
 
-use crate::wire::ethernet::{self, EthernetAddress, EthernetFrame, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{self, EthernetAddress, EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4::{self, Ipv4Packet, PROTO_UDP};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::udp::{self, UdpPacket};
-use crate::wire::vrrp::{VrrpPacket, VrrpRepr, PROTO_VRRP, TTL};
-use std::net::Ipv4Addr;
+use crate::wire::vrrp::{VrrpPacket, VrrpRepr, MCAST_GROUP6, PROTO_VRRP, TTL};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Type of service of adverts (precedence "internetwork control", as keepalived).
 pub const ADVERT_TOS: u8 = 0xc0;
@@ -60,6 +62,46 @@ pub fn vrrp_advert(
     }
     let msg = ipb.get_mut(ipv4::MIN_HEADER_LEN..)?;
     repr.emit(&mut VrrpPacket::new_unchecked(msg), addrs, src, dst);
+    Some(len)
+}
+
+/// Writes a version 3 advertisement over IPv6 (RFC 5798 §5.1.2): Ethernet
+/// from `src_mac` to 33:33:00:00:00:12, IPv6 from `src` (the port's
+/// link-local address) to ff02::12 with hop limit 255 and next header 112,
+/// then the message of `repr` with `addrs` (checksum over the IPv6
+/// pseudo-header). Returns its length, or `None` if `out` is too small.
+pub fn vrrp_advert6(
+    out: &mut [u8],
+    src_mac: EthernetAddress,
+    src: Ipv6Addr,
+    repr: &VrrpRepr,
+    addrs: &[Ipv6Addr],
+) -> Option<usize> {
+    let msg_len = repr.buffer_len6();
+    let len = ethernet::HEADER_LEN + ipv6::HEADER_LEN + msg_len;
+    let buf = out.get_mut(..len)?;
+    buf.fill(0);
+    let mut eth = EthernetFrame::new_unchecked(&mut *buf);
+    let g = MCAST_GROUP6.octets();
+    eth.set_dst_addr(EthernetAddress([0x33, 0x33, g[12], g[13], g[14], g[15]]));
+    eth.set_src_addr(src_mac);
+    eth.set_ethertype(ETHERTYPE_IPV6);
+    let ipb = buf.get_mut(ethernet::HEADER_LEN..)?;
+    Ipv6Repr {
+        src,
+        dst: MCAST_GROUP6,
+        next_header: PROTO_VRRP,
+        payload_len: u16::try_from(msg_len).ok()?,
+        hop_limit: TTL,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut *ipb));
+    let msg = ipb.get_mut(ipv6::HEADER_LEN..)?;
+    repr.emit6(
+        &mut VrrpPacket::new_unchecked6(msg),
+        addrs,
+        src,
+        MCAST_GROUP6,
+    );
     Some(len)
 }
 
@@ -168,6 +210,49 @@ mod tests {
             ipv4_multicast_mac(Ipv4Addr::new(239, 129, 2, 3)),
             EthernetAddress([1, 0, 0x5e, 1, 2, 3])
         );
+    }
+
+    #[test]
+    fn ipv6_advert_frame_is_v3_to_ff02_12_with_hop_limit_255() {
+        let mac = EthernetAddress([2, 0x74, 0x76, 0, 1, 1]);
+        let ll: Ipv6Addr = "fe80::74:76ff:fe00:101".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8:f::80".parse().unwrap();
+        let repr = VrrpRepr {
+            version: 3,
+            vrid: 61,
+            priority: 150,
+            naddr: 1,
+            auth_type: 0,
+            adver_int_cs: 100,
+            auth: [0; 8],
+        };
+        let mut out = [0u8; 128];
+        let n = vrrp_advert6(&mut out, mac, ll, &repr, &[vip]).unwrap();
+        assert_eq!(n, 14 + 40 + 8 + 16);
+        // An independent parser: Ethernet to 33:33:00:00:00:12, IPv6 from the
+        // link-local address to ff02::12, hop limit 255, next header 112.
+        let e = etherparse::SlicedPacket::from_ethernet(&out[..n]).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = e.link else {
+            panic!("not Ethernet II");
+        };
+        assert_eq!(eth.destination(), [0x33, 0x33, 0, 0, 0, 0x12]);
+        assert_eq!(eth.source(), mac.0);
+        let Some(etherparse::NetSlice::Ipv6(ip)) = e.net else {
+            panic!("not IPv6");
+        };
+        let h = ip.header();
+        assert_eq!(h.source_addr(), ll);
+        assert_eq!(h.destination_addr(), MCAST_GROUP6);
+        assert_eq!(h.hop_limit(), 255);
+        assert_eq!(u8::from(h.next_header()), 112);
+        assert_eq!(usize::from(h.payload_length()), 24);
+        let msg = &out[54..n];
+        let v = VrrpPacket::new_checked6(msg).unwrap();
+        assert!(v.verify_checksum6(ll, MCAST_GROUP6));
+        assert_eq!(VrrpRepr::parse(&v).unwrap(), repr);
+        assert_eq!(v.addr6(0), vip);
+        let mut short = [0u8; 77];
+        assert!(vrrp_advert6(&mut short, mac, ll, &repr, &[vip]).is_none());
     }
 
     #[test]

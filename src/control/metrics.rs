@@ -131,7 +131,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "tapvs_sync_skipped_ipv6_total",
-        "IPv6 connection updates the sync master did not send (IPv4 sync only).",
+        "Connection updates the sync master did not send: mixed families (NAT64), which sync v1 cannot express.",
     ),
     (
         "tapvs_drops_total",

@@ -131,18 +131,27 @@ impl SyncDaemon {
             let mut b = MessageBuilder::new(&mut self.buf[off..end], m.syncid);
             let mut used = 0;
             for e in rest {
-                if !b.push(e) {
+                if e.family().is_none() {
+                    // Mixed families (the pipeline does not queue them): not expressible.
+                    self.stats.conns_dropped += 1;
+                } else if !b.push(e) {
                     break;
                 }
                 used += 1;
             }
             if used == 0 {
-                // An entry larger than the message: cannot happen with sync_maxlen ≥ 44.
-                self.stats.conns_dropped += rest.len() as u64;
-                break;
+                // An entry larger than a message (an IPv6 entry, up to 92 bytes, with a
+                // sync_maxlen below 100): dropped alone.
+                self.stats.conns_dropped += 1;
+                rest = &rest[1..];
+                continue;
+            }
+            rest = &rest[used..];
+            let used = usize::from(b.count());
+            if used == 0 {
+                continue;
             }
             let n = b.finish();
-            rest = &rest[used..];
             self.ident = self.ident.wrapping_add(1);
             let h = UdpHdr {
                 src_mac: EthernetAddress(info.mac),
@@ -213,7 +222,11 @@ impl SyncDaemon {
                         shared.ha.sync_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    match e {
+                        modes::wire::Error::Truncated => self.stats.conns_truncated += 1,
+                        _ => self.stats.conns_malformed += 1,
+                    }
                     shared.ha.sync_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -371,6 +384,10 @@ pub fn record(shared: &Shared) {
         "Sync entries dropped: malformed, a full queue, an unknown service or real server, no room."
     );
     describe_counter!(
+        "tapvs_sync_connections_invalid_total",
+        "Sync entries a backup dropped as invalid, by reason (truncated, malformed)."
+    );
+    describe_counter!(
         "tapvs_sync_connections_applied_total",
         "Synced entries a backup's workers created or refreshed."
     );
@@ -387,6 +404,10 @@ pub fn record(shared: &Shared) {
     counter!("tapvs_sync_messages_dropped_total").absolute(s.messages_dropped);
     counter!("tapvs_sync_connections_dropped_total")
         .absolute(shared.ha.sync_dropped.load(Ordering::Relaxed));
+    counter!("tapvs_sync_connections_invalid_total", "reason" => "truncated")
+        .absolute(s.conns_truncated);
+    counter!("tapvs_sync_connections_invalid_total", "reason" => "malformed")
+        .absolute(s.conns_malformed);
     counter!("tapvs_sync_connections_applied_total")
         .absolute(shared.ha.sync_applied.load(Ordering::Relaxed));
 }

@@ -116,6 +116,11 @@ pub struct SyncStats {
     pub messages_dropped: u64,
     /// Entries dropped: malformed (backup), a full queue (either side).
     pub conns_dropped: u64,
+    /// Of the dropped entries, the ones cut short by the message's end (backup).
+    pub conns_truncated: u64,
+    /// Of the dropped entries, the malformed ones: an unknown entry type or version, a size
+    /// below the family's entry length, a bad or unknown mandatory option (backup).
+    pub conns_malformed: u64,
 }
 
 /// The VRRP side's published counters.

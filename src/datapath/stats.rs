@@ -243,8 +243,8 @@ pub struct Traffic {
     pub wakeups: u64,
     /// IPv6 Neighbour Advertisements sent (answers to solicitations).
     pub nd_replies: u64,
-    /// Connection updates the sync master did not send because they are IPv6 (the IPVS
-    /// sync protocol version 1 this daemon speaks carries IPv4 here).
+    /// Connection updates the sync master did not send because their addresses are of mixed
+    /// families (NAT64): an IPVS sync v1 entry has one family for all its addresses.
     pub sync_skipped_v6: u64,
 }
 

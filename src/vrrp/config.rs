@@ -315,9 +315,16 @@ pub fn validate(
         let mut addresses = Vec::new();
         for (j, a) in r.virtual_addresses.iter().enumerate() {
             let field = f(&format!("virtual_addresses[{j}]"));
-            let ip: Ipv4Addr = a
-                .parse()
-                .map_err(|_| (field.clone(), format!("{a:?} is not an IPv4 address")))?;
+            let ip: Ipv4Addr = a.parse().map_err(|_| {
+                let m = if a.parse::<std::net::Ipv6Addr>().is_ok() {
+                    format!(
+                        "{a:?} is IPv6: VRRP version 3 over IPv6 is not supported by the daemon yet"
+                    )
+                } else {
+                    format!("{a:?} is not an IPv4 address")
+                };
+                (field.clone(), m)
+            })?;
             if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback() {
                 return Err((field, format!("{ip} is not a unicast address")));
             }
@@ -617,6 +624,17 @@ mod tests {
         assert_eq!(
             validate(&own, &ports(), &services()).unwrap_err().0,
             "vrrp[0].virtual_addresses[0]"
+        );
+        // An IPv6 virtual address: refused by name (the daemon's VRRP is IPv4 for now).
+        let v6 = vec![RawVrrp {
+            virtual_addresses: vec!["2001:db8:f::80".into()],
+            ..parse_raw()
+        }];
+        let (field, m) = validate(&v6, &ports(), &services()).unwrap_err();
+        assert_eq!(field, "vrrp[0].virtual_addresses[0]");
+        assert!(
+            m.contains("is IPv6: VRRP version 3 over IPv6 is not supported"),
+            "{m}"
         );
         let vrid0 = vec![RawVrrp {
             virtual_router_id: 0,

@@ -1,9 +1,14 @@
-//! VRRP (RFC 3768 version 2, RFC 5798 version 3, IPv4): the advertisement
-//! view [`VrrpPacket`] (version, type, VRID, priority, address count, the
-//! version-specific interval and authentication fields, checksum, the
-//! addresses and the v2 authentication data), its checksum rules (v2 over
-//! the message; v3 with the IPv4 pseudo-header, as keepalived sends it), the
-//! parsed summary [`VrrpRepr`] and [`VrrpRepr::emit`].
+//! VRRP (RFC 3768 version 2, RFC 5798 version 3, IPv4 and IPv6): the
+//! advertisement view [`VrrpPacket`] (version, type, VRID, priority, address
+//! count, the version-specific interval and authentication fields, checksum,
+//! the addresses and the v2 authentication data), its checksum rules (v2 over
+//! the message; v3 with the IPv4 pseudo-header, as keepalived sends it, or the
+//! IPv6 one), the parsed summary [`VrrpRepr`] and [`VrrpRepr::emit`] /
+//! [`VrrpRepr::emit6`].
+//!
+//! The message does not say its addresses' family: the IP header does. A view
+//! made with [`VrrpPacket::new_checked6`] reads 16-byte addresses and accepts
+//! version 3 only (RFC 5798 §5.1: IPv6 is v3); the others read 4-byte ones.
 //!
 //! Layout (both versions): `version<<4 | type`, VRID, priority, count of
 //! addresses, then v2: auth type (8 bits) and advertisement interval
@@ -13,12 +18,14 @@
 
 use super::{get_array, get_u16, get_u8, set_bytes, set_u16, set_u8, sub, Error};
 use crate::checksum;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// IP protocol number of VRRP.
 pub const PROTO_VRRP: u8 = 112;
 /// The IPv4 multicast group of VRRP adverts.
 pub const MCAST_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The IPv6 multicast group of VRRP adverts (RFC 5798 §5.1.2.2).
+pub const MCAST_GROUP6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// IP TTL adverts are sent with and must arrive with.
 pub const TTL: u8 = 255;
 /// The only packet type: ADVERTISEMENT.
@@ -66,13 +73,44 @@ pub mod field {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VrrpPacket<T> {
     buffer: T,
+    v6: bool,
 }
 
 impl<T: AsRef<[u8]>> VrrpPacket<T> {
     /// Wraps `buffer` without any check.
     #[inline]
     pub fn new_unchecked(buffer: T) -> Self {
-        VrrpPacket { buffer }
+        VrrpPacket { buffer, v6: false }
+    }
+
+    /// Wraps `buffer`, an advert that came in (or goes out) over IPv6, without any check.
+    #[inline]
+    pub fn new_unchecked6(buffer: T) -> Self {
+        VrrpPacket { buffer, v6: true }
+    }
+
+    /// Wraps `buffer`, an advert over IPv6, after [`check_len`](Self::check_len).
+    #[inline]
+    pub fn new_checked6(buffer: T) -> Result<Self, Error> {
+        let p = Self::new_unchecked6(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// True for a view of an advert over IPv6 (16-byte addresses).
+    #[inline]
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+
+    /// Bytes per address: 16 over IPv6, else 4.
+    #[inline]
+    fn addr_len(&self) -> usize {
+        if self.v6 {
+            16
+        } else {
+            4
+        }
     }
 
     /// Wraps `buffer` after [`check_len`](Self::check_len).
@@ -83,15 +121,21 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         Ok(p)
     }
 
-    /// Checks the version is 2 or 3 (else [`Error::Malformed`]) and that the
-    /// buffer holds the header, the addresses and (v2) the authentication
-    /// data (else [`Error::Truncated`]). Bytes after that are allowed.
+    /// Checks the version is 2 or 3 (over IPv6: 3) (else [`Error::Malformed`])
+    /// and that the buffer holds the header, the addresses and (v2) the
+    /// authentication data (else [`Error::Truncated`]). Bytes after that are
+    /// allowed.
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
             return Err(Error::Truncated);
         }
-        if !matches!(self.version(), 2 | 3) {
+        let ok = if self.v6 {
+            self.version() == 3
+        } else {
+            matches!(self.version(), 2 | 3)
+        };
+        if !ok {
             return Err(Error::Malformed);
         }
         if len < self.message_len() {
@@ -110,7 +154,7 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
     #[inline]
     pub fn message_len(&self) -> usize {
         let auth = if self.version() == 2 { AUTH_LEN } else { 0 };
-        HEADER_LEN + 4 * usize::from(self.naddr()) + auth
+        HEADER_LEN + self.addr_len() * usize::from(self.naddr()) + auth
     }
 
     /// Version (2 or 3 in a checked view).
@@ -170,10 +214,11 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         get_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
-    /// Address `i` (`0.0.0.0` past the count or the buffer).
+    /// Address `i` of an IPv4 view (`0.0.0.0` past the count or the buffer, or
+    /// in an IPv6 view: see [`addr6`](Self::addr6)).
     #[inline]
     pub fn addr(&self, i: usize) -> Ipv4Addr {
-        if i >= usize::from(self.naddr()) {
+        if self.v6 || i >= usize::from(self.naddr()) {
             return Ipv4Addr::UNSPECIFIED;
         }
         Ipv4Addr::from(get_array::<4>(
@@ -182,9 +227,27 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         ))
     }
 
-    /// The addresses, in order.
+    /// The addresses of an IPv4 view, in order.
     pub fn addrs(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         (0..usize::from(self.naddr())).map(move |i| self.addr(i))
+    }
+
+    /// Address `i` of an IPv6 view (`::` past the count or the buffer, or in
+    /// an IPv4 view).
+    #[inline]
+    pub fn addr6(&self, i: usize) -> Ipv6Addr {
+        if !self.v6 || i >= usize::from(self.naddr()) {
+            return Ipv6Addr::UNSPECIFIED;
+        }
+        Ipv6Addr::from(get_array::<16>(
+            self.buffer.as_ref(),
+            field::ADDRS.wrapping_add(i.wrapping_mul(16)),
+        ))
+    }
+
+    /// The addresses of an IPv6 view, in order.
+    pub fn addrs6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        (0..usize::from(self.naddr())).map(move |i| self.addr6(i))
     }
 
     /// v2 authentication data (zeros for v3 or out of range).
@@ -195,7 +258,7 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         }
         get_array::<AUTH_LEN>(
             self.buffer.as_ref(),
-            field::ADDRS + 4 * usize::from(self.naddr()),
+            field::ADDRS + self.addr_len() * usize::from(self.naddr()),
         )
     }
 
@@ -207,7 +270,17 @@ impl<T: AsRef<[u8]>> VrrpPacket<T> {
         if msg.len() != self.message_len() {
             return false;
         }
-        message_checksum(self.version(), msg, src, dst) == 0
+        !self.v6 && message_checksum(self.version(), msg, src, dst) == 0
+    }
+
+    /// True if an IPv6 view's checksum verifies over the IPv6 pseudo-header
+    /// (`src`, `dst`, next header 112, the message length) and the message.
+    pub fn verify_checksum6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        let msg = sub(self.buffer.as_ref(), 0, self.message_len());
+        if !self.v6 || msg.len() != self.message_len() {
+            return false;
+        }
+        checksum::l4_checksum_v6(src, dst, PROTO_VRRP, msg) == 0
     }
 }
 
@@ -264,6 +337,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VrrpPacket<T> {
         let c = message_checksum(version, msg, src, dst);
         self.set_checksum(c);
     }
+
+    /// Computes and stores an IPv6 view's checksum (see
+    /// [`verify_checksum6`](Self::verify_checksum6)).
+    pub fn fill_checksum6(&mut self, src: Ipv6Addr, dst: Ipv6Addr) {
+        self.set_checksum(0);
+        let len = self.message_len();
+        let msg = sub(self.buffer.as_ref(), 0, len);
+        let c = checksum::l4_checksum_v6(src, dst, PROTO_VRRP, msg);
+        self.set_checksum(c);
+    }
 }
 
 /// A parsed advertisement header (the addresses stay in the view).
@@ -303,10 +386,41 @@ impl VrrpRepr {
         })
     }
 
-    /// Length of the message for `naddr` addresses.
+    /// Length of the message for `naddr` IPv4 addresses.
     pub fn buffer_len(&self) -> usize {
         let auth = if self.version == 2 { AUTH_LEN } else { 0 };
         HEADER_LEN + 4 * usize::from(self.naddr) + auth
+    }
+
+    /// Length of the (version 3) message for `naddr` IPv6 addresses.
+    pub fn buffer_len6(&self) -> usize {
+        HEADER_LEN + 16 * usize::from(self.naddr)
+    }
+
+    /// Writes a version 3 message over IPv6 with `addrs` (the first `naddr`
+    /// of them; missing ones as `::`) into `p` (a view made with
+    /// [`VrrpPacket::new_unchecked6`]) and fills the checksum over the IPv6
+    /// pseudo-header for `src`/`dst`. The version written is 3 whatever
+    /// `self.version` says. Writes nothing past the end of the buffer.
+    pub fn emit6<T: AsRef<[u8]> + AsMut<[u8]>>(
+        &self,
+        p: &mut VrrpPacket<T>,
+        addrs: &[Ipv6Addr],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    ) {
+        p.v6 = true;
+        p.set_version_kind(3, TYPE_ADVERT);
+        p.set_vrid(self.vrid);
+        p.set_priority(self.priority);
+        p.set_naddr(self.naddr);
+        let buf = p.buffer.as_mut();
+        set_u16(buf, field::ADVER_INT_V3, self.adver_int_cs & 0x0fff);
+        for i in 0..usize::from(self.naddr) {
+            let a = addrs.get(i).copied().unwrap_or(Ipv6Addr::UNSPECIFIED);
+            set_bytes(buf, field::ADDRS + 16 * i, &a.octets());
+        }
+        p.fill_checksum6(src, dst);
     }
 
     /// Writes the message with `addrs` (the first `naddr` of them; missing
@@ -537,6 +651,113 @@ mod tests {
                 auth: [1; 8],
             }
             .emit(&mut pm, &[], S, S);
+        }
+    }
+
+    fn v6_advert(addrs: &[Ipv6Addr], src: Ipv6Addr) -> Vec<u8> {
+        let r = VrrpRepr {
+            version: 3,
+            vrid: 61,
+            priority: 200,
+            naddr: addrs.len() as u8,
+            auth_type: 0,
+            adver_int_cs: 100,
+            auth: [0; AUTH_LEN],
+        };
+        let mut b = vec![0xeeu8; r.buffer_len6()];
+        r.emit6(
+            &mut VrrpPacket::new_unchecked6(&mut b[..]),
+            addrs,
+            src,
+            MCAST_GROUP6,
+        );
+        b
+    }
+
+    #[test]
+    fn v3_over_ipv6_layout_and_pseudo_header_checksum() {
+        let ll: Ipv6Addr = "fe80::74:76ff:fe00:101".parse().unwrap();
+        let a: [Ipv6Addr; 2] = [
+            "2001:db8:f::80".parse().unwrap(),
+            "2001:db8:c::1".parse().unwrap(),
+        ];
+        let b = v6_advert(&a, ll);
+        assert_eq!(b.len(), 8 + 32);
+        // Version 3, type 1, VRID, priority, two addresses, 1 s as 100 cs.
+        assert_eq!(&b[..6], &[0x31, 61, 200, 2, 0, 100]);
+        assert_eq!(&b[8..24], &a[0].octets());
+        assert_eq!(&b[24..40], &a[1].octets());
+        // The checksum by hand: the IPv6 pseudo-header (source, destination,
+        // 32-bit length, 24 zero bits, next header 112) and the message.
+        let mut sum = 0u32;
+        let mut words = |d: &[u8]| {
+            for c in d.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        words(&ll.octets());
+        words(&MCAST_GROUP6.octets());
+        words(&(b.len() as u32).to_be_bytes());
+        words(&[0, 0, 0, PROTO_VRRP]);
+        let mut zeroed = b.clone();
+        zeroed[6..8].fill(0);
+        words(&zeroed);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(u16::from_be_bytes([b[6], b[7]]), !(sum as u16));
+        let p = VrrpPacket::new_checked6(&b[..]).unwrap();
+        assert!(p.is_v6());
+        assert!(p.verify_checksum6(ll, MCAST_GROUP6));
+        let other: Ipv6Addr = "fe80::1".parse().unwrap();
+        assert!(!p.verify_checksum6(other, MCAST_GROUP6));
+        assert!(!p.verify_checksum(Ipv4Addr::UNSPECIFIED, MCAST_GROUP));
+        let r = VrrpRepr::parse(&p).unwrap();
+        assert_eq!((r.version, r.vrid, r.priority, r.naddr), (3, 61, 200, 2));
+        assert_eq!((r.auth_type, r.adver_int_cs), (0, 100));
+        assert_eq!(p.addrs6().collect::<Vec<_>>(), a);
+        assert_eq!(p.addr6(2), Ipv6Addr::UNSPECIFIED);
+        assert_eq!(p.addr(0), Ipv4Addr::UNSPECIFIED, "not an IPv4 view");
+        // The same bytes in an IPv4 view read 4-byte addresses (and its
+        // checksum rule): the family comes from the IP header.
+        let p4 = VrrpPacket::new_checked(&b[..]).unwrap();
+        assert_eq!(p4.message_len(), 16);
+        assert!(!p4.verify_checksum6(ll, MCAST_GROUP6));
+    }
+
+    #[test]
+    fn ipv6_views_take_version_3_only_and_check_lengths() {
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let a: [Ipv6Addr; 1] = ["2001:db8:f::80".parse().unwrap()];
+        let b = v6_advert(&a, ll);
+        assert_eq!(
+            VrrpPacket::new_checked6(&b[..b.len() - 1]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            VrrpPacket::new_checked6(&b[..7]).unwrap_err(),
+            Error::Truncated
+        );
+        let mut v2 = b.clone();
+        v2[0] = 0x21;
+        assert_eq!(
+            VrrpPacket::new_checked6(&v2[..]).unwrap_err(),
+            Error::Malformed
+        );
+        // A corrupted address fails the checksum.
+        let mut bad = b.clone();
+        bad[20] ^= 1;
+        let p = VrrpPacket::new_checked6(&bad[..]).unwrap();
+        assert!(!p.verify_checksum6(ll, MCAST_GROUP6));
+        // Arbitrary bytes never panic.
+        for len in 0..64usize {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x31) as u8).collect();
+            let p = VrrpPacket::new_unchecked6(&junk[..]);
+            let _ = (p.addr6(3), p.auth_data(), p.message_len());
+            if let Ok(p) = VrrpPacket::new_checked6(&junk[..]) {
+                let _ = p.verify_checksum6(ll, MCAST_GROUP6);
+                let _ = p.addrs6().count();
+            }
         }
     }
 

@@ -91,16 +91,6 @@ pub fn fold_addr(ip: IpAddr) -> u32 {
     }
 }
 
-/// The IPv4 address in `ip`, on the IPv4 paths where the byte rewrites of `modes` take an
-/// IPv4 address (an IPv6 address never reaches them: it gives 0.0.0.0).
-#[inline]
-pub(crate) fn v4(ip: IpAddr) -> Ipv4Addr {
-    match ip {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-    }
-}
-
 /// Whether the ICMPv6 `pkt` is an error about a connection's packet, for `icmp_error`: a
 /// quoted TCP/UDP tuple, and sent to a client (NAT) or to a local address (FullNAT), not to a
 /// VIP or the appliance's own address.

@@ -65,11 +65,6 @@ impl Pipeline {
         if !needed {
             return;
         }
-        let (IpAddr::V4(caddr), IpAddr::V4(vaddr), IpAddr::V4(daddr)) = (c.caddr, c.vaddr, c.daddr)
-        else {
-            self.c.sync_skipped_v6 += 1;
-            return;
-        };
         let (fwd, fullnat) = fwd_flags(c.xmit);
         let entry = SyncConn {
             protocol: c.proto,
@@ -80,11 +75,16 @@ impl Pipeline {
             dport: c.dport,
             fwmark: 0,
             timeout: self.table.timeouts().of(c.state),
-            caddr,
-            vaddr,
-            daddr,
+            caddr: c.caddr,
+            vaddr: c.vaddr,
+            daddr: c.daddr,
             fullnat,
         };
+        if entry.family().is_none() {
+            // NAT64 (IPv6 client, IPv4 real server): sync v1 has one family per entry.
+            self.c.sync_skipped_v6 += 1;
+            return;
+        }
         let template = c.template.as_ref().filter(|t| t.sync_due(now)).cloned();
         if self.sync_out.len() < SYNC_OUT_MAX {
             self.sync_out.push(entry);
@@ -107,18 +107,16 @@ impl Pipeline {
     }
 
     fn push_template(&mut self, t: &Template, fwd: u32) {
-        let (IpAddr::V4(daddr), IpAddr::V4(_), IpAddr::V4(_)) =
-            (t.dest.addr(), t.key.client, t.key.vaddr)
-        else {
+        let entry = template_entry(&t.key, t.dest.addr(), t.dest.port(), t.timeout, fwd);
+        if entry.family().is_none() {
             self.c.sync_skipped_v6 += 1;
             return;
-        };
+        }
         if self.sync_out.len() >= SYNC_OUT_MAX {
             self.sync_overflow += 1;
             return;
         }
-        self.sync_out
-            .push(template_entry(&t.key, daddr, t.dest.port(), t.timeout, fwd));
+        self.sync_out.push(entry);
     }
 
     /// The sync updates gathered since the last call, and how many were lost to a full
@@ -130,12 +128,12 @@ impl Pipeline {
 }
 
 /// The forwarding-method flag of a transmitter, and FullNAT's local address and port.
-fn fwd_flags(x: Xmit) -> (u32, Option<(std::net::Ipv4Addr, u16)>) {
+fn fwd_flags(x: Xmit) -> (u32, Option<(IpAddr, u16)>) {
     match x {
         Xmit::Nat => (flags::MASQ, None),
         Xmit::Dr => (flags::DROUTE, None),
         Xmit::Tun { .. } => (flags::TUNNEL, None),
-        Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((super::v4(lip), lport))),
+        Xmit::FullNat { lip, lport, .. } => (flags::FULLNAT, Some((lip, lport))),
     }
 }
 
@@ -144,7 +142,7 @@ fn fwd_flags(x: Xmit) -> (u32, Option<(std::net::Ipv4Addr, u16)>) {
 /// all-ports service), the real server, state NONE, the persistence timeout.
 pub fn template_entry(
     key: &TemplateKey,
-    daddr: std::net::Ipv4Addr,
+    daddr: IpAddr,
     dport: u16,
     timeout: u32,
     fwd: u32,
@@ -158,8 +156,8 @@ pub fn template_entry(
         dport,
         fwmark: 0,
         timeout,
-        caddr: super::v4(key.client),
-        vaddr: super::v4(key.vaddr),
+        caddr: key.client,
+        vaddr: key.vaddr,
         daddr,
         fullnat: None,
     }
@@ -172,7 +170,7 @@ pub enum SyncDrop {
     UnknownService,
     /// The service has no such real server (or a different forwarding method).
     UnknownDest,
-    /// Not TCP/UDP, one-packet scheduling, an unknown state number, IPv6.
+    /// Not TCP/UDP, one-packet scheduling, an unknown state number.
     Unsupported,
     /// No route to the real server.
     NoRoute,
@@ -213,19 +211,19 @@ impl Pipeline {
         let (out, hop) = snap.router.lookup(e.daddr).ok_or(SyncDrop::NoRoute)?;
         let tun_src = match want {
             modes::Forward::Tun => snap.ports[out]
-                .source_for(e.daddr)
+                .source_for_ip(e.daddr)
                 .ok_or(SyncDrop::NoRoute)?,
-            _ => std::net::Ipv4Addr::UNSPECIFIED,
-        }
-        .into();
+            _ if e.daddr.is_ipv6() => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        };
         let fullnat = want == modes::Forward::FullNat;
         let nc = crate::datapath::conn::NewConn {
             proto: e.protocol,
-            caddr: e.caddr.into(),
+            caddr: e.caddr,
             cport: e.cport,
-            vaddr: e.vaddr.into(),
+            vaddr: e.vaddr,
             vport: e.vport,
-            daddr: e.daddr.into(),
+            daddr: e.daddr,
             dport: e.dport,
             fwd: want,
             out: out as u8,
@@ -241,7 +239,7 @@ impl Pipeline {
         };
         let given = if fullnat {
             let (ip, port) = e.fullnat.ok_or(SyncDrop::Unsupported)?;
-            Some((ip.into(), port))
+            Some((ip, port))
         } else {
             None
         };
@@ -262,8 +260,8 @@ impl Pipeline {
         }
         let key = TemplateKey {
             proto: e.protocol,
-            client: e.caddr.into(),
-            vaddr: e.vaddr.into(),
+            client: e.caddr,
+            vaddr: e.vaddr,
             vport: svc.vport,
         };
         env.templates
@@ -292,9 +290,7 @@ fn find_dest<'s>(
         .iter()
         .enumerate()
         .position(|(i, d)| {
-            d.addr() == IpAddr::V4(e.daddr)
-                && (d.port() == e.dport || d.port() == 0)
-                && svc.forward[i] == want
+            d.addr() == e.daddr && (d.port() == e.dport || d.port() == 0) && svc.forward[i] == want
         })
         .ok_or(SyncDrop::UnknownDest)?;
     Ok((svc, i, want))
