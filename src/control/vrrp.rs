@@ -11,7 +11,7 @@
 //! the priority), moves the members of each sync group together ([`crate::vrrp::group`]), and
 //! on stop sends priority 0 for every instance it is MASTER of.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,7 +88,11 @@ pub fn wanted(cfg: &Config) -> bool {
 pub fn initial_standby(cfg: &Config) -> Standby {
     Standby {
         vrrp: true,
-        down: cfg.vrrp.iter().flat_map(|v| v.addresses.clone()).collect(),
+        down: cfg
+            .vrrp
+            .iter()
+            .flat_map(|v| v.addresses.iter().map(|&a| IpAddr::from(a)))
+            .collect(),
         ..Standby::default()
     }
 }
@@ -498,7 +502,8 @@ impl VrrpThread {
                     }
                 }
             } else {
-                s.down.extend_from_slice(&inst.cfg.addresses);
+                s.down
+                    .extend(inst.cfg.addresses.iter().map(|&a| IpAddr::from(a)));
             }
         }
         self.shared.ha.standby.store(Arc::new(s));
