@@ -128,14 +128,14 @@ impl VrrpThread {
                     initial_master: v.initial_master,
                     preempt: v.preempt,
                     preempt_delay_ms: u64::from(v.preempt_delay) * 1000,
-                    primary: v.src,
+                    primary: v.src.into(),
                 }),
                 expect: Expect {
                     version: v.version,
                     vrid: v.vrid,
                     auth: v.auth_pass.as_deref().map(vrrp::pass_data),
                     advert_int_cs: v.advert_int_cs,
-                    addrs: v.addresses.clone(),
+                    addrs: v.addresses.iter().map(|&a| a.into()).collect(),
                 },
                 stats: InstanceStats {
                     name: v.name.clone(),
@@ -330,8 +330,8 @@ impl VrrpThread {
         match check::validate(
             &inst.expect,
             ip.ttl(),
-            ip.src_addr(),
-            ip.dst_addr(),
+            ip.src_addr().into(),
+            ip.dst_addr().into(),
             payload,
         ) {
             Err(why) => {
@@ -339,7 +339,7 @@ impl VrrpThread {
                 Ok(())
             }
             Ok(c) => {
-                if c.advert.src == inst.cfg.src {
+                if c.advert.src == IpAddr::V4(inst.cfg.src) {
                     // Our own advert, reflected back: not a peer's.
                     return Ok(());
                 }
