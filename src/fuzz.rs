@@ -338,10 +338,26 @@ pub fn peer(data: &[u8]) {
             vrid: data.get(1).copied().unwrap_or(51),
             auth,
             advert_int_cs: 100,
-            addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            addrs: vec![Ipv4Addr::new(192, 0, 2, 1).into()],
         };
-        let _ = validate(&exp, 255, src, dst, data);
+        let _ = validate(&exp, 255, src.into(), dst.into(), data);
     }
+    // Over IPv6 (version 3 only): from a link-local source to ff02::12.
+    let exp6 = Expect {
+        version: 3,
+        vrid: data.get(1).copied().unwrap_or(51),
+        auth: None,
+        advert_int_cs: 100,
+        addrs: vec![std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x80).into()],
+    };
+    let src6 = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3);
+    let _ = validate(
+        &exp6,
+        255,
+        src6.into(),
+        modes::wire::vrrp::MCAST_GROUP6.into(),
+        data,
+    );
     if let Ok(msg) = modes::wire::ipvs_sync::SyncMessage::new_checked(data) {
         let _ = (msg.syncid(), msg.size(), msg.count(), msg.version());
         for c in msg.conns().take(256) {

@@ -1432,7 +1432,7 @@ fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp()
     let mut rig = Rig::new();
     rig.world.standby = Standby {
         vrrp: true,
-        down: vec![VIP, LIP],
+        down: vec![VIP.into(), LIP.into()],
         floating: vec![(INT, GW_FLOAT)],
         ..Standby::default()
     };
@@ -2258,7 +2258,7 @@ fn provoke(d: Drop) -> Option<Rig> {
             rig.feed(EXT, &syn.wire())
         }
         Drop::Standby => {
-            rig.world.standby.down = vec![VIP];
+            rig.world.standby.down = vec![VIP.into()];
             rig.feed(EXT, &client_syn(40000, V_NAT).wire())
         }
         Drop::AclDenied | Drop::AclNotAllowed | Drop::ConnLimit | Drop::RateLimited => {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use etherparse::PacketBuilder;
 use modes::Forward;
 use tapvs::datapath::acl::Access;
-use tapvs::datapath::ha::NO_STANDBY;
+use tapvs::datapath::ha::{Standby, NO_STANDBY};
 use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
 use tapvs::datapath::persist::Templates;
 use tapvs::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
@@ -136,6 +136,7 @@ struct Rig {
     cache: NeighCache,
     neigh: NeighTable,
     templates: Templates,
+    standby: Standby,
     sink: Collect,
 }
 
@@ -175,6 +176,7 @@ impl Rig {
             cache: NeighCache::new(100, 300),
             neigh: NeighTable::default(),
             templates: Templates::default(),
+            standby: NO_STANDBY.clone(),
             sink: Collect::default(),
         };
         r.learn(client(), EXT, CLIENT_MAC);
@@ -204,7 +206,7 @@ impl Rig {
             now_ms: 10_000,
             expire_nodest: false,
             host_stack: false,
-            standby: &NO_STANDBY,
+            standby: &self.standby,
         };
         self.pipe.process(
             &env,
@@ -1255,4 +1257,53 @@ fn nat64_mtu_check_counts_the_shorter_ipv4_header() {
     let f = &sent[0].1;
     assert_eq!(&f[54..56], &[2, 0]);
     assert_eq!(u32::from_be_bytes([f[58], f[59], f[60], f[61]]), 1420);
+}
+
+/// Hot standby over IPv6: while VRRP does not own an IPv6 VIP here, solicitations for it go
+/// unanswered and packets to it (TCP, echo requests) are dropped as `standby`, with no
+/// connection made; own addresses are still answered. Once master, all are answered again.
+#[test]
+fn a_down_ipv6_vip_is_neither_solicited_nor_forwarded() {
+    let mut rig = Rig::new();
+    rig.learn(rs_nat(), INT, mac_of(rs_nat()));
+    rig.standby = Standby {
+        vrrp: true,
+        down: vec![vip6().into()],
+        ..NO_STANDBY.clone()
+    };
+    let syn = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), 40000),
+        (vip6(), 80),
+        64,
+        true,
+        &[],
+    );
+    let echo = icmp6(
+        (EXT_MAC, CLIENT_MAC),
+        client(),
+        vip6(),
+        64,
+        128,
+        &[0, 7, 0, 1, 9, 9],
+    );
+    assert_eq!(rig.feed(EXT, &ns(vip6())), Verdict::Drop(Drop::NdIgnored));
+    assert_eq!(rig.feed(EXT, &syn), Verdict::Drop(Drop::Standby));
+    assert_eq!(rig.feed(EXT, &echo), Verdict::Drop(Drop::Standby));
+    assert!(rig.sent().is_empty());
+    assert!(rig.pipe.table().is_empty());
+    assert_eq!(rig.drops(Drop::Standby), 2);
+    assert_eq!(rig.feed(EXT, &ns(ext6())), Verdict::Answer);
+    assert_eq!(rig.sent(), vec![(EXT, na_for(ext6(), EXT_MAC))]);
+    // Becoming master: the VIP is answered and forwarded again.
+    rig.standby.down.clear();
+    assert_eq!(rig.feed(EXT, &ns(vip6())), Verdict::Answer);
+    assert_eq!(rig.sent(), vec![(EXT, na_for(vip6(), EXT_MAC))]);
+    assert_eq!(
+        rig.feed(EXT, &syn),
+        Verdict::Transmit {
+            port: INT,
+            hop: IpAddr::V6(rs_nat())
+        }
+    );
 }

@@ -11,7 +11,7 @@
 //! the priority), moves the members of each sync group together ([`crate::vrrp::group`]), and
 //! on stop sends priority 0 for every instance it is MASTER of.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,7 +88,11 @@ pub fn wanted(cfg: &Config) -> bool {
 pub fn initial_standby(cfg: &Config) -> Standby {
     Standby {
         vrrp: true,
-        down: cfg.vrrp.iter().flat_map(|v| v.addresses.clone()).collect(),
+        down: cfg
+            .vrrp
+            .iter()
+            .flat_map(|v| v.addresses.iter().map(|&a| IpAddr::from(a)))
+            .collect(),
         ..Standby::default()
     }
 }
@@ -124,14 +128,14 @@ impl VrrpThread {
                     initial_master: v.initial_master,
                     preempt: v.preempt,
                     preempt_delay_ms: u64::from(v.preempt_delay) * 1000,
-                    primary: v.src,
+                    primary: v.src.into(),
                 }),
                 expect: Expect {
                     version: v.version,
                     vrid: v.vrid,
                     auth: v.auth_pass.as_deref().map(vrrp::pass_data),
                     advert_int_cs: v.advert_int_cs,
-                    addrs: v.addresses.clone(),
+                    addrs: v.addresses.iter().map(|&a| a.into()).collect(),
                 },
                 stats: InstanceStats {
                     name: v.name.clone(),
@@ -326,8 +330,8 @@ impl VrrpThread {
         match check::validate(
             &inst.expect,
             ip.ttl(),
-            ip.src_addr(),
-            ip.dst_addr(),
+            ip.src_addr().into(),
+            ip.dst_addr().into(),
             payload,
         ) {
             Err(why) => {
@@ -335,7 +339,7 @@ impl VrrpThread {
                 Ok(())
             }
             Ok(c) => {
-                if c.advert.src == inst.cfg.src {
+                if c.advert.src == IpAddr::V4(inst.cfg.src) {
                     // Our own advert, reflected back: not a peer's.
                     return Ok(());
                 }
@@ -498,7 +502,8 @@ impl VrrpThread {
                     }
                 }
             } else {
-                s.down.extend_from_slice(&inst.cfg.addresses);
+                s.down
+                    .extend(inst.cfg.addresses.iter().map(|&a| IpAddr::from(a)));
             }
         }
         self.shared.ha.standby.store(Arc::new(s));

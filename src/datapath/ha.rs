@@ -8,7 +8,7 @@
 //! reads them a few times a second). No allocation per packet: a worker
 //! moves a pooled buffer; the pipeline's checks are a length test when VRRP is off.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -28,9 +28,9 @@ pub const VRRP_RX_QUEUE: usize = 256;
 pub struct Standby {
     /// VRRP is configured: the workers hand adverts to the VRRP thread.
     pub vrrp: bool,
-    /// Virtual addresses of instances that are not MASTER: not answered in ARP, not forwarded
-    /// to, not announced.
-    pub down: Vec<Ipv4Addr>,
+    /// Virtual addresses of instances that are not MASTER, IPv4 or IPv6: not answered in ARP
+    /// or Neighbour Discovery, not forwarded to, not announced.
+    pub down: Vec<IpAddr>,
     /// (port, address): floating addresses (not VIPs or own addresses) of MASTER instances,
     /// answered in ARP on that port.
     pub floating: Vec<(usize, Ipv4Addr)>,
@@ -60,13 +60,8 @@ pub static NO_STANDBY: Standby = Standby {
 impl Standby {
     /// Whether `ip` is a virtual address this appliance does not own now.
     #[inline]
-    pub fn is_down(&self, ip: impl Into<std::net::IpAddr>) -> bool {
-        // VRRP's virtual addresses are IPv4 (`[[vrrp]] virtual_ipaddress`).
-        !self.down.is_empty()
-            && match ip.into() {
-                std::net::IpAddr::V4(a) => self.down.contains(&a),
-                std::net::IpAddr::V6(_) => false,
-            }
+    pub fn is_down(&self, ip: impl Into<IpAddr>) -> bool {
+        !self.down.is_empty() && self.down.contains(&ip.into())
     }
 
     /// Whether `ip` is a floating address this appliance answers ARP for on `port`.
@@ -200,14 +195,19 @@ mod tests {
     fn lookups() {
         let a = Ipv4Addr::new(10, 0, 0, 100);
         assert!(!NO_STANDBY.is_down(a));
+        let a6: std::net::Ipv6Addr = "2001:db8:f::80".parse().unwrap();
         let s = Standby {
             vrrp: true,
-            down: vec![a],
+            down: vec![a.into(), a6.into()],
             floating: vec![(1, Ipv4Addr::new(172, 16, 0, 254))],
             ..Standby::default()
         };
         assert!(s.is_down(a));
         assert!(!s.is_down(Ipv4Addr::new(10, 0, 0, 101)));
+        // IPv6 virtual addresses are down the same way; the families do not mix.
+        assert!(s.is_down(a6));
+        assert!(!s.is_down("2001:db8:f::81".parse::<std::net::Ipv6Addr>().unwrap()));
+        assert!(!s.is_down(a.to_ipv6_mapped()));
         assert!(s.is_floating(1, Ipv4Addr::new(172, 16, 0, 254)));
         assert!(!s.is_floating(0, Ipv4Addr::new(172, 16, 0, 254)));
     }

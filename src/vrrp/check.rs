@@ -4,12 +4,14 @@
 //! [`Reject`] reason the caller counts, and a rejected advert never reaches
 //! the state machine. An address list that differs from the instance's is
 //! counted ([`Checked::addr_list_mismatch`]) and accepted, as keepalived
-//! does outside strict mode. Pure, no allocation.
+//! does outside strict mode. Over IPv6 the same checks apply to a version 3
+//! advert (hop limit 255, checksum over the IPv6 pseudo-header, 16-byte
+//! addresses). Pure, no allocation.
 
 use super::fsm::Advert;
 use modes::wire::vrrp::{self, VrrpPacket, VrrpRepr};
 use modes::wire::Error;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Why an advert was rejected. Dense `#[repr(u8)]` for counter arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,7 +19,7 @@ use std::net::Ipv4Addr;
 pub enum Reject {
     /// Shorter than its header, addresses and authentication data (keepalived: packet_len_err).
     Truncated = 0,
-    /// IP TTL not 255 (ip_ttl_err).
+    /// IP TTL (IPv6: hop limit) not 255 (ip_ttl_err).
     BadTtl = 1,
     /// Version not the instance's (version errors).
     BadVersion = 2,
@@ -87,8 +89,8 @@ pub struct Expect {
     pub auth: Option<[u8; vrrp::AUTH_LEN]>,
     /// The instance's interval, centiseconds.
     pub advert_int_cs: u16,
-    /// The instance's addresses.
-    pub addrs: Vec<Ipv4Addr>,
+    /// The instance's addresses (one family).
+    pub addrs: Vec<IpAddr>,
 }
 
 /// An accepted advert.
@@ -105,19 +107,24 @@ pub fn vrid_of(payload: &[u8]) -> Option<u8> {
     payload.get(1).copied()
 }
 
-/// Validates `payload` (the IP payload of a protocol-112 packet from `src`
-/// to `dst` with `ttl`) against `exp`.
+/// Validates `payload` (the IP payload of a protocol-112 packet, or over IPv6
+/// next header 112, from `src` to `dst` with `ttl` or hop limit) against `exp`.
+/// `src` and `dst` are of one family (else the checksum cannot verify).
 pub fn validate(
     exp: &Expect,
     ttl: u8,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     payload: &[u8],
 ) -> Result<Checked, Reject> {
     if ttl != vrrp::TTL {
         return Err(Reject::BadTtl);
     }
-    let p = VrrpPacket::new_unchecked(payload);
+    let p = if src.is_ipv6() {
+        VrrpPacket::new_unchecked6(payload)
+    } else {
+        VrrpPacket::new_unchecked(payload)
+    };
     if payload.len() < vrrp::HEADER_LEN {
         return Err(Reject::Truncated);
     }
@@ -132,7 +139,12 @@ pub fn validate(
         Err(Error::Truncated) => return Err(Reject::Truncated),
         Err(Error::Malformed) => return Err(Reject::BadVersion),
     };
-    if !p.verify_checksum(src, dst) {
+    let sum_ok = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => p.verify_checksum(s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => p.verify_checksum6(s, d),
+        _ => false,
+    };
+    if !sum_ok {
         return Err(Reject::BadChecksum);
     }
     if repr.vrid != exp.vrid {
@@ -159,8 +171,13 @@ pub fn validate(
             return Err(Reject::AdvertInterval);
         }
     }
-    let addr_list_mismatch =
-        usize::from(repr.naddr) != exp.addrs.len() || p.addrs().any(|a| !exp.addrs.contains(&a));
+    let listed = |a: IpAddr| exp.addrs.contains(&a);
+    let addr_list_mismatch = usize::from(repr.naddr) != exp.addrs.len()
+        || if p.is_v6() {
+            p.addrs6().any(|a| !listed(a.into()))
+        } else {
+            p.addrs().any(|a| !listed(a.into()))
+        };
     Ok(Checked {
         advert: Advert {
             src,
@@ -174,7 +191,8 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modes::wire::vrrp::{pass_data, MCAST_GROUP};
+    use modes::wire::vrrp::{pass_data, MCAST_GROUP, MCAST_GROUP6};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
@@ -185,7 +203,7 @@ mod tests {
             vrid: 51,
             auth: (version == 2).then(|| pass_data("secret")),
             advert_int_cs: 100,
-            addrs: vec![VIP],
+            addrs: vec![VIP.into()],
         }
     }
 
@@ -215,7 +233,7 @@ mod tests {
     }
 
     fn check(e: &Expect, b: &[u8]) -> Result<Checked, Reject> {
-        validate(e, 255, SRC, MCAST_GROUP, b)
+        validate(e, 255, SRC.into(), MCAST_GROUP.into(), b)
     }
 
     #[test]
@@ -223,7 +241,7 @@ mod tests {
         for v in [2, 3] {
             let c = check(&exp(v), &build(v, |_| {})).unwrap();
             assert_eq!(c.advert.priority, 120);
-            assert_eq!(c.advert.src, SRC);
+            assert_eq!(c.advert.src, IpAddr::from(SRC));
             assert_eq!(c.advert.adver_int_cs, 100);
             assert!(!c.addr_list_mismatch);
         }
@@ -234,7 +252,7 @@ mod tests {
         let e = exp(2);
         let good = build(2, |_| {});
         assert_eq!(
-            validate(&e, 64, SRC, MCAST_GROUP, &good),
+            validate(&e, 64, SRC.into(), MCAST_GROUP.into(), &good),
             Err(Reject::BadTtl)
         );
         assert_eq!(check(&e, &good[..7]), Err(Reject::Truncated));
@@ -271,7 +289,13 @@ mod tests {
         assert_eq!(c.advert.adver_int_cs, 250);
         // v3's checksum covers the pseudo-header: another source fails.
         assert_eq!(
-            validate(&exp(3), 255, VIP, MCAST_GROUP, &build(3, |_| {})),
+            validate(
+                &exp(3),
+                255,
+                VIP.into(),
+                MCAST_GROUP.into(),
+                &build(3, |_| {})
+            ),
             Err(Reject::BadChecksum)
         );
         // No authentication configured: a PASS advert is a type mismatch.
@@ -291,10 +315,90 @@ mod tests {
     #[test]
     fn address_list_mismatch_is_noted_not_rejected() {
         let mut e = exp(2);
-        e.addrs = vec![Ipv4Addr::new(10, 0, 0, 101)];
+        e.addrs = vec![Ipv4Addr::new(10, 0, 0, 101).into()];
         assert!(check(&e, &build(2, |_| {})).unwrap().addr_list_mismatch);
-        e.addrs = vec![VIP, Ipv4Addr::new(10, 0, 0, 101)];
+        e.addrs = vec![VIP.into(), Ipv4Addr::new(10, 0, 0, 101).into()];
         assert!(check(&e, &build(2, |_| {})).unwrap().addr_list_mismatch);
+    }
+
+    /// A version 3 advert over IPv6 from a link-local source to ff02::12.
+    fn build6(f: impl FnOnce(&mut VrrpRepr)) -> Vec<u8> {
+        let mut r = VrrpRepr {
+            version: 3,
+            vrid: 51,
+            priority: 120,
+            naddr: 1,
+            auth_type: 0,
+            adver_int_cs: 100,
+            auth: [0; 8],
+        };
+        f(&mut r);
+        let mut b = vec![0u8; r.buffer_len6()];
+        r.emit6(
+            &mut VrrpPacket::new_unchecked6(&mut b[..]),
+            &[vip6()],
+            src6(),
+            MCAST_GROUP6,
+        );
+        b
+    }
+
+    fn src6() -> Ipv6Addr {
+        "fe80::1:2ff:fe03:405".parse().unwrap()
+    }
+
+    fn vip6() -> Ipv6Addr {
+        "2001:db8:f::80".parse().unwrap()
+    }
+
+    fn exp6() -> Expect {
+        Expect {
+            addrs: vec![vip6().into()],
+            ..exp(3)
+        }
+    }
+
+    fn check6(e: &Expect, hop: u8, b: &[u8]) -> Result<Checked, Reject> {
+        validate(e, hop, src6().into(), MCAST_GROUP6.into(), b)
+    }
+
+    #[test]
+    fn ipv6_adverts_are_version_3_with_hop_limit_255_and_a_pseudo_header_checksum() {
+        let good = build6(|_| {});
+        let c = check6(&exp6(), 255, &good).unwrap();
+        assert_eq!(c.advert.src, IpAddr::V6(src6()));
+        assert_eq!((c.advert.priority, c.advert.adver_int_cs), (120, 100));
+        assert!(!c.addr_list_mismatch);
+        assert_eq!(check6(&exp6(), 254, &good), Err(Reject::BadTtl));
+        assert_eq!(check6(&exp6(), 255, &good[..7]), Err(Reject::Truncated));
+        assert_eq!(
+            check6(&exp6(), 255, &good[..good.len() - 1]),
+            Err(Reject::Truncated)
+        );
+        let mut v2 = good.clone();
+        v2[0] = 0x21;
+        assert_eq!(check6(&exp6(), 255, &v2), Err(Reject::BadVersion));
+        let mut bad = good.clone();
+        bad[2] ^= 1;
+        assert_eq!(check6(&exp6(), 255, &bad), Err(Reject::BadChecksum));
+        // The checksum covers the IPv6 pseudo-header: another source fails, and the IPv4
+        // pseudo-header never verifies an IPv6 advert.
+        assert_eq!(
+            validate(&exp6(), 255, vip6().into(), MCAST_GROUP6.into(), &good),
+            Err(Reject::BadChecksum)
+        );
+        assert_eq!(
+            validate(&exp6(), 255, SRC.into(), MCAST_GROUP6.into(), &good),
+            Err(Reject::BadChecksum)
+        );
+        assert_eq!(
+            check6(&exp6(), 255, &build6(|r| r.vrid = 52)),
+            Err(Reject::WrongVrid)
+        );
+        // An IPv4 address list differs from an IPv6 one: counted, accepted.
+        assert!(check6(&exp(3), 255, &good).unwrap().addr_list_mismatch);
+        let c = check6(&exp6(), 255, &build6(|r| r.adver_int_cs = 50)).unwrap();
+        assert_eq!(c.advert.adver_int_cs, 50);
     }
 
     #[test]
@@ -309,6 +413,7 @@ mod tests {
                 })
                 .collect();
             let _ = check(&e, &b);
+            let _ = check6(&exp6(), 255, &b);
             let _ = vrid_of(&b);
         }
         assert_eq!(Reject::ALL.len(), Reject::COUNT);

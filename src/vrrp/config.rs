@@ -5,7 +5,7 @@
 //! file. Ports and services are passed in by name and address, so this module does not depend
 //! on `config`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use modes::Protocol;
 
@@ -22,8 +22,8 @@ pub struct RawVrrp {
     priority: u32,
     #[serde(default = "default_advert_int")]
     advert_int: f64,
-    #[serde(default = "default_version")]
-    version: u8,
+    /// Unset: 2 for IPv4 virtual addresses, 3 for IPv6 (keepalived's rule).
+    version: Option<u8>,
     state: Option<String>,
     #[serde(default)]
     nopreempt: bool,
@@ -150,8 +150,13 @@ fn default_advert_int() -> f64 {
     1.0
 }
 
-fn default_version() -> u8 {
-    2
+/// keepalived's rule: version 3 for an IPv6 instance, else 2.
+fn default_version(ipv6: bool) -> u8 {
+    if ipv6 {
+        3
+    } else {
+        2
+    }
 }
 
 /// A validated VRRP instance.
@@ -244,11 +249,20 @@ pub fn validate(
             .ok()
             .filter(|v| *v >= 1)
             .ok_or_else(|| (f("priority"), "must be 1..=255".into()))?;
-        if !matches!(r.version, 2 | 3) {
+        // One address family per instance, given by its first virtual address.
+        let ipv6 = virtual_family(&r.virtual_addresses, &f)?;
+        let version = r.version.unwrap_or_else(|| default_version(ipv6));
+        if !matches!(version, 2 | 3) {
             return Err((f("version"), "must be 2 or 3".into()));
         }
+        if ipv6 && version == 2 {
+            return Err((
+                f("version"),
+                "VRRP version 2 is IPv4 only: IPv6 virtual addresses need version 3".into(),
+            ));
+        }
         let cs = (r.advert_int * 100.0).round();
-        let advert_int_cs = if r.version == 2 {
+        let advert_int_cs = if version == 2 {
             if !(1.0..=255.0).contains(&r.advert_int) || r.advert_int.fract() != 0.0 {
                 return Err((
                     f("advert_int"),
@@ -283,7 +297,7 @@ pub fn validate(
             return Err((f("preempt_delay"), "makes no sense with nopreempt".into()));
         }
         if let Some(p) = &r.auth_pass {
-            if r.version != 2 {
+            if version != 2 {
                 return Err((
                     f("auth_pass"),
                     "authentication exists only in VRRP version 2".into(),
@@ -315,16 +329,18 @@ pub fn validate(
         let mut addresses = Vec::new();
         for (j, a) in r.virtual_addresses.iter().enumerate() {
             let field = f(&format!("virtual_addresses[{j}]"));
-            let ip: Ipv4Addr = a.parse().map_err(|_| {
-                let m = if a.parse::<std::net::Ipv6Addr>().is_ok() {
-                    format!(
-                        "{a:?} is IPv6: VRRP version 3 over IPv6 is not supported by the daemon yet"
-                    )
-                } else {
-                    format!("{a:?} is not an IPv4 address")
-                };
-                (field.clone(), m)
-            })?;
+            if ipv6 {
+                // The instance is valid VRRP version 3 over IPv6, but the daemon's VRRP thread
+                // and Standby view do not run it yet: refused by name rather than half run.
+                return Err((
+                    field,
+                    format!("{a:?} is IPv6: VRRP version 3 over IPv6 is not run by the daemon yet"),
+                ));
+            }
+            // `virtual_family` checked every entry is an IPv4 address.
+            let Ok(ip) = a.parse::<Ipv4Addr>() else {
+                return Err((field, format!("{a:?} is not an IPv4 address")));
+            };
             if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback() {
                 return Err((field, format!("{ip} is not a unicast address")));
             }
@@ -406,7 +422,7 @@ pub fn validate(
             vrid,
             priority,
             advert_int_cs,
-            version: r.version,
+            version,
             initial_master,
             preempt: !r.nopreempt,
             preempt_delay: r.preempt_delay,
@@ -422,6 +438,37 @@ pub fn validate(
         });
     }
     Ok(out)
+}
+
+/// Whether the instance's virtual addresses are IPv6 (else IPv4): every entry must be an IP
+/// address of the family of the first one. An empty list is left to the count check.
+fn virtual_family(addrs: &[String], f: &impl Fn(&str) -> String) -> Result<bool, (String, String)> {
+    let mut family = None;
+    for (j, a) in addrs.iter().enumerate() {
+        let field = f(&format!("virtual_addresses[{j}]"));
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| (field.clone(), format!("{a:?} is not an IP address")))?;
+        match family {
+            None => family = Some(ip.is_ipv6()),
+            Some(v6) if v6 != ip.is_ipv6() => {
+                let (this, first) = if v6 {
+                    ("IPv4", "IPv6")
+                } else {
+                    ("IPv6", "IPv4")
+                };
+                return Err((
+                    field,
+                    format!(
+                        "{ip} is {this} but virtual_addresses[0] is {first}: \
+                         one address family per instance"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(family.unwrap_or(false))
 }
 
 /// `"tcp:10.0.0.100:80"` → (TCP, 10.0.0.100:80).
@@ -625,17 +672,80 @@ mod tests {
             validate(&own, &ports(), &services()).unwrap_err().0,
             "vrrp[0].virtual_addresses[0]"
         );
-        // An IPv6 virtual address: refused by name (the daemon's VRRP is IPv4 for now).
-        let v6 = vec![RawVrrp {
-            virtual_addresses: vec!["2001:db8:f::80".into()],
-            ..parse_raw()
-        }];
-        let (field, m) = validate(&v6, &ports(), &services()).unwrap_err();
-        assert_eq!(field, "vrrp[0].virtual_addresses[0]");
-        assert!(
-            m.contains("is IPv6: VRRP version 3 over IPv6 is not supported"),
-            "{m}"
-        );
+        // IPv6 virtual addresses: one family per instance, version 3 only; a valid IPv6
+        // instance is still refused by name (the daemon does not run it yet).
+        let v6 = |addrs: &[&str], version: Option<u8>| {
+            validate(
+                &[RawVrrp {
+                    virtual_addresses: addrs.iter().map(|a| a.to_string()).collect(),
+                    version,
+                    ..parse_raw()
+                }],
+                &ports(),
+                &services(),
+            )
+            .unwrap_err()
+        };
+        let cases: [(&[&str], Option<u8>, &str, &str); 6] = [
+            (
+                &["2001:db8:f::80", "10.0.0.100"],
+                None,
+                "vrrp[0].virtual_addresses[1]",
+                "10.0.0.100 is IPv4 but virtual_addresses[0] is IPv6: one address family",
+            ),
+            (
+                &["10.0.0.100", "2001:db8:f::80"],
+                Some(3),
+                "vrrp[0].virtual_addresses[1]",
+                "2001:db8:f::80 is IPv6 but virtual_addresses[0] is IPv4",
+            ),
+            (
+                &["10.0.0.100", "nope"],
+                None,
+                "vrrp[0].virtual_addresses[1]",
+                "\"nope\" is not an IP address",
+            ),
+            (
+                &["2001:db8:f::80"],
+                Some(2),
+                "vrrp[0].version",
+                "VRRP version 2 is IPv4 only",
+            ),
+            (
+                &["2001:db8:f::80"],
+                None,
+                "vrrp[0].virtual_addresses[0]",
+                "is IPv6: VRRP version 3 over IPv6 is not run by the daemon yet",
+            ),
+            (
+                &["2001:db8:f::80", "2001:db8:f::81"],
+                Some(3),
+                "vrrp[0].virtual_addresses[0]",
+                "is not run by the daemon yet",
+            ),
+        ];
+        for (addrs, version, field, problem) in cases {
+            let (f, m) = v6(addrs, version);
+            assert_eq!(f, field, "{addrs:?} {version:?}");
+            assert!(m.contains(problem), "{addrs:?} {version:?}: {m}");
+        }
+        // An IPv6 instance's default version is 3: its advert_int may be sub-second (a
+        // version 2 instance would name advert_int instead).
+        let sub_second = |addr: &str| {
+            validate(
+                &[RawVrrp {
+                    virtual_addresses: vec![addr.into()],
+                    advert_int: 0.5,
+                    ..parse_raw()
+                }],
+                &ports(),
+                &services(),
+            )
+            .unwrap_err()
+            .0
+        };
+        assert_eq!(sub_second("10.0.0.100"), "vrrp[0].advert_int");
+        assert_eq!(sub_second("2001:db8:f::80"), "vrrp[0].virtual_addresses[0]");
         let vrid0 = vec![RawVrrp {
             virtual_router_id: 0,
             ..parse_raw()

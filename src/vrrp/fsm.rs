@@ -12,7 +12,7 @@
 //! timer of zero, so a higher-priority master's advert still wins; priority
 //! 255 (address owner) becomes MASTER at once.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The state of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,15 +63,15 @@ pub struct Params {
     /// `preempt_delay`, milliseconds.
     pub preempt_delay_ms: u64,
     /// The address adverts are sent from (ties between equal priorities go
-    /// to the greater address).
-    pub primary: Ipv4Addr,
+    /// to the greater address; IPv6: the port's link-local address).
+    pub primary: IpAddr,
 }
 
 /// A validated advert, as the state machine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Advert {
-    /// IP source of the advert.
-    pub src: Ipv4Addr,
+    /// IP source of the advert (IPv6: a link-local address).
+    pub src: IpAddr,
     /// Its priority.
     pub priority: u8,
     /// Its interval, centiseconds.
@@ -264,8 +264,8 @@ impl Instance {
                         became: None,
                     };
                 }
-                let higher = a.priority > self.prio
-                    || (a.priority == self.prio && u32::from(a.src) > u32::from(self.p.primary));
+                let higher =
+                    a.priority > self.prio || (a.priority == self.prio && a.src > self.p.primary);
                 if higher {
                     if self.p.version == 3 && a.adver_int_cs > 0 {
                         self.master_int_cs = a.adver_int_cs;
@@ -382,6 +382,7 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
     const LOW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -395,13 +396,13 @@ mod tests {
             initial_master: false,
             preempt: true,
             preempt_delay_ms: 0,
-            primary: ME,
+            primary: ME.into(),
         }
     }
 
     fn adv(src: Ipv4Addr, priority: u8) -> Advert {
         Advert {
-            src,
+            src: src.into(),
             priority,
             adver_int_cs: 100,
         }
@@ -599,7 +600,7 @@ mod tests {
         i.advert(
             1000,
             &Advert {
-                src: LOW,
+                src: LOW.into(),
                 priority: 200,
                 adver_int_cs: 200,
             },
@@ -616,7 +617,7 @@ mod tests {
         m.advert(
             10,
             &Advert {
-                src: LOW,
+                src: LOW.into(),
                 priority: 101,
                 adver_int_cs: 50,
             },
@@ -628,7 +629,7 @@ mod tests {
         v2.advert(
             1000,
             &Advert {
-                src: LOW,
+                src: LOW.into(),
                 priority: 200,
                 adver_int_cs: 200,
             },
@@ -764,7 +765,7 @@ mod tests {
                         3 => i.advert(
                             now,
                             &Advert {
-                                src: [LOW, HIGH][(rnd() % 2) as usize],
+                                src: [LOW, HIGH][(rnd() % 2) as usize].into(),
                                 priority: (rnd() % 256) as u8,
                                 adver_int_cs: 100,
                             },
