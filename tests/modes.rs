@@ -8,12 +8,11 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Lab};
-use common::{any, wait_stats};
-use tapvs_lab::netns::{precheck, wait_for_tcp_listen, Netns, NsChild};
+use common::{any, rs_decap, wait_stats};
+use tapvs_lab::netns::{precheck, wait_for_tcp_listen, Netns};
 use tapvs_lab::traffic::{self, BulkSink};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
@@ -30,33 +29,6 @@ fn rs_setup(rs: &Netns, mode: &str) {
     let vip = lab::VIP.to_string();
     rs.exec(&[BIN, "rs-setup", "--mode", mode, "--vip", &vip])
         .expect("tapvs rs-setup");
-}
-
-/// Starts `tapvs rs-decap` in `rs` and waits for its ready line.
-fn rs_decap(rs: &Netns) -> NsChild {
-    let child = rs
-        .spawn(&[BIN, "rs-decap"], Stdio::piped(), Stdio::inherit())
-        .expect("spawn rs-decap");
-    let mut out = child.take_stdout().expect("stdout");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut byte = [0u8; 1];
-    while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains('\n') {
-        match out.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => break,
-        }
-    }
-    assert!(
-        String::from_utf8_lossy(&seen).contains("rs-decap"),
-        "rs-decap did not start: {:?}",
-        String::from_utf8_lossy(&seen)
-    );
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut out, &mut std::io::sink());
-    });
-    child
 }
 
 /// Sends 32 random bytes to VIP:8080 and returns what the real server received (the

@@ -9,12 +9,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Lab};
-use common::wait_stats;
-use tapvs_lab::netns::{precheck, wait_for_tcp_listen, wait_until, Netns, NsChild};
+use common::{rs_decap, wait_stats};
+use tapvs_lab::netns::{precheck, wait_for_tcp_listen, wait_until, Netns};
 use tapvs_lab::traffic::{self, BulkSink, HttpServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapvs");
@@ -215,32 +214,6 @@ fn rs_setup(rs: &Netns, mode: &str) {
         .exec(&[BIN, "rs-setup", "--mode", mode, "--vip", &vip])
         .expect("tapvs rs-setup");
     assert!(out.status.success(), "{out:?}");
-}
-
-/// Starts `tapvs rs-decap` in `rs` and waits for its ready line.
-fn rs_decap(rs: &Netns) -> NsChild {
-    let child = rs
-        .spawn(&[BIN, "rs-decap"], Stdio::piped(), Stdio::inherit())
-        .expect("spawn rs-decap");
-    let mut out = child.take_stdout().expect("stdout");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut byte = [0u8; 1];
-    while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains('\n') {
-        match out.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => break,
-        }
-    }
-    assert!(
-        String::from_utf8_lossy(&seen).contains("rs-decap"),
-        "rs-decap did not start: {:?}",
-        String::from_utf8_lossy(&seen)
-    );
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut out, &mut std::io::sink());
-    });
-    child
 }
 
 /// The VIP on-link for the client, so it resolves VIP6 by NDP itself.

@@ -69,6 +69,38 @@ pub fn scrape(lab: &Lab) -> (u16, String) {
         .unwrap()
 }
 
+/// Starts `tapvs rs-decap` (user-space IPIP and IPv6-in-IPv6 decapsulation) in `rs` and waits
+/// for its ready line; its output is drained from then on so it never blocks on a full pipe.
+pub fn rs_decap(rs: &tapvs_lab::netns::Netns) -> tapvs_lab::netns::NsChild {
+    use std::io::Read;
+    let child = rs
+        .spawn(
+            &[env!("CARGO_BIN_EXE_tapvs"), "rs-decap"],
+            std::process::Stdio::piped(),
+            std::process::Stdio::inherit(),
+        )
+        .expect("spawn rs-decap");
+    let mut out = child.take_stdout().expect("stdout");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut byte = [0u8; 1];
+    while std::time::Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains('\n') {
+        match out.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => break,
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).contains("rs-decap"),
+        "rs-decap did not start: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut out, &mut std::io::sink());
+    });
+    child
+}
+
 pub mod appliance;
 pub mod flood;
 pub mod stream;
