@@ -210,7 +210,12 @@ fn clean_handshakes_reach_the_real_server_once() {
         assert_eq!(
             (c.syn, c.syn_ack, c.handshake_acks, c.rst),
             (1, 1, 1, 0),
-            "stream {s}: {c:?}"
+            "stream {s}: {c:?}\n{}",
+            rows.iter()
+                .filter(|r| r[0] == s.to_string())
+                .map(|r| r.join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }

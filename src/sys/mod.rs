@@ -364,6 +364,53 @@ impl PacketSocket {
         Ok(Some(n as usize))
     }
 
+    /// Asks for a receive buffer of `bytes`: `SO_RCVBUFFORCE` (beyond `net.core.rmem_max`,
+    /// needs `CAP_NET_ADMIN`), else `SO_RCVBUF` (capped at `rmem_max`).
+    pub fn set_recv_buffer(&self, bytes: libc::c_int) -> io::Result<()> {
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: the option reads one c_int from the valid local `bytes` for the length
+            // passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+        }
+        Err(io::Error::last_os_error())
+    }
+
+    /// Frames the kernel dropped for want of room on this socket since the last call
+    /// (`PACKET_STATISTICS`, which resets the counters when read).
+    pub fn drops(&self) -> io::Result<u32> {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid writable locals; the kernel writes at most `len`
+        // bytes into `st`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.tp_drops)
+    }
+
     /// Sends one frame as is (it must start with an Ethernet header).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid starting value.

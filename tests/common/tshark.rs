@@ -26,6 +26,9 @@ type Frames = Vec<(std::time::SystemTime, Vec<u8>)>;
 /// At most this many frames are kept by a [`Capture`].
 const CAPTURE_MAX_FRAMES: usize = 100_000;
 
+/// The capture socket's receive buffer.
+const CAPTURE_RCVBUF: libc::c_int = 32 << 20;
+
 /// A capture on one interface of a namespace, taken with a packet socket: the socket is open
 /// when [`Capture::start`] returns, so every frame sent afterwards is seen (no wait for a
 /// capture process to come up). Frames for which `keep` is true are kept in memory (bounded)
@@ -42,6 +45,10 @@ impl Capture {
         let sock = ns
             .run(move || tapvs::sys::PacketSocket::open(&name))
             .expect("capture socket");
+        // Room for a burst while this thread waits for a CPU: a frame lost here would look
+        // like a frame the appliance never sent.
+        sock.set_recv_buffer(CAPTURE_RCVBUF)
+            .expect("capture socket buffer");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -62,6 +69,11 @@ impl Capture {
                     frames.push((std::time::SystemTime::now(), buf[..n].to_vec()));
                 }
             }
+            let drops = sock.drops().expect("PACKET_STATISTICS");
+            assert_eq!(
+                drops, 0,
+                "the capture socket dropped {drops} frames: the capture is incomplete"
+            );
             frames
         });
         Capture {
