@@ -1481,32 +1481,19 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         crate::scaleout::validate(so, &fwd).map_err(|(f, m)| err(f, m))?;
     }
 
-    let port_addrs: Vec<_> = ports
+    let port_refs: Vec<_> = ports
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                // VRRP's addresses are IPv4.
-                p.addresses
-                    .iter()
-                    .filter_map(|c| match c.addr {
-                        IpAddr::V4(a) => Some((a, c.prefix)),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect(),
-            )
+        .map(|p| crate::vrrp::config::PortRef {
+            name: p.name.clone(),
+            addresses: p.addresses.iter().map(|c| c.addr).collect(),
+            link_local: crate::datapath::pipeline::link_local(p.mac),
         })
         .collect();
     let tracked: Vec<crate::vrrp::config::ServiceRef> = services
         .iter()
-        .filter_map(|s| match s.vip {
-            SocketAddr::V4(vip) => {
-                Some((s.proto, vip, s.reals.iter().any(|r| !r.checks.is_empty())))
-            }
-            SocketAddr::V6(_) => None,
-        })
+        .map(|s| (s.proto, s.vip, s.reals.iter().any(|r| !r.checks.is_empty())))
         .collect();
-    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_addrs, &tracked)
+    let vrrp = crate::vrrp::config::validate(&raw.vrrp, &port_refs, &tracked)
         .map_err(|(f, m)| err(f, m))?;
     let vrrp_sync_groups = crate::vrrp::config::validate_groups(&raw.vrrp_sync_group, &vrrp)
         .map_err(|(f, m)| err(f, m))?;

@@ -1433,7 +1433,7 @@ fn standby_addresses_are_neither_answered_nor_forwarded_and_adverts_go_to_vrrp()
     rig.world.standby = Standby {
         vrrp: true,
         down: vec![VIP.into(), LIP.into()],
-        floating: vec![(INT, GW_FLOAT)],
+        floating: vec![(INT, GW_FLOAT.into())],
         ..Standby::default()
     };
     assert_eq!(

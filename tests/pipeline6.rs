@@ -1307,3 +1307,60 @@ fn a_down_ipv6_vip_is_neither_solicited_nor_forwarded() {
         }
     );
 }
+
+/// VRRP version 3 over IPv6: an advert to ff02::12 is handed to the VRRP thread when VRRP
+/// runs (dropped as an unsupported protocol when it does not), and a floating IPv6 address of
+/// a MASTER instance (a link-local gateway, a global one) is answered in Neighbour Discovery on
+/// its port only, and only while it floats here.
+#[test]
+fn ipv6_vrrp_adverts_reach_the_vrrp_thread_and_floating_addresses_are_answered() {
+    use modes::advert::{ipv6_multicast_mac, vrrp_advert6};
+    use modes::wire::ethernet::EthernetAddress;
+    use modes::wire::vrrp::{VrrpRepr, MCAST_GROUP6};
+    let mut rig = Rig::new();
+    let peer_ll = ip("fe80::2cc:ff:fe00:2");
+    let repr = VrrpRepr {
+        version: 3,
+        vrid: 61,
+        priority: 150,
+        naddr: 1,
+        auth_type: 0,
+        adver_int_cs: 100,
+        auth: [0; 8],
+    };
+    let mut advert = vec![0u8; 128];
+    let n = vrrp_advert6(
+        &mut advert,
+        EthernetAddress(CLIENT_MAC),
+        ipv6_multicast_mac(MCAST_GROUP6),
+        peer_ll,
+        MCAST_GROUP6,
+        &repr,
+        &[vip6()],
+    )
+    .unwrap();
+    advert.truncate(n);
+    assert_eq!(
+        rig.feed(EXT, &advert),
+        Verdict::Drop(Drop::UnsupportedProtocol)
+    );
+    rig.standby = Standby {
+        vrrp: true,
+        ..NO_STANDBY.clone()
+    };
+    assert_eq!(rig.feed(EXT, &advert), Verdict::Vrrp);
+    assert!(rig.sent().is_empty());
+
+    let (gw_ll, gw) = (ip("fe80::1"), ip("2001:db8:c::fe"));
+    assert_eq!(rig.feed(EXT, &ns(gw_ll)), Verdict::Drop(Drop::NdIgnored));
+    assert_eq!(rig.feed(EXT, &ns(gw)), Verdict::Drop(Drop::NdIgnored));
+    rig.standby.floating = vec![(EXT, gw_ll.into()), (EXT, gw.into())];
+    for a in [gw_ll, gw] {
+        assert_eq!(rig.feed(EXT, &ns(a)), Verdict::Answer, "{a}");
+        assert_eq!(rig.sent(), vec![(EXT, na_for(a, EXT_MAC))], "{a}");
+    }
+    // Floating on the other port only: not answered here.
+    rig.standby.floating = vec![(INT, gw.into())];
+    assert_eq!(rig.feed(EXT, &ns(gw)), Verdict::Drop(Drop::NdIgnored));
+    assert!(rig.sent().is_empty());
+}

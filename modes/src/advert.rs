@@ -9,7 +9,7 @@ use crate::wire::ethernet::{self, EthernetAddress, EthernetFrame, ETHERTYPE_IPV4
 use crate::wire::ipv4::{self, Ipv4Packet, PROTO_UDP};
 use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::udp::{self, UdpPacket};
-use crate::wire::vrrp::{VrrpPacket, VrrpRepr, MCAST_GROUP6, PROTO_VRRP, TTL};
+use crate::wire::vrrp::{VrrpPacket, VrrpRepr, PROTO_VRRP, TTL};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Type of service of adverts (precedence "internetwork control", as keepalived).
@@ -20,6 +20,13 @@ pub const ADVERT_TOS: u8 = 0xc0;
 pub fn ipv4_multicast_mac(group: Ipv4Addr) -> EthernetAddress {
     let o = group.octets();
     EthernetAddress([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+}
+
+/// The Ethernet multicast address of an IPv6 multicast group (RFC 2464 §7:
+/// 33:33 and the group's last 32 bits).
+pub fn ipv6_multicast_mac(group: Ipv6Addr) -> EthernetAddress {
+    let g = group.octets();
+    EthernetAddress([0x33, 0x33, g[12], g[13], g[14], g[15]])
 }
 
 /// Writes an advertisement frame: Ethernet from `src_mac` to `dst_mac`, IPv4
@@ -66,14 +73,17 @@ pub fn vrrp_advert(
 }
 
 /// Writes a version 3 advertisement over IPv6 (RFC 5798 §5.1.2): Ethernet
-/// from `src_mac` to 33:33:00:00:00:12, IPv6 from `src` (the port's
-/// link-local address) to ff02::12 with hop limit 255 and next header 112,
-/// then the message of `repr` with `addrs` (checksum over the IPv6
-/// pseudo-header). Returns its length, or `None` if `out` is too small.
+/// from `src_mac` to `dst_mac`, IPv6 from `src` (the port's link-local
+/// address) to `dst` (ff02::12 and 33:33:00:00:00:12, or a unicast peer)
+/// with hop limit 255 and next header 112, then the message of `repr` with
+/// `addrs` (checksum over the IPv6 pseudo-header). Returns its length, or
+/// `None` if `out` is too small.
 pub fn vrrp_advert6(
     out: &mut [u8],
     src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
     src: Ipv6Addr,
+    dst: Ipv6Addr,
     repr: &VrrpRepr,
     addrs: &[Ipv6Addr],
 ) -> Option<usize> {
@@ -82,26 +92,20 @@ pub fn vrrp_advert6(
     let buf = out.get_mut(..len)?;
     buf.fill(0);
     let mut eth = EthernetFrame::new_unchecked(&mut *buf);
-    let g = MCAST_GROUP6.octets();
-    eth.set_dst_addr(EthernetAddress([0x33, 0x33, g[12], g[13], g[14], g[15]]));
+    eth.set_dst_addr(dst_mac);
     eth.set_src_addr(src_mac);
     eth.set_ethertype(ETHERTYPE_IPV6);
     let ipb = buf.get_mut(ethernet::HEADER_LEN..)?;
     Ipv6Repr {
         src,
-        dst: MCAST_GROUP6,
+        dst,
         next_header: PROTO_VRRP,
         payload_len: u16::try_from(msg_len).ok()?,
         hop_limit: TTL,
     }
     .emit(&mut Ipv6Packet::new_unchecked(&mut *ipb));
     let msg = ipb.get_mut(ipv6::HEADER_LEN..)?;
-    repr.emit6(
-        &mut VrrpPacket::new_unchecked6(msg),
-        addrs,
-        src,
-        MCAST_GROUP6,
-    );
+    repr.emit6(&mut VrrpPacket::new_unchecked6(msg), addrs, src, dst);
     Some(len)
 }
 
@@ -170,7 +174,7 @@ pub fn udp_in_place(out: &mut [u8], h: &UdpHdr, payload_len: usize) -> Option<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::vrrp::{pass_data, AUTH_PASS, MCAST_GROUP};
+    use crate::wire::vrrp::{pass_data, AUTH_PASS, MCAST_GROUP, MCAST_GROUP6};
 
     #[test]
     fn advert_frame_parses_back() {
@@ -226,8 +230,9 @@ mod tests {
             adver_int_cs: 100,
             auth: [0; 8],
         };
+        let g = ipv6_multicast_mac(MCAST_GROUP6);
         let mut out = [0u8; 128];
-        let n = vrrp_advert6(&mut out, mac, ll, &repr, &[vip]).unwrap();
+        let n = vrrp_advert6(&mut out, mac, g, ll, MCAST_GROUP6, &repr, &[vip]).unwrap();
         assert_eq!(n, 14 + 40 + 8 + 16);
         // An independent parser: Ethernet to 33:33:00:00:00:12, IPv6 from the
         // link-local address to ff02::12, hop limit 255, next header 112.
@@ -252,7 +257,7 @@ mod tests {
         assert_eq!(VrrpRepr::parse(&v).unwrap(), repr);
         assert_eq!(v.addr6(0), vip);
         let mut short = [0u8; 77];
-        assert!(vrrp_advert6(&mut short, mac, ll, &repr, &[vip]).is_none());
+        assert!(vrrp_advert6(&mut short, mac, g, ll, MCAST_GROUP6, &repr, &[vip]).is_none());
     }
 
     #[test]

@@ -11,14 +11,15 @@
 //! the priority), moves the members of each sync group together ([`crate::vrrp::group`]), and
 //! on stop sends priority 0 for every instance it is MASTER of.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use modes::advert::{ipv4_multicast_mac, vrrp_advert};
+use modes::advert::{ipv4_multicast_mac, ipv6_multicast_mac, vrrp_advert, vrrp_advert6};
 use modes::wire::ethernet::EthernetAddress;
 use modes::wire::ipv4::Ipv4Packet;
+use modes::wire::ipv6::Ipv6Packet;
 use modes::wire::vrrp::{self, VrrpRepr};
 
 use crate::config::Config;
@@ -91,23 +92,25 @@ pub fn initial_standby(cfg: &Config) -> Standby {
         down: cfg
             .vrrp
             .iter()
-            .flat_map(|v| v.addresses.iter().map(|&a| IpAddr::from(a)))
+            .flat_map(|v| v.addresses.iter().copied())
             .collect(),
         ..Standby::default()
     }
 }
 
 /// The ports an address is announced on: VIPs and FullNAT local addresses on every port (the
-/// appliance answers ARP for them everywhere), others on the port whose network holds them,
-/// else the instance's port.
-fn garp_ports(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> Vec<usize> {
+/// appliance answers ARP and Neighbour Solicitations for them everywhere), others on the port
+/// whose network holds them, else (a link-local floating address too) the instance's port.
+fn garp_ports(snap: &Snapshot, ip: IpAddr, inst_port: usize) -> Vec<usize> {
     if snap.is_vip(ip) || snap.is_lip(ip) {
         return (0..snap.ports.len()).collect();
     }
     vec![floating_port(snap, ip, inst_port)]
 }
 
-fn floating_port(snap: &Snapshot, ip: Ipv4Addr, inst_port: usize) -> usize {
+/// The port a floating address is answered on: the one whose network holds it, else the
+/// instance's.
+fn floating_port(snap: &Snapshot, ip: IpAddr, inst_port: usize) -> usize {
     snap.ports
         .iter()
         .position(|p| p.addresses.iter().any(|c| c.contains(ip)))
@@ -128,14 +131,14 @@ impl VrrpThread {
                     initial_master: v.initial_master,
                     preempt: v.preempt,
                     preempt_delay_ms: u64::from(v.preempt_delay) * 1000,
-                    primary: v.src.into(),
+                    primary: v.src,
                 }),
                 expect: Expect {
                     version: v.version,
                     vrid: v.vrid,
                     auth: v.auth_pass.as_deref().map(vrrp::pass_data),
                     advert_int_cs: v.advert_int_cs,
-                    addrs: v.addresses.iter().map(|&a| a.into()).collect(),
+                    addrs: v.addresses.clone(),
                 },
                 stats: InstanceStats {
                     name: v.name.clone(),
@@ -309,37 +312,29 @@ impl VrrpThread {
         }
     }
 
-    /// One advert frame (Ethernet on): rejects before an instance is found are returned.
+    /// One advert frame (Ethernet on, IPv4 or IPv6): rejects before an instance is found
+    /// are returned.
     fn advert(&mut self, port: usize, frame: &[u8], now: u64) -> Result<(), Reject> {
-        let ip = Ipv4Packet::new_checked(frame.get(14..).unwrap_or(&[]))
-            .map_err(|_| Reject::Truncated)?;
-        if ip.protocol() != vrrp::PROTO_VRRP {
+        let Some((ttl, src, dst, payload)) = ip_of(frame)? else {
             // A sync datagram the sync daemon (no longer) wants.
             return Ok(());
-        }
-        let payload = ip.payload();
+        };
         let vrid = check::vrid_of(payload).ok_or(Reject::Truncated)?;
-        let Some(i) = self
-            .insts
-            .iter()
-            .position(|x| x.cfg.port == port && x.cfg.vrid == vrid)
-        else {
+        // The VRID names one instance per port and family (an IPv4 and an IPv6 instance may
+        // share it, as in keepalived).
+        let Some(i) = self.insts.iter().position(|x| {
+            x.cfg.port == port && x.cfg.vrid == vrid && x.cfg.src.is_ipv6() == src.is_ipv6()
+        }) else {
             return Err(Reject::WrongVrid);
         };
         let inst = &mut self.insts[i];
-        match check::validate(
-            &inst.expect,
-            ip.ttl(),
-            ip.src_addr().into(),
-            ip.dst_addr().into(),
-            payload,
-        ) {
+        match check::validate(&inst.expect, ttl, src, dst, payload) {
             Err(why) => {
                 inst.stats.rejected[why.index()] += 1;
                 Ok(())
             }
             Ok(c) => {
-                if c.advert.src == IpAddr::V4(inst.cfg.src) {
+                if c.advert.src == inst.cfg.src {
                     // Our own advert, reflected back: not a peer's.
                     return Ok(());
                 }
@@ -385,7 +380,7 @@ impl VrrpThread {
                 delta += d;
             }
             for t in &cfg.track_services {
-                let ok = !lost.contains(&(t.proto, t.addr.into()));
+                let ok = !lost.contains(&(t.proto, t.addr));
                 let (f, d) = track_effect(t.weight, ok);
                 fault |= f;
                 delta += d;
@@ -498,12 +493,12 @@ impl VrrpThread {
             if inst.fsm.state() == State::Master {
                 for &a in &inst.cfg.addresses {
                     if !snap.is_vip(a) && !snap.is_lip(a) {
+                        // IPv4 in ARP, IPv6 in Neighbour Discovery.
                         s.floating.push((floating_port(&snap, a, inst.cfg.port), a));
                     }
                 }
             } else {
-                s.down
-                    .extend(inst.cfg.addresses.iter().map(|&a| IpAddr::from(a)));
+                s.down.extend(inst.cfg.addresses.iter().copied());
             }
         }
         self.shared.ha.standby.store(Arc::new(s));
@@ -537,19 +532,28 @@ impl VrrpThread {
             adver_int_cs: inst.cfg.advert_int_cs,
             auth: inst.expect.auth.unwrap_or([0; vrrp::AUTH_LEN]),
         };
-        let mut dests: Vec<(Ipv4Addr, EthernetAddress)> = Vec::new();
+        let mut dests: Vec<(IpAddr, EthernetAddress)> = Vec::new();
         if inst.cfg.unicast_peers.is_empty() {
-            dests.push((vrrp::MCAST_GROUP, ipv4_multicast_mac(vrrp::MCAST_GROUP)));
+            dests.push(match inst.cfg.src {
+                IpAddr::V4(_) => (
+                    vrrp::MCAST_GROUP.into(),
+                    ipv4_multicast_mac(vrrp::MCAST_GROUP),
+                ),
+                IpAddr::V6(_) => (
+                    vrrp::MCAST_GROUP6.into(),
+                    ipv6_multicast_mac(vrrp::MCAST_GROUP6),
+                ),
+            });
         } else {
             let neigh = self.shared.neigh.load();
             for &peer in &inst.cfg.unicast_peers {
                 match neigh.entry(peer) {
                     Some(n) => dests.push((peer, EthernetAddress(n.mac))),
                     None => {
-                        let _ = self.shared.learn.push(NeighEvent::Wanted {
-                            ip: peer.into(),
-                            port,
-                        });
+                        let _ = self
+                            .shared
+                            .learn
+                            .push(NeighEvent::Wanted { ip: peer, port });
                         self.shared.control_wake.notify();
                     }
                 }
@@ -560,16 +564,19 @@ impl VrrpThread {
         for (dst, dmac) in dests {
             self.ident = self.ident.wrapping_add(1);
             let ident = self.ident;
-            if let Some(n) = vrrp_advert(
-                &mut self.buf[VNET_HDR_LEN..],
-                mac,
-                dmac,
-                src,
-                dst,
-                ident,
-                &repr,
-                &addrs,
-            ) {
+            let out = &mut self.buf[VNET_HDR_LEN..];
+            let n = match (src, dst) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                    let addrs: Vec<_> = addrs.iter().filter_map(v4).collect();
+                    vrrp_advert(out, mac, dmac, src, dst, ident, &repr, &addrs)
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    let addrs: Vec<_> = addrs.iter().filter_map(v6).collect();
+                    vrrp_advert6(out, mac, dmac, src, dst, &repr, &addrs)
+                }
+                _ => None,
+            };
+            if let Some(n) = n {
                 self.write(port, n);
                 sent += 1;
             }
@@ -581,7 +588,8 @@ impl VrrpThread {
         }
     }
 
-    /// One burst of gratuitous ARPs for instance `i`'s addresses.
+    /// One burst of gratuitous ARPs (IPv4) or unsolicited Neighbour Advertisements (IPv6,
+    /// RFC 4861 §7.2.6, to all-nodes with the override flag) for instance `i`'s addresses.
     fn garp(&mut self, i: usize) {
         let snap = self.shared.snapshot.load_full();
         let inst_port = self.insts[i].cfg.port;
@@ -592,11 +600,12 @@ impl VrrpThread {
                     let Some(info) = snap.ports.get(p) else {
                         continue;
                     };
-                    if let Some(n) = modes::reply::gratuitous_arp(
-                        &mut self.buf[VNET_HDR_LEN..],
-                        EthernetAddress(info.mac),
-                        a,
-                    ) {
+                    let (out, mac) = (&mut self.buf[VNET_HDR_LEN..], EthernetAddress(info.mac));
+                    let n = match a {
+                        IpAddr::V4(a) => modes::reply::gratuitous_arp(out, mac, a),
+                        IpAddr::V6(a) => modes::reply::unsolicited_na(out, mac, a),
+                    };
+                    if let Some(n) = n {
                         self.write(p, n);
                     }
                 }
@@ -683,6 +692,54 @@ impl VrrpThread {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = stats;
         self.sync.publish(&self.shared);
+    }
+}
+
+/// The IPv4 address in `a`, if it is one.
+fn v4(a: &IpAddr) -> Option<std::net::Ipv4Addr> {
+    match a {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// The IPv6 address in `a`, if it is one.
+fn v6(a: &IpAddr) -> Option<std::net::Ipv6Addr> {
+    match a {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// TTL or hop limit, source, destination and payload of an advert.
+type AdvertIp<'a> = (u8, IpAddr, IpAddr, &'a [u8]);
+
+/// The IP layer of a frame handed to the VRRP thread: that of an IPv4 protocol-112 packet or
+/// an IPv6 one whose next header is 112 (no extension headers, as VRRP sends it); `None` for
+/// anything else (a sync datagram).
+fn ip_of(frame: &[u8]) -> Result<Option<AdvertIp<'_>>, Reject> {
+    let l3 = frame.get(14..).unwrap_or(&[]);
+    match l3.first().map(|b| b >> 4) {
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(l3).map_err(|_| Reject::Truncated)?;
+            if ip.next_header() != vrrp::PROTO_VRRP {
+                return Ok(None);
+            }
+            let (ttl, src, dst) = (ip.hop_limit(), ip.src_addr(), ip.dst_addr());
+            let end = (40 + usize::from(ip.payload_len())).min(l3.len());
+            let payload = l3.get(40..end).unwrap_or(&[]);
+            Ok(Some((ttl, src.into(), dst.into(), payload)))
+        }
+        _ => {
+            let ip = Ipv4Packet::new_checked(l3).map_err(|_| Reject::Truncated)?;
+            if ip.protocol() != vrrp::PROTO_VRRP {
+                return Ok(None);
+            }
+            let (ttl, src, dst) = (ip.ttl(), ip.src_addr(), ip.dst_addr());
+            let end = usize::from(ip.total_len()).min(l3.len());
+            let payload = l3.get(ip.header_len()..end).unwrap_or(&[]);
+            Ok(Some((ttl, src.into(), dst.into(), payload)))
+        }
     }
 }
 

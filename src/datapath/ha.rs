@@ -8,7 +8,7 @@
 //! reads them a few times a second). No allocation per packet: a worker
 //! moves a pooled buffer; the pipeline's checks are a length test when VRRP is off.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -32,8 +32,8 @@ pub struct Standby {
     /// or Neighbour Discovery, not forwarded to, not announced.
     pub down: Vec<IpAddr>,
     /// (port, address): floating addresses (not VIPs or own addresses) of MASTER instances,
-    /// answered in ARP on that port.
-    pub floating: Vec<(usize, Ipv4Addr)>,
+    /// answered in ARP (IPv4) or Neighbour Discovery (IPv6) on that port.
+    pub floating: Vec<(usize, IpAddr)>,
     /// The sync daemon runs as master: workers report new connections, state changes and
     /// threshold updates.
     pub sync_master: bool,
@@ -64,10 +64,11 @@ impl Standby {
         !self.down.is_empty() && self.down.contains(&ip.into())
     }
 
-    /// Whether `ip` is a floating address this appliance answers ARP for on `port`.
+    /// Whether `ip` is a floating address this appliance answers ARP or Neighbour
+    /// Discovery for on `port`.
     #[inline]
-    pub fn is_floating(&self, port: usize, ip: Ipv4Addr) -> bool {
-        !self.floating.is_empty() && self.floating.contains(&(port, ip))
+    pub fn is_floating(&self, port: usize, ip: impl Into<IpAddr>) -> bool {
+        !self.floating.is_empty() && self.floating.contains(&(port, ip.into()))
     }
 }
 
@@ -190,6 +191,7 @@ impl<R> HaShared<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn lookups() {
@@ -199,7 +201,10 @@ mod tests {
         let s = Standby {
             vrrp: true,
             down: vec![a.into(), a6.into()],
-            floating: vec![(1, Ipv4Addr::new(172, 16, 0, 254))],
+            floating: vec![
+                (1, Ipv4Addr::new(172, 16, 0, 254).into()),
+                (1, "fe80::1".parse::<IpAddr>().unwrap()),
+            ],
             ..Standby::default()
         };
         assert!(s.is_down(a));
@@ -210,5 +215,7 @@ mod tests {
         assert!(!s.is_down(a.to_ipv6_mapped()));
         assert!(s.is_floating(1, Ipv4Addr::new(172, 16, 0, 254)));
         assert!(!s.is_floating(0, Ipv4Addr::new(172, 16, 0, 254)));
+        assert!(s.is_floating(1, "fe80::1".parse::<std::net::Ipv6Addr>().unwrap()));
+        assert!(!s.is_floating(0, "fe80::1".parse::<std::net::Ipv6Addr>().unwrap()));
     }
 }

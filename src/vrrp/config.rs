@@ -5,7 +5,7 @@
 //! file. Ports and services are passed in by name and address, so this module does not depend
 //! on `config`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use modes::Protocol;
 
@@ -62,7 +62,8 @@ pub struct RawWeightedPort {
     weight: i32,
 }
 
-/// A `track_services` entry: `{ service = "tcp:10.0.0.100:80", weight = -50 }`.
+/// A `track_services` entry: `{ service = "tcp:10.0.0.100:80", weight = -50 }` (an IPv6
+/// service as `"tcp:[2001:db8::80]:80"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrackService {
@@ -90,7 +91,7 @@ pub struct TrackService {
     /// Protocol.
     pub proto: Protocol,
     /// Virtual address and port.
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// 0: FAULT while the service has lost its quorum. Negative: added to the priority while
     /// it has; positive: added while it has its quorum.
     pub weight: i32,
@@ -166,8 +167,10 @@ pub struct VrrpConfig {
     pub name: String,
     /// Index of the port adverts are sent and received on.
     pub port: usize,
-    /// The port's address adverts come from (its first).
-    pub src: Ipv4Addr,
+    /// The address adverts come from: the port's first IPv4 address, or for an IPv6 instance
+    /// its EUI-64 link-local address (RFC 5798 §5.1.2.1). Also the tie-breaking primary
+    /// address.
+    pub src: IpAddr,
     /// VRID 1..=255.
     pub vrid: u8,
     /// Priority 1..=255.
@@ -184,10 +187,11 @@ pub struct VrrpConfig {
     pub preempt_delay: u32,
     /// v2 PASS password (its first 8 bytes are sent).
     pub auth_pass: Option<String>,
-    /// Unicast peers (empty: multicast 224.0.0.18).
-    pub unicast_peers: Vec<Ipv4Addr>,
-    /// The virtual addresses (VIPs, floating gateways, FullNAT local addresses).
-    pub addresses: Vec<Ipv4Addr>,
+    /// Unicast peers, of the instance's family (empty: multicast 224.0.0.18 or ff02::12).
+    pub unicast_peers: Vec<IpAddr>,
+    /// The virtual addresses (VIPs, floating gateways, FullNAT local addresses), all IPv4 or
+    /// all IPv6.
+    pub addresses: Vec<IpAddr>,
     /// Script run on entering MASTER.
     pub notify_master: Option<String>,
     /// Script run on entering BACKUP.
@@ -204,12 +208,23 @@ pub struct VrrpConfig {
 
 /// A configured service as tracking sees it: protocol, address, and whether any of its real
 /// servers has health checks (else its quorum never changes).
-pub type ServiceRef = (Protocol, SocketAddrV4, bool);
+pub type ServiceRef = (Protocol, SocketAddr, bool);
 
-/// Validates the sections against `ports` (name, addresses with prefix length) and `services`.
+/// A port as the VRRP sections see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRef {
+    /// Port name.
+    pub name: String,
+    /// Its addresses, IPv4 and IPv6, in configuration order.
+    pub addresses: Vec<IpAddr>,
+    /// Its EUI-64 link-local address (from its MAC).
+    pub link_local: Ipv6Addr,
+}
+
+/// Validates the sections against `ports` and `services`.
 pub fn validate(
     raw: &[RawVrrp],
-    ports: &[(String, Vec<(Ipv4Addr, u8)>)],
+    ports: &[PortRef],
     services: &[ServiceRef],
 ) -> Result<Vec<VrrpConfig>, (String, String)> {
     let mut out: Vec<VrrpConfig> = Vec::new();
@@ -224,14 +239,9 @@ pub fn validate(
                 format!("{:?} is used by another instance", r.name),
             ));
         }
-        let port_of = |name: &str| ports.iter().position(|(n, _)| n == name);
+        let port_of = |name: &str| ports.iter().position(|p| p.name == name);
         let port =
             port_of(&r.port).ok_or_else(|| (f("port"), format!("no port named {:?}", r.port)))?;
-        let src = ports[port]
-            .1
-            .first()
-            .map(|a| a.0)
-            .ok_or_else(|| (f("port"), format!("port {:?} has no address", r.port)))?;
         let vrid = u8::try_from(r.virtual_router_id)
             .ok()
             .filter(|v| *v >= 1)
@@ -251,6 +261,16 @@ pub fn validate(
             .ok_or_else(|| (f("priority"), "must be 1..=255".into()))?;
         // One address family per instance, given by its first virtual address.
         let ipv6 = virtual_family(&r.virtual_addresses, &f)?;
+        let src = if ipv6 {
+            IpAddr::V6(ports[port].link_local)
+        } else {
+            ports[port]
+                .addresses
+                .iter()
+                .copied()
+                .find(IpAddr::is_ipv4)
+                .ok_or_else(|| (f("port"), format!("port {:?} has no IPv4 address", r.port)))?
+        };
         let version = r.version.unwrap_or_else(|| default_version(ipv6));
         if !matches!(version, 2 | 3) {
             return Err((f("version"), "must be 2 or 3".into()));
@@ -308,14 +328,19 @@ pub fn validate(
             }
         }
         let mut unicast_peers = Vec::new();
+        let family = if ipv6 { "IPv6" } else { "IPv4" };
         for (j, p) in r.unicast_peers.iter().enumerate() {
-            let ip: Ipv4Addr = p.parse().map_err(|_| {
-                (
-                    f(&format!("unicast_peers[{j}]")),
-                    format!("{p:?} is not an IPv4 address"),
-                )
-            })?;
-            if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() {
+            let ip: IpAddr = p
+                .parse()
+                .ok()
+                .filter(|ip: &IpAddr| ip.is_ipv6() == ipv6)
+                .ok_or_else(|| {
+                    (
+                        f(&format!("unicast_peers[{j}]")),
+                        format!("{p:?} is not an {family} address (the virtual addresses are)"),
+                    )
+                })?;
+            if !unicast(ip) {
                 return Err((
                     f(&format!("unicast_peers[{j}]")),
                     format!("{ip} is not a unicast address"),
@@ -329,24 +354,16 @@ pub fn validate(
         let mut addresses = Vec::new();
         for (j, a) in r.virtual_addresses.iter().enumerate() {
             let field = f(&format!("virtual_addresses[{j}]"));
-            if ipv6 {
-                // The instance is valid VRRP version 3 over IPv6, but the daemon's VRRP thread
-                // and Standby view do not run it yet: refused by name rather than half run.
-                return Err((
-                    field,
-                    format!("{a:?} is IPv6: VRRP version 3 over IPv6 is not run by the daemon yet"),
-                ));
-            }
-            // `virtual_family` checked every entry is an IPv4 address.
-            let Ok(ip) = a.parse::<Ipv4Addr>() else {
-                return Err((field, format!("{a:?} is not an IPv4 address")));
+            // `virtual_family` checked every entry is an address of the instance's family.
+            let Ok(ip) = a.parse::<IpAddr>() else {
+                return Err((field, format!("{a:?} is not an IP address")));
             };
-            if ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.is_loopback() {
+            if !unicast(ip) || ip.is_loopback() {
                 return Err((field, format!("{ip} is not a unicast address")));
             }
             if ports
                 .iter()
-                .any(|(_, addrs)| addrs.iter().any(|x| x.0 == ip))
+                .any(|p| p.addresses.contains(&ip) || IpAddr::V6(p.link_local) == ip)
             {
                 return Err((
                     field,
@@ -471,16 +488,26 @@ fn virtual_family(addrs: &[String], f: &impl Fn(&str) -> String) -> Result<bool,
     Ok(family.unwrap_or(false))
 }
 
-/// `"tcp:10.0.0.100:80"` → (TCP, 10.0.0.100:80).
-fn parse_service(s: &str) -> Result<(Protocol, SocketAddrV4), String> {
-    let bad = || format!("{s:?} is not \"tcp:a.b.c.d:port\" or \"udp:a.b.c.d:port\"");
+/// Whether `ip` can be a virtual address or a unicast peer: not multicast, broadcast or
+/// unspecified.
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+    }
+}
+
+/// `"tcp:10.0.0.100:80"` → (TCP, 10.0.0.100:80); `"tcp:[2001:db8::80]:80"` for IPv6.
+fn parse_service(s: &str) -> Result<(Protocol, SocketAddr), String> {
+    let bad =
+        || format!("{s:?} is not \"tcp:a.b.c.d:port\", \"tcp:[ipv6]:port\" or the same with udp");
     let (proto, addr) = s.split_once(':').ok_or_else(bad)?;
     let proto = match proto {
         "tcp" => Protocol::Tcp,
         "udp" => Protocol::Udp,
         _ => return Err(bad()),
     };
-    let addr: SocketAddrV4 = addr.parse().map_err(|_| bad())?;
+    let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
     Ok((proto, addr))
 }
 
@@ -546,11 +573,26 @@ pub fn validate_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
-    fn ports() -> Vec<(String, Vec<(Ipv4Addr, u8)>)> {
+    /// The ext port's link-local address.
+    const LL_EXT: &str = "fe80::74:76ff:fe00:101";
+
+    fn ports() -> Vec<PortRef> {
         vec![
-            ("ext".into(), vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]),
-            ("int".into(), vec![(Ipv4Addr::new(172, 16, 0, 2), 24)]),
+            PortRef {
+                name: "ext".into(),
+                addresses: vec![
+                    Ipv4Addr::new(10, 0, 0, 2).into(),
+                    "2001:db8:c::2".parse().unwrap(),
+                ],
+                link_local: LL_EXT.parse().unwrap(),
+            },
+            PortRef {
+                name: "int".into(),
+                addresses: vec!["172.16.0.2".parse().unwrap()],
+                link_local: "fe80::74:76ff:fe00:102".parse().unwrap(),
+            },
         ]
     }
 
@@ -558,6 +600,7 @@ mod tests {
         vec![
             (Protocol::Tcp, "10.0.0.100:80".parse().unwrap(), true),
             (Protocol::Udp, "10.0.0.100:53".parse().unwrap(), false),
+            (Protocol::Tcp, "[2001:db8:f::80]:80".parse().unwrap(), true),
         ]
     }
 
@@ -579,11 +622,11 @@ mod tests {
         let c = &v[0];
         assert_eq!(
             (c.port, c.src, c.vrid, c.priority),
-            (0, Ipv4Addr::new(10, 0, 0, 2), 51, 100)
+            (0, IpAddr::from([10, 0, 0, 2]), 51, 100)
         );
         assert_eq!((c.advert_int_cs, c.version), (100, 2));
         assert!(!c.initial_master && c.preempt);
-        assert_eq!(c.addresses, vec![Ipv4Addr::new(10, 0, 0, 100)]);
+        assert_eq!(c.addresses, vec![IpAddr::from([10, 0, 0, 100])]);
     }
 
     #[test]
@@ -595,7 +638,7 @@ mod tests {
         let c = &v[0];
         assert!(c.initial_master);
         assert_eq!(c.auth_pass.as_deref(), Some("secret"));
-        assert_eq!(c.unicast_peers, vec![Ipv4Addr::new(10, 0, 0, 3)]);
+        assert_eq!(c.unicast_peers, vec![IpAddr::from([10, 0, 0, 3])]);
         assert_eq!(c.track_ports, vec![TrackPort { port: 1, weight: 0 }]);
         let v3 = parse("version = 3\nadvert_int = 0.5\n").unwrap();
         assert_eq!(v3[0].advert_int_cs, 50);
@@ -672,13 +715,18 @@ mod tests {
             validate(&own, &ports(), &services()).unwrap_err().0,
             "vrrp[0].virtual_addresses[0]"
         );
-        // IPv6 virtual addresses: one family per instance, version 3 only; a valid IPv6
-        // instance is still refused by name (the daemon does not run it yet).
+        // IPv6 virtual addresses: one family per instance, version 3 only; unicast peers of
+        // the instance's family; not a port's own address (its link-local one included).
         let v6 = |addrs: &[&str], version: Option<u8>| {
             validate(
                 &[RawVrrp {
                     virtual_addresses: addrs.iter().map(|a| a.to_string()).collect(),
                     version,
+                    unicast_peers: if addrs == ["2001:db8:f::82"] {
+                        vec!["10.0.0.3".into()]
+                    } else {
+                        Vec::new()
+                    },
                     ..parse_raw()
                 }],
                 &ports(),
@@ -686,7 +734,7 @@ mod tests {
             )
             .unwrap_err()
         };
-        let cases: [(&[&str], Option<u8>, &str, &str); 6] = [
+        let cases: [(&[&str], Option<u8>, &str, &str); 8] = [
             (
                 &["2001:db8:f::80", "10.0.0.100"],
                 None,
@@ -712,16 +760,28 @@ mod tests {
                 "VRRP version 2 is IPv4 only",
             ),
             (
-                &["2001:db8:f::80"],
+                &["2001:db8:c::2"],
                 None,
                 "vrrp[0].virtual_addresses[0]",
-                "is IPv6: VRRP version 3 over IPv6 is not run by the daemon yet",
+                "2001:db8:c::2 is a port's own address",
             ),
             (
-                &["2001:db8:f::80", "2001:db8:f::81"],
-                Some(3),
+                &[LL_EXT],
+                None,
                 "vrrp[0].virtual_addresses[0]",
-                "is not run by the daemon yet",
+                "is a port's own address",
+            ),
+            (
+                &["2001:db8:f::80", "ff02::12"],
+                None,
+                "vrrp[0].virtual_addresses[1]",
+                "ff02::12 is not a unicast address",
+            ),
+            (
+                &["2001:db8:f::82"],
+                None,
+                "vrrp[0].unicast_peers[0]",
+                "\"10.0.0.3\" is not an IPv6 address",
             ),
         ];
         for (addrs, version, field, problem) in cases {
@@ -730,22 +790,41 @@ mod tests {
             assert!(m.contains(problem), "{addrs:?} {version:?}: {m}");
         }
         // An IPv6 instance's default version is 3: its advert_int may be sub-second (a
-        // version 2 instance would name advert_int instead).
-        let sub_second = |addr: &str| {
+        // version 2 instance names advert_int instead). It sends from the port's link-local
+        // address, to unicast IPv6 peers if listed, and may track an IPv6 service.
+        let sub_second = |addr: &str, peers: Vec<String>| {
             validate(
                 &[RawVrrp {
-                    virtual_addresses: vec![addr.into()],
+                    virtual_addresses: vec![addr.into(), addr.replace("::80", "::1")],
                     advert_int: 0.5,
+                    unicast_peers: peers,
+                    track_services: vec![RawTrackService {
+                        service: "tcp:[2001:db8:f::80]:80".into(),
+                        weight: -20,
+                    }],
                     ..parse_raw()
                 }],
                 &ports(),
                 &services(),
             )
-            .unwrap_err()
-            .0
         };
-        assert_eq!(sub_second("10.0.0.100"), "vrrp[0].advert_int");
-        assert_eq!(sub_second("2001:db8:f::80"), "vrrp[0].virtual_addresses[0]");
+        assert_eq!(
+            sub_second("10.0.0.100", Vec::new()).unwrap_err().0,
+            "vrrp[0].advert_int"
+        );
+        let c = sub_second("2001:db8:f::80", vec!["fe80::2".into()]).unwrap();
+        let c = &c[0];
+        assert_eq!((c.version, c.advert_int_cs), (3, 50));
+        assert_eq!(c.src, LL_EXT.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            c.addresses,
+            ["2001:db8:f::80", "2001:db8:f::1"].map(|a| a.parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(c.unicast_peers, ["fe80::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.track_services[0].addr,
+            "[2001:db8:f::80]:80".parse::<SocketAddr>().unwrap()
+        );
         let vrid0 = vec![RawVrrp {
             virtual_router_id: 0,
             ..parse_raw()

@@ -415,8 +415,9 @@ impl Pipeline {
             // An IPVS sync message for the backup sync daemon (the HA thread).
             return Verdict::Vrrp;
         }
-        if pkt.kind == Kind::Ipv4 && pkt.proto == modes::wire::vrrp::PROTO_VRRP {
-            // Multicast (224.0.0.18) or unicast to us: the VRRP thread validates it.
+        if pkt.proto == modes::wire::vrrp::PROTO_VRRP {
+            // Multicast (224.0.0.18, ff02::12) or unicast to us, IPv4 or IPv6 (the parser
+            // gives ARP no protocol): the VRRP thread validates it.
             return if env.standby.vrrp && source == Source::Ordinary {
                 Verdict::Vrrp
             } else {

@@ -1,6 +1,7 @@
 //! IPv6's host role on the data path, as `Pipeline::arp` is IPv4's: Neighbour Solicitations
 //! for the appliance's addresses (its ports' global addresses and EUI-64 link-local ones,
-//! VIPs, FullNAT local addresses) answered with Neighbour Advertisements, neighbours learnt
+//! VIPs, FullNAT local addresses, the floating addresses of VRRP instances this appliance is
+//! MASTER of; none of a BACKUP's) answered with Neighbour Advertisements, neighbours learnt
 //! from solicitations and advertisements (and frames held for them released), and ICMPv6
 //! echo requests to those addresses answered. Every other ICMPv6 message (router discovery,
 //! MLD, errors) is counted and dropped. The byte work is `modes::reply`'s.
@@ -76,8 +77,8 @@ impl Pipeline {
                 };
                 let t = IpAddr::V6(target);
                 let owned = own6(info, target)
-                    || (snap.is_vip(t) && !env.standby.is_down(t))
-                    || snap.is_lip(t);
+                    || ((snap.is_vip(t) || snap.is_lip(t)) && !env.standby.is_down(t))
+                    || env.standby.is_floating(port, t);
                 // The solicitation's source link-layer option teaches us the sender (RFC 4861
                 // §7.2.3), as an ARP request to us does.
                 if owned && !src.is_unspecified() && on_link6(info, src) {
