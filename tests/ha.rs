@@ -742,3 +742,229 @@ fn failover(fwd: &str) {
     );
     eprintln!("failover {fwd} test took {:?}", started.elapsed());
 }
+
+/// An appliance for [`ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections`]:
+/// dual-stack ports (own addresses `ext`/`int`, `ext6`/`int6`), one IPv6 NAT service, IPv6
+/// VRRP (version 3) for the VIP and the floating gateways `EXT6` (the client's route to the
+/// VIP) and `INT6` (the real server's default route), and the sync daemon in both roles.
+fn config_v6_vrrp(tag: &str, own: [&str; 4], prio: u8, state: &str, metrics: u16) -> String {
+    let [ext, int, ext6, int6] = own;
+    let socket = std::env::temp_dir().join(format!("tapvs-ha6v-{tag}-{}.sock", std::process::id()));
+    let n = if tag == "a" { 1 } else { 2 };
+    format!(
+        r#"workers = 2
+max_connections = 10000
+
+[control]
+socket = "{socket}"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
+
+[[port]]
+name = "ext"
+tap = "tx{tag}"
+mac = "02:74:76:00:0{n}:01"
+addresses = ["{ext}/24", "{ext6}/64"]
+bridge = "{eb}"
+
+[[port]]
+name = "int"
+tap = "ti{tag}"
+mac = "02:74:76:00:0{n}:02"
+addresses = ["{int}/24", "{int6}/64"]
+bridge = "{ib}"
+
+[[service]]
+protocol = "tcp"
+address = "[{vip6}]:80"
+scheduler = "rr"
+
+[[service.real]]
+address = "[{rs6}]:80"
+forward = "nat"
+
+[[vrrp]]
+name = "VI_EXT"
+port = "ext"
+virtual_router_id = 61
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["{vip6}", "{gw_ext}"]
+
+[[vrrp]]
+name = "VI_INT"
+port = "int"
+virtual_router_id = 62
+priority = {prio}
+state = "{state}"
+virtual_addresses = ["{gw_int}"]
+
+[sync]
+mcast_interface = "int"
+syncid = 9
+refresh_period = 1
+master = true
+backup = true
+"#,
+        socket = socket.display(),
+        eb = lab::EXT_BRIDGE,
+        ib = lab::INT_BRIDGE,
+        vip6 = lab::VIP6,
+        rs6 = lab::real_addr6(0),
+        gw_ext = lab::EXT6,
+        gw_int = lab::INT6,
+    )
+}
+
+/// The MAC `ns`'s neighbour table holds for `ip` on eth0, if any.
+fn neigh_mac(ns: &tapvs_lab::netns::Netns, ip: std::net::Ipv6Addr) -> Option<String> {
+    let out = ns
+        .ip(&["-6", "neigh", "show", &ip.to_string(), "dev", "eth0"])
+        .ok()?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+/// Hot standby over IPv6 (VRRP version 3): A (150) is master of the IPv6 VIP and both floating
+/// IPv6 gateways, so the client's and the real server's neighbour entries for the gateways are
+/// A's MACs. `kill -9` of A: B is master within 3 × advert_int + skew + 0.5 s, its unsolicited
+/// Neighbour Advertisements move both neighbour entries to B's MACs, and every keep-alive IPv6
+/// connection answers its next request through B (from the IPv6 entries A synced). A restarted
+/// as BACKUP preempts, the entries move back, and the connections still answer.
+#[test]
+fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
+    if !precheck() {
+        return;
+    }
+    let _one = serial();
+    let started = Instant::now();
+    let lab = Lab::build_dual(1).expect("dual-stack lab");
+    let _server = lab.reals[0]
+        .run(|| tapvs_lab::traffic::HttpServer::start("[::]:80".parse().unwrap(), "rs6"))
+        .expect("http server");
+    let own_a = [A_EXT, A_INT, "2001:db8:c::11", "2001:db8:5::11"];
+    let own_b = [B_EXT, B_INT, "2001:db8:c::12", "2001:db8:5::12"];
+    let mut a = Appliance::start(
+        &lab,
+        "v6-a",
+        &config_v6_vrrp("a", own_a, 150, "MASTER", 9275),
+        9275,
+    );
+    let b = Appliance::start(
+        &lab,
+        "v6-b",
+        &config_v6_vrrp("b", own_b, 100, "BACKUP", 9276),
+        9276,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || a
+            .both_in(&lab, "MASTER")),
+        "A master of both IPv6 instances"
+    );
+    assert!(b.both_in(&lab, "BACKUP"), "B backup of both");
+    let (a_ext, a_int) = ("02:74:76:00:01:01", "02:74:76:00:01:02");
+    let (b_ext, b_int) = ("02:74:76:00:02:01", "02:74:76:00:02:02");
+
+    let vip = SocketAddr::new(lab::VIP6.into(), 80);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || lab
+            .client
+            .run(|| tapvs_lab::traffic::http_get(vip, "/", Duration::from_secs(1)))
+            .is_ok_and(|(s, _)| s == 200)),
+        "no service through the IPv6 VIP on A"
+    );
+    let mut keep: Vec<TcpStream> = lab
+        .client
+        .run(|| keep_alive(vip, 20, Duration::from_secs(10)))
+        .expect("20 keep-alive IPv6 connections");
+    assert_eq!(neigh_mac(&lab.client, lab::EXT6).as_deref(), Some(a_ext));
+    assert_eq!(neigh_mac(&lab.reals[0], lab::INT6).as_deref(), Some(a_int));
+    // Every connection (not only 20 updates) is in B's table, from A's sync messages.
+    let established = "tapvs_connections{state=\"ESTABLISHED\"}";
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || b
+            .value(&lab, established)
+            >= 20.0),
+        "B holds A's 20 IPv6 connections: {}",
+        b.value(&lab, established)
+    );
+    let answered = |keep: &mut Vec<TcpStream>| {
+        keep.iter_mut()
+            .map(|s| get_on(s).is_ok_and(|st| st == 200))
+            .filter(|ok| *ok)
+            .count()
+    };
+
+    let t0 = Instant::now();
+    a.kill9();
+    let took = b
+        .wait_both(
+            &lab,
+            "MASTER",
+            t0,
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+        )
+        .expect("B becomes master");
+    let bound = Duration::from_millis(3000 + 609 + 500);
+    eprintln!("B master {took:?} after kill -9 of A (bound {bound:?})");
+    assert!(took <= bound, "B master after {took:?}");
+    // The unsolicited advertisements, not a new resolution: the entries change at once.
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            neigh_mac(&lab.client, lab::EXT6).as_deref() == Some(b_ext)
+                && neigh_mac(&lab.reals[0], lab::INT6).as_deref() == Some(b_int)
+        }),
+        "the gateways' neighbour entries move to B: client {:?}, real server {:?}",
+        neigh_mac(&lab.client, lab::EXT6),
+        neigh_mac(&lab.reals[0], lab::INT6)
+    );
+    assert_eq!(
+        answered(&mut keep),
+        20,
+        "keep-alive IPv6 connections answered through B"
+    );
+
+    // A restarted as BACKUP (as after a reboot) preempts; the entries move back.
+    std::fs::write(&a.config, config_v6_vrrp("a", own_a, 150, "BACKUP", 9275)).unwrap();
+    a.restart(&lab);
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            assert_eq!(
+                answered(&mut keep),
+                20,
+                "connections keep working through B"
+            );
+            a.value(&lab, established) >= 20.0
+        }),
+        "B synced the IPv6 connections back to A: {}",
+        a.value(&lab, established)
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), Duration::from_millis(20), || a
+            .both_in(&lab, "MASTER")),
+        "restarted A preempts"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), Duration::from_millis(20), || b
+            .both_in(&lab, "BACKUP")),
+        "B yields"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            neigh_mac(&lab.client, lab::EXT6).as_deref() == Some(a_ext)
+                && neigh_mac(&lab.reals[0], lab::INT6).as_deref() == Some(a_int)
+        }),
+        "the gateways' neighbour entries move back to A"
+    );
+    assert_eq!(
+        answered(&mut keep),
+        20,
+        "keep-alive IPv6 connections answered through A again"
+    );
+    drop(b);
+    eprintln!("IPv6 VRRP failover test took {:?}", started.elapsed());
+}
