@@ -76,7 +76,12 @@ fn nat6_rr_splits_evenly_and_wrr_by_weight() {
     assert!(stats.fwd_in > 0 && stats.fwd_out > 0, "{stats:?}");
     // The steering program classifies IPv6 as IPv4: no frame changes worker.
     assert!(lab.daemon().steering_active());
-    assert_eq!(stats.redirected, 0, "{stats:?}");
+    assert_eq!(
+        stats.redirected,
+        0,
+        "steering active: {}, {stats:?}",
+        lab.daemon().steering_active()
+    );
     // The listing shows the services in ipvsadm's IPv6 format.
     let out = common::tapvsadm(&lab.socket(), "-L -n", None);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -425,7 +430,12 @@ fn fullnat6_toa_253_and_bulk() {
     let stats = wait_stats(&lab, |s| s.fwd_out > 0 && s.toa_added > 0);
     eprintln!("FullNAT6 bulk: {gbps:.2} Gbit/s, {stats:?}");
     assert!(stats.rx_gso > 0, "offloads on: {stats:?}");
-    assert_eq!(stats.redirected, 0, "{stats:?}");
+    assert_eq!(
+        stats.redirected,
+        0,
+        "steering active: {}, {stats:?}",
+        lab.daemon().steering_active()
+    );
 }
 
 #[test]

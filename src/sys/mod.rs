@@ -740,22 +740,36 @@ impl AsRawFd for BpfProg {
 /// `T` must be the `union bpf_attr` layout command `cmd` reads (zero where the kernel wants
 /// zero), and every address inside `*attr` must point to memory that stays valid for the call
 /// and is at least as long as the length given beside it (writable where the command writes).
+///
+/// `EAGAIN` and `EINTR` (the verifier gives up when a signal is pending; map updates can
+/// meet a busy bucket) are retried a few times, as libbpf does, before they are returned.
 unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, exclusively borrowed `T` of the size passed; that `T` is the
-    // layout `cmd` expects and its addresses are valid is this function's precondition.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            (attr as *mut T).cast::<libc::c_void>(),
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    let mut tries = 0;
+    loop {
+        // SAFETY: `attr` is a valid, exclusively borrowed `T` of the size passed; that `T` is
+        // the layout `cmd` expects and its addresses are valid is this function's
+        // precondition.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                (attr as *mut T).cast::<libc::c_void>(),
+                std::mem::size_of::<T>() as libc::c_uint,
+            )
+        };
+        if rc >= 0 {
+            return Ok(rc);
+        }
+        let e = io::Error::last_os_error();
+        tries += 1;
+        if tries >= BPF_TRIES || !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+            return Err(e);
+        }
     }
-    Ok(rc)
 }
+
+/// Attempts of one `bpf(2)` command that fails with `EAGAIN` or `EINTR`.
+const BPF_TRIES: u32 = 5;
 
 /// Loads `insns` (raw 8-byte eBPF instructions) as a socket-filter program named `name`.
 /// On a verifier rejection the error carries the verifier's log.
