@@ -544,11 +544,6 @@ impl ServiceConfig {
     pub fn vip4(&self) -> Option<std::net::SocketAddrV4> {
         sock4(self.vip)
     }
-
-    /// The sorry server when IPv4.
-    pub fn sorry4(&self) -> Option<std::net::SocketAddrV4> {
-        self.sorry_server.and_then(sock4)
-    }
 }
 
 impl RealConfig {
@@ -1447,12 +1442,22 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
             .health
             .sorry_server()
             .map_err(|(fld, m)| err(f(&format!("health.{fld}")), m))?
-            .map(|(ip, port)| SocketAddr::new(ip.into(), port.unwrap_or(vip.port())));
-        if sorry_server.is_some() && vip.is_ipv6() {
-            return Err(err(
-                f("health.sorry_server"),
-                "a sorry server of an IPv6 service is not supported yet".into(),
-            ));
+            .map(|(ip, port)| SocketAddr::new(ip, port.unwrap_or(vip.port())));
+        if let Some(sorry) = sorry_server.filter(|a| a.is_ipv4() != vip.is_ipv4()) {
+            // Forwarded as the first real server is: an IPv4 sorry server of an IPv6 service
+            // is NAT64, as an IPv4 real server there.
+            let nat64 = sorry.is_ipv4()
+                && reals.first().is_some_and(|r| r.forward == Forward::FullNat)
+                && local_addresses.iter().any(IpAddr::is_ipv4);
+            if !nat64 {
+                return Err(err(
+                    f("health.sorry_server"),
+                    format!(
+                        "sorry server {sorry} is not of the service's family ({vip}); an IPv4 one \
+                         behind an IPv6 service needs fullnat real servers and an IPv4 local address (NAT64)"
+                    ),
+                ));
+            }
         }
         services.push(ServiceConfig {
             proto,
@@ -2338,6 +2343,41 @@ forward = "fullnat"
         assert!(!p.contains(ip("2001:db8:d::1")));
         assert!(!p.contains(ip("10.0.0.1")));
         assert_eq!(p.network(), ip("2001:db8:c::"));
+        // IPv6 sorry servers, bare (the service port) or with a port; an IPv4 one is NAT64
+        // when the first real server is fullnat and an IPv4 local address exists.
+        let sorry = |v: &str, first_fwd: &str| {
+            dual()
+                .replace(
+                    "scheduler = \"sh\"",
+                    &format!("scheduler = \"sh\"\nhealth = {{ sorry_server = \"{v}\" }}"),
+                )
+                .replace(
+                    "address = \"[2001:db8:5::2]:8080\"",
+                    &format!("address = \"[2001:db8:5::2]:8080\"\nforward = \"{first_fwd}\""),
+                )
+        };
+        for (v, want) in [
+            ("2001:db8:5::9", "[2001:db8:5::9]:80"),
+            ("[2001:db8:5::9]:8080", "[2001:db8:5::9]:8080"),
+        ] {
+            let c = parse_str(&sorry(v, "nat")).unwrap();
+            assert_eq!(c.services[1].sorry_server, Some(want.parse().unwrap()));
+        }
+        let c = parse_str(&sorry("172.16.0.9", "fullnat")).unwrap();
+        assert_eq!(
+            c.services[1].sorry_server,
+            Some("172.16.0.9:80".parse().unwrap())
+        );
+        expect_err(
+            &sorry("172.16.0.9", "nat"),
+            "service[1].health.sorry_server",
+            "sorry server 172.16.0.9:80 is not of the service's family",
+        );
+        expect_err(
+            &sorry("[2001:db8:5::9", "nat"),
+            "service[1].health.sorry_server",
+            "is not an address or address:port",
+        );
     }
 
     #[test]

@@ -529,6 +529,69 @@ fn tcp_check_over_ipv6_removes_a_stopped_server_and_restores_it() {
     assert!(metrics.contains(&up), "{up} missing:\n{metrics}");
 }
 
+/// Below quorum an IPv6 service's IPv6 sorry server takes the traffic, and leaves when the
+/// quorum is back.
+#[test]
+fn below_quorum_the_ipv6_sorry_server_takes_the_traffic() {
+    if !precheck() {
+        return;
+    }
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\n\
+         health = {{ {FAST}, quorum = 2, sorry_server = \"{}\" }}\n",
+        lab::VIP6,
+        lab::real_addr6(2)
+    );
+    for i in 0..2 {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{TCP}",
+            lab::real_addr6(i)
+        ));
+    }
+    let mut lab = Lab::build_dual(3).unwrap();
+    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
+        .expect("start tapvs");
+    let serve6 = |lab: &Lab, i: usize| {
+        let name = format!("rs{}", i + 1);
+        lab.reals[i]
+            .run(move || HttpServer::start("[::]:80".parse().unwrap(), &name))
+            .expect("http server")
+    };
+    let split6 = |lab: &Lab| {
+        lab.client
+            .run(|| traffic::http_split(lab::vip6(80), 4, Duration::from_secs(5)))
+            .expect("requests")
+    };
+    let _rs1 = serve6(&lab, 0);
+    let rs2 = serve6(&lab, 1);
+    let _rs3 = serve6(&lab, 2);
+    assert!(
+        wait(10, || line6(&lab, 0).is_some() && line6(&lab, 1).is_some()),
+        "{}",
+        listing(&lab)
+    );
+    assert!(
+        line6(&lab, 2).is_none(),
+        "sorry server idle while quorum holds"
+    );
+    drop(rs2);
+    assert!(wait(10, || line6(&lab, 2).is_some()), "{}", listing(&lab));
+    assert!(
+        line6(&lab, 0).is_none(),
+        "without quorum only the sorry server serves: {}",
+        listing(&lab)
+    );
+    assert_eq!(split6(&lab).get("rs3"), Some(&4));
+    let _rs2 = serve6(&lab, 1);
+    assert!(
+        wait(10, || line6(&lab, 2).is_none() && line6(&lab, 1).is_some()),
+        "{}",
+        listing(&lab)
+    );
+    let s = split6(&lab);
+    assert_eq!((s.get("rs1"), s.get("rs2")), (Some(&2), Some(&2)), "{s:?}");
+}
+
 #[test]
 fn ping_and_udp_checks_over_ipv6() {
     if !precheck() {

@@ -119,10 +119,10 @@ impl Checks {
                 quorum_up: s.health.quorum_up.clone(),
                 quorum_down: s.health.quorum_down.clone(),
             });
-            if let Some(sorry) = s.sorry4() {
+            if let Some(sorry) = s.sorry_server {
                 let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
                 let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-                t.set_sorry_server(key, sorry.into(), fwd);
+                t.set_sorry_server(key, sorry, fwd);
             }
         }
         let checks = Checks {
@@ -226,10 +226,10 @@ impl Checks {
                 quorum_down: s.health.quorum_down.clone(),
             });
             let mut t = shared.table.lock().unwrap_or_else(|e| e.into_inner());
-            match s.sorry4() {
+            match s.sorry_server {
                 Some(sorry) => {
                     let fwd = s.reals.first().map_or(modes::Forward::Nat, |r| r.forward);
-                    t.set_sorry_server(key, sorry.into(), fwd);
+                    t.set_sorry_server(key, sorry, fwd);
                 }
                 None => {
                     if let Ok(snap) = t.clear_sorry(key) {

@@ -103,7 +103,8 @@ pub struct ServiceHealthConfig {
     pub quorum: Option<u64>,
     /// Quorum flap damper (default 0).
     pub hysteresis: Option<u64>,
-    /// `ip` or `ip:port` used while quorum is lost (port default: the service's).
+    /// `ip` or `ip:port` used while quorum is lost (port default: the service's); IPv6 as
+    /// `2001:db8::9` or `[2001:db8::9]:80`.
     pub sorry_server: Option<String>,
     /// Down real servers get weight 0 instead of being removed (default false).
     pub inhibit_on_failure: Option<bool>,
@@ -141,23 +142,25 @@ impl ServiceHealthConfig {
     }
 
     /// The sorry server: address and optional port.
-    pub fn sorry_server(&self) -> Result<Option<(std::net::Ipv4Addr, Option<u16>)>, FieldError> {
+    pub fn sorry_server(&self) -> Result<Option<(std::net::IpAddr, Option<u16>)>, FieldError> {
         let Some(s) = &self.sorry_server else {
             return Ok(None);
         };
         let err = || {
             (
                 "sorry_server".to_string(),
-                format!("{s:?} is not an IPv4 address or address:port"),
+                format!(
+                    "{s:?} is not an address or address:port (IPv6 as 2001:db8::9 or [2001:db8::9]:80)"
+                ),
             )
         };
-        if let Ok(sa) = s.parse::<std::net::SocketAddrV4>() {
+        if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
             if sa.port() == 0 {
                 return Err(err());
             }
-            return Ok(Some((*sa.ip(), Some(sa.port()))));
+            return Ok(Some((sa.ip(), Some(sa.port()))));
         }
-        s.parse::<std::net::Ipv4Addr>()
+        s.parse::<std::net::IpAddr>()
             .map(|ip| Some((ip, None)))
             .map_err(|_| err())
     }
