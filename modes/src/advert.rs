@@ -12,6 +12,10 @@ use crate::wire::udp::{self, UdpPacket};
 use crate::wire::vrrp::{VrrpPacket, VrrpRepr, PROTO_VRRP, TTL};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// The Ethernet multicast address of an IPv6 group (33:33 and its last 32 bits), for adverts
+/// to ff02::12.
+pub use crate::reply::ipv6_multicast_mac;
+
 /// Type of service of adverts (precedence "internetwork control", as keepalived).
 pub const ADVERT_TOS: u8 = 0xc0;
 
@@ -20,13 +24,6 @@ pub const ADVERT_TOS: u8 = 0xc0;
 pub fn ipv4_multicast_mac(group: Ipv4Addr) -> EthernetAddress {
     let o = group.octets();
     EthernetAddress([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
-}
-
-/// The Ethernet multicast address of an IPv6 multicast group (RFC 2464 §7:
-/// 33:33 and the group's last 32 bits).
-pub fn ipv6_multicast_mac(group: Ipv6Addr) -> EthernetAddress {
-    let g = group.octets();
-    EthernetAddress([0x33, 0x33, g[12], g[13], g[14], g[15]])
 }
 
 /// Writes an advertisement frame: Ethernet from `src_mac` to `dst_mac`, IPv4
