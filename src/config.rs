@@ -1491,7 +1491,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
         .map(|p| crate::vrrp::config::PortRef {
             name: p.name.clone(),
             addresses: p.addresses.iter().map(|c| c.addr).collect(),
-            link_local: crate::datapath::pipeline::link_local(p.mac),
+            link_local: modes::reply::link_local(p.mac),
         })
         .collect();
     let tracked: Vec<crate::vrrp::config::ServiceRef> = services

@@ -567,6 +567,29 @@ pub fn ipv6_multicast_mac(group: Ipv6Addr) -> EthernetAddress {
     EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
+/// The EUI-64 link-local address of an interface with MAC `mac` (RFC 4291 appendix A):
+/// `fe80::/64` with the MAC's universal/local bit flipped and `ff:fe` in the middle.
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ])
+}
+
 /// The solicited-node multicast address of `a` (RFC 4291 §2.7.1):
 /// `ff02::1:ff00:0` with the low 24 bits of `a`.
 pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {

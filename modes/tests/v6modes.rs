@@ -1202,3 +1202,15 @@ fn nat64_gso_super_frame_segments_verify() {
     }
     assert_eq!(joined, data);
 }
+
+#[test]
+fn eui64_link_local() {
+    assert_eq!(
+        reply::link_local([0x02, 0x00, 0x00, 0x00, 0x00, 0x01]),
+        "fe80::ff:fe00:1".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        reply::link_local([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
+        "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
+    );
+}

@@ -18,28 +18,7 @@ use crate::datapath::service::PortInfo;
 use crate::datapath::stats::Drop;
 use crate::sys::tap::VNET_HDR_LEN;
 
-/// The EUI-64 link-local address of a port with MAC `mac` (RFC 4291 appendix A): `fe80::/64`
-/// with the MAC's universal/local bit flipped and `ff:fe` in the middle.
-pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 0x02,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ])
-}
+pub use modes::reply::link_local;
 
 /// Whether `ip` is one of port `info`'s own IPv6 addresses (configured or link-local).
 fn own6(info: &PortInfo, ip: Ipv6Addr) -> bool {
@@ -176,21 +155,4 @@ fn nd_source_ll(frame: &[u8], pkt: &Packet) -> Option<[u8; 6]> {
     icmpv6::ll_addr_option(opts, icmpv6::OPT_SOURCE_LL_ADDR)
         .map(|m| m.0)
         .filter(|m| m[0] & 1 == 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eui64_link_local() {
-        assert_eq!(
-            link_local([0x02, 0x00, 0x00, 0x00, 0x00, 0x01]),
-            "fe80::ff:fe00:1".parse::<Ipv6Addr>().unwrap()
-        );
-        assert_eq!(
-            link_local([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
-            "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
-        );
-    }
 }
