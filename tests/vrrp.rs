@@ -485,7 +485,7 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
 
     // Bad peers: a higher-priority keepalived with a wrong password, then one with a wrong VRID.
     let vrid_before = seg.counter("tapvs_vrrp_adverts_rejected_total", &["reason=\"vrid\""]);
-    let bad = seg.keepalived(&seg.bad, "bad-pass", "MASTER", 200, 51, Some("wrong"));
+    let bad = seg.keepalived(&seg.bad, "bad-pass", "MASTER", 200, V4.vrid, Some("wrong"));
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(50), || seg
             .counter(
@@ -689,6 +689,12 @@ const V6_FIELDS: [&str; 10] = [
     "vrrp.short_adver_int",
 ];
 
+/// VRRP version 3 over IPv6 against keepalived (VRID 61, VIP 2001:db8:99::100): keepalived
+/// (150) is master and tapvs (100) a backup that accepts its adverts and answers no solicitation
+/// for the VIP; keepalived's stop (priority 0) makes tapvs master within 1 s + skew, its
+/// unsolicited NA moves the client's neighbour entry and it answers ping; a restarted
+/// keepalived preempts and its NA moves the entry back. tshark checks both sides' adverts and
+/// tapvs's NAs on the wire.
 #[test]
 fn keepalived_interop_over_ipv6_failover_preemption_and_tshark() {
     if !precheck() {
