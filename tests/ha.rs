@@ -52,46 +52,21 @@ fn config_fwd(
     metrics: Option<u16>,
     fwd: &str,
 ) -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let socket =
-        std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}-{k}.sock", std::process::id()));
+    let head = head(
+        tag,
+        metrics,
+        &format!("\"{ext}/24\""),
+        &format!("\"{int}/24\""),
+    );
     let vip = lab::VIP;
     let rs = lab::real_addr(0);
-    let n = if tag == "a" { 1 } else { 2 };
     let (lips, lip_float) = if fwd == "fullnat" {
         ("local_addresses = [\"172.16.0.100\"]", ", \"172.16.0.100\"")
     } else {
         ("", "")
     };
-    let metrics = match metrics {
-        Some(p) => format!("listen = \"127.0.0.1:{p}\""),
-        None => "enabled = false".to_string(),
-    };
     format!(
-        r#"workers = 2
-max_connections = 10000
-
-[control]
-socket = "{socket}"
-
-[metrics]
-{metrics}
-
-[[port]]
-name = "ext"
-tap = "tx{tag}"
-mac = "02:74:76:00:0{n}:01"
-addresses = ["{ext}/24"]
-bridge = "{eb}"
-
-[[port]]
-name = "int"
-tap = "ti{tag}"
-mac = "02:74:76:00:0{n}:02"
-addresses = ["{int}/24"]
-bridge = "{ib}"
-
+        r#"{head}
 [[service]]
 protocol = "tcp"
 address = "{vip}:80"
@@ -133,6 +108,46 @@ mcast_interface = "int"
 syncid = 9
 refresh_period = 1
 {sync}
+"#,
+    )
+}
+
+/// The top of an appliance's config: workers, its control socket, metrics on 127.0.0.1:`metrics`
+/// (or none), and its two ports on the lab's bridges with addresses `ext` and `int` (TOML list
+/// items).
+fn head(tag: &str, metrics: Option<u16>, ext: &str, int: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket =
+        std::env::temp_dir().join(format!("tapvs-ha-{tag}-{}-{k}.sock", std::process::id()));
+    let n = if tag == "a" { 1 } else { 2 };
+    let metrics = match metrics {
+        Some(p) => format!("listen = \"127.0.0.1:{p}\""),
+        None => "enabled = false".to_string(),
+    };
+    format!(
+        r#"workers = 2
+max_connections = 10000
+
+[control]
+socket = "{socket}"
+
+[metrics]
+{metrics}
+
+[[port]]
+name = "ext"
+tap = "tx{tag}"
+mac = "02:74:76:00:0{n}:01"
+addresses = [{ext}]
+bridge = "{eb}"
+
+[[port]]
+name = "int"
+tap = "ti{tag}"
+mac = "02:74:76:00:0{n}:02"
+addresses = [{int}]
+bridge = "{ib}"
 "#,
         socket = socket.display(),
         eb = lab::EXT_BRIDGE,
@@ -363,59 +378,6 @@ fn sync_on_the_wire_and_the_backup_reproduces_connections() {
     );
 }
 
-/// An appliance for [`ipv6_connections_are_synced_to_the_backup`]: dual-stack ports (`ext6`,
-/// `int6` its own IPv6 addresses), one IPv6 NAT service, the sync daemon (`sync` lines), no
-/// VRRP (the client's IPv6 route and the real server's default route point at A's own
-/// addresses, so A carries the traffic and B only listens).
-fn config6(tag: &str, ext: &str, int: &str, ext6: &str, int6: &str, sync: &str) -> String {
-    let socket = std::env::temp_dir().join(format!("tapvs-ha6-{tag}-{}.sock", std::process::id()));
-    let n = if tag == "a" { 1 } else { 2 };
-    format!(
-        r#"workers = 2
-max_connections = 10000
-
-[control]
-socket = "{socket}"
-
-[metrics]
-enabled = false
-
-[[port]]
-name = "ext"
-tap = "tx{tag}"
-mac = "02:74:76:00:0{n}:01"
-addresses = ["{ext}/24", "{ext6}/64"]
-bridge = "{eb}"
-
-[[port]]
-name = "int"
-tap = "ti{tag}"
-mac = "02:74:76:00:0{n}:02"
-addresses = ["{int}/24", "{int6}/64"]
-bridge = "{ib}"
-
-[[service]]
-protocol = "tcp"
-address = "[{vip6}]:80"
-scheduler = "rr"
-
-[[service.real]]
-address = "[{rs6}]:80"
-forward = "nat"
-
-[sync]
-mcast_interface = "int"
-syncid = 9
-{sync}
-"#,
-        socket = socket.display(),
-        eb = lab::EXT_BRIDGE,
-        ib = lab::INT_BRIDGE,
-        vip6 = lab::VIP6,
-        rs6 = lab::real_addr6(0),
-    )
-}
-
 /// IPv6 connections made through the master reach the backup's table by the sync daemon (IPv6
 /// entries): same client, VIP and real server, ESTABLISHED, then their closing states.
 #[test]
@@ -429,18 +391,20 @@ fn ipv6_connections_are_synced_to_the_backup() {
     let _server = lab.reals[0]
         .run(|| tapvs_lab::traffic::HttpServer::start("[::]:80".parse().unwrap(), "rs6"))
         .expect("http server");
-    let ext6 = lab::EXT6.to_string();
-    let int6 = lab::INT6.to_string();
-    lab.start(&config6("a", A_EXT, A_INT, &ext6, &int6, "master = true"))
-        .expect("start A");
+    let (ext6, int6) = (lab::EXT6.to_string(), lab::INT6.to_string());
+    lab.start(&config6(
+        "a",
+        [A_EXT, A_INT, &ext6, &int6],
+        "master = true",
+        None,
+    ))
+    .expect("start A");
     let cfg_b = tapvs::config::parse(
         &config6(
             "b",
-            B_EXT,
-            B_INT,
-            "2001:db8:c::12",
-            "2001:db8:5::12",
+            [B_EXT, B_INT, "2001:db8:c::12", "2001:db8:5::12"],
             "backup = true",
+            None,
         ),
         std::path::Path::new("b.toml"),
     )
@@ -743,47 +707,24 @@ fn failover(fwd: &str) {
     eprintln!("failover {fwd} test took {:?}", started.elapsed());
 }
 
-/// An appliance for [`ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections`]:
-/// dual-stack ports (own addresses `ext`/`int`, `ext6`/`int6`), one IPv6 NAT service, IPv6
-/// VRRP (version 3) for the VIP and the floating gateways `EXT6` (the client's route to the
-/// VIP) and `INT6` (the real server's default route), and the sync daemon in both roles.
-fn config_v6_vrrp(tag: &str, own: [&str; 4], prio: u8, state: &str, metrics: u16) -> String {
+/// An appliance on the dual-stack lab: dual-stack ports (own addresses `own` = ext, int,
+/// ext6, int6), one IPv6 NAT service and the sync daemon (`sync` lines). With `vrrp` =
+/// (priority, state): IPv6 VRRP (version 3) for the VIP and the floating gateways `EXT6` (the
+/// client's route to the VIP) and `INT6` (the real server's default route), and metrics on
+/// 127.0.0.1:`metrics`. Without: no VRRP (the lab's routes then point at A's own `EXT6`/`INT6`,
+/// so A carries the traffic and B only listens) and no metrics.
+fn config6(tag: &str, own: [&str; 4], sync: &str, vrrp: Option<(u8, &str, u16)>) -> String {
     let [ext, int, ext6, int6] = own;
-    let socket = std::env::temp_dir().join(format!("tapvs-ha6v-{tag}-{}.sock", std::process::id()));
-    let n = if tag == "a" { 1 } else { 2 };
-    format!(
-        r#"workers = 2
-max_connections = 10000
-
-[control]
-socket = "{socket}"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[[port]]
-name = "ext"
-tap = "tx{tag}"
-mac = "02:74:76:00:0{n}:01"
-addresses = ["{ext}/24", "{ext6}/64"]
-bridge = "{eb}"
-
-[[port]]
-name = "int"
-tap = "ti{tag}"
-mac = "02:74:76:00:0{n}:02"
-addresses = ["{int}/24", "{int6}/64"]
-bridge = "{ib}"
-
-[[service]]
-protocol = "tcp"
-address = "[{vip6}]:80"
-scheduler = "rr"
-
-[[service.real]]
-address = "[{rs6}]:80"
-forward = "nat"
-
+    let head = head(
+        tag,
+        vrrp.map(|v| v.2),
+        &format!("\"{ext}/24\", \"{ext6}/64\""),
+        &format!("\"{int}/24\", \"{int6}/64\""),
+    );
+    let vrrp = match vrrp {
+        None => String::new(),
+        Some((prio, state, _)) => format!(
+            r#"
 [[vrrp]]
 name = "VI_EXT"
 port = "ext"
@@ -799,23 +740,35 @@ virtual_router_id = 62
 priority = {prio}
 state = "{state}"
 virtual_addresses = ["{gw_int}"]
+"#,
+            vip6 = lab::VIP6,
+            gw_ext = lab::EXT6,
+            gw_int = lab::INT6,
+        ),
+    };
+    format!(
+        r#"{head}
+[[service]]
+protocol = "tcp"
+address = "[{vip6}]:80"
+scheduler = "rr"
 
+[[service.real]]
+address = "[{rs6}]:80"
+forward = "nat"
+{vrrp}
 [sync]
 mcast_interface = "int"
 syncid = 9
-refresh_period = 1
-master = true
-backup = true
+{sync}
 "#,
-        socket = socket.display(),
-        eb = lab::EXT_BRIDGE,
-        ib = lab::INT_BRIDGE,
         vip6 = lab::VIP6,
         rs6 = lab::real_addr6(0),
-        gw_ext = lab::EXT6,
-        gw_int = lab::INT6,
     )
 }
+
+/// The sync settings of both IPv6 VRRP appliances: both roles, refreshed every second.
+const BOTH6: &str = "refresh_period = 1\nmaster = true\nbackup = true";
 
 /// The MAC `ns`'s neighbour table holds for `ip` on eth0, if any.
 fn neigh_mac(ns: &tapvs_lab::netns::Netns, ip: std::net::Ipv6Addr) -> Option<String> {
@@ -850,13 +803,13 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
     let mut a = Appliance::start(
         &lab,
         "v6-a",
-        &config_v6_vrrp("a", own_a, 150, "MASTER", 9275),
+        &config6("a", own_a, BOTH6, Some((150, "MASTER", 9275))),
         9275,
     );
     let b = Appliance::start(
         &lab,
         "v6-b",
-        &config_v6_vrrp("b", own_b, 100, "BACKUP", 9276),
+        &config6("b", own_b, BOTH6, Some((100, "BACKUP", 9276))),
         9276,
     );
     assert!(
@@ -929,7 +882,11 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
     );
 
     // A restarted as BACKUP (as after a reboot) preempts; the entries move back.
-    std::fs::write(&a.config, config_v6_vrrp("a", own_a, 150, "BACKUP", 9275)).unwrap();
+    std::fs::write(
+        &a.config,
+        config6("a", own_a, BOTH6, Some((150, "BACKUP", 9275))),
+    )
+    .unwrap();
     a.restart(&lab);
     assert!(
         wait_until(Duration::from_secs(3), Duration::from_millis(200), || {

@@ -466,6 +466,33 @@ fn serve_first_then_start(health: &str, real: &str) -> (Lab, HttpServer) {
     (lab, rs)
 }
 
+/// A dual-stack lab with `reals` real servers and an IPv6 TCP service on VIP6:80 (rr, `health`
+/// settings) over the first two, each with a TCP check.
+fn started6(reals: usize, health: &str) -> Lab {
+    let mut s = format!(
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\nhealth = {{ {health} }}\n",
+        lab::VIP6
+    );
+    for i in 0..2 {
+        s.push_str(&format!(
+            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{TCP}",
+            lab::real_addr6(i)
+        ));
+    }
+    let mut lab = Lab::build_dual(reals).unwrap();
+    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
+        .expect("start tapvs");
+    lab
+}
+
+/// An HTTP server answering `rs{i+1}` on [::]:80 in real server `i`.
+fn serve6(lab: &Lab, i: usize) -> HttpServer {
+    let name = format!("rs{}", i + 1);
+    lab.reals[i]
+        .run(move || HttpServer::start("[::]:80".parse().unwrap(), &name))
+        .expect("http server")
+}
+
 /// The listing line of real server `i`'s IPv6 address on port 80, if it is in the pool.
 fn line6(lab: &Lab, i: usize) -> Option<String> {
     let addr = format!("[{}]:80", lab::real_addr6(i));
@@ -480,25 +507,7 @@ fn tcp_check_over_ipv6_removes_a_stopped_server_and_restores_it() {
     if !precheck() {
         return;
     }
-    let mut s = format!(
-        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\nhealth = {{ {FAST} }}\n",
-        lab::VIP6
-    );
-    for i in 0..2 {
-        s.push_str(&format!(
-            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{TCP}",
-            lab::real_addr6(i)
-        ));
-    }
-    let mut lab = Lab::build_dual(2).unwrap();
-    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
-        .expect("start tapvs");
-    let serve6 = |lab: &Lab, i: usize| {
-        let name = format!("rs{}", i + 1);
-        lab.reals[i]
-            .run(move || HttpServer::start("[::]:80".parse().unwrap(), &name))
-            .expect("http server")
-    };
+    let lab = started6(2, FAST);
     let _rs1 = serve6(&lab, 0);
     let rs2 = serve6(&lab, 1);
     // Both pass their checks over IPv6 (smoltcp solicits the servers' addresses itself).
@@ -536,27 +545,11 @@ fn below_quorum_the_ipv6_sorry_server_takes_the_traffic() {
     if !precheck() {
         return;
     }
-    let mut s = format!(
-        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"[{}]:80\"\nscheduler = \"rr\"\n\
-         health = {{ {FAST}, quorum = 2, sorry_server = \"{}\" }}\n",
-        lab::VIP6,
+    let sorry = format!(
+        "{FAST}, quorum = 2, sorry_server = \"{}\"",
         lab::real_addr6(2)
     );
-    for i in 0..2 {
-        s.push_str(&format!(
-            "\n[[service.real]]\naddress = \"[{}]:80\"\nweight = 1\nforward = \"nat\"\n{TCP}",
-            lab::real_addr6(i)
-        ));
-    }
-    let mut lab = Lab::build_dual(3).unwrap();
-    lab.start(&format!("{}{s}", lab::base_config_dual(2)))
-        .expect("start tapvs");
-    let serve6 = |lab: &Lab, i: usize| {
-        let name = format!("rs{}", i + 1);
-        lab.reals[i]
-            .run(move || HttpServer::start("[::]:80".parse().unwrap(), &name))
-            .expect("http server")
-    };
+    let lab = started6(3, &sorry);
     let split6 = |lab: &Lab| {
         lab.client
             .run(|| traffic::http_split(lab::vip6(80), 4, Duration::from_secs(5)))

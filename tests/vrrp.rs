@@ -456,13 +456,22 @@ fn tshark_fields(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
     common::tshark::fields(pcap, &["-Y", filter], fields)
 }
 
-#[test]
-fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
+/// Root and namespaces (`precheck`), keepalived and tshark: false (after skipping, or failing
+/// under CI) when something is missing.
+fn ready() -> bool {
     if !precheck() {
-        return;
+        return false;
     }
     if !have("keepalived") || !have("tshark") {
         tapvs_lab::netns::skip_or_fail("keepalived and tshark are needed (scripts/deps)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
+    if !ready() {
         return;
     }
     let started = Instant::now();
@@ -697,11 +706,7 @@ const V6_FIELDS: [&str; 10] = [
 /// tapvs's NAs on the wire.
 #[test]
 fn keepalived_interop_over_ipv6_failover_preemption_and_tshark() {
-    if !precheck() {
-        return;
-    }
-    if !have("keepalived") || !have("tshark") {
-        tapvs_lab::netns::skip_or_fail("keepalived and tshark are needed (scripts/deps)");
+    if !ready() {
         return;
     }
     let started = Instant::now();
