@@ -357,6 +357,16 @@ track_ports = ["lan"]
             })
     }
 
+    /// tapvs's non-zero VRRP metric lines, for failure messages.
+    fn vrrp_metrics(&self) -> String {
+        self.metrics()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("tapvs_vrrp") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A counter of tapvs's `/metrics` whose line contains every one of `labels`.
     fn counter(&self, name: &str, labels: &[&str]) -> u64 {
         let text = self.metrics().unwrap_or_default();
@@ -503,12 +513,7 @@ fn keepalived_interop_failover_preemption_bad_peers_and_tshark() {
             )
             >= 2),
         "wrong-password adverts are counted: {}",
-        seg.metrics()
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("tapvs_vrrp") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        seg.vrrp_metrics()
     );
     assert_eq!(seg.tapvs_state().as_deref(), Some("MASTER"));
     Seg::signal(&bad, "-TERM");
@@ -731,12 +736,7 @@ fn keepalived_interop_over_ipv6_failover_preemption_and_tshark() {
             )
             >= 2),
         "tapvs accepts keepalived's v3 adverts over IPv6: {}",
-        seg.metrics()
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("tapvs_vrrp") && !l.ends_with(" 0"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        seg.vrrp_metrics()
     );
     // A full master-down interval of tapvs's: it must not take over meanwhile.
     let window = MASTER_DOWN_100 + SLACK;
