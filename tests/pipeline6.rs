@@ -989,7 +989,9 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
     assert!(sum_ok(modes::checksum::l4_checksum_v4(LIP4, RS64, 6, seg)));
     // MSS clamped for the IPv4 side with the 20-byte IPv6 TOA: 1400 − 20 − 20 − 20.
     assert_eq!(mss_of(seg, 0), Some(1340));
-    // An ICMP error about the IPv4 side is not translated to ICMPv6: counted and dropped.
+    // An ICMP error about the IPv4 side (fragmentation needed, MTU 1200) becomes the
+    // client's ICMPv6 Packet Too Big (MTU 1280: 1220 is below the IPv6 minimum), from the VIP,
+    // quoting its own packet (client:40030 → VIP:84).
     let mut msg = vec![3, 4, 0, 0, 0, 0, 0x04, 0xb0];
     msg.extend_from_slice(&f[14..14 + 28]);
     let sum = modes::checksum::checksum(&msg);
@@ -999,7 +1001,44 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
         .ipv4(RS64.octets(), LIP4.octets(), 64)
         .write(&mut err, etherparse::IpNumber::ICMP, &msg)
         .unwrap();
-    assert_eq!(rig.feed(INT, &err), Verdict::Drop(Drop::IcmpIgnored));
+    assert_eq!(
+        rig.feed(INT, &err),
+        Verdict::Transmit {
+            port: EXT,
+            hop: IpAddr::V6(client())
+        }
+    );
+    let sent = rig.sent();
+    let e = &sent[0].1;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(&e[..12], &[&CLIENT_MAC[..], &EXT_MAC[..]].concat()[..]);
+    assert_eq!(&e[12..14], &[0x86, 0xdd]);
+    assert_eq!(e[20], 58, "ICMPv6");
+    assert_eq!(e[21], 63, "hop limit decremented");
+    assert_eq!(&e[22..38], &vip6().octets());
+    assert_eq!(&e[38..54], &client().octets());
+    assert_eq!((e[54], e[55]), (2, 0), "Packet Too Big");
+    assert_eq!(&e[58..62], &1280u32.to_be_bytes());
+    assert!(sum_ok(modes::checksum::l4_checksum_v6(
+        vip6(),
+        client(),
+        58,
+        &e[54..]
+    )));
+    assert_eq!(&e[70..86], &client().octets(), "quoted source");
+    assert_eq!(&e[86..102], &vip6().octets(), "quoted destination");
+    assert_eq!(
+        &e[102..106],
+        &[&40030u16.to_be_bytes()[..], &84u16.to_be_bytes()].concat()[..]
+    );
+    assert_eq!(e.len(), 14 + 40 + 8 + 40 + 8);
+    // Not translatable (parameter problem): counted and dropped.
+    let mut bad = err.clone();
+    bad[34] = 12;
+    bad[36..38].fill(0);
+    let sum = modes::checksum::checksum(&bad[34..]);
+    bad[36..38].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(rig.feed(INT, &bad), Verdict::Drop(Drop::IcmpIgnored));
     assert!(rig.sent().is_empty());
     // The server's reply to LIP:lport becomes IPv6 from VIP:84 to the client.
     let b = PacketBuilder::ethernet2([0x02, 0x44, 0, 0, 0, 6], INT_MAC)

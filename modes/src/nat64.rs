@@ -29,9 +29,20 @@
 //!   TOA option (kind 253): after [`to_v4`], parse the new frame and call
 //!   [`crate::toa::insert_toa`] with the IPv6 client address.
 //!
-//! Not translated: ICMPv6/ICMP (echo to the VIP is answered by the
-//! appliance; ICMP errors about NAT64 connections are dropped by the
-//! caller), other protocols.
+//! * ICMP errors from the IPv4 side ([`icmp_to_v6`], RFC 7915 §4.2): an
+//!   ICMPv4 error about a packet the appliance sent to an IPv4 server
+//!   becomes the ICMPv6 error the client would have got about its own
+//!   packet: destination unreachable (codes mapped: port unreachable 4,
+//!   administratively prohibited 1, the rest no route 0), fragmentation
+//!   needed as Packet Too Big with the MTU 20 bytes larger (at least
+//!   1280), time exceeded with its code. The quoted IPv4 header becomes
+//!   the IPv6 header the client sent (client → VIP), the quoted ports and
+//!   (when quoted whole) TCP/UDP checksum follow, and the quote is cut so
+//!   the error fits the IPv6 minimum MTU. Other ICMPv4 errors (parameter
+//!   problem, source quench, redirects, unknown codes) give `None`.
+//!
+//! Not translated: ICMP echo (echo to the VIP is answered by the
+//! appliance), ICMPv6 errors from the client's side, other protocols.
 
 use crate::checksum::{self, fold, udp_finish};
 use crate::nat::Csum;
@@ -40,7 +51,7 @@ use crate::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ipv4::{self, Ipv4Packet};
 use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::vnet::{VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
-use crate::wire::{get_u16, get_u8, set_u16, tcp, udp};
+use crate::wire::{get_u16, get_u32, get_u8, icmpv4, icmpv6, set_u16, set_u32, tcp, udp};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Bytes an IPv4 header without options is shorter than an IPv6 one.
@@ -240,5 +251,133 @@ pub fn to_v6(
     repr.emit(&mut ip);
     ip.set_traffic_class(tos);
     adjust_vnet(hdr, new_l4 as isize - l4 as isize, GSO_TCPV6);
+    Some(new_end)
+}
+
+/// The ICMPv6 (type, code) for an ICMPv4 error (RFC 7915 §4.2), `None` for
+/// what is not translated.
+fn icmp6_kind(kind: u8, code: u8) -> Option<(u8, u8)> {
+    match (kind, code) {
+        (icmpv4::TYPE_DEST_UNREACHABLE, 3) => Some((icmpv6::TYPE_DEST_UNREACHABLE, 4)),
+        (icmpv4::TYPE_DEST_UNREACHABLE, 4) => Some((icmpv6::TYPE_PACKET_TOO_BIG, 0)),
+        (icmpv4::TYPE_DEST_UNREACHABLE, 9 | 10 | 13 | 15) => {
+            Some((icmpv6::TYPE_DEST_UNREACHABLE, 1))
+        }
+        (icmpv4::TYPE_DEST_UNREACHABLE, 0 | 1 | 5..=8 | 11 | 12) => {
+            Some((icmpv6::TYPE_DEST_UNREACHABLE, 0))
+        }
+        (icmpv4::TYPE_TIME_EXCEEDED, c @ (0 | 1)) => Some((icmpv6::TYPE_TIME_EXCEEDED, c)),
+        _ => None,
+    }
+}
+
+/// Translates in place the ICMPv4 error `pkt` (an Ethernet/IPv4 frame of
+/// `frame_len` bytes in `buf`, whose quote is the TCP/UDP packet the
+/// appliance sent a NAT64 connection's server) into the ICMPv6 error for
+/// its client: from `vip` to `client`, quoting the packet as the client
+/// sent it (`client` → `vip`, ports as given). `buf` needs room for the
+/// frame to grow by 40 bytes (less once the quote is cut to fit 1280
+/// bytes). The vnet header, if any, is cleared of offloads (the ICMPv6
+/// checksum is complete). Returns the new frame length, or `None` (the
+/// frame unchanged) for what is not translated.
+pub fn icmp_to_v6(
+    buf: &mut [u8],
+    frame_len: usize,
+    pkt: &Packet,
+    hdr: Option<&mut VnetHdr>,
+    (client, cport): (Ipv6Addr, u16),
+    (vip, vport): (Ipv6Addr, u16),
+) -> Option<usize> {
+    let (l3, l4, end) = (pkt.l3, pkt.l4, pkt.ip_end());
+    if pkt.kind != Kind::Ipv4
+        || pkt.proto != ipv4::PROTO_ICMP
+        || frame_len > buf.len()
+        || end > frame_len
+        || l3 != ethernet::HEADER_LEN
+    {
+        return None;
+    }
+    let (kind, code) = icmp6_kind(get_u8(buf, l4), get_u8(buf, l4 + 1))?;
+    let q = l4 + icmpv4::HEADER_LEN;
+    let qihl = usize::from(get_u8(buf, q) & 0x0f) * 4;
+    if get_u8(buf, q) >> 4 != 4 || qihl < ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let qproto = get_u8(buf, q + 9);
+    let ql4 = q + qihl;
+    if ql4 + 8 > end {
+        return None;
+    }
+    let (ck, is_udp) = l4_csum_field(qproto)?;
+    // The quoted packet's own segment length (not what is quoted of it).
+    let seg_len = usize::from(get_u16(buf, q + 2)).checked_sub(qihl)?;
+    let seg_len16 = u16::try_from(seg_len).ok()?;
+    let (qtos, qttl) = (get_u8(buf, q + 1), get_u8(buf, q + 8));
+    let qsrc = Ipv4Addr::from(get_u32(buf, q + 12));
+    let qdst = Ipv4Addr::from(get_u32(buf, q + 16));
+    let (ttl, mtu4) = (get_u8(buf, l3 + 8), get_u16(buf, l4 + 6));
+
+    // New layout: IPv6 (40), ICMPv6 (8), quoted IPv6 (40), quoted L4 cut to fit 1280.
+    let new_l4 = l3 + ipv6::HEADER_LEN;
+    let new_q = new_l4 + icmpv6::HEADER_LEN;
+    let new_ql4 = new_q + ipv6::HEADER_LEN;
+    let quoted = (end - ql4).min(icmpv6::MAX_QUOTE - ipv6::HEADER_LEN);
+    let new_end = new_ql4 + quoted;
+    if new_end > buf.len() {
+        return None;
+    }
+    let (old_sport, old_dport) = (get_u16(buf, ql4), get_u16(buf, ql4 + 2));
+    buf.copy_within(ql4..ql4 + quoted, new_ql4);
+    set_u16(buf, new_ql4, cport);
+    set_u16(buf, new_ql4 + 2, vport);
+    if ck + 2 <= quoted {
+        let c = get_u16(buf, new_ql4 + ck);
+        if !(is_udp && c == 0) {
+            let ph4 = checksum::pseudo_header_v4(qsrc, qdst, qproto, seg_len16);
+            let ph6 = checksum::pseudo_header_v6(client, vip, qproto, u32::from(seg_len16));
+            let delta = u64::from(!ph4)
+                + u64::from(ph6)
+                + checksum::delta16(old_sport, cport)
+                + checksum::delta16(old_dport, vport);
+            let c = !fold(u64::from(!c) + delta);
+            set_u16(buf, new_ql4 + ck, if is_udp { udp_finish(c) } else { c });
+        }
+    }
+    // The quoted IPv6 header: the packet as the client sent it.
+    let mut qip = Ipv6Packet::new_unchecked(buf.get_mut(new_q..new_ql4)?);
+    ipv6::Ipv6Repr {
+        src: client,
+        dst: vip,
+        next_header: qproto,
+        payload_len: seg_len16,
+        hop_limit: qttl,
+    }
+    .emit(&mut qip);
+    qip.set_traffic_class(qtos);
+    // The ICMPv6 header.
+    let icmp = buf.get_mut(new_l4..new_q)?;
+    icmp.copy_from_slice(&[kind, code, 0, 0, 0, 0, 0, 0]);
+    if kind == icmpv6::TYPE_PACKET_TOO_BIG {
+        let mtu = (u32::from(mtu4) + 20).max(icmpv6::MIN_MTU as u32);
+        set_u32(buf, new_l4 + icmpv6::field::MTU, mtu);
+    }
+    // The outer IPv6 header, from the VIP to the client.
+    let msg_len = u16::try_from(new_end - new_l4).ok()?;
+    let mut ip = Ipv6Packet::new_unchecked(buf.get_mut(l3..new_l4)?);
+    ipv6::Ipv6Repr {
+        src: vip,
+        dst: client,
+        next_header: ipv6::NH_ICMPV6,
+        payload_len: msg_len,
+        hop_limit: ttl,
+    }
+    .emit(&mut ip);
+    ip.set_traffic_class(0);
+    set_u16(buf, ethernet::field::ETHERTYPE, ETHERTYPE_IPV6);
+    let sum = checksum::l4_checksum_v6(vip, client, ipv6::NH_ICMPV6, buf.get(new_l4..new_end)?);
+    set_u16(buf, new_l4 + icmpv6::field::CHECKSUM, sum);
+    if let Some(h) = hdr {
+        *h = VnetHdr::default();
+    }
     Some(new_end)
 }

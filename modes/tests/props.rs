@@ -322,6 +322,50 @@ proptest! {
         }
     }
 
+    /// NAT64's ICMPv4 → ICMPv6 translation never panics on ICMP errors with mutated or cut
+    /// quotes, and what it emits parses as IPv6 ICMPv6 within 1280 bytes.
+    #[test]
+    fn nat64_icmp_translation_never_panics(
+        kind in prop_oneof![Just(3u8), Just(11u8), any::<u8>()],
+        code in 0u8..16,
+        quote in prop::collection::vec(any::<u8>(), 0..1500),
+        tcp_quote: bool,
+        muts in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        room in prop_oneof![Just(2048usize), 0usize..200],
+    ) {
+        // A plausible quote (IPv4 + TCP/UDP ports) the mutations then damage.
+        let mut q = quote;
+        if q.len() >= 28 {
+            q[0] = 0x45;
+            q[9] = if tcp_quote { 6 } else { 17 };
+        }
+        for (i, x) in &muts {
+            if !q.is_empty() {
+                let i = i.index(q.len());
+                q[i] ^= x;
+            }
+        }
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1])
+            .ipv4([172, 16, 0, 254], [172, 16, 0, 100], 64)
+            .icmpv4_raw(kind, code, [0, 0, 5, 0x78])
+            .write(&mut frame, &q)
+            .unwrap();
+        let Ok(p) = parse(&frame) else {
+            return Ok(());
+        };
+        let mut buf = frame.clone();
+        buf.resize(frame.len().max(room), 0);
+        let c6: std::net::Ipv6Addr = "2001:db8:c::2".parse().unwrap();
+        let v6: std::net::Ipv6Addr = "2001:db8:f::80".parse().unwrap();
+        if let Some(n) = modes::nat64::icmp_to_v6(&mut buf, frame.len(), &p, None, (c6, 1), (v6, 2)) {
+            prop_assert!(n <= 14 + 1280);
+            let out = parse(&buf[..n]);
+            prop_assert!(out.is_ok_and(|o| o.is_icmpv6()), "{:?}", parse(&buf[..n]));
+            prop_assert_eq!(checksum::l4_checksum_v6(v6, c6, 58, &buf[54..n]), 0);
+        }
+    }
+
     #[test]
     fn reply_builders_never_panic_and_emit_valid_frames(
         spec in arb_spec(),

@@ -1214,3 +1214,110 @@ fn eui64_link_local() {
         "fe80::5054:ff:fe12:3456".parse::<Ipv6Addr>().unwrap()
     );
 }
+
+/// An ICMPv4 error (`kind`, `code`, bytes 4..8 `rest`) from a router to a NAT64 local address,
+/// quoting `quote` (an IPv4 packet the appliance sent to the IPv4 server).
+fn icmp4_error(kind: u8, code: u8, rest: [u8; 4], quote: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 1])
+        .ipv4([172, 16, 0, 254], [172, 16, 0, 100], 64)
+        .icmpv4_raw(kind, code, rest)
+        .write(&mut f, quote)
+        .unwrap();
+    f
+}
+
+/// The IPv4 packet a NAT64 connection's client packet became: 172.16.0.100:5000 →
+/// 172.16.0.6:8080, TCP with `data`.
+fn quoted_tcp4(data: &[u8]) -> Vec<u8> {
+    let mut q = Vec::new();
+    PacketBuilder::ipv4([172, 16, 0, 100], [172, 16, 0, 6], 63)
+        .tcp(5000, 8080, 1, 64240)
+        .write(&mut q, data)
+        .unwrap();
+    q
+}
+
+#[test]
+fn nat64_icmp_errors_become_the_clients_icmpv6_errors() {
+    let (c6, v6) = (a("2001:db8:c::2"), a("2001:db8:f::80"));
+    let (c, v) = (c6, v6);
+    let translate = |f: &[u8]| {
+        let p = parse(f).unwrap();
+        let mut buf = vec![0u8; 2000];
+        buf[..f.len()].copy_from_slice(f);
+        let mut h = modes::wire::vnet::VnetHdr::default();
+        let n =
+            modes::nat64::icmp_to_v6(&mut buf, f.len(), &p, Some(&mut h), (c6, 40000), (v6, 80))?;
+        buf.truncate(n);
+        Some(buf)
+    };
+    // Fragmentation needed (MTU 1400): Packet Too Big with 1420, the quote is the client's
+    // packet (client → VIP, its ports), its TCP checksum right for that packet.
+    let q = quoted_tcp4(b"0123456789");
+    let out = translate(&icmp4_error(3, 4, [0, 0, 0x05, 0x78], &q)).unwrap();
+    assert_eq!(out.len(), 14 + 40 + 8 + 40 + 30);
+    let s = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        panic!("not IPv6")
+    };
+    assert_eq!(
+        (ip.header().source_addr(), ip.header().destination_addr()),
+        (v6, c6)
+    );
+    assert_eq!(ip.header().hop_limit(), 64);
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1420 });
+    assert_eq!(checksum::l4_checksum_v6(v, c, 58, icmp.slice()), 0);
+    let quoted = &icmp.slice()[8..];
+    let qip = etherparse::Ipv6HeaderSlice::from_slice(quoted).unwrap();
+    assert_eq!((qip.source_addr(), qip.destination_addr()), (c6, v6));
+    assert_eq!((qip.payload_length(), qip.hop_limit()), (30, 63));
+    assert_eq!(u8::from(qip.next_header()), 6);
+    let seg = &quoted[40..];
+    assert_eq!(&seg[..4], &[0x9c, 0x40, 0, 80], "ports 40000 → 80");
+    assert_eq!(&seg[20..], b"0123456789");
+    assert_eq!(
+        checksum::l4_checksum_v6(c, v, 6, seg),
+        0,
+        "quoted TCP checksum"
+    );
+
+    // A small MTU still gives at least the IPv6 minimum.
+    let out = translate(&icmp4_error(3, 4, [0, 0, 0x02, 0x40], &q)).unwrap();
+    let s = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(icmp.icmp_type(), Icmpv6Type::PacketTooBig { mtu: 1280 });
+
+    // Unreachable codes and time exceeded map as RFC 7915 says.
+    for (kind, code, want) in [
+        (3u8, 3u8, (1u8, 4u8)),
+        (3, 1, (1, 0)),
+        (3, 13, (1, 1)),
+        (11, 0, (3, 0)),
+        (11, 1, (3, 1)),
+    ] {
+        let out = translate(&icmp4_error(kind, code, [0; 4], &q)).unwrap();
+        assert_eq!((out[54], out[55]), want, "ICMPv4 {kind}/{code}");
+        assert_eq!(checksum::l4_checksum_v6(v, c, 58, &out[54..]), 0);
+    }
+    // Not translated: parameter problem, redirect, an unknown unreachable code, a quote
+    // that is not TCP/UDP or too short.
+    for (kind, code) in [(12u8, 0u8), (5, 1), (3, 14)] {
+        assert!(translate(&icmp4_error(kind, code, [0; 4], &q)).is_none());
+    }
+    assert!(translate(&icmp4_error(3, 3, [0; 4], &q[..26])).is_none());
+
+    // A long quote is cut so the ICMPv6 error fits 1280 bytes.
+    let big: Vec<u8> = (0..1400).map(|i| i as u8).collect();
+    let q = quoted_tcp4(&big);
+    let out = translate(&icmp4_error(3, 3, [0; 4], &q)).unwrap();
+    assert_eq!(out.len(), 14 + 1280);
+    assert_eq!(checksum::l4_checksum_v6(v, c, 58, &out[54..]), 0);
+    // The quoted header still says the client's packet's full length.
+    assert_eq!(u16::from_be_bytes([out[66], out[67]]), 1420);
+}

@@ -1211,15 +1211,34 @@ impl Pipeline {
         };
         let c = self.table.get(fd.slot);
         let (vaddr, vport, caddr, cport, xmit) = (c.vaddr, c.vport, c.caddr, c.cport, c.xmit);
-        if caddr.is_ipv6() != (pkt.kind == Kind::Ipv6) {
-            // NAT64: an ICMP error about the IPv4 side is not translated to ICMPv6.
+        // NAT64: an ICMP error from the IPv4 side becomes the client's ICMPv6 error: 40 bytes
+        // longer, its quote cut to fit the IPv6 minimum MTU.
+        let nat64 = caddr.is_ipv6() && pkt.kind == Kind::Ipv4;
+        if caddr.is_ipv6() != (pkt.kind == Kind::Ipv6) && !nat64 {
             return self.drop(Drop::IcmpIgnored);
         }
-        let path =
-            match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), Encap::None) {
-                Ok(p) => p,
-                Err(v) => return v,
+        let encap = if nat64 {
+            let len = i64::from(pkt.ip_total_len);
+            let grow = ((len + 40).min(modes::wire::icmpv6::MIN_MTU as i64) - len).clamp(-128, 40);
+            Encap::Translate { grow: grow as i8 }
+        } else {
+            Encap::None
+        };
+        let path = match self.output_route(env, sink, port, buf, f, Target::Lookup(caddr), encap) {
+            Ok(p) => p,
+            Err(v) => return v,
+        };
+        if let (true, IpAddr::V6(v6), IpAddr::V6(c6)) = (nat64, vaddr, caddr) {
+            let mut f = *f;
+            let to = |b: &mut [u8], n, p: &Packet, _, h: &mut VnetHdr| {
+                modes::nat64::icmp_to_v6(b, n, p, Some(h), (c6, cport), (v6, vport))
             };
+            if !Self::translate(buf, &mut f, to) {
+                return self.drop(Drop::IcmpIgnored);
+            }
+            self.c.fwd_out += 1;
+            return self.transmit(env, sink, buf, &f, path);
+        }
         let frame = &mut buf[VNET_HDR_LEN..f.len];
         let done = if let Xmit::FullNat { .. } = xmit {
             icmp_nat::rewrite_inner(frame, &pkt, caddr, cport, vaddr, vport)
