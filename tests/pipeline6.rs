@@ -13,43 +13,25 @@
 //! The snapshot is built from the config's ports and routes and hand-made services: the
 //! control table (tapvsadm's model) does not hold IPv6 services yet.
 
+#[path = "common/rig6.rs"]
+mod rig6;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 use modes::Forward;
-use tapvs::datapath::acl::Access;
+use rig6::{client, ip, one_real as service, vip6, Rig, CLIENT_MAC, EXT, EXT_MAC, INT, INT_MAC};
 use tapvs::datapath::ha::{Standby, NO_STANDBY};
-use tapvs::datapath::neigh::{NeighCache, NeighEvent, NeighTable};
-use tapvs::datapath::persist::Templates;
-use tapvs::datapath::pipeline::{Env, Pipeline, Sink, Verdict};
-use tapvs::datapath::route::Router;
-use tapvs::datapath::service::{Service, Snapshot};
+use tapvs::datapath::neigh::NeighEvent;
+use tapvs::datapath::pipeline::Verdict;
 use tapvs::datapath::stats::Drop;
-use tapvs::datapath::tcp_state::Timeouts;
-use tapvs::sys::tap::MAX_FRAME;
-
-const EXT: usize = 0;
-const INT: usize = 1;
-const EXT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const INT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x02];
-
-fn ip(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
 
 fn ext6() -> Ipv6Addr {
     ip("2001:db8:c::1")
 }
 fn int6() -> Ipv6Addr {
     ip("2001:db8:5::1")
-}
-fn client() -> Ipv6Addr {
-    ip("2001:db8:c::2")
-}
-fn vip6() -> Ipv6Addr {
-    ip("2001:db8:f::80")
 }
 fn rs_nat() -> Ipv6Addr {
     ip("2001:db8:5::2")
@@ -76,90 +58,23 @@ fn mac_of(a: Ipv6Addr) -> [u8; 6] {
     [0x02, 0x5e, 0x66, o[13], o[14], o[15]]
 }
 
-const CONFIG: &str = r#"
-workers = 1
-max_connections = 1000
-
-[[port]]
-name = "ext"
-tap = "t6-ext"
-mac = "02:00:00:00:00:01"
-addresses = ["10.0.0.1/24", "2001:db8:c::1/64"]
-
-[[port]]
-name = "int"
-tap = "t6-int"
-mac = "02:00:00:00:00:02"
-addresses = ["172.16.0.1/24", "2001:db8:5::1/64"]
-mtu = 1400
-"#;
-
-fn service(vport: u16, real: impl Into<IpAddr>, rport: u16, fwd: Forward, id: u32) -> Service {
-    let dests = vec![Arc::new(sched::Dest::new(real.into(), rport, 1))];
-    let sched: Arc<dyn sched::Scheduler> =
-        sched::build(&sched::SchedSpec::new("rr".to_string()), &dests)
-            .unwrap()
-            .into();
-    Service {
-        proto: modes::Protocol::Tcp,
-        vip: IpAddr::V6(vip6()),
-        vport,
-        dests,
-        dest_ids: vec![id],
-        forward: vec![fwd],
-        sched,
-        persistent: None,
-        netmask: u128::MAX,
-        ops: false,
-        local_addresses: Arc::from(Vec::<IpAddr>::new()),
-        toa: false,
-        toa_on_syn: false,
-        sloppy_tcp: false,
-        access: Access::default(),
-        synproxy: false,
-    }
-}
-
-#[derive(Default)]
-struct Collect(Vec<(usize, Vec<u8>)>);
-
-impl Sink for Collect {
-    fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
-
-struct Rig {
-    pipe: Pipeline,
-    snap: Snapshot,
-    cache: NeighCache,
-    neigh: NeighTable,
-    templates: Templates,
-    standby: Standby,
-    sink: Collect,
-}
-
 impl Rig {
+    /// The rig with a NAT, a DR, a FullNAT (IPv6 local address, TOA), a TUN and a NAT64
+    /// service on VIP6 ports 80..=84; the server side's MTU 1400.
     fn new() -> Rig {
         Rig::with_mtu(1400)
     }
 
-    /// A rig whose server-side port has MTU `mtu`.
+    /// [`Rig::new`] with the server side's MTU `mtu`.
     fn with_mtu(mtu: u32) -> Rig {
-        let config = CONFIG.replace("mtu = 1400", &format!("mtu = {mtu}"));
-        let cfg = tapvs::config::parse(&config, std::path::Path::new("t6.toml")).unwrap();
-        let ports = Snapshot::ports_of(&cfg);
-        let router = Router::new(&cfg.ports, &cfg.routes);
         let mut fnat = service(82, rs_fnat(), 8082, Forward::FullNat, 2);
         fnat.local_addresses = Arc::from(vec![IpAddr::V6(lip6())]);
         fnat.toa = true;
         let mut nat64 = service(84, RS64, 8084, Forward::FullNat, 4);
         nat64.local_addresses = Arc::from(vec![IpAddr::V4(LIP4)]);
         nat64.toa = true;
-        let snap = Snapshot::new(
-            ports,
-            router,
+        Rig::build(
+            mtu,
             vec![
                 service(80, rs_nat(), 8080, Forward::Nat, 0),
                 service(81, rs_dr(), 81, Forward::Dr, 1),
@@ -167,72 +82,7 @@ impl Rig {
                 service(83, rs_tun(), 83, Forward::Tun, 3),
                 nat64,
             ],
-        );
-        let mut pipe = Pipeline::new(0, 1, 1000, Timeouts::new(900, 120, 300));
-        pipe.reserve_dests(5);
-        let mut r = Rig {
-            pipe,
-            snap,
-            cache: NeighCache::new(100, 300),
-            neigh: NeighTable::default(),
-            templates: Templates::default(),
-            standby: NO_STANDBY.clone(),
-            sink: Collect::default(),
-        };
-        r.learn(client(), EXT, CLIENT_MAC);
-        r
-    }
-
-    fn learn(&mut self, a: impl Into<IpAddr>, port: usize, mac: [u8; 6]) {
-        self.cache.learn(a, mac, port, 10);
-        if let Some(t) = self.cache.take_update() {
-            self.neigh = t;
-        }
-    }
-
-    fn feed(&mut self, port: usize, frame: &[u8]) -> Verdict {
-        self.feed_vnet(port, [0; 12], frame)
-    }
-
-    /// Feeds `frame` behind the virtio-net header `vnet`.
-    fn feed_vnet(&mut self, port: usize, vnet: [u8; 12], frame: &[u8]) -> Verdict {
-        let mut buf = vec![0u8; MAX_FRAME];
-        buf[..12].copy_from_slice(&vnet);
-        buf[12..12 + frame.len()].copy_from_slice(frame);
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: 10_000,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe.process(
-            &env,
-            port,
-            &mut buf,
-            12 + frame.len(),
-            false,
-            &mut self.sink,
         )
-    }
-
-    /// The frames sent since the last call, with their virtio-net headers.
-    fn sent_vnet(&mut self) -> Vec<(usize, Vec<u8>)> {
-        std::mem::take(&mut self.sink.0)
-    }
-
-    /// The frames sent since the last call, without their virtio-net headers.
-    fn sent(&mut self) -> Vec<(usize, Vec<u8>)> {
-        std::mem::take(&mut self.sink.0)
-            .into_iter()
-            .map(|(p, f)| (p, f[12..].to_vec()))
-            .collect()
-    }
-
-    fn drops(&mut self, d: Drop) -> u64 {
-        self.pipe.counters().drops[d as usize]
     }
 }
 

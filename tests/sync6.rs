@@ -7,56 +7,24 @@
 //! packets are forwarded to them. An independent decoder: tshark's IPVS dissector reads a
 //! message of IPv6 entries (NAT and FullNAT) with their addresses, ports and sizes.
 
+#[path = "common/rig6.rs"]
+mod rig6;
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 use modes::wire::ipvs_sync::{flags, MessageBuilder, SyncConn, SyncMessage};
 use modes::Forward;
-use tapvs::datapath::acl::Access;
+use rig6::{client, ip, vip6, Rig, CLIENT_MAC, EXT, EXT_MAC, INT, INT_MAC};
 use tapvs::datapath::conn::{FlowKey, Xmit};
 use tapvs::datapath::ha::Standby;
-use tapvs::datapath::neigh::{NeighCache, NeighTable};
-use tapvs::datapath::persist::Templates;
-use tapvs::datapath::pipeline::{Env, Pipeline, Sink, SyncDrop, Verdict};
-use tapvs::datapath::route::Router;
-use tapvs::datapath::service::{Service, Snapshot};
-use tapvs::datapath::tcp_state::{State, Timeouts};
-use tapvs::sys::tap::MAX_FRAME;
+use tapvs::datapath::pipeline::Verdict;
+use tapvs::datapath::service::Service;
+use tapvs::datapath::tcp_state::State;
 
-const EXT: usize = 0;
-const INT: usize = 1;
-const EXT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const INT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 0x02];
 const RS_MAC: [u8; 6] = [0x02, 0x5e, 0, 0, 0, 0x02];
 
-const CONFIG: &str = r#"
-workers = 1
-max_connections = 1000
-
-[[port]]
-name = "ext"
-tap = "s6-ext"
-mac = "02:00:00:00:00:01"
-addresses = ["10.0.0.1/24", "2001:db8:c::1/64"]
-
-[[port]]
-name = "int"
-tap = "s6-int"
-mac = "02:00:00:00:00:02"
-addresses = ["172.16.0.1/24", "2001:db8:5::1/64"]
-"#;
-
-fn ip(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
-fn client() -> Ipv6Addr {
-    ip("2001:db8:c::2")
-}
-fn vip6() -> Ipv6Addr {
-    ip("2001:db8:f::80")
-}
 fn rs() -> Ipv6Addr {
     ip("2001:db8:5::2")
 }
@@ -64,118 +32,25 @@ fn lip6() -> Ipv6Addr {
     ip("2001:db8:5::100")
 }
 
+/// A TCP service on `[VIP6]:vport` with the real server `[rs]:8080` by `fwd`.
 fn service(vport: u16, fwd: Forward, id: u32) -> Service {
-    let dests = vec![Arc::new(sched::Dest::new(IpAddr::V6(rs()), 8080, 1))];
-    let sched: Arc<dyn sched::Scheduler> =
-        sched::build(&sched::SchedSpec::new("rr".to_string()), &dests)
-            .unwrap()
-            .into();
-    Service {
-        proto: modes::Protocol::Tcp,
-        vip: IpAddr::V6(vip6()),
-        vport,
-        dests,
-        dest_ids: vec![id],
-        forward: vec![fwd],
-        sched,
-        persistent: None,
-        netmask: u128::MAX,
-        ops: false,
-        local_addresses: Arc::from(Vec::<IpAddr>::new()),
-        toa: false,
-        toa_on_syn: false,
-        sloppy_tcp: false,
-        access: Access::default(),
-        synproxy: false,
-    }
-}
-
-#[derive(Default)]
-struct Collect(Vec<(usize, Vec<u8>)>);
-
-impl Sink for Collect {
-    fn send(&mut self, port: usize, frame: &[u8]) -> bool {
-        self.0.push((port, frame.to_vec()));
-        true
-    }
-}
-
-struct Rig {
-    pipe: Pipeline,
-    snap: Snapshot,
-    neigh: NeighTable,
-    templates: Templates,
-    standby: Standby,
-    sink: Collect,
+    rig6::one_real(vport, rs(), 8080, fwd, id)
 }
 
 impl Rig {
+    /// The rig with a NAT (port 80) and a FullNAT (port 82, IPv6 local address) service, the
+    /// real server resolved; the sync master's role when `sync_master`, else the backup's.
     fn new(sync_master: bool) -> Rig {
-        let cfg = tapvs::config::parse(CONFIG, std::path::Path::new("s6.toml")).unwrap();
         let mut fnat = service(82, Forward::FullNat, 1);
         fnat.local_addresses = Arc::from(vec![IpAddr::V6(lip6())]);
-        let snap = Snapshot::new(
-            Snapshot::ports_of(&cfg),
-            Router::new(&cfg.ports, &cfg.routes),
-            vec![service(80, Forward::Nat, 0), fnat],
-        );
-        let mut pipe = Pipeline::new(0, 1, 1000, Timeouts::new(900, 120, 300));
-        pipe.reserve_dests(2);
-        let mut cache = NeighCache::new(100, 300);
-        cache.learn(client(), CLIENT_MAC, EXT, 10);
-        cache.learn(rs(), RS_MAC, INT, 10);
-        let mut neigh = NeighTable::default();
-        while let Some(t) = cache.take_update() {
-            neigh = t;
-        }
-        let standby = Standby {
+        let mut rig = Rig::build(1500, vec![service(80, Forward::Nat, 0), fnat]);
+        rig.learn(rs(), INT, RS_MAC);
+        rig.standby = Standby {
             sync_master,
             sync_port: 8848,
             ..tapvs::datapath::ha::NO_STANDBY.clone()
         };
-        Rig {
-            pipe,
-            snap,
-            neigh,
-            templates: Templates::default(),
-            standby,
-            sink: Collect::default(),
-        }
-    }
-
-    fn apply(&mut self, e: &SyncConn) -> Result<(), SyncDrop> {
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: 10_000,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe.sync_apply(&env, e)
-    }
-
-    fn feed(&mut self, port: usize, frame: &[u8]) -> Verdict {
-        let mut buf = vec![0u8; MAX_FRAME];
-        buf[12..12 + frame.len()].copy_from_slice(frame);
-        let env = Env {
-            snap: &self.snap,
-            neigh: &self.neigh,
-            templates: &self.templates,
-            now_ms: 10_000,
-            expire_nodest: false,
-            host_stack: false,
-            standby: &self.standby,
-        };
-        self.pipe.process(
-            &env,
-            port,
-            &mut buf,
-            12 + frame.len(),
-            false,
-            &mut self.sink,
-        )
+        rig
     }
 }
 
@@ -399,12 +274,7 @@ fn master_skips_and_counts_nat64_connections() {
     svc.local_addresses = Arc::from(vec![IpAddr::V4(lip4)]);
     rig.snap.with_service(Arc::new(svc));
     rig.pipe.reserve_dests(3);
-    let mut cache = NeighCache::new(100, 300);
-    cache.learn(client(), CLIENT_MAC, EXT, 10);
-    cache.learn(rs4, RS_MAC, INT, 10);
-    while let Some(t) = cache.take_update() {
-        rig.neigh = t;
-    }
+    rig.learn(rs4, INT, RS_MAC);
     let to_vip = (EXT_MAC, CLIENT_MAC);
     let syn = tcp(to_vip, (client(), 40000), (vip6(), 83), "S");
     assert!(matches!(
