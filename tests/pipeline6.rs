@@ -58,6 +58,22 @@ fn mac_of(a: Ipv6Addr) -> [u8; 6] {
     [0x02, 0x5e, 0x66, o[13], o[14], o[15]]
 }
 
+/// The verdict of a frame forwarded to the client.
+fn to_client() -> Verdict {
+    Verdict::Transmit {
+        port: EXT,
+        hop: IpAddr::V6(client()),
+    }
+}
+
+/// The verdict of a frame forwarded on the server side to next hop `hop`.
+fn to_int(hop: impl Into<IpAddr>) -> Verdict {
+    Verdict::Transmit {
+        port: INT,
+        hop: hop.into(),
+    }
+}
+
 impl Rig {
     /// The rig with a NAT, a DR, a FullNAT (IPv6 local address, TOA), a TUN and a NAT64
     /// service on VIP6 ports 80..=84; the server side's MTU 1400.
@@ -221,13 +237,7 @@ fn nat_rewrites_a_tcp_syn_to_the_real_server_and_the_reply_back() {
         true,
         &[],
     );
-    assert_eq!(
-        rig.feed(EXT, &syn),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V6(rs_nat())
-        }
-    );
+    assert_eq!(rig.feed(EXT, &syn), to_int(rs_nat()));
     // Destination rewritten, hop limit decremented, checksum as a full recomputation gives.
     let want = tcp(
         (mac_of(rs_nat()), INT_MAC),
@@ -259,13 +269,7 @@ fn nat_rewrites_a_tcp_syn_to_the_real_server_and_the_reply_back() {
         false,
         b"hello",
     );
-    assert_eq!(
-        rig.feed(INT, &reply),
-        Verdict::Transmit {
-            port: EXT,
-            hop: IpAddr::V6(client())
-        }
-    );
+    assert_eq!(rig.feed(INT, &reply), to_client());
     let want = tcp(
         (CLIENT_MAC, EXT_MAC),
         (vip6(), 80),
@@ -493,13 +497,7 @@ fn fullnat_rewrites_both_ends_and_the_handshake_ack_carries_the_ipv6_toa() {
         true,
         &[],
     );
-    assert_eq!(
-        rig.feed(EXT, &syn),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V6(rs_fnat())
-        }
-    );
+    assert_eq!(rig.feed(EXT, &syn), to_int(rs_fnat()));
     let t = rig.pipe.table();
     let fd = t
         .lookup(&tapvs::datapath::conn::FlowKey::new(
@@ -644,13 +642,7 @@ fn tun_encapsulates_a_syn_in_ipv6_with_its_mss_clamped() {
         64,
         1460,
     );
-    assert_eq!(
-        rig.feed(EXT, &syn),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V6(rs_tun())
-        }
-    );
+    assert_eq!(rig.feed(EXT, &syn), to_int(rs_tun()));
     let sent = rig.sent();
     assert_eq!(sent.len(), 1);
     let (port, f) = &sent[0];
@@ -738,13 +730,7 @@ fn tun_segments_an_ipv6_gso_superframe_before_encapsulating() {
     assert!(matches!(rig.feed(EXT, &syn), Verdict::Transmit { .. }));
     rig.sent();
     let (h, frame) = gso6(40022, 83);
-    assert_eq!(
-        rig.feed_vnet(EXT, h, &frame),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V6(rs_tun())
-        }
-    );
+    assert_eq!(rig.feed_vnet(EXT, h, &frame), to_int(rs_tun()));
     let sent = rig.sent_vnet();
     assert_eq!(sent.len(), 3);
     let mut data = Vec::new();
@@ -804,13 +790,7 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
         64,
         1460,
     );
-    assert_eq!(
-        rig.feed(EXT, &syn),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V4(RS64)
-        }
-    );
+    assert_eq!(rig.feed(EXT, &syn), to_int(RS64));
     let t = rig.pipe.table();
     let fd = t
         .lookup(&tapvs::datapath::conn::FlowKey::new(
@@ -851,13 +831,7 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
         .ipv4(RS64.octets(), LIP4.octets(), 64)
         .write(&mut err, etherparse::IpNumber::ICMP, &msg)
         .unwrap();
-    assert_eq!(
-        rig.feed(INT, &err),
-        Verdict::Transmit {
-            port: EXT,
-            hop: IpAddr::V6(client())
-        }
-    );
+    assert_eq!(rig.feed(INT, &err), to_client());
     let sent = rig.sent();
     let e = &sent[0].1;
     assert_eq!(sent.len(), 1);
@@ -897,13 +871,7 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
         .ack(5000);
     let mut back = Vec::new();
     b.write(&mut back, b"hello").unwrap();
-    assert_eq!(
-        rig.feed(INT, &back),
-        Verdict::Transmit {
-            port: EXT,
-            hop: IpAddr::V6(client())
-        }
-    );
+    assert_eq!(rig.feed(INT, &back), to_client());
     let want = tcp(
         (CLIENT_MAC, EXT_MAC),
         (vip6(), 84),
@@ -1043,13 +1011,7 @@ fn icmpv6_errors_about_a_nat_connection_go_back_to_the_client_from_the_vip() {
     let fwd = rig.sent().remove(0).1;
     // The server-side path's error quotes the SYN as forwarded (client → RIP:8080).
     let ptb = ptb_from_router(client(), &fwd[14..]);
-    assert_eq!(
-        rig.feed(INT, &ptb),
-        Verdict::Transmit {
-            port: EXT,
-            hop: IpAddr::V6(client())
-        }
-    );
+    assert_eq!(rig.feed(INT, &ptb), to_client());
     // The client sees its own SYN (client → VIP:80, checksum still valid) quoted.
     let want = tcp(
         (mac_of(rs_nat()), INT_MAC),
@@ -1091,13 +1053,7 @@ fn icmpv6_errors_about_a_fullnat_connection_are_translated_on_both_ends() {
     assert_eq!(&fwd[14 + 8..14 + 24], &lip6().octets());
     // The error goes to the local address, quoting LIP:lport → RIP:8082.
     let ptb = ptb_from_router(lip6(), &fwd[14..]);
-    assert_eq!(
-        rig.feed(INT, &ptb),
-        Verdict::Transmit {
-            port: EXT,
-            hop: IpAddr::V6(client())
-        }
-    );
+    assert_eq!(rig.feed(INT, &ptb), to_client());
     // The quote as the client sent it (the MSS-clamped SYN: its option is what the server saw).
     let mut want = fwd[14..].to_vec();
     want[8..24].copy_from_slice(&client().octets());
@@ -1188,13 +1144,7 @@ fn a_down_ipv6_vip_is_neither_solicited_nor_forwarded() {
     rig.standby.down.clear();
     assert_eq!(rig.feed(EXT, &ns(vip6())), Verdict::Answer);
     assert_eq!(rig.sent(), vec![(EXT, na_for(vip6(), EXT_MAC))]);
-    assert_eq!(
-        rig.feed(EXT, &syn),
-        Verdict::Transmit {
-            port: INT,
-            hop: IpAddr::V6(rs_nat())
-        }
-    );
+    assert_eq!(rig.feed(EXT, &syn), to_int(rs_nat()));
 }
 
 /// VRRP version 3 over IPv6: an advert to ff02::12 is handed to the VRRP thread when VRRP
