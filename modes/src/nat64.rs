@@ -66,6 +66,34 @@ fn l4_csum_field(proto: u8) -> Option<(usize, bool)> {
     }
 }
 
+/// Where a TCP/UDP packet of family `kind` lies in `buf[..frame_len]`:
+/// (L4 checksum offset, UDP, L3 offset, L4 offset, end of the IP packet),
+/// or `None` unless it is such a packet right after the Ethernet header,
+/// with its checksum field inside.
+fn segment(
+    buf: &[u8],
+    frame_len: usize,
+    pkt: &Packet,
+    kind: Kind,
+) -> Option<(usize, bool, usize, usize, usize)> {
+    let (ck, is_udp) = l4_csum_field(pkt.proto)?;
+    let (l3, l4, end) = (pkt.l3, pkt.l4, pkt.ip_end());
+    let min_l3 = match kind {
+        Kind::Ipv6 => ipv6::HEADER_LEN,
+        _ => ipv4::MIN_HEADER_LEN,
+    };
+    if pkt.kind != kind
+        || frame_len > buf.len()
+        || end > frame_len
+        || l3 != ethernet::HEADER_LEN
+        || l4 < l3 + min_l3
+        || l4 + ck + 2 > end
+    {
+        return None;
+    }
+    Some((ck, is_udp, l3, l4, end))
+}
+
 /// Moves the vnet header's offsets by `delta` bytes (negative: the L3
 /// header got shorter) and sets its GSO type to `gso` (ECN kept) if it is
 /// a TCP GSO frame.
@@ -109,17 +137,7 @@ pub fn to_v4(
     let (IpAddr::V6(old_src), IpAddr::V6(old_dst)) = (pkt.src, pkt.dst) else {
         return None;
     };
-    let (ck, is_udp) = l4_csum_field(pkt.proto)?;
-    let (l3, l4, end) = (pkt.l3, pkt.l4, pkt.ip_end());
-    if pkt.kind != Kind::Ipv6
-        || frame_len > buf.len()
-        || end > frame_len
-        || l3 != ethernet::HEADER_LEN
-        || l4 < l3 + ipv6::HEADER_LEN
-        || l4 + ck + 2 > end
-    {
-        return None;
-    }
+    let (ck, is_udp, l3, l4, end) = segment(buf, frame_len, pkt, Kind::Ipv6)?;
     let seg_len = end - l4;
     let total = u16::try_from(seg_len + ipv4::MIN_HEADER_LEN).ok()?;
     let seg_len16 = seg_len as u16;
@@ -188,17 +206,7 @@ pub fn to_v6(
     let (IpAddr::V4(old_src), IpAddr::V4(old_dst)) = (pkt.src, pkt.dst) else {
         return None;
     };
-    let (ck, is_udp) = l4_csum_field(pkt.proto)?;
-    let (l3, l4, end) = (pkt.l3, pkt.l4, pkt.ip_end());
-    if pkt.kind != Kind::Ipv4
-        || frame_len > buf.len()
-        || end > frame_len
-        || l3 != ethernet::HEADER_LEN
-        || l4 < l3 + ipv4::MIN_HEADER_LEN
-        || l4 + ck + 2 > end
-    {
-        return None;
-    }
+    let (ck, is_udp, l3, l4, end) = segment(buf, frame_len, pkt, Kind::Ipv4)?;
     let seg_len = end - l4;
     let seg_len16 = u16::try_from(seg_len).ok()?;
     let new_l4 = l3 + ipv6::HEADER_LEN;
