@@ -1,7 +1,7 @@
 //! `tapvs import-keepalived` end to end: five keepalived.conf files of increasing size
 //! (`tests/import/1.conf` .. `5.conf`, the fifth with globbed includes, a virtual_server_group,
-//! several checkers, VRRP, sync and unsupported keywords) convert to the TOML and stderr report
-//! of their goldens (`N.toml`, `N.stderr`; `TAPVS_BLESS=1` rewrites them); every output passes
+//! several checkers, VRRP, sync and unsupported keywords) and an IPv6 one (`6.conf`, on the
+//! dual-stack ports of `ports6.toml`) convert to the TOML and stderr report of their goldens (`N.toml`, `N.stderr`; `TAPVS_BLESS=1` rewrites them); every output passes
 //! `tapvs check`; `--strict` fails exactly when keywords were ignored; without `--ports` the
 //! ports are commented placeholders; syntax errors name file and line. Two converted configs
 //! run a daemon in a namespace lab whose `tapvsadm -L -n` listing matches a golden (`N.list`).
@@ -57,45 +57,43 @@ fn scratch(name: &str) -> PathBuf {
     d.join(name)
 }
 
+/// Converts `N.conf` with the `[[port]]` sections of `ports` and compares the TOML, the
+/// report and `tapvs check --list`'s start-up listing with their goldens; `--strict` fails
+/// exactly when keywords were ignored. Returns the TOML and the report.
+fn converts_to_its_goldens(i: usize, ports: &str) -> (String, String) {
+    let conf = format!("tests/import/{i}.conf");
+    let out = tapvs(&["import-keepalived", "--ports", ports, &conf]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{conf}: {:?}\n{stderr}", out.status);
+    golden(&format!("{i}.toml"), &stdout);
+    golden(&format!("{i}.stderr"), &stderr);
+    let f = scratch(&format!("{i}.toml"));
+    std::fs::write(&f, &stdout).unwrap();
+    let check = tapvs(&["check", "--list", "--config", f.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&f);
+    assert!(
+        check.status.success(),
+        "{conf}: tapvs check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // The table the converted config gives at start, as `tapvsadm -L -n` lists it (the
+    // first line of `check` names the scratch file).
+    let listing = String::from_utf8(check.stdout).unwrap();
+    let listing = listing.split_once('\n').map_or("", |x| x.1);
+    golden(&format!("{i}.start.list"), listing);
+    // --strict fails exactly when something was ignored.
+    let strict = tapvs(&["import-keepalived", "--strict", "--ports", ports, &conf]);
+    let ignored = stderr.contains("has no tapvs equivalent");
+    assert_eq!(strict.status.code(), Some(i32::from(ignored)), "{conf}");
+    assert_eq!(String::from_utf8(strict.stdout).unwrap(), stdout);
+    (stdout, stderr)
+}
+
 #[test]
 fn five_configs_convert_to_their_goldens_and_pass_check() {
     for i in 1..=5 {
-        let conf = format!("tests/import/{i}.conf");
-        let out = tapvs(&[
-            "import-keepalived",
-            "--ports",
-            "tests/import/ports.toml",
-            &conf,
-        ]);
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(out.status.success(), "{conf}: {:?}\n{stderr}", out.status);
-        golden(&format!("{i}.toml"), &stdout);
-        golden(&format!("{i}.stderr"), &stderr);
-        let f = scratch(&format!("{i}.toml"));
-        std::fs::write(&f, &stdout).unwrap();
-        let check = tapvs(&["check", "--list", "--config", f.to_str().unwrap()]);
-        assert!(
-            check.status.success(),
-            "{conf}: tapvs check: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        // The table the converted config gives at start, as `tapvsadm -L -n` lists it (the
-        // first line of `check` names the scratch file).
-        let listing = String::from_utf8(check.stdout).unwrap();
-        let listing = listing.split_once('\n').map_or("", |x| x.1);
-        golden(&format!("{i}.start.list"), listing);
-        // --strict fails exactly when something was ignored.
-        let strict = tapvs(&[
-            "import-keepalived",
-            "--strict",
-            "--ports",
-            "tests/import/ports.toml",
-            &conf,
-        ]);
-        let ignored = stderr.contains("has no tapvs equivalent");
-        assert_eq!(strict.status.code(), Some(i32::from(ignored)), "{conf}");
-        assert_eq!(String::from_utf8(strict.stdout).unwrap(), stdout);
+        converts_to_its_goldens(i, "tests/import/ports.toml");
     }
     // The sizes increase, and the largest has the unsupported keywords reported by line.
     let lines = |f: &str| {
@@ -134,6 +132,37 @@ fn five_configs_convert_to_their_goldens_and_pass_check() {
     );
     assert!(!report.contains("'vrrp_sync_group'"), "{report}");
     let _ = std::fs::remove_dir_all(scratch("x").parent().unwrap());
+}
+
+/// keepalived's IPv6 (`6.conf`: NAT and DR services with checks, a virtual_server_group of
+/// IPv6 members, IPv6 instances with unicast peers) comes over in the bracketed syntax on
+/// dual-stack ports; the other family, where tapvs has one, is reported by line.
+#[test]
+fn ipv6_config_converts_to_its_golden_and_passes_check() {
+    let (toml, report) = converts_to_its_goldens(6, "tests/import/ports6.toml");
+    for want in [
+        "address = \"[2001:db8:f::80]:80\"\nscheduler = \"wrr\"\npersistent = 300\nnetmask = 64\n",
+        "address = \"[2001:db8:5::2]:8080\"\nweight = 2\nforward = \"nat\"\n",
+        "address = \"[2001:db8:5::3]:443\"\nforward = \"dr\"\n",
+        "address = \"[2001:db8:f::91]:80\"",
+        "unicast_peers = [\"2001:db8:c::3\"]\nvirtual_addresses = [\"2001:db8:f::80\", \"2001:db8:f::81\", \"2001:db8:f::90\", \"2001:db8:f::91\"]\n",
+        "virtual_addresses = [\"2001:db8:5::1\", \"fe80::1\"]\n",
+    ] {
+        assert!(toml.contains(want), "{want:?} not in\n{toml}");
+    }
+    assert!(
+        !toml.contains("172.16.0.2") && !toml.contains("auth_pass"),
+        "{toml}"
+    );
+    for line in [
+        "tests/import/6.conf:12: '207.175.44.110' (IPv4 in a group of IPv6 addresses: one family per group) has no tapvs equivalent (ignored)",
+        "tests/import/6.conf:41: 'real_server' 172.16.0.2 8080 (an IPv4 real server of an IPv6 virtual_server",
+        "tests/import/6.conf:96: '10.0.0.3' (IPv4 unicast peer of an IPv6 vrrp_instance",
+        "tests/import/6.conf:99: '2001:db8:f::80/64': the prefix length /64 is dropped",
+        "tests/import/6.conf:103: '10.0.0.100' (IPv4 virtual address of an IPv6 vrrp_instance",
+    ] {
+        assert!(report.contains(line), "{line:?} not in\n{report}");
+    }
 }
 
 #[test]
@@ -287,7 +316,7 @@ fn the_inputs_are_keepalived_configs_keepalived_accepts() {
         eprintln!("skipped: keepalived is not installed");
         return;
     }
-    for i in 1..=5 {
+    for i in 1..=6 {
         let conf = dir().join(format!("{i}.conf"));
         let out = Command::new("keepalived")
             .args(["-t", "-l", "-D", "-f"])
