@@ -545,7 +545,11 @@ impl Conv {
                 "id" => self.sync.set("syncid", num()?.to_string()),
                 "maxlen" => self.sync.set("sync_maxlen", num()?.to_string()),
                 "port" => self.sync.set("mcast_port", num()?.to_string()),
-                "group" => self.sync.set("mcast_group", q(&ipv4(c, v)?.to_string())),
+                "group" => match ip(c, v)? {
+                    IpAddr::V4(g) => self.sync.set("mcast_group", q(&g.to_string())),
+                    // tapvs's sync daemon speaks IPv4 multicast (it carries IPv6 entries).
+                    IpAddr::V6(_) => self.unsupported_value(c, "option 'group' with an IPv6 group"),
+                },
                 "ttl" => {
                     self.unsupported_value(c, "option 'ttl'");
                 }
@@ -1600,6 +1604,31 @@ mod tests {
             r.contains(&"50|'fe80::1/64' options \"dev eth0 scope link\" has no tapvs equivalent (ignored)".to_string()),
             "{r:#?}"
         );
+    }
+
+    /// The sync daemon's multicast group is IPv4 in tapvs: an IPv6 one is reported, the rest
+    /// of the line converts.
+    #[test]
+    fn an_ipv6_sync_group_is_reported() {
+        let out =
+            conv("global_defs {\n lvs_sync_daemon eth0 VI id 5 group ff02::1:2\n}\n").unwrap();
+        assert!(
+            reports(&out).contains(
+                &"2|'lvs_sync_daemon' option 'group' with an IPv6 group has no tapvs equivalent (ignored)"
+                    .to_string()
+            ),
+            "{:#?}",
+            out.reports
+        );
+        assert!(out.toml.contains("syncid = 5\n") && !out.toml.contains("mcast_group"));
+        let out = conv("global_defs {\n lvs_sync_daemon eth0 VI group 239.1.2.3\n}\n").unwrap();
+        assert!(
+            out.toml.contains("mcast_group = \"239.1.2.3\"\n"),
+            "{}",
+            out.toml
+        );
+        let e = conv("global_defs {\n lvs_sync_daemon eth0 VI group ff02::x\n}\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     /// What tapvs cannot run in one family is reported on its line and left out; the rest of
