@@ -4,11 +4,12 @@
 //! `virtual_server_group`, one service each) with scheduler, forwarding method, persistence,
 //! quorum, sorry server, health timing, every checker tapvs has and the real servers'
 //! `notify_up`/`notify_down`; `vrrp_instance` as `[[vrrp]]`; `lvs_timeouts` and
-//! `lvs_sync_daemon` from `global_defs`. Every keyword without a tapvs equivalent becomes a
-//! [`Report`] line with its file and line, never silently dropped. keepalived names
-//! interfaces where tapvs has `[[port]]` sections: the caller passes a TOML fragment with the
-//! ports (copied verbatim), or commented placeholders are written. Pure apart from reading the
-//! input files.
+//! `lvs_sync_daemon` from `global_defs`. Addresses may be IPv4 or IPv6 (written bracketed with
+//! a port, `[2001:db8::1]:80`); a group, an instance and a service have one family. Every
+//! keyword without a tapvs equivalent becomes a [`Report`] line with its file and line, never
+//! silently dropped. keepalived names interfaces where tapvs has `[[port]]` sections: the
+//! caller passes a TOML fragment with the ports (copied verbatim), or commented placeholders
+//! are written. Pure apart from reading the input files.
 
 pub mod parse;
 
@@ -817,17 +818,12 @@ impl Conv {
                 continue;
             }
             let fullnat = r.forward.as_deref().unwrap_or(&svc.forward) == "fullnat";
-            let message = if v6 && fullnat && lip4 {
-                kept.push(r.clone());
-                self.reports.push(Report {
-                    at: r.at.clone(),
-                    message: format!(
-                        "'real_server' {}: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)",
-                        r.what
-                    ),
-                    unsupported: false,
-                });
-                continue;
+            let nat64 = v6 && fullnat && lip4;
+            let message = if nat64 {
+                format!(
+                    "'real_server' {}: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)",
+                    r.what
+                )
             } else if v6 {
                 format!(
                     "'real_server' {} (an IPv4 real server of an IPv6 virtual_server: tapvs needs FNAT with an IPv4 local address for that, NAT64) has no tapvs equivalent (ignored)",
@@ -842,8 +838,11 @@ impl Conv {
             self.reports.push(Report {
                 at: r.at.clone(),
                 message,
-                unsupported: true,
+                unsupported: !nat64,
             });
+            if nat64 {
+                kept.push(r);
+            }
         }
         svc.reals = kept;
     }
