@@ -229,7 +229,11 @@ impl Table {
                 persistent: s.persistent,
                 netmask: match s.netmask {
                     IpAddr::V4(m) => (m != Ipv4Addr::BROADCAST).then_some(adm::Netmask::V4(m)),
-                    IpAddr::V6(_) => None,
+                    // The config's prefix length, as the mask's leading ones.
+                    IpAddr::V6(m) => {
+                        let len = u128::from(m).leading_ones() as u8;
+                        (len != 128).then_some(adm::Netmask::V6(len))
+                    }
                 },
                 ops: s.ops,
                 synproxy: s.synproxy,
@@ -990,6 +994,52 @@ address = "172.16.0.2:80"
         let snap = t.apply(&cmd("-D -t [2001:db8:f::80]:80")).unwrap().unwrap();
         assert!(!snap.is_vip(vip6));
         assert!(t.service(svc6).is_none());
+    }
+
+    /// An IPv6 persistent service's prefix-length netmask from the config reaches the
+    /// snapshot (the template key) and the listing.
+    #[test]
+    fn ipv6_netmask_from_the_config_is_kept() {
+        let cfg = crate::config::parse(
+            r#"
+[[port]]
+name = "int"
+tap = "t0"
+addresses = ["172.16.0.1/24", "2001:db8:5::1/64"]
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::80]:80"
+persistent = 300
+netmask = 64
+
+[[service.real]]
+address = "[2001:db8:5::2]:80"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::80]:81"
+persistent = 300
+
+[[service.real]]
+address = "[2001:db8:5::2]:81"
+"#,
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let (t, snap) = Table::from_config(&cfg).unwrap();
+        let vip6: IpAddr = "2001:db8:f::80".parse().unwrap();
+        assert_eq!(
+            snap.service(6, vip6, 80).unwrap().netmask,
+            crate::config::prefix_mask(128, 64)
+        );
+        assert_eq!(snap.service(6, vip6, 81).unwrap().netmask, u128::MAX);
+        let key = |p| (Protocol::Tcp, SocketAddr::new(vip6, p));
+        assert_eq!(
+            t.service(key(80)).unwrap().netmask,
+            Some(adm::Netmask::V6(64))
+        );
+        assert_eq!(t.service(key(81)).unwrap().netmask, None);
     }
 
     #[test]

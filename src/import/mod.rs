@@ -4,17 +4,18 @@
 //! `virtual_server_group`, one service each) with scheduler, forwarding method, persistence,
 //! quorum, sorry server, health timing, every checker tapvs has and the real servers'
 //! `notify_up`/`notify_down`; `vrrp_instance` as `[[vrrp]]`; `lvs_timeouts` and
-//! `lvs_sync_daemon` from `global_defs`. Every keyword without a tapvs equivalent becomes a
-//! [`Report`] line with its file and line, never silently dropped. keepalived names
-//! interfaces where tapvs has `[[port]]` sections: the caller passes a TOML fragment with the
-//! ports (copied verbatim), or commented placeholders are written. Pure apart from reading the
-//! input files.
+//! `lvs_sync_daemon` from `global_defs`. Addresses may be IPv4 or IPv6 (written bracketed with
+//! a port, `[2001:db8::1]:80`); a group, an instance and a service have one family. Every
+//! keyword without a tapvs equivalent becomes a [`Report`] line with its file and line, never
+//! silently dropped. keepalived names interfaces where tapvs has `[[port]]` sections: the
+//! caller passes a TOML fragment with the ports (copied verbatim), or commented placeholders
+//! are written. Pure apart from reading the input files.
 
 pub mod parse;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use parse::{Node, Word};
@@ -160,6 +161,10 @@ struct Check {
 #[derive(Debug, Clone, Default)]
 struct Real {
     at: String,
+    /// The real server's address as keepalived wrote it (`ADDR PORT`), for messages.
+    what: String,
+    /// Whether its address is IPv6.
+    v6: bool,
     kv: Kv,
     health: Kv,
     checks: Vec<Check>,
@@ -175,10 +180,23 @@ struct Svc {
     health: Kv,
     reals: Vec<Real>,
     forward: String,
+    /// Its `laddr_group_name`'s addresses.
+    local_addresses: Vec<IpAddr>,
+}
+
+/// A `virtual_ipaddress` entry or a `unicast_peer` of a vrrp_instance.
+struct Vip {
+    /// Where it was written.
+    at: String,
+    /// As written (for messages).
+    text: String,
+    ip: IpAddr,
+    /// A prefix length that is not a host's, dropped with a note.
+    prefix: Option<u8>,
 }
 
 /// A member of a virtual_server_group: address and port (none: port 0).
-type Member = (String, Option<u16>);
+type Member = (IpAddr, Option<u16>);
 
 #[derive(Default)]
 struct Conv {
@@ -191,7 +209,7 @@ struct Conv {
     /// `vrrp_version` from global_defs: the default version of the instances.
     vrrp_version: Option<String>,
     groups: Vec<(String, Vec<Member>)>,
-    laddr_groups: Vec<(String, Vec<String>)>,
+    laddr_groups: Vec<(String, Vec<IpAddr>)>,
     /// Interfaces named (vrrp, tracking, sync) and where first.
     interfaces: Vec<(String, String)>,
 }
@@ -259,6 +277,36 @@ fn ipv4(n: &Node, s: &str) -> Result<Ipv4Addr, Error> {
         .map_err(|_| err(n, format!("'{}': {s:?} is not an IPv4 address", n.keyword)))
 }
 
+/// An IPv4 or IPv6 address, as keepalived writes them (IPv6 without brackets).
+fn ip(n: &Node, s: &str) -> Result<IpAddr, Error> {
+    s.parse().map_err(|_| {
+        err(
+            n,
+            format!("'{}': {s:?} is not an IPv4 or IPv6 address", n.keyword),
+        )
+    })
+}
+
+/// An address with an optional port in tapvs syntax: `a.b.c.d:port`, `[v6]:port`, or without
+/// the port `a.b.c.d`, `[v6]`.
+fn endpoint(ip: IpAddr, port: Option<u16>) -> String {
+    match (ip, port) {
+        (IpAddr::V4(a), Some(p)) => format!("{a}:{p}"),
+        (IpAddr::V4(a), None) => a.to_string(),
+        (IpAddr::V6(a), Some(p)) => format!("[{a}]:{p}"),
+        (IpAddr::V6(a), None) => format!("[{a}]"),
+    }
+}
+
+/// The family of an address, for messages.
+fn family(v6: bool) -> &'static str {
+    if v6 {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
 fn port(n: &Node, s: &str) -> Result<u16, Error> {
     s.parse()
         .map_err(|_| err(n, format!("'{}': {s:?} is not a port", n.keyword)))
@@ -311,32 +359,54 @@ fn hex(n: &Node, words: &[Word]) -> Result<String, Error> {
     Ok(out)
 }
 
-/// Addresses of a group member: `a.b.c.d`, `a.b.c.d-e`, `a.b.c.d-e.f.g.h`, `a.b.c.d/nn`.
-fn address_range(n: &Node, s: &str) -> Result<Vec<Ipv4Addr>, Error> {
-    const MAX: u32 = 1024;
+/// Addresses of a group member: `a.b.c.d`, `a.b.c.d-e`, `a.b.c.d-e.f.g.h`, `a.b.c.d/nn`, and
+/// for IPv6 (as keepalived) `v6`, `v6-x` (`x` the last 16-bit group, hex: `2001:db8::10-1f`),
+/// `v6-v6` and `v6/nn`. At most 1024 addresses.
+fn address_range(n: &Node, s: &str) -> Result<Vec<IpAddr>, Error> {
+    const MAX: u128 = 1024;
+    let first = s.split(['/', '-']).next().unwrap_or_default();
+    let v6 = ip(n, first)?.is_ipv6();
+    let bits: u32 = if v6 { 128 } else { 32 };
+    let num = |a: IpAddr| match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let same = |a: IpAddr| -> Result<u128, Error> {
+        if a.is_ipv6() != v6 {
+            return Err(err(n, format!("{s:?}: the range mixes IPv4 and IPv6")));
+        }
+        Ok(num(a))
+    };
     let (lo, hi) = if let Some((a, p)) = s.split_once('/') {
-        let a = u32::from(ipv4(n, a)?);
+        let a = same(ip(n, a)?)?;
         let p: u32 = p
             .parse()
             .ok()
-            .filter(|p| *p <= 32)
+            .filter(|p| *p <= bits)
             .ok_or_else(|| err(n, format!("{s:?}: bad prefix length")))?;
-        let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-        (a & mask, (a & mask) | !mask)
+        let host = if p == 0 {
+            u128::MAX
+        } else {
+            (1u128 << (bits - p)).wrapping_sub(1)
+        } & (u128::MAX >> (128 - bits));
+        (a & !host, (a & !host) | host)
     } else if let Some((a, b)) = s.split_once('-') {
-        let lo = ipv4(n, a)?;
-        let hi = if b.contains('.') {
-            ipv4(n, b)?
+        let lo = same(ip(n, a)?)?;
+        let hi = if b.contains(if v6 { ':' } else { '.' }) {
+            same(ip(n, b)?)?
+        } else if v6 {
+            let last = u16::from_str_radix(b, 16)
+                .map_err(|_| err(n, format!("{s:?}: bad range end (hex)")))?;
+            (lo & !0xffff) | u128::from(last)
         } else {
             let last: u8 = b
                 .parse()
                 .map_err(|_| err(n, format!("{s:?}: bad range end")))?;
-            let o = lo.octets();
-            Ipv4Addr::new(o[0], o[1], o[2], last)
+            (lo & !0xff) | u128::from(last)
         };
-        (u32::from(lo), u32::from(hi))
+        (lo, hi)
     } else {
-        let a = u32::from(ipv4(n, s)?);
+        let a = num(ip(n, s)?);
         (a, a)
     };
     if hi < lo || hi - lo >= MAX {
@@ -345,7 +415,15 @@ fn address_range(n: &Node, s: &str) -> Result<Vec<Ipv4Addr>, Error> {
             format!("{s:?}: the range must be ascending and at most {MAX} addresses"),
         ));
     }
-    Ok((lo..=hi).map(Ipv4Addr::from).collect())
+    Ok((lo..=hi)
+        .map(|a| {
+            if v6 {
+                IpAddr::V6(Ipv6Addr::from(a))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(a as u32))
+            }
+        })
+        .collect())
 }
 
 impl Conv {
@@ -468,7 +546,11 @@ impl Conv {
                 "id" => self.sync.set("syncid", num()?.to_string()),
                 "maxlen" => self.sync.set("sync_maxlen", num()?.to_string()),
                 "port" => self.sync.set("mcast_port", num()?.to_string()),
-                "group" => self.sync.set("mcast_group", q(&ipv4(c, v)?.to_string())),
+                "group" => match ip(c, v)? {
+                    IpAddr::V4(g) => self.sync.set("mcast_group", q(&g.to_string())),
+                    // tapvs's sync daemon speaks IPv4 multicast (it carries IPv6 entries).
+                    IpAddr::V6(_) => self.unsupported_value(c, "option 'group' with an IPv6 group"),
+                },
                 "ttl" => {
                     self.unsupported_value(c, "option 'ttl'");
                 }
@@ -490,14 +572,10 @@ impl Conv {
 
     fn group(&mut self, n: &Node) -> Result<(), Error> {
         let name = one_arg(n)?.to_string();
-        let mut members = Vec::new();
+        let mut members: Vec<Member> = Vec::new();
         for m in n.block.as_deref().unwrap_or_default() {
             if m.keyword == "fwmark" {
                 self.unsupported_value(m, "(fwmark services)");
-                continue;
-            }
-            if m.keyword.contains(':') && !m.keyword.contains('.') {
-                self.unsupported_value(m, "(IPv6)");
                 continue;
             }
             let p = match m.args.as_slice() {
@@ -510,9 +588,22 @@ impl Conv {
                     ))
                 }
             };
-            for a in address_range(m, &m.keyword)? {
-                members.push((a.to_string(), p));
+            let addrs = address_range(m, &m.keyword)?;
+            // One family per group, as keepalived: the first address member's.
+            if let (Some((g, _)), Some(a)) = (members.first(), addrs.first()) {
+                if g.is_ipv6() != a.is_ipv6() {
+                    self.unsupported_value(
+                        m,
+                        &format!(
+                            "({} in a group of {} addresses: one family per group)",
+                            family(a.is_ipv6()),
+                            family(g.is_ipv6())
+                        ),
+                    );
+                    continue;
+                }
             }
+            members.extend(addrs.into_iter().map(|a| (a, p)));
         }
         self.groups.push((name, members));
         Ok(())
@@ -525,7 +616,7 @@ impl Conv {
             let mut words = vec![m.keyword.as_str()];
             words.extend(m.arg_texts());
             for w in words {
-                addrs.extend(address_range(m, w)?.into_iter().map(|a| a.to_string()));
+                addrs.extend(address_range(m, w)?);
             }
         }
         self.laddr_groups.push((name, addrs));
@@ -569,14 +660,10 @@ impl Conv {
                 Some((_, m)) => m.clone(),
                 None => return Err(err(n, format!("no virtual_server_group named {name:?}"))),
             },
-            [ip, rest @ ..] if rest.len() <= 1 => {
-                if ip.contains(':') {
-                    self.unsupported_value(n, "with an IPv6 address (the whole virtual_server)");
-                    return Ok(());
-                }
-                let ip = ipv4(n, ip)?;
+            [a, rest @ ..] if rest.len() <= 1 => {
+                let a = ip(n, a)?;
                 let p = rest.first().map(|p| port(n, p)).transpose()?;
-                vec![(ip.to_string(), p)]
+                vec![(a, p)]
             }
             _ => {
                 return Err(err(
@@ -591,6 +678,8 @@ impl Conv {
             forward: "nat".into(),
             ..Default::default()
         };
+        // A group has one family, so the service's is its first member's.
+        let v6 = members.first().is_some_and(|(a, _)| a.is_ipv6());
         let mut vhost = None;
         let mut flags: Vec<String> = Vec::new();
         for c in n.block.as_deref().unwrap_or_default() {
@@ -621,6 +710,19 @@ impl Conv {
                     };
                     svc.kv.set("persistent", v.to_string());
                 }
+                "persistence_granularity" if v6 => {
+                    // An IPv6 service's granularity is a prefix length, tapvs's too.
+                    let m = one_arg(c)?;
+                    match m.trim_start_matches('/').parse::<u32>() {
+                        Ok(p) if (1..=128).contains(&p) => svc.kv.set("netmask", p.to_string()),
+                        _ => {
+                            return Err(err(
+                                c,
+                                format!("'{k}': {m:?} is not a prefix length 1..=128 (an IPv6 virtual_server)"),
+                            ))
+                        }
+                    }
+                }
                 "persistence_granularity" => {
                     let m = one_arg(c)?;
                     let mask = match m.parse::<u32>() {
@@ -643,14 +745,24 @@ impl Conv {
                     svc.health.set(k, q(&s));
                 }
                 "sorry_server" => {
-                    let v = match c.arg_texts().as_slice() {
-                        [ip] => ipv4(c, ip)?.to_string(),
-                        [ip, p] => format!("{}:{}", ipv4(c, ip)?, port(c, p)?),
+                    let (a, p) = match c.arg_texts().as_slice() {
+                        [a] => (ip(c, a)?, None),
+                        [a, p] => (ip(c, a)?, Some(port(c, p)?)),
                         _ => {
                             return Err(err(c, "'sorry_server' takes an address and a port".into()))
                         }
                     };
-                    svc.health.set("sorry_server", q(&v));
+                    if v6 || a.is_ipv6() {
+                        // tapvs's sorry server is IPv4, of an IPv4 service (not yet IPv6).
+                        let why = if v6 {
+                            "(of an IPv6 virtual_server: tapvs has none yet)"
+                        } else {
+                            "(an IPv6 sorry server of an IPv4 virtual_server)"
+                        };
+                        self.unsupported_value(c, why);
+                    } else {
+                        svc.health.set("sorry_server", q(&endpoint(a, p)));
+                    }
                 }
                 "delay_loop" | "connect_timeout" | "delay_before_retry" | "warmup" => {
                     svc.health.set(k, timer(c)?)
@@ -665,7 +777,9 @@ impl Conv {
                     let Some((_, addrs)) = self.laddr_groups.iter().find(|(g, _)| g == name) else {
                         return Err(err(c, format!("no local_address_group named {name:?}")));
                     };
-                    svc.kv.set("local_addresses", q_list(addrs));
+                    svc.local_addresses.clone_from(addrs);
+                    let addrs: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+                    svc.kv.set("local_addresses", q_list(&addrs));
                 }
                 "real_server" => {
                     let r = self.real_server(c, vhost.as_deref())?;
@@ -677,31 +791,75 @@ impl Conv {
         if !flags.is_empty() {
             svc.kv.set("flags", q_list(&flags));
         }
+        self.families(&mut svc, v6);
         if svc.forward == "fullnat" && !svc.kv.has("local_addresses") {
             self.note(
                 n,
                 "FullNAT needs local_addresses (keepalived: laddr_group_name); tapvs check will refuse the service until it has them".into(),
             );
         }
-        for (ip, p) in members {
+        for (a, p) in members {
             let mut s = svc.clone();
-            s.address = format!("{ip}:{}", p.unwrap_or(0));
+            s.address = endpoint(a, Some(p.unwrap_or(0)));
             self.services.push(s);
         }
         Ok(())
     }
 
+    /// Leaves out (and reports) the real servers of the other family than the service that
+    /// tapvs cannot forward to: all but NAT64, an IPv4 FullNAT real server of an IPv6 service
+    /// with an IPv4 local address (`laddr_group_name`) to speak from.
+    fn families(&mut self, svc: &mut Svc, v6: bool) {
+        let lip4 = svc.local_addresses.iter().any(IpAddr::is_ipv4);
+        let mut kept = Vec::new();
+        for r in std::mem::take(&mut svc.reals) {
+            if r.v6 == v6 {
+                kept.push(r);
+                continue;
+            }
+            let fullnat = r.forward.as_deref().unwrap_or(&svc.forward) == "fullnat";
+            let nat64 = v6 && fullnat && lip4;
+            let message = if nat64 {
+                format!(
+                    "'real_server' {}: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)",
+                    r.what
+                )
+            } else if v6 {
+                format!(
+                    "'real_server' {} (an IPv4 real server of an IPv6 virtual_server: tapvs needs FNAT with an IPv4 local address for that, NAT64) has no tapvs equivalent (ignored)",
+                    r.what
+                )
+            } else {
+                format!(
+                    "'real_server' {} (an IPv6 real server of an IPv4 virtual_server) has no tapvs equivalent (ignored)",
+                    r.what
+                )
+            };
+            self.reports.push(Report {
+                at: r.at.clone(),
+                message,
+                unsupported: !nat64,
+            });
+            if nat64 {
+                kept.push(r);
+            }
+        }
+        svc.reals = kept;
+    }
+
     fn real_server(&mut self, n: &Node, vs_host: Option<&str>) -> Result<Real, Error> {
-        let address = match n.arg_texts().as_slice() {
-            [ip] => ipv4(n, ip)?.to_string(),
-            [ip, p] => format!("{}:{}", ipv4(n, ip)?, port(n, p)?),
+        let (a, p) = match n.arg_texts().as_slice() {
+            [a] => (ip(n, a)?, None),
+            [a, p] => (ip(n, a)?, Some(port(n, p)?)),
             _ => return Err(err(n, "'real_server' takes an address and a port".into())),
         };
         let mut r = Real {
             at: n.at(),
+            what: n.arg_texts().join(" "),
+            v6: a.is_ipv6(),
             ..Default::default()
         };
-        r.kv.set("address", q(&address));
+        r.kv.set("address", q(&endpoint(a, p)));
         let mut host = vs_host.map(String::from);
         for c in n.block.as_deref().unwrap_or_default() {
             let k = c.keyword.as_str();
@@ -757,7 +915,7 @@ impl Conv {
         for c in n.block.as_deref().unwrap_or_default() {
             let k = c.keyword.as_str();
             match k {
-                "connect_ip" if ty != "misc" => ch.kv.set(k, q(&ipv4(c, one_arg(c)?)?.to_string())),
+                "connect_ip" if ty != "misc" => ch.kv.set(k, q(&ip(c, one_arg(c)?)?.to_string())),
                 "connect_port" if !matches!(ty, "misc" | "ping") => {
                     ch.kv.set(k, port(c, one_arg(c)?)?.to_string())
                 }
@@ -820,9 +978,12 @@ impl Conv {
         let name = one_arg(n)?.to_string();
         let mut kv = Kv::default();
         kv.set("name", q(&name));
-        let mut addrs = Vec::new();
-        let mut peers = Vec::new();
+        // Addresses and peers with their places: the family is known at the end.
+        let mut addrs: Vec<Vip> = Vec::new();
+        let mut peers: Vec<Vip> = Vec::new();
         let mut track = Vec::new();
+        let mut version_at = None;
+        let mut auth_at = None;
         for c in n.block.as_deref().unwrap_or_default() {
             let k = c.keyword.as_str();
             match k {
@@ -834,11 +995,15 @@ impl Conv {
                 }
                 "virtual_router_id" | "priority" => kv.set(k, integer(c, 255)?.to_string()),
                 "advert_int" => kv.set(k, timer(c)?),
-                "version" => kv.set(k, integer(c, 3)?.to_string()),
+                "version" => {
+                    kv.set(k, integer(c, 3)?.to_string());
+                    version_at = Some(c.at());
+                }
                 "nopreempt" | "no_preempt" => kv.set("nopreempt", "true".into()),
                 "preempt" => {}
                 "preempt_delay" => kv.set(k, integer(c, 1000)?.to_string()),
                 "authentication" => {
+                    auth_at = Some(c.at());
                     for a in c.block.as_deref().unwrap_or_default() {
                         match (a.keyword.as_str(), a.arg_texts().as_slice()) {
                             ("auth_type", ["PASS"]) => {}
@@ -854,7 +1019,12 @@ impl Conv {
                 }
                 "unicast_peer" => {
                     for p in c.block.as_deref().unwrap_or_default() {
-                        peers.push(ipv4(p, &p.keyword)?.to_string());
+                        peers.push(Vip {
+                            at: p.at(),
+                            text: p.keyword.clone(),
+                            ip: ip(p, &p.keyword)?,
+                            prefix: None,
+                        });
                         if !p.args.is_empty() {
                             self.unsupported_value(p, "options (min_ttl/max_ttl)");
                         }
@@ -862,15 +1032,25 @@ impl Conv {
                 }
                 "virtual_ipaddress" => {
                     for a in c.block.as_deref().unwrap_or_default() {
-                        let (ip, mask) = a.keyword.split_once('/').unwrap_or((&a.keyword, "32"));
-                        if mask != "32" {
-                            self.note(a, format!("'{}': the prefix length /{mask} is dropped (tapvs virtual addresses are host addresses)", a.keyword));
-                        }
-                        if ip.contains(':') {
-                            self.unsupported_value(a, "(IPv6)");
-                            continue;
-                        }
-                        addrs.push(ipv4(a, ip)?.to_string());
+                        let (text, mask) = match a.keyword.split_once('/') {
+                            Some((t, m)) => (t, Some(m)),
+                            None => (a.keyword.as_str(), None),
+                        };
+                        let addr = ip(a, text)?;
+                        let host = if addr.is_ipv6() { 128 } else { 32 };
+                        let prefix = match mask.map(|m| m.parse::<u8>()) {
+                            None => None,
+                            Some(Ok(p)) if p <= host => Some(p).filter(|p| *p != host),
+                            Some(_) => {
+                                return Err(err(a, format!("{:?}: bad prefix length", a.keyword)))
+                            }
+                        };
+                        addrs.push(Vip {
+                            at: a.at(),
+                            text: a.keyword.clone(),
+                            ip: addr,
+                            prefix,
+                        });
                         if !a.args.is_empty() {
                             self.unsupported_value(
                                 a,
@@ -912,8 +1092,66 @@ impl Conv {
                 _ => self.unsupported(c),
             }
         }
-        if let (false, Some(v)) = (kv.has("version"), &self.vrrp_version) {
-            kv.set("version", v.clone());
+        // One family per instance, its first virtual address's (as keepalived, which also
+        // ignores the addresses of the other family).
+        let v6 = addrs.first().is_some_and(|a| a.ip.is_ipv6());
+        let keep = |what: &str, list: Vec<Vip>, reports: &mut Vec<Report>| {
+            let mut out = Vec::new();
+            for a in list {
+                let text = &a.text;
+                if a.ip.is_ipv6() != v6 {
+                    reports.push(Report {
+                        at: a.at,
+                        message: format!(
+                            "'{text}' ({} {what} of an {} vrrp_instance: one family per instance) has no tapvs equivalent (ignored)",
+                            family(a.ip.is_ipv6()),
+                            family(v6)
+                        ),
+                        unsupported: true,
+                    });
+                    continue;
+                }
+                if let Some(p) = a.prefix {
+                    reports.push(Report {
+                        at: a.at,
+                        message: format!("'{text}': the prefix length /{p} is dropped (tapvs virtual addresses are host addresses)"),
+                        unsupported: false,
+                    });
+                }
+                out.push(a.ip.to_string());
+            }
+            out
+        };
+        let addrs = keep("virtual address", addrs, &mut self.reports);
+        let peers = keep("unicast peer", peers, &mut self.reports);
+        match (v6, kv.0.iter().find(|(k, _)| k == "version")) {
+            (true, Some((_, v))) if v == "2" => {
+                // keepalived runs an IPv6 instance with version 3 whatever it was told.
+                self.reports.push(Report {
+                    at: version_at.unwrap_or_else(|| n.at()),
+                    message:
+                        "'version 2': an IPv6 instance runs VRRP version 3 (as keepalived does)"
+                            .into(),
+                    unsupported: false,
+                });
+                kv.set("version", "3".into());
+            }
+            (_, Some(_)) => {}
+            (_, None) => {
+                // The global vrrp_version, except 2 for an IPv6 instance (version 3 then).
+                if let Some(v) = self.vrrp_version.as_ref().filter(|v| !(v6 && *v == "2")) {
+                    kv.set("version", v.clone());
+                }
+            }
+        }
+        let v3 = v6 || kv.0.iter().any(|(k, v)| k == "version" && v == "3");
+        if let (true, Some(at)) = (v3 && kv.has("auth_pass"), auth_at) {
+            kv.0.retain(|(k, _)| k != "auth_pass");
+            self.reports.push(Report {
+                at,
+                message: "'authentication' (with VRRP version 3, which has none) has no tapvs equivalent (ignored)".into(),
+                unsupported: true,
+            });
         }
         if !peers.is_empty() {
             kv.set("unicast_peers", q_list(&peers));
@@ -1125,6 +1363,11 @@ mod tests {
     use super::*;
 
     fn conv(text: &str) -> Result<Imported, Error> {
+        conv_with(text, None)
+    }
+
+    /// Converts `text` (as the file `k.conf`), with a `--ports` fragment if given.
+    fn conv_with(text: &str, ports: Option<&str>) -> Result<Imported, Error> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -1132,10 +1375,27 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("k.conf");
         std::fs::write(&f, text).unwrap();
-        let r = import(&f, None);
+        let r = import(
+            &f,
+            ports.map(|text| Ports {
+                file: Path::new("ports.toml"),
+                text,
+            }),
+        );
         let _ = std::fs::remove_dir_all(&dir);
         r
     }
+
+    /// The reports as `line|message`.
+    fn reports(out: &Imported) -> Vec<String> {
+        out.reports
+            .iter()
+            .map(|r| format!("{}|{}", r.at.rsplit(':').next().unwrap(), r.message))
+            .collect()
+    }
+
+    const PORTS6: &str = "[[port]]\nname = \"eth0\"\ntap = \"t0\"\naddresses = [\"10.0.0.1/24\", \"2001:db8:c::1/64\"]\n\n\
+        [[port]]\nname = \"eth1\"\ntap = \"t1\"\naddresses = [\"172.16.0.1/24\", \"2001:db8:5::fd/64\"]\n";
 
     /// Random statements from keepalived's vocabulary (and junk) never panic the parser or
     /// the converter: every outcome is a TOML text or an error with a place.
@@ -1211,6 +1471,12 @@ mod tests {
             "\n",
             "ab\\x",
             "::1",
+            "2001:db8::1",
+            "2001:db8::1-ff",
+            "2001:db8::ff-1",
+            "2001:db8::/120",
+            "2001:db8::1-10.0.0.9",
+            "fe80::1/64",
             "255.255.255.0",
             "24",
             "rr",
@@ -1260,6 +1526,177 @@ mod tests {
         assert_eq!(r("10.0.0.8/29").unwrap(), 8);
         assert!(r("10.0.0.9-1").is_err());
         assert!(r("10.0.0.0/8").is_err());
+        // IPv6: the short range end is the last 16-bit group, in hex (as keepalived).
+        assert_eq!(r("2001:db8::10-1f").unwrap(), 16);
+        assert_eq!(r("2001:db8::fff0-2001:db8::1:f").unwrap(), 32);
+        assert_eq!(r("2001:db8::/120").unwrap(), 256);
+        assert_eq!(r("2001:db8::7/128").unwrap(), 1);
+        assert!(r("2001:db8::/64").is_err());
+        assert!(r("2001:db8::1f-10").is_err());
+        assert!(r("2001:db8::1-10.0.0.1").is_err());
+        assert!(r("10.0.0.1-2001:db8::1").is_err());
+        assert!(r("2001:db8::1-xyz").is_err());
+        let n6 = address_range(&n[0], "2001:db8::fffe-2001:db8::1:1").unwrap();
+        assert_eq!(
+            n6.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
+            [
+                "2001:db8::fffe",
+                "2001:db8::ffff",
+                "2001:db8::1:0",
+                "2001:db8::1:1"
+            ]
+        );
+    }
+
+    /// IPv6 as keepalived writes it comes over in tapvs's bracketed syntax, and the output
+    /// is a configuration tapvs accepts.
+    #[test]
+    fn ipv6_converts_to_a_config_tapvs_accepts() {
+        let out = conv_with(
+            "local_address_group lips {\n 2001:db8:5::100-101\n 172.16.0.100\n}\n\
+             virtual_server_group g6 {\n 2001:db8:f::81 443\n 2001:db8:f::90-91 443\n}\n\
+             virtual_server 2001:db8:f::80 80 {\n lb_algo wlc\n lb_kind NAT\n persistence_timeout 60\n persistence_granularity 48\n\
+              real_server 2001:db8:5::2 8080 {\n  weight 3\n  TCP_CHECK {\n   connect_ip 2001:db8:5::12\n   connect_port 81\n  }\n }\n}\n\
+             virtual_server group g6 {\n lb_kind DR\n real_server 2001:db8:5::3 443 {\n }\n}\n\
+             virtual_server 2001:db8:f::80 53 {\n protocol UDP\n lb_kind FNAT\n laddr_group_name lips\n\
+              real_server 2001:db8:5::4 53 {\n }\n real_server 172.16.0.4 53 {\n }\n}\n\
+             virtual_server 2001:db8:f::80 8000 {\n lb_kind TUN\n real_server 2001:db8:5::5 {\n }\n}\n\
+             vrrp_instance V6 {\n interface eth0\n virtual_router_id 6\n unicast_peer {\n  2001:db8:c::3\n }\n\
+              virtual_ipaddress {\n  2001:db8:f::80/64\n  2001:db8:f::81/128\n  fe80::1/64 dev eth0 scope link\n }\n}\n",
+            Some(PORTS6),
+        )
+        .unwrap();
+        let t = &out.toml;
+        for want in [
+            "address = \"[2001:db8:f::80]:80\"\nscheduler = \"wlc\"\npersistent = 60\nnetmask = 48\n",
+            "address = \"[2001:db8:5::2]:8080\"\nweight = 3\nforward = \"nat\"\n",
+            "connect_ip = \"2001:db8:5::12\"\nconnect_port = 81\n",
+            "address = \"[2001:db8:f::81]:443\"",
+            "address = \"[2001:db8:f::90]:443\"",
+            "address = \"[2001:db8:f::91]:443\"",
+            "address = \"[2001:db8:5::3]:443\"\nforward = \"dr\"\n",
+            "local_addresses = [\"2001:db8:5::100\", \"2001:db8:5::101\", \"172.16.0.100\"]",
+            "address = \"[2001:db8:5::4]:53\"\nforward = \"fullnat\"\n",
+            "address = \"172.16.0.4:53\"\nforward = \"fullnat\"\n",
+            "address = \"[2001:db8:5::5]\"\nforward = \"tun\"\n",
+            "unicast_peers = [\"2001:db8:c::3\"]\nvirtual_addresses = [\"2001:db8:f::80\", \"2001:db8:f::81\", \"fe80::1\"]\n",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+        assert_eq!(t.matches("[[service]]").count(), 6, "{t}");
+        let cfg =
+            crate::config::parse(t, Path::new("out.toml")).unwrap_or_else(|e| panic!("{e}\n{t}"));
+        assert_eq!(cfg.services.len(), 6);
+        let nat64 = cfg.services.iter().find(|s| s.vip.port() == 53).unwrap();
+        assert!(nat64.vip.is_ipv6() && nat64.reals.iter().any(|r| r.addr.is_ipv4()));
+        let r = reports(&out);
+        assert!(
+            r.contains(&"33|'real_server' 172.16.0.4 53: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)".to_string()),
+            "{r:#?}"
+        );
+        assert!(
+            r.contains(&"48|'2001:db8:f::80/64': the prefix length /64 is dropped (tapvs virtual addresses are host addresses)".to_string())
+                && !r.iter().any(|m| m.contains("/128")),
+            "{r:#?}"
+        );
+        assert!(
+            r.contains(&"50|'fe80::1/64' options \"dev eth0 scope link\" has no tapvs equivalent (ignored)".to_string()),
+            "{r:#?}"
+        );
+    }
+
+    /// The sync daemon's multicast group is IPv4 in tapvs: an IPv6 one is reported, the rest
+    /// of the line converts.
+    #[test]
+    fn an_ipv6_sync_group_is_reported() {
+        let out =
+            conv("global_defs {\n lvs_sync_daemon eth0 VI id 5 group ff02::1:2\n}\n").unwrap();
+        assert!(
+            reports(&out).contains(
+                &"2|'lvs_sync_daemon' option 'group' with an IPv6 group has no tapvs equivalent (ignored)"
+                    .to_string()
+            ),
+            "{:#?}",
+            out.reports
+        );
+        assert!(out.toml.contains("syncid = 5\n") && !out.toml.contains("mcast_group"));
+        let out = conv("global_defs {\n lvs_sync_daemon eth0 VI group 239.1.2.3\n}\n").unwrap();
+        assert!(
+            out.toml.contains("mcast_group = \"239.1.2.3\"\n"),
+            "{}",
+            out.toml
+        );
+        let e = conv("global_defs {\n lvs_sync_daemon eth0 VI group ff02::x\n}\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    /// What tapvs cannot run in one family is reported on its line and left out; the rest of
+    /// the block still converts and the output still parses.
+    #[test]
+    fn the_other_family_is_reported_and_left_out() {
+        let out = conv_with(
+            "global_defs {\n vrrp_version 2\n}\n\
+             virtual_server_group g {\n 2001:db8:f::81 80\n 192.0.2.9 80\n fwmark 3\n}\n\
+             virtual_server 2001:db8:f::80 80 {\n sorry_server 172.16.0.9 80\n\
+              real_server 172.16.0.2 80 {\n }\n real_server 2001:db8:5::2 80 {\n }\n}\n\
+             virtual_server 192.0.2.1 80 {\n sorry_server 2001:db8:5::9 80\n real_server 2001:db8:5::2 80 {\n }\n real_server 172.16.0.2 80 {\n }\n}\n\
+             virtual_server 2001:db8:f::80 53 {\n protocol UDP\n lb_kind FNAT\n laddr_group_name l6\n real_server 172.16.0.3 53 {\n }\n}\n\
+             local_address_group l6 {\n 2001:db8:5::100\n}\n\
+             virtual_server group g {\n real_server 2001:db8:5::3 80 {\n }\n}\n\
+             vrrp_instance A {\n interface eth0\n virtual_router_id 1\n version 2\n authentication {\n  auth_type PASS\n  auth_pass x\n }\n\
+              unicast_peer {\n  10.0.0.3\n  2001:db8:c::3\n }\n virtual_ipaddress {\n  2001:db8:f::80\n  10.0.0.100/24\n }\n\
+              virtual_ipaddress_excluded {\n  192.0.2.1\n }\n}\n\
+             vrrp_instance B {\n interface eth1\n virtual_router_id 2\n virtual_ipaddress {\n  172.16.0.254\n  2001:db8:5::1\n }\n}\n",
+            Some(PORTS6),
+        )
+        .unwrap();
+        let unsupported: Vec<String> = reports(&out)
+            .into_iter()
+            .zip(&out.reports)
+            .filter(|(_, r)| r.unsupported)
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(
+            unsupported,
+            [
+                "6|'192.0.2.9' (IPv4 in a group of IPv6 addresses: one family per group) has no tapvs equivalent (ignored)",
+                "7|'fwmark' (fwmark services) has no tapvs equivalent (ignored)",
+                "10|'sorry_server' (of an IPv6 virtual_server: tapvs has none yet) has no tapvs equivalent (ignored)",
+                "11|'real_server' 172.16.0.2 80 (an IPv4 real server of an IPv6 virtual_server: tapvs needs FNAT with an IPv4 local address for that, NAT64) has no tapvs equivalent (ignored)",
+                "17|'sorry_server' (an IPv6 sorry server of an IPv4 virtual_server) has no tapvs equivalent (ignored)",
+                "18|'real_server' 2001:db8:5::2 80 (an IPv6 real server of an IPv4 virtual_server) has no tapvs equivalent (ignored)",
+                "27|'real_server' 172.16.0.3 53 (an IPv4 real server of an IPv6 virtual_server: tapvs needs FNAT with an IPv4 local address for that, NAT64) has no tapvs equivalent (ignored)",
+                "41|'authentication' (with VRRP version 3, which has none) has no tapvs equivalent (ignored)",
+                "46|'10.0.0.3' (IPv4 unicast peer of an IPv6 vrrp_instance: one family per instance) has no tapvs equivalent (ignored)",
+                "51|'10.0.0.100/24' (IPv4 virtual address of an IPv6 vrrp_instance: one family per instance) has no tapvs equivalent (ignored)",
+                "53|'virtual_ipaddress_excluded' has no tapvs equivalent (ignored, with the 1 line(s) of its block)",
+                "62|'2001:db8:5::1' (IPv6 virtual address of an IPv4 vrrp_instance: one family per instance) has no tapvs equivalent (ignored)",
+            ]
+        );
+        let t = &out.toml;
+        assert!(
+            reports(&out).contains(
+                &"40|'version 2': an IPv6 instance runs VRRP version 3 (as keepalived does)"
+                    .to_string()
+            ),
+            "{:#?}",
+            out.reports
+        );
+        for want in [
+            "name = \"A\"\nport = \"eth0\"\nvirtual_router_id = 1\nversion = 3\nunicast_peers = [\"2001:db8:c::3\"]\nvirtual_addresses = [\"2001:db8:f::80\"]\n",
+            // The global vrrp_version 2 still applies to IPv4 instances.
+            "name = \"B\"\nport = \"eth1\"\nvirtual_router_id = 2\nversion = 2\nvirtual_addresses = [\"172.16.0.254\"]\n",
+            "address = \"[2001:db8:5::2]:80\"",
+            "address = \"172.16.0.2:80\"",
+            "address = \"[2001:db8:5::3]:80\"",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+        assert!(
+            !t.contains("auth_pass") && !t.contains("sorry_server") && !t.contains("192.0.2.9"),
+            "{t}"
+        );
+        crate::config::parse(t, Path::new("out.toml")).unwrap_or_else(|e| panic!("{e}\n{t}"));
     }
 
     #[test]
@@ -1296,6 +1733,14 @@ mod tests {
         for (text, line, needle) in [
             ("virtual_server 1.2.3.4 80 {\n lb_algo nope\n}\n", 2, "not a scheduler"),
             ("virtual_server 1.2.3.999 80 {\n}\n", 1, "not an IPv4"),
+            ("virtual_server 2001:db8::g 80 {\n}\n", 1, "not an IPv4 or IPv6 address"),
+            ("virtual_server 2001:db8::1 80 {\n persistence_granularity 255.255.255.0\n}\n", 2, "not a prefix length 1..=128"),
+            ("virtual_server 2001:db8::1 80 {\n persistence_granularity 129\n}\n", 2, "not a prefix length"),
+            ("virtual_server 2001:db8::1 80 {\n real_server 2001:db8::2:: 80 {\n }\n}\n", 2, "not an IPv4 or IPv6 address"),
+            ("virtual_server_group g {\n 2001:db8::1-2001:db9::1 80\n}\n", 2, "at most 1024"),
+            ("vrrp_instance V {\n interface e\n unicast_peer {\n  fe80::1::2\n }\n}\n", 4, "not an IPv4 or IPv6"),
+            ("vrrp_instance V {\n interface e\n virtual_ipaddress {\n  2001:db8::1/64/1\n }\n}\n", 4, "bad prefix length"),
+            ("vrrp_instance V {\n interface e\n virtual_ipaddress {\n  10.0.0.1/33\n }\n}\n", 4, "bad prefix length"),
             ("virtual_server group g {\n}\n", 1, "no virtual_server_group"),
             ("virtual_server 1.2.3.4 80 {\n real_server 1.1.1.1 80 {\n  weight x\n }\n}\n", 3, "not an integer"),
             ("virtual_server 1.2.3.4 80 {\n real_server 1.1.1.1 80 {\n  HTTP_GET {\n  }\n }\n}\n", 3, "no url"),
