@@ -752,10 +752,11 @@ impl Conv {
                             return Err(err(c, "'sorry_server' takes an address and a port".into()))
                         }
                     };
-                    if v6 || a.is_ipv6() {
-                        // tapvs's sorry server is IPv4, of an IPv4 service (not yet IPv6).
+                    if v6 != a.is_ipv6() {
+                        // tapvs takes a sorry server of the service's family (an IPv4 one of
+                        // an IPv6 service only as NAT64, which this block cannot tell yet).
                         let why = if v6 {
-                            "(of an IPv6 virtual_server: tapvs has none yet)"
+                            "(an IPv4 sorry server of an IPv6 virtual_server)"
                         } else {
                             "(an IPv6 sorry server of an IPv4 virtual_server)"
                         };
@@ -1556,6 +1557,7 @@ mod tests {
             "local_address_group lips {\n 2001:db8:5::100-101\n 172.16.0.100\n}\n\
              virtual_server_group g6 {\n 2001:db8:f::81 443\n 2001:db8:f::90-91 443\n}\n\
              virtual_server 2001:db8:f::80 80 {\n lb_algo wlc\n lb_kind NAT\n persistence_timeout 60\n persistence_granularity 48\n\
+              sorry_server 2001:db8:5::9 8080\n\
               real_server 2001:db8:5::2 8080 {\n  weight 3\n  TCP_CHECK {\n   connect_ip 2001:db8:5::12\n   connect_port 81\n  }\n }\n}\n\
              virtual_server group g6 {\n lb_kind DR\n real_server 2001:db8:5::3 443 {\n }\n}\n\
              virtual_server 2001:db8:f::80 53 {\n protocol UDP\n lb_kind FNAT\n laddr_group_name lips\n\
@@ -1571,6 +1573,7 @@ mod tests {
             "address = \"[2001:db8:f::80]:80\"\nscheduler = \"wlc\"\npersistent = 60\nnetmask = 48\n",
             "address = \"[2001:db8:5::2]:8080\"\nweight = 3\nforward = \"nat\"\n",
             "connect_ip = \"2001:db8:5::12\"\nconnect_port = 81\n",
+            "sorry_server = \"[2001:db8:5::9]:8080\"",
             "address = \"[2001:db8:f::81]:443\"",
             "address = \"[2001:db8:f::90]:443\"",
             "address = \"[2001:db8:f::91]:443\"",
@@ -1591,16 +1594,16 @@ mod tests {
         assert!(nat64.vip.is_ipv6() && nat64.reals.iter().any(|r| r.addr.is_ipv4()));
         let r = reports(&out);
         assert!(
-            r.contains(&"33|'real_server' 172.16.0.4 53: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)".to_string()),
+            r.contains(&"34|'real_server' 172.16.0.4 53: an IPv4 real server of an IPv6 virtual_server, kept as NAT64 (FullNAT from the IPv4 local addresses)".to_string()),
             "{r:#?}"
         );
         assert!(
-            r.contains(&"48|'2001:db8:f::80/64': the prefix length /64 is dropped (tapvs virtual addresses are host addresses)".to_string())
+            r.contains(&"49|'2001:db8:f::80/64': the prefix length /64 is dropped (tapvs virtual addresses are host addresses)".to_string())
                 && !r.iter().any(|m| m.contains("/128")),
             "{r:#?}"
         );
         assert!(
-            r.contains(&"50|'fe80::1/64' options \"dev eth0 scope link\" has no tapvs equivalent (ignored)".to_string()),
+            r.contains(&"51|'fe80::1/64' options \"dev eth0 scope link\" has no tapvs equivalent (ignored)".to_string()),
             "{r:#?}"
         );
     }
@@ -1661,7 +1664,7 @@ mod tests {
             [
                 "6|'192.0.2.9' (IPv4 in a group of IPv6 addresses: one family per group) has no tapvs equivalent (ignored)",
                 "7|'fwmark' (fwmark services) has no tapvs equivalent (ignored)",
-                "10|'sorry_server' (of an IPv6 virtual_server: tapvs has none yet) has no tapvs equivalent (ignored)",
+                "10|'sorry_server' (an IPv4 sorry server of an IPv6 virtual_server) has no tapvs equivalent (ignored)",
                 "11|'real_server' 172.16.0.2 80 (an IPv4 real server of an IPv6 virtual_server: tapvs needs FNAT with an IPv4 local address for that, NAT64) has no tapvs equivalent (ignored)",
                 "17|'sorry_server' (an IPv6 sorry server of an IPv4 virtual_server) has no tapvs equivalent (ignored)",
                 "18|'real_server' 2001:db8:5::2 80 (an IPv6 real server of an IPv4 virtual_server) has no tapvs equivalent (ignored)",
