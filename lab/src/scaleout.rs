@@ -13,10 +13,10 @@
 //!  real server j: 10.88.0.(101+j), default route via the router
 //! ```
 //! Each instance's BIRD announces what the appliance writes into its include file
-//! ([`Instance::vips_file`]: a `protocol static tapvs_vips`), with the appliance's address as
-//! BGP next hop; the router merges the paths into one multipath kernel route. BGP timers are
-//! short (hold 3 s, keepalive 1 s, retry 1 s). Dropping the [`ScaleOut`] stops every BIRD
-//! and removes the namespaces and the scratch directory.
+//! ([`Instance::vips_file`]: `protocol static tapvs_vips` and `tapvs_vips6`), with the
+//! appliance's address as BGP next hop; the router merges the paths into one multipath kernel
+//! route. BGP timers are short (hold 3 s, keepalive 1 s, retry 1 s). Dropping the
+//! [`ScaleOut`] stops every BIRD and removes the namespaces and the scratch directory.
 //!
 //! [`ScaleOut::build_dual`] adds IPv6 beside it: client [`CLIENT6`], router [`ROUTER6`] on the
 //! segment 2001:db8:88::/64 (instance `i`'s appliance at [`instance_addr6`], its BIRD at
