@@ -1,12 +1,14 @@
 //! Scale-out: several tapvs instances active at once behind a router that spreads flows over
 //! them by ECMP. This module owns the `[scale_out]` config section and its validation (an
 //! active-active NAT service is refused), and the format of the file tapvs writes for BIRD: a
-//! `protocol static tapvs_vips` with one `route VIP/32 blackhole;` per VIP it serves, which the
-//! config of the BIRD running beside the instance includes. The thread that decides what to announce, and the watchdog
-//! process that withdraws when tapvs dies, are in `control::announce`.
+//! `protocol static tapvs_vips` with one `route VIP/32 blackhole;` per IPv4 VIP it serves and a
+//! `protocol static tapvs_vips6` with one `route VIP6/128 blackhole;` per IPv6 VIP, which the
+//! config of the BIRD running beside the instance includes. The thread that decides what to
+//! announce, and the watchdog process that withdraws when tapvs dies, are in
+//! `control::announce`.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use modes::Forward;
 use serde::Deserialize;
@@ -16,8 +18,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleOutConfig {
-    /// The file tapvs (re)writes with the routes to announce (a `protocol static
-    /// tapvs_vips`); BIRD's config includes it at top level. Absolute path.
+    /// The file tapvs (re)writes with the routes to announce (`protocol static tapvs_vips`
+    /// for IPv4, `tapvs_vips6` for IPv6); BIRD's config includes it at top level. Absolute
+    /// path.
     pub bird_include: String,
     /// The command that makes BIRD reread its config; tapvs appends `configure`. Default
     /// `["birdc"]` (add `"-s", "/path/bird.ctl"` for another control socket).
@@ -76,19 +79,29 @@ pub fn validate(
     Ok(())
 }
 
-/// The name of the BIRD protocol in the include file; BGP exports select it
-/// (`export where proto = "tapvs_vips";`).
+/// The name of the BIRD protocol in the include file that carries the IPv4 VIPs; BGP exports
+/// select it (`ipv4 { export where proto = "tapvs_vips"; };`).
 pub const BIRD_PROTOCOL: &str = "tapvs_vips";
 
+/// The name of the BIRD protocol in the include file that carries the IPv6 VIPs; an IPv6
+/// channel selects it (`ipv6 { export where proto = "tapvs_vips6"; };`).
+pub const BIRD_PROTOCOL6: &str = "tapvs_vips6";
+
 /// The include file's text for `vips` (sorted, deduplicated by the caller): a BIRD `protocol
-/// static` named [`BIRD_PROTOCOL`] with one blackhole route per VIP (the next hop the router
-/// sees is set by the BGP export); no routes when `vips` is empty.
-pub fn bird_routes(vips: &[Ipv4Addr]) -> String {
+/// static` named [`BIRD_PROTOCOL`] with one `/32` blackhole route per IPv4 VIP, then one named
+/// [`BIRD_PROTOCOL6`] with one `/128` blackhole route per IPv6 VIP (the next hop the router
+/// sees is set by the BGP export). Both protocols are always present, without routes when
+/// there is nothing of their family to announce.
+pub fn bird_routes(vips: &[IpAddr]) -> String {
     let mut s = format!(
         "# written by tapvs: the VIPs this instance serves\nprotocol static {BIRD_PROTOCOL} {{\n  ipv4;\n"
     );
-    for v in vips {
+    for v in vips.iter().filter(|v| v.is_ipv4()) {
         let _ = writeln!(s, "  route {v}/32 blackhole;");
+    }
+    let _ = write!(s, "}}\nprotocol static {BIRD_PROTOCOL6} {{\n  ipv6;\n");
+    for v in vips.iter().filter(|v| v.is_ipv6()) {
+        let _ = writeln!(s, "  route {v}/128 blackhole;");
     }
     s.push_str("}\n");
     s
@@ -99,12 +112,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_file_lists_each_vip() {
-        let f = bird_routes(&[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]);
-        assert!(f.contains(
-            "protocol static tapvs_vips {\n  ipv4;\n  route 192.0.2.1/32 blackhole;\n  route 192.0.2.2/32 blackhole;\n}\n"
+    fn routes_file_lists_each_vip_in_its_family() {
+        let vips: Vec<IpAddr> = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8:f::80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let f = bird_routes(&vips);
+        assert!(f.starts_with("# written by tapvs"), "{f}");
+        assert!(
+            f.ends_with(
+                "protocol static tapvs_vips {\n  ipv4;\n  route 192.0.2.1/32 blackhole;\n  \
+                 route 192.0.2.2/32 blackhole;\n}\nprotocol static tapvs_vips6 {\n  ipv6;\n  \
+                 route 2001:db8::1/128 blackhole;\n  route 2001:db8:f::80/128 blackhole;\n}\n"
+            ),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn routes_file_keeps_both_protocols_when_a_family_is_empty() {
+        // Nothing at all: the watchdog's "withdraw everything" text empties both.
+        assert!(bird_routes(&[]).ends_with(
+            "protocol static tapvs_vips {\n  ipv4;\n}\nprotocol static tapvs_vips6 {\n  ipv6;\n}\n"
         ));
-        assert!(bird_routes(&[]).ends_with("protocol static tapvs_vips {\n  ipv4;\n}\n"));
+        let only6 = bird_routes(&["2001:db8::1".parse().unwrap()]);
+        assert!(
+            only6.contains("protocol static tapvs_vips {\n  ipv4;\n}\n"),
+            "{only6}"
+        );
+        assert!(
+            only6.contains("  route 2001:db8::1/128 blackhole;\n}\n"),
+            "{only6}"
+        );
+        let only4 = bird_routes(&["192.0.2.1".parse().unwrap()]);
+        assert!(
+            only4.ends_with("protocol static tapvs_vips6 {\n  ipv6;\n}\n"),
+            "{only4}"
+        );
+        assert!(!only4.contains("/128"), "{only4}");
+        // One route line per VIP, each in the protocol of its family.
+        assert_eq!(only4.matches("route ").count(), 1);
     }
 }
 

@@ -13,12 +13,15 @@
 //!   instance's flows are reset (printed);
 //! * a fourth instance joins during transfers: the flows ECMP moves to it continue;
 //! * health checks taking every real server out withdraw the route, one back restores it; a
-//!   port going down, and a clean stop, withdraw the instance's path too.
+//!   port going down, and a clean stop, withdraw the instance's path too;
+//! * IPv6 (the dual-stack lab, two instances): the IPv6 VIP goes out over each instance's IPv6
+//!   BGP session (`tapvs_vips6`), the router's IPv6 route has both next hops and connections
+//!   go through both instances; `kill -9` of one withdraws its IPv6 path and traffic goes on.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -27,10 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tapvs::rs::{self, DecapCounters, RsMode};
-use tapvs_lab::netns::{precheck, wait_until, Netns, NsChild};
+use tapvs_lab::netns::{precheck, wait_until, NsChild};
 use tapvs_lab::scaleout::{
-    instance_addr, instance_mac, local_addr, paced_transfer, real_addr, DigestServer, ScaleOut,
-    Transfer, INSTANCE_BRIDGE, INSTANCE_TAP, VIP,
+    instance_addr, instance_addr6, instance_mac, local_addr, paced_transfer, real_addr, real_addr6,
+    DigestServer, ScaleOut, Transfer, INSTANCE_BRIDGE, INSTANCE_TAP, ROUTER6, VIP, VIP6,
 };
 
 const TAPVS: &str = env!("CARGO_BIN_EXE_tapvs");
@@ -46,18 +49,28 @@ const CHUNKS: usize = 40;
 const PACE: Duration = Duration::from_millis(100);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A `[[service]]` over both real servers with `mh` (port hashed too, one client here).
+/// A `[[service]]` on [`VIP`] over both real servers with `mh` (port hashed too, one client
+/// here).
 fn service(port: u16, forward: &str, extra: &str, checks: bool) -> String {
+    service_at(IpAddr::V4(VIP), port, forward, extra, checks)
+}
+
+/// [`service`] on `vip`: an IPv6 VIP gets the real servers' IPv6 addresses.
+fn service_at(vip: IpAddr, port: u16, forward: &str, extra: &str, checks: bool) -> String {
     let mut s = format!(
-        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"mh\"\nflags = [\"mh-port\"]\n{extra}"
+        "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{}\"\nscheduler = \"mh\"\nflags = [\"mh-port\"]\n{extra}",
+        SocketAddr::new(vip, port)
     );
     if checks {
         s.push_str("health = { delay_loop = 1, connect_timeout = 1, retry = 0, delay_before_retry = 1, warmup = 0 }\n");
     }
     for j in 0..2 {
+        let real = match vip {
+            IpAddr::V4(_) => SocketAddr::from((real_addr(j), port)),
+            IpAddr::V6(_) => SocketAddr::from((real_addr6(j), port)),
+        };
         s.push_str(&format!(
-            "[[service.real]]\naddress = \"{}:{port}\"\nforward = \"{forward}\"\n",
-            real_addr(j)
+            "[[service.real]]\naddress = \"{real}\"\nforward = \"{forward}\"\n"
         ));
         if checks {
             s.push_str("[[service.real.check]]\ntype = \"tcp\"\n");
@@ -86,12 +99,21 @@ impl Drop for Tapvs {
 
 impl Tapvs {
     /// Writes instance `i`'s config (its port on the segment, its FullNAT local address, the
-    /// `[scale_out]` section for its BIRD, `services`) and starts `tapvs run`; returns once
-    /// the VIP is in its BIRD include file (tapvs is up and announcing).
+    /// `[scale_out]` section for its BIRD, `services`; in a dual-stack lab the port's IPv6
+    /// address and default route too) and starts `tapvs run`; returns once the VIP is in its
+    /// BIRD include file (tapvs is up and announcing).
     fn start(so: &ScaleOut, i: usize, services: &str) -> Tapvs {
         let inst = &so.instances[i];
         let socket = so.dir().join(format!("tapvs{i}.sock"));
         let birdc: Vec<String> = inst.birdc().iter().map(|a| format!("{a:?}")).collect();
+        let (addr6, route6) = if so.is_dual() {
+            (
+                format!(", \"{}/64\"", instance_addr6(i)),
+                format!("\n[[route]]\nto = \"default6\"\nvia = \"{ROUTER6}\"\n"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let cfg = format!(
             r#"workers = 1
 max_connections = 100000
@@ -107,13 +129,13 @@ enabled = false
 name = "seg"
 tap = "{INSTANCE_TAP}"
 mac = "{mac}"
-addresses = ["{addr}/24"]
+addresses = ["{addr}/24"{addr6}]
 bridge = "{INSTANCE_BRIDGE}"
 
 [[route]]
 to = "default"
 via = "{router}"
-
+{route6}
 [scale_out]
 bird_include = "{vips}"
 birdc = [{birdc}]
@@ -158,8 +180,29 @@ interval_ms = 100
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// The connection table: (client port, virtual port) → real server address.
+    /// The IPv4 connection table: (client port, virtual port) → real server address.
     fn conns(&self) -> HashMap<(u16, u16), Ipv4Addr> {
+        let mut m = HashMap::new();
+        for (src, vip, dst) in self.conn_rows() {
+            if let (SocketAddr::V4(_), SocketAddr::V4(vip), IpAddr::V4(dst)) = (src, vip, dst.ip())
+            {
+                m.insert((src.port(), vip.port()), dst);
+            }
+        }
+        m
+    }
+
+    /// The client ports of the connections to `vip` (either family).
+    fn ports_to(&self, vip: SocketAddr) -> HashSet<u16> {
+        self.conn_rows()
+            .into_iter()
+            .filter(|r| r.1 == vip)
+            .map(|r| r.0.port())
+            .collect()
+    }
+
+    /// The TCP rows of `tapvsadm -L -n -c`: (client, virtual, real server) addresses.
+    fn conn_rows(&self) -> Vec<(SocketAddr, SocketAddr, SocketAddr)> {
         let out = Command::new(TAPVSADM)
             .args([
                 "--socket",
@@ -171,27 +214,23 @@ interval_ms = 100
             .output()
             .expect("tapvsadm");
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut m = HashMap::new();
+        let mut rows = Vec::new();
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 6 || f[0] != "TCP" {
                 continue;
             }
-            let (Ok(src), Ok(vip), Ok(dst)) = (
-                f[3].parse::<SocketAddrV4>(),
-                f[4].parse::<SocketAddrV4>(),
-                f[5].parse::<SocketAddrV4>(),
-            ) else {
-                continue;
-            };
-            m.insert((src.port(), vip.port()), *dst.ip());
+            if let (Ok(src), Ok(vip), Ok(dst)) = (f[3].parse(), f[4].parse(), f[5].parse()) {
+                rows.push((src, vip, dst));
+            }
         }
-        m
+        rows
     }
 }
 
 /// The real servers: VIP on lo with ARP suppression (DR and TUN), the user-space IPIP
-/// decapsulator, digest servers on the DR, TUN and FullNAT ports.
+/// decapsulator, digest servers on the DR, TUN and FullNAT ports; in a dual-stack lab
+/// [`VIP6`] on lo too and the servers on `[::]`.
 struct Reals {
     servers: Vec<Vec<DigestServer>>,
     stop: Arc<AtomicBool>,
@@ -204,7 +243,12 @@ impl Reals {
         let mut decaps = Vec::new();
         let mut servers = Vec::new();
         for (j, ns) in so.reals.iter().enumerate() {
-            ns.run(|| rs::setup(RsMode::Tun, VIP, false))
+            let vips: Vec<IpAddr> = if so.is_dual() {
+                vec![VIP.into(), VIP6.into()]
+            } else {
+                vec![VIP.into()]
+            };
+            ns.run(move || rs::setup_vips(RsMode::Tun, &vips, false))
                 .expect("rs-setup");
             let st = stop.clone();
             decaps.push(ns.spawn_thread(move || {
@@ -218,7 +262,7 @@ impl Reals {
             servers.push(
                 [DR, TUN, FNAT]
                     .iter()
-                    .map(|&p| digest_server(ns, j, p))
+                    .map(|&p| digest_server(so, j, p))
                     .collect(),
             );
         }
@@ -230,9 +274,17 @@ impl Reals {
     }
 }
 
-fn digest_server(ns: &Netns, j: usize, port: u16) -> DigestServer {
+/// A digest server on real server `j`: on 0.0.0.0, or `[::]` (both families) in a dual-stack
+/// lab.
+fn digest_server(so: &ScaleOut, j: usize, port: u16) -> DigestServer {
     let name = format!("rs{j}");
-    ns.run(move || DigestServer::start(SocketAddr::from(([0, 0, 0, 0], port)), &name))
+    let any = if so.is_dual() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    so.reals[j]
+        .run(move || DigestServer::start(SocketAddr::new(any, port), &name))
         .expect("digest server")
 }
 
@@ -310,7 +362,18 @@ fn mh_choice(cport: u16, vport: u16) -> Ipv4Addr {
 }
 
 fn lab(n_instances: usize, services: &str) -> (ScaleOut, Reals, Vec<Tapvs>) {
-    let so = match ScaleOut::build(n_instances, 2) {
+    lab_with(n_instances, services, false)
+}
+
+/// [`lab`], dual stack when `dual` (`ScaleOut::build_dual`); returns once the router routes
+/// [`VIP`] through every instance (`services` must serve it).
+fn lab_with(n_instances: usize, services: &str, dual: bool) -> (ScaleOut, Reals, Vec<Tapvs>) {
+    let built = if dual {
+        ScaleOut::build_dual(n_instances, 2)
+    } else {
+        ScaleOut::build(n_instances, 2)
+    };
+    let so = match built {
         Ok(so) => so,
         Err(e) => panic!("scale-out lab: {e}"),
     };
@@ -597,7 +660,7 @@ fn health_checks_ports_and_stop_withdraw_the_route() {
     assert!(gone, "still routed: {}", so.vip_route());
     let out = t0.elapsed();
     // One back: every instance announces again.
-    reals.servers[0].push(digest_server(&so.reals[0], 0, DR));
+    reals.servers[0].push(digest_server(&so, 0, DR));
     let t0 = Instant::now();
     let back = so.wait_next_hops(&[0, 1, 2], Duration::from_secs(20));
     assert!(back.is_some(), "not restored: {}", so.vip_route());
@@ -643,4 +706,108 @@ fn paced_transfer_from(so: &ScaleOut, port: u16) -> Transfer {
             )
         })
         .expect("transfer")
+}
+
+/// `n` short transfers to `vip` from the client, run at once; returns them all (panics on a
+/// failed one).
+fn short_transfers(so: &ScaleOut, vip: SocketAddr, n: usize, seed: u64) -> Vec<Transfer> {
+    let handles: Vec<_> = (0..n as u64)
+        .map(|k| {
+            so.client.spawn_thread(move || {
+                paced_transfer(vip, seed + k, 1000, 1, PACE, Duration::from_secs(10))
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(k, h)| {
+            h.join()
+                .expect("transfer thread")
+                .unwrap_or_else(|e| panic!("transfer {k} to {vip}: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_vip_is_announced_over_ipv6_bgp_and_withdrawn_on_kill9() {
+    if !bird_ok() {
+        return;
+    }
+    let services = format!(
+        "{}{}",
+        service(DR, "dr", "", false),
+        service_at(IpAddr::V6(VIP6), DR, "dr", "", false)
+    );
+    let t0 = Instant::now();
+    let (so, _reals, tapvs) = lab_with(2, &services, true);
+    // Each instance's include carries the IPv6 VIP in the IPv6 protocol.
+    for inst in &so.instances {
+        let inc = std::fs::read_to_string(inst.vips_file()).unwrap_or_default();
+        assert!(
+            inc.contains(&format!(
+                "protocol static tapvs_vips6 {{\n  ipv6;\n  route {VIP6}/128 blackhole;\n}}"
+            )),
+            "include {}: {inc}",
+            inst.index
+        );
+    }
+    let announced = so.wait_next_hops6(&[0, 1], Duration::from_secs(20));
+    assert!(
+        announced.is_some(),
+        "router IPv6 route: {:?}{}",
+        so.vip6_route(),
+        so.bird_logs()
+    );
+    let route2 = so.vip6_route();
+    assert_eq!(
+        route2.matches("nexthop via").count(),
+        2,
+        "one multipath IPv6 route: {route2}"
+    );
+    // Connections to the IPv6 VIP go through both instances and reach the real servers.
+    let vip = SocketAddr::from((VIP6, DR));
+    let done = short_transfers(&so, vip, 40, 600);
+    assert!(done.iter().all(|t| t.digest_ok), "IPv6 digests");
+    let on: Vec<HashSet<u16>> = tapvs.iter().map(|t| t.ports_to(vip)).collect();
+    let mut split = [0usize; 2];
+    for t in &done {
+        let at: Vec<usize> = (0..2).filter(|&i| on[i].contains(&t.port)).collect();
+        assert_eq!(at.len(), 1, "port {} on instances {at:?}", t.port);
+        split[at[0]] += 1;
+    }
+    let servers: HashSet<&str> = done.iter().map(|t| t.server.as_str()).collect();
+    assert!(split.iter().all(|&n| n > 0), "ECMP over IPv6: {split:?}");
+    assert_eq!(servers.len(), 2, "both real servers answer: {servers:?}");
+    // kill -9 of instance 0: its IPv6 path goes, traffic goes on through instance 1.
+    let k0 = Instant::now();
+    tapvs[0].child.kill().expect("kill -9");
+    let withdraw = so
+        .wait_next_hops6(&[1], Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "IPv6 path not withdrawn after {:?}: {}",
+                k0.elapsed(),
+                so.vip6_route()
+            )
+        });
+    let route1 = so.vip6_route();
+    assert!(!route1.contains("nexthop"), "one next hop left: {route1}");
+    let left = std::fs::read_to_string(so.instances[0].vips_file()).unwrap_or_default();
+    assert!(!left.contains("route "), "include after kill -9: {left}");
+    let after = short_transfers(&so, vip, 20, 700);
+    assert!(after.iter().all(|t| t.digest_ok), "IPv6 digests after kill");
+    let on1 = tapvs[1].ports_to(vip);
+    assert!(
+        after.iter().all(|t| on1.contains(&t.port)),
+        "every new IPv6 connection went through instance 1"
+    );
+    assert!(withdraw <= WITHDRAW_BOUND, "withdrawn after {withdraw:?}");
+    eprintln!(
+        "IPv6 scale-out: router's `ip -6 route show {VIP6}`: {route2:?}, after kill -9: \
+         {route1:?}\nroute with 2 next hops after {announced:?}; 40 connections over \
+         instances {split:?}; kill -9 of instance 0 -> IPv6 path withdrawn after {withdraw:?}; \
+         20 more connections all through instance 1; test took {:?}",
+        t0.elapsed()
+    );
 }

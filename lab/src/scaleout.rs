@@ -13,13 +13,21 @@
 //!  real server j: 10.88.0.(101+j), default route via the router
 //! ```
 //! Each instance's BIRD announces what the appliance writes into its include file
-//! ([`Instance::vips_file`]: a `protocol static tapvs_vips`), with the appliance's address as
-//! BGP next hop; the router merges the paths into one multipath kernel route. BGP timers are
-//! short (hold 3 s, keepalive 1 s, retry 1 s). Dropping the [`ScaleOut`] stops every BIRD
-//! and removes the namespaces and the scratch directory.
+//! ([`Instance::vips_file`]: `protocol static tapvs_vips` and `tapvs_vips6`), with the
+//! appliance's address as BGP next hop; the router merges the paths into one multipath kernel
+//! route. BGP timers are short (hold 3 s, keepalive 1 s, retry 1 s). Dropping the
+//! [`ScaleOut`] stops every BIRD and removes the namespaces and the scratch directory.
+//!
+//! [`ScaleOut::build_dual`] adds IPv6 beside it: client [`CLIENT6`], router [`ROUTER6`] on the
+//! segment 2001:db8:88::/64 (instance `i`'s appliance at [`instance_addr6`], its BIRD at
+//! [`bird_addr6`], FullNAT local address [`local_addr6`]; real server `j` at [`real_addr6`]),
+//! a second BGP session per instance over IPv6 (`uplink6`, an `ipv6` channel exporting
+//! `tapvs_vips6`, the [`VIP6`] routes) and the router's IPv6 kernel table merging those paths
+//! (`net.ipv6.fib_multipath_hash_policy=1`). Every address is `nodad`; DAD, router
+//! solicitations, RAs and MLD reports are off, and the bridges do not snoop multicast.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -73,6 +81,40 @@ pub fn real_addr(j: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 88, 0, 101 + j as u8)
 }
 
+/// The IPv6 VIP the instances announce in a dual-stack lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x10);
+/// The client's IPv6 address.
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 2);
+/// The router's IPv6 address on the client's link.
+pub const ROUTER_CLIENT_SIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 1);
+/// The router's IPv6 address on the segment.
+pub const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0, 0, 0, 0, 1);
+
+/// The segment's IPv6 address with interface id `id` (hex).
+fn seg6(id: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x88, 0, 0, 0, 0, id)
+}
+
+/// The appliance's IPv6 address in instance `i`: 2001:db8:88::(11+i) (hex).
+pub fn instance_addr6(i: usize) -> Ipv6Addr {
+    seg6(0x11 + i as u16)
+}
+
+/// The IPv6 address of instance `i`'s BIRD: 2001:db8:88::(21+i) (hex).
+pub fn bird_addr6(i: usize) -> Ipv6Addr {
+    seg6(0x21 + i as u16)
+}
+
+/// The IPv6 FullNAT local address of instance `i`: 2001:db8:88::(31+i) (hex).
+pub fn local_addr6(i: usize) -> Ipv6Addr {
+    seg6(0x31 + i as u16)
+}
+
+/// Real server `j`'s IPv6 address: 2001:db8:88::(101+j) (hex).
+pub fn real_addr6(j: usize) -> Ipv6Addr {
+    seg6(0x101 + j as u16)
+}
+
 /// The bridge in an instance namespace the appliance's TAP joins.
 pub const INSTANCE_BRIDGE: &str = "b0";
 /// The appliance's TAP in an instance namespace.
@@ -121,6 +163,8 @@ pub struct Instance {
     pub index: usize,
     /// BIRD, killed on drop.
     bird: Option<NsChild>,
+    /// Has the IPv6 session `uplink6` too (dual-stack lab).
+    dual: bool,
     /// The namespace.
     pub ns: Netns,
     dir: PathBuf,
@@ -146,18 +190,26 @@ impl Instance {
         ]
     }
 
-    /// Whether BIRD's BGP session to the router is established.
+    /// Whether BIRD's BGP sessions to the router are established (`uplink`, and `uplink6` in
+    /// a dual-stack lab).
     pub fn bgp_up(&self) -> bool {
-        let out = std::process::Command::new("birdc")
-            .args([
-                "-s",
-                &self.bird_socket().display().to_string(),
-                "show",
-                "protocols",
-                "uplink",
-            ])
-            .output();
-        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Established"))
+        let sessions: &[&str] = if self.dual {
+            &["uplink", "uplink6"]
+        } else {
+            &["uplink"]
+        };
+        sessions.iter().all(|p| {
+            let out = std::process::Command::new("birdc")
+                .args([
+                    "-s",
+                    &self.bird_socket().display().to_string(),
+                    "show",
+                    "protocols",
+                    p,
+                ])
+                .output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Established"))
+        })
     }
 }
 
@@ -174,17 +226,70 @@ pub struct ScaleOut {
     pub router: Netns,
     /// The client.
     pub client: Netns,
+    /// Built with [`ScaleOut::build_dual`].
+    dual: bool,
     dir: ScratchDir,
 }
 
 /// The empty include file (what the appliance writes with nothing to announce).
-const NO_ROUTES: &str = "protocol static tapvs_vips {\n  ipv4;\n}\n";
+const NO_ROUTES: &str =
+    "protocol static tapvs_vips {\n  ipv4;\n}\nprotocol static tapvs_vips6 {\n  ipv6;\n}\n";
+
+/// Prepares a new namespace's IPv6 before its links exist: quiet dual stack
+/// (`topology::quiet_ipv6`: no DAD, RS, RA or MLD) or IPv6 off.
+fn ipv6_plan(ns: &Netns, dual: bool) -> io::Result<()> {
+    if dual {
+        crate::topology::quiet_ipv6(ns)
+    } else {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+    }
+}
+
+/// Turns multicast snooping off on bridge `br` in `ns`: no MLD report is sent in the lab, so
+/// a snooping bridge must not learn (or wait for) listeners.
+fn no_snooping(ns: &Netns, br: &str) -> io::Result<()> {
+    ns.ip(&[
+        "link",
+        "set",
+        "dev",
+        br,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ])
+    .map(drop)
+}
+
+/// The addresses after each `via` in `route` (an `ip route show` output), sorted, once each.
+fn via_addrs<T: std::str::FromStr + Ord>(route: &str) -> Vec<T> {
+    let mut hops: Vec<T> = route
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
+    hops.sort_unstable();
+    hops.dedup();
+    hops
+}
 
 impl ScaleOut {
     /// Builds router, client, `n_reals` real servers (plain hosts on the segment, default
     /// route via the router) and `n_instances` instance namespaces with their BIRDs, and waits
     /// until every instance's BGP session is established.
     pub fn build(n_instances: usize, n_reals: usize) -> io::Result<ScaleOut> {
+        ScaleOut::build_with(n_instances, n_reals, false)
+    }
+
+    /// [`ScaleOut::build`] with the IPv6 plan of the module documentation as well: every
+    /// host dual stack, a second BGP session per instance over IPv6 for [`VIP6`]. Needs `nft`.
+    pub fn build_dual(n_instances: usize, n_reals: usize) -> io::Result<ScaleOut> {
+        ScaleOut::build_with(n_instances, n_reals, true)
+    }
+
+    fn build_with(n_instances: usize, n_reals: usize, dual: bool) -> io::Result<ScaleOut> {
         let dir = ScratchDir::new()?;
         let client = Netns::new("so-client")?;
         let router = Netns::new("so-router")?;
@@ -194,14 +299,19 @@ impl ScaleOut {
             router_bird: None,
             router,
             client,
+            dual,
             dir,
         };
         for ns in [&so.client, &so.router] {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ipv6_plan(ns, dual)?;
         }
         let r = &so.router;
         r.sysctl("net.ipv4.ip_forward", "1")?;
         r.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        if dual {
+            r.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+            r.sysctl("net.ipv6.fib_multipath_hash_policy", "1")?;
+        }
         for k in ["all", "default"] {
             r.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")?;
         }
@@ -212,6 +322,14 @@ impl ScaleOut {
         r.add_addr("c0", &format!("{ROUTER_CLIENT_SIDE}/24"))?;
         bridge(r, "bs", &[])?;
         r.add_addr("bs", &format!("{ROUTER}/24"))?;
+        if dual {
+            no_snooping(r, "bs")?;
+            so.client.add_addr("eth0", &format!("{CLIENT6}/64"))?;
+            so.client
+                .add_default_route(&ROUTER_CLIENT_SIDE6.to_string())?;
+            r.add_addr("c0", &format!("{ROUTER_CLIENT_SIDE6}/64"))?;
+            r.add_addr("bs", &format!("{ROUTER6}/64"))?;
+        }
         if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
             for key in ["iptables", "ip6tables", "arptables"] {
                 r.sysctl(&format!("net.bridge.bridge-nf-call-{key}"), "0")?;
@@ -219,7 +337,7 @@ impl ScaleOut {
         }
         for j in 0..n_reals {
             let rs = Netns::new(&format!("so-rs{j}"))?;
-            rs.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ipv6_plan(&rs, dual)?;
             for k in ["all", "default"] {
                 rs.sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0")?;
             }
@@ -229,6 +347,10 @@ impl ScaleOut {
                 .ip(&["link", "set", "dev", &port, "master", "bs"])?;
             rs.add_addr("eth0", &format!("{}/24", real_addr(j)))?;
             rs.add_default_route(&ROUTER.to_string())?;
+            if dual {
+                rs.add_addr("eth0", &format!("{}/64", real_addr6(j)))?;
+                rs.add_default_route(&ROUTER6.to_string())?;
+            }
             so.reals.push(rs);
         }
         so.start_router_bird()?;
@@ -247,6 +369,11 @@ impl ScaleOut {
         Ok(so)
     }
 
+    /// Whether the lab was built with [`ScaleOut::build_dual`].
+    pub fn is_dual(&self) -> bool {
+        self.dual
+    }
+
     /// The scratch directory (configs, sockets, logs).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -258,6 +385,11 @@ impl ScaleOut {
              protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n",
             self.dir().join("bird-router.log").display()
         );
+        if self.dual {
+            conf.push_str(
+                "protocol kernel {\n  ipv6 { import none; export all; };\n  merge paths on;\n}\n",
+            );
+        }
         for i in 0..MAX_INSTANCES {
             conf.push_str(&format!(
                 "protocol bgp i{i} {{\n  local {ROUTER} as {ROUTER_AS};\n  neighbor {} as {INSTANCE_AS};\n  \
@@ -265,6 +397,14 @@ impl ScaleOut {
                  ipv4 {{ import all; export none; }};\n}}\n",
                 bird_addr(i)
             ));
+            if self.dual {
+                conf.push_str(&format!(
+                    "protocol bgp i{i}v6 {{\n  local {ROUTER6} as {ROUTER_AS};\n  neighbor {} as {INSTANCE_AS};\n  \
+                     hold time 3; keepalive time 1; connect retry time 1; error wait time 1,2;\n  \
+                     ipv6 {{ import all; export none; }};\n}}\n",
+                    bird_addr6(i)
+                ));
+            }
         }
         let path = self.dir().join("bird-router.conf");
         std::fs::write(&path, conf)?;
@@ -284,7 +424,7 @@ impl ScaleOut {
             ));
         }
         let ns = Netns::new(&format!("so-lb{i}"))?;
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ipv6_plan(&ns, self.dual)?;
         if Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
             for key in ["iptables", "ip6tables", "arptables"] {
                 ns.sysctl(&format!("net.bridge.bridge-nf-call-{key}"), "0")?;
@@ -296,14 +436,19 @@ impl ScaleOut {
             .ip(&["link", "set", "dev", &port, "master", "bs"])?;
         bridge(&ns, INSTANCE_BRIDGE, &["eth0"])?;
         ns.add_addr(INSTANCE_BRIDGE, &format!("{}/24", bird_addr(i)))?;
+        if self.dual {
+            no_snooping(&ns, INSTANCE_BRIDGE)?;
+            ns.add_addr(INSTANCE_BRIDGE, &format!("{}/64", bird_addr6(i)))?;
+        }
         let mut inst = Instance {
             index: i,
             bird: None,
+            dual: self.dual,
             ns,
             dir: self.dir().to_path_buf(),
         };
         std::fs::write(inst.vips_file(), NO_ROUTES)?;
-        let conf = format!(
+        let mut conf = format!(
             "router id {id};\nlog \"{log}\" all;\nprotocol device {{ scan time 1; }}\ninclude \"{vips}\";\n\
              protocol bgp uplink {{\n  local {id} as {INSTANCE_AS};\n  neighbor {ROUTER} as {ROUTER_AS};\n  \
              hold time 3; keepalive time 1; connect retry time 1; error wait time 1,2;\n  \
@@ -313,6 +458,15 @@ impl ScaleOut {
             vips = inst.vips_file().display(),
             nh = instance_addr(i),
         );
+        if self.dual {
+            conf.push_str(&format!(
+                "protocol bgp uplink6 {{\n  local {id} as {INSTANCE_AS};\n  neighbor {ROUTER6} as {ROUTER_AS};\n  \
+                 hold time 3; keepalive time 1; connect retry time 1; error wait time 1,2;\n  \
+                 ipv6 {{ import none; export filter {{ if proto = \"tapvs_vips6\" then {{ bgp_next_hop = {nh}; accept; }} reject; }}; }};\n}}\n",
+                id = bird_addr6(i),
+                nh = instance_addr6(i),
+            ));
+        }
         let path = self.dir().join(format!("bird{i}.conf"));
         std::fs::write(&path, conf)?;
         inst.bird = Some(spawn_bird(&inst.ns, &path, &inst.bird_socket())?);
@@ -329,17 +483,31 @@ impl ScaleOut {
 
     /// The next hops of the router's route to the VIP, sorted.
     pub fn vip_next_hops(&self) -> Vec<Ipv4Addr> {
-        let r = self.vip_route();
-        let mut hops: Vec<Ipv4Addr> = r
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect();
-        hops.sort_unstable();
-        hops.dedup();
-        hops
+        via_addrs(&self.vip_route())
+    }
+
+    /// The router's kernel route to [`VIP6`] as `ip -6 route show` prints it ("" when none).
+    pub fn vip6_route(&self) -> String {
+        self.router
+            .ip(&["-6", "route", "show", &format!("{VIP6}/128")])
+            .unwrap_or_default()
+    }
+
+    /// The next hops of the router's route to [`VIP6`], sorted.
+    pub fn vip6_next_hops(&self) -> Vec<Ipv6Addr> {
+        via_addrs(&self.vip6_route())
+    }
+
+    /// [`ScaleOut::wait_next_hops`] for the route to [`VIP6`]: waits until its next hops are
+    /// exactly the IPv6 appliance addresses of `instances`.
+    pub fn wait_next_hops6(&self, instances: &[usize], timeout: Duration) -> Option<Duration> {
+        let mut want: Vec<Ipv6Addr> = instances.iter().map(|&i| instance_addr6(i)).collect();
+        want.sort_unstable();
+        let t0 = Instant::now();
+        wait_until(timeout, Duration::from_millis(5), || {
+            self.vip6_next_hops() == want
+        })
+        .then(|| t0.elapsed())
     }
 
     /// Waits until the router's next hops for the VIP are exactly the appliance addresses of

@@ -124,7 +124,7 @@ const QUIET_MLD_NFT: &str = "table ip6 tvs_quiet_mld { chain out { type filter h
 /// Makes `ns` an IPv6 host that speaks only when spoken to: enables IPv6, turns off router
 /// solicitations, router advertisements and DAD (on `all` and `default`, so links created later
 /// inherit it) and drops its MLD reports (nftables). Call before creating its links.
-fn quiet_ipv6(ns: &Netns) -> io::Result<()> {
+pub(crate) fn quiet_ipv6(ns: &Netns) -> io::Result<()> {
     for scope in ["all", "default"] {
         for (knob, value) in [
             ("disable_ipv6", "0"),

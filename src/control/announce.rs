@@ -2,9 +2,9 @@
 //! instance announces, and the watchdog process that hands them to BIRD.
 //!
 //! Mechanism: a file BIRD's config includes, rewritten (atomically, by rename) as a `protocol
-//! static tapvs_vips` with one `route VIP/32 blackhole;` per announced VIP, then `birdc
-//! configure`. BIRD
-//! stays an independent daemon with a static config of its own (sessions, filters, next hop);
+//! static tapvs_vips` with one `route VIP/32 blackhole;` per announced IPv4 VIP and a `protocol
+//! static tapvs_vips6` with one `route VIP6/128 blackhole;` per IPv6 VIP, then `birdc
+//! configure`. BIRD stays an independent daemon with a static config of its own (sessions, filters, next hop);
 //! tapvs owns only the list of routes, and a reconfiguration adds or withdraws just the changed
 //! routes without touching the BGP sessions.
 //!
@@ -21,7 +21,7 @@
 //! the router's BGP hold time bounds the route's life.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Option<JoinHandle<()>
         .name("tapvs-announce".into())
         .spawn(move || {
             let interval = Duration::from_millis(so.interval_ms);
-            let mut last: Option<Vec<Ipv4Addr>> = None;
+            let mut last: Option<Vec<IpAddr>> = None;
             let mut sent_at = Instant::now();
             while !sh.stop.load(Ordering::Relaxed) {
                 let ports_up = taps
@@ -99,16 +99,13 @@ pub fn start(cfg: &Config, shared: &Arc<Shared>) -> Result<Option<JoinHandle<()>
         .map_err(|e| format!("announce thread: {e}"))
 }
 
-/// The VIPs of `snap` with at least one usable real server, sorted and deduplicated.
-pub fn served_vips(snap: &Snapshot) -> Vec<Ipv4Addr> {
-    let mut v: Vec<Ipv4Addr> = snap
+/// The VIPs (both families) of `snap` with at least one usable real server, sorted (IPv4
+/// before IPv6) and deduplicated.
+pub fn served_vips(snap: &Snapshot) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = snap
         .services()
         .filter(|s| s.dests.iter().any(|d| d.is_available() && d.weight() > 0))
-        // BIRD's include announces IPv4 routes (IPv6 VIPs are not announced yet).
-        .filter_map(|s| match s.vip {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        })
+        .map(|s| s.vip)
         .collect();
     v.sort_unstable();
     v.dedup();
@@ -141,7 +138,7 @@ impl Watchdog {
     }
 
     /// Hands the set to the watchdog; respawns it if it died.
-    fn send(&mut self, so: &ScaleOutConfig, vips: &[Ipv4Addr]) {
+    fn send(&mut self, so: &ScaleOutConfig, vips: &[IpAddr]) {
         let mut text = crate::scaleout::bird_routes(vips);
         text.push_str(".\n");
         let ok = self.stdin.as_mut().is_some_and(|s| {
@@ -187,7 +184,22 @@ socket = ""
 [[port]]
 name = "seg"
 tap = "tp0"
-addresses = ["10.88.0.11/24"]
+addresses = ["10.88.0.11/24", "2001:db8:5::1/64"]
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::80]:80"
+[[service.real]]
+address = "[2001:db8:5::2]:80"
+forward = "dr"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8:f::81]:80"
+[[service.real]]
+address = "[2001:db8:5::2]:80"
+forward = "dr"
+weight = 0
 
 [[service]]
 protocol = "tcp"
@@ -222,14 +234,13 @@ forward = "tun"
         )
         .unwrap();
         let (_, snap) = crate::control::table::Table::from_config(&cfg).unwrap();
-        // Sorted, once per VIP; the quiesced-only VIP is not served.
-        assert_eq!(
-            served_vips(&snap),
-            [
-                Ipv4Addr::new(198, 51, 100, 5),
-                Ipv4Addr::new(198, 51, 100, 10)
-            ]
-        );
+        // Both families, sorted (IPv4 first), once per VIP; the quiesced-only VIPs are not
+        // served.
+        let want: Vec<IpAddr> = ["198.51.100.5", "198.51.100.10", "2001:db8:f::80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(served_vips(&snap), want);
         for s in snap.services() {
             for d in &s.dests {
                 d.set_available(false);
