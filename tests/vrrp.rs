@@ -127,17 +127,7 @@ impl Seg {
         bridge(&hub, "br0", &["vk0", "vb0", "vc0"]).expect("bridge");
         // tapvs sends no MLD reports: a snooping bridge that learnt keepalived's listener for
         // ff02::12 would stop flooding the adverts to tapvs's TAP.
-        hub.ip(&[
-            "link",
-            "set",
-            "dev",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])
-        .expect("bridge mcast_snooping");
+        tapvs_lab::netns::no_snooping(&hub, "br0").expect("bridge mcast_snooping");
         for bn in [
             "bridge/bridge-nf-call-iptables",
             "bridge/bridge-nf-call-arptables",

@@ -761,6 +761,22 @@ pub fn bridge(ns: &Netns, name: &str, members: &[&str]) -> io::Result<()> {
     ns.link_up(name)
 }
 
+/// Turns multicast snooping off on bridge `br` in `ns`: nothing in the lab sends MLD reports
+/// (tapvs does not), so a snooping bridge must not learn (or wait for) listeners; it floods.
+pub fn no_snooping(ns: &Netns, br: &str) -> io::Result<()> {
+    ns.ip(&[
+        "link",
+        "set",
+        "dev",
+        br,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ])
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::netns::{bridge, veth, wait_until, Netns, NsChild};
+use crate::netns::{bridge, no_snooping, veth, wait_until, Netns, NsChild};
 
 /// The VIP the instances announce.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -243,22 +243,6 @@ fn ipv6_plan(ns: &Netns, dual: bool) -> io::Result<()> {
     } else {
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
     }
-}
-
-/// Turns multicast snooping off on bridge `br` in `ns`: no MLD report is sent in the lab, so
-/// a snooping bridge must not learn (or wait for) listeners.
-fn no_snooping(ns: &Netns, br: &str) -> io::Result<()> {
-    ns.ip(&[
-        "link",
-        "set",
-        "dev",
-        br,
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
-    ])
-    .map(drop)
 }
 
 /// The addresses after each `via` in `route` (an `ip route show` output), sorted, once each.

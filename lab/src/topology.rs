@@ -31,7 +31,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 
-use crate::netns::{bridge, veth, Netns};
+use crate::netns::{bridge, no_snooping, veth, Netns};
 
 /// The virtual address used by the lab (from the kernel selftest).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(207, 175, 44, 110);
@@ -235,16 +235,7 @@ impl Topology {
         if dual {
             // No MLD is sent, so a snooping bridge must not learn (or wait for) listeners.
             for br in [EXT_BRIDGE, INT_BRIDGE] {
-                director.ip(&[
-                    "link",
-                    "set",
-                    "dev",
-                    br,
-                    "type",
-                    "bridge",
-                    "mcast_snooping",
-                    "0",
-                ])?;
+                no_snooping(&director, br)?;
             }
         }
         Ok(Topology {
