@@ -712,31 +712,51 @@ fn failover(fwd: &str) {
     eprintln!("failover {fwd} test took {:?}", started.elapsed());
 }
 
+/// IPv6 VRRP settings of an appliance for [`config6`].
+#[derive(Clone, Copy)]
+struct Vrrp6 {
+    prio: u8,
+    state: &'static str,
+    /// Its metrics port on 127.0.0.1.
+    metrics: u16,
+    /// Unicast peers on ext and int (the other appliance's addresses); `None`: multicast to
+    /// ff02::12.
+    peers: Option<[&'static str; 2]>,
+}
+
 /// An appliance on the dual-stack lab: dual-stack ports (own addresses `own` = ext, int,
-/// ext6, int6), one IPv6 NAT service and the sync daemon (`sync` lines). With `vrrp` =
-/// (priority, state): IPv6 VRRP (version 3) for the VIP and the floating gateways `EXT6` (the
-/// client's route to the VIP) and `INT6` (the real server's default route), and metrics on
-/// 127.0.0.1:`metrics`. Without: no VRRP (the lab's routes then point at A's own `EXT6`/`INT6`,
-/// so A carries the traffic and B only listens) and no metrics.
-fn config6(tag: &str, own: [&str; 4], sync: &str, vrrp: Option<(u8, &str, u16)>) -> String {
+/// ext6, int6), one IPv6 NAT service and the sync daemon (`sync` lines). With `vrrp`: IPv6
+/// VRRP (version 3) for the VIP and the floating gateways `EXT6` (the client's route to the
+/// VIP) and `INT6` (the real server's default route), and metrics. Without: no VRRP (the lab's
+/// routes then point at A's own `EXT6`/`INT6`, so A carries the traffic and B only listens)
+/// and no metrics.
+fn config6(tag: &str, own: [&str; 4], sync: &str, vrrp: Option<Vrrp6>) -> String {
     let [ext, int, ext6, int6] = own;
     let head = head(
         tag,
-        vrrp.map(|v| v.2),
+        vrrp.map(|v| v.metrics),
         &format!("\"{ext}/24\", \"{ext6}/64\""),
         &format!("\"{int}/24\", \"{int6}/64\""),
     );
     let vrrp = match vrrp {
         None => String::new(),
-        Some((prio, state, _)) => format!(
-            r#"
+        Some(Vrrp6 {
+            prio, state, peers, ..
+        }) => {
+            let peer = |i: usize| {
+                peers.map_or(String::new(), |p| {
+                    format!("unicast_peers = [\"{}\"]\n", p[i])
+                })
+            };
+            format!(
+                r#"
 [[vrrp]]
 name = "VI_EXT"
 port = "ext"
 virtual_router_id = 61
 priority = {prio}
 state = "{state}"
-virtual_addresses = ["{vip6}", "{gw_ext}"]
+{peer_ext}virtual_addresses = ["{vip6}", "{gw_ext}"]
 
 [[vrrp]]
 name = "VI_INT"
@@ -744,12 +764,15 @@ port = "int"
 virtual_router_id = 62
 priority = {prio}
 state = "{state}"
-virtual_addresses = ["{gw_int}"]
+{peer_int}virtual_addresses = ["{gw_int}"]
 "#,
-            vip6 = lab::VIP6,
-            gw_ext = lab::EXT6,
-            gw_int = lab::INT6,
-        ),
+                vip6 = lab::VIP6,
+                gw_ext = lab::EXT6,
+                gw_int = lab::INT6,
+                peer_ext = peer(0),
+                peer_int = peer(1),
+            )
+        }
     };
     format!(
         r#"{head}
@@ -786,14 +809,26 @@ fn neigh_mac(ns: &tapvs_lab::netns::Netns, ip: std::net::Ipv6Addr) -> Option<Str
         .map(str::to_string)
 }
 
-/// Hot standby over IPv6 (VRRP version 3): A (150) is master of the IPv6 VIP and both floating
-/// IPv6 gateways, so the client's and the real server's neighbour entries for the gateways are
-/// A's MACs. `kill -9` of A: B is master within 3 × advert_int + skew + 0.5 s, its unsolicited
-/// Neighbour Advertisements move both neighbour entries to B's MACs, and every keep-alive IPv6
-/// connection answers its next request through B (from the IPv6 entries A synced). A restarted
-/// as BACKUP preempts, the entries move back, and the connections still answer.
+/// Hot standby over IPv6 (VRRP version 3, adverts to ff02::12): A (150) is master of the IPv6
+/// VIP and both floating IPv6 gateways, so the client's and the real server's neighbour entries
+/// for the gateways are A's MACs; B receives A's adverts. `kill -9` of A: B is master within
+/// 3 × advert_int + skew + 0.5 s, its unsolicited Neighbour Advertisements move both neighbour
+/// entries to B's MACs, and every keep-alive IPv6 connection answers its next request through
+/// B (from the IPv6 entries A synced). A restarted as BACKUP preempts, the entries move back,
+/// and the connections still answer.
 #[test]
 fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
+    ipv6_vrrp_failover(false);
+}
+
+/// The same with unicast IPv6 peers (each appliance's adverts to the other's own addresses,
+/// resolved by Neighbour Discovery).
+#[test]
+fn ipv6_vrrp_failover_with_unicast_peers() {
+    ipv6_vrrp_failover(true);
+}
+
+fn ipv6_vrrp_failover(unicast: bool) {
     if !precheck() {
         return;
     }
@@ -805,16 +840,28 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
         .expect("http server");
     let own_a = [A_EXT, A_INT, "2001:db8:c::11", "2001:db8:5::11"];
     let own_b = [B_EXT, B_INT, "2001:db8:c::12", "2001:db8:5::12"];
+    let vrrp_a = |state| Vrrp6 {
+        prio: 150,
+        state,
+        metrics: 9275,
+        peers: unicast.then_some(["2001:db8:c::12", "2001:db8:5::12"]),
+    };
+    let vrrp_b = Vrrp6 {
+        prio: 100,
+        state: "BACKUP",
+        metrics: 9276,
+        peers: unicast.then_some(["2001:db8:c::11", "2001:db8:5::11"]),
+    };
     let mut a = Appliance::start(
         &lab,
         "v6-a",
-        &config6("a", own_a, BOTH6, Some((150, "MASTER", 9275))),
+        &config6("a", own_a, BOTH6, Some(vrrp_a("MASTER"))),
         9275,
     );
     let b = Appliance::start(
         &lab,
         "v6-b",
-        &config6("b", own_b, BOTH6, Some((100, "BACKUP", 9276))),
+        &config6("b", own_b, BOTH6, Some(vrrp_b)),
         9276,
     );
     assert!(
@@ -823,6 +870,21 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
         "A master of both IPv6 instances"
     );
     assert!(b.both_in(&lab, "BACKUP"), "B backup of both");
+    // B hears A on both instances (multicast, or unicast once each resolved the other).
+    let heard = "tapvs_vrrp_adverts_received_total{instance=";
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let m = b.metrics_text(&lab).unwrap_or_default();
+            ["VI_EXT", "VI_INT"].iter().all(|i| {
+                m.lines()
+                    .filter(|l| l.starts_with(&format!("{heard}\"{i}\"")))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+                    >= 2.0
+            })
+        }),
+        "B receives A's adverts on both instances"
+    );
     let (a_ext, a_int) = ("02:74:76:00:01:01", "02:74:76:00:01:02");
     let (b_ext, b_int) = ("02:74:76:00:02:01", "02:74:76:00:02:02");
 
@@ -876,7 +938,7 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
     // A restarted as BACKUP (as after a reboot) preempts; the entries move back.
     std::fs::write(
         &a.config,
-        config6("a", own_a, BOTH6, Some((150, "BACKUP", 9275))),
+        config6("a", own_a, BOTH6, Some(vrrp_a("BACKUP"))),
     )
     .unwrap();
     a.restart(&lab);
@@ -915,5 +977,8 @@ fn ipv6_vrrp_failover_moves_the_vip_and_gateways_and_keeps_connections() {
         "keep-alive IPv6 connections answered through A again"
     );
     drop(b);
-    eprintln!("IPv6 VRRP failover test took {:?}", started.elapsed());
+    eprintln!(
+        "IPv6 VRRP failover (unicast {unicast}) test took {:?}",
+        started.elapsed()
+    );
 }
