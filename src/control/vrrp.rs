@@ -1,12 +1,14 @@
 //! The VRRP thread (hot standby): runs the `[[vrrp]]` instances' state machines
-//! ([`crate::vrrp`]) off the data path. Workers hand it received adverts (IP protocol 112)
-//! through `ha.rx`; it validates them (counting rejects by keepalived's reasons), drives the
-//! state machines with its clock, and sends adverts from the instance port's own MAC and first
-//! address through that port's TAP (worker 0's queue; a TAP write is one atomic frame), to
-//! 224.0.0.18 or to each unicast peer. On each transition it publishes the [`Standby`] view
-//! the workers read (a backup neither answers ARP for nor forwards to the virtual addresses),
-//! and on becoming MASTER sends keepalived's gratuitous ARP bursts: 5 at once, 5 more after
-//! 5 s. It runs the notify scripts, polls tracked ports and services (a port administratively
+//! ([`crate::vrrp`]) off the data path. Workers hand it received adverts (IPv4 protocol or
+//! IPv6 next header 112) through `ha.rx`; it validates them (counting rejects by keepalived's
+//! reasons), drives the state machines with its clock, and sends adverts from the instance
+//! port's own MAC and its first IPv4 address (an IPv6 instance: its link-local address)
+//! through that port's TAP (worker 0's queue; a TAP write is one atomic frame), to 224.0.0.18
+//! (ff02::12) or to each unicast peer. On each transition it publishes the [`Standby`] view
+//! the workers read (a backup neither answers ARP or Neighbour Solicitations for nor forwards
+//! to the virtual addresses), and on becoming MASTER sends keepalived's gratuitous ARP bursts
+//! (unsolicited Neighbour Advertisements for IPv6 addresses): 5 at once, 5 more after 5 s.
+//! It runs the notify scripts, polls tracked ports and services (a port administratively
 //! down, a service whose health-check quorum is lost: FAULT, or the tracking weight added to
 //! the priority), moves the members of each sync group together ([`crate::vrrp::group`]), and
 //! on stop sends priority 0 for every instance it is MASTER of.
