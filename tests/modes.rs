@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Lab};
-use common::{any, rs_decap, wait_stats};
+use common::{any, rs_decap, selftest_transfer, wait_stats};
 use tapvs_lab::netns::{precheck, wait_for_tcp_listen, Netns};
 use tapvs_lab::traffic::{self, BulkSink};
 
@@ -29,36 +28,6 @@ fn rs_setup(rs: &Netns, mode: &str) {
     let vip = lab::VIP.to_string();
     rs.exec(&[BIN, "rs-setup", "--mode", mode, "--vip", &vip])
         .expect("tapvs rs-setup");
-}
-
-/// Sends 32 random bytes to VIP:8080 and returns what the real server received (the
-/// selftest's check), using a std listener in the real server.
-fn selftest_transfer(lab: &Lab) -> (Vec<u8>, Vec<u8>) {
-    let listener = lab.reals[0]
-        .run(|| TcpListener::bind(any(8080)))
-        .expect("listener");
-    let mut payload = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut payload)
-        .unwrap();
-    let p = payload.clone();
-    lab.client.run(move || {
-        let mut s = TcpStream::connect_timeout(&lab::vip(8080), Duration::from_secs(5))
-            .expect("connect to the VIP");
-        s.write_all(&p).unwrap();
-    });
-    listener
-        .set_nonblocking(false)
-        .and_then(|_| {
-            let (mut c, _) = listener.accept()?;
-            c.set_read_timeout(Some(Duration::from_secs(5)))?;
-            let mut got = Vec::new();
-            c.read_to_end(&mut got)?;
-            Ok(got)
-        })
-        .map(|got| (payload, got))
-        .expect("real server receives")
 }
 
 fn bulk(lab: &Lab, vport: u16) -> f64 {
@@ -103,7 +72,7 @@ fn dr_selftest_case_and_bulk() {
     );
     lab.start(&format!("{}{}", lab::base_config(2), services))
         .unwrap();
-    let (sent, got) = selftest_transfer(&lab);
+    let (sent, got) = selftest_transfer(&lab, lab::vip(8080));
     assert_eq!(got, sent, "DR: 32 bytes intact");
     let gbps = bulk(&lab, 9000);
     let stats = wait_stats(&lab, |s| s.fwd_in > 0);
@@ -180,7 +149,7 @@ fn tun_selftest_case_with_rs_decap_and_bulk_at_1500_mtu() {
         });
     assert!(learnt, "the client learnt the tunnel MTU: {route}");
     drop(s);
-    let (sent, got) = selftest_transfer(&lab);
+    let (sent, got) = selftest_transfer(&lab, lab::vip(8080));
     assert_eq!(got, sent, "TUN: 32 bytes intact");
     let gbps = bulk(&lab, 9000);
     let stats = wait_stats(&lab, |s| s.fwd_in > 0);

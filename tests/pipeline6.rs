@@ -74,6 +74,24 @@ fn to_int(hop: impl Into<IpAddr>) -> Verdict {
     }
 }
 
+/// Feeds the client's empty ACK from port `cport` to VIP6:`vport`; the first frame it sent on the
+/// server side.
+fn client_ack(rig: &mut Rig, cport: u16, vport: u16) -> Vec<u8> {
+    let ack = tcp(
+        (EXT_MAC, CLIENT_MAC),
+        (client(), cport),
+        (vip6(), vport),
+        64,
+        false,
+        &[],
+    );
+    assert!(matches!(
+        rig.feed(EXT, &ack),
+        Verdict::Transmit { port: INT, .. }
+    ));
+    rig.sent().swap_remove(0).1
+}
+
 impl Rig {
     /// The rig with a NAT, a DR, a FullNAT (IPv6 local address, TOA), a TUN and a NAT64
     /// service on VIP6 ports 80..=84; the server side's MTU 1400.
@@ -542,20 +560,7 @@ fn fullnat_rewrites_both_ends_and_the_handshake_ack_carries_the_ipv6_toa() {
     );
     assert_eq!(rig.sent(), vec![(EXT, want)]);
     // The client's ACK carries the IPv6 TOA (kind 253: port, address) to the server.
-    let ack = tcp(
-        (EXT_MAC, CLIENT_MAC),
-        (client(), 40010),
-        (vip6(), 82),
-        64,
-        false,
-        &[],
-    );
-    assert!(matches!(
-        rig.feed(EXT, &ack),
-        Verdict::Transmit { port: INT, .. }
-    ));
-    let sent = rig.sent();
-    let f = &sent[0].1;
+    let f = &client_ack(&mut rig, 40010, 82);
     let mut toa = vec![253, 20];
     toa.extend_from_slice(&40010u16.to_be_bytes());
     toa.extend_from_slice(&client().octets());
@@ -882,20 +887,7 @@ fn nat64_translates_to_ipv4_with_the_toa_and_the_reply_back_to_ipv6() {
     );
     assert_eq!(rig.sent(), vec![(EXT, want)]);
     // The client's handshake ACK carries the IPv6 TOA (kind 253) in the IPv4 segment.
-    let ack = tcp(
-        (EXT_MAC, CLIENT_MAC),
-        (client(), 40030),
-        (vip6(), 84),
-        64,
-        false,
-        &[],
-    );
-    assert!(matches!(
-        rig.feed(EXT, &ack),
-        Verdict::Transmit { port: INT, .. }
-    ));
-    let sent = rig.sent();
-    let f = &sent[0].1;
+    let f = &client_ack(&mut rig, 40030, 84);
     assert_ipv4(f, LIP4, RS64, 63);
     let seg = &f[34..];
     let hl = usize::from(seg[12] >> 4) * 4;

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::lab::{self, Lab};
-use common::{rs_decap, wait_stats};
+use common::{rs_decap, selftest_transfer, wait_stats};
 use tapvs_lab::netns::{precheck, wait_for_tcp_listen, wait_until, Netns};
 use tapvs_lab::traffic::{self, BulkSink, HttpServer};
 
@@ -190,29 +189,6 @@ fn nat6_bulk_200mb_with_offloads() {
     assert!(stats.rx_gso > 0, "offloads on: {stats:?}");
 }
 
-/// Sends 32 random bytes to `[VIP6]:8080` and returns what real server 0 received.
-fn selftest_transfer(lab: &Lab) -> (Vec<u8>, Vec<u8>) {
-    let listener = lab.reals[0]
-        .run(|| TcpListener::bind(any6(8080)))
-        .expect("listener");
-    let mut payload = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut payload)
-        .unwrap();
-    let p = payload.clone();
-    lab.client.run(move || {
-        let mut s = TcpStream::connect_timeout(&lab::vip6(8080), Duration::from_secs(5))
-            .expect("connect to the VIP");
-        s.write_all(&p).unwrap();
-    });
-    let (mut c, _) = listener.accept().expect("accept");
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = Vec::new();
-    c.read_to_end(&mut got).expect("read");
-    (payload, got)
-}
-
 fn rs_setup(rs: &Netns, mode: &str) {
     let vip = lab::VIP6.to_string();
     let out = rs
@@ -257,7 +233,7 @@ fn dr6_with_rs_setup_and_bulk() {
     // Only the appliance answers the client's Neighbour Solicitation for the VIP (the real
     // server, which holds the VIP on lo and shares the segment, does not).
     vip6_on_link(&lab);
-    let (sent, got) = selftest_transfer(&lab);
+    let (sent, got) = selftest_transfer(&lab, lab::vip6(8080));
     assert_eq!(got, sent, "DR6: 32 bytes intact");
     let neigh = lab
         .client
@@ -313,7 +289,7 @@ fn tun6_with_rs_decap_packet_too_big_and_bulk() {
     });
     assert!(learnt, "the client learnt the tunnel MTU: {route}");
     drop(s);
-    let (sent, got) = selftest_transfer(&lab);
+    let (sent, got) = selftest_transfer(&lab, lab::vip6(8080));
     assert_eq!(got, sent, "TUN6: 32 bytes intact");
     let gbps = bulk(&lab, lab::vip6(9000));
     let stats = wait_stats(&lab, |s| s.fwd_in > 0);

@@ -41,6 +41,39 @@ pub fn any(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
 }
 
+/// Sends 32 random bytes to `vip` (its port) from the client and returns them with what real
+/// server 0 received on that port (the selftest's check), through a std listener of the
+/// VIP's family.
+pub fn selftest_transfer(lab: &Lab, vip: SocketAddr) -> (Vec<u8>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let bind = SocketAddr::new(
+        match vip {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        },
+        vip.port(),
+    );
+    let listener = lab.reals[0]
+        .run(|| std::net::TcpListener::bind(bind))
+        .expect("listener");
+    let mut payload = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut payload)
+        .unwrap();
+    let p = payload.clone();
+    lab.client.run(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(5))
+            .expect("connect to the VIP");
+        s.write_all(&p).unwrap();
+    });
+    let (mut c, _) = listener.accept().expect("accept");
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("read");
+    (payload, got)
+}
+
 /// Starts an HTTP server named `rs{i+1}` on `port` in every real server of the lab.
 pub fn http_servers(lab: &Lab, port: u16) -> Vec<HttpServer> {
     lab.reals
